@@ -1,0 +1,31 @@
+/**
+ * Every limit of pstore in one place (TigerBeetle's constants.zig): a limit
+ * that is hit gives a clear error naming it, never an unbounded queue.
+ */
+export const PAGE_SIZE = 4096;
+
+/** Names are UTF-8, 1..NAME_BYTES_MAX bytes, no control characters. */
+export const NAME_BYTES_MAX = 255;
+
+export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
+/** Keeps per-page tables (sequence numbers, protection) small and a JS index exact. */
+export const SEGMENT_SIZE_MAX = 64 * 1024 * 1024 * 1024;
+
+/** A release ships a datum's dirty pages in one frame, so a datum fits in one. */
+export const DATUM_BYTES_MAX = 256 * 1024 * 1024;
+/** Checked on the length prefix, before any buffer is allocated. */
+export const FRAME_BYTES_MAX = DATUM_BYTES_MAX + 64 * 1024;
+
+export const DATA_COUNT_MAX = 1_000_000;
+export const WAITERS_PER_DATUM_MAX = 10_000;
+export const SESSIONS_MAX = 10_000;
+/** Requests of one session applied but whose reply the client has not confirmed. */
+export const INFLIGHT_PER_SESSION_MAX = 1024;
+
+export const SESSION_TIMEOUT_MS_DEFAULT = 10_000;
+export const HEARTBEAT_MS_DEFAULT = 100;
+export const SUSPECT_MS_DEFAULT = 1000;
+
+export const PROTOCOL_VERSION = 1;
+export const DEFAULT_PORT = 7401;
+export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
