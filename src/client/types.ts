@@ -1,0 +1,72 @@
+/** The public shapes of the client API (docs/api.md describes them for users). */
+
+export interface ConnectOptions {
+  /** "host:port,host:port" or a list; default PSTORE_SERVERS, then the local cluster's ports. */
+  servers?: string | string[];
+  /** Shared secret; default PSTORE_SECRET. */
+  secret?: string;
+  /** How long the servers keep this client's holds after it stops heart-beating. */
+  sessionTimeoutMs?: number;
+  /** How long to try to reach a server before failing with EUNAVAILABLE. */
+  connectTimeoutMs?: number;
+}
+
+export interface AccessOptions {
+  /** Give up waiting for the hold after this long (ETIMEDOUT); the wait leaves no trace. */
+  timeoutMs?: number;
+  /** Abort the wait (ECANCELED); the wait leaves no trace. */
+  signal?: AbortSignal;
+}
+
+export interface DatumInfo {
+  name: string;
+  /** Bytes the datum was created with. */
+  size: number;
+  /** Byte offset of the datum in the segment (page aligned). */
+  offset: number;
+  /** Sequence number of the last write release (or of the creation). */
+  version: number;
+  readers: number;
+  writer: boolean;
+  waiters: number;
+}
+
+export interface ServerStatus {
+  id: number;
+  address: string;
+  role: "head" | "middle" | "tail" | "single" | "joining" | "down";
+  appliedSeq: number;
+  lag: number;
+  state: "serving" | "catching-up" | "down";
+  lastHeartbeatMsAgo: number | null;
+}
+
+export interface ClusterStatus {
+  epoch: number;
+  segmentSize: number;
+  pageSize: number;
+  chain: ServerStatus[];
+}
+
+export interface Store {
+  /** Reserves `size` bytes under `name` (p_create). EEXIST, EINVAL, ENOSPC. */
+  create(name: string, size: number): Promise<void>;
+  /** Waits for a read hold, returns the datum's bytes in the mapped segment, read-only (p_access_read). */
+  accessRead(name: string, options?: AccessOptions): Promise<Uint8Array>;
+  /** Waits for the write hold, returns the datum's bytes, writable (p_access_readwrite). */
+  accessReadWrite(name: string, options?: AccessOptions): Promise<Uint8Array>;
+  /** Drops a read hold (p_release_read). The view must not be used afterwards. */
+  releaseRead(view: Uint8Array): Promise<void>;
+  /** Ships the changed pages and drops the write hold; resolves when every server has them (p_release_readwrite). */
+  releaseReadWrite(view: Uint8Array): Promise<void>;
+  delete(name: string): Promise<void>;
+  list(): Promise<DatumInfo[]>;
+  stat(name: string): Promise<DatumInfo>;
+  status(): Promise<ClusterStatus>;
+  /** Runs `fn` under a read hold and always releases it. */
+  withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
+  /** Runs `fn` under the write hold, ships its changes, and always releases. */
+  withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
+  /** Releases every hold (unreleased writes are discarded) and closes the connections. */
+  close(): Promise<void>;
+}
