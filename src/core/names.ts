@@ -1,0 +1,28 @@
+/** Validation of datum names and sizes, shared by the state machine and the client. */
+import { DATUM_BYTES_MAX, NAME_BYTES_MAX } from "../constants";
+
+const encoder = new TextEncoder();
+
+/** Why `name` is not a valid datum name, or null when it is. */
+export function nameProblem(name: string): string | null {
+  if (typeof name !== "string" || name.length === 0) return "a name must not be empty";
+  const bytes = encoder.encode(name).length;
+  if (bytes > NAME_BYTES_MAX) return `a name is at most ${NAME_BYTES_MAX} bytes of UTF-8 (got ${bytes})`;
+  // Control characters would garble logs, fault messages and the shell's output.
+  if (/[\u0000-\u001f\u007f]/.test(name)) return "a name must not contain control characters";
+  return null;
+}
+
+/** Why `size` is not a valid datum size for a segment of `segmentSize` bytes, or null. */
+export function sizeProblem(size: number, segmentSize: number): { code: "EINVAL" | "ENOSPC"; message: string } | null {
+  if (!Number.isSafeInteger(size) || size <= 0) {
+    return { code: "EINVAL", message: `a size is a whole number of bytes above 0 (got ${size})` };
+  }
+  if (size > segmentSize) {
+    return { code: "ENOSPC", message: `${size} bytes do not fit in the segment of ${segmentSize} bytes` };
+  }
+  if (size > DATUM_BYTES_MAX) {
+    return { code: "EINVAL", message: `a datum is at most ${DATUM_BYTES_MAX} bytes (got ${size})` };
+  }
+  return null;
+}

@@ -1,0 +1,397 @@
+/**
+ * The replicated state machine: names, allocator, pages, sessions and holds.
+ * Every replica applies the same updates in the same order and so reaches
+ * the same state and grants the same holds. Pure: no I/O, clock or randomness.
+ */
+import {
+  DATA_COUNT_MAX,
+  INFLIGHT_PER_SESSION_MAX,
+  SESSIONS_MAX,
+  WAITERS_PER_DATUM_MAX,
+} from "../constants";
+import type { ErrorCode } from "../errors";
+import type { Mode, Op, PageWrite, Reply } from "../wire/messages";
+import { PageAllocator } from "./allocator";
+import { nameProblem, sizeProblem } from "./names";
+import { PageStore } from "./pages";
+
+/** An operation with its place in the total order. Session 0 is the system (expiries). */
+export interface Update {
+  seq: number;
+  epoch: number;
+  session: number;
+  reqNo: number;
+  doneBelow: number;
+  op: Op;
+}
+
+/** A reply the tail must deliver to a client. */
+export interface Output {
+  session: number;
+  reqNo: number;
+  reply: Reply;
+}
+
+export interface Hold {
+  id: number;
+  session: number;
+  name: string;
+  mode: Mode;
+  reqNo: number;
+}
+
+interface Waiter {
+  session: number;
+  reqNo: number;
+  mode: Mode;
+  knownCreatedSeq: number;
+  cachedVersion: number;
+}
+
+export interface Datum {
+  name: string;
+  firstPage: number;
+  pageCount: number;
+  size: number;
+  createdSeq: number;
+  /** Sequence number of the last write release that changed a page (or of the creation). */
+  version: number;
+  holders: Hold[];
+  queue: Waiter[];
+}
+
+export interface Session {
+  id: number;
+  timeoutMs: number;
+  /** Reply of each request not yet confirmed by the client; null while an acquire waits. */
+  replies: Map<number, Reply | null>;
+  /** The client has the replies of every request below this number. */
+  doneBelow: number;
+  holds: Set<number>;
+  /** Waiting acquires: request number → datum name. */
+  waiting: Map<number, string>;
+}
+
+export interface DatumInfo {
+  name: string;
+  size: number;
+  offset: number;
+  version: number;
+  readers: number;
+  writer: boolean;
+  waiters: number;
+}
+
+function error(code: ErrorCode, message: string): Reply {
+  return { type: "error", code, message };
+}
+
+export class StoreState {
+  readonly pages: PageStore;
+  readonly allocator: PageAllocator;
+  readonly data = new Map<string, Datum>();
+  readonly sessions = new Map<number, Session>();
+  readonly holds = new Map<number, Hold>();
+  nextHoldId = 1;
+  appliedSeq = 0;
+
+  constructor(readonly segmentSize: number, readonly pageSize: number) {
+    const pageCount = segmentSize / pageSize;
+    if (!Number.isInteger(pageCount) || pageCount <= 0) {
+      throw new RangeError(`segment size ${segmentSize} is not a positive multiple of the page size ${pageSize}`);
+    }
+    this.pages = new PageStore(pageSize, pageCount);
+    this.allocator = new PageAllocator(pageCount);
+  }
+
+  /** Applies the next update of the total order and returns the replies it produces. */
+  apply(update: Update): Output[] {
+    if (update.seq !== this.appliedSeq + 1) {
+      throw new Error(`update ${update.seq} applied out of order after ${this.appliedSeq}`);
+    }
+    this.appliedSeq = update.seq;
+    const outputs: Output[] = [];
+    const { op } = update;
+    if (op.type === "expire_session") {
+      this.endSession(op.session, outputs);
+      return outputs;
+    }
+    if (op.type === "open_session") {
+      this.openSession(update, op.timeoutMs, outputs);
+      return outputs;
+    }
+    const session = this.sessions.get(update.session);
+    if (!session) {
+      const reply = error("ESESSION", "the session expired or is unknown: its holds were released; reconnect");
+      outputs.push({ session: update.session, reqNo: update.reqNo, reply });
+      return outputs;
+    }
+    this.forgetConfirmed(session, update.doneBelow);
+    if (this.isDuplicate(session, update.reqNo, outputs)) return outputs;
+    if (session.replies.size >= INFLIGHT_PER_SESSION_MAX) {
+      const reply = error("ELIMIT", `at most ${INFLIGHT_PER_SESSION_MAX} requests of a session in flight`);
+      outputs.push({ session: session.id, reqNo: update.reqNo, reply });
+      return outputs;
+    }
+    if (op.type === "close_session") {
+      this.endSession(session.id, outputs);
+      outputs.push({ session: session.id, reqNo: update.reqNo, reply: { type: "ok" } });
+      return outputs;
+    }
+    const reply = this.execute(session, update, outputs);
+    session.replies.set(update.reqNo, reply);
+    if (reply) outputs.push({ session: session.id, reqNo: update.reqNo, reply });
+    return outputs;
+  }
+
+  /** True (with the stored reply re-sent, if any) when the request was applied before. */
+  isDuplicate(session: Session, reqNo: number, outputs?: Output[]): boolean {
+    if (reqNo < session.doneBelow) return true;
+    if (!session.replies.has(reqNo)) return false;
+    const stored = session.replies.get(reqNo);
+    if (stored && outputs) outputs.push({ session: session.id, reqNo, reply: stored });
+    return true;
+  }
+
+  private forgetConfirmed(session: Session, doneBelow: number): void {
+    if (doneBelow <= session.doneBelow) return;
+    session.doneBelow = doneBelow;
+    for (const [reqNo, reply] of session.replies) {
+      if (reqNo < doneBelow && reply !== null) session.replies.delete(reqNo);
+    }
+  }
+
+  private openSession(update: Update, timeoutMs: number, outputs: Output[]): void {
+    const existing = this.sessions.get(update.session);
+    if (existing) {
+      this.isDuplicate(existing, update.reqNo, outputs);
+      return;
+    }
+    if (update.session === 0) {
+      outputs.push({ session: 0, reqNo: update.reqNo, reply: error("EINVAL", "session id 0 is reserved") });
+      return;
+    }
+    if (this.sessions.size >= SESSIONS_MAX) {
+      const reply = error("ELIMIT", `the cluster serves at most ${SESSIONS_MAX} sessions`);
+      outputs.push({ session: update.session, reqNo: update.reqNo, reply });
+      return;
+    }
+    const reply: Reply = { type: "session", timeoutMs };
+    this.sessions.set(update.session, {
+      id: update.session,
+      timeoutMs,
+      replies: new Map([[update.reqNo, reply]]),
+      doneBelow: 0,
+      holds: new Set(),
+      waiting: new Map(),
+    });
+    outputs.push({ session: update.session, reqNo: update.reqNo, reply });
+  }
+
+  private execute(session: Session, update: Update, outputs: Output[]): Reply | null {
+    const { op } = update;
+    switch (op.type) {
+      case "create":
+        return this.create(op.name, op.size, update.seq);
+      case "delete":
+        return this.delete(op.name);
+      case "acquire":
+        return this.acquire(session, update.reqNo, op);
+      case "release":
+        return this.release(session, op.holdId, op.pages, update.seq, outputs);
+      case "cancel":
+        return this.cancel(session, op.acquireReqNo, outputs);
+      default:
+        return error("EINVAL", `operation ${op.type} is not a client operation`);
+    }
+  }
+
+  private create(name: string, size: number, seq: number): Reply {
+    const badName = nameProblem(name);
+    if (badName) return error("EINVAL", badName);
+    const badSize = sizeProblem(size, this.segmentSize);
+    if (badSize) return error(badSize.code, badSize.message);
+    if (this.data.has(name)) return error("EEXIST", `a datum named "${name}" exists already`);
+    if (this.data.size >= DATA_COUNT_MAX) return error("ELIMIT", `the segment holds at most ${DATA_COUNT_MAX} data`);
+    const pageCount = Math.ceil(size / this.pageSize);
+    const firstPage = this.allocator.allocate(pageCount);
+    if (firstPage < 0) {
+      const largest = this.allocator.largestFreeRun();
+      return error("ENOSPC", `no free run of ${pageCount} pages for "${name}" (largest free run: ${largest} pages)`);
+    }
+    this.pages.zero(firstPage, pageCount, seq);
+    this.data.set(name, { name, firstPage, pageCount, size, createdSeq: seq, version: seq, holders: [], queue: [] });
+    return { type: "created", offset: firstPage * this.pageSize, size, createdSeq: seq };
+  }
+
+  private delete(name: string): Reply {
+    const datum = this.data.get(name);
+    if (!datum) return error("ENOENT", `no datum named "${name}"`);
+    if (datum.holders.length > 0 || datum.queue.length > 0) {
+      return error("EBUSY", `"${name}" is held or waited for; delete it once every hold is released`);
+    }
+    this.allocator.release(datum.firstPage, datum.pageCount);
+    this.data.delete(name);
+    return { type: "ok" };
+  }
+
+  private acquire(session: Session, reqNo: number, op: Extract<Op, { type: "acquire" }>): Reply | null {
+    const datum = this.data.get(op.name);
+    if (!datum) return error("ENOENT", `no datum named "${op.name}"`);
+    if (datum.holders.some((hold) => hold.session === session.id) || datum.queue.some((w) => w.session === session.id)) {
+      return error("EDEADLK", `this session already holds or waits for "${op.name}": release it first`);
+    }
+    if (datum.queue.length >= WAITERS_PER_DATUM_MAX) {
+      return error("ELIMIT", `at most ${WAITERS_PER_DATUM_MAX} waiters on "${op.name}"`);
+    }
+    const waiter: Waiter = {
+      session: session.id,
+      reqNo,
+      mode: op.mode,
+      knownCreatedSeq: op.knownCreatedSeq,
+      cachedVersion: op.cachedVersion,
+    };
+    if (datum.queue.length === 0 && compatible(datum, op.mode)) return this.grant(datum, waiter);
+    datum.queue.push(waiter);
+    session.waiting.set(reqNo, datum.name);
+    return null;
+  }
+
+  private grant(datum: Datum, waiter: Waiter): Reply {
+    const hold: Hold = { id: this.nextHoldId++, session: waiter.session, name: datum.name, mode: waiter.mode, reqNo: waiter.reqNo };
+    datum.holders.push(hold);
+    this.holds.set(hold.id, hold);
+    this.sessions.get(waiter.session)!.holds.add(hold.id);
+    const cacheValid = waiter.knownCreatedSeq === datum.createdSeq && waiter.cachedVersion >= datum.createdSeq;
+    return {
+      type: "granted",
+      holdId: hold.id,
+      mode: hold.mode,
+      name: datum.name,
+      offset: datum.firstPage * this.pageSize,
+      size: datum.size,
+      createdSeq: datum.createdSeq,
+      version: datum.version,
+      sendAfter: cacheValid ? waiter.cachedVersion : -1,
+    };
+  }
+
+  /** Grants the waiters at the front of the queue that the current holders allow (FIFO). */
+  private grantWaiters(datum: Datum, outputs: Output[]): void {
+    while (datum.queue.length > 0 && compatible(datum, datum.queue[0]!.mode)) {
+      const waiter = datum.queue.shift()!;
+      const session = this.sessions.get(waiter.session)!;
+      session.waiting.delete(waiter.reqNo);
+      const reply = this.grant(datum, waiter);
+      session.replies.set(waiter.reqNo, reply);
+      outputs.push({ session: waiter.session, reqNo: waiter.reqNo, reply });
+    }
+  }
+
+  private release(session: Session, holdId: number, pages: PageWrite[], seq: number, outputs: Output[]): Reply {
+    const hold = this.holds.get(holdId);
+    if (!hold || hold.session !== session.id) {
+      return error("ESTALE", `hold ${holdId} is not a hold of this session (released, expired or never granted)`);
+    }
+    const datum = this.data.get(hold.name)!;
+    if (pages.length > 0) {
+      const problem = hold.mode === "read" ? "a read hold cannot ship pages" : this.pagesProblem(datum, pages);
+      if (problem) return error("EINVAL", problem);
+      for (const page of pages) this.pages.write(page.page, page.bytes, seq);
+      datum.version = seq;
+    }
+    this.dropHold(hold);
+    this.grantWaiters(datum, outputs);
+    return { type: "released", version: datum.version };
+  }
+
+  private pagesProblem(datum: Datum, pages: PageWrite[]): string | null {
+    for (const page of pages) {
+      if (page.page < datum.firstPage || page.page >= datum.firstPage + datum.pageCount) {
+        return `page ${page.page} is outside "${datum.name}"`;
+      }
+      if (page.bytes.length !== this.pageSize) return `page ${page.page} has ${page.bytes.length} bytes, not ${this.pageSize}`;
+    }
+    return null;
+  }
+
+  private cancel(session: Session, acquireReqNo: number, outputs: Output[]): Reply {
+    const waitingOn = session.waiting.get(acquireReqNo);
+    if (waitingOn !== undefined) {
+      const datum = this.data.get(waitingOn)!;
+      datum.queue = datum.queue.filter((w) => !(w.session === session.id && w.reqNo === acquireReqNo));
+      session.waiting.delete(acquireReqNo);
+      session.replies.set(acquireReqNo, error("ECANCELED", "the wait was cancelled"));
+      // A cancelled writer at the front may have kept readers behind it waiting.
+      this.grantWaiters(datum, outputs);
+      return { type: "ok" };
+    }
+    const granted = session.replies.get(acquireReqNo);
+    if (granted?.type === "granted" && this.holds.get(granted.holdId)?.session === session.id) {
+      const hold = this.holds.get(granted.holdId)!;
+      this.dropHold(hold);
+      this.grantWaiters(this.data.get(hold.name)!, outputs);
+    }
+    return { type: "ok" };
+  }
+
+  private dropHold(hold: Hold): void {
+    const datum = this.data.get(hold.name)!;
+    datum.holders = datum.holders.filter((h) => h.id !== hold.id);
+    this.holds.delete(hold.id);
+    this.sessions.get(hold.session)?.holds.delete(hold.id);
+  }
+
+  /** Releases a session's holds (discarding unreleased writes), drops its waits, grants the next waiters. */
+  private endSession(id: number, outputs: Output[]): void {
+    const session = this.sessions.get(id);
+    if (!session) return;
+    const touched = new Set<string>();
+    for (const holdId of session.holds) {
+      const hold = this.holds.get(holdId)!;
+      touched.add(hold.name);
+      this.dropHold(hold);
+    }
+    for (const [reqNo, name] of session.waiting) {
+      const datum = this.data.get(name)!;
+      datum.queue = datum.queue.filter((w) => !(w.session === id && w.reqNo === reqNo));
+      touched.add(name);
+    }
+    this.sessions.delete(id);
+    for (const name of touched) this.grantWaiters(this.data.get(name)!, outputs);
+  }
+
+  // ---- reads of committed state (served by the tail) ----
+
+  info(datum: Datum): DatumInfo {
+    return {
+      name: datum.name,
+      size: datum.size,
+      offset: datum.firstPage * this.pageSize,
+      version: datum.version,
+      readers: datum.holders.filter((h) => h.mode === "read").length,
+      writer: datum.holders.some((h) => h.mode === "write"),
+      waiters: datum.queue.length,
+    };
+  }
+
+  list(): DatumInfo[] {
+    return [...this.data.values()].map((datum) => this.info(datum)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Pages of `datum` written after `sendAfter` (all when -1), for a grant. */
+  pagesAfter(offset: number, size: number, sendAfter: number): PageWrite[] {
+    const first = offset / this.pageSize;
+    const count = Math.ceil(size / this.pageSize);
+    const pages: PageWrite[] = [];
+    for (let page = first; page < first + count; page++) {
+      if (sendAfter < 0 || this.pages.pageSeq[page]! > sendAfter) pages.push({ page, bytes: this.pages.read(page) });
+    }
+    return pages;
+  }
+}
+
+function compatible(datum: Datum, mode: Mode): boolean {
+  if (mode === "write") return datum.holders.length === 0;
+  return !datum.holders.some((hold) => hold.mode === "write");
+}

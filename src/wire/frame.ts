@@ -1,0 +1,108 @@
+/**
+ * Frames: u32 length (of what follows, little endian), u8 type, body.
+ * The decoder takes arbitrary chunks and hands back whole frames; the length
+ * is checked against the limit before any buffer is allocated for the frame.
+ */
+import { WireError } from "./codec";
+
+export const FRAME_HEADER_BYTES = 5;
+
+export interface Frame {
+  type: number;
+  /** The body only; a view that stays valid (received chunks are never reused). */
+  body: Uint8Array;
+}
+
+export class FrameDecoder {
+  /** Bytes of an incomplete frame: its header and what arrived of its body. */
+  private pending: Uint8Array | null = null;
+  private pendingFilled = 0;
+  private header = new Uint8Array(FRAME_HEADER_BYTES);
+  private headerFilled = 0;
+
+  constructor(private readonly frameBytesMax: number) {}
+
+  /** Calls onFrame once per whole frame in order; throws WireError on a bad length. */
+  push(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.pending) {
+        const take = Math.min(this.pending.length - this.pendingFilled, chunk.length - offset);
+        this.pending.set(chunk.subarray(offset, offset + take), this.pendingFilled);
+        this.pendingFilled += take;
+        offset += take;
+        this.emitIfComplete(onFrame);
+        continue;
+      }
+      if (this.headerFilled === 0 && chunk.length - offset >= FRAME_HEADER_BYTES) {
+        // Fast path: the whole header is in this chunk.
+        const length = readLength(chunk, offset);
+        const type = chunk[offset + 4]!;
+        this.checkLength(length);
+        const bodyLength = length - 1;
+        const bodyStart = offset + FRAME_HEADER_BYTES;
+        if (chunk.length - bodyStart >= bodyLength) {
+          offset = bodyStart + bodyLength;
+          onFrame({ type, body: chunk.subarray(bodyStart, bodyStart + bodyLength) });
+        } else {
+          this.header.set(chunk.subarray(offset, bodyStart));
+          this.startBody(bodyLength);
+          offset = bodyStart;
+        }
+        continue;
+      }
+      const take = Math.min(FRAME_HEADER_BYTES - this.headerFilled, chunk.length - offset);
+      this.header.set(chunk.subarray(offset, offset + take), this.headerFilled);
+      this.headerFilled += take;
+      offset += take;
+      if (this.headerFilled === FRAME_HEADER_BYTES) {
+        const length = readLength(this.header, 0);
+        this.checkLength(length);
+        this.startBody(length - 1);
+        this.emitIfComplete(onFrame);
+      }
+    }
+  }
+
+  private emitIfComplete(onFrame: (frame: Frame) => void): void {
+    if (this.pending === null || this.pendingFilled !== this.pending.length) return;
+    const body = this.pending;
+    const type = this.header[4]!;
+    this.pending = null;
+    this.headerFilled = 0;
+    onFrame({ type, body });
+  }
+
+  /** True when no partial frame is buffered (a clean place to close). */
+  get idle(): boolean {
+    return this.pending === null && this.headerFilled === 0;
+  }
+
+  private startBody(bodyLength: number): void {
+    this.headerFilled = FRAME_HEADER_BYTES;
+    this.pending = new Uint8Array(bodyLength);
+    this.pendingFilled = 0;
+  }
+
+  private checkLength(length: number): void {
+    if (length < 1) throw new WireError("frame length 0: every frame has a type byte");
+    if (length > this.frameBytesMax) {
+      throw new WireError(`frame of ${length} bytes is over the limit of ${this.frameBytesMax}`);
+    }
+  }
+}
+
+function readLength(bytes: Uint8Array, offset: number): number {
+  return (bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16)) + bytes[offset + 3]! * 0x100_0000;
+}
+
+/** Writes the frame header into the first FRAME_HEADER_BYTES of `frame`. */
+export function writeFrameHeader(frame: Uint8Array, type: number): Uint8Array {
+  const length = frame.length - 4;
+  frame[0] = length & 0xff;
+  frame[1] = (length >>> 8) & 0xff;
+  frame[2] = (length >>> 16) & 0xff;
+  frame[3] = (length >>> 24) & 0xff;
+  frame[4] = type;
+  return frame;
+}
