@@ -1,0 +1,128 @@
+/**
+ * One client connection to one server: handshake, then request/reply frames.
+ * It knows nothing about holds or memory; the Store drives it.
+ */
+import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../constants";
+import { PStoreError, isErrorCode } from "../errors";
+import { Link, linkSocketHandlers } from "../net/link";
+import { type Message, type Welcome, HELLO_CLIENT, WireError, decodeMessage, encodeMessage } from "../wire";
+
+export interface ConnectionEvents {
+  onMessage(message: Message): void;
+  onClose(reason: string): void;
+}
+
+export class Connection {
+  private link: Link | null = null;
+  welcome!: Welcome;
+
+  private constructor(readonly address: string) {}
+
+  /** Connects and completes the handshake, or throws EUNAVAILABLE/EPROTO/EAUTH. */
+  static async open(address: string, events: ConnectionEvents, timeoutMs: number): Promise<Connection> {
+    const connection = new Connection(address);
+    const { host, port } = splitAddress(address);
+    let settle!: { resolve: (w: Welcome) => void; reject: (e: Error) => void };
+    const welcomed = new Promise<Welcome>((resolve, reject) => (settle = { resolve, reject }));
+    let greeted = false;
+    const timer = setTimeout(() => {
+      settle.reject(new PStoreError("EUNAVAILABLE", `no answer from ${address} within ${timeoutMs} ms`));
+      connection.link?.lost("handshake timed out");
+    }, timeoutMs);
+    try {
+      await Bun.connect<Link>({
+        hostname: host,
+        port,
+        socket: {
+          ...linkSocketHandlers,
+          open(socket) {
+            const link = new Link(
+              socket,
+              {
+                onFrame(_l, frame) {
+                  let message: Message;
+                  try {
+                    message = decodeMessage(frame.type, frame.body);
+                  } catch (error) {
+                    if (!(error instanceof WireError)) throw error;
+                    link.lost(`bad frame from ${address}: ${error.message}`);
+                    return;
+                  }
+                  if (!greeted) {
+                    if (message.type === "welcome") {
+                      greeted = true;
+                      settle.resolve(message.body);
+                    } else if (message.type === "error") {
+                      settle.reject(remoteError(message.body.code, message.body.message));
+                    } else settle.reject(new PStoreError("EPROTO", `${address} answered hello with ${message.type}`));
+                    return;
+                  }
+                  events.onMessage(message);
+                },
+                onClose(_l, reason) {
+                  if (!greeted) settle.reject(new PStoreError("EUNAVAILABLE", `${address}: ${reason}`));
+                  else events.onClose(reason);
+                },
+              },
+              FRAME_BYTES_MAX,
+            );
+            socket.data = link;
+            connection.link = link;
+            link.send(encodeMessage(HELLO_CLIENT));
+          },
+          connectError(_socket, error) {
+            settle.reject(new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`));
+          },
+        },
+      });
+      connection.welcome = await welcomed;
+    } catch (error) {
+      connection.link?.lost("handshake failed");
+      throw error instanceof PStoreError ? error : new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${(error as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (connection.welcome.version !== PROTOCOL_VERSION) {
+      connection.close();
+      throw new PStoreError("EPROTO", `${address} speaks protocol ${connection.welcome.version}, this client ${PROTOCOL_VERSION}`);
+    }
+    return connection;
+  }
+
+  get isOpen(): boolean {
+    return this.link !== null && !this.link.isClosed;
+  }
+
+  send(message: Message): void {
+    this.link?.send(encodeMessage(message));
+  }
+
+  sendFrame(frame: Uint8Array): void {
+    this.link?.send(frame);
+  }
+
+  /** Keeps the process alive while work is in flight, lets it exit when idle. */
+  setActive(active: boolean): void {
+    if (!this.link || this.link.isClosed) return;
+    if (active) this.link.socket.ref();
+    else this.link.socket.unref();
+  }
+
+  close(): void {
+    this.link?.close("client closed");
+  }
+}
+
+export function splitAddress(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(":");
+  const host = address.slice(0, colon);
+  const port = Number(address.slice(colon + 1));
+  if (colon <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new PStoreError("EINVAL", `"${address}" is not host:port`);
+  }
+  return { host, port };
+}
+
+export function remoteError(code: string, message: string): PStoreError {
+  return new PStoreError(isErrorCode(code) ? code : "EPROTO", message);
+}

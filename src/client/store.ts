@@ -1,0 +1,404 @@
+/**
+ * The client side of pstore: a session with the cluster, the mapped segment,
+ * and the holds. Access maps the granted bytes into the segment and opens the
+ * pages (read-only; under a write hold the first write to a page marks it
+ * dirty); a write release ships the dirty pages only.
+ */
+import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
+import { nameProblem } from "../core/names";
+import { PStoreError } from "../errors";
+import { MappedSegment } from "../memory";
+import type { Message, Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
+import { Connection, remoteError } from "./connection";
+import type { AccessOptions, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
+
+const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
+
+interface PendingRequest {
+  op: Op;
+  resolve(reply: ReplyMessage): void;
+  reject(error: Error): void;
+  /** Set when a cancel was sent: a late grant must not be mapped. */
+  cancelled: boolean;
+}
+
+interface ClientHold {
+  holdId: number;
+  name: string;
+  mode: Mode;
+  firstPage: number;
+  pageCount: number;
+  createdSeq: number;
+}
+
+/** Which version of a datum's bytes the mapped segment holds. */
+interface CacheEntry {
+  firstPage: number;
+  pageCount: number;
+  createdSeq: number;
+  version: number;
+}
+
+export function resolveServers(servers?: string | string[]): string[] {
+  const raw = servers ?? process.env.PSTORE_SERVERS ?? DEFAULT_SERVERS;
+  const list = (Array.isArray(raw) ? raw : raw.split(",")).map((s) => s.trim()).filter((s) => s.length > 0);
+  if (list.length === 0) throw new PStoreError("EINVAL", "no server address given (--servers or PSTORE_SERVERS)");
+  return list;
+}
+
+export async function connect(options: ConnectOptions = {}): Promise<Store> {
+  const store = new ClientStore(options);
+  await store.open();
+  return store;
+}
+
+class ClientStore implements Store {
+  private readonly servers: string[];
+  private readonly sessionTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private connection!: Connection;
+  private segment!: MappedSegment;
+  private session = 0;
+  private nextReqNo = 1;
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextQueryId = 1;
+  private readonly queries = new Map<number, { resolve(json: string): void; reject(e: Error): void }>();
+  /** Current holds by first page (a view's byteOffset finds its hold). */
+  private readonly holds = new Map<number, ClientHold>();
+  private readonly cache = new Map<string, CacheEntry>();
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private closedError: PStoreError | null = null;
+
+  constructor(options: ConnectOptions) {
+    this.servers = resolveServers(options.servers);
+    this.sessionTimeoutMs = options.sessionTimeoutMs ?? SESSION_TIMEOUT_MS_DEFAULT;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+  }
+
+  async open(): Promise<void> {
+    this.connection = await this.reachAnyServer();
+    const welcome = this.connection.welcome;
+    this.segment = MappedSegment.map(welcome.segmentSize, welcome.pageSize);
+    this.session = randomSessionId();
+    await this.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
+    const every = Math.max(50, Math.floor(this.sessionTimeoutMs / 4));
+    this.heartbeat = setInterval(() => this.connection.send({ type: "heartbeat", body: { session: this.session } }), every);
+    this.heartbeat.unref?.();
+  }
+
+  private async reachAnyServer(): Promise<Connection> {
+    const problems: string[] = [];
+    for (const address of this.servers) {
+      try {
+        return await Connection.open(address, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.onConnectionLost(r) }, this.connectTimeoutMs);
+      } catch (error) {
+        if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") throw error;
+        problems.push((error as Error).message);
+      }
+    }
+    throw new PStoreError("EUNAVAILABLE", `no pstore server reachable (${problems.join("; ")}); is the cluster running? try \`pstore local\``);
+  }
+
+  // ---- the public API ----
+
+  async create(name: string, size: number): Promise<void> {
+    checkName(name);
+    await this.request({ type: "create", name, size });
+  }
+
+  accessRead(name: string, options?: AccessOptions): Promise<Uint8Array> {
+    return this.access(name, "read", options);
+  }
+
+  accessReadWrite(name: string, options?: AccessOptions): Promise<Uint8Array> {
+    return this.access(name, "write", options);
+  }
+
+  releaseRead(view: Uint8Array): Promise<void> {
+    return this.release(view, "read");
+  }
+
+  releaseReadWrite(view: Uint8Array): Promise<void> {
+    return this.release(view, "write");
+  }
+
+  async delete(name: string): Promise<void> {
+    checkName(name);
+    await this.request({ type: "delete", name });
+    this.cache.delete(name);
+  }
+
+  async list(): Promise<DatumInfo[]> {
+    return JSON.parse(await this.query("list", ""));
+  }
+
+  async stat(name: string): Promise<DatumInfo> {
+    checkName(name);
+    return JSON.parse(await this.query("stat", name));
+  }
+
+  async status(): Promise<ClusterStatus> {
+    return JSON.parse(await this.query("status", ""));
+  }
+
+  async withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
+    const view = await this.accessRead(name, options);
+    try {
+      return await fn(view);
+    } finally {
+      await this.releaseRead(view);
+    }
+  }
+
+  async withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
+    const view = await this.accessReadWrite(name, options);
+    let result: T;
+    try {
+      result = await fn(view);
+    } catch (error) {
+      // The write did not complete: drop the hold without shipping anything.
+      await this.abandon(view).catch(() => {});
+      throw error;
+    }
+    await this.releaseReadWrite(view);
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.closedError) return;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    try {
+      if (this.connection.isOpen) await this.request({ type: "close_session" }, 2000);
+    } catch {
+      // The session expires on its own if the servers did not hear the close.
+    }
+    this.fail(new PStoreError("ECLOSED", "the store was closed"));
+    this.connection.close();
+  }
+
+  // ---- holds ----
+
+  private async access(name: string, mode: Mode, options: AccessOptions = {}): Promise<Uint8Array> {
+    checkName(name);
+    options.signal?.throwIfAborted?.();
+    const cached = this.cache.get(name);
+    const op: Op = {
+      type: "acquire",
+      name,
+      mode,
+      knownCreatedSeq: cached ? cached.createdSeq : -1,
+      cachedVersion: cached ? cached.version : -1,
+    };
+    const reqNo = this.nextReqNo;
+    const granted = this.request(op);
+    const stop = this.watchWait(reqNo, options);
+    let message: ReplyMessage;
+    try {
+      message = await Promise.race([granted, stop.promise]);
+    } finally {
+      stop.dispose();
+    }
+    const reply = message.reply as Extract<Reply, { type: "granted" }>;
+    return this.mapGrant(reply, message.pages);
+  }
+
+  /** Rejects when the wait times out or is aborted, after the cancel is applied (the queue is clean). */
+  private watchWait(reqNo: number, options: AccessOptions) {
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let onAbort: (() => void) | null = null;
+    const promise = new Promise<never>((_, reject) => {
+      const giveUp = (error: PStoreError) => {
+        const waiting = this.pending.get(reqNo);
+        if (!waiting) return;
+        waiting.cancelled = true;
+        this.request({ type: "cancel", acquireReqNo: reqNo }).then(
+          () => reject(error),
+          (cancelError) => reject(cancelError),
+        );
+      };
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => giveUp(new PStoreError("ETIMEDOUT", `no hold within ${options.timeoutMs} ms`)), options.timeoutMs);
+      }
+      if (options.signal) {
+        onAbort = () => giveUp(new PStoreError("ECANCELED", "the wait was aborted"));
+        options.signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    promise.catch(() => {});
+    return {
+      promise,
+      dispose: () => {
+        if (timer) clearTimeout(timer);
+        if (onAbort) options.signal?.removeEventListener("abort", onAbort);
+      },
+    };
+  }
+
+  private mapGrant(reply: Extract<Reply, { type: "granted" }>, pages: PageWrite[]): Uint8Array {
+    const pageSize = this.segment.pageSize;
+    const firstPage = reply.offset / pageSize;
+    const pageCount = Math.ceil(reply.size / pageSize);
+    this.forgetOverlapping(reply.name, firstPage, pageCount);
+    this.segment.setName(firstPage, pageCount, reply.name);
+    for (const page of pages) this.segment.writePages(page.page, page.bytes);
+    this.segment.protect(firstPage, pageCount, reply.mode);
+    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
+    this.cache.set(reply.name, { firstPage, pageCount, createdSeq: reply.createdSeq, version: reply.version });
+    return this.segment.view(reply.offset, reply.size);
+  }
+
+  /** Pages now given to `name` may hold bytes of a deleted datum: that cache is gone. */
+  private forgetOverlapping(name: string, firstPage: number, pageCount: number): void {
+    for (const [other, entry] of this.cache) {
+      if (other === name) continue;
+      if (entry.firstPage < firstPage + pageCount && firstPage < entry.firstPage + entry.pageCount) this.cache.delete(other);
+    }
+  }
+
+  private holdOf(view: Uint8Array, mode: Mode): ClientHold {
+    if (!(view instanceof Uint8Array) || view.buffer !== this.segment.buffer) {
+      throw new PStoreError("EINVAL", "release takes the view that access returned");
+    }
+    const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
+    if (!hold) throw new PStoreError("ESTALE", "this view holds nothing (already released?)");
+    if (hold.mode !== mode) {
+      const right = hold.mode === "read" ? "releaseRead" : "releaseReadWrite";
+      throw new PStoreError("EINVAL", `"${hold.name}" is held for ${hold.mode === "read" ? "reading" : "writing"}: use ${right}`);
+    }
+    return hold;
+  }
+
+  private async release(view: Uint8Array, mode: Mode): Promise<void> {
+    this.throwIfClosed();
+    const hold = this.holdOf(view, mode);
+    const pages: PageWrite[] = [];
+    if (mode === "write") {
+      const buffer = new Uint8Array(this.segment.buffer);
+      const size = this.segment.pageSize;
+      // Copy now: the pages go back to PROT_NONE before the frame is sent.
+      for (const page of this.segment.dirtyPages(hold.firstPage, hold.pageCount)) {
+        pages.push({ page, bytes: buffer.slice(page * size, (page + 1) * size) });
+      }
+    }
+    this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    this.holds.delete(hold.firstPage);
+    try {
+      const message = await this.request({ type: "release", holdId: hold.holdId, pages });
+      const reply = message.reply as Extract<Reply, { type: "released" }>;
+      const entry = this.cache.get(hold.name);
+      if (entry && entry.createdSeq === hold.createdSeq) entry.version = reply.version;
+    } catch (error) {
+      // The servers did not take these bytes: the local copy is no longer theirs.
+      if (mode === "write") this.cache.delete(hold.name);
+      throw error;
+    }
+  }
+
+  /** Drops a write hold without shipping: the local bytes are discarded. */
+  private async abandon(view: Uint8Array): Promise<void> {
+    const hold = this.holdOf(view, "write");
+    this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    this.holds.delete(hold.firstPage);
+    this.cache.delete(hold.name);
+    await this.request({ type: "release", holdId: hold.holdId, pages: [] });
+  }
+
+  // ---- requests and replies ----
+
+  private request(op: Op, timeoutMs?: number): Promise<ReplyMessage> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const reqNo = this.nextReqNo++;
+    const promise = new Promise<ReplyMessage>((resolve, reject) => {
+      this.pending.set(reqNo, { op, resolve, reject, cancelled: false });
+    });
+    this.connection.setActive(true);
+    this.connection.send({ type: "request", body: { session: this.session, reqNo, doneBelow: this.doneBelow(), op } });
+    if (timeoutMs === undefined) return promise;
+    return Promise.race([
+      promise,
+      Bun.sleep(timeoutMs).then(() => {
+        throw new PStoreError("EUNAVAILABLE", `no reply within ${timeoutMs} ms`);
+      }),
+    ]);
+  }
+
+  private doneBelow(): number {
+    let lowest = this.nextReqNo;
+    for (const reqNo of this.pending.keys()) lowest = Math.min(lowest, reqNo);
+    return lowest;
+  }
+
+  private query(kind: "list" | "stat" | "status", name: string): Promise<string> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const queryId = this.nextQueryId++;
+    const promise = new Promise<string>((resolve, reject) => this.queries.set(queryId, { resolve, reject }));
+    this.connection.setActive(true);
+    this.connection.send({ type: "query", body: { queryId, kind, name } });
+    return promise.then((json) => {
+      const parsed = JSON.parse(json);
+      if (parsed && typeof parsed === "object" && "error" in parsed && parsed.error?.code) {
+        throw remoteError(parsed.error.code, parsed.error.message);
+      }
+      return json;
+    });
+  }
+
+  private onMessage(message: Message): void {
+    if (message.type === "reply") this.onReply(message.body);
+    else if (message.type === "queryReply") {
+      const waiting = this.queries.get(message.body.queryId);
+      this.queries.delete(message.body.queryId);
+      waiting?.resolve(message.body.json);
+    } else if (message.type === "error") {
+      this.fail(remoteError(message.body.code, message.body.message));
+    }
+    this.updateActivity();
+  }
+
+  private onReply(body: ReplyMessage): void {
+    const waiting = this.pending.get(body.reqNo);
+    if (!waiting) return; // a duplicate reply after failover
+    this.pending.delete(body.reqNo);
+    const { reply } = body;
+    if (reply.type === "error") {
+      waiting.reject(remoteError(reply.code, reply.message));
+      return;
+    }
+    if (waiting.cancelled) return; // the cancel released this grant on the servers
+    waiting.resolve(body);
+  }
+
+  private updateActivity(): void {
+    this.connection.setActive(this.pending.size > 0 || this.queries.size > 0);
+  }
+
+  private onConnectionLost(reason: string): void {
+    // Issue 3 adds failover to the next server; one server gone is the end for now.
+    this.fail(new PStoreError("EUNAVAILABLE", `lost the connection to ${this.connection.address}: ${reason}`));
+  }
+
+  private fail(error: PStoreError): void {
+    if (!this.closedError) this.closedError = error;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const waiting of this.pending.values()) waiting.reject(error);
+    this.pending.clear();
+    for (const waiting of this.queries.values()) waiting.reject(error);
+    this.queries.clear();
+  }
+
+  private throwIfClosed(): void {
+    if (this.closedError) throw this.closedError;
+  }
+}
+
+function checkName(name: string): void {
+  const problem = nameProblem(name);
+  if (problem) throw new PStoreError("EINVAL", problem);
+}
+
+function randomSessionId(): number {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  // 53 bits: exact as a JS number and on the wire (u53); never 0 (the system session).
+  return (words[0]! & 0x1f_ffff) * 0x1_0000_0000 + words[1]! || 1;
+}

@@ -1,0 +1,2 @@
+/** pstore's public TypeScript API. */
+export * from "./client";

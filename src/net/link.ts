@@ -1,0 +1,123 @@
+/**
+ * A framed, ordered byte stream over a Bun socket, for both client and server.
+ * Bun's socket.write() sends what it can and keeps nothing (../shared/BUN.md),
+ * so every link keeps its own outbound queue, flushed from `drain`.
+ */
+import type { Socket } from "bun";
+import { FRAME_BYTES_MAX } from "../constants";
+import { type Frame, FrameDecoder, WireError, encodeMessage } from "../wire";
+
+export interface LinkHandlers {
+  onFrame(link: Link, frame: Frame): void;
+  onClose(link: Link, reason: string): void;
+}
+
+export class Link {
+  private readonly decoder: FrameDecoder;
+  private readonly queue: Uint8Array[] = [];
+  private queuedBytes = 0;
+  private closed = false;
+  /** Free for the owner: e.g. the session or peer this link serves. */
+  tag: unknown = undefined;
+
+  constructor(
+    readonly socket: Socket<Link>,
+    private readonly handlers: LinkHandlers,
+    frameBytesMax = FRAME_BYTES_MAX,
+  ) {
+    this.decoder = new FrameDecoder(frameBytesMax);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes waiting for the kernel to take them (backpressure signal). */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.closed) return;
+    if (this.queue.length === 0) {
+      const written = this.socket.write(frame);
+      if (written === frame.length) return;
+      if (written < 0) return this.fail("socket closed while writing");
+      this.queue.push(frame.subarray(written));
+      this.queuedBytes += frame.length - written;
+      return;
+    }
+    this.queue.push(frame);
+    this.queuedBytes += frame.length;
+  }
+
+  /** Called from the socket's drain handler. */
+  flush(): void {
+    while (this.queue.length > 0 && !this.closed) {
+      const head = this.queue[0]!;
+      const written = this.socket.write(head);
+      if (written < 0) return this.fail("socket closed while writing");
+      this.queuedBytes -= Math.max(written, 0);
+      if (written < head.length) {
+        this.queue[0] = head.subarray(written);
+        return;
+      }
+      this.queue.shift();
+    }
+  }
+
+  /** Called from the socket's data handler. A malformed stream closes the link. */
+  receive(chunk: Uint8Array): void {
+    if (this.closed) return;
+    try {
+      this.decoder.push(chunk, (frame) => {
+        if (!this.closed) this.handlers.onFrame(this, frame);
+      });
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error;
+      // Tell the peer why before closing: a clear error, never a silent drop.
+      this.send(encodeMessage({ type: "error", body: { code: "EPROTO", message: error.message } }));
+      this.close(`protocol error: ${error.message}`);
+    }
+  }
+
+  /** Sends what is queued if the kernel takes it now, then closes. */
+  close(reason = "closed"): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.socket.end();
+    this.handlers.onClose(this, reason);
+  }
+
+  /** The peer went away (end/close/error from the socket). */
+  lost(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.terminate();
+    this.handlers.onClose(this, reason);
+  }
+
+  private fail(reason: string): void {
+    this.lost(reason);
+  }
+}
+
+/** Socket handlers that route Bun's callbacks to the Link stored in socket.data. */
+export const linkSocketHandlers = {
+  data(socket: Socket<Link>, chunk: Uint8Array) {
+    socket.data.receive(chunk);
+  },
+  drain(socket: Socket<Link>) {
+    socket.data.flush();
+  },
+  end(socket: Socket<Link>) {
+    socket.data?.lost("the peer closed the connection");
+  },
+  close(socket: Socket<Link>) {
+    socket.data?.lost("the connection closed");
+  },
+  error(socket: Socket<Link>, error: Error) {
+    socket.data?.lost(`connection error: ${error.message}`);
+  },
+};
