@@ -23,6 +23,8 @@ export const SESSIONS_MAX = 10_000;
 export const INFLIGHT_PER_SESSION_MAX = 1024;
 
 export const SESSION_TIMEOUT_MS_DEFAULT = 10_000;
+export const SESSION_TIMEOUT_MS_MIN = 100;
+export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
 

@@ -34,11 +34,11 @@ export function p_access_readwrite(name: string, options?: AccessOptions): Promi
   return store().accessReadWrite(name, options);
 }
 
-export function p_release_read(view: Uint8Array): Promise<void> {
+export function p_release_read(view: ArrayBufferView): Promise<void> {
   return store().releaseRead(view);
 }
 
-export function p_release_readwrite(view: Uint8Array): Promise<void> {
+export function p_release_readwrite(view: ArrayBufferView): Promise<void> {
   return store().releaseReadWrite(view);
 }
 

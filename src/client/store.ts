@@ -5,12 +5,12 @@
  * dirty); a write release ships the dirty pages only.
  */
 import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
-import { nameProblem } from "../core/names";
+import { nameProblem, sizeProblem } from "../core/names";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import type { Message, Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
 import { Connection, remoteError } from "./connection";
-import type { AccessOptions, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
+import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
 
@@ -68,10 +68,12 @@ class ClientStore implements Store {
   private readonly cache = new Map<string, CacheEntry>();
   private heartbeat: ReturnType<typeof setInterval> | null = null;
   private closedError: PStoreError | null = null;
+  private readonly counters: ClientStats = { requests: 0, pagesSent: 0, pagesReceived: 0 };
 
   constructor(options: ConnectOptions) {
     this.servers = resolveServers(options.servers);
-    this.sessionTimeoutMs = options.sessionTimeoutMs ?? SESSION_TIMEOUT_MS_DEFAULT;
+    // 0 asks for the servers' --session-timeout-ms.
+    this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
   }
 
@@ -80,8 +82,9 @@ class ClientStore implements Store {
     const welcome = this.connection.welcome;
     this.segment = MappedSegment.map(welcome.segmentSize, welcome.pageSize);
     this.session = randomSessionId();
-    await this.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
-    const every = Math.max(50, Math.floor(this.sessionTimeoutMs / 4));
+    const opened = await this.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
+    const timeoutMs = opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
+    const every = Math.max(50, Math.floor(timeoutMs / 4));
     this.heartbeat = setInterval(() => this.connection.send({ type: "heartbeat", body: { session: this.session } }), every);
     this.heartbeat.unref?.();
   }
@@ -103,6 +106,9 @@ class ClientStore implements Store {
 
   async create(name: string, size: number): Promise<void> {
     checkName(name);
+    // Checked here too: a negative or fractional size cannot even be encoded.
+    const badSize = sizeProblem(size, this.segment.size);
+    if (badSize) throw new PStoreError(badSize.code, badSize.message);
     await this.request({ type: "create", name, size });
   }
 
@@ -114,11 +120,11 @@ class ClientStore implements Store {
     return this.access(name, "write", options);
   }
 
-  releaseRead(view: Uint8Array): Promise<void> {
+  releaseRead(view: ArrayBufferView): Promise<void> {
     return this.release(view, "read");
   }
 
-  releaseReadWrite(view: Uint8Array): Promise<void> {
+  releaseReadWrite(view: ArrayBufferView): Promise<void> {
     return this.release(view, "write");
   }
 
@@ -164,6 +170,10 @@ class ClientStore implements Store {
     return result;
   }
 
+  stats(): ClientStats {
+    return { ...this.counters };
+  }
+
   async close(): Promise<void> {
     if (this.closedError) return;
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -175,6 +185,8 @@ class ClientStore implements Store {
     }
     this.fail(new PStoreError("ECLOSED", "the store was closed"));
     this.connection.close();
+    // Views handed out earlier must not be used after close (documented in docs/api.md).
+    this.segment.unmap();
   }
 
   // ---- holds ----
@@ -242,6 +254,7 @@ class ClientStore implements Store {
     this.forgetOverlapping(reply.name, firstPage, pageCount);
     this.segment.setName(firstPage, pageCount, reply.name);
     for (const page of pages) this.segment.writePages(page.page, page.bytes);
+    this.counters.pagesReceived += pages.length;
     this.segment.protect(firstPage, pageCount, reply.mode);
     this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
     this.cache.set(reply.name, { firstPage, pageCount, createdSeq: reply.createdSeq, version: reply.version });
@@ -256,8 +269,8 @@ class ClientStore implements Store {
     }
   }
 
-  private holdOf(view: Uint8Array, mode: Mode): ClientHold {
-    if (!(view instanceof Uint8Array) || view.buffer !== this.segment.buffer) {
+  private holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
+    if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {
       throw new PStoreError("EINVAL", "release takes the view that access returned");
     }
     const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
@@ -269,7 +282,7 @@ class ClientStore implements Store {
     return hold;
   }
 
-  private async release(view: Uint8Array, mode: Mode): Promise<void> {
+  private async release(view: ArrayBufferView, mode: Mode): Promise<void> {
     this.throwIfClosed();
     const hold = this.holdOf(view, mode);
     const pages: PageWrite[] = [];
@@ -283,6 +296,7 @@ class ClientStore implements Store {
     }
     this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.delete(hold.firstPage);
+    this.counters.pagesSent += pages.length;
     try {
       const message = await this.request({ type: "release", holdId: hold.holdId, pages });
       const reply = message.reply as Extract<Reply, { type: "released" }>;
@@ -296,7 +310,7 @@ class ClientStore implements Store {
   }
 
   /** Drops a write hold without shipping: the local bytes are discarded. */
-  private async abandon(view: Uint8Array): Promise<void> {
+  private async abandon(view: ArrayBufferView): Promise<void> {
     const hold = this.holdOf(view, "write");
     this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.delete(hold.firstPage);
@@ -309,6 +323,7 @@ class ClientStore implements Store {
   private request(op: Op, timeoutMs?: number): Promise<ReplyMessage> {
     if (this.closedError) return Promise.reject(this.closedError);
     const reqNo = this.nextReqNo++;
+    this.counters.requests++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       this.pending.set(reqNo, { op, resolve, reject, cancelled: false });
     });

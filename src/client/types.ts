@@ -5,7 +5,7 @@ export interface ConnectOptions {
   servers?: string | string[];
   /** Shared secret; default PSTORE_SECRET. */
   secret?: string;
-  /** How long the servers keep this client's holds after it stops heart-beating. */
+  /** How long the servers keep this client's holds after it stops heart-beating (default: the servers' --session-timeout-ms). */
   sessionTimeoutMs?: number;
   /** How long to try to reach a server before failing with EUNAVAILABLE. */
   connectTimeoutMs?: number;
@@ -48,6 +48,13 @@ export interface ClusterStatus {
   chain: ServerStatus[];
 }
 
+/** What this client sent and received, for tests, the shell and benchmarks. */
+export interface ClientStats {
+  requests: number;
+  pagesSent: number;
+  pagesReceived: number;
+}
+
 export interface Store {
   /** Reserves `size` bytes under `name` (p_create). EEXIST, EINVAL, ENOSPC. */
   create(name: string, size: number): Promise<void>;
@@ -56,9 +63,9 @@ export interface Store {
   /** Waits for the write hold, returns the datum's bytes, writable (p_access_readwrite). */
   accessReadWrite(name: string, options?: AccessOptions): Promise<Uint8Array>;
   /** Drops a read hold (p_release_read). The view must not be used afterwards. */
-  releaseRead(view: Uint8Array): Promise<void>;
+  releaseRead(view: ArrayBufferView): Promise<void>;
   /** Ships the changed pages and drops the write hold; resolves when every server has them (p_release_readwrite). */
-  releaseReadWrite(view: Uint8Array): Promise<void>;
+  releaseReadWrite(view: ArrayBufferView): Promise<void>;
   delete(name: string): Promise<void>;
   list(): Promise<DatumInfo[]>;
   stat(name: string): Promise<DatumInfo>;
@@ -67,6 +74,7 @@ export interface Store {
   withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
   /** Runs `fn` under the write hold, ships its changes, and always releases. */
   withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
+  stats(): ClientStats;
   /** Releases every hold (unreleased writes are discarded) and closes the connections. */
   close(): Promise<void>;
 }

@@ -29,6 +29,8 @@ export class Replica {
     readonly selfId: number,
     readonly state: StoreState,
     public config: ChainConfig,
+    /** Given to sessions that do not ask for a timeout of their own. */
+    readonly sessionTimeoutMsDefault: number,
   ) {
     this.lastSeq = state.appliedSeq;
   }
@@ -56,13 +58,15 @@ export class Replica {
         return this.isTail ? stored.map((output) => ({ kind: "reply", output })) : [];
       }
     }
+    let op = request.op;
+    if (op.type === "open_session" && op.timeoutMs === 0) op = { ...op, timeoutMs: this.sessionTimeoutMsDefault };
     return this.sequence({
       seq: 0,
       epoch: this.config.epoch,
       session: request.session,
       reqNo: request.reqNo,
       doneBelow: request.doneBelow,
-      op: request.op,
+      op,
     });
   }
 

@@ -7,6 +7,8 @@ import {
   DATA_COUNT_MAX,
   INFLIGHT_PER_SESSION_MAX,
   SESSIONS_MAX,
+  SESSION_TIMEOUT_MS_MAX,
+  SESSION_TIMEOUT_MS_MIN,
   WAITERS_PER_DATUM_MAX,
 } from "../constants";
 import type { ErrorCode } from "../errors";
@@ -169,6 +171,11 @@ export class StoreState {
     }
     if (update.session === 0) {
       outputs.push({ session: 0, reqNo: update.reqNo, reply: error("EINVAL", "session id 0 is reserved") });
+      return;
+    }
+    if (!Number.isInteger(timeoutMs) || timeoutMs < SESSION_TIMEOUT_MS_MIN || timeoutMs > SESSION_TIMEOUT_MS_MAX) {
+      const message = `a session timeout is ${SESSION_TIMEOUT_MS_MIN}..${SESSION_TIMEOUT_MS_MAX} ms (got ${timeoutMs})`;
+      outputs.push({ session: update.session, reqNo: update.reqNo, reply: error("EINVAL", message) });
       return;
     }
     if (this.sessions.size >= SESSIONS_MAX) {

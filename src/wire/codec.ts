@@ -59,6 +59,7 @@ export class Writer {
 
   /** A non-negative integer up to 2^53 (sequence numbers, session ids, sizes). */
   u53(value: number): this {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${value} is not an integer in 0..2^53`);
     this.view.setUint32(this.offset, value % 0x1_0000_0000, true);
     this.view.setUint32(this.offset + 4, Math.floor(value / 0x1_0000_0000), true);
     this.offset += 8;
