@@ -1,0 +1,515 @@
+/* pstore_mem.c -- mapped segments, per-page holds, and the SIGSEGV handler that enforces them. */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "pstore_mem.h"
+
+/* What C knows of one page. The handler reads it, so it lives in memory
+ * allocated at map time, never on the JavaScript heap. */
+typedef struct pstore_page {
+    uint8_t mode;  /* PSTORE_HOLD_* */
+    uint8_t dirty; /* written since the last pstore_protect() of the page */
+    uint32_t name; /* index into the segment's name table, 0 = no name */
+} pstore_page;
+
+/* A datum name, copied in so the handler never touches a JavaScript string. */
+typedef struct pstore_name {
+    uint32_t refs;      /* pages labelled with it; 0 = free slot */
+    uint32_t next_free; /* next free slot when refs == 0, 0 = end of list */
+    uint8_t len;
+    char bytes[PSTORE_NAME_BYTES_MAX];
+} pstore_name;
+
+typedef struct pstore_segment {
+    char *base; /* NULL when the slot is free; set last, cleared first */
+    size_t size;
+    uint32_t page_size;
+    uint32_t page_count;
+    pstore_page *pages;
+    pstore_name *names; /* names[0] is unused: name id 0 means "no name" */
+    uint32_t names_cap; /* slots, including slot 0 */
+    uint32_t names_top; /* slots below it have been handed out at least once */
+    uint32_t free_head; /* first free slot below names_top, 0 = none */
+} pstore_segment;
+
+static pstore_segment segments[PSTORE_SEGMENTS_MAX];
+static struct sigaction previous_action;
+static int handler_installed;
+static volatile uint32_t faults_upgraded;
+static volatile uint32_t faults_forwarded;
+static volatile uint32_t faults_widened;
+
+static int pstore_set_error(char *err, const char *fmt, ...) {
+    va_list ap;
+
+    if (err == NULL) return PSTORE_ERR;
+    va_start(ap, fmt);
+    vsnprintf(err, PSTORE_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return PSTORE_ERR;
+}
+
+/* ------------------------------------------------------------------------
+ * The fault handler. Everything from here to pstore_on_fault() runs in signal
+ * context and is async-signal-safe: no malloc, no stdio, no locks, no errno
+ * left changed, only write(2), mprotect(2), sigaction(2) and raise(3).
+ * --------------------------------------------------------------------- */
+
+typedef struct pstore_line {
+    char bytes[512]; /* the longest line: fixed words + a 255-byte name + two numbers */
+    size_t len;
+} pstore_line;
+
+static void pstore_line_str(pstore_line *line, const char *s, size_t len) {
+    while (len > 0 && line->len < sizeof(line->bytes)) {
+        line->bytes[line->len++] = *s++;
+        len--;
+    }
+}
+
+static void pstore_line_cstr(pstore_line *line, const char *s) {
+    pstore_line_str(line, s, strlen(s));
+}
+
+/* Decimal by hand: snprintf is not async-signal-safe. */
+static void pstore_line_u64(pstore_line *line, uint64_t n) {
+    char digits[20];
+    size_t count = 0;
+
+    do {
+        digits[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    while (count > 0) pstore_line_str(line, &digits[--count], 1);
+}
+
+static void pstore_line_flush(const pstore_line *line) {
+    size_t done = 0;
+
+    while (done < line->len) {
+        ssize_t n = write(STDERR_FILENO, line->bytes + done, line->len - done);
+        if (n > 0) {
+            done += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            return; /* stderr is gone: nothing better to do, we die anyway */
+        }
+    }
+}
+
+static pstore_segment *pstore_segment_of(const char *addr) {
+    for (int i = 0; i < PSTORE_SEGMENTS_MAX; i++) {
+        pstore_segment *s = &segments[i];
+        if (s->base != NULL && addr >= s->base && addr < s->base + s->size) return s;
+    }
+    return NULL;
+}
+
+/* 1 write, 0 read, -1 unknown. On x86_64 the kernel hands us the page-fault
+ * error code, whose bit 1 is set for a write. */
+static int pstore_fault_is_write(void *context) {
+#if defined(__x86_64__)
+    const ucontext_t *uc = context;
+    return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+    (void)context;
+    return -1;
+#endif
+}
+
+static void pstore_line_verb(pstore_line *line, int is_write) {
+    if (is_write == 1) {
+        pstore_line_cstr(line, "write to ");
+    } else if (is_write == 0) {
+        pstore_line_cstr(line, "read of ");
+    } else {
+        pstore_line_cstr(line, "access to ");
+    }
+}
+
+/* Writes the line that tells the user which datum and which hold:
+ *   pstore: write to "compteur" under a read hold (page 3)
+ *   pstore: read of "compteur" with no hold (page 3)
+ *   pstore: read of unallocated page 3 of the segment */
+static void pstore_report(const pstore_segment *s, uint32_t page, int is_write) {
+    const pstore_page *p = &s->pages[page];
+    pstore_line line;
+
+    line.len = 0;
+    /* A read-held page is readable, so its fault is a write even when the
+     * architecture does not say. */
+    if (p->mode == PSTORE_HOLD_READ) is_write = 1;
+    pstore_line_cstr(&line, "pstore: ");
+    pstore_line_verb(&line, is_write);
+    if (p->name == 0) {
+        pstore_line_cstr(&line, "unallocated page ");
+        pstore_line_u64(&line, page);
+        pstore_line_cstr(&line, " of the segment");
+        if (p->mode == PSTORE_HOLD_READ) pstore_line_cstr(&line, " under a read hold");
+        if (p->mode == PSTORE_HOLD_WRITE) pstore_line_cstr(&line, " under a write hold");
+    } else {
+        const pstore_name *n = &s->names[p->name];
+        pstore_line_cstr(&line, "\"");
+        pstore_line_str(&line, n->bytes, n->len);
+        pstore_line_cstr(&line, "\"");
+        if (p->mode == PSTORE_HOLD_NONE) pstore_line_cstr(&line, " with no hold");
+        if (p->mode == PSTORE_HOLD_READ) pstore_line_cstr(&line, " under a read hold");
+        if (p->mode == PSTORE_HOLD_WRITE) pstore_line_cstr(&line, " under a write hold");
+        pstore_line_cstr(&line, " (page ");
+        pstore_line_u64(&line, page);
+        pstore_line_cstr(&line, ")");
+    }
+    pstore_line_cstr(&line, "\n");
+    pstore_line_flush(&line);
+}
+
+/* Dies by the signal with its default action, so the exit status says
+ * SIGSEGV and no other handler (Bun's crash reporter) gets in the way. The
+ * signal is blocked while we run: raise() leaves it pending, and it is
+ * delivered, fatally, the moment the handler returns. */
+static void pstore_die(int sig) {
+    struct sigaction dfl;
+
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+    raise(sig);
+}
+
+/* Hands a fault that is not ours to the handler installed before us, as the
+ * kernel would have: JavaScriptCore turns some faults into VM traps and
+ * WebAssembly bounds errors, and they must keep working. */
+static void pstore_forward(int sig, siginfo_t *info, void *context) {
+    faults_forwarded++;
+    if ((previous_action.sa_flags & SA_SIGINFO) && previous_action.sa_sigaction != NULL) {
+        previous_action.sa_sigaction(sig, info, context);
+    } else if (previous_action.sa_handler == SIG_DFL || previous_action.sa_handler == SIG_IGN) {
+        /* A real fault cannot be ignored: SIG_IGN would spin on it. */
+        pstore_die(sig);
+    } else {
+        previous_action.sa_handler(sig);
+    }
+}
+
+/* Scattered first writes split the mapping one page at a time; past
+ * vm.max_map_count (65530 by default) mprotect fails with ENOMEM. Then open
+ * the whole run of write-held pages around the page with one mprotect, which
+ * merges its mappings instead of splitting them. Every page of the run counts
+ * as dirty: the release ships pages that did not change, but loses no write. */
+static int pstore_open_write_run(pstore_segment *s, uint32_t page) {
+    uint32_t first = page;
+    uint32_t end = page + 1;
+
+    while (first > 0 && s->pages[first - 1].mode == PSTORE_HOLD_WRITE) first--;
+    while (end < s->page_count && s->pages[end].mode == PSTORE_HOLD_WRITE) end++;
+    if (mprotect(s->base + (size_t)first * s->page_size, (size_t)(end - first) * s->page_size,
+                 PROT_READ | PROT_WRITE) != 0) {
+        return PSTORE_ERR;
+    }
+    for (uint32_t i = first; i < end; i++) s->pages[i].dirty = 1;
+    faults_widened++;
+    return PSTORE_OK;
+}
+
+/* The first write to a write-held page: mark it dirty and let the write
+ * through. mprotect(2) is not on POSIX's async-signal-safe list, but on Linux
+ * it is a bare system call with no user-space state; GCs and libsigsegv rely
+ * on it the same way. */
+static int pstore_first_write(pstore_segment *s, uint32_t page) {
+    if (mprotect(s->base + (size_t)page * s->page_size, s->page_size, PROT_READ | PROT_WRITE) == 0) {
+        s->pages[page].dirty = 1;
+    } else if (errno != ENOMEM || pstore_open_write_run(s, page) != PSTORE_OK) {
+        pstore_line line;
+        line.len = 0;
+        pstore_line_cstr(&line, "pstore: cannot make page ");
+        pstore_line_u64(&line, page);
+        pstore_line_cstr(&line, " writable (mprotect failed: too many mappings? see vm.max_map_count)\n");
+        pstore_line_flush(&line);
+        return PSTORE_ERR;
+    }
+    faults_upgraded++;
+    return PSTORE_OK;
+}
+
+static void pstore_on_fault(int sig, siginfo_t *info, void *context) {
+    int saved_errno = errno;
+    pstore_segment *s = NULL;
+
+    /* si_code <= 0 means kill()/raise() sent it: si_addr is meaningless then. */
+    if (info->si_code > 0) s = pstore_segment_of(info->si_addr);
+    if (s == NULL) {
+        pstore_forward(sig, info, context);
+    } else {
+        uint32_t page = (uint32_t)(((char *)info->si_addr - s->base) / s->page_size);
+        const pstore_page *p = &s->pages[page];
+        if (p->mode == PSTORE_HOLD_WRITE && !p->dirty) {
+            /* Returning restarts the write, which now succeeds. */
+            if (pstore_first_write(s, page) != PSTORE_OK) pstore_die(sig);
+        } else {
+            pstore_report(s, page, pstore_fault_is_write(context));
+            pstore_die(sig);
+        }
+    }
+    errno = saved_errno;
+}
+
+/* ------------------------------------------------------------------------
+ * Outside the handler: ordinary code, called from JavaScript through FFI.
+ * --------------------------------------------------------------------- */
+
+/* Installs pstore_on_fault once, saving whatever was there: it must run
+ * after JavaScriptCore installed its own, which happens at start-up. */
+static int pstore_install_handler(char *err) {
+    struct sigaction act;
+
+    if (handler_installed) return PSTORE_OK;
+    memset(&act, 0, sizeof(act));
+    act.sa_sigaction = pstore_on_fault;
+    /* SA_ONSTACK: if a thread set up an alternate stack (for stack
+     * overflows), the forwarded handler expects to run on it. */
+    act.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(SIGSEGV, &act, &previous_action) != 0) {
+        return pstore_set_error(err, "sigaction(SIGSEGV): %s", strerror(errno));
+    }
+    handler_installed = 1;
+    return PSTORE_OK;
+}
+
+/* Per-page and name tables: zero-filled and paid for only when touched, so
+ * a 64 GiB segment costs nothing until its pages are labelled. */
+static void *pstore_table_map(size_t bytes) {
+    void *table = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return table == MAP_FAILED ? NULL : table;
+}
+
+static void pstore_segment_release(pstore_segment *s) {
+    if (s->pages != NULL) munmap(s->pages, (size_t)s->page_count * sizeof(pstore_page));
+    if (s->names != NULL) munmap(s->names, (size_t)s->names_cap * sizeof(pstore_name));
+    memset(s, 0, sizeof(*s));
+}
+
+int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
+    long system_page = sysconf(_SC_PAGESIZE);
+    int seg;
+
+    if (page_size == 0 || system_page <= 0 || page_size % (uint32_t)system_page != 0) {
+        return pstore_set_error(err, "page size %u is not a multiple of the system page size %ld",
+                                page_size, system_page);
+    }
+    if (page_count == 0) return pstore_set_error(err, "a segment needs at least one page");
+    for (seg = 0; seg < PSTORE_SEGMENTS_MAX; seg++) {
+        if (segments[seg].base == NULL && segments[seg].pages == NULL) break;
+    }
+    if (seg == PSTORE_SEGMENTS_MAX) {
+        return pstore_set_error(err, "all %d segments of this process are mapped", PSTORE_SEGMENTS_MAX);
+    }
+    if (pstore_install_handler(err) != PSTORE_OK) return PSTORE_ERR;
+
+    pstore_segment *s = &segments[seg];
+    s->page_size = page_size;
+    s->page_count = page_count;
+    s->size = (size_t)page_count * page_size;
+    s->names_cap = (page_count < PSTORE_NAMES_MAX ? page_count : PSTORE_NAMES_MAX) + 1;
+    s->names_top = 1;
+    s->pages = pstore_table_map((size_t)page_count * sizeof(pstore_page));
+    s->names = pstore_table_map((size_t)s->names_cap * sizeof(pstore_name));
+    if (s->pages == NULL || s->names == NULL) {
+        pstore_segment_release(s);
+        return pstore_set_error(err, "cannot allocate the page tables: %s", strerror(errno));
+    }
+    /* PROT_NONE: no rights until a hold. MAP_NORESERVE: the segment does not
+     * count against overcommit until its pages are written. */
+    void *base = mmap(NULL, s->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        int saved = errno;
+        pstore_segment_release(s);
+        return pstore_set_error(err, "mmap of %u pages: %s", page_count, strerror(saved));
+    }
+    s->base = base; /* last: from now on the handler sees a complete segment */
+    return seg;
+}
+
+static pstore_segment *pstore_segment_get(int seg, char *err) {
+    if (seg < 0 || seg >= PSTORE_SEGMENTS_MAX || segments[seg].base == NULL) {
+        pstore_set_error(err, "segment %d is not mapped", seg);
+        return NULL;
+    }
+    return &segments[seg];
+}
+
+static int pstore_check_range(const pstore_segment *s, uint32_t first, uint32_t count, char *err) {
+    if (count > s->page_count || first > s->page_count - count) {
+        return pstore_set_error(err, "pages [%u, %u+%u) are outside the segment of %u pages",
+                                first, first, count, s->page_count);
+    }
+    return PSTORE_OK;
+}
+
+void *pstore_segment_base(int seg) {
+    if (seg < 0 || seg >= PSTORE_SEGMENTS_MAX) return NULL;
+    return segments[seg].base;
+}
+
+int pstore_segment_unmap(int seg, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL) return PSTORE_ERR;
+
+    char *base = s->base;
+    s->base = NULL; /* first: the handler stops claiming these addresses */
+    if (munmap(base, s->size) != 0) {
+        return pstore_set_error(err, "munmap: %s", strerror(errno));
+    }
+    pstore_segment_release(s);
+    return PSTORE_OK;
+}
+
+static void pstore_name_unref(pstore_segment *s, uint32_t id) {
+    if (id == 0) return;
+    pstore_name *n = &s->names[id];
+    if (--n->refs == 0) {
+        n->next_free = s->free_head;
+        s->free_head = id;
+    }
+}
+
+static uint32_t pstore_name_alloc(pstore_segment *s) {
+    uint32_t id = s->free_head;
+
+    if (id != 0) {
+        s->free_head = s->names[id].next_free;
+    } else if (s->names_top < s->names_cap) {
+        id = s->names_top++;
+    }
+    return id;
+}
+
+int pstore_set_name(int seg, uint32_t first, uint32_t count,
+                    const char *name, uint32_t name_len, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    if (name_len > PSTORE_NAME_BYTES_MAX) {
+        return pstore_set_error(err, "a name has at most %d bytes, not %u", PSTORE_NAME_BYTES_MAX, name_len);
+    }
+
+    /* Drop the old labels first: their slots may be the ones we reuse. */
+    for (uint32_t i = first; i < first + count; i++) {
+        pstore_name_unref(s, s->pages[i].name);
+        s->pages[i].name = 0;
+    }
+    if (name_len == 0 || count == 0) return PSTORE_OK;
+
+    uint32_t id = pstore_name_alloc(s);
+    if (id == 0) {
+        return pstore_set_error(err, "more than %u names in one segment", s->names_cap - 1);
+    }
+    pstore_name *n = &s->names[id];
+    memcpy(n->bytes, name, name_len);
+    n->len = (uint8_t)name_len;
+    n->refs = count;
+    n->next_free = 0;
+    for (uint32_t i = first; i < first + count; i++) s->pages[i].name = id;
+    return PSTORE_OK;
+}
+
+static int pstore_prot_of(const pstore_page *p) {
+    if (p->mode == PSTORE_HOLD_READ) return PROT_READ;
+    if (p->mode == PSTORE_HOLD_WRITE) return p->dirty ? PROT_READ | PROT_WRITE : PROT_READ;
+    return PROT_NONE;
+}
+
+/* One mprotect per run of pages that want the same protection. */
+static int pstore_apply_protection(pstore_segment *s, uint32_t first, uint32_t count, char *err) {
+    uint32_t end = first + count;
+    uint32_t run = first;
+
+    while (run < end) {
+        int prot = pstore_prot_of(&s->pages[run]);
+        uint32_t next = run + 1;
+        while (next < end && pstore_prot_of(&s->pages[next]) == prot) next++;
+        if (mprotect(s->base + (size_t)run * s->page_size, (size_t)(next - run) * s->page_size, prot) != 0) {
+            /* ENOMEM here means the mapping split into more pieces than
+             * vm.max_map_count allows. */
+            return pstore_set_error(err, "mprotect of pages [%u, %u): %s", run, next, strerror(errno));
+        }
+        run = next;
+    }
+    return PSTORE_OK;
+}
+
+int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    if (mode != PSTORE_HOLD_NONE && mode != PSTORE_HOLD_READ && mode != PSTORE_HOLD_WRITE) {
+        return pstore_set_error(err, "unknown hold mode %d", mode);
+    }
+
+    for (uint32_t i = first; i < first + count; i++) {
+        s->pages[i].mode = (uint8_t)mode;
+        s->pages[i].dirty = 0;
+    }
+    return pstore_apply_protection(s, first, count, err);
+}
+
+int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    if (count == 0) return PSTORE_OK;
+
+    char *start = s->base + (size_t)first * s->page_size;
+    size_t len = (size_t)count * s->page_size;
+    /* Open the pages whatever their hold, copy, then give them back the
+     * protection their hold implies. A write that arrives this way is not the
+     * holder's, so it leaves the dirty bits alone. */
+    if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
+        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
+    }
+    memcpy(start, bytes, len);
+    return pstore_apply_protection(s, first, count, err);
+}
+
+int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+
+    int found = 0;
+    for (uint32_t i = first; i < first + count; i++) {
+        if (s->pages[i].dirty) out[found++] = i;
+    }
+    return found;
+}
+
+uint32_t pstore_faults_upgraded(void) {
+    return faults_upgraded;
+}
+
+uint32_t pstore_faults_forwarded(void) {
+    return faults_forwarded;
+}
+
+uint32_t pstore_faults_widened(void) {
+    return faults_widened;
+}
+
+int pstore_die_with_parent(int expected_parent, char *err) {
+    /* The kernel signals us when the thread that forked us exits. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+        return pstore_set_error(err, "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+    }
+    /* A parent that died before the prctl sends nothing: we were reparented
+     * already, so act as if the signal had come. */
+    if (expected_parent > 0 && getppid() != expected_parent) kill(getpid(), SIGTERM);
+    return PSTORE_OK;
+}

@@ -1,0 +1,54 @@
+/* pstore_mem.h -- page-protected segments with first-write tracking for pstore. */
+
+#ifndef PSTORE_MEM_H
+#define PSTORE_MEM_H
+
+#include <stdint.h>
+
+#define PSTORE_OK 0
+#define PSTORE_ERR -1
+
+/* Every function taking `err` writes a one-line reason there on PSTORE_ERR. */
+#define PSTORE_ERR_LEN 256
+
+/* Hold modes of a page; they decide its protection. */
+#define PSTORE_HOLD_NONE 0  /* PROT_NONE: any access is a bug and kills the process */
+#define PSTORE_HOLD_READ 1  /* PROT_READ: a write kills the process */
+#define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable */
+
+#define PSTORE_SEGMENTS_MAX 16
+#define PSTORE_NAME_BYTES_MAX 255
+/* Distinct live names per segment (each datum covers at least one page). */
+#define PSTORE_NAMES_MAX (1u << 20)
+
+/* Maps page_count pages of page_size bytes with no rights and returns the
+ * segment id (>= 0), or PSTORE_ERR. The first call installs the SIGSEGV handler. */
+int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err);
+/* Address of the first byte of the segment, NULL if the id is not mapped. */
+void *pstore_segment_base(int seg);
+int pstore_segment_unmap(int seg, char *err);
+
+/* Labels the pages with a name of name_len bytes (0 clears the label). */
+int pstore_set_name(int seg, uint32_t first, uint32_t count,
+                    const char *name, uint32_t name_len, char *err);
+/* Sets the hold mode of the pages, clears their dirty bits, sets their protection. */
+int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err);
+/* Copies count pages from bytes whatever the protection, which is then restored. */
+int pstore_write_pages(int seg, uint32_t first, uint32_t count,
+                       const uint8_t *bytes, char *err);
+/* Stores the indices of the dirty pages of the range in out (room for count
+ * entries), ascending; returns how many, or PSTORE_ERR. */
+int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err);
+
+/* Counters since start-up: first writes made writable; faults passed to the
+ * previous handler; first writes that, short of mappings (vm.max_map_count),
+ * opened and dirtied their whole run of write-held pages. */
+uint32_t pstore_faults_upgraded(void);
+uint32_t pstore_faults_forwarded(void);
+uint32_t pstore_faults_widened(void);
+
+/* Asks the kernel to send SIGTERM when the parent dies. If the parent is
+ * already gone (getppid() != expected_parent, when > 0), sends it at once. */
+int pstore_die_with_parent(int expected_parent, char *err);
+
+#endif

@@ -1,0 +1,123 @@
+/**
+ * The only door to C: dlopen of c/pstore_mem.c, compiled by build.ts into
+ * dist/libpstore_mem.so. The `type: "file"` import embeds the library in the
+ * `bun build --compile` executable and gives its path at run time (`cc()` from
+ * bun:ffi does not work there). Run `bun run build.ts` once before `bun test`.
+ *
+ * Every wrapper throws a PStoreError carrying C's message when C says ERR.
+ */
+import { dlopen, toArrayBuffer, type Pointer } from "bun:ffi";
+// @ts-ignore -- bun-types declares no module for "*.so"; Bun resolves it to a path.
+import soPath from "../../dist/libpstore_mem.so" with { type: "file" };
+import { PStoreError } from "../errors.ts";
+
+/** Hold modes as c/pstore_mem.h numbers them. */
+export const HOLD_NONE = 0;
+export const HOLD_READ = 1;
+export const HOLD_WRITE = 2;
+
+const OK = 0;
+const ERR_LEN = 256;
+
+const lib = dlopen(soPath as string, {
+  pstore_segment_map: { args: ["u32", "u32", "ptr"], returns: "i32" },
+  pstore_segment_base: { args: ["i32"], returns: "ptr" },
+  pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
+  pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
+  pstore_protect: { args: ["i32", "u32", "u32", "i32", "ptr"], returns: "i32" },
+  pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
+  pstore_dirty_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
+  pstore_faults_upgraded: { args: [], returns: "u32" },
+  pstore_faults_forwarded: { args: [], returns: "u32" },
+  pstore_faults_widened: { args: [], returns: "u32" },
+  pstore_die_with_parent: { args: ["i32", "ptr"], returns: "i32" },
+});
+const c = lib.symbols;
+
+/** C writes its one-line reason here on ERR (single-threaded: one buffer is enough). */
+const errBuffer = new Uint8Array(ERR_LEN);
+const decoder = new TextDecoder();
+/** A non-empty stand-in for empty inputs: FFI may turn an empty view into NULL. */
+const noBytes = new Uint8Array(1);
+
+function failure(what: string): PStoreError {
+  const end = errBuffer.indexOf(0);
+  const reason = decoder.decode(errBuffer.subarray(0, end < 0 ? ERR_LEN : end));
+  errBuffer.fill(0);
+  return new PStoreError("ELIMIT", `${what}: ${reason}`);
+}
+
+/** Maps a PROT_NONE segment; installs the SIGSEGV handler on first use. Returns its id. */
+export function segmentMap(pageCount: number, pageSize: number): number {
+  const seg = c.pstore_segment_map(pageCount, pageSize, errBuffer);
+  if (seg < 0) throw failure("cannot map the segment");
+  return seg;
+}
+
+/** One ArrayBuffer over the whole mapping; it must not outlive segmentUnmap. */
+export function segmentBuffer(seg: number, size: number): ArrayBuffer {
+  const base = c.pstore_segment_base(seg);
+  if (base === null) throw new PStoreError("EINVAL", `segment ${seg} is not mapped`);
+  return toArrayBuffer(base as Pointer, 0, size);
+}
+
+export function segmentUnmap(seg: number): void {
+  if (c.pstore_segment_unmap(seg, errBuffer) !== OK) throw failure("cannot unmap the segment");
+}
+
+export function setName(seg: number, firstPage: number, pageCount: number, name: Uint8Array): void {
+  const bytes = name.length > 0 ? name : noBytes;
+  if (c.pstore_set_name(seg, firstPage, pageCount, bytes, name.length, errBuffer) !== OK) {
+    throw failure("cannot name the pages");
+  }
+}
+
+export function protect(seg: number, firstPage: number, pageCount: number, mode: number): void {
+  if (c.pstore_protect(seg, firstPage, pageCount, mode, errBuffer) !== OK) {
+    throw failure("cannot change the protection");
+  }
+}
+
+export function writePages(seg: number, firstPage: number, pageCount: number, bytes: Uint8Array): void {
+  if (pageCount === 0) return;
+  if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, errBuffer) !== OK) {
+    throw failure("cannot write the pages");
+  }
+}
+
+/** Fills `out` (room for pageCount entries) with the dirty page indices; returns how many. */
+export function dirtyPages(seg: number, firstPage: number, pageCount: number, out: Uint32Array): number {
+  const found = c.pstore_dirty_pages(seg, firstPage, pageCount, out, errBuffer);
+  if (found < 0) throw failure("cannot list the dirty pages");
+  return found;
+}
+
+export type FaultCounts = {
+  /** First writes under a write hold that made their page writable. */
+  upgraded: number;
+  /** Faults outside every segment, passed on to JavaScriptCore's handler. */
+  forwarded: number;
+  /** First writes that, short of mappings (vm.max_map_count), dirtied their whole write-held run. */
+  widened: number;
+};
+
+/** Counters since start-up, for tests and benchmarks. */
+export function faultCounts(): FaultCounts {
+  return {
+    upgraded: c.pstore_faults_upgraded(),
+    forwarded: c.pstore_faults_forwarded(),
+    widened: c.pstore_faults_widened(),
+  };
+}
+
+/**
+ * The kernel sends this process SIGTERM when its parent dies (prctl
+ * PR_SET_PDEATHSIG), so a server started by a test or by `pstore local` does
+ * not outlive it. If the parent is already gone (ppid no longer
+ * `expectedParent`), SIGTERM is sent at once.
+ */
+export function dieWithParent(expectedParent: number = process.ppid): void {
+  if (c.pstore_die_with_parent(expectedParent, errBuffer) !== OK) {
+    throw failure("cannot follow the parent");
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The client's mapping of the pstore segment: one PROT_NONE region whose
+ * pages C opens per hold. Reading without a hold, or writing under a read
+ * hold, kills the process with a line naming the datum (c/pstore_mem.c);
+ * under a write hold the first write to a page marks it dirty, so a release
+ * ships only the pages that changed.
+ *
+ * Not thread-safe: use a segment from the thread that mapped it.
+ */
+import { NAME_BYTES_MAX, PAGE_SIZE } from "../constants.ts";
+import { PStoreError } from "../errors.ts";
+import * as native from "./native.ts";
+
+export type HoldMode = "none" | "read" | "write";
+
+const HOLD_CODES: Record<HoldMode, number> = {
+  none: native.HOLD_NONE,
+  read: native.HOLD_READ,
+  write: native.HOLD_WRITE,
+};
+
+/**
+ * The segment is one ArrayBuffer, and JavaScriptCore (Bun 1.4) refuses
+ * ArrayBuffers over 4 GiB with "RangeError: Out of memory". This also keeps
+ * page indices well inside C's u32.
+ */
+const SEGMENT_BYTES_MAX = 4 * 1024 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+
+export class MappedSegment {
+  readonly size: number;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  /** ONE ArrayBuffer over the whole mapping; views over it must die with the segment. */
+  readonly buffer: ArrayBuffer;
+  readonly #seg: number;
+  #mapped = true;
+  /** Reused by dirtyPages; grows to the largest range asked for. */
+  #dirtyScratch = new Uint32Array(0);
+
+  private constructor(seg: number, size: number, pageSize: number) {
+    this.#seg = seg;
+    this.size = size;
+    this.pageSize = pageSize;
+    this.pageCount = size / pageSize;
+    this.buffer = native.segmentBuffer(seg, size);
+  }
+
+  /**
+   * mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE) of `size` bytes.
+   * The first segment of the process installs the SIGSEGV handler, chaining
+   * JavaScriptCore's. At most 16 segments per process, each at most 4 GiB.
+   */
+  static map(size: number, pageSize: number = PAGE_SIZE): MappedSegment {
+    if (!Number.isSafeInteger(pageSize) || pageSize <= 0 || pageSize % PAGE_SIZE !== 0) {
+      throw new PStoreError("EINVAL", `page size ${pageSize} must be a positive multiple of ${PAGE_SIZE}`);
+    }
+    if (!Number.isSafeInteger(size) || size <= 0 || size % pageSize !== 0) {
+      throw new PStoreError("EINVAL", `segment size ${size} must be a positive multiple of the page size ${pageSize}`);
+    }
+    if (size > SEGMENT_BYTES_MAX) {
+      throw new PStoreError("EINVAL", `segment size ${size} is over ${SEGMENT_BYTES_MAX} bytes, the largest ArrayBuffer Bun can make`);
+    }
+    const seg = native.segmentMap(size / pageSize, pageSize);
+    try {
+      return new MappedSegment(seg, size, pageSize);
+    } catch (error) {
+      native.segmentUnmap(seg);
+      throw error;
+    }
+  }
+
+  view(offset: number, length: number): Uint8Array {
+    this.#checkMapped();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new PStoreError("EINVAL", `bytes [${offset}, ${offset}+${length}) are outside the segment of ${this.size} bytes`);
+    }
+    return new Uint8Array(this.buffer, offset, length);
+  }
+
+  /** Labels the pages with a datum name for fault messages; "" clears the label. */
+  setName(firstPage: number, pageCount: number, name: string): void {
+    this.#checkRange(firstPage, pageCount);
+    const bytes = encoder.encode(name);
+    if (bytes.length > NAME_BYTES_MAX) {
+      throw new PStoreError("EINVAL", `name "${name}" has ${bytes.length} UTF-8 bytes; at most ${NAME_BYTES_MAX}`);
+    }
+    native.setName(this.#seg, firstPage, pageCount, bytes);
+  }
+
+  /** Copies whole pages in whatever their protection; leaves dirty bits alone. */
+  writePages(firstPage: number, bytes: Uint8Array): void {
+    if (bytes.length % this.pageSize !== 0) {
+      throw new PStoreError("EINVAL", `writePages takes whole pages: ${bytes.length} bytes is not a multiple of ${this.pageSize}`);
+    }
+    const pageCount = bytes.length / this.pageSize;
+    this.#checkRange(firstPage, pageCount);
+    native.writePages(this.#seg, firstPage, pageCount, bytes);
+  }
+
+  /** Sets the hold mode of the pages and clears their dirty bits. */
+  protect(firstPage: number, pageCount: number, mode: HoldMode): void {
+    this.#checkRange(firstPage, pageCount);
+    const code = HOLD_CODES[mode];
+    if (code === undefined) throw new PStoreError("EINVAL", `hold mode "${mode}" is not none, read or write`);
+    native.protect(this.#seg, firstPage, pageCount, code);
+  }
+
+  /**
+   * Absolute indices of the dirty pages of the range, ascending. Every page
+   * written under the write hold is there; when the process ran short of
+   * mappings (vm.max_map_count) a whole write-held run is (faultCounts().widened).
+   */
+  dirtyPages(firstPage: number, pageCount: number): Uint32Array {
+    this.#checkRange(firstPage, pageCount);
+    if (this.#dirtyScratch.length < pageCount) this.#dirtyScratch = new Uint32Array(pageCount);
+    const found = native.dirtyPages(this.#seg, firstPage, pageCount, this.#dirtyScratch);
+    return this.#dirtyScratch.slice(0, found);
+  }
+
+  /** munmap: the segment, its buffer and every view over it are dead afterwards. */
+  unmap(): void {
+    this.#checkMapped();
+    this.#mapped = false;
+    native.segmentUnmap(this.#seg);
+  }
+
+  #checkMapped(): void {
+    if (!this.#mapped) throw new PStoreError("ECLOSED", "the segment was unmapped");
+  }
+
+  #checkRange(firstPage: number, pageCount: number): void {
+    this.#checkMapped();
+    const valid =
+      Number.isSafeInteger(firstPage) &&
+      Number.isSafeInteger(pageCount) &&
+      firstPage >= 0 &&
+      pageCount >= 0 &&
+      firstPage + pageCount <= this.pageCount;
+    if (!valid) {
+      throw new PStoreError("EINVAL", `pages [${firstPage}, ${firstPage}+${pageCount}) are outside the segment of ${this.pageCount} pages`);
+    }
+  }
+}
+
+/** Fault counters since start-up (see FaultCounts), for tests and benchmarks. */
+export const faultCounts = native.faultCounts;
+export type { FaultCounts } from "./native.ts";

@@ -1,0 +1,171 @@
+/**
+ * The memory layer as a user meets it: page protections that kill a buggy
+ * access with a message naming the datum, first-write tracking that ships only
+ * changed pages, and a SIGSEGV handler that leaves JavaScriptCore's own faults
+ * alone. Each scenario runs in a child (test/fixtures/memory_child.ts) because
+ * some of them must die. Needs dist/libpstore_mem.so: `bun run build.ts --lib`.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const CHILD = join(import.meta.dir, "fixtures", "memory_child.ts");
+const CHILD_TIMEOUT_MS = 30_000;
+const LIBRARY = join(import.meta.dir, "..", "dist", "libpstore_mem.so");
+
+if (!existsSync(LIBRARY)) {
+  throw new Error(`${LIBRARY} is missing: run \`bun run build.ts --lib\` (or the whole build) before the tests`);
+}
+
+type ChildRun = { stdout: string; stderr: string; exitCode: number | null; signalCode: string | null };
+
+async function runChild(scenario: string): Promise<ChildRun> {
+  const child = Bun.spawn([process.execPath, CHILD, scenario], {
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: "SIGKILL",
+  });
+  const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+  await child.exited;
+  return { stdout, stderr, exitCode: child.exitCode, signalCode: child.signalCode };
+}
+
+/** Runs a scenario that must survive and returns what it printed after RESULT. */
+async function childResult(scenario: string): Promise<any> {
+  const run = await runChild(scenario);
+  const line = run.stdout.split("\n").find((text) => text.startsWith("RESULT "));
+  if (run.exitCode !== 0 || line === undefined) {
+    throw new Error(`scenario ${scenario} failed: exit ${run.exitCode} signal ${run.signalCode}\n${run.stdout}\n${run.stderr}`);
+  }
+  return JSON.parse(line.slice("RESULT ".length));
+}
+
+/** Runs a scenario that must die by SIGSEGV right after ARMED; returns its stderr lines. */
+async function childDeath(scenario: string): Promise<string[]> {
+  const run = await runChild(scenario);
+  expect(run.stdout).toBe("ARMED\n");
+  expect(run.signalCode).toBe("SIGSEGV");
+  return run.stderr.split("\n").filter((line) => line.length > 0);
+}
+
+describe("a wrong access kills the process with a message naming the datum", () => {
+  test("a write under a read hold", async () => {
+    expect(await childDeath("write-under-read")).toEqual(['pstore: write to "compteur" under a read hold (page 3)']);
+  });
+
+  test("a read after the hold was released", async () => {
+    expect(await childDeath("read-after-release")).toEqual(['pstore: read of "compteur" with no hold (page 4)']);
+  });
+
+  test("a write with no hold", async () => {
+    expect(await childDeath("write-no-hold")).toEqual(['pstore: write to "compteur" with no hold (page 3)']);
+  });
+
+  test("a read of a page no datum covers", async () => {
+    expect(await childDeath("read-unallocated")).toEqual(["pstore: read of unallocated page 7 of the segment"]);
+  });
+
+  test("a write to a page no datum covers", async () => {
+    expect(await childDeath("write-unallocated")).toEqual(["pstore: write to unallocated page 7 of the segment"]);
+  });
+
+  test("with two segments, the one faulted on names its own datum", async () => {
+    expect(await childDeath("second-segment-fault")).toEqual(['pstore: read of "beta" with no hold (page 4)']);
+  });
+});
+
+describe("under a write hold, only the pages written are dirty", () => {
+  test("64 MiB datum: 1 byte gives 1 page; 3 pages give 3; re-acquiring clears; bytes survive", async () => {
+    const seen = await childResult("dirty");
+    expect(seen.oneByte).toEqual([5]);
+    expect(seen.afterReacquire).toEqual([]);
+    expect(seen.threePages).toEqual([2, 700, 16383]);
+    expect(seen.subRange).toEqual([700]);
+    expect(seen.survived).toEqual([1, 2, 3, 4, 5]);
+    expect(seen.dirtyUnderRead).toEqual([]);
+    expect(seen.faults.upgraded).toBe(4);
+  });
+
+  test("writePages shows fetched bytes under any hold without making them dirty", async () => {
+    const seen = await childResult("write-pages");
+    expect(seen.visible).toBe(true);
+    expect(seen.dirtyAfterWritePages).toEqual([]);
+    expect(seen.dirtyAfterOwnWrite).toEqual([4]);
+    expect(seen.visibleAfterNone).toBe(true);
+  });
+
+  test("a hot JIT loop writing 16k pages marks every one, once", async () => {
+    const seen = await childResult("hot-loop");
+    expect(seen.jitCompiled).toBe(true);
+    expect(seen.dirtyCount).toBe(16384);
+    expect(seen.ascending).toBe(true);
+    expect(seen.valuesKept).toBe(16384);
+    expect(seen.faults).toBe(16384);
+    console.log(`hot loop: ${seen.elapsedMs.toFixed(1)} ms for 16384 first writes, ${seen.usPerFault.toFixed(2)} µs a fault`);
+  });
+
+  test("scattered writes past vm.max_map_count lose nothing: the write-held run turns dirty", async () => {
+    const seen = await childResult("too-many-mappings");
+    if (seen.skipped) return console.log(`skipped: ${seen.skipped}`);
+    expect(seen.written).toBe(Math.ceil(seen.pages / 2));
+    expect(seen.faults.widened).toBe(1);
+    expect(seen.dirtyCount).toBe(seen.pages);
+  });
+
+  test("two segments in one process keep their own pages", async () => {
+    const seen = await childResult("two-segments");
+    expect(seen.dirty).toEqual({ first: [1], second: [8, 9] });
+    expect(seen.secondAfterUnmap).toEqual([3]);
+    expect(seen.mappedBeforeLimit).toBe(16);
+    expect(seen.limit).toBe("ELIMIT");
+  });
+});
+
+describe("JavaScriptCore's own faults still work with our handler installed", () => {
+  test("WebAssembly bounds traps, stack overflow and Worker termination", async () => {
+    const seen = await childResult("jsc-faults");
+    expect(seen.wasmErrors).toEqual(["RuntimeError: Out of bounds memory access"]);
+    expect(seen.recursion).toBe("RangeError");
+    expect(seen.workerStopped).toBe(true);
+    // They reached our handler and were passed on, not swallowed.
+    expect(seen.forwarded).toBeGreaterThanOrEqual(2000);
+    expect(seen.dirty).toEqual([2]);
+  });
+});
+
+describe("dieWithParent", () => {
+  test("a child that asked for it dies when its parent is killed", async () => {
+    const parent = Bun.spawn([process.execPath, CHILD, "parent"], { stdout: "pipe", stderr: "inherit" });
+    const reader = parent.stdout.getReader();
+    let text = "";
+    const deadline = Date.now() + CHILD_TIMEOUT_MS;
+    while (!/CHILD \d+\n/.test(text) && Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    try {
+      const pid = Number(/CHILD (\d+)/.exec(text)?.[1]);
+      expect(pid).toBeGreaterThan(0);
+      expect(isAlive(pid)).toBe(true);
+
+      parent.kill("SIGKILL");
+      await parent.exited;
+      while (isAlive(pid) && Date.now() < deadline) await Bun.sleep(20);
+      expect(isAlive(pid)).toBe(false);
+    } finally {
+      parent.kill("SIGKILL");
+    }
+  });
+});
+
+/** Alive and not a zombie waiting for a reaper. */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
