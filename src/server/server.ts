@@ -37,7 +37,7 @@ export class Server {
     const state = new StoreState(options.segmentSize, PAGE_SIZE);
     const chain = options.peers.map((_, i) => i + 1);
     // Issue 3 turns this into a real chain; until then one server is the whole chain.
-    this.replica = new Replica(this.selfId, state, { epoch: 1, chain: chain.length === 1 ? chain : [this.selfId] });
+    this.replica = new Replica(this.selfId, state, { epoch: 1, chain: chain.length === 1 ? chain : [this.selfId] }, options.sessionTimeoutMs);
   }
 
   start(): RunningServer {
