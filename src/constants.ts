@@ -8,8 +8,8 @@ export const PAGE_SIZE = 4096;
 export const NAME_BYTES_MAX = 255;
 
 export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
-/** Keeps per-page tables (sequence numbers, protection) small and a JS index exact. */
-export const SEGMENT_SIZE_MAX = 64 * 1024 * 1024 * 1024;
+/** Bun's ArrayBuffers stop at 4 GiB, and a client views the whole segment through one. */
+export const SEGMENT_SIZE_MAX = 4 * 1024 * 1024 * 1024;
 
 /** A release ships a datum's dirty pages in one frame, so a datum fits in one. */
 export const DATUM_BYTES_MAX = 256 * 1024 * 1024;

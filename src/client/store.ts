@@ -330,12 +330,12 @@ class ClientStore implements Store {
     this.connection.setActive(true);
     this.connection.send({ type: "request", body: { session: this.session, reqNo, doneBelow: this.doneBelow(), op } });
     if (timeoutMs === undefined) return promise;
-    return Promise.race([
-      promise,
-      Bun.sleep(timeoutMs).then(() => {
-        throw new PStoreError("EUNAVAILABLE", `no reply within ${timeoutMs} ms`);
-      }),
-    ]);
+    // setTimeout, cleared on reply: a pending Bun.sleep would keep the process alive.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expiry = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PStoreError("EUNAVAILABLE", `no reply within ${timeoutMs} ms`)), timeoutMs);
+    });
+    return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
   }
 
   private doneBelow(): number {
