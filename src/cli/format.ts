@@ -1,0 +1,67 @@
+/** How the CLI shows the store's shapes to people (tables) and in one line (pipes). */
+import type { ClusterStatus, DatumInfo } from "../client/types.ts";
+import { formatBytes } from "./flags.ts";
+import { formatTable, type Style } from "./output.ts";
+
+export function formatStatusTable(status: ClusterStatus, style: Style): string {
+  const head = `epoch ${status.epoch}   segment ${formatBytes(status.segmentSize)}   pages ${formatBytes(status.pageSize)}   chain ${status.chain.length === 0 ? "(empty)" : status.chain.map((server) => server.address).join(" -> ")}`;
+  const rows = status.chain.map((server, position) => [
+    String(position + 1),
+    server.address,
+    server.role,
+    _colorState(server.state, style),
+    String(server.appliedSeq),
+    String(server.lag),
+    server.lastHeartbeatMsAgo === null ? "-" : `${server.lastHeartbeatMsAgo} ms ago`,
+  ]);
+  const table = formatTable(["#", "ADDRESS", "ROLE", "STATE", "APPLIED", "LAG", "HEARTBEAT"], rows, style);
+  return `${head}\n${table}`;
+}
+
+/** `epoch 3: 127.0.0.1:7401 head serving seq 10 lag 0 -> 127.0.0.1:7402 tail serving seq 10 lag 0` */
+export function formatStatusLine(status: ClusterStatus): string {
+  const chain = status.chain.map((server) => `${server.address} ${server.role} ${server.state} seq ${server.appliedSeq} lag ${server.lag}`);
+  return `epoch ${status.epoch}: ${chain.length === 0 ? "(no server)" : chain.join(" -> ")}`;
+}
+
+function _colorState(state: string, style: Style): string {
+  if (state === "serving") return style.green(state);
+  if (state === "down") return style.red(state);
+  return style.yellow(state);
+}
+
+export function formatDatumLine(info: DatumInfo): string {
+  return [
+    `name=${quoteWord(info.name)}`,
+    `size=${info.size}`,
+    `offset=${info.offset}`,
+    `version=${info.version}`,
+    `readers=${info.readers}`,
+    `writer=${info.writer ? "yes" : "no"}`,
+    `waiters=${info.waiters}`,
+  ].join(" ");
+}
+
+export function formatDatumTable(data: DatumInfo[], style: Style): string {
+  const rows = data.map((info) => [
+    quoteWord(info.name),
+    String(info.size),
+    String(info.offset),
+    String(info.version),
+    _holds(info),
+    String(info.waiters),
+  ]);
+  return formatTable(["NAME", "SIZE", "OFFSET", "VERSION", "HOLDS", "WAITERS"], rows, style);
+}
+
+function _holds(info: DatumInfo): string {
+  if (info.writer) return "writer";
+  if (info.readers > 0) return `${info.readers} reader${info.readers > 1 ? "s" : ""}`;
+  return "-";
+}
+
+/** A word as the shell's tokenizer reads it back: bare when plain, else in double quotes with escapes. */
+export function quoteWord(word: string): string {
+  if (word !== "" && /^[^\s"'\\#]+$/.test(word)) return word;
+  return JSON.stringify(word);
+}

@@ -1,0 +1,87 @@
+/** `pstore local`: N servers on loopback as child processes, until Ctrl-C or SIGTERM. */
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { DEFAULT_PORT, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
+import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseSegmentSize, UsageError } from "./flags.ts";
+import { createLogger, logArgs } from "./log.ts";
+import { nextStopSignal } from "./signals.ts";
+
+const SERVERS_MAX = 16;
+
+export const examples = [
+  "pstore local                          # 3 servers on 127.0.0.1:7401-7403, data in ./pstore-data",
+  "pstore local --servers 5 --base-port 8000 --data-dir /tmp/pstore",
+  "pstore local --fsync off              # fastest, for experiments",
+  "",
+  "Then, in another terminal: pstore shell. The data is kept for the next start.",
+];
+
+export default defineCommand({
+  meta: { name: "local", description: "Run a local cluster: N servers on loopback, stopped together by Ctrl-C" },
+  args: {
+    servers: { type: "string", valueHint: "n", default: "3", description: `How many servers (1 to ${SERVERS_MAX})` },
+    "base-port": { type: "string", valueHint: "port", default: String(DEFAULT_PORT), description: "Port of server 1; the others follow" },
+    "data-dir": { type: "string", valueHint: "dir", default: "./pstore-data", description: "Data of server n goes in <dir>/n (reused on the next start)" },
+    "segment-size": {
+      type: "string",
+      valueHint: "size",
+      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      description: "Size of the shared segment",
+    },
+    fsync: { type: "enum", options: [...FSYNC_MODES], default: "always", description: "Passed to every server" },
+    "ready-timeout-ms": { type: "string", valueHint: "ms", default: "15000", description: "How long a server may take to start" },
+    secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
+    ...logArgs,
+  },
+  async run({ args }) {
+    const count = parseCount(args.servers, "--servers", SERVERS_MAX);
+    const basePort = Number(args["base-port"]);
+    if (!/^\d+$/.test(args["base-port"]) || basePort < 1 || basePort + count - 1 > 65535) {
+      throw new UsageError(`--base-port: "${args["base-port"]}" must be a port from 1 to ${65536 - count} for ${count} servers`);
+    }
+    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("local");
+    const { LocalCluster } = await import("./cluster.ts");
+    const cluster = new LocalCluster({
+      count,
+      basePort,
+      dataDir: args["data-dir"],
+      fsync: args.fsync as FsyncMode,
+      segmentSize: parseSegmentSize(args["segment-size"]),
+      secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+      readyTimeoutMs: parseDurationMs(args["ready-timeout-ms"], "--ready-timeout-ms"),
+      // The servers' own log lines, tagged [server:n], go straight to our stderr.
+      onLog: args.quiet ? undefined : (_, line) => process.stderr.write(`${line}\n`),
+      onUnexpectedExit: (index, how) =>
+        logger.warn(`server ${index + 1} (${cluster.servers[index]}) stopped unexpectedly: ${how}; the others go on`),
+    });
+
+    // Ctrl-C during start-up must also stop the children that did start.
+    const stopRequested = nextStopSignal();
+    const started = cluster.start().then(() => "started" as const);
+    const first = await Promise.race([started, stopRequested]);
+    if (first !== "started") {
+      logger.info(`${first}: stopping`);
+      await started.catch(() => {});
+      await cluster.stop();
+      return 0;
+    }
+
+    const servers = cluster.servers.join(",");
+    process.stdout.write(
+      [
+        `pstore: ${count} server${count > 1 ? "s" : ""} ready on ${servers} (data in ${resolve(args["data-dir"])})`,
+        `pids: ${cluster.pids.join(" ")}`,
+        "Connect with:",
+        `  export PSTORE_SERVERS=${servers}`,
+        "  pstore shell",
+        "Ctrl-C stops them all.",
+        "",
+      ].join("\n"),
+    );
+    const signal = await stopRequested;
+    logger.info(`${signal}: stopping ${count} server${count > 1 ? "s" : ""}`);
+    await cluster.stop();
+    logger.info("stopped");
+    return 0;
+  },
+});

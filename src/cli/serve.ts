@@ -1,0 +1,156 @@
+/** `pstore serve`: one storage server, until SIGTERM or SIGINT. */
+import { defineCommand } from "citty";
+import {
+  HEARTBEAT_MS_DEFAULT,
+  SEGMENT_SIZE_DEFAULT,
+  SESSION_TIMEOUT_MS_DEFAULT,
+  SUSPECT_MS_DEFAULT,
+} from "../constants.ts";
+import {
+  formatBytes,
+  formatHostPort,
+  parseAddressList,
+  parseDurationMs,
+  parseHostPort,
+  parseSegmentSize,
+  FSYNC_MODES,
+  type FsyncMode,
+  UsageError,
+} from "./flags.ts";
+import { createLogger, logArgs } from "./log.ts";
+import { nextStopSignal, PARENT_PID_ENV } from "./signals.ts";
+
+
+export const examples = [
+  "pstore serve --listen 127.0.0.1:7401 --data-dir ./data/1",
+  "pstore serve --listen 127.0.0.1:7402 --peers 127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403 --data-dir ./data/2",
+  "PSTORE_SECRET=s3cret pstore serve --listen 0.0.0.0:7401 --data-dir /var/lib/pstore --fsync batch",
+  "",
+  "It prints one line, READY <host>:<port>, on stdout once it accepts connections;",
+  "logs go to stderr. SIGTERM or SIGINT stops it cleanly (exit 0).",
+];
+
+export default defineCommand({
+  meta: { name: "serve", description: "Run one storage server (a link of the replication chain)" },
+  args: {
+    listen: {
+      type: "string",
+      required: true,
+      valueHint: "host:port",
+      description: "Address to accept clients and peers on (port 0: any free port, alone only)",
+    },
+    peers: {
+      type: "string",
+      valueHint: "host:port,...",
+      description: "Every server of the chain, this one included, in chain order (default: just --listen)",
+    },
+    "data-dir": { type: "string", required: true, valueHint: "dir", description: "Where this server keeps its log and checkpoints" },
+    "segment-size": {
+      type: "string",
+      valueHint: "size",
+      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      description: "Size of the shared segment (whole 4 KiB pages; 4096, 64KiB, 256MiB, 1GiB)",
+    },
+    "session-timeout-ms": {
+      type: "string",
+      valueHint: "ms",
+      default: String(SESSION_TIMEOUT_MS_DEFAULT),
+      description: "A client silent this long loses its holds",
+    },
+    "heartbeat-ms": { type: "string", valueHint: "ms", default: String(HEARTBEAT_MS_DEFAULT), description: "Heartbeat period between servers" },
+    "suspect-ms": { type: "string", valueHint: "ms", default: String(SUSPECT_MS_DEFAULT), description: "A peer silent this long is declared down" },
+    fsync: {
+      type: "enum",
+      options: [...FSYNC_MODES],
+      default: "always",
+      description: "always: sync before acknowledging; batch: every few ms; off: leave it to the OS",
+    },
+    secret: { type: "string", valueHint: "secret", description: "Shared secret of the cluster (default: $PSTORE_SECRET; prefer the variable, argv is visible in ps)" },
+    "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
+    ...logArgs,
+  },
+  async run({ args }) {
+    const listen = parseHostPort(args.listen, "--listen", { allowPortZero: true });
+    const listenAddress = formatHostPort(listen);
+    const peers = args.peers === undefined ? [listenAddress] : parseAddressList(args.peers, "--peers");
+    if (args.peers !== undefined && listen.port === 0) {
+      throw new UsageError("--listen with port 0 only works alone, without --peers (the peers must know the port)");
+    }
+    if (!peers.includes(listenAddress)) {
+      throw new UsageError(`--listen ${listenAddress} is not in --peers ${peers.join(",")}`);
+    }
+    const heartbeatMs = parseDurationMs(args["heartbeat-ms"], "--heartbeat-ms");
+    const suspectMs = parseDurationMs(args["suspect-ms"], "--suspect-ms");
+    if (suspectMs <= heartbeatMs) {
+      throw new UsageError(`--suspect-ms (${suspectMs}) must be longer than --heartbeat-ms (${heartbeatMs})`);
+    }
+    const options = {
+      listen,
+      peers,
+      dataDir: args["data-dir"],
+      segmentSize: parseSegmentSize(args["segment-size"]),
+      sessionTimeoutMs: parseDurationMs(args["session-timeout-ms"], "--session-timeout-ms"),
+      heartbeatMs,
+      suspectMs,
+      fsync: args.fsync as FsyncMode,
+      secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+    };
+    const tag = peers.length > 1 ? `server:${peers.indexOf(listenAddress) + 1}` : "server";
+    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag(tag);
+
+    if (args["die-with-parent"]) await _dieWithParent(logger);
+    const { startServer } = await import("../server/index.ts");
+    const server = await startServer({ ...options, logger }).catch((error: unknown) => {
+      throw _explainListenError(error, listenAddress);
+    });
+    process.stdout.write(`READY ${server.address}\n`);
+    logger.debug(`chain ${peers.join(" -> ")}`);
+
+    const signal = await nextStopSignal();
+    logger.info(`${signal}: stopping`);
+    // A second signal while stopping gives up on a clean stop.
+    const again = nextStopSignal().then((second) => {
+      logger.warn(`${second} again: exiting without a clean stop`);
+      return 1;
+    });
+    return Promise.race([server.stop().then(() => 0), again]);
+  },
+});
+
+
+/**
+ * PR_SET_PDEATHSIG through the memory layer's C helper; as a second line, a
+ * check of the parent pid every second (also covers a parent that died before
+ * the prctl call, when the spawner told us its pid).
+ */
+async function _dieWithParent(logger: { debug: (...args: unknown[]) => void; warn: (...args: unknown[]) => void }): Promise<void> {
+  try {
+    const memory = await import("../memory/index.ts");
+    memory.dieWithParent();
+  } catch (error) {
+    logger.debug(`dieWithParent unavailable (${(error as Error).message}); polling the parent pid`);
+  }
+  const expected = Number(process.env[PARENT_PID_ENV]) || process.ppid;
+  const check = () => {
+    if (process.ppid !== expected) {
+      logger.warn(`parent process ${expected} is gone: exiting`);
+      process.kill(process.pid, "SIGKILL");
+    }
+  };
+  check();
+  setInterval(check, 1000).unref();
+}
+
+const _LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "the port is in use (another pstore server, or pstore local already running?)",
+  EADDRNOTAVAIL: "that address is not one of this machine's",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+};
+
+/** Bun says only "Failed to listen at 127.0.0.1": add the port and what the code means. */
+function _explainListenError(error: unknown, address: string): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  const syscall = (error as { syscall?: unknown } | null)?.syscall;
+  if (syscall !== "listen" || typeof code !== "string") return error;
+  return new Error(`cannot listen on ${address}: ${code}, ${_LISTEN_ERRORS[code] ?? (error as Error).message}`);
+}

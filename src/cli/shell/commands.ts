@@ -1,0 +1,357 @@
+/**
+ * The shell's commands: one line in, one result out. Knows nothing of
+ * readline or terminals (repl.ts does), so tests drive it with any `Store`.
+ *
+ * Every command produces exactly one result: `ok`, a value, or
+ * `error CODE: what went wrong`. With `multiline` (a terminal) `list`,
+ * `status` and `help` may print tables; otherwise every result is one line.
+ */
+import { constants } from "node:os";
+import type { ClusterStatus, DatumInfo, Store } from "../../client/types.ts";
+import { PStoreError } from "../../errors.ts";
+import type { LocalCluster } from "../cluster.ts";
+import { parseSize, SIZE_SYNTAX, UsageError } from "../flags.ts";
+import { formatDatumLine, formatDatumTable, formatStatusLine, formatStatusTable, quoteWord } from "../format.ts";
+import type { Style } from "../output.ts";
+import { tokenize } from "./tokenize.ts";
+import { encodeValue, parseByteCount, parseValueType, READ_BYTES_MAX, readValue, VALUE_TYPES, writeValue } from "./values.ts";
+
+export interface ShellContext {
+  /** The store, connected on first use (so `help` works with no server). */
+  store(): Promise<Store>;
+  /** Set in `shell --local`: enables `kill` and `restart`. */
+  cluster?: LocalCluster;
+  /** A terminal: tables and multi-line help are fine. */
+  multiline: boolean;
+  style: Style;
+  /** Data names seen last (`list`, `create`, `delete`), for tab completion. */
+  names: Set<string>;
+  /** Says that a command is waiting (on a terminal); called at most once a command. */
+  notice?(text: string): void;
+}
+
+export interface ShellResult {
+  ok: boolean;
+  /** The line(s) to print; "" for quit. */
+  text: string;
+  /** The same result for `--json`: `{ ok, value }` or `{ ok: false, code, error }`. */
+  json: Record<string, unknown>;
+  quit?: boolean;
+}
+
+interface _Output {
+  text: string;
+  value?: unknown;
+  quit?: boolean;
+}
+
+interface _CommandSpec {
+  usage: string;
+  summary: string;
+  details: string[];
+  examples: string[];
+  args: [min: number, max: number];
+  /** Argument positions holding a datum name (for completion). */
+  nameArgs?: number[];
+  run(ctx: ShellContext, args: string[], signal: AbortSignal | undefined): Promise<_Output>;
+}
+
+/** How long a command may wait before the shell says that it is waiting. */
+const _WAIT_NOTICE_MS = 250;
+
+const _TYPES_LINE = `TYPE is one of ${VALUE_TYPES.join(" ")} (little-endian numbers; str is UTF-8, NUL-terminated when it fits; hex is raw bytes)`;
+
+export const SHELL_COMMANDS: Record<string, _CommandSpec> = {
+  create: {
+    usage: "create NAME SIZE",
+    summary: "Create a datum of SIZE bytes (4, 4096, 64KiB, 1MiB)",
+    details: ["The datum starts zeroed and covers whole 4 KiB pages.", `SIZE is ${SIZE_SYNTAX}.`],
+    examples: ["create compteur 4", "create buffer 64KiB"],
+    args: [2, 2],
+    async run(ctx, [name, sizeText]) {
+      const size = _usage(() => parseSize(sizeText!, "SIZE"));
+      await (await ctx.store()).create(name!, size);
+      ctx.names.add(name!);
+      return { text: "ok" };
+    },
+  },
+  write: {
+    usage: "write NAME TYPE VALUE [OFFSET]",
+    summary: "Take the write hold, write VALUE at OFFSET (default 0), release",
+    details: [
+      _TYPES_LINE,
+      "Waits while anyone else holds NAME; Ctrl-C cancels the wait and leaves no hold.",
+      "A value out of its type's range, or that does not fit in the datum, is an error: nothing is written.",
+    ],
+    examples: ["write compteur i32 1035", 'write msg str "hello world"', "write buffer hex 0xdeadbeef 16"],
+    args: [3, 4],
+    nameArgs: [0],
+    async run(ctx, [name, typeText, valueText, offsetText], signal) {
+      const type = parseValueType(typeText!);
+      const bytes = encodeValue(type, valueText!);
+      const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      const store = await ctx.store();
+      const view = await _waiting(ctx, `the write hold on ${quoteWord(name!)}`, store.accessReadWrite(name!, { signal }));
+      try {
+        writeValue(view, name!, type, bytes, offset);
+      } finally {
+        await store.releaseReadWrite(view);
+      }
+      return { text: "ok" };
+    },
+  },
+  read: {
+    usage: "read NAME TYPE [OFFSET] [LENGTH]",
+    summary: "Take a read hold, print the value at OFFSET (default 0), release",
+    details: [
+      _TYPES_LINE,
+      `LENGTH (str and hex only) reads that many bytes; without it str stops at the first NUL, hex reads to the end (at most ${READ_BYTES_MAX} bytes).`,
+      "Waits while a writer holds NAME; Ctrl-C cancels the wait.",
+    ],
+    examples: ["read compteur i32", "read msg str", "read buffer hex 16 4"],
+    args: [2, 4],
+    nameArgs: [0],
+    async run(ctx, [name, typeText, offsetText, lengthText], signal) {
+      const type = parseValueType(typeText!);
+      const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      const length = lengthText === undefined ? undefined : parseByteCount(lengthText, "LENGTH");
+      const store = await ctx.store();
+      const view = await _waiting(ctx, `a read hold on ${quoteWord(name!)}`, store.accessRead(name!, { signal }));
+      let result: ReturnType<typeof readValue>;
+      try {
+        result = readValue(view, name!, type, offset, length);
+      } finally {
+        await store.releaseRead(view);
+      }
+      return { text: result.text, value: result.json };
+    },
+  },
+  list: {
+    usage: "list",
+    summary: "List the data (one line: their names; on a terminal: a table)",
+    details: ["Use stat NAME for the details of one datum."],
+    examples: ["list"],
+    args: [0, 0],
+    async run(ctx) {
+      const data = await (await ctx.store()).list();
+      ctx.names.clear();
+      for (const info of data) ctx.names.add(info.name);
+      return { text: _listText(data, ctx), value: data };
+    },
+  },
+  stat: {
+    usage: "stat NAME",
+    summary: "Show a datum's size, offset, version and holds",
+    details: [],
+    examples: ["stat compteur"],
+    args: [1, 1],
+    nameArgs: [0],
+    async run(ctx, [name]) {
+      const info = await (await ctx.store()).stat(name!);
+      return { text: formatDatumLine(info), value: info };
+    },
+  },
+  delete: {
+    usage: "delete NAME",
+    summary: "Delete a datum and free its pages",
+    details: [],
+    examples: ["delete compteur"],
+    args: [1, 1],
+    nameArgs: [0],
+    async run(ctx, [name]) {
+      await (await ctx.store()).delete(name!);
+      ctx.names.delete(name!);
+      return { text: "ok" };
+    },
+  },
+  status: {
+    usage: "status",
+    summary: "Show the chain of servers: epoch, head to tail, lag",
+    details: [],
+    examples: ["status"],
+    args: [0, 0],
+    async run(ctx) {
+      const status: ClusterStatus = await (await ctx.store()).status();
+      return { text: ctx.multiline ? formatStatusTable(status, ctx.style) : formatStatusLine(status), value: status };
+    },
+  },
+  kill: {
+    usage: "kill SERVER [SIGNAL]",
+    summary: "shell --local only: stop server number SERVER (SIGKILL by default) to test a failure",
+    details: ["SERVER counts from 1 in chain order of the local cluster; SIGNAL is e.g. SIGTERM or SIGKILL."],
+    examples: ["kill 1", "kill 2 SIGTERM"],
+    args: [1, 2],
+    async run(ctx, [serverText, signalText]) {
+      const cluster = _cluster(ctx, "kill");
+      const index = _serverIndex(serverText!, cluster);
+      const signal = (signalText ?? "SIGKILL").toUpperCase();
+      if (!/^SIG[A-Z0-9]+$/.test(signal) || !(signal in constants.signals)) {
+        throw new PStoreError("EINVAL", `unknown signal "${signalText}" (e.g. SIGKILL, SIGTERM)`);
+      }
+      await cluster.kill(index, signal as NodeJS.Signals);
+      return { text: `server ${index + 1} (${cluster.servers[index]}) stopped by ${signal}` };
+    },
+  },
+  restart: {
+    usage: "restart SERVER",
+    summary: "shell --local only: restart server number SERVER (after kill)",
+    details: ["The server recovers from its data directory and rejoins the chain."],
+    examples: ["restart 1"],
+    args: [1, 1],
+    async run(ctx, [serverText]) {
+      const cluster = _cluster(ctx, "restart");
+      const index = _serverIndex(serverText!, cluster);
+      await cluster.restart(index);
+      return { text: `server ${index + 1} (${cluster.servers[index]}) restarted, pid ${cluster.pids[index]}` };
+    },
+  },
+  help: {
+    usage: "help [COMMAND]",
+    summary: "List the commands, or explain one",
+    details: [],
+    examples: ["help", "help write"],
+    args: [0, 1],
+    async run(ctx, [command]) {
+      return { text: command === undefined ? _helpAll(ctx) : _helpOne(command, ctx) };
+    },
+  },
+  quit: {
+    usage: "quit",
+    summary: "Leave the shell (also: exit, Ctrl-D); holds are released",
+    details: [],
+    examples: ["quit"],
+    args: [0, 0],
+    async run() {
+      return { text: "", quit: true };
+    },
+  },
+};
+
+const _ALIASES: Record<string, string> = { exit: "quit", ls: "list", rm: "delete", "?": "help" };
+
+/** Runs one line. Returns null for a blank line or a comment (nothing to print). */
+export async function runShellLine(ctx: ShellContext, line: string, signal?: AbortSignal): Promise<ShellResult | null> {
+  let command = "";
+  try {
+    const words = tokenize(line);
+    if (words.length === 0) return null;
+    command = _ALIASES[words[0]!] ?? words[0]!;
+    const spec = SHELL_COMMANDS[command];
+    if (!spec) throw new PStoreError("EINVAL", `unknown command "${words[0]}" (help lists the commands)`);
+    const args = words.slice(1);
+    if (args.length < spec.args[0] || args.length > spec.args[1]) {
+      throw new PStoreError("EINVAL", `usage: ${spec.usage}`);
+    }
+    const output = await spec.run(ctx, args, signal);
+    return {
+      ok: true,
+      text: output.text,
+      json: { ok: true, command, ...(output.value === undefined ? {} : { value: output.value }) },
+      quit: output.quit,
+    };
+  } catch (error) {
+    const { code, message } = describeError(error);
+    const text = code ? `error ${code}: ${message}` : `error: ${message}`;
+    return { ok: false, text: ctx.style.red(text), json: { ok: false, ...(command ? { command } : {}), code: code ?? "ERROR", error: message } };
+  }
+}
+
+/** The code and the message without its `CODE: ` prefix, for any thrown value. */
+export function describeError(error: unknown): { code?: string; message: string } {
+  if (error instanceof UsageError || error instanceof RangeError) return { code: "EINVAL", message: error.message };
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === "string" && /^E[A-Z]+$/.test(code)) {
+      const prefix = `${code}: `;
+      return { code, message: error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message };
+    }
+    return { message: error.message };
+  }
+  return { message: String(error) };
+}
+
+/** Candidates for tab completion: command names, then data names, then types. */
+export function completeLine(line: string, names: Iterable<string>): [string[], string] {
+  const words = line.split(/\s+/);
+  const fragment = words[words.length - 1]!;
+  const position = words.length - 1;
+  let candidates: string[] = [];
+  if (position === 0) {
+    candidates = [...Object.keys(SHELL_COMMANDS), ...Object.keys(_ALIASES).filter((alias) => alias !== "?")];
+  } else {
+    const command = _ALIASES[words[0]!] ?? words[0]!;
+    const spec = SHELL_COMMANDS[command];
+    if (command === "help" && position === 1) candidates = Object.keys(SHELL_COMMANDS);
+    else if (spec?.nameArgs?.includes(position - 1)) candidates = [...names].map(quoteWord);
+    else if ((command === "write" || command === "read") && position === 2) candidates = [...VALUE_TYPES];
+  }
+  const hits = candidates.filter((candidate) => candidate.startsWith(fragment)).sort();
+  return [hits, fragment];
+}
+
+function _usage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof UsageError) throw new PStoreError("EINVAL", error.message);
+    throw error;
+  }
+}
+
+async function _waiting<T>(ctx: ShellContext, what: string, wait: Promise<T>): Promise<T> {
+  if (!ctx.notice) return wait;
+  const timer = setTimeout(() => ctx.notice?.(`waiting for ${what}… (Ctrl-C cancels)`), _WAIT_NOTICE_MS);
+  try {
+    return await wait;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function _listText(data: DatumInfo[], ctx: ShellContext): string {
+  if (data.length === 0) return "(no data)";
+  if (ctx.multiline) return formatDatumTable(data, ctx.style);
+  return data.map((info) => quoteWord(info.name)).join(" ");
+}
+
+function _cluster(ctx: ShellContext, command: string): LocalCluster {
+  if (!ctx.cluster) throw new PStoreError("EINVAL", `${command} works only in a shell started with --local`);
+  return ctx.cluster;
+}
+
+function _serverIndex(text: string, cluster: LocalCluster): number {
+  const count = cluster.pids.length;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > count) {
+    throw new PStoreError("EINVAL", `SERVER must be a number from 1 to ${count}, got "${text}"`);
+  }
+  return Number(text) - 1;
+}
+
+function _visibleCommands(ctx: ShellContext): string[] {
+  return Object.keys(SHELL_COMMANDS).filter((name) => ctx.cluster || (name !== "kill" && name !== "restart"));
+}
+
+function _helpAll(ctx: ShellContext): string {
+  const names = _visibleCommands(ctx);
+  if (!ctx.multiline) return `commands: ${names.join(" ")} (help COMMAND explains one)`;
+  const width = Math.max(...names.map((name) => SHELL_COMMANDS[name]!.usage.length));
+  return [
+    ...names.map((name) => `  ${ctx.style.cyan(SHELL_COMMANDS[name]!.usage.padEnd(width))}  ${SHELL_COMMANDS[name]!.summary}`),
+    "",
+    "help COMMAND explains one. Words with spaces go in quotes: write msg str \"hello world\".",
+  ].join("\n");
+}
+
+function _helpOne(command: string, ctx: ShellContext): string {
+  const spec = SHELL_COMMANDS[_ALIASES[command] ?? command];
+  if (!spec) throw new PStoreError("EINVAL", `no command "${command}"; help lists them`);
+  if (!ctx.multiline) return `${spec.usage}: ${spec.summary}${spec.details.length > 0 ? `. ${spec.details.join(" ")}` : ""}`;
+  return [
+    ctx.style.cyan(spec.usage),
+    `  ${spec.summary}`,
+    ...spec.details.map((line) => `  ${line}`),
+    "",
+    "  Examples:",
+    ...spec.examples.map((line) => `    ${line}`),
+  ].join("\n");
+}

@@ -1,0 +1,218 @@
+/**
+ * `pstore shell` on a real pseudo-terminal (Bun.spawn's `terminal` option):
+ * prompt, completion, history across runs, colours, Ctrl-C.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stripAnsi } from "../src/cli/output.ts";
+import { MAIN, ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
+
+const started: Running[] = [];
+afterAll(async () => {
+  await Promise.all(started.map((child) => child.stop("SIGKILL", 1000)));
+});
+
+interface Tty {
+  proc: Subprocess;
+  /** Everything shown so far, escape sequences removed. */
+  screen(): string;
+  raw(): string;
+  type(text: string): Promise<void>;
+  /** Waits until `text` appears after position `from` of the screen text. */
+  waitFor(text: string | RegExp, from?: number, timeoutMs?: number): Promise<void>;
+  exited(timeoutMs?: number): Promise<number | null>;
+}
+
+function openShell(args: string[], env: Record<string, string | undefined>): Tty {
+  let out = "";
+  const decoder = new TextDecoder();
+  const proc = Bun.spawn([process.execPath, MAIN, "shell", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: undefined, ...env },
+    terminal: { cols: 120, rows: 40, data: (_, data) => (out += decoder.decode(data, { stream: true })) },
+  });
+  const screen = () => stripAnsi(out).replace(/\r/g, "");
+  return {
+    proc,
+    screen,
+    raw: () => out,
+    async type(text) {
+      proc.terminal!.write(text);
+      // One keystroke batch at a time: readline treats a tab inside a pasted chunk as text.
+      await Bun.sleep(150);
+    },
+    async waitFor(text, from = 0, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      const found = () => {
+        const rest = screen().slice(from);
+        return typeof text === "string" ? rest.includes(text) : text.test(rest);
+      };
+      while (!found()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${JSON.stringify(String(text))}; screen:\n${screen()}`);
+        await Bun.sleep(20);
+      }
+    },
+    async exited(timeoutMs = 10_000) {
+      const done = await Promise.race([proc.exited.then(() => true), Bun.sleep(timeoutMs).then(() => false)]);
+      if (!done) proc.kill("SIGKILL");
+      await proc.exited;
+      proc.terminal?.close();
+      return proc.exitCode;
+    },
+  };
+}
+
+async function serve(): Promise<string> {
+  const server = startCli(["serve", "--listen", "127.0.0.1:0", "--data-dir", tempDir(), "--segment-size", "1MiB", "--die-with-parent"]);
+  started.push(server);
+  const [, address] = await server.waitFor(/^READY (\S+)$/m);
+  return address!;
+}
+
+describe("shell on a terminal", () => {
+  test("prompt, tab completion of commands and names, tables, colours, quit", async () => {
+    const address = await serve();
+    await runCli(["shell", "--servers", address], { stdin: "create compteur 4\ncreate counter 4\n" });
+    const home = tempDir();
+    const tty = openShell(["--servers", address], { HOME: home });
+    await tty.waitFor("Type help for the commands, quit to leave.");
+    await tty.waitFor("pstore> ");
+
+    await tty.type("wr");
+    await tty.type("\t");
+    await tty.type(" compteur i32 1035\r");
+    await tty.waitFor(/pstore> write compteur i32 1035\nok\n/);
+
+    // Names come from the last list.
+    let mark = tty.screen().length;
+    await tty.type("list\r");
+    await tty.waitFor(/NAME +SIZE +OFFSET +VERSION +HOLDS +WAITERS\ncompteur +4/, mark);
+    mark = tty.screen().length;
+    await tty.type("read comp");
+    await tty.type("\t");
+    await tty.type(" i3");
+    await tty.type("\t");
+    await tty.type("\r");
+    await tty.waitFor("read compteur i32", mark);
+    await tty.waitFor(/\n1035\n/, mark);
+
+    // Errors are red on a terminal.
+    mark = tty.raw().length;
+    await tty.type("read nothing i32\r");
+    await tty.waitFor('error ENOENT: no datum named "nothing"');
+    expect(tty.raw().slice(mark)).toContain('\u001B[31merror ENOENT: no datum named "nothing"');
+
+    mark = tty.screen().length;
+    await tty.type("help write\r");
+    await tty.waitFor(/write NAME TYPE VALUE \[OFFSET\]\n  Take the write hold/, mark);
+    await tty.waitFor("Examples:", mark);
+
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+  }, 60_000);
+
+  test("history is saved in $HOME/.pstore_history and recalled with the up arrow", async () => {
+    const home = tempDir();
+    const first = openShell(["--servers", "127.0.0.1:1"], { HOME: home });
+    await first.waitFor("pstore> ");
+    await first.type("help list\r");
+    await first.waitFor("List the data");
+    await first.type("quit\r");
+    expect(await first.exited()).toBe(0);
+    expect(readFileSync(join(home, ".pstore_history"), "utf8")).toBe("help list\nquit\n");
+
+    const second = openShell(["--servers", "127.0.0.1:1"], { HOME: home });
+    await second.waitFor("pstore> ");
+    await second.type("\u001B[A"); // up: quit
+    await second.type("\u001B[A"); // up: help list
+    const mark = second.screen().length;
+    await second.type("\r");
+    await second.waitFor("List the data", mark);
+    await second.type("\u0004"); // Ctrl-D leaves
+    expect(await second.exited()).toBe(0);
+  }, 30_000);
+
+  test("NO_COLOR turns colours off on a terminal", async () => {
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: tempDir(), NO_COLOR: "1" });
+    await tty.waitFor("pstore> ");
+    await tty.type("bogus\r");
+    await tty.waitFor('error EINVAL: unknown command "bogus"');
+    expect(tty.raw()).not.toContain("\u001B[31m");
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+  }, 30_000);
+
+  test("Ctrl-C clears the line; twice on an empty line leaves", async () => {
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: tempDir() });
+    await tty.waitFor("pstore> ");
+    await tty.type("some half-typed command");
+    await tty.type("\u0003");
+    await tty.type("\u0003");
+    await tty.waitFor("(press Ctrl-C again, or Ctrl-D, or type quit, to leave)");
+    await tty.type("\u0003");
+    expect(await tty.exited()).toBe(0);
+  }, 30_000);
+
+  test("Ctrl-C cancels a waiting read and leaves no hold", async () => {
+    const address = await serve();
+    await runCli(["shell", "--servers", address], { stdin: "create c 4\n" });
+    const holderScript = join(ROOT, "test/fixtures/cli_holder.ts");
+    const holder = Bun.spawn([process.execPath, holderScript, address, "c", "write"], {
+      cwd: ROOT,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const reader = holder.stdout.getReader();
+    let holderOut = "";
+    const readHolder = async (text: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!holderOut.includes(text)) {
+        const chunk = await Promise.race([reader.read(), Bun.sleep(Math.max(1, deadline - Date.now())).then(() => null)]);
+        if (!chunk || chunk.done) throw new Error(`holder said ${JSON.stringify(holderOut)}, expected ${text}`);
+        holderOut += new TextDecoder().decode(chunk.value);
+      }
+    };
+    try {
+      await readHolder("HELD");
+      const tty = openShell(["--servers", address], { HOME: tempDir() });
+      await tty.waitFor("pstore> ");
+      await tty.type("read c i32\r");
+      await tty.waitFor("waiting for a read hold on c… (Ctrl-C cancels)");
+      await tty.type("\u0003");
+      await tty.waitFor(/error ECANCELED: .*\n/);
+      let mark = tty.screen().length;
+      await tty.type("stat c\r");
+      await tty.waitFor(/name=c size=4 offset=\d+ version=\d+ readers=0 writer=yes waiters=0/, mark);
+      // Once the writer releases, a read gets through at once: the cancelled wait left nothing behind.
+      holder.stdin.end();
+      await readHolder("RELEASED");
+      mark = tty.screen().length;
+      await tty.type("read c i32\r");
+      await tty.waitFor(/read c i32\n0\n/, mark);
+      await tty.type("quit\r");
+      expect(await tty.exited()).toBe(0);
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.exited;
+    }
+  }, 60_000);
+});
+
+describe("history file hygiene", () => {
+  test("an overgrown history is trimmed to the last 1000 lines", async () => {
+    const home = tempDir();
+    const file = join(home, ".pstore_history");
+    writeFileSync(file, Array.from({ length: 2500 }, (_, i) => `help ${i}`).join("\n") + "\n");
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: home });
+    await tty.waitFor("pstore> ");
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+    const lines = readFileSync(file, "utf8").trim().split("\n");
+    expect(lines).toHaveLength(1001);
+    expect(lines[0]).toBe("help 1500");
+    expect(lines.at(-1)).toBe("quit");
+  }, 30_000);
+});
