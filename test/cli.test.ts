@@ -94,6 +94,10 @@ describe("usage errors exit 2 with a pointer to --help", () => {
       'pstore serve: --heartbeat-ms: must be at least 1 ms (got 0)\nRun "pstore serve --help" for usage.\n',
     ],
     [
+      ["serve", "--listen", "127.0.0.1:7401", "--data-dir", "/tmp/x", "--session-timeout-ms", "5"],
+      'pstore serve: --session-timeout-ms must be from 100 to 86400000 (got 5)\nRun "pstore serve --help" for usage.\n',
+    ],
+    [
       ["serve", "--listen", "127.0.0.1:7401", "--data-dir", "/tmp/x", "--heartbeat-ms", "500", "--suspect-ms", "400"],
       'pstore serve: --suspect-ms (400) must be longer than --heartbeat-ms (500)\nRun "pstore serve --help" for usage.\n',
     ],

@@ -12,6 +12,7 @@ import {
   requireNonEmpty,
   UsageError,
 } from "../src/cli/flags.ts";
+import { SEGMENT_SIZE_MAX } from "../src/constants.ts";
 
 const ARGS = {
   listen: { type: "string", required: true, valueHint: "host:port" },
@@ -100,7 +101,9 @@ describe("parseSize", () => {
     expect(parseSegmentSize("4096")).toBe(4096);
     expect(usageMessage(() => parseSegmentSize("4097"))).toContain("not a whole number of 4096-byte pages");
     expect(usageMessage(() => parseSegmentSize("0"))).toContain("not a whole number of 4096-byte pages");
-    expect(usageMessage(() => parseSegmentSize("1TiB"))).toBe("--segment-size: 1TiB is over the limit of 64 GiB");
+    expect(usageMessage(() => parseSegmentSize("1TiB"))).toBe(
+      `--segment-size: 1TiB is over the limit of ${formatBytes(SEGMENT_SIZE_MAX)}`,
+    );
   });
 });
 

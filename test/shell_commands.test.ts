@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PassThrough } from "node:stream";
-import { completeLine, runShellLine, type ShellContext } from "../src/cli/shell/commands.ts";
+import { completeLine, promptFor, runShellLine, type ShellContext } from "../src/cli/shell/commands.ts";
 import { runShell } from "../src/cli/shell/repl.ts";
 import { tokenize } from "../src/cli/shell/tokenize.ts";
 import { encodeValue, readValue, writeValue } from "../src/cli/shell/values.ts";
@@ -13,7 +13,7 @@ import { makeStyle } from "../src/cli/output.ts";
 import { FakeStore } from "./fixtures/cli_fake_store.ts";
 
 function context(store = new FakeStore(), multiline = false): ShellContext {
-  return { store: async () => store, multiline, style: makeStyle(false), names: new Set() };
+  return { store: async () => store, multiline, style: makeStyle(false), names: new Set(), holds: new Map() };
 }
 
 /** Runs lines in order and returns the printed text of each result. */
@@ -223,13 +223,76 @@ describe("shell commands", () => {
 
   test("help and help CMD: one line in a script, more on a terminal", async () => {
     const [all, one, missing] = await run(context(), "help", "help write", "help nope");
-    expect(all).toBe("commands: create write read list stat delete status help quit (help COMMAND explains one)");
+    expect(all).toBe(
+      "commands: create write read acquire-read acquire-write get set release dump list stat delete status help quit (help COMMAND explains one)",
+    );
     expect(one).toStartWith("write NAME TYPE VALUE [OFFSET]: Take the write hold, write VALUE at OFFSET (default 0), release.");
     expect(one).not.toContain("\n");
     expect(missing).toBe('error EINVAL: no command "nope"; help lists them');
     const [long] = await run(context(new FakeStore(), true), "help read");
     expect(long!.split("\n")[0]).toBe("read NAME TYPE [OFFSET] [LENGTH]");
     expect(long).toContain("Examples:");
+  });
+
+  test("holds across commands: acquire, get, set, release; the prompt shows them", async () => {
+    const store = new FakeStore();
+    const ctx = context(store);
+    expect(await run(ctx, "create c 4", "create m 16", "acquire-write c", "acquire-read m")).toEqual([
+      "ok",
+      "ok",
+      'ok, write hold on c (4 bytes)',
+      'ok, read hold on m (16 bytes)',
+    ]);
+    expect(promptFor(ctx)).toBe("pstore [c:w m:r]> ");
+    expect(await run(ctx, "set c i32 1035", "get c i32", "get c u32 1")).toEqual([
+      "ok",
+      "1035",
+      "error EINVAL: u32 at offset 1 needs bytes 1..4 but c is 4 bytes",
+    ]);
+    // Nothing is visible to others before the release.
+    expect([...store.data.get("c")!.bytes]).toEqual([0, 0, 0, 0]);
+    expect(await run(ctx, "set m i32 1", "write c i32 2", "read m i32", "acquire-write c")).toEqual([
+      "error EINVAL: this shell holds m for reading only; release it and acquire-write",
+      "error EDEADLK: this shell holds c (write): use set, or release it first",
+      "error EDEADLK: this shell holds m (read): use get, or release it first",
+      "error EDEADLK: this shell already holds c (write); release it first",
+    ]);
+    expect(await run(ctx, "release c", "release m", "release m", "get c i32")).toEqual([
+      "ok",
+      "ok",
+      "error EINVAL: release needs a hold on m: acquire-read or acquire-write it first",
+      "error EINVAL: get needs a hold on c: acquire-read or acquire-write it first",
+    ]);
+    expect(promptFor(ctx)).toBe("pstore> ");
+    expect([...store.data.get("c")!.bytes]).toEqual([0x0b, 0x04, 0, 0]);
+    expect(store.outstanding.size).toBe(0);
+  });
+
+  test("dump: one hex line in a script, offsets and text on a terminal", async () => {
+    const store = new FakeStore();
+    await run(context(store), "create m 20", 'write m str "pstore: hello!"');
+    expect(await run(context(store), "dump m 0 8", "dump m 30")).toEqual([
+      "0x7073746f72653a20",
+      'error EINVAL: offset 30 is past the end of "m" (20 bytes)',
+    ]);
+    const [dump] = await run(context(store, true), "dump m");
+    expect(dump!.split("\n")).toEqual([
+      "00000000  70 73 74 6f 72 65 3a 20 68 65 6c 6c 6f 21 00 00  |pstore: hello!..|",
+      "00000010  00 00 00 00                                      |....|",
+    ]);
+    expect(store.outstanding.size).toBe(0);
+  });
+
+  test("quitting drops kept holds", async () => {
+    const store = new FakeStore();
+    await run(context(store), "create c 4");
+    const stdin = new PassThrough();
+    const stdout = new PassThrough();
+    stdout.resume();
+    stdin.end("acquire-read c\nquit\n");
+    expect(await runShell({ input: stdin, output: stdout, errorOutput: new PassThrough(), interactive: false, color: false, json: false, connect: async () => store })).toBe(0);
+    expect(store.outstanding.size).toBe(0);
+    expect(store.data.get("c")!.readers).toBe(0);
   });
 
   test("kill and restart need --local", async () => {
@@ -292,6 +355,7 @@ describe("shell commands", () => {
       multiline: false,
       style: makeStyle(false),
       names: new Set(),
+      holds: new Map(),
     };
     expect(await run(ctx, "list", "list")).toEqual(["error EUNAVAILABLE: no server answered", "(no data)"]);
   });
@@ -307,6 +371,8 @@ describe("completion", () => {
     expect(completeLine("read compteur ", names)).toEqual([["f64", "hex", "i32", "i64", "str", "u32"], ""]);
     expect(completeLine("write compteur i", names)).toEqual([["i32", "i64"], "i"]);
     expect(completeLine("help de", names)).toEqual([["delete"], "de"]);
+    expect(completeLine("acq", names)).toEqual([["acquire-read", "acquire-write"], "acq"]);
+    expect(completeLine("set counter ", names)[0]).toContain("i32");
     expect(completeLine("create co", names)).toEqual([[], "co"]);
   });
 });

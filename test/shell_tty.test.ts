@@ -155,48 +155,42 @@ describe("shell on a terminal", () => {
     expect(await tty.exited()).toBe(0);
   }, 30_000);
 
-  test("Ctrl-C cancels a waiting read and leaves no hold", async () => {
+  test("two shells on one datum: a read waits for the writer, Ctrl-C cancels it without a trace", async () => {
     const address = await serve();
     await runCli(["shell", "--servers", address], { stdin: "create c 4\n" });
-    const holderScript = join(ROOT, "test/fixtures/cli_holder.ts");
-    const holder = Bun.spawn([process.execPath, holderScript, address, "c", "write"], {
-      cwd: ROOT,
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-    const reader = holder.stdout.getReader();
-    let holderOut = "";
-    const readHolder = async (text: string) => {
-      const deadline = Date.now() + 10_000;
-      while (!holderOut.includes(text)) {
-        const chunk = await Promise.race([reader.read(), Bun.sleep(Math.max(1, deadline - Date.now())).then(() => null)]);
-        if (!chunk || chunk.done) throw new Error(`holder said ${JSON.stringify(holderOut)}, expected ${text}`);
-        holderOut += new TextDecoder().decode(chunk.value);
-      }
-    };
+    const writer = openShell(["--servers", address], { HOME: tempDir() });
+    const reader = openShell(["--servers", address], { HOME: tempDir() });
     try {
-      await readHolder("HELD");
-      const tty = openShell(["--servers", address], { HOME: tempDir() });
-      await tty.waitFor("pstore> ");
-      await tty.type("read c i32\r");
-      await tty.waitFor("waiting for a read hold on c… (Ctrl-C cancels)");
-      await tty.type("\u0003");
-      await tty.waitFor(/error ECANCELED: .*\n/);
-      let mark = tty.screen().length;
-      await tty.type("stat c\r");
-      await tty.waitFor(/name=c size=4 offset=\d+ version=\d+ readers=0 writer=yes waiters=0/, mark);
-      // Once the writer releases, a read gets through at once: the cancelled wait left nothing behind.
-      holder.stdin.end();
-      await readHolder("RELEASED");
-      mark = tty.screen().length;
-      await tty.type("read c i32\r");
-      await tty.waitFor(/read c i32\n0\n/, mark);
-      await tty.type("quit\r");
-      expect(await tty.exited()).toBe(0);
+      await writer.waitFor("pstore> ");
+      await reader.waitFor("pstore> ");
+      await writer.type("acquire-write c\r");
+      await writer.waitFor("ok, write hold on c (4 bytes)\npstore [c:w]> ");
+
+      // Cancelled with Ctrl-C: an error line, then no reader or waiter is left.
+      await reader.type("read c i32\r");
+      await reader.waitFor("waiting for a read hold on c… (Ctrl-C cancels)");
+      await reader.type("\u0003");
+      await reader.waitFor(/error ECANCELED: .*\n/);
+      let mark = reader.screen().length;
+      await reader.type("stat c\r");
+      await reader.waitFor(/name=c size=4 offset=\d+ version=\d+ readers=0 writer=yes waiters=0/, mark);
+
+      // Waits, and gets the value once the writer releases.
+      mark = reader.screen().length;
+      await reader.type("read c i32\r");
+      await reader.waitFor("waiting for a read hold on c…", mark);
+      await writer.type("set c i32 1035\r");
+      await writer.type("release c\r");
+      await writer.waitFor(/release c\nok\npstore> /);
+      await reader.waitFor(/\n1035\n/, mark);
+
+      await writer.type("quit\r");
+      await reader.type("quit\r");
+      expect(await writer.exited()).toBe(0);
+      expect(await reader.exited()).toBe(0);
     } finally {
-      holder.kill("SIGKILL");
-      await holder.exited;
+      writer.proc.kill("SIGKILL");
+      reader.proc.kill("SIGKILL");
     }
   }, 60_000);
 });

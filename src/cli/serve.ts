@@ -4,6 +4,8 @@ import {
   HEARTBEAT_MS_DEFAULT,
   SEGMENT_SIZE_DEFAULT,
   SESSION_TIMEOUT_MS_DEFAULT,
+  SESSION_TIMEOUT_MS_MAX,
+  SESSION_TIMEOUT_MS_MIN,
   SUSPECT_MS_DEFAULT,
 } from "../constants.ts";
 import {
@@ -84,12 +86,18 @@ export default defineCommand({
     if (suspectMs <= heartbeatMs) {
       throw new UsageError(`--suspect-ms (${suspectMs}) must be longer than --heartbeat-ms (${heartbeatMs})`);
     }
+    const sessionTimeoutMs = parseDurationMs(args["session-timeout-ms"], "--session-timeout-ms");
+    if (sessionTimeoutMs < SESSION_TIMEOUT_MS_MIN || sessionTimeoutMs > SESSION_TIMEOUT_MS_MAX) {
+      throw new UsageError(
+        `--session-timeout-ms must be from ${SESSION_TIMEOUT_MS_MIN} to ${SESSION_TIMEOUT_MS_MAX} (got ${sessionTimeoutMs})`,
+      );
+    }
     const options = {
       listen,
       peers,
       dataDir: args["data-dir"],
       segmentSize: parseSegmentSize(args["segment-size"]),
-      sessionTimeoutMs: parseDurationMs(args["session-timeout-ms"], "--session-timeout-ms"),
+      sessionTimeoutMs,
       heartbeatMs,
       suspectMs,
       fsync: args.fsync as FsyncMode,

@@ -26,8 +26,15 @@ export interface ShellContext {
   style: Style;
   /** Data names seen last (`list`, `create`, `delete`), for tab completion. */
   names: Set<string>;
+  /** Holds kept across commands (acquire-read, acquire-write), by datum name. */
+  holds: Map<string, ShellHold>;
   /** Says that a command is waiting (on a terminal); called at most once a command. */
   notice?(text: string): void;
+}
+
+export interface ShellHold {
+  mode: "read" | "write";
+  view: Uint8Array;
 }
 
 export interface ShellResult {
@@ -90,6 +97,7 @@ export const SHELL_COMMANDS: Record<string, _CommandSpec> = {
       const type = parseValueType(typeText!);
       const bytes = encodeValue(type, valueText!);
       const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      _notHeld(ctx, name!, "set");
       const store = await ctx.store();
       const view = await _waiting(ctx, `the write hold on ${quoteWord(name!)}`, store.accessReadWrite(name!, { signal }));
       try {
@@ -115,6 +123,7 @@ export const SHELL_COMMANDS: Record<string, _CommandSpec> = {
       const type = parseValueType(typeText!);
       const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
       const length = lengthText === undefined ? undefined : parseByteCount(lengthText, "LENGTH");
+      _notHeld(ctx, name!, "get");
       const store = await ctx.store();
       const view = await _waiting(ctx, `a read hold on ${quoteWord(name!)}`, store.accessRead(name!, { signal }));
       let result: ReturnType<typeof readValue>;
@@ -124,6 +133,108 @@ export const SHELL_COMMANDS: Record<string, _CommandSpec> = {
         await store.releaseRead(view);
       }
       return { text: result.text, value: result.json };
+    },
+  },
+  "acquire-read": {
+    usage: "acquire-read NAME",
+    summary: "Take a read hold on NAME and keep it (get reads under it, release drops it)",
+    details: ["Waits while a writer holds NAME; Ctrl-C cancels the wait. The prompt shows the holds kept."],
+    examples: ["acquire-read compteur", "get compteur i32", "release compteur"],
+    args: [1, 1],
+    nameArgs: [0],
+    async run(ctx, [name], signal) {
+      return _acquire(ctx, name!, "read", signal);
+    },
+  },
+  "acquire-write": {
+    usage: "acquire-write NAME",
+    summary: "Take the write hold on NAME and keep it (set writes under it, release ships the changes)",
+    details: [
+      "Waits while anyone else holds NAME; Ctrl-C cancels the wait.",
+      "quit with a write hold kept discards its changes, as a client that closes without releasing.",
+    ],
+    examples: ["acquire-write compteur", "set compteur i32 1035", "release compteur"],
+    args: [1, 1],
+    nameArgs: [0],
+    async run(ctx, [name], signal) {
+      return _acquire(ctx, name!, "write", signal);
+    },
+  },
+  get: {
+    usage: "get NAME TYPE [OFFSET] [LENGTH]",
+    summary: "Print a value of a datum this shell holds (acquire-read or acquire-write first)",
+    details: [_TYPES_LINE],
+    examples: ["get compteur i32", "get msg str 0 5"],
+    args: [2, 4],
+    nameArgs: [0],
+    async run(ctx, [name, typeText, offsetText, lengthText]) {
+      const type = parseValueType(typeText!);
+      const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      const length = lengthText === undefined ? undefined : parseByteCount(lengthText, "LENGTH");
+      const hold = _held(ctx, name!, "get");
+      const result = readValue(hold.view, name!, type, offset, length);
+      return { text: result.text, value: result.json };
+    },
+  },
+  set: {
+    usage: "set NAME TYPE VALUE [OFFSET]",
+    summary: "Write a value into a datum this shell holds for writing (acquire-write first)",
+    details: [_TYPES_LINE, "Other clients see it once release ships it."],
+    examples: ["set compteur i32 1035", 'set msg str "hello"'],
+    args: [3, 4],
+    nameArgs: [0],
+    async run(ctx, [name, typeText, valueText, offsetText]) {
+      const type = parseValueType(typeText!);
+      const bytes = encodeValue(type, valueText!);
+      const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      const hold = _held(ctx, name!, "set");
+      if (hold.mode !== "write") {
+        throw new PStoreError("EINVAL", `this shell holds ${quoteWord(name!)} for reading only; release it and acquire-write`);
+      }
+      writeValue(hold.view, name!, type, bytes, offset);
+      return { text: "ok" };
+    },
+  },
+  release: {
+    usage: "release NAME",
+    summary: "Drop a hold taken with acquire-read or acquire-write (a write hold ships its changes first)",
+    details: [],
+    examples: ["release compteur"],
+    args: [1, 1],
+    nameArgs: [0],
+    async run(ctx, [name]) {
+      const hold = _held(ctx, name!, "release");
+      const store = await ctx.store();
+      ctx.holds.delete(name!);
+      if (hold.mode === "write") await store.releaseReadWrite(hold.view);
+      else await store.releaseRead(hold.view);
+      return { text: "ok" };
+    },
+  },
+  dump: {
+    usage: "dump NAME [OFFSET] [LENGTH]",
+    summary: "Show a datum's bytes in hex (on a terminal: 16 a line with their offsets and text)",
+    details: [`At most ${READ_BYTES_MAX} bytes; uses the shell's hold if it has one, else takes a read hold.`],
+    examples: ["dump compteur", "dump buffer 4096 64"],
+    args: [1, 3],
+    nameArgs: [0],
+    async run(ctx, [name, offsetText, lengthText], signal) {
+      const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
+      const length = lengthText === undefined ? undefined : parseByteCount(lengthText, "LENGTH");
+      const dump = (view: Uint8Array): _Output => {
+        const { text, json } = readValue(view, name!, "hex", offset, length);
+        const bytes = view.subarray(offset, offset + String(json).length / 2);
+        return { text: ctx.multiline ? _hexDump(bytes, offset) : text, value: json };
+      };
+      const hold = ctx.holds.get(name!);
+      if (hold) return dump(hold.view);
+      const store = await ctx.store();
+      const view = await _waiting(ctx, `a read hold on ${quoteWord(name!)}`, store.accessRead(name!, { signal }));
+      try {
+        return dump(view);
+      } finally {
+        await store.releaseRead(view);
+      }
     },
   },
   list: {
@@ -217,7 +328,7 @@ export const SHELL_COMMANDS: Record<string, _CommandSpec> = {
   },
   quit: {
     usage: "quit",
-    summary: "Leave the shell (also: exit, Ctrl-D); holds are released",
+    summary: "Leave the shell (also: exit, Ctrl-D); kept holds are dropped, unreleased writes discarded",
     details: [],
     examples: ["quit"],
     args: [0, 0],
@@ -283,7 +394,7 @@ export function completeLine(line: string, names: Iterable<string>): [string[], 
     const spec = SHELL_COMMANDS[command];
     if (command === "help" && position === 1) candidates = Object.keys(SHELL_COMMANDS);
     else if (spec?.nameArgs?.includes(position - 1)) candidates = [...names].map(quoteWord);
-    else if ((command === "write" || command === "read") && position === 2) candidates = [...VALUE_TYPES];
+    else if (["write", "read", "get", "set"].includes(command) && position === 2) candidates = [...VALUE_TYPES];
   }
   const hits = candidates.filter((candidate) => candidate.startsWith(fragment)).sort();
   return [hits, fragment];
@@ -306,6 +417,70 @@ async function _waiting<T>(ctx: ShellContext, what: string, wait: Promise<T>): P
   } finally {
     clearTimeout(timer);
   }
+}
+
+async function _acquire(ctx: ShellContext, name: string, mode: "read" | "write", signal: AbortSignal | undefined): Promise<_Output> {
+  const held = ctx.holds.get(name);
+  if (held) throw new PStoreError("EDEADLK", `this shell already holds ${quoteWord(name)} (${held.mode}); release it first`);
+  const store = await ctx.store();
+  const view =
+    mode === "write"
+      ? await _waiting(ctx, `the write hold on ${quoteWord(name)}`, store.accessReadWrite(name, { signal }))
+      : await _waiting(ctx, `a read hold on ${quoteWord(name)}`, store.accessRead(name, { signal }));
+  ctx.holds.set(name, { mode, view });
+  return { text: `ok, ${mode} hold on ${quoteWord(name)} (${view.length} bytes)` };
+}
+
+function _held(ctx: ShellContext, name: string, command: string): ShellHold {
+  const hold = ctx.holds.get(name);
+  if (!hold) throw new PStoreError("EINVAL", `${command} needs a hold on ${quoteWord(name)}: acquire-read or acquire-write it first`);
+  return hold;
+}
+
+function _notHeld(ctx: ShellContext, name: string, instead: string): void {
+  const hold = ctx.holds.get(name);
+  if (hold) throw new PStoreError("EDEADLK", `this shell holds ${quoteWord(name)} (${hold.mode}): use ${instead}, or release it first`);
+}
+
+/** `00000010  de ad be ef 00 …  |....|` lines, 16 bytes each. */
+function _hexDump(bytes: Uint8Array, offset: number): string {
+  if (bytes.length === 0) return "(0 bytes)";
+  const lines: string[] = [];
+  for (let at = 0; at < bytes.length; at += 16) {
+    const row = bytes.subarray(at, at + 16);
+    const hex = [...row].map((byte) => byte.toString(16).padStart(2, "0")).join(" ");
+    const text = [...row].map((byte) => (byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : ".")).join("");
+    lines.push(`${(offset + at).toString(16).padStart(8, "0")}  ${hex.padEnd(47)}  |${text}|`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Before quitting: releases kept read holds, and forgets kept write holds —
+ * the store's close() drops those without shipping their changes (there is no
+ * "release and discard"). Returns what was dropped, for a notice.
+ */
+export async function dropHolds(ctx: ShellContext): Promise<string[]> {
+  const dropped: string[] = [];
+  for (const [name, hold] of ctx.holds) {
+    if (hold.mode === "read") {
+      try {
+        await (await ctx.store()).releaseRead(hold.view);
+      } catch {
+        // close() releases it anyway.
+      }
+    }
+    dropped.push(`${hold.mode} hold on ${quoteWord(name)}${hold.mode === "write" ? " (changes discarded)" : ""}`);
+  }
+  ctx.holds.clear();
+  return dropped;
+}
+
+/** The prompt: `pstore> `, or `pstore [compteur:w msg:r]> ` with holds kept. */
+export function promptFor(ctx: ShellContext): string {
+  if (ctx.holds.size === 0) return "pstore> ";
+  const holds = [...ctx.holds].map(([name, hold]) => `${quoteWord(name)}:${hold.mode === "write" ? "w" : "r"}`);
+  return `pstore [${holds.join(" ")}]> `;
 }
 
 function _listText(data: DatumInfo[], ctx: ShellContext): string {

@@ -16,7 +16,7 @@ import { createInterface, type Interface } from "node:readline";
 import type { Store } from "../../client/types.ts";
 import type { LocalCluster } from "../cluster.ts";
 import { makeStyle } from "../output.ts";
-import { completeLine, runShellLine, type ShellContext, type ShellResult } from "./commands.ts";
+import { completeLine, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./commands.ts";
 
 export interface ShellOptions {
   input: NodeJS.ReadableStream;
@@ -66,6 +66,7 @@ class _Session {
       multiline: options.interactive,
       style: makeStyle(options.color),
       names: new Set(),
+      holds: new Map(),
       notice: options.interactive ? (text) => this.notice(text) : undefined,
     };
   }
@@ -92,6 +93,10 @@ class _Session {
   }
 
   async close(): Promise<void> {
+    if (this.store && this.ctx.holds.size > 0) {
+      const dropped = await dropHolds(this.ctx);
+      if (this.options.interactive) this.notice(`dropped: ${dropped.join(", ")}`);
+    }
     const store = this.store;
     this.store = undefined;
     this.connected = undefined;
@@ -189,6 +194,7 @@ class _Session {
     if (this.options.banner) this.options.output.write(`${this.options.banner}\n`);
     try {
       for (;;) {
+        rl.setPrompt(promptFor(this.ctx));
         rl.prompt();
         const line = await lines.next();
         if (line === null) break;
