@@ -10,6 +10,8 @@ export function nameProblem(name: string): string | null {
   if (bytes > NAME_BYTES_MAX) return `a name is at most ${NAME_BYTES_MAX} bytes of UTF-8 (got ${bytes})`;
   // Control characters would garble logs, fault messages and the shell's output.
   if (/[\u0000-\u001f\u007f]/.test(name)) return "a name must not contain control characters";
+  // A lone surrogate travels as U+FFFD: two different names would reach the servers as one.
+  if (/\p{Cs}/u.test(name)) return "a name must be valid Unicode (it has a lone surrogate)";
   return null;
 }
 

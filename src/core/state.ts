@@ -114,7 +114,8 @@ export class StoreState {
     this.appliedSeq = update.seq;
     const outputs: Output[] = [];
     const { op } = update;
-    if (op.type === "expire_session") {
+    // Only the system (session 0, the head's monitor) expires sessions; from a client it is EINVAL below.
+    if (op.type === "expire_session" && update.session === 0) {
       this.endSession(op.session, outputs);
       return outputs;
     }

@@ -21,12 +21,20 @@ export function utf8Length(text: string): number {
     const code = text.charCodeAt(i);
     if (code < 0x80) bytes += 1;
     else if (code < 0x800) bytes += 2;
-    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+    else if (code >= 0xd800 && code <= 0xdbff && isLowSurrogate(text.charCodeAt(i + 1))) {
       bytes += 4;
       i++;
-    } else bytes += 3;
+    } else bytes += 3; // other BMP characters, and lone surrogates (encoded as U+FFFD)
   }
   return bytes;
+}
+
+function isLowSurrogate(code: number): boolean {
+  return code >= 0xdc00 && code <= 0xdfff;
+}
+
+function checkUint(value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) throw new RangeError(`${value} is not an integer in 0..${max}`);
 }
 
 export class Writer {
@@ -39,19 +47,23 @@ export class Writer {
     this.view = new DataView(this.bytes.buffer);
   }
 
+  // DataView's setters keep the low bits of anything: a timeout of 2^32 + 500 ms would arrive as 500.
   u8(value: number): this {
+    checkUint(value, 0xff);
     this.view.setUint8(this.offset, value);
     this.offset += 1;
     return this;
   }
 
   u16(value: number): this {
+    checkUint(value, 0xffff);
     this.view.setUint16(this.offset, value, true);
     this.offset += 2;
     return this;
   }
 
   u32(value: number): this {
+    checkUint(value, 0xffff_ffff);
     this.view.setUint32(this.offset, value, true);
     this.offset += 4;
     return this;
@@ -77,6 +89,8 @@ export class Writer {
   str(text: string): this {
     const target = this.bytes.subarray(this.offset + 2);
     const { written } = textEncoder.encodeInto(text, target);
+    // setUint16 would silently keep the low 16 bits of a longer length.
+    if (written > 0xffff) throw new RangeError(`a string of ${written} bytes is over the 65535 of a u16 length`);
     this.view.setUint16(this.offset, written, true);
     this.offset += 2 + written;
     return this;

@@ -9,6 +9,8 @@ import { FRAME_HEADER_BYTES, writeFrameHeader } from "./frame";
 
 export const MAGIC = 0x52545350; // "PSTR" little endian
 
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
 export const MessageType = {
   hello: 1,
   welcome: 2,
@@ -463,7 +465,13 @@ function decodeBody(type: number, r: Reader): Message {
     case MessageType.queryReply: {
       const queryId = r.u32();
       const bytes = r.blob();
-      return { type: "queryReply", body: { queryId, json: new TextDecoder().decode(bytes) } };
+      let json: string;
+      try {
+        json = strictUtf8.decode(bytes);
+      } catch {
+        throw new WireError("query answer is not valid UTF-8");
+      }
+      return { type: "queryReply", body: { queryId, json } };
     }
     case MessageType.subscribe: {
       const session = r.u53();
