@@ -106,6 +106,8 @@ export default defineCommand({
     const tag = peers.length > 1 ? `server:${peers.indexOf(listenAddress) + 1}` : "server";
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag(tag);
 
+    // Listening before starting: a SIGTERM during start-up stops the server once it is up.
+    const stopSignal = nextStopSignal();
     if (args["die-with-parent"]) await _dieWithParent(logger);
     const { startServer } = await import("../server/index.ts");
     const server = await startServer({ ...options, logger }).catch((error: unknown) => {
@@ -114,7 +116,7 @@ export default defineCommand({
     process.stdout.write(`READY ${server.address}\n`);
     logger.debug(`chain ${peers.join(" -> ")}`);
 
-    const signal = await nextStopSignal();
+    const signal = await stopSignal;
     logger.info(`${signal}: stopping`);
     // A second signal while stopping gives up on a clean stop.
     const again = nextStopSignal().then((second) => {
@@ -124,7 +126,6 @@ export default defineCommand({
     return Promise.race([server.stop().then(() => 0), again]);
   },
 });
-
 
 /**
  * PR_SET_PDEATHSIG through the memory layer's C helper; as a second line, a
@@ -142,6 +143,7 @@ async function _dieWithParent(logger: { debug: (...args: unknown[]) => void; war
   const check = () => {
     if (process.ppid !== expected) {
       logger.warn(`parent process ${expected} is gone: exiting`);
+      // What PR_SET_PDEATHSIG would have done; not process.exit (main.ts owns exit codes).
       process.kill(process.pid, "SIGKILL");
     }
   };

@@ -15,8 +15,9 @@ export const examples = [
   "printf 'create compteur 4\\nwrite compteur i32 1035\\nread compteur i32\\n' | pstore shell",
   "",
   "Commands: create NAME SIZE, write NAME TYPE VALUE [OFFSET], read NAME TYPE [OFFSET] [LENGTH],",
-  "list, stat NAME, delete NAME, status, help [COMMAND], quit; kill/restart SERVER with --local.",
-  "Types: i32 u32 i64 f64 str hex. Type help in the shell for more.",
+  "list, stat NAME, delete NAME, dump NAME, status, help [COMMAND], quit; holds kept across",
+  "commands: acquire-read NAME, acquire-write NAME, get, set, release NAME; with --local:",
+  "kill SERVER, restart SERVER. Types: i32 u32 i64 f64 str hex. Type help in the shell for more.",
   "",
   "When stdin is not a terminal the shell prints exactly one line per command",
   "(ok, a value, or: error CODE: message), no prompt and no colours, and exits",
@@ -68,6 +69,8 @@ export default defineCommand({
         });
         logger.info(`starting 3 local servers from port ${basePort}, data in ${args["data-dir"]}`);
         await cluster.start();
+        // Ctrl-C while the servers were starting: stop them and go no further.
+        if (stopController.signal.aborted) return 130;
       }
       const target = cluster?.servers ?? servers;
       const { runShell } = await import("./shell/repl.ts");
