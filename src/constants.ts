@@ -28,6 +28,12 @@ export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
 
+/** Server ids are 1..SERVERS_MAX-1 (their place in --peers); epochs embed them. */
+export const SERVERS_MAX = 64;
+/** Applied updates a server keeps in memory to resend to a successor that lacks them. */
+export const RETAINED_UPDATES_MAX = 100_000;
+export const RETAINED_BYTES_MAX = 128 * 1024 * 1024;
+
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];

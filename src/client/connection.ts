@@ -4,6 +4,7 @@
  */
 import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../constants";
 import { PStoreError, isErrorCode } from "../errors";
+import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
 import { type Message, type Welcome, HELLO_CLIENT, WireError, decodeMessage, encodeMessage } from "../wire";
 
@@ -21,7 +22,7 @@ export class Connection {
   /** Connects and completes the handshake, or throws EUNAVAILABLE/EPROTO/EAUTH. */
   static async open(address: string, events: ConnectionEvents, timeoutMs: number): Promise<Connection> {
     const connection = new Connection(address);
-    const { host, port } = splitAddress(address);
+    const { host, port } = parseAddress(address);
     let settle!: { resolve: (w: Welcome) => void; reject: (e: Error) => void };
     const welcomed = new Promise<Welcome>((resolve, reject) => (settle = { resolve, reject }));
     let greeted = false;
@@ -113,14 +114,14 @@ export class Connection {
   }
 }
 
-export function splitAddress(address: string): { host: string; port: number } {
-  const colon = address.lastIndexOf(":");
-  const host = address.slice(0, colon);
-  const port = Number(address.slice(colon + 1));
-  if (colon <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) {
+export function parseAddress(address: string): { host: string; port: number } {
+  try {
+    const parsed = splitAddress(address);
+    if (parsed.port === 0) throw new Error("port 0");
+    return parsed;
+  } catch {
     throw new PStoreError("EINVAL", `"${address}" is not host:port`);
   }
-  return { host, port };
 }
 
 export function remoteError(code: string, message: string): PStoreError {

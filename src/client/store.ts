@@ -8,19 +8,12 @@ import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
-import type { Message, Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
-import { Connection, remoteError } from "./connection";
+import type { Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
+import { ClusterLink } from "./cluster";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
-
-interface PendingRequest {
-  op: Op;
-  resolve(reply: ReplyMessage): void;
-  reject(error: Error): void;
-  /** Set when a cancel was sent: a late grant must not be mapped. */
-  cancelled: boolean;
-}
+const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
 
 interface ClientHold {
   holdId: number;
@@ -53,53 +46,39 @@ export async function connect(options: ConnectOptions = {}): Promise<Store> {
 }
 
 class ClientStore implements Store {
-  private readonly servers: string[];
+  private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
-  private readonly connectTimeoutMs: number;
-  private connection!: Connection;
   private segment!: MappedSegment;
-  private session = 0;
-  private nextReqNo = 1;
-  private readonly pending = new Map<number, PendingRequest>();
-  private nextQueryId = 1;
-  private readonly queries = new Map<number, { resolve(json: string): void; reject(e: Error): void }>();
   /** Current holds by first page (a view's byteOffset finds its hold). */
   private readonly holds = new Map<number, ClientHold>();
   private readonly cache = new Map<string, CacheEntry>();
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
-  private closedError: PStoreError | null = null;
-  private readonly counters: ClientStats = { requests: 0, pagesSent: 0, pagesReceived: 0 };
+  private closed = false;
+  private readonly counters = { pagesSent: 0, pagesReceived: 0 };
 
   constructor(options: ConnectOptions) {
-    this.servers = resolveServers(options.servers);
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
-    this.connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    this.cluster = new ClusterLink(
+      resolveServers(options.servers),
+      options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
+      options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT,
+    );
   }
 
   async open(): Promise<void> {
-    this.connection = await this.reachAnyServer();
-    const welcome = this.connection.welcome;
-    this.segment = MappedSegment.map(welcome.segmentSize, welcome.pageSize);
-    this.session = randomSessionId();
-    const opened = await this.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
-    const timeoutMs = opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
-    const every = Math.max(50, Math.floor(timeoutMs / 4));
-    this.heartbeat = setInterval(() => this.connection.send({ type: "heartbeat", body: { session: this.session } }), every);
-    this.heartbeat.unref?.();
-  }
-
-  private async reachAnyServer(): Promise<Connection> {
-    const problems: string[] = [];
-    for (const address of this.servers) {
-      try {
-        return await Connection.open(address, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.onConnectionLost(r) }, this.connectTimeoutMs);
-      } catch (error) {
-        if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") throw error;
-        problems.push((error as Error).message);
-      }
+    await this.cluster.open(randomSessionId());
+    const geometry = this.cluster.geometry!;
+    this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
+    let opened: ReplyMessage;
+    try {
+      opened = await this.cluster.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
+    } catch (error) {
+      this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
+      this.segment.unmap();
+      throw error;
     }
-    throw new PStoreError("EUNAVAILABLE", `no pstore server reachable (${problems.join("; ")}); is the cluster running? try \`pstore local\``);
+    const timeoutMs = opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
+    this.cluster.startHeartbeat(Math.max(50, Math.floor(timeoutMs / 4)));
   }
 
   // ---- the public API ----
@@ -171,21 +150,20 @@ class ClientStore implements Store {
   }
 
   stats(): ClientStats {
-    return { ...this.counters };
+    return { requests: this.cluster.requestsSent, ...this.counters };
   }
 
   async close(): Promise<void> {
-    if (this.closedError) return;
-    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.closed) return;
+    this.closed = true;
     for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
-    try {
-      if (this.connection.isOpen) await this.request({ type: "close_session" }, 2000);
-    } catch {
-      // The session expires on its own if the servers did not hear the close.
+    this.holds.clear();
+    if (this.cluster.isOpen) {
+      // Releases our holds at once; without it they go when the session expires.
+      await withTimeout(this.cluster.request({ type: "close_session" }), 2000).catch(() => {});
     }
-    this.fail(new PStoreError("ECLOSED", "the store was closed"));
-    this.connection.close();
-    // Views handed out earlier must not be used after close (documented in docs/api.md).
+    this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
+    // Views handed out earlier must not be used after close (docs/api.md).
     this.segment.unmap();
   }
 
@@ -202,7 +180,8 @@ class ClientStore implements Store {
       knownCreatedSeq: cached ? cached.createdSeq : -1,
       cachedVersion: cached ? cached.version : -1,
     };
-    const reqNo = this.nextReqNo;
+    this.throwIfClosed();
+    const reqNo = this.cluster.reqNoNext;
     const granted = this.request(op);
     const stop = this.watchWait(reqNo, options);
     let message: ReplyMessage;
@@ -221,9 +200,7 @@ class ClientStore implements Store {
     let onAbort: (() => void) | null = null;
     const promise = new Promise<never>((_, reject) => {
       const giveUp = (error: PStoreError) => {
-        const waiting = this.pending.get(reqNo);
-        if (!waiting) return;
-        waiting.cancelled = true;
+        if (!this.cluster.markCancelled(reqNo)) return;
         this.request({ type: "cancel", acquireReqNo: reqNo }).then(
           () => reject(error),
           (cancelError) => reject(cancelError),
@@ -318,98 +295,31 @@ class ClientStore implements Store {
     await this.request({ type: "release", holdId: hold.holdId, pages: [] });
   }
 
-  // ---- requests and replies ----
-
-  private request(op: Op, timeoutMs?: number): Promise<ReplyMessage> {
-    if (this.closedError) return Promise.reject(this.closedError);
-    const reqNo = this.nextReqNo++;
-    this.counters.requests++;
-    const promise = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(reqNo, { op, resolve, reject, cancelled: false });
-    });
-    this.connection.setActive(true);
-    this.connection.send({ type: "request", body: { session: this.session, reqNo, doneBelow: this.doneBelow(), op } });
-    if (timeoutMs === undefined) return promise;
-    // setTimeout, cleared on reply: a pending Bun.sleep would keep the process alive.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expiry = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PStoreError("EUNAVAILABLE", `no reply within ${timeoutMs} ms`)), timeoutMs);
-    });
-    return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
-  }
-
-  private doneBelow(): number {
-    let lowest = this.nextReqNo;
-    for (const reqNo of this.pending.keys()) lowest = Math.min(lowest, reqNo);
-    return lowest;
+  private request(op: Op): Promise<ReplyMessage> {
+    return this.cluster.request(op);
   }
 
   private query(kind: "list" | "stat" | "status", name: string): Promise<string> {
-    if (this.closedError) return Promise.reject(this.closedError);
-    const queryId = this.nextQueryId++;
-    const promise = new Promise<string>((resolve, reject) => this.queries.set(queryId, { resolve, reject }));
-    this.connection.setActive(true);
-    this.connection.send({ type: "query", body: { queryId, kind, name } });
-    return promise.then((json) => {
-      const parsed = JSON.parse(json);
-      if (parsed && typeof parsed === "object" && "error" in parsed && parsed.error?.code) {
-        throw remoteError(parsed.error.code, parsed.error.message);
-      }
-      return json;
-    });
-  }
-
-  private onMessage(message: Message): void {
-    if (message.type === "reply") this.onReply(message.body);
-    else if (message.type === "queryReply") {
-      const waiting = this.queries.get(message.body.queryId);
-      this.queries.delete(message.body.queryId);
-      waiting?.resolve(message.body.json);
-    } else if (message.type === "error") {
-      this.fail(remoteError(message.body.code, message.body.message));
-    }
-    this.updateActivity();
-  }
-
-  private onReply(body: ReplyMessage): void {
-    const waiting = this.pending.get(body.reqNo);
-    if (!waiting) return; // a duplicate reply after failover
-    this.pending.delete(body.reqNo);
-    const { reply } = body;
-    if (reply.type === "error") {
-      waiting.reject(remoteError(reply.code, reply.message));
-      return;
-    }
-    if (waiting.cancelled) return; // the cancel released this grant on the servers
-    waiting.resolve(body);
-  }
-
-  private updateActivity(): void {
-    this.connection.setActive(this.pending.size > 0 || this.queries.size > 0);
-  }
-
-  private onConnectionLost(reason: string): void {
-    // Issue 3 adds failover to the next server; one server gone is the end for now.
-    this.fail(new PStoreError("EUNAVAILABLE", `lost the connection to ${this.connection.address}: ${reason}`));
-  }
-
-  private fail(error: PStoreError): void {
-    if (!this.closedError) this.closedError = error;
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    for (const waiting of this.pending.values()) waiting.reject(error);
-    this.pending.clear();
-    for (const waiting of this.queries.values()) waiting.reject(error);
-    this.queries.clear();
+    return this.cluster.query(kind, name);
   }
 
   private throwIfClosed(): void {
-    if (this.closedError) throw this.closedError;
+    if (this.closed) throw new PStoreError("ECLOSED", "the store was closed");
   }
 }
 
 function checkName(name: string): void {
   const problem = nameProblem(name);
   if (problem) throw new PStoreError("EINVAL", problem);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  // setTimeout, cleared on settle: a pending Bun.sleep would keep the process alive.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expiry = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
 }
 
 function randomSessionId(): number {

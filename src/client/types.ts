@@ -7,8 +7,10 @@ export interface ConnectOptions {
   secret?: string;
   /** How long the servers keep this client's holds after it stops heart-beating (default: the servers' --session-timeout-ms). */
   sessionTimeoutMs?: number;
-  /** How long to try to reach a server before failing with EUNAVAILABLE. */
+  /** How long to try to reach a serving chain at connect before failing with EUNAVAILABLE. */
   connectTimeoutMs?: number;
+  /** How long to keep looking for a serving chain after a failure before failing with EUNAVAILABLE. */
+  failoverTimeoutMs?: number;
 }
 
 export interface AccessOptions {

@@ -1,90 +1,198 @@
 /**
- * One server's replica logic: it sequences client requests (as head), applies
- * updates to the state machine, expires silent sessions, and says which
- * replies to deliver (as tail). It performs no I/O: each method returns the
- * actions for the server (or the simulator) to carry out, in order:
- * an update is logged before any reply that depends on it is sent.
+ * One server's replica logic for chain replication (van Renesse & Schneider,
+ * OSDI 2004). It sequences client requests (as head), applies and forwards
+ * updates, acknowledges them (as tail), detects failures from heartbeats,
+ * issues new configurations, and brings joining servers up to date.
+ *
+ * Pure: no I/O, clock or randomness. Every public method returns the actions
+ * for the server (or the simulator) to carry out, in order. Ordering rule:
+ * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
-import type { Request } from "../wire/messages";
+import type { PeerMessage, ReplicaStatus, Request, Update } from "../wire";
+import { type ChainConfig, NO_CONFIG, describeConfig, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
+import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
-import { type Output, StoreState, type Update } from "./state";
+import { decodeSnapshot, encodeSnapshot } from "./snapshot";
+import type { Output, StoreState } from "./state";
 
 export type Action =
   /** Append to the write-ahead log (issue 4 makes it durable). */
   | { kind: "log"; update: Update }
+  /** The state was replaced by a snapshot at `seq` (the log restarts there). */
+  | { kind: "install"; seq: number; epoch: number }
   /** Deliver a reply to the client of `output.session` (only the tail does). */
-  | { kind: "reply"; output: Output };
+  | { kind: "reply"; output: Output }
+  | { kind: "send"; to: number; message: PeerMessage }
+  /** The configuration changed: clients must learn the new head and tail. */
+  | { kind: "config"; config: ChainConfig }
+  /** Something an operator wants in the log. */
+  | { kind: "note"; text: string };
 
-export interface ChainConfig {
-  epoch: number;
-  /** Server ids in chain order, head first. */
-  chain: number[];
+export interface ReplicaOptions {
+  selfId: number;
+  /** Every server id of the cluster, this one included. */
+  peers: number[];
+  sessionTimeoutMsDefault: number;
+  heartbeatMs: number;
+  suspectMs: number;
 }
+
+/** What this replica last heard from another server. */
+export interface PeerView {
+  lastHeardMs: number;
+  epoch: number;
+  chain: number[];
+  status: ReplicaStatus;
+  appliedSeq: number;
+  lastEpoch: number;
+}
+
+/** The server this one forwards to: its successor, or (as tail) a joiner. */
+interface Downstream {
+  id: number;
+  /** Its position is known and the missing part was sent: new updates flow. */
+  synced: boolean;
+  sentUpTo: number;
+  lastSyncRequestMs: number;
+  /** Progress seen in its heartbeats, to resync a link that silently lost updates. */
+  seenApplied: number;
+  seenAppliedSinceMs: number;
+}
+
+const FORWARD_BATCH_MAX = 256;
 
 export class Replica {
   readonly monitor = new SessionMonitor();
-  private lastSeq: number;
+  status: ReplicaStatus = "booting";
+  config: ChainConfig = NO_CONFIG;
+  /** Epoch of the update at state.appliedSeq. */
+  lastEpoch: number;
+  /** Highest sequence number the tail is known to have applied. */
+  ackedSeq = 0;
+  readonly peerViews = new Map<number, PeerView>();
+  private retained: RetainedLog;
+  private down: Downstream | null = null;
+  /** The server whose forwards this one accepts. */
+  private upstream: number | null = null;
+  private lastUpstreamMs = 0;
+  /** As tail: a server catching up behind this one before it joins the chain. */
+  private joiner: { id: number; ackedSeq: number; lastNoticeMs: number } | null = null;
+  private highestEpochSeen = 0;
+  private nowMs = 0;
+  private bootStartMs = 0;
+  private lastHeartbeatMs = -Infinity;
+  private lastJoinMs = -Infinity;
+  private out: Action[] = [];
+  private toForward: Update[] = [];
+  private ackDue = false;
 
   constructor(
-    readonly selfId: number,
-    readonly state: StoreState,
-    public config: ChainConfig,
-    /** Given to sessions that do not ask for a timeout of their own. */
-    readonly sessionTimeoutMsDefault: number,
+    readonly options: ReplicaOptions,
+    public state: StoreState,
+    /** From disk (issue 4): the epoch of the last applied update. */
+    lastEpoch = 0,
   ) {
-    this.lastSeq = state.appliedSeq;
+    this.lastEpoch = lastEpoch;
+    this.retained = new RetainedLog(state.appliedSeq, lastEpoch);
+    this.highestEpochSeen = lastEpoch;
+  }
+
+  get selfId(): number {
+    return this.options.selfId;
   }
 
   get isHead(): boolean {
-    return this.config.chain[0] === this.selfId;
+    return this.status === "member" && this.config.chain[0] === this.selfId;
   }
 
   get isTail(): boolean {
-    return this.config.chain[this.config.chain.length - 1] === this.selfId;
+    return this.status === "member" && tailOf(this.config) === this.selfId;
   }
 
-  /** A client request arriving at the head. */
+  // ---- events -------------------------------------------------------------
+
+  /** A client request; only the head sequences (the server redirects the others). */
   onRequest(request: Request): Action[] {
+    if (!this.isHead) return this.finish();
     this.monitor.heard(request.session);
     const session = this.state.sessions.get(request.session);
     if (request.op.type !== "open_session") {
       if (!session) {
-        // Only the head sequences, and it has the newest state: an unknown session is gone.
+        // The head has the newest state: a session it does not know is gone.
         const reply = { type: "error" as const, code: "ESESSION", message: "the session expired or is unknown: its holds were released; reconnect" };
-        return [{ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } }];
+        this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
+        return this.finish();
       }
       const stored: Output[] = [];
       if (this.state.isDuplicate(session, request.reqNo, stored)) {
-        return this.isTail ? stored.map((output) => ({ kind: "reply", output })) : [];
+        // Applied already; the tail delivers (or re-delivers on subscribe) its reply.
+        if (this.isTail) for (const output of stored) this.out.push({ kind: "reply", output });
+        return this.finish();
       }
     }
     let op = request.op;
-    if (op.type === "open_session" && op.timeoutMs === 0) op = { ...op, timeoutMs: this.sessionTimeoutMsDefault };
-    return this.sequence({
-      seq: 0,
-      epoch: this.config.epoch,
-      session: request.session,
-      reqNo: request.reqNo,
-      doneBelow: request.doneBelow,
-      op,
-    });
+    if (op.type === "open_session" && op.timeoutMs === 0) op = { ...op, timeoutMs: this.options.sessionTimeoutMsDefault };
+    this.sequence({ seq: 0, epoch: 0, session: request.session, reqNo: request.reqNo, doneBelow: request.doneBelow, op });
+    return this.finish();
   }
 
-  onHeartbeat(session: number): void {
+  onClientHeartbeat(session: number): void {
     this.monitor.heard(session);
   }
 
-  /** Time passes: the head expires sessions that stopped heart-beating. */
+  /** The connection to a peer broke: suspect it now rather than after suspectMs. */
+  onPeerDisconnected(id: number): Action[] {
+    const view = this.peerViews.get(id);
+    if (view) view.lastHeardMs = -Infinity;
+    return this.finish();
+  }
+
   onTick(nowMs: number): Action[] {
+    this.nowMs = nowMs;
     this.monitor.nowMs = nowMs;
-    if (!this.isHead) return [];
-    const actions: Action[] = [];
-    for (const session of this.monitor.expired(this.state.sessions)) {
-      actions.push(
-        ...this.sequence({ seq: 0, epoch: this.config.epoch, session: 0, reqNo: 0, doneBelow: 0, op: { type: "expire_session", session } }),
-      );
+    if (this.bootStartMs === 0) this.bootStartMs = nowMs;
+    if (nowMs - this.lastHeartbeatMs >= this.options.heartbeatMs) this.broadcastHeartbeat();
+    if (this.status === "booting") this.tryBoot();
+    else if (this.status === "joining") this.keepJoining();
+    else this.keepServing();
+    return this.finish();
+  }
+
+  onPeerMessage(message: PeerMessage): Action[] {
+    switch (message.type) {
+      case "heartbeat":
+        this.onHeartbeat(message);
+        break;
+      case "config":
+        this.adoptConfig({ epoch: message.epoch, chain: message.chain }, false);
+        break;
+      case "sync_request":
+        this.onSyncRequest(message.from, { epoch: message.epoch, chain: message.chain });
+        break;
+      case "sync_reply":
+        if (this.down?.id === message.from && message.epoch === this.config.epoch) {
+          this.syncDownstream(message.appliedSeq, message.lastEpoch);
+        }
+        break;
+      case "forward":
+        if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates);
+        break;
+      case "snapshot":
+        if (this.acceptsFrom(message.from, message.epoch)) this.installSnapshot(message.bytes, message.seq, message.lastEpoch);
+        break;
+      case "ack":
+        if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq);
+        break;
+      case "join":
+        this.onJoin(message.from, message.appliedSeq);
+        break;
+      case "caught_up":
+        if (this.isHead && message.epoch === this.config.epoch && message.from === tailOf(this.config)) {
+          if (!this.config.chain.includes(message.joiner)) this.issueConfig([...this.config.chain, message.joiner]);
+        }
+        break;
     }
-    return actions;
+    return this.finish();
   }
 
   /** Replies already produced for requests a (re)connecting client still waits on. */
@@ -95,15 +203,392 @@ export class Replica {
     for (const reqNo of waiting) {
       const reply = session.replies.get(reqNo);
       if (reply) outputs.push({ session: sessionId, reqNo, reply });
+      else if (reply === null) outputs.push({ session: sessionId, reqNo, reply: { type: "queued" } });
     }
     return outputs;
   }
 
-  private sequence(update: Update): Action[] {
-    update.seq = ++this.lastSeq;
+  // ---- applying updates -----------------------------------------------------
+
+  private sequence(update: Update): void {
+    update.seq = this.state.appliedSeq + 1;
+    update.epoch = this.config.epoch;
+    this.apply(update);
+  }
+
+  private apply(update: Update): void {
     const outputs = this.state.apply(update);
-    const actions: Action[] = [{ kind: "log", update }];
-    if (this.isTail) for (const output of outputs) actions.push({ kind: "reply", output });
+    this.lastEpoch = update.epoch;
+    this.retained.append(update);
+    this.out.push({ kind: "log", update });
+    if (this.isTail) {
+      for (const output of outputs) this.out.push({ kind: "reply", output });
+      this.ackedSeq = update.seq;
+    }
+    if (this.down?.synced) {
+      this.toForward.push(update);
+      this.down.sentUpTo = update.seq;
+    }
+    // The tail acknowledges up the chain; a joiner tells the tail how far it got.
+    if (this.isTail || this.status === "joining") this.ackDue = true;
+  }
+
+  private onForward(updates: Update[]): void {
+    this.lastUpstreamMs = this.nowMs;
+    for (const update of updates) {
+      if (update.seq <= this.state.appliedSeq) continue; // a resend after a resync
+      if (update.seq !== this.state.appliedSeq + 1) {
+        // A gap: updates were lost on the way. Ask for a resend from where we are.
+        this.sendSyncReply(this.upstream!);
+        break;
+      }
+      this.apply(update);
+    }
+  }
+
+  private installSnapshot(bytes: Uint8Array, seq: number, epoch: number): void {
+    this.lastUpstreamMs = this.nowMs;
+    const state = decodeSnapshot(bytes);
+    if (state.appliedSeq !== seq) throw new Error(`snapshot says seq ${seq} but holds ${state.appliedSeq}`);
+    this.state = state;
+    this.lastEpoch = epoch;
+    this.retained.reset(seq, epoch);
+    this.out.push({ kind: "install", seq, epoch });
+    this.out.push({ kind: "note", text: `installed a snapshot at seq ${seq}` });
+    if (this.isTail) this.ackedSeq = seq;
+    // Our history changed under the downstream server: find out again what it lacks.
+    if (this.down) this.startDownstream(this.down.id);
+    this.ackDue = true;
+  }
+
+  /** A server forwards only to the server that asked it (sync) in the current epoch. */
+  private acceptsFrom(from: number, epoch: number): boolean {
+    return epoch === this.config.epoch && from === this.upstream && this.status !== "booting";
+  }
+
+  private onAck(from: number, seq: number): void {
+    if (this.joiner?.id === from) {
+      this.joiner.ackedSeq = Math.max(this.joiner.ackedSeq, seq);
+      this.noticeCaughtUp();
+      return;
+    }
+    if (seq <= this.ackedSeq) return;
+    this.ackedSeq = Math.min(seq, this.state.appliedSeq);
+    this.retained.trim(this.ackedSeq);
+    this.ackDue = true;
+  }
+
+  // ---- downstream: the server this one forwards to --------------------------
+
+  private startDownstream(id: number): void {
+    this.down = {
+      id,
+      synced: false,
+      sentUpTo: 0,
+      lastSyncRequestMs: this.nowMs,
+      seenApplied: -1,
+      seenAppliedSinceMs: this.nowMs,
+    };
+    this.send(id, { type: "sync_request", from: this.selfId, epoch: this.config.epoch, chain: this.config.chain });
+  }
+
+  /** The downstream server has applied up to (seq, epoch): send what it lacks. */
+  private syncDownstream(seq: number, epoch: number): void {
+    const down = this.down!;
+    const mine = this.state.appliedSeq;
+    const isPrefix = seq <= mine && this.retained.epochAt(seq) === epoch;
+    const missing = isPrefix ? this.retained.after(seq) : null;
+    if (missing) {
+      for (let i = 0; i < missing.length; i += FORWARD_BATCH_MAX) {
+        this.send(down.id, { type: "forward", from: this.selfId, epoch: this.config.epoch, updates: missing.slice(i, i + FORWARD_BATCH_MAX) });
+      }
+    } else {
+      // Diverged, or too far behind what we retain: the whole state (allocated pages only).
+      this.out.push({ kind: "note", text: `sending a snapshot at seq ${mine} to server ${down.id} (it is at ${seq}, epoch ${epoch})` });
+      this.send(down.id, {
+        type: "snapshot",
+        from: this.selfId,
+        epoch: this.config.epoch,
+        seq: mine,
+        lastEpoch: this.lastEpoch,
+        bytes: encodeSnapshot(this.state),
+      });
+    }
+    down.synced = true;
+    down.sentUpTo = mine;
+  }
+
+  private onSyncRequest(from: number, config: ChainConfig): void {
+    if (config.epoch > this.config.epoch) this.adoptConfig(config, true);
+    if (config.epoch !== this.config.epoch || this.status === "booting") return;
+    const fromPredecessor = this.status === "member" && predecessorOf(this.config, this.selfId) === from;
+    const fromTail = this.status === "joining" && tailOf(this.config) === from;
+    if (!fromPredecessor && !fromTail) return;
+    this.upstream = from;
+    this.lastUpstreamMs = this.nowMs;
+    this.sendSyncReply(from);
+  }
+
+  private sendSyncReply(to: number): void {
+    this.send(to, {
+      type: "sync_reply",
+      from: this.selfId,
+      epoch: this.config.epoch,
+      appliedSeq: this.state.appliedSeq,
+      lastEpoch: this.lastEpoch,
+    });
+  }
+
+  // ---- joining ------------------------------------------------------------
+
+  private onJoin(from: number, appliedSeq: number): void {
+    if (!this.isTail || this.config.chain.includes(from)) return;
+    // One joiner at a time; another one retries and finds the new tail.
+    if (this.joiner && this.joiner.id !== from && !this.suspected(this.joiner.id)) return;
+    if (this.joiner?.id === from && this.down?.id === from && !this.down.synced) return;
+    this.joiner = { id: from, ackedSeq: appliedSeq, lastNoticeMs: -Infinity };
+    this.startDownstream(from);
+  }
+
+  private noticeCaughtUp(): void {
+    const joiner = this.joiner;
+    if (!joiner || !this.isTail || joiner.ackedSeq < this.state.appliedSeq) return;
+    if (this.nowMs - joiner.lastNoticeMs < this.options.heartbeatMs) return;
+    joiner.lastNoticeMs = this.nowMs;
+    this.send(this.config.chain[0]!, { type: "caught_up", from: this.selfId, epoch: this.config.epoch, joiner: joiner.id });
+    if (this.config.chain[0] === this.selfId) {
+      // A chain of one: this server is head and tail.
+      this.issueConfig([...this.config.chain, joiner.id]);
+    }
+  }
+
+  private keepJoining(): void {
+    const members = this.config.chain.filter((id) => id !== this.selfId);
+    if (members.length === 0 || members.every((id) => this.suspected(id))) {
+      // The chain we wanted to join is gone: start over and find (or form) one.
+      this.becomeBooting();
+      return;
+    }
+    const tail = tailOf(this.config);
+    const quiet = this.nowMs - this.lastUpstreamMs > this.options.suspectMs;
+    if (tail !== null && tail !== this.selfId && quiet && this.nowMs - this.lastJoinMs > this.options.suspectMs / 2) {
+      this.lastJoinMs = this.nowMs;
+      this.send(tail, { type: "join", from: this.selfId, appliedSeq: this.state.appliedSeq, lastEpoch: this.lastEpoch });
+    }
+  }
+
+  // ---- booting: find a chain, or form one --------------------------------------
+
+  private tryBoot(): void {
+    const others = this.options.peers.filter((id) => id !== this.selfId);
+    const alive = others.filter((id) => this.peerViews.has(id) && !this.suspected(id));
+    const serving = alive
+      .map((id) => this.peerViews.get(id)!)
+      .filter((view) => view.status === "member" && view.epoch > 0)
+      .sort((a, b) => b.epoch - a.epoch)[0];
+    if (serving) {
+      this.adoptConfig({ epoch: serving.epoch, chain: serving.chain }, true);
+      return;
+    }
+    const heardEveryone = alive.length === others.length;
+    if (!heardEveryone && this.nowMs - this.bootStartMs < this.options.suspectMs) return;
+    // Nobody serves: the most advanced history among the booting servers leads.
+    const candidates = [this.selfId, ...alive.filter((id) => this.peerViews.get(id)!.status === "booting")];
+    const position = (id: number) =>
+      id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : this.peerViews.get(id)!;
+    const best = candidates.reduce((a, b) => {
+      const order = compareHistory(position(a), position(b));
+      return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
+    });
+    if (best !== this.selfId) return;
+    const mine = position(this.selfId);
+    const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
+    this.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
+    this.issueConfig(same);
+  }
+
+  private becomeBooting(): void {
+    this.status = "booting";
+    this.bootStartMs = this.nowMs;
+    this.down = null;
+    this.upstream = null;
+    this.joiner = null;
+  }
+
+  // ---- serving: failure detection and reconfiguration --------------------------
+
+  private keepServing(): void {
+    if (this.isHead) this.expireSilentSessions();
+    if (this.isIssuer()) {
+      const failed = this.config.chain.filter((id) => id !== this.selfId && this.hasLeftChain(id));
+      if (failed.length > 0) {
+        this.out.push({ kind: "note", text: `removing server(s) ${failed.join(",")} from the chain` });
+        this.issueConfig(this.config.chain.filter((id) => !failed.includes(id)));
+      }
+    }
+    const down = this.down;
+    if (down && !down.synced && this.nowMs - down.lastSyncRequestMs > 2 * this.options.heartbeatMs) {
+      down.lastSyncRequestMs = this.nowMs;
+      this.send(down.id, { type: "sync_request", from: this.selfId, epoch: this.config.epoch, chain: this.config.chain });
+    }
+    if (down?.synced && down.seenApplied < down.sentUpTo && this.nowMs - down.seenAppliedSinceMs > this.options.suspectMs / 2) {
+      // Its heartbeats show no progress towards what we sent: the link lost updates.
+      this.startDownstream(down.id);
+    }
+    if (this.joiner && this.suspected(this.joiner.id)) {
+      if (this.down?.id === this.joiner.id) this.down = null;
+      this.joiner = null;
+    }
+    this.noticeCaughtUp();
+  }
+
+  private expireSilentSessions(): void {
+    for (const session of this.monitor.expired(this.state.sessions)) {
+      this.sequence({ seq: 0, epoch: 0, session: 0, reqNo: 0, doneBelow: 0, op: { type: "expire_session", session } });
+    }
+  }
+
+  /** The first server of the chain that is not suspected issues configurations. */
+  private isIssuer(): boolean {
+    if (this.status !== "member") return false;
+    for (const id of this.config.chain) {
+      if (id === this.selfId) return true;
+      if (!this.suspected(id)) return false;
+    }
+    return false;
+  }
+
+  /** Suspected, or it says itself that it does not serve in our configuration (it restarted). */
+  private hasLeftChain(id: number): boolean {
+    if (this.suspected(id)) return true;
+    const view = this.peerViews.get(id);
+    if (!view) return false;
+    return view.status === "booting" || (view.status === "joining" && view.epoch >= this.config.epoch);
+  }
+
+  private suspected(id: number): boolean {
+    const view = this.peerViews.get(id);
+    const last = view ? view.lastHeardMs : this.bootStartMs;
+    return this.nowMs - last > this.options.suspectMs;
+  }
+
+  private onHeartbeat(message: Extract<PeerMessage, { type: "heartbeat" }>): void {
+    this.peerViews.set(message.from, {
+      lastHeardMs: this.nowMs,
+      epoch: message.epoch,
+      chain: message.chain,
+      status: message.status,
+      appliedSeq: message.appliedSeq,
+      lastEpoch: message.lastEpoch,
+    });
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, message.epoch);
+    const down = this.down;
+    if (down?.id === message.from && message.appliedSeq !== down.seenApplied) {
+      down.seenApplied = message.appliedSeq;
+      down.seenAppliedSinceMs = this.nowMs;
+    }
+    if (message.epoch > this.config.epoch && message.status === "member") {
+      this.adoptConfig({ epoch: message.epoch, chain: message.chain }, true);
+    }
+  }
+
+  private broadcastHeartbeat(): void {
+    this.lastHeartbeatMs = this.nowMs;
+    for (const id of this.options.peers) {
+      if (id === this.selfId) continue;
+      this.send(id, {
+        type: "heartbeat",
+        from: this.selfId,
+        epoch: this.config.epoch,
+        chain: this.config.chain,
+        status: this.status,
+        appliedSeq: this.state.appliedSeq,
+        lastEpoch: this.lastEpoch,
+      });
+    }
+  }
+
+  // ---- configurations -----------------------------------------------------------
+
+  private issueConfig(chain: number[]): void {
+    const config = { epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain };
+    for (const id of this.options.peers) {
+      if (id !== this.selfId) this.send(id, { type: "config", from: this.selfId, epoch: config.epoch, chain });
+    }
+    this.adoptConfig(config, false);
+  }
+
+  /**
+   * Moves to a newer configuration. `gossip`: learnt second hand; a booting
+   * server then only learns where the chain is (it must join), while a config
+   * message sent to it by its issuer can make it a member directly.
+   */
+  private adoptConfig(config: ChainConfig, gossip: boolean): void {
+    if (config.epoch <= this.config.epoch) return;
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, config.epoch);
+    const wasHead = this.isHead;
+    const wasTail = this.isTail;
+    const inChain = config.chain.includes(this.selfId);
+    this.config = config;
+    if (this.status === "booting") this.status = inChain && !gossip ? "member" : "joining";
+    else if (this.status === "member" && !inChain) this.status = "joining";
+    else if (this.status === "joining" && inChain) this.status = "member";
+    this.out.push({ kind: "note", text: `now ${this.status} in ${describeConfig(config)}` });
+    this.out.push({ kind: "config", config });
+    if (this.status !== "member") {
+      this.down = null;
+      this.joiner = null;
+      this.upstream = null;
+      this.lastJoinMs = -Infinity;
+      this.lastUpstreamMs = -Infinity;
+      return;
+    }
+    this.upstream = predecessorOf(config, this.selfId);
+    if (this.joiner && config.chain.includes(this.joiner.id)) this.joiner = null;
+    const successor = successorOf(config, this.selfId) ?? this.joiner?.id ?? null;
+    if (successor !== null) this.startDownstream(successor);
+    else this.down = null;
+    if (this.isHead && !wasHead) this.monitor.reset();
+    if (this.isTail) {
+      // Everything this server applied is now on the whole (shorter) chain.
+      this.ackedSeq = this.state.appliedSeq;
+      if (!wasTail) this.ackDue = true;
+    }
+  }
+
+  // ---- output -------------------------------------------------------------------
+
+  private send(to: number, message: PeerMessage): void {
+    this.out.push({ kind: "send", to, message });
+  }
+
+  /** Flushes batched forwards and acks, and hands the actions over. */
+  private finish(): Action[] {
+    if (this.toForward.length > 0 && this.down) {
+      for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {
+        this.send(this.down.id, {
+          type: "forward",
+          from: this.selfId,
+          epoch: this.config.epoch,
+          updates: this.toForward.slice(i, i + FORWARD_BATCH_MAX),
+        });
+      }
+    }
+    this.toForward = [];
+    if (this.ackDue) {
+      this.ackDue = false;
+      const ackSeq = this.status === "joining" ? this.state.appliedSeq : this.ackedSeq;
+      if (this.upstream !== null && (this.status === "joining" || this.status === "member")) {
+        this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq });
+      }
+      if (this.status === "member") this.retained.trim(this.ackedSeq);
+    }
+    const actions = this.out;
+    this.out = [];
     return actions;
   }
+}
+
+function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
+  return a.lastEpoch - b.lastEpoch || a.appliedSeq - b.appliedSeq;
 }

@@ -12,20 +12,12 @@ import {
   WAITERS_PER_DATUM_MAX,
 } from "../constants";
 import type { ErrorCode } from "../errors";
-import type { Mode, Op, PageWrite, Reply } from "../wire/messages";
+import type { Mode, Op, PageWrite, Reply, Update } from "../wire/messages";
 import { PageAllocator } from "./allocator";
 import { nameProblem, sizeProblem } from "./names";
 import { PageStore } from "./pages";
 
-/** An operation with its place in the total order. Session 0 is the system (expiries). */
-export interface Update {
-  seq: number;
-  epoch: number;
-  session: number;
-  reqNo: number;
-  doneBelow: number;
-  op: Op;
-}
+export type { Update };
 
 /** A reply the tail must deliver to a client. */
 export interface Output {
@@ -97,13 +89,13 @@ export class StoreState {
   nextHoldId = 1;
   appliedSeq = 0;
 
-  constructor(readonly segmentSize: number, readonly pageSize: number) {
+  constructor(readonly segmentSize: number, readonly pageSize: number, allocator?: PageAllocator) {
     const pageCount = segmentSize / pageSize;
     if (!Number.isInteger(pageCount) || pageCount <= 0) {
       throw new RangeError(`segment size ${segmentSize} is not a positive multiple of the page size ${pageSize}`);
     }
     this.pages = new PageStore(pageSize, pageCount);
-    this.allocator = new PageAllocator(pageCount);
+    this.allocator = allocator ?? new PageAllocator(pageCount);
   }
 
   /** Applies the next update of the total order and returns the replies it produces. */
@@ -143,7 +135,7 @@ export class StoreState {
     }
     const reply = this.execute(session, update, outputs);
     session.replies.set(update.reqNo, reply);
-    if (reply) outputs.push({ session: session.id, reqNo: update.reqNo, reply });
+    outputs.push({ session: session.id, reqNo: update.reqNo, reply: reply ?? { type: "queued" } });
     return outputs;
   }
 
@@ -152,7 +144,7 @@ export class StoreState {
     if (reqNo < session.doneBelow) return true;
     if (!session.replies.has(reqNo)) return false;
     const stored = session.replies.get(reqNo);
-    if (stored && outputs) outputs.push({ session: session.id, reqNo, reply: stored });
+    if (outputs) outputs.push({ session: session.id, reqNo, reply: stored ?? { type: "queued" } });
     return true;
   }
 

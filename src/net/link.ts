@@ -28,6 +28,10 @@ export class Link {
     this.decoder = new FrameDecoder(frameBytesMax);
   }
 
+  setFrameBytesMax(bytes: number): void {
+    this.decoder.frameBytesMax = bytes;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

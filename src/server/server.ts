@@ -1,30 +1,44 @@
 /**
- * The I/O shell of one storage server: it accepts connections, decodes
- * frames, feeds the pure replica, and carries out the actions it returns
- * (send replies, later log and forward). All state changes happen in core/.
+ * The I/O shell of one storage server: it accepts client and server
+ * connections, keeps a connection to every peer, turns frames and timers into
+ * replica events, and carries out the actions the replica returns. Every
+ * state change happens in core/.
  */
 import { mkdirSync } from "node:fs";
+import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
-import { PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
-import { type Action, Replica, StoreState } from "../core";
+import { FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
+import { type Action, type Output, Replica, StoreState } from "../core";
 import { Link, linkSocketHandlers } from "../net/link";
-import { type Frame, type Message, type Query, WireError, decodeMessage, encodeMessage } from "../wire";
+import {
+  type Frame,
+  type Message,
+  type Query,
+  WireError,
+  decodeMessage,
+  decodePeer,
+  encodeMessage,
+  encodePeer,
+  isPeerFrameType,
+} from "../wire";
 import type { RunningServer, ServerOptions } from "./options";
+import { PeerLinks } from "./peers";
+import { clusterStatus } from "./status";
 
-const TICK_MS = 50;
+const TICK_MS_MAX = 50;
 
-interface ClientTag {
-  greeted: boolean;
-  sessions: Set<number>;
-}
+/** What a connection turned out to be, after its hello. */
+type LinkRole = { kind: "new" } | { kind: "client"; sessions: Set<number> } | { kind: "peer"; id: number };
 
 export class Server {
   private readonly log: ConsolaInstance;
-  private readonly replica: Replica;
+  readonly replica: Replica;
+  private readonly peerAddresses: string[];
   private readonly links = new Set<Link>();
   /** Which connection delivers the replies of each session. */
   private readonly sessionLinks = new Map<number, Link>();
-  private listener: ReturnType<typeof Bun.listen<Link>> | null = null;
+  private readonly peers: PeerLinks;
+  private listener: TCPSocketListener<Link> | null = null;
   private ticker: ReturnType<typeof setInterval> | null = null;
   readonly selfId: number;
 
@@ -34,10 +48,21 @@ export class Server {
     const index = options.peers.indexOf(self);
     if (index < 0) throw new Error(`--listen ${self} is not in --peers ${options.peers.join(",")}`);
     this.selfId = index + 1;
+    this.peerAddresses = [...options.peers];
     const state = new StoreState(options.segmentSize, PAGE_SIZE);
-    const chain = options.peers.map((_, i) => i + 1);
-    // Issue 3 turns this into a real chain; until then one server is the whole chain.
-    this.replica = new Replica(this.selfId, state, { epoch: 1, chain: chain.length === 1 ? chain : [this.selfId] }, options.sessionTimeoutMs);
+    this.replica = new Replica(
+      {
+        selfId: this.selfId,
+        peers: options.peers.map((_, i) => i + 1),
+        sessionTimeoutMsDefault: options.sessionTimeoutMs,
+        heartbeatMs: options.heartbeatMs,
+        suspectMs: options.suspectMs,
+      },
+      state,
+    );
+    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), {
+      onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+    });
   }
 
   start(): RunningServer {
@@ -53,75 +78,118 @@ export class Server {
             onFrame: (l, frame) => server.onFrame(l, frame),
             onClose: (l, reason) => server.onClose(l, reason),
           });
-          link.tag = { greeted: false, sessions: new Set() } satisfies ClientTag;
+          link.tag = { kind: "new" } satisfies LinkRole;
           socket.data = link;
           server.links.add(link);
         },
       },
     });
-    this.ticker = setInterval(() => this.perform(this.replica.onTick(Date.now())), TICK_MS);
-    this.replica.onTick(Date.now());
-    const address = `${this.options.listen.host}:${this.listener.port}`;
-    this.log.info(`listening on ${address}, segment ${this.options.segmentSize} bytes, data in ${this.options.dataDir}`);
+    const tickMs = Math.min(TICK_MS_MAX, this.options.heartbeatMs);
+    this.ticker = setInterval(() => this.tick(), tickMs);
+    this.tick();
+    const address = `${this.options.listen.host}:${this.listener!.port}`;
+    // Listening on port 0 (tests): clients must be told the port we got.
+    this.peerAddresses[this.selfId - 1] = address;
+    this.log.info(`server ${this.selfId} listening on ${address}, segment ${this.options.segmentSize} bytes, data in ${this.options.dataDir}`);
     return { address, stop: () => this.stop() };
   }
 
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
+    this.peers.closeAll();
     for (const link of this.links) link.close("server stopping");
     this.listener?.stop(true);
     this.listener = null;
   }
 
+  private tick(): void {
+    const now = performance.now();
+    this.peers.maintain(now, this.options.heartbeatMs);
+    this.perform(this.replica.onTick(now));
+  }
+
   private onClose(link: Link, reason: string): void {
     this.links.delete(link);
-    const tag = link.tag as ClientTag;
-    for (const session of tag.sessions) {
-      if (this.sessionLinks.get(session) === link) this.sessionLinks.delete(session);
+    const role = link.tag as LinkRole;
+    if (role.kind === "client") {
+      for (const session of role.sessions) {
+        if (this.sessionLinks.get(session) === link) this.sessionLinks.delete(session);
+      }
     }
     this.log.debug(`connection closed: ${reason}`);
   }
 
   private onFrame(link: Link, frame: Frame): void {
-    let message: Message;
+    const role = link.tag as LinkRole;
     try {
-      message = decodeMessage(frame.type, frame.body);
+      if (role.kind === "peer") {
+        if (!isPeerFrameType(frame.type)) return this.refuse(link, "EPROTO", `frame type ${frame.type} on a server link`);
+        return this.perform(this.replica.onPeerMessage(decodePeer(frame.type, frame.body)));
+      }
+      const message = decodeMessage(frame.type, frame.body);
+      if (role.kind === "new") return this.onHello(link, message);
+      this.onClientMessage(link, role.sessions, message);
     } catch (error) {
       if (!(error instanceof WireError)) throw error;
-      return this.refuse(link, "EPROTO", error.message);
+      this.refuse(link, "EPROTO", error.message);
     }
-    const tag = link.tag as ClientTag;
-    if (!tag.greeted) {
-      if (message.type !== "hello") return this.refuse(link, "EPROTO", "the first message must be hello");
-      if (message.body.version !== PROTOCOL_VERSION) {
-        return this.refuse(link, "EPROTO", `protocol version ${message.body.version} is not supported (this server speaks ${PROTOCOL_VERSION})`);
+  }
+
+  private onHello(link: Link, message: Message): void {
+    if (message.type !== "hello") return this.refuse(link, "EPROTO", "the first message must be hello");
+    const { version, role, senderId } = message.body;
+    if (version !== PROTOCOL_VERSION) {
+      return this.refuse(link, "EPROTO", `protocol version ${version} is not supported (this server speaks ${PROTOCOL_VERSION})`);
+    }
+    if (role === "server") {
+      if (senderId < 1 || senderId > this.peerAddresses.length || senderId === this.selfId) {
+        return this.refuse(link, "EPROTO", `server id ${senderId} is not one of --peers`);
       }
-      tag.greeted = true;
-      return link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
+      link.tag = { kind: "peer", id: senderId } satisfies LinkRole;
+      link.setFrameBytesMax(this.peerFrameBytesMax());
+      return;
     }
+    link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
+    link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
+  }
+
+  private onClientMessage(link: Link, sessions: Set<number>, message: Message): void {
     switch (message.type) {
       case "request":
-        this.bindSession(link, message.body.session);
+        if (!this.replica.isHead) return this.redirect(link);
+        if (!this.sessionLinks.has(message.body.session)) this.bindSession(link, sessions, message.body.session);
         return this.perform(this.replica.onRequest(message.body));
       case "heartbeat":
-        return this.replica.onHeartbeat(message.body.session);
+        if (this.replica.isHead) this.replica.onClientHeartbeat(message.body.session);
+        return;
       case "subscribe": {
-        this.bindSession(link, message.body.session);
+        if (!this.replica.isTail) return this.redirect(link);
+        this.bindSession(link, sessions, message.body.session);
         const outputs = this.replica.storedReplies(message.body.session, message.body.waiting);
         return this.perform(outputs.map((output) => ({ kind: "reply", output })));
       }
-      case "query":
-        return link.send(encodeMessage({ type: "queryReply", body: { queryId: message.body.queryId, json: this.answer(message.body) } }));
+      case "query": {
+        const { queryId, kind } = message.body;
+        if (kind !== "status" && !this.replica.isTail) {
+          const error = { code: "EREDIRECT", message: "ask the tail" };
+          link.send(encodeMessage({ type: "queryReply", body: { queryId, json: JSON.stringify({ error }) } }));
+          return this.redirect(link);
+        }
+        return link.send(encodeMessage({ type: "queryReply", body: { queryId, json: this.answer(message.body) } }));
+      }
       default:
         return this.refuse(link, "EPROTO", `a client does not send ${message.type} messages`);
     }
   }
 
-  private bindSession(link: Link, session: number): void {
-    if (this.sessionLinks.get(session) === link) return;
+  private bindSession(link: Link, sessions: Set<number>, session: number): void {
     this.sessionLinks.set(session, link);
-    (link.tag as ClientTag).sessions.add(session);
+    sessions.add(session);
+  }
+
+  private redirect(link: Link): void {
+    link.send(encodeMessage({ type: "config", body: this.configForClients() }));
   }
 
   private refuse(link: Link, code: string, message: string): void {
@@ -132,25 +200,63 @@ export class Server {
 
   private perform(actions: Action[]): void {
     for (const action of actions) {
-      if (action.kind === "log") continue; // durability arrives with the write-ahead log
-      const { output } = action;
-      const link = this.sessionLinks.get(output.session);
-      if (!link) continue; // the client reconnects and asks again (subscribe)
-      const { reply } = output;
-      const pages = reply.type === "granted" ? this.replica.state.pagesAfter(reply.offset, reply.size, reply.sendAfter) : [];
-      link.send(encodeMessage({ type: "reply", body: { session: output.session, reqNo: output.reqNo, reply, pages } }));
+      switch (action.kind) {
+        case "log":
+        case "install":
+          break; // durability arrives with the write-ahead log
+        case "send":
+          this.peers.send(action.to, encodePeer(action.message));
+          break;
+        case "reply":
+          this.deliver(action.output);
+          break;
+        case "config":
+          this.announceConfig();
+          break;
+        case "note":
+          this.log.info(action.text);
+          break;
+      }
     }
   }
 
+  private deliver(output: Output): void {
+    const link = this.sessionLinks.get(output.session);
+    if (!link) return; // the client reconnects and asks again (subscribe)
+    const { reply } = output;
+    const pages = reply.type === "granted" ? this.replica.state.pagesAfter(reply.offset, reply.size, reply.sendAfter) : [];
+    link.send(encodeMessage({ type: "reply", body: { session: output.session, reqNo: output.reqNo, reply, pages } }));
+  }
+
+  /** Clients must learn a new head or tail: tell every connected client. */
+  private announceConfig(): void {
+    const frame = encodeMessage({ type: "config", body: this.configForClients() });
+    for (const link of this.links) if ((link.tag as LinkRole).kind === "client") link.send(frame);
+  }
+
+  private configForClients() {
+    const serving = this.replica.status === "member";
+    return {
+      epoch: this.replica.config.epoch,
+      chain: serving ? this.replica.config.chain.map((id) => this.peerAddresses[id - 1]!) : [],
+    };
+  }
+
   private welcome() {
+    const config = this.configForClients();
     return {
       version: PROTOCOL_VERSION,
       serverId: this.selfId,
       segmentSize: this.options.segmentSize,
       pageSize: PAGE_SIZE,
-      epoch: this.replica.config.epoch,
-      chain: this.replica.config.chain.map((id) => this.options.peers[id - 1]!),
+      epoch: config.epoch,
+      chain: config.chain,
     };
+  }
+
+  private peerFrameBytesMax(): number {
+    // A state transfer carries every allocated page plus the metadata.
+    return Math.max(FRAME_BYTES_MAX, this.options.segmentSize * 1.125 + 64 * 1024 * 1024);
   }
 
   private answer(query: Query): string {
@@ -164,25 +270,8 @@ export class Server {
         return JSON.stringify(state.info(datum));
       }
       case "status":
-        return JSON.stringify(this.status());
+        return JSON.stringify(clusterStatus(this.replica, this.peerAddresses, performance.now(), this.options));
     }
   }
 
-  private status() {
-    const { chain, epoch } = this.replica.config;
-    return {
-      epoch,
-      segmentSize: this.options.segmentSize,
-      pageSize: PAGE_SIZE,
-      chain: chain.map((id, index) => ({
-        id,
-        address: this.options.peers[id - 1],
-        role: chain.length === 1 ? "single" : index === 0 ? "head" : index === chain.length - 1 ? "tail" : "middle",
-        appliedSeq: id === this.selfId ? this.replica.state.appliedSeq : null,
-        lag: 0,
-        state: "serving",
-        lastHeartbeatMsAgo: null,
-      })),
-    };
-  }
 }

@@ -20,7 +20,8 @@ export class FrameDecoder {
   private header = new Uint8Array(FRAME_HEADER_BYTES);
   private headerFilled = 0;
 
-  constructor(private readonly frameBytesMax: number) {}
+  /** Raised for server links after their hello: a state transfer is larger than any client frame. */
+  constructor(public frameBytesMax: number) {}
 
   /** Calls onFrame once per whole frame in order; throws WireError on a bad length. */
   push(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {

@@ -1,3 +1,4 @@
 export * from "./codec";
 export * from "./frame";
 export * from "./messages";
+export * from "./peer";

@@ -21,6 +21,7 @@ export const MessageType = {
   queryReply: 7,
   subscribe: 8,
   error: 9,
+  config: 10,
 } as const;
 
 export type Mode = "read" | "write";
@@ -47,6 +48,17 @@ export type Op =
 
 export type OpType = Op["type"];
 
+/** An operation with its place in the total order. Session 0 is the system (expiries). */
+export interface Update {
+  seq: number;
+  /** The epoch of the configuration whose head sequenced it. */
+  epoch: number;
+  session: number;
+  reqNo: number;
+  doneBelow: number;
+  op: Op;
+}
+
 export type Reply =
   | { type: "ok" }
   | { type: "session"; timeoutMs: number }
@@ -64,6 +76,8 @@ export type Reply =
       sendAfter: number;
     }
   | { type: "released"; version: number }
+  /** An acquire is in the datum's queue (committed): the grant follows later. */
+  | { type: "queued" }
   | { type: "error"; code: string; message: string };
 
 export interface Hello {
@@ -119,6 +133,13 @@ export interface Subscribe {
   waiting: number[];
 }
 
+/** Sent to a client whose request reached the wrong server, or when the chain changed. */
+export interface ConfigMessage {
+  epoch: number;
+  /** Addresses in chain order, head first; empty while no chain is serving. */
+  chain: string[];
+}
+
 export interface ErrorMessage {
   code: string;
   message: string;
@@ -133,7 +154,8 @@ export type Message =
   | { type: "query"; body: Query }
   | { type: "queryReply"; body: QueryReply }
   | { type: "subscribe"; body: Subscribe }
-  | { type: "error"; body: ErrorMessage };
+  | { type: "error"; body: ErrorMessage }
+  | { type: "config"; body: ConfigMessage };
 
 // ---- op and reply codes -------------------------------------------------
 
@@ -156,6 +178,7 @@ const REPLY_CODES: Record<Reply["type"], number> = {
   granted: 4,
   released: 5,
   error: 6,
+  queued: 7,
 };
 const REPLY_BY_CODE = invert(REPLY_CODES);
 
@@ -285,6 +308,26 @@ export function readOp(reader: Reader): Op {
   }
 }
 
+export function updateSize(update: Update): number {
+  return 8 + 8 + 8 + 4 + 4 + opSize(update.op);
+}
+
+export function writeUpdate(writer: Writer, update: Update): void {
+  writer.u53(update.seq).u53(update.epoch).u53(update.session).u32(update.reqNo).u32(update.doneBelow);
+  writeOp(writer, update.op);
+}
+
+export function readUpdate(reader: Reader): Update {
+  return {
+    seq: reader.u53(),
+    epoch: reader.u53(),
+    session: reader.u53(),
+    reqNo: reader.u32(),
+    doneBelow: reader.u32(),
+    op: readOp(reader),
+  };
+}
+
 // ---- replies ------------------------------------------------------------
 
 export function replySize(reply: Reply): number {
@@ -299,6 +342,8 @@ export function replySize(reply: Reply): number {
       return 1 + 8 + 1 + sizeOf.str(reply.name) + 8 * 5;
     case "released":
       return 1 + 8;
+    case "queued":
+      return 1;
     case "error":
       return 1 + sizeOf.str(reply.code) + sizeOf.str(reply.message);
   }
@@ -321,6 +366,8 @@ export function writeReply(writer: Writer, reply: Reply): void {
       return;
     case "released":
       writer.u53(reply.version);
+      return;
+    case "queued":
       return;
     case "error":
       writer.str(reply.code).str(reply.message);
@@ -351,6 +398,8 @@ export function readReply(reader: Reader): Reply {
       };
     case "released":
       return { type, version: reader.u53() };
+    case "queued":
+      return { type };
     case "error":
       return { type, code: reader.str(), message: reader.str() };
   }
@@ -358,7 +407,7 @@ export function readReply(reader: Reader): Reply {
 
 // ---- messages -----------------------------------------------------------
 
-function frame(type: number, bodySize: number, fill: (writer: Writer) => void): Uint8Array {
+export function frame(type: number, bodySize: number, fill: (writer: Writer) => void): Uint8Array {
   const writer = new Writer(FRAME_HEADER_BYTES + bodySize);
   writer.offset = FRAME_HEADER_BYTES;
   fill(writer);
@@ -419,6 +468,13 @@ export function encodeMessage(message: Message): Uint8Array {
       return frame(MessageType.error, sizeOf.str(message.body.code) + sizeOf.str(message.body.message), (w) =>
         w.str(message.body.code).str(message.body.message),
       );
+    case "config": {
+      const b = message.body;
+      return frame(MessageType.config, 8 + 2 + b.chain.reduce((n, a) => n + sizeOf.str(a), 0), (w) => {
+        w.u53(b.epoch).u16(b.chain.length);
+        for (const address of b.chain) w.str(address);
+      });
+    }
   }
 }
 
@@ -483,6 +539,13 @@ function decodeBody(type: number, r: Reader): Message {
     }
     case MessageType.error:
       return { type: "error", body: { code: r.str(), message: r.str() } };
+    case MessageType.config: {
+      const epoch = r.u53();
+      const count = r.u16();
+      const chain: string[] = [];
+      for (let i = 0; i < count; i++) chain.push(r.str());
+      return { type: "config", body: { epoch, chain } };
+    }
     default:
       throw new WireError(`unknown message type ${type}`);
   }

@@ -140,7 +140,7 @@ export async function runScript(
   await child.proc.exited;
   clearTimeout(timer);
   await Bun.sleep(10);
-  return { code: child.proc.exitCode, signal: child.proc.signalCode, stdout: child.stdout(), stderr: child.stderr() };
+  return { code: child.proc.exitCode, signal: child.proc.signalCode as string | null, stdout: child.stdout(), stderr: child.stderr() };
 }
 
 export function removeDir(dir: string): void {

@@ -1,0 +1,308 @@
+/**
+ * A client's link to the chain: requests go to the head, replies and queries
+ * come from the tail. When a connection breaks, a server redirects us, or a
+ * request goes unanswered, it fetches the configuration from any live server,
+ * reconnects, subscribes again and resends every unanswered request with its
+ * original number; the servers deduplicate, so each applies once.
+ */
+import { PStoreError } from "../errors";
+import type { Message, Op, QueryKind, ReplyMessage, Welcome } from "../wire";
+import { Connection, remoteError } from "./connection";
+
+/** A request with no reply (nor "queued") for this long makes us look for the chain again. */
+const UNANSWERED_MS = 1500;
+const WATCH_EVERY_MS = 250;
+const PROBE_TIMEOUT_MS = 1000;
+
+interface PendingRequest {
+  op: Op;
+  resolve(reply: ReplyMessage): void;
+  reject(error: Error): void;
+  /** The tail said the acquire waits in the datum's queue: no resend needed. */
+  queued: boolean;
+  /** A cancel was sent: a late grant must be ignored (the cancel released it). */
+  cancelled: boolean;
+  sentAtMs: number;
+}
+
+interface PendingQuery {
+  kind: QueryKind;
+  name: string;
+  resolve(json: string): void;
+  reject(error: Error): void;
+}
+
+export class ClusterLink {
+  private head: Connection | null = null;
+  private tail: Connection | null = null;
+  private chain: string[] = [];
+  private epoch = -1;
+  private refreshing: Promise<void> | null = null;
+  private nextReqNo = 1;
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextQueryId = 1;
+  private readonly queries = new Map<number, PendingQuery>();
+  private watcher: ReturnType<typeof setInterval> | null = null;
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private closedError: PStoreError | null = null;
+  session = 0;
+  /** The first welcome: the segment's geometry. */
+  geometry: Welcome | null = null;
+  requestsSent = 0;
+
+  constructor(
+    private readonly servers: string[],
+    private readonly connectTimeoutMs: number,
+    /** How long to keep looking for a serving chain after a failure. */
+    private readonly failoverTimeoutMs: number,
+  ) {}
+
+  async open(session: number): Promise<void> {
+    this.session = session;
+    await this.refresh(this.connectTimeoutMs);
+    this.watcher = setInterval(() => this.watchUnanswered(), WATCH_EVERY_MS);
+    this.watcher.unref?.();
+  }
+
+  startHeartbeat(everyMs: number): void {
+    this.heartbeat = setInterval(() => this.head?.send({ type: "heartbeat", body: { session: this.session } }), everyMs);
+    this.heartbeat.unref?.();
+  }
+
+  get reqNoNext(): number {
+    return this.nextReqNo;
+  }
+
+  request(op: Op): Promise<ReplyMessage> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const reqNo = this.nextReqNo++;
+    this.requestsSent++;
+    const promise = new Promise<ReplyMessage>((resolve, reject) => {
+      this.pending.set(reqNo, { op, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
+    });
+    this.sendRequest(reqNo, op);
+    this.updateActivity();
+    return promise;
+  }
+
+  /** Marks an acquire as withdrawn: its grant, if one comes, is not for the caller any more. */
+  markCancelled(reqNo: number): boolean {
+    const waiting = this.pending.get(reqNo);
+    if (!waiting) return false;
+    waiting.cancelled = true;
+    return true;
+  }
+
+  query(kind: QueryKind, name: string): Promise<string> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const queryId = this.nextQueryId++;
+    const promise = new Promise<string>((resolve, reject) => this.queries.set(queryId, { kind, name, resolve, reject }));
+    this.tail?.send({ type: "query", body: { queryId, kind, name } });
+    this.updateActivity();
+    return promise;
+  }
+
+  get isOpen(): boolean {
+    return this.closedError === null;
+  }
+
+  /** Rejects everything in flight and closes the connections. */
+  shutdown(error: PStoreError): void {
+    if (!this.closedError) this.closedError = error;
+    if (this.watcher) clearInterval(this.watcher);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const waiting of this.pending.values()) waiting.reject(this.closedError);
+    this.pending.clear();
+    for (const waiting of this.queries.values()) waiting.reject(this.closedError);
+    this.queries.clear();
+    this.head?.close();
+    this.tail?.close();
+    this.head = this.tail = null;
+  }
+
+  // ---- finding the chain ----------------------------------------------------
+
+  private scheduleRefresh(): void {
+    if (this.closedError || this.refreshing) return;
+    this.refresh(this.failoverTimeoutMs).catch((error) => this.shutdown(error));
+  }
+
+  private refresh(budgetMs: number): Promise<void> {
+    if (!this.refreshing) {
+      this.refreshing = this.reconnect(budgetMs).finally(() => (this.refreshing = null));
+    }
+    return this.refreshing;
+  }
+
+  private async reconnect(budgetMs: number): Promise<void> {
+    const deadline = performance.now() + budgetMs;
+    const problems = new Set<string>();
+    let pauseMs = 20;
+    for (;;) {
+      if (this.closedError) throw this.closedError;
+      const candidates = [...new Set([...this.chain, ...this.servers])];
+      for (const address of candidates) {
+        if (await this.tryChainVia(address, problems)) return;
+      }
+      if (performance.now() > deadline) {
+        const detail = [...problems].slice(-3).join("; ");
+        throw new PStoreError("EUNAVAILABLE", `no serving pstore chain reachable via ${candidates.join(",")} (${detail}); is the cluster running? try \`pstore local\``);
+      }
+      await sleep(pauseMs);
+      pauseMs = Math.min(pauseMs * 2, 200);
+    }
+  }
+
+  /** Asks `address` for the chain and connects to its head and tail; false to try elsewhere. */
+  private async tryChainVia(address: string, problems: Set<string>): Promise<boolean> {
+    let probe: Connection;
+    try {
+      probe = await this.dial(address);
+    } catch (error) {
+      if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") throw error;
+      problems.add((error as Error).message);
+      return false;
+    }
+    const { chain, epoch } = probe.welcome;
+    if (chain.length === 0) {
+      problems.add(`${address} is not serving yet`);
+      probe.close();
+      return false;
+    }
+    this.geometry ??= probe.welcome;
+    if (probe.welcome.segmentSize !== this.geometry.segmentSize) {
+      probe.close();
+      throw new PStoreError("EPROTO", `${address} has a segment of ${probe.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
+    }
+    const opened: Connection[] = [probe];
+    const reuse = async (target: string) => {
+      const existing = opened.find((c) => c.address === target);
+      if (existing) return existing;
+      const connection = await this.dial(target);
+      opened.push(connection);
+      return connection;
+    };
+    try {
+      const head = await reuse(chain[0]!);
+      const tail = await reuse(chain[chain.length - 1]!);
+      for (const connection of opened) if (connection !== head && connection !== tail) connection.close();
+      this.install(head, tail, chain, epoch);
+      return true;
+    } catch (error) {
+      for (const connection of opened) connection.close();
+      problems.add((error as Error).message);
+      return false;
+    }
+  }
+
+  private dial(address: string): Promise<Connection> {
+    let connection: Connection | null = null;
+    return Connection.open(
+      address,
+      {
+        onMessage: (message) => this.onMessage(message),
+        onClose: () => {
+          if (connection && (connection === this.head || connection === this.tail)) this.scheduleRefresh();
+        },
+      },
+      Math.min(PROBE_TIMEOUT_MS, this.connectTimeoutMs),
+    ).then((c) => (connection = c));
+  }
+
+  private install(head: Connection, tail: Connection, chain: string[], epoch: number): void {
+    for (const old of [this.head, this.tail]) if (old && old !== head && old !== tail) old.close();
+    this.head = head;
+    this.tail = tail;
+    this.chain = chain;
+    this.epoch = epoch;
+    // Replies come from the tail: tell it who we are and what we still wait for.
+    tail.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
+    const now = performance.now();
+    for (const [reqNo, waiting] of this.pending) {
+      if (waiting.queued) continue;
+      waiting.sentAtMs = now;
+      this.sendRequest(reqNo, waiting.op);
+    }
+    for (const [queryId, waiting] of this.queries) {
+      tail.send({ type: "query", body: { queryId, kind: waiting.kind, name: waiting.name } });
+    }
+    this.updateActivity();
+  }
+
+  private sendRequest(reqNo: number, op: Op): void {
+    this.head?.send({ type: "request", body: { session: this.session, reqNo, doneBelow: this.doneBelow(), op } });
+  }
+
+  private doneBelow(): number {
+    let lowest = this.nextReqNo;
+    for (const reqNo of this.pending.keys()) lowest = Math.min(lowest, reqNo);
+    return lowest;
+  }
+
+  private watchUnanswered(): void {
+    const now = performance.now();
+    for (const waiting of this.pending.values()) {
+      if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
+        waiting.sentAtMs = now;
+        this.scheduleRefresh();
+        return;
+      }
+    }
+  }
+
+  // ---- replies --------------------------------------------------------------
+
+  private onMessage(message: Message): void {
+    switch (message.type) {
+      case "reply":
+        this.onReply(message.body);
+        break;
+      case "queryReply":
+        this.onQueryReply(message.body.queryId, message.body.json);
+        break;
+      case "config":
+        if (message.body.epoch !== this.epoch || message.body.chain.join() !== this.chain.join()) this.scheduleRefresh();
+        break;
+      case "error":
+        // The server refused the connection itself (protocol, authentication): not worth retrying.
+        this.shutdown(remoteError(message.body.code, message.body.message));
+        break;
+    }
+    this.updateActivity();
+  }
+
+  private onReply(body: ReplyMessage): void {
+    const waiting = this.pending.get(body.reqNo);
+    if (!waiting || body.session !== this.session) return; // a duplicate after failover
+    const { reply } = body;
+    if (reply.type === "queued") {
+      waiting.queued = true;
+      return;
+    }
+    this.pending.delete(body.reqNo);
+    if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
+    else if (!waiting.cancelled) waiting.resolve(body);
+  }
+
+  private onQueryReply(queryId: number, json: string): void {
+    const waiting = this.queries.get(queryId);
+    if (!waiting) return;
+    const parsed = JSON.parse(json);
+    const error = parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed.error : undefined;
+    if (error?.code === "EREDIRECT") return this.scheduleRefresh(); // resent to the right tail
+    this.queries.delete(queryId);
+    if (error?.code) waiting.reject(remoteError(error.code, error.message));
+    else waiting.resolve(json);
+  }
+
+  /** Keeps the process alive while work is in flight, lets it exit when idle. */
+  private updateActivity(): void {
+    const active = this.pending.size > 0 || this.queries.size > 0 || this.refreshing !== null;
+    this.head?.setActive(active);
+    this.tail?.setActive(active);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,108 @@
+/**
+ * A whole StoreState as bytes: for state transfer to a joining server and for
+ * checkpoints. Metadata (names, sessions, holds, allocator) is JSON; the pages
+ * of every datum follow raw, with their sequence numbers. Free pages are not
+ * sent: they are zeros until a create stamps them.
+ */
+import type { Reply } from "../wire/messages";
+import { PageAllocator, type PageRun } from "./allocator";
+import { type Datum, type Hold, type Session, StoreState } from "./state";
+
+interface SnapshotMeta {
+  format: 1;
+  segmentSize: number;
+  pageSize: number;
+  appliedSeq: number;
+  nextHoldId: number;
+  free: PageRun[];
+  data: Omit<Datum, "holders">[];
+  holds: Hold[];
+  sessions: { id: number; timeoutMs: number; doneBelow: number; replies: [number, Reply | null][]; waiting: [number, string][] }[];
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeSnapshot(state: StoreState): Uint8Array {
+  const data = [...state.data.values()];
+  const meta: SnapshotMeta = {
+    format: 1,
+    segmentSize: state.segmentSize,
+    pageSize: state.pageSize,
+    appliedSeq: state.appliedSeq,
+    nextHoldId: state.nextHoldId,
+    free: state.allocator.freeRuns(),
+    data: data.map(({ holders: _holders, ...rest }) => rest),
+    holds: [...state.holds.values()],
+    sessions: [...state.sessions.values()].map((s) => ({
+      id: s.id,
+      timeoutMs: s.timeoutMs,
+      doneBelow: s.doneBelow,
+      replies: [...s.replies],
+      waiting: [...s.waiting],
+    })),
+  };
+  const json = encoder.encode(JSON.stringify(meta));
+  let pageBytes = 0;
+  for (const datum of data) pageBytes += datum.pageCount * (8 + state.pageSize);
+  const out = new Uint8Array(4 + json.length + pageBytes);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, json.length, true);
+  out.set(json, 4);
+  let offset = 4 + json.length;
+  for (const datum of data) {
+    for (let page = datum.firstPage; page < datum.firstPage + datum.pageCount; page++) {
+      view.setFloat64(offset, state.pages.pageSeq[page]!, true);
+      out.set(state.pages.read(page), offset + 8);
+      offset += 8 + state.pageSize;
+    }
+  }
+  return out;
+}
+
+export class SnapshotError extends Error {}
+
+export function decodeSnapshot(bytes: Uint8Array): StoreState {
+  if (bytes.length < 4) throw new SnapshotError("snapshot shorter than its header");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const jsonLength = view.getUint32(0, true);
+  if (4 + jsonLength > bytes.length) throw new SnapshotError("snapshot metadata runs past its end");
+  let meta: SnapshotMeta;
+  try {
+    meta = JSON.parse(decoder.decode(bytes.subarray(4, 4 + jsonLength)));
+  } catch (error) {
+    throw new SnapshotError(`snapshot metadata is not JSON: ${(error as Error).message}`);
+  }
+  if (meta.format !== 1) throw new SnapshotError(`snapshot format ${meta.format} is not supported`);
+  const state = new StoreState(meta.segmentSize, meta.pageSize, new PageAllocator(meta.segmentSize / meta.pageSize, meta.free));
+  state.appliedSeq = meta.appliedSeq;
+  state.nextHoldId = meta.nextHoldId;
+  let offset = 4 + jsonLength;
+  const expected = offset + meta.data.reduce((n, d) => n + d.pageCount * (8 + meta.pageSize), 0);
+  if (expected !== bytes.length) throw new SnapshotError(`snapshot has ${bytes.length} bytes, its metadata says ${expected}`);
+  for (const datum of meta.data) {
+    state.data.set(datum.name, { ...datum, holders: [] });
+    for (let page = datum.firstPage; page < datum.firstPage + datum.pageCount; page++) {
+      const seq = view.getFloat64(offset, true);
+      state.pages.write(page, bytes.subarray(offset + 8, offset + 8 + meta.pageSize), seq);
+      offset += 8 + meta.pageSize;
+    }
+  }
+  for (const s of meta.sessions) {
+    const session: Session = {
+      id: s.id,
+      timeoutMs: s.timeoutMs,
+      doneBelow: s.doneBelow,
+      replies: new Map(s.replies),
+      holds: new Set(),
+      waiting: new Map(s.waiting),
+    };
+    state.sessions.set(s.id, session);
+  }
+  for (const hold of meta.holds) {
+    state.holds.set(hold.id, hold);
+    state.data.get(hold.name)!.holders.push(hold);
+    state.sessions.get(hold.session)!.holds.add(hold.id);
+  }
+  return state;
+}

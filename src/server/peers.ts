@@ -1,0 +1,101 @@
+/**
+ * This server's outbound connections to its peers, one per peer, re-dialled
+ * while down. Messages to a peer go over our connection to it; its messages
+ * to us arrive on its connection to us (ordered per direction, as TCP is).
+ * A message to a peer that is not connected is dropped: the chain protocol
+ * resynchronises (sync requests, heartbeats) rather than trusting delivery.
+ */
+import { PROTOCOL_VERSION } from "../constants";
+import { Link, linkSocketHandlers } from "../net/link";
+import { encodeMessage } from "../wire";
+import { splitAddress } from "../net/address";
+
+interface Outbound {
+  id: number;
+  address: string;
+  link: Link | null;
+  connecting: boolean;
+  lastAttemptMs: number;
+}
+
+export interface PeerLinkEvents {
+  /** An established connection to the peer broke. */
+  onLost(id: number): void;
+}
+
+export class PeerLinks {
+  private readonly outbound = new Map<number, Outbound>();
+  private stopped = false;
+
+  constructor(
+    private readonly selfId: number,
+    addresses: string[],
+    private readonly frameBytesMax: number,
+    private readonly events: PeerLinkEvents,
+  ) {
+    addresses.forEach((address, index) => {
+      const id = index + 1;
+      if (id !== selfId) this.outbound.set(id, { id, address, link: null, connecting: false, lastAttemptMs: -Infinity });
+    });
+  }
+
+  send(id: number, frame: Uint8Array): void {
+    const peer = this.outbound.get(id);
+    if (peer?.link && !peer.link.isClosed) peer.link.send(frame);
+  }
+
+  /** Re-dials peers that are not connected, at most once per `retryMs`. */
+  maintain(nowMs: number, retryMs: number): void {
+    for (const peer of this.outbound.values()) {
+      if (this.stopped || peer.connecting || (peer.link && !peer.link.isClosed)) continue;
+      if (nowMs - peer.lastAttemptMs < retryMs) continue;
+      peer.lastAttemptMs = nowMs;
+      void this.dial(peer);
+    }
+  }
+
+  closeAll(): void {
+    this.stopped = true;
+    for (const peer of this.outbound.values()) peer.link?.close("server stopping");
+  }
+
+  private async dial(peer: Outbound): Promise<void> {
+    peer.connecting = true;
+    const { host, port } = splitAddress(peer.address);
+    const events = this.events;
+    const selfId = this.selfId;
+    const frameBytesMax = this.frameBytesMax;
+    try {
+      await Bun.connect<Link>({
+        hostname: host,
+        port,
+        socket: {
+          ...linkSocketHandlers,
+          open(socket) {
+            const link = new Link(
+              socket,
+              {
+                onFrame() {}, // peers answer on their own connection to us
+                onClose() {
+                  if (peer.link === link) {
+                    peer.link = null;
+                    events.onLost(peer.id);
+                  }
+                },
+              },
+              frameBytesMax,
+            );
+            socket.data = link;
+            peer.link = link;
+            link.send(encodeMessage({ type: "hello", body: { version: PROTOCOL_VERSION, role: "server", senderId: selfId } }));
+          },
+          connectError() {},
+        },
+      });
+    } catch {
+      // Not up (yet): maintain() tries again.
+    } finally {
+      peer.connecting = false;
+    }
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Messages between servers: heartbeats, configurations, and the chain's
+ * traffic (sync, forward, snapshot, ack, join). Every one carries the
+ * sender's id and epoch; receivers refuse chain traffic of other epochs.
+ */
+import { Reader, WireError, type Writer } from "./codec";
+import { type Update, frame, readUpdate, updateSize, writeUpdate } from "./messages";
+
+export type ReplicaStatus = "booting" | "joining" | "member";
+
+export type PeerMessage =
+  | {
+      type: "heartbeat";
+      from: number;
+      epoch: number;
+      chain: number[];
+      status: ReplicaStatus;
+      appliedSeq: number;
+      /** Epoch of the update at appliedSeq: equal (seq, epoch) pairs mean equal histories. */
+      lastEpoch: number;
+    }
+  | { type: "config"; from: number; epoch: number; chain: number[] }
+  /** From a predecessor (or the tail, to a joiner): "tell me where you are". */
+  | { type: "sync_request"; from: number; epoch: number; chain: number[] }
+  /** Also sent on a gap, to ask for a resend from appliedSeq + 1. */
+  | { type: "sync_reply"; from: number; epoch: number; appliedSeq: number; lastEpoch: number }
+  | { type: "forward"; from: number; epoch: number; updates: Update[] }
+  | { type: "snapshot"; from: number; epoch: number; seq: number; lastEpoch: number; bytes: Uint8Array }
+  | { type: "ack"; from: number; epoch: number; seq: number }
+  /** A server outside the chain asks the tail to bring it up to date. */
+  | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
+  /** The tail tells the head that a joiner has everything: append it to the chain. */
+  | { type: "caught_up"; from: number; epoch: number; joiner: number };
+
+const PEER_TYPES = {
+  heartbeat: 20,
+  config: 21,
+  sync_request: 22,
+  sync_reply: 23,
+  forward: 24,
+  snapshot: 25,
+  ack: 26,
+  join: 27,
+  caught_up: 28,
+} as const;
+
+const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
+const STATUS_BY_CODE = new Map(Object.entries(STATUS_CODES).map(([k, v]) => [v, k as ReplicaStatus]));
+
+function chainSize(chain: number[]): number {
+  return 2 + 2 * chain.length;
+}
+
+function writeChain(w: Writer, chain: number[]): void {
+  w.u16(chain.length);
+  for (const id of chain) w.u16(id);
+}
+
+function readChain(r: Reader): number[] {
+  const count = r.u16();
+  if (count * 2 > r.remaining) throw new WireError(`chain of ${count} servers does not fit in the frame`);
+  const chain: number[] = [];
+  for (let i = 0; i < count; i++) chain.push(r.u16());
+  return chain;
+}
+
+export function isPeerFrameType(type: number): boolean {
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.caught_up;
+}
+
+export function encodePeer(m: PeerMessage): Uint8Array {
+  switch (m.type) {
+    case "heartbeat":
+      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8, (w) => {
+        w.u16(m.from).u53(m.epoch);
+        writeChain(w, m.chain);
+        w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch);
+      });
+    case "config":
+    case "sync_request":
+      return frame(PEER_TYPES[m.type], 2 + 8 + chainSize(m.chain), (w) => {
+        w.u16(m.from).u53(m.epoch);
+        writeChain(w, m.chain);
+      });
+    case "sync_reply":
+      return frame(PEER_TYPES.sync_reply, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.appliedSeq).u53(m.lastEpoch));
+    case "forward": {
+      let size = 2 + 8 + 4;
+      for (const update of m.updates) size += updateSize(update);
+      return frame(PEER_TYPES.forward, size, (w) => {
+        w.u16(m.from).u53(m.epoch).u32(m.updates.length);
+        for (const update of m.updates) writeUpdate(w, update);
+      });
+    }
+    case "snapshot":
+      return frame(PEER_TYPES.snapshot, 2 + 8 * 3 + 4 + m.bytes.length, (w) =>
+        w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.lastEpoch).blob(m.bytes),
+      );
+    case "ack":
+      return frame(PEER_TYPES.ack, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq));
+    case "join":
+      return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
+    case "caught_up":
+      return frame(PEER_TYPES.caught_up, 2 + 8 + 2, (w) => w.u16(m.from).u53(m.epoch).u16(m.joiner));
+  }
+}
+
+export function decodePeer(type: number, body: Uint8Array): PeerMessage {
+  const r = new Reader(body);
+  const message = decodePeerBody(type, r);
+  r.done();
+  return message;
+}
+
+function decodePeerBody(type: number, r: Reader): PeerMessage {
+  switch (type) {
+    case PEER_TYPES.heartbeat: {
+      const from = r.u16();
+      const epoch = r.u53();
+      const chain = readChain(r);
+      const status = STATUS_BY_CODE.get(r.u8());
+      if (!status) throw new WireError("unknown replica status");
+      return { type: "heartbeat", from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53() };
+    }
+    case PEER_TYPES.config:
+      return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r) };
+    case PEER_TYPES.sync_request:
+      return { type: "sync_request", from: r.u16(), epoch: r.u53(), chain: readChain(r) };
+    case PEER_TYPES.sync_reply:
+      return { type: "sync_reply", from: r.u16(), epoch: r.u53(), appliedSeq: r.u53(), lastEpoch: r.u53() };
+    case PEER_TYPES.forward: {
+      const from = r.u16();
+      const epoch = r.u53();
+      const count = r.u32();
+      if (count * 33 > r.remaining) throw new WireError(`${count} updates do not fit in the frame`);
+      const updates: Update[] = [];
+      for (let i = 0; i < count; i++) updates.push(readUpdate(r));
+      return { type: "forward", from, epoch, updates };
+    }
+    case PEER_TYPES.snapshot:
+      return { type: "snapshot", from: r.u16(), epoch: r.u53(), seq: r.u53(), lastEpoch: r.u53(), bytes: r.blob() };
+    case PEER_TYPES.ack:
+      return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53() };
+    case PEER_TYPES.join:
+      return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
+    case PEER_TYPES.caught_up:
+      return { type: "caught_up", from: r.u16(), epoch: r.u53(), joiner: r.u16() };
+    default:
+      throw new WireError(`unknown server message type ${type}`);
+  }
+}
