@@ -25,6 +25,8 @@ export class Connection {
     const { host, port } = parseAddress(address);
     let settle!: { resolve: (w: Welcome) => void; reject: (e: Error) => void };
     const welcomed = new Promise<Welcome>((resolve, reject) => (settle = { resolve, reject }));
+    // Bun.connect may throw before `welcomed` is awaited: keep its rejection handled.
+    welcomed.catch(() => {});
     let greeted = false;
     const timer = setTimeout(() => {
       settle.reject(new PStoreError("EUNAVAILABLE", `no answer from ${address} within ${timeoutMs} ms`));

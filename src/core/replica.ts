@@ -45,6 +45,8 @@ export interface PeerView {
   status: ReplicaStatus;
   appliedSeq: number;
   lastEpoch: number;
+  /** It has reported serving as a member: a later "booting" means it restarted. */
+  wasMember: boolean;
 }
 
 /** The server this one forwards to: its successor, or (as tail) a joiner. */
@@ -463,7 +465,8 @@ export class Replica {
     if (this.suspected(id)) return true;
     const view = this.peerViews.get(id);
     if (!view) return false;
-    return view.status === "booting" || (view.status === "joining" && view.epoch >= this.config.epoch);
+    // Booting before ever serving is a server still starting up with the others, not a restart.
+    return (view.status === "booting" && view.wasMember) || (view.status === "joining" && view.epoch >= this.config.epoch);
   }
 
   private suspected(id: number): boolean {
@@ -473,7 +476,9 @@ export class Replica {
   }
 
   private onHeartbeat(message: Extract<PeerMessage, { type: "heartbeat" }>): void {
+    const wasMember = (this.peerViews.get(message.from)?.wasMember ?? false) || message.status === "member";
     this.peerViews.set(message.from, {
+      wasMember,
       lastHeardMs: this.nowMs,
       epoch: message.epoch,
       chain: message.chain,
