@@ -31,6 +31,8 @@ export interface LocalClusterOptions {
   secret?: string;
   /** More `serve` flags for every child, e.g. ["--session-timeout-ms", "2000"]. */
   serveArgs?: string[];
+  /** The program to run as `serve` (default: this very program, selfCommand()). */
+  command?: string[];
   /** How long a child may take to print READY; default 15 s. */
   readyTimeoutMs?: number;
   /** How long a child may take to stop after SIGTERM before SIGKILL; default 5 s. */
@@ -165,7 +167,7 @@ export class LocalCluster {
     const env: Record<string, string | undefined> = { ...process.env, [PARENT_PID_ENV]: String(process.pid) };
     // The secret goes through the environment, not argv, where ps would show it.
     if (this.options.secret !== undefined) env.PSTORE_SECRET = this.options.secret;
-    const child = Bun.spawn([...selfCommand(), ...this._serveArgs(index)], {
+    const child = Bun.spawn([...(this.options.command ?? selfCommand()), ...this._serveArgs(index)], {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",

@@ -1,0 +1,131 @@
+/**
+ * Chain replication with real server processes (the built binary when it
+ * exists): 8 clients increment counters while servers are killed with
+ * SIGKILL and restarted. No acknowledged increment may be lost, no two
+ * writers may overlap, and the clients must all finish.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { LocalCluster } from "../src/cli/cluster";
+import { type Store, connect } from "../src/index";
+import { pstoreCommand, removeDir, tempDir } from "./helpers/processes";
+import { IncrementWorkload, verifyCounters } from "./helpers/workload";
+
+const CLIENTS = 8;
+let cluster: LocalCluster | null = null;
+let stores: Store[] = [];
+let dataDir = "";
+
+afterEach(async () => {
+  for (const store of stores) await store.close().catch(() => {});
+  stores = [];
+  await cluster?.stop();
+  cluster = null;
+  removeDir(dataDir);
+});
+
+async function startCluster(): Promise<LocalCluster> {
+  dataDir = tempDir();
+  cluster = new LocalCluster({
+    count: 3,
+    basePort: 0,
+    dataDir,
+    command: pstoreCommand(),
+    segmentSize: 16 * 1024 * 1024,
+    serveArgs: ["--session-timeout-ms", "5000"],
+  });
+  await cluster.start();
+  return cluster;
+}
+
+async function clients(servers: string[]): Promise<Store[]> {
+  stores = await Promise.all(Array.from({ length: CLIENTS }, () => connect({ servers, failoverTimeoutMs: 20_000 })));
+  return stores;
+}
+
+/** The index (in cluster.servers) of the server holding `role` in the current chain. */
+async function indexOf(store: Store, role: "head" | "middle" | "tail", servers: string[]): Promise<number> {
+  const status = await store.status();
+  const entry = status.chain.find((server) => server.role === role);
+  if (!entry) throw new Error(`no ${role} in ${JSON.stringify(status.chain)}`);
+  return servers.indexOf(entry.address);
+}
+
+/** Waits (bounded) until `count` servers serve and agree on the applied sequence number. */
+async function waitConverged(store: Store, count: number, timeoutMs: number): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  let last = "";
+  while (performance.now() < deadline) {
+    const status = await store.status();
+    const serving = status.chain.filter((server) => server.state === "serving");
+    last = JSON.stringify(status.chain);
+    if (serving.length === count && new Set(serving.map((server) => server.appliedSeq)).size === 1) {
+      return serving[0]!.appliedSeq;
+    }
+    await Bun.sleep(100);
+  }
+  throw new Error(`servers did not converge within ${timeoutMs} ms: ${last}`);
+}
+
+async function createCounters(store: Store, workload: IncrementWorkload, keys: string[]): Promise<void> {
+  for (const key of keys) {
+    await store.create(key, 4);
+    workload.history.initial(key, 0);
+  }
+}
+
+test("kill -9 of the head, then the tail, then the middle, each restarted: no acknowledged increment lost", async () => {
+  const c = await startCluster();
+  const all = await clients(c.servers);
+  const keys = ["shared", ...all.map((_, i) => `private-${i}`)];
+  const workload = new IncrementWorkload(all, { shared: "shared", privateOf: (i) => `private-${i}` });
+  await createCounters(all[0]!, workload, keys);
+  workload.start();
+  const gaps: string[] = [];
+  for (const role of ["head", "tail", "middle"] as const) {
+    await Bun.sleep(700);
+    const victim = await indexOf(all[0]!, role, c.servers);
+    const before = workload.acknowledgedAfter(0);
+    const killedAt = workload.elapsedMs;
+    await c.kill(victim, "SIGKILL");
+    // Writes must resume without the victim.
+    const deadline = performance.now() + 10_000;
+    while (workload.acknowledgedAfter(killedAt) === 0 && performance.now() < deadline) await Bun.sleep(10);
+    expect(workload.acknowledgedAfter(killedAt)).toBeGreaterThan(0);
+    expect(workload.acknowledgedAfter(0)).toBeGreaterThan(before);
+    await Bun.sleep(2500);
+    // Reported, not asserted: speed belongs to `pstore bench failover`.
+    gaps.push(`${role}: longest pause in acknowledged writes ${workload.longestGapBetween(killedAt, killedAt + 2500)} ms`);
+    await c.restart(victim);
+    await Bun.sleep(300);
+  }
+  await Bun.sleep(500);
+  const result = await workload.stop();
+  const unknown = result.history.ops.filter((op) => op.outcome === "unknown").length;
+  console.log(`${gaps.join("; ")}; ${result.history.ops.length} increments, ${unknown} unknown`);
+  const problems = await verifyCounters(all[0]!, result, keys);
+  expect(problems).toEqual([]);
+  const total = [...result.acknowledged.values()].reduce((a, b) => a + b, 0);
+  expect(total).toBeGreaterThan(100);
+  await waitConverged(all[0]!, 3, 15_000);
+}, 120_000);
+
+test("down to one server of three: the clients go on", async () => {
+  const c = await startCluster();
+  const all = await clients(c.servers);
+  const keys = ["shared", ...all.map((_, i) => `private-${i}`)];
+  const workload = new IncrementWorkload(all, { shared: "shared", privateOf: (i) => `private-${i}` });
+  await createCounters(all[0]!, workload, keys);
+  workload.start();
+  await Bun.sleep(500);
+  await c.kill(await indexOf(all[0]!, "head", c.servers), "SIGKILL");
+  await Bun.sleep(1500);
+  await c.kill(await indexOf(all[0]!, "tail", c.servers), "SIGKILL");
+  const lastKillAt = workload.elapsedMs;
+  const deadline = performance.now() + 10_000;
+  while (workload.acknowledgedAfter(lastKillAt) < 50 && performance.now() < deadline) await Bun.sleep(20);
+  expect(workload.acknowledgedAfter(lastKillAt)).toBeGreaterThanOrEqual(50);
+  const result = await workload.stop();
+  expect(await verifyCounters(all[0]!, result, keys)).toEqual([]);
+  const status = await all[0]!.status();
+  expect(status.chain.filter((server) => server.state === "serving").map((server) => server.role)).toEqual(["single"]);
+}, 120_000);
