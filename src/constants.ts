@@ -27,7 +27,11 @@ export const SESSION_TIMEOUT_MS_MIN = 100;
 export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
+/** The log size that triggers an automatic checkpoint. */
+export const CHECKPOINT_MB_DEFAULT = 64;
 
+/** Hold ids of one epoch come from [epoch × this, …): unique even after a rollback. */
+export const HOLD_IDS_PER_EPOCH = 2 ** 24;
 /** Server ids are 1..SERVERS_MAX-1 (their place in --peers); epochs embed them. */
 export const SERVERS_MAX = 64;
 /** Applied updates a server keeps in memory to resend to a successor that lacks them. */

@@ -7,6 +7,7 @@ import {
   SESSION_TIMEOUT_MS_MAX,
   SESSION_TIMEOUT_MS_MIN,
   SUSPECT_MS_DEFAULT,
+  CHECKPOINT_MB_DEFAULT,
 } from "../constants.ts";
 import {
   formatBytes,
@@ -67,6 +68,12 @@ export default defineCommand({
       default: "always",
       description: "always: sync before acknowledging; batch: every few ms; off: leave it to the OS",
     },
+    "checkpoint-mb": {
+      type: "string",
+      valueHint: "MiB",
+      default: String(CHECKPOINT_MB_DEFAULT),
+      description: "Write a checkpoint (and drop the log before it) when the log grows past this",
+    },
     secret: { type: "string", valueHint: "secret", description: "Shared secret of the cluster (default: $PSTORE_SECRET; prefer the variable, argv is visible in ps)" },
     "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
     ...logArgs,
@@ -101,6 +108,7 @@ export default defineCommand({
       heartbeatMs,
       suspectMs,
       fsync: args.fsync as FsyncMode,
+      checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
     };
     const tag = peers.length > 1 ? `server:${peers.indexOf(listenAddress) + 1}` : "server";

@@ -4,3 +4,6 @@ export * from "./pages";
 export * from "./replica";
 export * from "./sessions";
 export * from "./state";
+export * from "./chain";
+export * from "./retained";
+export * from "./snapshot";

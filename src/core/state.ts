@@ -5,6 +5,7 @@
  */
 import {
   DATA_COUNT_MAX,
+  HOLD_IDS_PER_EPOCH,
   INFLIGHT_PER_SESSION_MAX,
   SESSIONS_MAX,
   SESSION_TIMEOUT_MS_MAX,
@@ -104,6 +105,10 @@ export class StoreState {
       throw new Error(`update ${update.seq} applied out of order after ${this.appliedSeq}`);
     }
     this.appliedSeq = update.seq;
+    // Hold ids are fencing tokens. Updates that only move holds are not fsynced,
+    // so a full-cluster crash can roll some back: each epoch hands out ids from a
+    // range of its own, so no id is ever given twice.
+    this.nextHoldId = Math.max(this.nextHoldId, update.epoch * HOLD_IDS_PER_EPOCH);
     const outputs: Output[] = [];
     const { op } = update;
     // Only the system (session 0, the head's monitor) expires sessions; from a client it is EINVAL below.
@@ -201,6 +206,9 @@ export class StoreState {
         return this.release(session, op.holdId, op.pages, update.seq, outputs);
       case "cancel":
         return this.cancel(session, op.acquireReqNo, outputs);
+      case "checkpoint":
+        // The state does not change: each replica writes it to disk at this seq.
+        return { type: "checkpointed", seq: update.seq };
       default:
         return error("EINVAL", `operation ${op.type} is not a client operation`);
     }

@@ -1,6 +1,7 @@
 import type { ConsolaInstance } from "consola";
+import type { FsyncMode } from "../store";
 
-export type FsyncMode = "always" | "batch" | "off";
+export type { FsyncMode };
 
 export interface ServerOptions {
   listen: { host: string; port: number };
@@ -12,6 +13,8 @@ export interface ServerOptions {
   heartbeatMs: number;
   suspectMs: number;
   fsync: FsyncMode;
+  /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
+  checkpointBytes?: number;
   secret?: string;
   logger?: ConsolaInstance;
 }

@@ -4,11 +4,11 @@
  * replica events, and carries out the actions the replica returns. Every
  * state change happens in core/.
  */
-import { mkdirSync } from "node:fs";
 import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
-import { FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
-import { type Action, type Output, Replica, StoreState } from "../core";
+import { CHECKPOINT_MB_DEFAULT, FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
+import { type Action, type Output, Replica } from "../core";
+import { Durability } from "../store";
 import { Link, linkSocketHandlers } from "../net/link";
 import {
   type Frame,
@@ -40,6 +40,10 @@ export class Server {
   private readonly peers: PeerLinks;
   private listener: TCPSocketListener<Link> | null = null;
   private ticker: ReturnType<typeof setInterval> | null = null;
+  private readonly durability: Durability;
+  /** Actions queued in this turn of the event loop: one disk sync serves them all. */
+  private queued: Action[] = [];
+  private flushScheduled = false;
   readonly selfId: number;
 
   constructor(private readonly options: ServerOptions) {
@@ -49,7 +53,14 @@ export class Server {
     if (index < 0) throw new Error(`--listen ${self} is not in --peers ${options.peers.join(",")}`);
     this.selfId = index + 1;
     this.peerAddresses = [...options.peers];
-    const state = new StoreState(options.segmentSize, PAGE_SIZE);
+    const { durability, recovered } = Durability.open(
+      options.dataDir,
+      options.segmentSize,
+      options.fsync,
+      options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
+    );
+    this.durability = durability;
+    for (const note of recovered.notes) this.log.info(note);
     this.replica = new Replica(
       {
         selfId: this.selfId,
@@ -58,7 +69,8 @@ export class Server {
         heartbeatMs: options.heartbeatMs,
         suspectMs: options.suspectMs,
       },
-      state,
+      recovered.state,
+      recovered.lastEpoch,
     );
     this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
@@ -66,7 +78,6 @@ export class Server {
   }
 
   start(): RunningServer {
-    mkdirSync(this.options.dataDir, { recursive: true });
     const server = this;
     this.listener = Bun.listen<Link>({
       hostname: this.options.listen.host,
@@ -101,6 +112,8 @@ export class Server {
     for (const link of this.links) link.close("server stopping");
     this.listener?.stop(true);
     this.listener = null;
+    this.flush();
+    this.durability.close();
   }
 
   private tick(): void {
@@ -199,11 +212,35 @@ export class Server {
   }
 
   private perform(actions: Action[]): void {
+    if (actions.length === 0) return;
+    for (const action of actions) this.queued.push(action);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  /**
+   * Carries out the queued actions: first the disk, in order (log records,
+   * checkpoints, installed snapshots), with one sync for the whole batch; then
+   * the network. Nothing leaves before the log records it depends on are written.
+   */
+  private flush(): void {
+    this.flushScheduled = false;
+    const actions = this.queued;
+    this.queued = [];
+    const configEpoch = this.replica.config.epoch;
+    for (const action of actions) {
+      if (action.kind === "log") this.durability.append(action.update);
+      else if (action.kind === "checkpoint") {
+        const info = this.durability.checkpoint(action.seq, action.epoch, configEpoch, action.snapshot);
+        this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
+      } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
+    }
+    this.durability.commit();
+    const auto = this.durability.checkpointIfLarge(this.replica.state, this.replica.lastEpoch, configEpoch);
+    if (auto) this.log.info(`checkpoint at seq ${auto.seq} (${auto.bytes} bytes): the log had grown past its limit`);
     for (const action of actions) {
       switch (action.kind) {
-        case "log":
-        case "install":
-          break; // durability arrives with the write-ahead log
         case "send":
           this.peers.send(action.to, encodePeer(action.message));
           break;

@@ -44,7 +44,9 @@ export type Op =
   /** Withdraws the acquire sent as request `acquireReqNo`: dequeued, or released if already granted. */
   | { type: "cancel"; acquireReqNo: number }
   /** Issued by the head when a session stops heart-beating. */
-  | { type: "expire_session"; session: number };
+  | { type: "expire_session"; session: number }
+  /** Every server writes a checkpoint when it applies this: a recovery line at one seq. */
+  | { type: "checkpoint" };
 
 export type OpType = Op["type"];
 
@@ -78,6 +80,8 @@ export type Reply =
   | { type: "released"; version: number }
   /** An acquire is in the datum's queue (committed): the grant follows later. */
   | { type: "queued" }
+  /** Every server of the chain wrote a checkpoint at this sequence number. */
+  | { type: "checkpointed"; seq: number }
   | { type: "error"; code: string; message: string };
 
 export interface Hello {
@@ -168,6 +172,7 @@ const OP_CODES: Record<OpType, number> = {
   release: 6,
   cancel: 7,
   expire_session: 8,
+  checkpoint: 9,
 };
 const OP_BY_CODE = invert(OP_CODES);
 
@@ -179,6 +184,7 @@ const REPLY_CODES: Record<Reply["type"], number> = {
   released: 5,
   error: 6,
   queued: 7,
+  checkpointed: 8,
 };
 const REPLY_BY_CODE = invert(REPLY_CODES);
 
@@ -247,6 +253,8 @@ export function opSize(op: Op): number {
       return 1 + 4;
     case "expire_session":
       return 1 + 8;
+    case "checkpoint":
+      return 1;
   }
 }
 
@@ -277,6 +285,8 @@ export function writeOp(writer: Writer, op: Op): void {
     case "expire_session":
       writer.u53(op.session);
       return;
+    case "checkpoint":
+      return;
   }
 }
 
@@ -305,6 +315,8 @@ export function readOp(reader: Reader): Op {
       return { type, acquireReqNo: reader.u32() };
     case "expire_session":
       return { type, session: reader.u53() };
+    case "checkpoint":
+      return { type };
   }
 }
 
@@ -344,6 +356,8 @@ export function replySize(reply: Reply): number {
       return 1 + 8;
     case "queued":
       return 1;
+    case "checkpointed":
+      return 1 + 8;
     case "error":
       return 1 + sizeOf.str(reply.code) + sizeOf.str(reply.message);
   }
@@ -368,6 +382,9 @@ export function writeReply(writer: Writer, reply: Reply): void {
       writer.u53(reply.version);
       return;
     case "queued":
+      return;
+    case "checkpointed":
+      writer.u53(reply.seq);
       return;
     case "error":
       writer.str(reply.code).str(reply.message);
@@ -400,6 +417,8 @@ export function readReply(reader: Reader): Reply {
       return { type, version: reader.u53() };
     case "queued":
       return { type };
+    case "checkpointed":
+      return { type, seq: reader.u53() };
     case "error":
       return { type, code: reader.str(), message: reader.str() };
   }

@@ -1,0 +1,109 @@
+/**
+ * Checkpoints (points de reprise): the whole state at one sequence number in
+ * `checkpoint-<seq>.ckpt`, written atomically (temporary file, fsync, rename,
+ * fsync of the folder). Layout:
+ *   magic (8) | u53 seq | u53 epoch of the update at seq | u53 config epoch
+ *   | u53 written at (ms since 1970) | u32 CRC-32 of the payload | payload
+ * The payload is a snapshot (src/core/snapshot.ts).
+ */
+import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { type StoreState, decodeSnapshot, encodeSnapshot } from "../core";
+import { SnapshotError } from "../core/snapshot";
+import { Reader, Writer } from "../wire";
+import { RecoveryError } from "./errors";
+import { syncDirectory, writeAll } from "./files";
+
+const MAGIC = new TextEncoder().encode("PSCKPT1\n");
+const HEADER_BYTES = MAGIC.length + 8 * 4 + 4;
+const NAME = /^checkpoint-(\d{16})\.ckpt$/;
+
+export interface CheckpointInfo {
+  seq: number;
+  file: string;
+  bytes: number;
+}
+
+export interface LoadedCheckpoint {
+  state: StoreState;
+  seq: number;
+  lastEpoch: number;
+  configEpoch: number;
+  writtenAtMs: number;
+}
+
+export function checkpointName(seq: number): string {
+  return `checkpoint-${String(seq).padStart(16, "0")}.ckpt`;
+}
+
+export function listCheckpoints(dir: string): CheckpointInfo[] {
+  return readdirSync(dir)
+    .map((name) => ({ name, match: NAME.exec(name) }))
+    .filter((entry) => entry.match !== null)
+    .map((entry) => {
+      const file = join(dir, entry.name);
+      return { seq: Number(entry.match![1]), file, bytes: statSync(file).size };
+    })
+    .sort((a, b) => a.seq - b.seq);
+}
+
+export function writeCheckpoint(dir: string, state: StoreState, lastEpoch: number, configEpoch: number): CheckpointInfo {
+  return writeCheckpointBytes(dir, state.appliedSeq, lastEpoch, configEpoch, encodeSnapshot(state));
+}
+
+/** Writes a snapshot already encoded (src/core/snapshot.ts) as the checkpoint at `seq`. */
+export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): CheckpointInfo {
+  const header = new Writer(HEADER_BYTES)
+    .raw(MAGIC)
+    .u53(seq)
+    .u53(lastEpoch)
+    .u53(configEpoch)
+    .u53(Date.now())
+    .u32(Bun.hash.crc32(payload));
+  const file = join(dir, checkpointName(seq));
+  const temporary = `${file}.tmp`;
+  const fd = openSync(temporary, "w");
+  try {
+    writeAll(fd, header.bytes);
+    writeAll(fd, payload);
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, file);
+  syncDirectory(dir);
+  return { seq, file, bytes: header.bytes.length + payload.length };
+}
+
+export function readCheckpoint(file: string): LoadedCheckpoint {
+  const bytes = new Uint8Array(readFileSync(file));
+  if (bytes.length < HEADER_BYTES || !MAGIC.every((byte, i) => bytes[i] === byte)) {
+    throw new RecoveryError(`${file}: not a pstore checkpoint (bad header at offset 0)`);
+  }
+  const reader = new Reader(bytes, MAGIC.length, HEADER_BYTES);
+  const seq = reader.u53();
+  const lastEpoch = reader.u53();
+  const configEpoch = reader.u53();
+  const writtenAtMs = reader.u53();
+  const crc = reader.u32();
+  const payload = bytes.subarray(HEADER_BYTES);
+  if (Bun.hash.crc32(payload) !== crc) {
+    throw new RecoveryError(`${file}: checksum mismatch in the payload (offset ${HEADER_BYTES}..${bytes.length}); restore an older checkpoint with \`pstore restore\``);
+  }
+  let state: StoreState;
+  try {
+    state = decodeSnapshot(payload);
+  } catch (error) {
+    if (!(error instanceof SnapshotError)) throw error;
+    throw new RecoveryError(`${file}: ${error.message}`);
+  }
+  if (state.appliedSeq !== seq) throw new RecoveryError(`${file}: header says seq ${seq}, payload ${state.appliedSeq}`);
+  return { state, seq, lastEpoch, configEpoch, writtenAtMs };
+}
+
+/** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then). */
+export function pruneCheckpoints(dir: string, keep: number): void {
+  const all = listCheckpoints(dir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) unlinkSync(old.file);
+}
+

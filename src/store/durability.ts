@@ -1,0 +1,122 @@
+/**
+ * A server's disk: the write-ahead log and the checkpoints of one data dir,
+ * with the fsync policy.
+ *   always  the log is fdatasync'ed before anything that depends on it leaves
+ *           the server (forward, reply), one sync per batch (group commit);
+ *           updates that only move holds or sessions are written but need no
+ *           sync of their own (holds are fenced: see docs/recovery.md)
+ *   batch   synced every BATCH_SYNC_MS in the background
+ *   off     written to the page cache only; the OS decides
+ */
+import { PAGE_SIZE } from "../constants";
+import type { Update } from "../wire";
+import { unlinkSync } from "node:fs";
+import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint, writeCheckpointBytes } from "./checkpoint";
+import { lockDataDir } from "./lock";
+import { type Recovered, recover } from "./recovery";
+import type { WriteAheadLog } from "./wal";
+import type { StoreState } from "../core";
+
+export type FsyncMode = "always" | "batch" | "off";
+
+export const BATCH_SYNC_MS = 5;
+/** Older checkpoints stay on disk as recovery lines to restore. */
+export const CHECKPOINTS_KEPT = 5;
+
+/** Updates whose loss in a full-cluster crash would lose data a client was told is safe. */
+function needsSync(update: Update): boolean {
+  const { op } = update;
+  return op.type === "create" || op.type === "delete" || op.type === "checkpoint" || (op.type === "release" && op.pages.length > 0);
+}
+
+export class Durability {
+  private wal: WriteAheadLog;
+  private syncDue = false;
+  private batchTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly unlock: () => void;
+  private lastCheckpoint: CheckpointInfo | null;
+
+  private constructor(
+    readonly dir: string,
+    private readonly fsync: FsyncMode,
+    private readonly checkpointBytes: number,
+    recovered: Recovered,
+    unlock: () => void,
+  ) {
+    this.wal = recovered.wal;
+    this.unlock = unlock;
+    this.lastCheckpoint = recovered.checkpoint;
+    if (fsync === "batch") {
+      this.batchTimer = setInterval(() => this.wal.sync(), BATCH_SYNC_MS);
+      this.batchTimer.unref?.();
+    }
+  }
+
+  /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
+  static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
+    const unlock = lockDataDir(dir);
+    try {
+      const recovered = recover(dir, segmentSize, PAGE_SIZE);
+      return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
+    } catch (error) {
+      unlock();
+      throw error;
+    }
+  }
+
+  append(update: Update): void {
+    this.wal.append(update);
+    if (needsSync(update)) this.syncDue = true;
+  }
+
+  /** Writes the queued records, and syncs them if the mode and the records ask for it. */
+  commit(): void {
+    if (this.fsync === "always" && this.syncDue) this.wal.sync();
+    else this.wal.flush();
+    this.syncDue = false;
+  }
+
+  /** A checkpoint at exactly `seq` (its snapshot taken by the replica then). */
+  checkpoint(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
+    this.wal.flush();
+    const info = writeCheckpointBytes(this.dir, seq, lastEpoch, configEpoch, snapshot);
+    this.afterCheckpoint(info);
+    return info;
+  }
+
+  /** Checkpoints the current state when the log has grown past --checkpoint-mb. */
+  checkpointIfLarge(state: StoreState, lastEpoch: number, configEpoch: number): CheckpointInfo | null {
+    if (this.wal.bytesSinceCheckpoint < this.checkpointBytes) return null;
+    this.wal.flush();
+    const info = writeCheckpoint(this.dir, state, lastEpoch, configEpoch);
+    this.afterCheckpoint(info);
+    return info;
+  }
+
+  /** The state was replaced by a snapshot (state transfer): that snapshot is the new base. */
+  install(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
+    const info = this.checkpoint(seq, lastEpoch, configEpoch, snapshot);
+    // Other checkpoints hold a history this server no longer has: never load them.
+    for (const other of listCheckpoints(this.dir)) if (other.seq !== seq) unlinkSync(other.file);
+    return info;
+  }
+
+  get latestCheckpoint(): CheckpointInfo | null {
+    return this.lastCheckpoint;
+  }
+
+  close(): void {
+    if (this.batchTimer) clearInterval(this.batchTimer);
+    try {
+      this.wal.close();
+    } finally {
+      this.unlock();
+    }
+  }
+
+  private afterCheckpoint(info: CheckpointInfo): void {
+    this.wal.rotate(info.seq);
+    pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
+    this.lastCheckpoint = info;
+  }
+}

@@ -1,0 +1,6 @@
+export * from "./checkpoint";
+export * from "./durability";
+export * from "./errors";
+export * from "./lock";
+export * from "./recovery";
+export * from "./wal";

@@ -1,0 +1,134 @@
+/**
+ * Restart (reprise): the latest checkpoint, then the log after it. A torn
+ * last record (a crash in the middle of an append) is cut off; anything else
+ * that does not check out is refused with the file and offset, never guessed.
+ */
+import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
+import { StoreState } from "../core";
+import { Reader, WireError } from "../wire";
+import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
+import { RecoveryError } from "./errors";
+import {
+  RECORD_HEADER_BYTES,
+  WAL_HEADER_BYTES,
+  WAL_MAGIC,
+  WriteAheadLog,
+  decodeRecordPayload,
+  listSegments,
+} from "./wal";
+
+export interface Recovered {
+  state: StoreState;
+  /** Epoch of the update at state.appliedSeq (0 when there is none). */
+  lastEpoch: number;
+  configEpoch: number;
+  checkpoint: CheckpointInfo | null;
+  replayed: number;
+  wal: WriteAheadLog;
+  notes: string[];
+}
+
+export function recover(dir: string, segmentSize: number, pageSize: number): Recovered {
+  mkdirSync(dir, { recursive: true });
+  const notes: string[] = [];
+  const checkpoints = listCheckpoints(dir);
+  const checkpoint = checkpoints[checkpoints.length - 1] ?? null;
+  let state = new StoreState(segmentSize, pageSize);
+  let lastEpoch = 0;
+  let configEpoch = 0;
+  if (checkpoint) {
+    const loaded = readCheckpoint(checkpoint.file);
+    if (loaded.state.segmentSize !== segmentSize || loaded.state.pageSize !== pageSize) {
+      throw new RecoveryError(
+        `${checkpoint.file}: the data has a segment of ${loaded.state.segmentSize} bytes (pages of ${loaded.state.pageSize}); start with --segment-size ${loaded.state.segmentSize}`,
+      );
+    }
+    state = loaded.state;
+    lastEpoch = loaded.lastEpoch;
+    configEpoch = loaded.configEpoch;
+    notes.push(`loaded checkpoint at seq ${loaded.seq}`);
+  }
+  const segments = listSegments(dir);
+  let replayed = 0;
+  segments.forEach((segment, index) => {
+    const last = index === segments.length - 1;
+    const result = replaySegment(segment.file, segment.firstSeq, last, state);
+    replayed += result.replayed;
+    if (result.lastEpoch !== null) lastEpoch = result.lastEpoch;
+    if (result.cutAt !== null) {
+      cutFile(segment.file, result.cutAt);
+      notes.push(`cut a torn record at the end of ${segment.file} (offset ${result.cutAt})`);
+    }
+  });
+  if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
+  // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
+  const wal = WriteAheadLog.create(dir, state.appliedSeq + 1);
+  return { state, lastEpoch, configEpoch, checkpoint, replayed, wal, notes };
+}
+
+interface SegmentReplay {
+  replayed: number;
+  lastEpoch: number | null;
+  /** Offset of a torn last record to cut off, or null. */
+  cutAt: number | null;
+}
+
+function replaySegment(file: string, firstSeq: number, isLast: boolean, state: StoreState): SegmentReplay {
+  const bytes = new Uint8Array(readFileSync(file));
+  const result: SegmentReplay = { replayed: 0, lastEpoch: null, cutAt: null };
+  if (bytes.length < WAL_HEADER_BYTES) {
+    if (isLast) return { ...result, cutAt: 0 };
+    throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
+  }
+  if (!WAL_MAGIC.every((byte, i) => bytes[i] === byte)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
+  const headerSeq = new Reader(bytes, WAL_MAGIC.length, WAL_HEADER_BYTES).u53();
+  if (headerSeq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${headerSeq}, the file name ${firstSeq}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = WAL_HEADER_BYTES;
+  let expectedSeq = firstSeq;
+  while (offset < bytes.length) {
+    const remaining = bytes.length - offset;
+    const length = remaining >= RECORD_HEADER_BYTES ? view.getUint32(offset, true) : -1;
+    const end = offset + RECORD_HEADER_BYTES + length;
+    if (length < 0 || end > bytes.length) {
+      if (isLast) return { ...result, cutAt: offset };
+      throw new RecoveryError(`${file}: record at offset ${offset} runs past the end of the file`);
+    }
+    const payload = bytes.subarray(offset + RECORD_HEADER_BYTES, end);
+    if (Bun.hash.crc32(payload) !== view.getUint32(offset + 4, true)) {
+      // Only the very last record can be half-written by a crash.
+      if (isLast && end === bytes.length) return { ...result, cutAt: offset };
+      throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt (restore a checkpoint with \`pstore restore\`)`);
+    }
+    let update;
+    try {
+      update = decodeRecordPayload(payload);
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error;
+      throw new RecoveryError(`${file}: record at offset ${offset} does not decode: ${error.message}`);
+    }
+    if (update.seq !== expectedSeq) {
+      throw new RecoveryError(`${file}: record at offset ${offset} has seq ${update.seq}, expected ${expectedSeq}`);
+    }
+    expectedSeq++;
+    if (update.seq === state.appliedSeq + 1) {
+      state.apply(update);
+      result.replayed++;
+      result.lastEpoch = update.epoch;
+    } else if (update.seq > state.appliedSeq + 1) {
+      throw new RecoveryError(`${file}: updates ${state.appliedSeq + 1}..${update.seq - 1} are missing before offset ${offset}`);
+    }
+    offset = end;
+  }
+  return result;
+}
+
+function cutFile(file: string, length: number): void {
+  const fd = openSync(file, "r+");
+  try {
+    ftruncateSync(fd, length);
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

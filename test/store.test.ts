@@ -1,0 +1,226 @@
+/**
+ * The disk of one server: the write-ahead log, checkpoints and recovery,
+ * driven directly (no sockets), with the files damaged on purpose.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { appendFileSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { StoreState, encodeSnapshot } from "../src/core";
+import { Durability, RecoveryError, listCheckpoints, listSegments, recover } from "../src/store";
+import type { Op, Update } from "../src/wire";
+import { removeDir, tempDir } from "./helpers/processes";
+
+const SEGMENT = 1024 * 1024;
+const PAGE = 4096;
+const SESSION = 77;
+let dirs: string[] = [];
+
+afterEach(() => {
+  for (const dir of dirs) removeDir(dir);
+  dirs = [];
+});
+
+function freshDir(): string {
+  const dir = tempDir("pstore-store-");
+  dirs.push(dir);
+  return dir;
+}
+
+/** Feeds updates to a state and a log the way a server does; returns the state. */
+class Writer {
+  readonly state = new StoreState(SEGMENT, PAGE);
+  private reqNo = 1;
+
+  constructor(readonly durability: Durability) {}
+
+  do(op: Op): Update {
+    const update: Update = { seq: this.state.appliedSeq + 1, epoch: 65, session: SESSION, reqNo: this.reqNo++, doneBelow: 0, op };
+    this.state.apply(update);
+    this.durability.append(update);
+    this.durability.commit();
+    return update;
+  }
+
+  /** Creates `name` and writes `value` in its first page under a write hold. */
+  write(name: string, value: number): void {
+    if (!this.state.data.has(name)) this.do({ type: "create", name, size: 4 });
+    this.do({ type: "acquire", name, mode: "write", knownCreatedSeq: -1, cachedVersion: -1 });
+    const holdId = [...this.state.holds.values()].find((hold) => hold.name === name)!.id;
+    const page = new Uint8Array(PAGE);
+    new DataView(page.buffer).setInt32(0, value, true);
+    const first = this.state.data.get(name)!.firstPage;
+    this.do({ type: "release", holdId, pages: [{ page: first, bytes: page }] });
+  }
+}
+
+function open(dir: string): { writer: Writer; notes: string[] } {
+  const { durability, recovered } = Durability.open(dir, SEGMENT, "always", 64 * 1024 * 1024);
+  const writer = new Writer(durability);
+  if (recovered.state.appliedSeq > 0) Object.assign(writer, { state: recovered.state });
+  return { writer, notes: recovered.notes };
+}
+
+function valueOf(state: StoreState, name: string): number {
+  const datum = state.data.get(name)!;
+  return new DataView(state.pages.read(datum.firstPage).slice().buffer).getInt32(0, true);
+}
+
+function startSession(writer: Writer): void {
+  writer.do({ type: "open_session", timeoutMs: 10_000 });
+}
+
+function lastSegment(dir: string): string {
+  return listSegments(dir).at(-1)!.file;
+}
+
+describe("write-ahead log", () => {
+  test("a restart replays the log: every released value is back", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    for (let i = 1; i <= 50; i++) writer.write(`d${i % 5}`, i);
+    const appliedSeq = writer.state.appliedSeq;
+    writer.durability.close();
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(appliedSeq);
+    expect([0, 1, 2, 3, 4].map((i) => valueOf(recovered.state, `d${i}`))).toEqual([50, 46, 47, 48, 49]);
+    expect(recovered.lastEpoch).toBe(65);
+  });
+
+  test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.write("x", 2);
+    const appliedSeq = writer.state.appliedSeq;
+    writer.durability.close();
+    const file = lastSegment(dir);
+    const goodLength = statSync(file).size;
+    // Half a record: a length saying 100 bytes, a checksum, then only 10 bytes.
+    appendFileSync(file, new Uint8Array([100, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(appliedSeq);
+    expect(valueOf(recovered.state, "x")).toBe(2);
+    expect(recovered.notes.join()).toContain("cut a torn record");
+    expect(statSync(file).size).toBe(goodLength);
+  });
+
+  test("a whole last record with a bad checksum at the very end counts as torn", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.write("x", 2);
+    writer.durability.close();
+    const file = lastSegment(dir);
+    const bytes = new Uint8Array(readFileSync(file));
+    bytes[bytes.length - 3]! ^= 0xff;
+    writeFileSync(file, bytes);
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    // The last record was the release of 2: it is gone, the value is the previous one.
+    expect(valueOf(recovered.state, "x")).toBe(1);
+  });
+
+  test("a flipped byte in the middle of the log is refused, naming the file and the offset", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    for (let i = 0; i < 10; i++) writer.write("x", i);
+    writer.durability.close();
+    const file = lastSegment(dir);
+    const bytes = new Uint8Array(readFileSync(file));
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(file, bytes);
+    let error: unknown;
+    try {
+      recover(dir, SEGMENT, PAGE);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(RecoveryError);
+    expect((error as Error).message).toMatch(new RegExp(`^${file.replace(/[.]/g, "\\.")}: checksum mismatch in the record at offset \\d+`));
+  });
+
+  test("a data dir of another segment size is refused with the size to use", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
+    writer.durability.close();
+    expect(() => recover(dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
+  });
+
+  test("a checkpoint that is not a snapshot is refused, never guessed", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, new Uint8Array(0));
+    writer.durability.close();
+    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(RecoveryError);
+  });
+});
+
+describe("checkpoints", () => {
+  test("a checkpoint drops the log before it; restart = checkpoint + the log after it", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    for (let i = 0; i < 20; i++) writer.write("a", i);
+    const checkpoint = writer.do({ type: "checkpoint" });
+    writer.durability.checkpoint(checkpoint.seq, 65, 65, encodeSnapshot(writer.state));
+    expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([checkpoint.seq + 1]);
+    writer.write("a", 100);
+    writer.write("b", 7);
+    writer.durability.close();
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.checkpoint?.seq).toBe(checkpoint.seq);
+    expect(recovered.replayed).toBeGreaterThan(0);
+    expect([valueOf(recovered.state, "a"), valueOf(recovered.state, "b")]).toEqual([100, 7]);
+  });
+
+  test("a corrupt checkpoint is refused, never skipped silently", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("a", 1);
+    writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
+    writer.durability.close();
+    const file = listCheckpoints(dir).at(-1)!.file;
+    const bytes = new Uint8Array(readFileSync(file));
+    bytes[bytes.length - 1]! ^= 0x40;
+    writeFileSync(file, bytes);
+    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
+  });
+
+  test("one server per data dir", () => {
+    const dir = freshDir();
+    const first = open(dir);
+    expect(() => Durability.open(dir, SEGMENT, "always", 1 << 26)).toThrow(/in use by another pstore server/);
+    first.writer.durability.close();
+    const second = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    second.durability.close();
+    expect(readdirSync(dir)).not.toContain("LOCK");
+  });
+});
+
+test("writes reach the file before commit returns, in every mode", () => {
+  for (const mode of ["always", "batch", "off"] as const) {
+    const dir = freshDir();
+    const { durability } = Durability.open(dir, SEGMENT, mode, 1 << 26);
+    const writer = new Writer(durability);
+    startSession(writer);
+    writer.write("x", 5);
+    // Without close(): what a kill -9 would leave (the page cache survives a process crash).
+    const recovered = recover(join(dir), SEGMENT, PAGE);
+    expect(valueOf(recovered.state, "x")).toBe(5);
+    recovered.wal.close();
+    durability.close();
+  }
+});
