@@ -18,8 +18,10 @@ import type { Output, StoreState } from "./state";
 export type Action =
   /** Append to the write-ahead log (issue 4 makes it durable). */
   | { kind: "log"; update: Update }
-  /** The state was replaced by a snapshot at `seq` (the log restarts there). */
-  | { kind: "install"; seq: number; epoch: number }
+  /** The state was replaced by this snapshot at `seq`: the log restarts there. */
+  | { kind: "install"; seq: number; epoch: number; snapshot: Uint8Array }
+  /** A checkpoint update was applied: write this snapshot (taken at exactly `seq`) to disk. */
+  | { kind: "checkpoint"; seq: number; epoch: number; snapshot: Uint8Array }
   /** Deliver a reply to the client of `output.session` (only the tail does). */
   | { kind: "reply"; output: Output }
   | { kind: "send"; to: number; message: PeerMessage }
@@ -223,6 +225,10 @@ export class Replica {
     this.lastEpoch = update.epoch;
     this.retained.append(update);
     this.out.push({ kind: "log", update });
+    if (update.op.type === "checkpoint") {
+      // Taken now, at exactly this seq, on every replica: a recovery line.
+      this.out.push({ kind: "checkpoint", seq: update.seq, epoch: update.epoch, snapshot: encodeSnapshot(this.state) });
+    }
     if (this.isTail) {
       for (const output of outputs) this.out.push({ kind: "reply", output });
       this.ackedSeq = update.seq;
@@ -255,7 +261,7 @@ export class Replica {
     this.state = state;
     this.lastEpoch = epoch;
     this.retained.reset(seq, epoch);
-    this.out.push({ kind: "install", seq, epoch });
+    this.out.push({ kind: "install", seq, epoch, snapshot: bytes });
     this.out.push({ kind: "note", text: `installed a snapshot at seq ${seq}` });
     if (this.isTail) this.ackedSeq = seq;
     // Our history changed under the downstream server: find out again what it lacks.
