@@ -16,6 +16,8 @@ const PROBE_TIMEOUT_MS = 1000;
 
 interface PendingRequest {
   op: Op;
+  /** The session it was sent for (a lost session is replaced by a new one). */
+  session: number;
   resolve(reply: ReplyMessage): void;
   reject(error: Error): void;
   /** The tail said the acquire waits in the datum's queue: no resend needed. */
@@ -78,9 +80,9 @@ export class ClusterLink {
     const reqNo = this.nextReqNo++;
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(reqNo, { op, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
     });
-    this.sendRequest(reqNo, op);
+    this.sendRequest(reqNo, this.pending.get(reqNo)!);
     this.updateActivity();
     return promise;
   }
@@ -221,7 +223,7 @@ export class ClusterLink {
     for (const [reqNo, waiting] of this.pending) {
       if (waiting.queued) continue;
       waiting.sentAtMs = now;
-      this.sendRequest(reqNo, waiting.op);
+      this.sendRequest(reqNo, waiting);
     }
     for (const [queryId, waiting] of this.queries) {
       tail.send({ type: "query", body: { queryId, kind: waiting.kind, name: waiting.name } });
@@ -229,8 +231,15 @@ export class ClusterLink {
     this.updateActivity();
   }
 
-  private sendRequest(reqNo: number, op: Op): void {
-    this.head?.send({ type: "request", body: { session: this.session, reqNo, doneBelow: this.doneBelow(), op } });
+  private sendRequest(reqNo: number, request: PendingRequest): void {
+    const body = { session: request.session, reqNo, doneBelow: this.doneBelow(), op: request.op };
+    this.head?.send({ type: "request", body });
+  }
+
+  /** The servers forgot our session (it expired): continue under a new one. */
+  renewSession(session: number): void {
+    this.session = session;
+    this.tail?.send({ type: "subscribe", body: { session, waiting: [] } });
   }
 
   private doneBelow(): number {
@@ -273,7 +282,7 @@ export class ClusterLink {
 
   private onReply(body: ReplyMessage): void {
     const waiting = this.pending.get(body.reqNo);
-    if (!waiting || body.session !== this.session) return; // a duplicate after failover
+    if (!waiting || body.session !== waiting.session) return; // a duplicate after failover
     const { reply } = body;
     if (reply.type === "queued") {
       waiting.queued = true;

@@ -53,6 +53,9 @@ class ClientStore implements Store {
   private readonly holds = new Map<number, ClientHold>();
   private readonly cache = new Map<string, CacheEntry>();
   private closed = false;
+  /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
+  private sessionLost = false;
+  private renewing: Promise<void> | null = null;
   private readonly counters = { pagesSent: 0, pagesReceived: 0 };
 
   constructor(options: ConnectOptions) {
@@ -69,16 +72,42 @@ class ClientStore implements Store {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
     this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
-    let opened: ReplyMessage;
+    let timeoutMs: number;
     try {
-      opened = await this.cluster.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
+      timeoutMs = await this.openSession();
     } catch (error) {
       this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
       this.segment.unmap();
       throw error;
     }
-    const timeoutMs = opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
     this.cluster.startHeartbeat(Math.max(50, Math.floor(timeoutMs / 4)));
+  }
+
+  private async openSession(): Promise<number> {
+    const opened = await this.cluster.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
+    return opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
+  }
+
+  /** After ESESSION: the old holds are void; a new session serves the next calls. */
+  private loseSession(): void {
+    if (this.sessionLost) return;
+    this.sessionLost = true;
+    for (const hold of this.holds.values()) {
+      this.segment.protect(hold.firstPage, hold.pageCount, "none");
+      // Bytes written under a lost write hold never reached the servers.
+      if (hold.mode === "write") this.cache.delete(hold.name);
+    }
+    this.holds.clear();
+  }
+
+  private ensureSession(): Promise<void> {
+    if (!this.sessionLost) return Promise.resolve();
+    this.renewing ??= (async () => {
+      this.cluster.renewSession(randomSessionId());
+      await this.openSession();
+      this.sessionLost = false;
+    })().finally(() => (this.renewing = null));
+    return this.renewing;
   }
 
   // ---- the public API ----
@@ -149,6 +178,13 @@ class ClientStore implements Store {
     return result;
   }
 
+  async checkpoint(): Promise<{ seq: number }> {
+    this.throwIfClosed();
+    const { reply } = await this.request({ type: "checkpoint" });
+    if (reply.type !== "checkpointed") throw new PStoreError("EPROTO", `checkpoint answered with ${reply.type}`);
+    return { seq: reply.seq };
+  }
+
   stats(): ClientStats {
     return { requests: this.cluster.requestsSent, ...this.counters };
   }
@@ -181,8 +217,9 @@ class ClientStore implements Store {
       cachedVersion: cached ? cached.version : -1,
     };
     this.throwIfClosed();
+    await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
-    const granted = this.request(op);
+    const granted = this.send(op);
     const stop = this.watchWait(reqNo, options);
     let message: ReplyMessage;
     try {
@@ -295,8 +332,19 @@ class ClientStore implements Store {
     await this.request({ type: "release", holdId: hold.holdId, pages: [] });
   }
 
-  private request(op: Op): Promise<ReplyMessage> {
-    return this.cluster.request(op);
+  private async request(op: Op): Promise<ReplyMessage> {
+    await this.ensureSession();
+    return this.send(op);
+  }
+
+  /** Sends under the current session; an ESESSION answer marks the session lost. */
+  private async send(op: Op): Promise<ReplyMessage> {
+    try {
+      return await this.cluster.request(op);
+    } catch (error) {
+      if (error instanceof PStoreError && error.code === "ESESSION") this.loseSession();
+      throw error;
+    }
   }
 
   private query(kind: "list" | "stat" | "status", name: string): Promise<string> {

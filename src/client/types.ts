@@ -76,6 +76,8 @@ export interface Store {
   withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
   /** Runs `fn` under the write hold, ships its changes, and always releases. */
   withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T>;
+  /** Every server writes a checkpoint at the same sequence number (a recovery line); resolves with it. */
+  checkpoint(): Promise<{ seq: number }>;
   stats(): ClientStats;
   /** Releases every hold (unreleased writes are discarded) and closes the connections. */
   close(): Promise<void>;
