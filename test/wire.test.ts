@@ -453,7 +453,7 @@ describe("bad input is a WireError, never another exception", () => {
 
   test("unknown op, reply, mode, query and role codes", () => {
     const header = "07 00 00 00 00 00 00 00 | 01 00 00 00 | 00 00 00 00";
-    for (const op of ["00", "09", "ff"]) expectWireError(() => decodeMessage(MessageType.request, hex(`${header} ${op}`)), /unknown operation/);
+    for (const op of ["00", "7f", "ff"]) expectWireError(() => decodeMessage(MessageType.request, hex(`${header} ${op}`)), /unknown operation/);
     const replyHeader = "07 00 00 00 00 00 00 00 | 01 00 00 00";
     for (const code of ["00", "80", "ff"]) {
       expectWireError(() => decodeMessage(MessageType.reply, hex(`${replyHeader} ${code} 00 00 00 00`)), /unknown reply/);
