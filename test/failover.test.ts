@@ -129,3 +129,32 @@ test("down to one server of three: the clients go on", async () => {
   const status = await all[0]!.status();
   expect(status.chain.filter((server) => server.state === "serving").map((server) => server.role)).toEqual(["single"]);
 }, 120_000);
+
+test.each(["middle", "head"] as const)("a paused %s (SIGSTOP: connections open, heartbeats stop) is removed after --suspect-ms and rejoins when resumed", async (role) => {
+  const c = await startCluster();
+  const all = await clients(c.servers);
+  const keys = ["shared", ...all.map((_, i) => `private-${i}`)];
+  const workload = new IncrementWorkload(all, { shared: "shared", privateOf: (i) => `private-${i}` });
+  await createCounters(all[0]!, workload, keys);
+  workload.start();
+  await Bun.sleep(400);
+  const victim = await indexOf(all[0]!, role, c.servers);
+  const pid = c.pids[victim]!;
+  process.kill(pid, "SIGSTOP");
+  const pausedAt = workload.elapsedMs;
+  try {
+    const deadline = performance.now() + 10_000;
+    // Writes stall until the others stop hearing it, then go on without it.
+    while (workload.acknowledgedAfter(pausedAt + 1500) < 20 && performance.now() < deadline) await Bun.sleep(20);
+    expect(workload.acknowledgedAfter(pausedAt + 1500)).toBeGreaterThanOrEqual(20);
+    const status = await all[0]!.status();
+    expect(status.chain.filter((server) => server.state === "serving").map((server) => server.address)).not.toContain(c.servers[victim]);
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  const result = await workload.stop();
+  expect(await verifyCounters(all[0]!, result, keys)).toEqual([]);
+  // Resumed, it learns it was removed, rejoins at the tail and catches up.
+  await waitConverged(all[0]!, 3, 15_000);
+  console.log(`paused ${role}: longest pause in acknowledged writes ${workload.longestGapBetween(pausedAt, pausedAt + 3000)} ms`);
+}, 120_000);

@@ -83,6 +83,7 @@ export class Replica {
   private joiner: { id: number; ackedSeq: number; lastNoticeMs: number } | null = null;
   private highestEpochSeen = 0;
   private nowMs = 0;
+  private lastTickMs: number | null = null;
   private bootStartMs = 0;
   private lastHeartbeatMs = -Infinity;
   private lastJoinMs = -Infinity;
@@ -152,8 +153,15 @@ export class Replica {
   }
 
   onTick(nowMs: number): Action[] {
-    this.nowMs = nowMs;
-    this.monitor.nowMs = nowMs;
+    const pausedMs = this.lastTickMs === null ? 0 : nowMs - this.lastTickMs - this.options.heartbeatMs;
+    if (pausedMs > this.options.suspectMs / 2) {
+      // This process was not running (stopped, swapped, a long GC): it cannot tell
+      // whether the others were silent, so it does not suspect them for that time.
+      for (const view of this.peerViews.values()) view.lastHeardMs += pausedMs;
+      this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
+    }
+    this.lastTickMs = nowMs;
+    this.advanceClock(nowMs);
     if (this.bootStartMs === 0) this.bootStartMs = nowMs;
     if (nowMs - this.lastHeartbeatMs >= this.options.heartbeatMs) this.broadcastHeartbeat();
     if (this.status === "booting") this.tryBoot();
@@ -162,7 +170,9 @@ export class Replica {
     return this.finish();
   }
 
-  onPeerMessage(message: PeerMessage): Action[] {
+  /** A message from another server; `nowMs` (when known) keeps the clock current between ticks. */
+  onPeerMessage(message: PeerMessage, nowMs?: number): Action[] {
+    if (nowMs !== undefined) this.advanceClock(nowMs);
     switch (message.type) {
       case "heartbeat":
         this.onHeartbeat(message);
@@ -188,7 +198,7 @@ export class Replica {
         if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq);
         break;
       case "join":
-        this.onJoin(message.from, message.appliedSeq);
+        this.onJoin(message.from, message.appliedSeq, message.lastEpoch);
         break;
       case "caught_up":
         if (this.isHead && message.epoch === this.config.epoch && message.from === tailOf(this.config)) {
@@ -210,6 +220,12 @@ export class Replica {
       else if (reply === null) outputs.push({ session: sessionId, reqNo, reply: { type: "queued" } });
     }
     return outputs;
+  }
+
+  private advanceClock(nowMs: number): void {
+    if (nowMs < this.nowMs) return;
+    this.nowMs = nowMs;
+    this.monitor.nowMs = nowMs;
   }
 
   // ---- applying updates -----------------------------------------------------
@@ -349,12 +365,16 @@ export class Replica {
 
   // ---- joining ------------------------------------------------------------
 
-  private onJoin(from: number, appliedSeq: number): void {
+  private onJoin(from: number, appliedSeq: number, lastEpoch: number): void {
     if (!this.isTail || this.config.chain.includes(from)) return;
     // One joiner at a time; another one retries and finds the new tail.
     if (this.joiner && this.joiner.id !== from && !this.suspected(this.joiner.id)) return;
     if (this.joiner?.id === from && this.down?.id === from && !this.down.synced) return;
-    this.joiner = { id: from, ackedSeq: appliedSeq, lastNoticeMs: -Infinity };
+    // Its position counts as progress only if its history is a prefix of ours. A joiner
+    // that diverged, or that is ahead of us with updates never acknowledged, would else be
+    // declared caught up (and made tail) before the snapshot replacing its state reached it.
+    const prefix = appliedSeq <= this.state.appliedSeq && this.retained.epochAt(appliedSeq) === lastEpoch;
+    this.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity };
     this.startDownstream(from);
   }
 
@@ -395,7 +415,8 @@ export class Replica {
       .filter((view) => view.status === "member" && view.epoch > 0)
       .sort((a, b) => b.epoch - a.epoch)[0];
     if (serving) {
-      this.adoptConfig({ epoch: serving.epoch, chain: serving.chain }, true);
+      if (serving.epoch > this.config.epoch) this.adoptConfig({ epoch: serving.epoch, chain: serving.chain }, true);
+      else this.becomeJoining(); // a configuration we know already: we were removed from it
       return;
     }
     const heardEveryone = alive.length === others.length;
@@ -413,6 +434,12 @@ export class Replica {
     const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
     this.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
     this.issueConfig(same);
+  }
+
+  private becomeJoining(): void {
+    this.status = "joining";
+    this.lastJoinMs = -Infinity;
+    this.lastUpstreamMs = -Infinity;
   }
 
   private becomeBooting(): void {

@@ -138,7 +138,7 @@ export class Server {
     try {
       if (role.kind === "peer") {
         if (!isPeerFrameType(frame.type)) return this.refuse(link, "EPROTO", `frame type ${frame.type} on a server link`);
-        return this.perform(this.replica.onPeerMessage(decodePeer(frame.type, frame.body)));
+        return this.perform(this.replica.onPeerMessage(decodePeer(frame.type, frame.body), performance.now()));
       }
       const message = decodeMessage(frame.type, frame.body);
       if (role.kind === "new") return this.onHello(link, message);
