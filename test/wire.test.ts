@@ -10,7 +10,7 @@ import {
   FRAME_HEADER_BYTES,
   type Frame,
   FrameDecoder,
-  HELLO_CLIENT,
+  helloMessage,
   type Message,
   MessageType,
   type Op,
@@ -129,9 +129,13 @@ const ALL_REPLIES: Reply[] = [
   { type: "error", code: "ENOENT", message: 'no datum named "x" — créez-la d’abord' },
 ];
 
+const HELLO_CLIENT = helloMessage("client", 0, new Uint8Array(32).fill(0xab));
+
 const ALL_MESSAGES: Message[] = [
   HELLO_CLIENT,
-  { type: "hello", body: { version: 7, role: "server", senderId: 3 } },
+  { type: "hello", body: { version: 7, role: "server", senderId: 3, nonce: new Uint8Array(32).fill(9) } },
+  { type: "challenge", body: { nonce: new Uint8Array(32).fill(1), proof: new Uint8Array(32).fill(2) } },
+  { type: "auth", body: { proof: new Uint8Array(32).fill(3) } },
   {
     type: "welcome",
     body: { version: 1, serverId: 2, segmentSize: 256 * 1024 * 1024, pageSize: 4096, epoch: 12, chain: ["127.0.0.1:7401", "[::1]:7402"] },
@@ -155,9 +159,10 @@ const ALL_MESSAGES: Message[] = [
 describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
   test("hello from a client", () => {
     const expected = hex(`
-      0a 00 00 00 | 01  # length 10, type hello
+      2a 00 00 00 | 01  # length 42, type hello
       50 53 54 52  # magic "PSTR"
-      01 00 | 01 | 00 00  # version 1, role client, sender 0`);
+      01 00 | 01 | 00 00  # version 1, role client, sender 0
+      ${"ab ".repeat(32)} # the client's nonce`);
     expect(PROTOCOL_VERSION).toBe(1);
     expect(toHex(encodeMessage(HELLO_CLIENT))).toBe(toHex(expected));
     expect(decodeFrame(expected)).toEqual(HELLO_CLIENT);
@@ -298,7 +303,8 @@ describe("round trip", () => {
       expect(() => encodeMessage({ type: "request", body: { session: 1, reqNo: 1, doneBelow: 0, op: { type: "open_session", timeoutMs } } })).toThrow(RangeError);
     }
     expect(() => encodeMessage({ type: "request", body: { session: 1, reqNo: 2 ** 32, doneBelow: 0, op: { type: "close_session" } } })).toThrow(RangeError);
-    expect(() => encodeMessage({ type: "hello", body: { version: 1, role: "server", senderId: 65_536 } })).toThrow(RangeError);
+    expect(() => encodeMessage({ type: "hello", body: { version: 1, role: "server", senderId: 65_536, nonce: new Uint8Array(32) } })).toThrow(RangeError);
+    expect(() => encodeMessage({ type: "hello", body: { version: 1, role: "server", senderId: 1, nonce: new Uint8Array(31) } })).toThrow(RangeError);
     // A u16-length string over 65535 bytes would have its length wrapped.
     expect(() => encodeMessage({ type: "error", body: { code: "E", message: "x".repeat(65_536) } })).toThrow(RangeError);
     expect(() => encodeMessage({ type: "query", body: { queryId: 1, kind: "stat", name: "é".repeat(40_000) } })).toThrow(RangeError);

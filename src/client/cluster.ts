@@ -57,6 +57,7 @@ export class ClusterLink {
     private readonly connectTimeoutMs: number,
     /** How long to keep looking for a serving chain after a failure. */
     private readonly failoverTimeoutMs: number,
+    private readonly secret: string | undefined,
   ) {}
 
   async open(session: number): Promise<void> {
@@ -208,6 +209,7 @@ export class ClusterLink {
         },
       },
       Math.min(PROBE_TIMEOUT_MS, this.connectTimeoutMs),
+      this.secret,
     ).then((c) => (connection = c));
   }
 

@@ -6,7 +6,8 @@ import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../constants";
 import { PStoreError, isErrorCode } from "../errors";
 import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
-import { type Message, type Welcome, HELLO_CLIENT, WireError, decodeMessage, encodeMessage } from "../wire";
+import { Greeter } from "../net/greeter";
+import { type Message, type Welcome, WireError, decodeMessage, encodeMessage } from "../wire";
 
 export interface ConnectionEvents {
   onMessage(message: Message): void;
@@ -20,8 +21,9 @@ export class Connection {
   private constructor(readonly address: string) {}
 
   /** Connects and completes the handshake, or throws EUNAVAILABLE/EPROTO/EAUTH. */
-  static async open(address: string, events: ConnectionEvents, timeoutMs: number): Promise<Connection> {
+  static async open(address: string, events: ConnectionEvents, timeoutMs: number, secret?: string): Promise<Connection> {
     const connection = new Connection(address);
+    const greeter = new Greeter("client", 0, secret);
     const { host, port } = parseAddress(address);
     let settle!: { resolve: (w: Welcome) => void; reject: (e: Error) => void };
     const welcomed = new Promise<Welcome>((resolve, reject) => (settle = { resolve, reject }));
@@ -52,12 +54,15 @@ export class Connection {
                     return;
                   }
                   if (!greeted) {
-                    if (message.type === "welcome") {
+                    const step = greeter.step(message);
+                    if (step.kind === "send") link.send(encodeMessage(step.message));
+                    else if (step.kind === "welcome") {
                       greeted = true;
-                      settle.resolve(message.body);
-                    } else if (message.type === "error") {
-                      settle.reject(remoteError(message.body.code, message.body.message));
-                    } else settle.reject(new PStoreError("EPROTO", `${address} answered hello with ${message.type}`));
+                      settle.resolve(step.welcome);
+                    } else {
+                      settle.reject(remoteError(step.code, `${address}: ${step.message}`));
+                      link.close("handshake refused");
+                    }
                     return;
                   }
                   events.onMessage(message);
@@ -71,7 +76,7 @@ export class Connection {
             );
             socket.data = link;
             connection.link = link;
-            link.send(encodeMessage(HELLO_CLIENT));
+            link.send(encodeMessage(greeter.hello()));
           },
           connectError(_socket, error) {
             settle.reject(new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`));

@@ -65,6 +65,7 @@ class ClientStore implements Store {
       resolveServers(options.servers),
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
       options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT,
+      options.secret ?? (process.env.PSTORE_SECRET || undefined),
     );
   }
 

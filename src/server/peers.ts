@@ -5,15 +5,17 @@
  * A message to a peer that is not connected is dropped: the chain protocol
  * resynchronises (sync requests, heartbeats) rather than trusting delivery.
  */
-import { PROTOCOL_VERSION } from "../constants";
 import { Link, linkSocketHandlers } from "../net/link";
-import { encodeMessage } from "../wire";
+import { Greeter } from "../net/greeter";
+import { WireError, decodeMessage, encodeMessage } from "../wire";
 import { splitAddress } from "../net/address";
 
 interface Outbound {
   id: number;
   address: string;
   link: Link | null;
+  /** The peer welcomed us (after checking our proof, with a secret): messages may flow. */
+  ready: boolean;
   connecting: boolean;
   lastAttemptMs: number;
 }
@@ -21,6 +23,8 @@ interface Outbound {
 export interface PeerLinkEvents {
   /** An established connection to the peer broke. */
   onLost(id: number): void;
+  /** The peer refused us (e.g. EAUTH: a different secret). */
+  onRefused(id: number, code: string, message: string): void;
 }
 
 export class PeerLinks {
@@ -31,17 +35,18 @@ export class PeerLinks {
     private readonly selfId: number,
     addresses: string[],
     private readonly frameBytesMax: number,
+    private readonly secret: string | undefined,
     private readonly events: PeerLinkEvents,
   ) {
     addresses.forEach((address, index) => {
       const id = index + 1;
-      if (id !== selfId) this.outbound.set(id, { id, address, link: null, connecting: false, lastAttemptMs: -Infinity });
+      if (id !== selfId) this.outbound.set(id, { id, address, link: null, ready: false, connecting: false, lastAttemptMs: -Infinity });
     });
   }
 
   send(id: number, frame: Uint8Array): void {
     const peer = this.outbound.get(id);
-    if (peer?.link && !peer.link.isClosed) peer.link.send(frame);
+    if (peer?.ready && peer.link && !peer.link.isClosed) peer.link.send(frame);
   }
 
   /** Re-dials peers that are not connected, at most once per `retryMs`. */
@@ -63,8 +68,8 @@ export class PeerLinks {
     peer.connecting = true;
     const { host, port } = splitAddress(peer.address);
     const events = this.events;
-    const selfId = this.selfId;
     const frameBytesMax = this.frameBytesMax;
+    const greeter = new Greeter("server", this.selfId, this.secret);
     try {
       await Bun.connect<Link>({
         hostname: host,
@@ -75,11 +80,29 @@ export class PeerLinks {
             const link = new Link(
               socket,
               {
-                onFrame() {}, // peers answer on their own connection to us
+                // After the handshake, peers answer on their own connection to us.
+                onFrame(_link, frame) {
+                  if (peer.ready) return;
+                  let step;
+                  try {
+                    step = greeter.step(decodeMessage(frame.type, frame.body));
+                  } catch (error) {
+                    if (!(error instanceof WireError)) throw error;
+                    step = { kind: "refused" as const, code: "EPROTO", message: error.message };
+                  }
+                  if (step.kind === "send") link.send(encodeMessage(step.message));
+                  else if (step.kind === "welcome") peer.ready = true;
+                  else {
+                    events.onRefused(peer.id, step.code, step.message);
+                    link.close("refused");
+                  }
+                },
                 onClose() {
                   if (peer.link === link) {
+                    const wasReady = peer.ready;
                     peer.link = null;
-                    events.onLost(peer.id);
+                    peer.ready = false;
+                    if (wasReady) events.onLost(peer.id);
                   }
                 },
               },
@@ -87,7 +110,7 @@ export class PeerLinks {
             );
             socket.data = link;
             peer.link = link;
-            link.send(encodeMessage({ type: "hello", body: { version: PROTOCOL_VERSION, role: "server", senderId: selfId } }));
+            link.send(encodeMessage(greeter.hello()));
           },
           connectError() {},
         },

@@ -9,6 +9,7 @@ import { consola, type ConsolaInstance } from "consola";
 import { CHECKPOINT_MB_DEFAULT, FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
 import { type Action, type Output, Replica } from "../core";
 import { Durability } from "../store";
+import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
 import { Link, linkSocketHandlers } from "../net/link";
 import {
   type Frame,
@@ -27,8 +28,12 @@ import { clusterStatus } from "./status";
 
 const TICK_MS_MAX = 50;
 
-/** What a connection turned out to be, after its hello. */
-type LinkRole = { kind: "new" } | { kind: "client"; sessions: Set<number> } | { kind: "peer"; id: number };
+/** What a connection turned out to be, after its hello (and its proof, with a secret). */
+type LinkRole =
+  | { kind: "new" }
+  | { kind: "authenticating"; role: "client" | "server"; senderId: number; clientNonce: Uint8Array; serverNonce: Uint8Array }
+  | { kind: "client"; sessions: Set<number> }
+  | { kind: "peer"; id: number };
 
 export class Server {
   private readonly log: ConsolaInstance;
@@ -41,6 +46,8 @@ export class Server {
   private listener: TCPSocketListener<Link> | null = null;
   private ticker: ReturnType<typeof setInterval> | null = null;
   private readonly durability: Durability;
+  private authFailures = 0;
+  private readonly refusedPeers = new Set<number>();
   /** Actions queued in this turn of the event loop: one disk sync serves them all. */
   private queued: Action[] = [];
   private flushScheduled = false;
@@ -72,8 +79,13 @@ export class Server {
       recovered.state,
       recovered.lastEpoch,
     );
-    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), {
+    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+      onRefused: (id, code, message) => {
+        if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
+        this.refusedPeers.add(id);
+        this.log.error(`server ${id} (${this.peerAddresses[id - 1]}) refused us: ${code} ${message}`);
+      },
     });
   }
 
@@ -142,6 +154,7 @@ export class Server {
       }
       const message = decodeMessage(frame.type, frame.body);
       if (role.kind === "new") return this.onHello(link, message);
+      if (role.kind === "authenticating") return this.onAuth(link, role, message);
       this.onClientMessage(link, role.sessions, message);
     } catch (error) {
       if (!(error instanceof WireError)) throw error;
@@ -151,19 +164,39 @@ export class Server {
 
   private onHello(link: Link, message: Message): void {
     if (message.type !== "hello") return this.refuse(link, "EPROTO", "the first message must be hello");
-    const { version, role, senderId } = message.body;
+    const { version, role, senderId, nonce } = message.body;
     if (version !== PROTOCOL_VERSION) {
       return this.refuse(link, "EPROTO", `protocol version ${version} is not supported (this server speaks ${PROTOCOL_VERSION})`);
     }
+    if (role === "server" && (senderId < 1 || senderId > this.peerAddresses.length || senderId === this.selfId)) {
+      return this.refuse(link, "EPROTO", `server id ${senderId} is not one of --peers`);
+    }
+    const secret = this.options.secret;
+    if (secret === undefined) return this.admit(link, role, senderId);
+    // Nothing is read or changed before the peer proves it knows the secret.
+    const serverNonce = makeNonce();
+    link.tag = { kind: "authenticating", role, senderId, clientNonce: nonce.slice(), serverNonce } satisfies LinkRole;
+    link.send(encodeMessage({ type: "challenge", body: { nonce: serverNonce, proof: serverProof(secret, nonce, serverNonce) } }));
+  }
+
+  private onAuth(link: Link, pending: Extract<LinkRole, { kind: "authenticating" }>, message: Message): void {
+    const expected = clientProof(this.options.secret!, pending.role, pending.serverNonce, pending.clientNonce);
+    if (message.type !== "auth" || !sameProof(message.body.proof, expected)) {
+      this.authFailures++;
+      // Logged once per server run (and counted): a scan must not flood the log.
+      if (this.authFailures === 1) this.log.warn("refused a connection with a wrong or missing secret (EAUTH); further ones are counted in status");
+      link.send(encodeMessage({ type: "error", body: { code: "EAUTH", message: "wrong or missing secret (--secret or PSTORE_SECRET)" } }));
+      return link.close("authentication failed");
+    }
+    this.admit(link, pending.role, pending.senderId);
+  }
+
+  /** The connection is who it says: a client gets the welcome, a peer too (its link is then ready). */
+  private admit(link: Link, role: "client" | "server", senderId: number): void {
     if (role === "server") {
-      if (senderId < 1 || senderId > this.peerAddresses.length || senderId === this.selfId) {
-        return this.refuse(link, "EPROTO", `server id ${senderId} is not one of --peers`);
-      }
       link.tag = { kind: "peer", id: senderId } satisfies LinkRole;
       link.setFrameBytesMax(this.peerFrameBytesMax());
-      return;
-    }
-    link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
+    } else link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
     link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
   }
 

@@ -22,7 +22,13 @@ export const MessageType = {
   subscribe: 8,
   error: 9,
   config: 10,
+  challenge: 11,
+  auth: 12,
 } as const;
+
+/** Bytes of the nonces and proofs of the authentication handshake. */
+export const NONCE_BYTES = 32;
+export const PROOF_BYTES = 32;
 
 export type Mode = "read" | "write";
 
@@ -89,6 +95,14 @@ export interface Hello {
   role: "client" | "server";
   /** The sender's server id, for role "server"; 0 for clients. */
   senderId: number;
+  /** Fresh random bytes: a server with a secret proves it knows it over them. */
+  nonce: Uint8Array;
+}
+
+/** A server with a secret answers hello with this: its proof, and a nonce for ours. */
+export interface Challenge {
+  nonce: Uint8Array;
+  proof: Uint8Array;
 }
 
 export interface Welcome {
@@ -151,6 +165,8 @@ export interface ErrorMessage {
 
 export type Message =
   | { type: "hello"; body: Hello }
+  | { type: "challenge"; body: Challenge }
+  | { type: "auth"; body: { proof: Uint8Array } }
   | { type: "welcome"; body: Welcome }
   | { type: "request"; body: Request }
   | { type: "reply"; body: ReplyMessage }
@@ -439,9 +455,17 @@ export function frame(type: number, bodySize: number, fill: (writer: Writer) => 
 export function encodeMessage(message: Message): Uint8Array {
   switch (message.type) {
     case "hello": {
-      const { version, role, senderId } = message.body;
-      return frame(MessageType.hello, 4 + 2 + 1 + 2, (w) => w.u32(MAGIC).u16(version).u8(role === "client" ? 1 : 2).u16(senderId));
+      const { version, role, senderId, nonce } = message.body;
+      return frame(MessageType.hello, 4 + 2 + 1 + 2 + NONCE_BYTES, (w) =>
+        w.u32(MAGIC).u16(version).u8(role === "client" ? 1 : 2).u16(senderId).raw(fixed(nonce, NONCE_BYTES, "nonce")),
+      );
     }
+    case "challenge":
+      return frame(MessageType.challenge, NONCE_BYTES + PROOF_BYTES, (w) =>
+        w.raw(fixed(message.body.nonce, NONCE_BYTES, "nonce")).raw(fixed(message.body.proof, PROOF_BYTES, "proof")),
+      );
+    case "auth":
+      return frame(MessageType.auth, PROOF_BYTES, (w) => w.raw(fixed(message.body.proof, PROOF_BYTES, "proof")));
     case "welcome": {
       const b = message.body;
       let size = 2 + 2 + 8 + 4 + 8 + 2;
@@ -513,8 +537,12 @@ function decodeBody(type: number, r: Reader): Message {
       const version = r.u16();
       const roleCode = r.u8();
       if (roleCode !== 1 && roleCode !== 2) throw new WireError(`unknown role ${roleCode}`);
-      return { type: "hello", body: { version, role: roleCode === 1 ? "client" : "server", senderId: r.u16() } };
+      return { type: "hello", body: { version, role: roleCode === 1 ? "client" : "server", senderId: r.u16(), nonce: r.raw(NONCE_BYTES) } };
     }
+    case MessageType.challenge:
+      return { type: "challenge", body: { nonce: r.raw(NONCE_BYTES), proof: r.raw(PROOF_BYTES) } };
+    case MessageType.auth:
+      return { type: "auth", body: { proof: r.raw(PROOF_BYTES) } };
     case MessageType.welcome: {
       const version = r.u16();
       const serverId = r.u16();
@@ -570,7 +598,11 @@ function decodeBody(type: number, r: Reader): Message {
   }
 }
 
-export const HELLO_CLIENT: Message = {
-  type: "hello",
-  body: { version: PROTOCOL_VERSION, role: "client", senderId: 0 },
-};
+function fixed(bytes: Uint8Array, length: number, what: string): Uint8Array {
+  if (bytes.length !== length) throw new RangeError(`a ${what} is ${length} bytes, got ${bytes.length}`);
+  return bytes;
+}
+
+export function helloMessage(role: "client" | "server", senderId: number, nonce: Uint8Array): Message {
+  return { type: "hello", body: { version: PROTOCOL_VERSION, role, senderId, nonce } };
+}
