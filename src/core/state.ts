@@ -334,11 +334,16 @@ export class StoreState {
       this.grantWaiters(datum, outputs);
       return { type: "ok" };
     }
-    const granted = session.replies.get(acquireReqNo);
-    if (granted?.type === "granted" && this.holds.get(granted.holdId)?.session === session.id) {
-      const hold = this.holds.get(granted.holdId)!;
+    // Granted already: find the hold by the acquire's number, not through its stored reply.
+    // A client that ignores the grant of an acquire it cancelled counts that reply as
+    // received, so this very request's doneBelow has just made the state forget it; the
+    // hold would then never be released while the session lives.
+    for (const holdId of session.holds) {
+      const hold = this.holds.get(holdId)!;
+      if (hold.reqNo !== acquireReqNo) continue;
       this.dropHold(hold);
       this.grantWaiters(this.data.get(hold.name)!, outputs);
+      break;
     }
     return { type: "ok" };
   }
