@@ -16,6 +16,11 @@ export const DATUM_BYTES_MAX = 256 * 1024 * 1024;
 /** Checked on the length prefix, before any buffer is allocated. */
 export const FRAME_BYTES_MAX = DATUM_BYTES_MAX + 64 * 1024;
 
+/** Bytes a connection may have waiting to be sent before it is closed (a client that does not read). */
+export const LINK_QUEUED_BYTES_MAX = FRAME_BYTES_MAX + 64 * 1024 * 1024;
+/** Connections a server accepts at once; more are refused. */
+export const CONNECTIONS_MAX = 4096;
+
 export const DATA_COUNT_MAX = 1_000_000;
 export const WAITERS_PER_DATUM_MAX = 10_000;
 export const SESSIONS_MAX = 10_000;

@@ -4,7 +4,7 @@
  * so every link keeps its own outbound queue, flushed from `drain`.
  */
 import type { Socket } from "bun";
-import { FRAME_BYTES_MAX } from "../constants";
+import { FRAME_BYTES_MAX, LINK_QUEUED_BYTES_MAX } from "../constants";
 import { type Frame, FrameDecoder, WireError, encodeMessage } from "../wire";
 
 export interface LinkHandlers {
@@ -17,6 +17,7 @@ export class Link {
   private readonly queue: Uint8Array[] = [];
   private queuedBytes = 0;
   private closed = false;
+  private queuedBytesMax = LINK_QUEUED_BYTES_MAX;
   /** Free for the owner: e.g. the session or peer this link serves. */
   tag: unknown = undefined;
 
@@ -53,6 +54,15 @@ export class Link {
     }
     this.queue.push(frame);
     this.queuedBytes += frame.length;
+    if (this.queuedBytes > this.queuedBytesMax) {
+      // The peer does not read: drop it rather than grow without bound. It reconnects.
+      this.lost(`the peer is not reading: ${this.queuedBytes} bytes waiting (limit ${this.queuedBytesMax})`);
+    }
+  }
+
+  /** Backpressure limit: more than this waiting to be sent closes the link. */
+  setQueuedBytesMax(bytes: number): void {
+    this.queuedBytesMax = bytes;
   }
 
   /** Called from the socket's drain handler. */

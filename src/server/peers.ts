@@ -109,6 +109,8 @@ export class PeerLinks {
               frameBytesMax,
             );
             socket.data = link;
+            // A state transfer is one large frame: allow it to wait in the queue.
+            link.setQueuedBytesMax(frameBytesMax * 2);
             peer.link = link;
             link.send(encodeMessage(greeter.hello()));
           },

@@ -6,7 +6,7 @@
  */
 import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
-import { CHECKPOINT_MB_DEFAULT, FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
+import { CHECKPOINT_MB_DEFAULT, CONNECTIONS_MAX, FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
 import { type Action, type Output, Replica } from "../core";
 import { Durability } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
@@ -103,6 +103,10 @@ export class Server {
           });
           link.tag = { kind: "new" } satisfies LinkRole;
           socket.data = link;
+          if (server.links.size >= CONNECTIONS_MAX) {
+            link.send(encodeMessage({ type: "error", body: { code: "ELIMIT", message: `the server accepts at most ${CONNECTIONS_MAX} connections` } }));
+            return link.close("too many connections");
+          }
           server.links.add(link);
         },
       },
