@@ -29,6 +29,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   local: { summary: "Run a local cluster of servers (3 by default) until Ctrl-C", load: () => import("./local.ts") },
   shell: { summary: "Interactive client: create, read and write data", load: () => import("./shell.ts") },
   status: { summary: "Show the chain of servers: epoch, head to tail, lag", load: () => import("./status.ts") },
+  bench: { summary: "Measure latency and throughput: cycle, read, contended, large, failover", load: () => import("./bench.ts") },
   checkpoint: { summary: "Checkpoint every server at one seq, or list checkpoints", load: () => import("./checkpoint.ts") },
   restore: { summary: "Roll stopped servers back to a checkpoint", load: () => import("./restore.ts") },
 };
