@@ -19,7 +19,7 @@
  * error or Ctrl-C.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, release, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import {
   type BenchResult,
@@ -440,6 +440,7 @@ function machineInfo(): Record<string, string> {
     bun: Bun.version,
     redis: Bun.which("redis-server") ? version(["redis-server", "--version"]) : "not installed",
     etcd: Bun.which("etcd") ? version(["etcd", "--version"]) : "not installed",
+    "load average at start": loadavg().map((load) => load.toFixed(2)).join(", "),
   };
 }
 
@@ -661,6 +662,7 @@ async function main(): Promise<number> {
   process.on("SIGTERM", onSignal);
   try {
     log(`machine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.memory}, kernel ${machine.kernel}, Bun ${machine.bun}`);
+    if (loadavg()[0]! > 0.5) log(`the machine is busy (load average ${loadavg()[0]!.toFixed(2)}): other programs will skew the numbers`);
     await startAll(env);
     const groups = cellGroups(env);
     const cells = groups.flat();
@@ -686,6 +688,8 @@ async function main(): Promise<number> {
       log(`memory check failed: ${error.message}`);
       return null;
     });
+    // Other programs on the machine skew every number: the load averages say whether there were any.
+    machine["load average at end"] = loadavg().map((load) => load.toFixed(2)).join(", ");
     const report: Report = { options, machine, cells, rounds, missing: env.missing, memory, env, startedAt, seconds: (performance.now() - t0) / 1000 };
     process.stdout.write(consoleReport(report));
     if (options.write) {
