@@ -3,10 +3,10 @@
  * driven directly (no sockets), with the files damaged on purpose.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { appendFileSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StoreState, encodeSnapshot } from "../src/core";
-import { Durability, RecoveryError, listCheckpoints, listSegments, recover } from "../src/store";
+import { Durability, RecoveryError, WAL_HEADER_BYTES, listCheckpoints, listSegments, recover } from "../src/store";
 import type { Op, Update } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
 
@@ -34,7 +34,8 @@ class Writer {
   constructor(readonly durability: Durability) {}
 
   do(op: Op): Update {
-    const update: Update = { seq: this.state.appliedSeq + 1, epoch: 65, session: SESSION, reqNo: this.reqNo++, doneBelow: 0, op };
+    const reqNo = this.reqNo++;
+    const update: Update = { seq: this.state.appliedSeq + 1, epoch: 65, session: SESSION, reqNo, doneBelow: reqNo, op };
     this.state.apply(update);
     this.durability.append(update);
     this.durability.commit();
@@ -73,6 +74,22 @@ function lastSegment(dir: string): string {
   return listSegments(dir).at(-1)!.file;
 }
 
+/** Where the records of a segment end (the zero-filled rest follows). */
+function dataEnd(file: string): number {
+  const bytes = new Uint8Array(readFileSync(file));
+  const view = new DataView(bytes.buffer);
+  let offset = WAL_HEADER_BYTES;
+  while (offset + 8 <= bytes.length && view.getUint32(offset, true) !== 0) offset += 8 + view.getUint32(offset, true);
+  return offset;
+}
+
+function patch(file: string, offset: number, patchBytes: Uint8Array | ((bytes: Uint8Array) => void)): void {
+  const bytes = new Uint8Array(readFileSync(file));
+  if (typeof patchBytes === "function") patchBytes(bytes);
+  else bytes.set(patchBytes, offset);
+  writeFileSync(file, bytes);
+}
+
 describe("write-ahead log", () => {
   test("a restart replays the log: every released value is back", () => {
     const dir = freshDir();
@@ -88,6 +105,23 @@ describe("write-ahead log", () => {
     expect(recovered.lastEpoch).toBe(65);
   });
 
+  test("a log that spans several segments recovers whole", async () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    for (let i = 1; i <= 1500; i++) {
+      writer.write(`d${i % 7}`, i);
+      if (i % 300 === 0) await Bun.sleep(20); // lets the spare segment be prepared in the background
+    }
+    const appliedSeq = writer.state.appliedSeq;
+    writer.durability.close();
+    expect(listSegments(dir).length).toBeGreaterThan(1);
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(appliedSeq);
+    expect(valueOf(recovered.state, "d0")).toBe(1498);
+  });
+
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
     const dir = freshDir();
     const { writer } = open(dir);
@@ -97,9 +131,9 @@ describe("write-ahead log", () => {
     const appliedSeq = writer.state.appliedSeq;
     writer.durability.close();
     const file = lastSegment(dir);
-    const goodLength = statSync(file).size;
-    // Half a record: a length saying 100 bytes, a checksum, then only 10 bytes.
-    appendFileSync(file, new Uint8Array([100, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
+    const goodLength = dataEnd(file);
+    // Half a record where the next one goes: a length saying 100 bytes, a checksum, then only 10 bytes.
+    patch(file, goodLength, new Uint8Array([100, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
     const recovered = recover(dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
@@ -116,9 +150,8 @@ describe("write-ahead log", () => {
     writer.write("x", 2);
     writer.durability.close();
     const file = lastSegment(dir);
-    const bytes = new Uint8Array(readFileSync(file));
-    bytes[bytes.length - 3]! ^= 0xff;
-    writeFileSync(file, bytes);
+    const end = dataEnd(file);
+    patch(file, 0, (bytes) => void (bytes[end - 3]! ^= 0xff));
     const recovered = recover(dir, SEGMENT, PAGE);
     recovered.wal.close();
     // The last record was the release of 2: it is gone, the value is the previous one.
@@ -132,9 +165,8 @@ describe("write-ahead log", () => {
     for (let i = 0; i < 10; i++) writer.write("x", i);
     writer.durability.close();
     const file = lastSegment(dir);
-    const bytes = new Uint8Array(readFileSync(file));
-    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
-    writeFileSync(file, bytes);
+    const end = dataEnd(file);
+    patch(file, 0, (bytes) => void (bytes[Math.floor(end / 2)]! ^= 0x01));
     let error: unknown;
     try {
       recover(dir, SEGMENT, PAGE);

@@ -89,15 +89,21 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
   while (offset < bytes.length) {
     const remaining = bytes.length - offset;
     const length = remaining >= RECORD_HEADER_BYTES ? view.getUint32(offset, true) : -1;
+    if (length === 0 && view.getUint32(offset + 4, true) === 0) {
+      // The zero-filled space after the last record: the end of this segment's data.
+      if (isZero(bytes, offset)) break;
+      if (isLast) return { ...result, cutAt: offset };
+      throw new RecoveryError(`${file}: data after the end of the records at offset ${offset}`);
+    }
     const end = offset + RECORD_HEADER_BYTES + length;
     if (length < 0 || end > bytes.length) {
-      if (isLast) return { ...result, cutAt: offset };
+      if (isLast && isZero(bytes, offset + RECORD_HEADER_BYTES)) return { ...result, cutAt: offset };
       throw new RecoveryError(`${file}: record at offset ${offset} runs past the end of the file`);
     }
     const payload = bytes.subarray(offset + RECORD_HEADER_BYTES, end);
     if (Bun.hash.crc32(payload) !== view.getUint32(offset + 4, true)) {
-      // Only the very last record can be half-written by a crash.
-      if (isLast && end === bytes.length) return { ...result, cutAt: offset };
+      // Only the last record written can be half-written by a crash: nothing but zeros follows it.
+      if (isLast && isZero(bytes, end)) return { ...result, cutAt: offset };
       throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt (restore a checkpoint with \`pstore restore\`)`);
     }
     let update;
@@ -121,6 +127,11 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
     offset = end;
   }
   return result;
+}
+
+function isZero(bytes: Uint8Array, from: number): boolean {
+  for (let i = from; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 function cutFile(file: string, length: number): void {
