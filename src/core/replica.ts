@@ -148,7 +148,10 @@ export class Replica {
   /** The connection to a peer broke: suspect it now rather than after suspectMs. */
   onPeerDisconnected(id: number): Action[] {
     const view = this.peerViews.get(id);
-    if (view) view.lastHeardMs = -Infinity;
+    // Our connection to it broke, but its heartbeats come over its own connection to us: a
+    // reset alone does not make it dead. Suspecting it at once let both ends of a reset
+    // remove each other and serve as two chains. Suspect it if it stays silent two heartbeats.
+    if (view) view.lastHeardMs = Math.min(view.lastHeardMs, this.nowMs - this.options.suspectMs + 2 * this.options.heartbeatMs);
     return this.finish();
   }
 
