@@ -37,6 +37,11 @@ export function nextEpoch(highestSeen: number, issuer: number): number {
   return (Math.floor(highestSeen / SERVERS_MAX) + 1) * SERVERS_MAX + issuer;
 }
 
+/** The server that issued the configuration of `epoch` (nextEpoch embeds it). */
+export function issuerOf(epoch: number): number {
+  return epoch % SERVERS_MAX;
+}
+
 export function describeConfig(config: ChainConfig): string {
   return `epoch ${config.epoch} [${config.chain.join("→")}]`;
 }

@@ -9,7 +9,7 @@
  * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
 import type { PeerMessage, ReplicaStatus, Request, Update } from "../wire";
-import { type ChainConfig, NO_CONFIG, describeConfig, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
+import { type ChainConfig, NO_CONFIG, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot";
@@ -49,6 +49,8 @@ export interface PeerView {
   lastEpoch: number;
   /** It has reported serving as a member: a later "booting" means it restarted. */
   wasMember: boolean;
+  /** Since when it has kept reporting that it serves in a configuration without us (null: it does not). */
+  servesWithoutUsSinceMs: number | null;
 }
 
 /** The server this one forwards to: its successor, or (as tail) a joiner. */
@@ -82,6 +84,10 @@ export class Replica {
   /** As tail: a server catching up behind this one before it joins the chain. */
   private joiner: { id: number; ackedSeq: number; lastNoticeMs: number } | null = null;
   private highestEpochSeen = 0;
+  /** When this server adopted its current configuration. */
+  private configSinceMs = 0;
+  /** The last configuration refused as issued from a stale view (noted once). */
+  private refusedEpoch = 0;
   private nowMs = 0;
   private lastTickMs: number | null = null;
   private bootStartMs = 0;
@@ -456,6 +462,17 @@ export class Replica {
   // ---- serving: failure detection and reconfiguration --------------------------
 
   private keepServing(): void {
+    const witness = this.staleWitness();
+    if (witness !== null) {
+      // A server of our chain has long served in a configuration without us: ours is stale
+      // (we were removed and missed it). Forget it and find the chain as a booting server does.
+      const view = this.peerViews.get(witness)!;
+      this.out.push({ kind: "note", text: `server ${witness} serves in ${describeConfig(view)} without us: leaving our stale ${describeConfig(this.config)}` });
+      this.becomeBooting();
+      this.config = NO_CONFIG;
+      this.out.push({ kind: "config", config: this.config });
+      return;
+    }
     if (this.isHead) this.expireSilentSessions();
     if (this.isIssuer()) {
       const failed = this.config.chain.filter((id) => id !== this.selfId && this.hasLeftChain(id));
@@ -486,6 +503,17 @@ export class Replica {
     }
   }
 
+  /** A live server of our chain that has served for longer than suspectMs in another configuration that leaves us out. */
+  private staleWitness(): number | null {
+    for (const id of this.config.chain) {
+      if (id === this.selfId || this.suspected(id)) continue;
+      const view = this.peerViews.get(id);
+      if (!view || view.servesWithoutUsSinceMs === null || view.epoch === this.config.epoch) continue;
+      if (this.nowMs - Math.max(view.servesWithoutUsSinceMs, this.configSinceMs) > this.options.suspectMs) return id;
+    }
+    return null;
+  }
+
   /** The first server of the chain that is not suspected issues configurations. */
   private isIssuer(): boolean {
     if (this.status !== "member") return false;
@@ -512,9 +540,12 @@ export class Replica {
   }
 
   private onHeartbeat(message: Extract<PeerMessage, { type: "heartbeat" }>): void {
-    const wasMember = (this.peerViews.get(message.from)?.wasMember ?? false) || message.status === "member";
+    const previous = this.peerViews.get(message.from);
+    const wasMember = (previous?.wasMember ?? false) || message.status === "member";
+    const withoutUs = message.status === "member" && !message.chain.includes(this.selfId);
     this.peerViews.set(message.from, {
       wasMember,
+      servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? this.nowMs) : null,
       lastHeardMs: this.nowMs,
       epoch: message.epoch,
       chain: message.chain,
@@ -567,10 +598,22 @@ export class Replica {
   private adoptConfig(config: ChainConfig, gossip: boolean): void {
     if (config.epoch <= this.config.epoch) return;
     this.highestEpochSeen = Math.max(this.highestEpochSeen, config.epoch);
+    if (this.status === "member" && !this.config.chain.includes(issuerOf(config.epoch))) {
+      // Issued by a server that is not in our chain: it was removed from the chain without
+      // knowing it, and built this configuration on its stale view. Following it could make
+      // a server that lacks acknowledged updates our predecessor, or our head (which would
+      // then overwrite us with its shorter history). It steps down itself (staleWitness).
+      if (this.refusedEpoch !== config.epoch) {
+        this.refusedEpoch = config.epoch;
+        this.out.push({ kind: "note", text: `ignoring ${describeConfig(config)}: its issuer ${issuerOf(config.epoch)} is not in our chain` });
+      }
+      return;
+    }
     const wasHead = this.isHead;
     const wasTail = this.isTail;
     const inChain = config.chain.includes(this.selfId);
     this.config = config;
+    this.configSinceMs = this.nowMs;
     if (this.status === "booting") this.status = inChain && !gossip ? "member" : "joining";
     else if (this.status === "member" && !inChain) this.status = "joining";
     else if (this.status === "joining" && inChain) this.status = "member";
