@@ -401,8 +401,10 @@ export class Replica {
 
   private keepJoining(): void {
     const members = this.config.chain.filter((id) => id !== this.selfId);
-    if (members.length === 0 || members.every((id) => this.suspected(id))) {
-      // The chain we wanted to join is gone: start over and find (or form) one.
+    const serves = (id: number) => !this.suspected(id) && this.peerViews.get(id)?.status === "member";
+    if (!members.some(serves)) {
+      // The chain we wanted to join is gone (its servers died or restarted): start over and
+      // find (or form) one. Our history may be the most advanced left: tryBoot weighs it.
       this.becomeBooting();
       return;
     }
@@ -430,8 +432,10 @@ export class Replica {
     }
     const heardEveryone = alive.length === others.length;
     if (!heardEveryone && this.nowMs - this.bootStartMs < this.options.suspectMs) return;
-    // Nobody serves: the most advanced history among the booting servers leads.
-    const candidates = [this.selfId, ...alive.filter((id) => this.peerViews.get(id)!.status === "booting")];
+    // Nobody serves: the most advanced history among the servers not serving leads. A joining
+    // server counts too: it may be the last one holding acknowledged updates (it goes
+    // booting once no member of its chain serves, and then forms the chain itself).
+    const candidates = [this.selfId, ...alive.filter((id) => this.peerViews.get(id)!.status !== "member")];
     const position = (id: number) =>
       id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : this.peerViews.get(id)!;
     const best = candidates.reduce((a, b) => {
