@@ -507,6 +507,13 @@ export class Replica {
     }
   }
 
+  /** Our history ends where `id` last said its own does (same seq, same epoch). */
+  private hasHistoryOf(id: number): boolean {
+    if (id === this.selfId) return true;
+    const view = this.peerViews.get(id);
+    return view !== undefined && view.appliedSeq === this.state.appliedSeq && view.lastEpoch === this.lastEpoch;
+  }
+
   /** A live server of our chain that has served for longer than suspectMs in another configuration that leaves us out. */
   private staleWitness(): number | null {
     for (const id of this.config.chain) {
@@ -588,6 +595,9 @@ export class Replica {
 
   private issueConfig(chain: number[]): void {
     const config = { epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain };
+    // A heartbeat first, on the same connections: a booting receiver then knows our history
+    // when it decides whether it may serve in this configuration directly (hasHistoryOf).
+    this.broadcastHeartbeat();
     for (const id of this.options.peers) {
       if (id !== this.selfId) this.send(id, { type: "config", from: this.selfId, epoch: config.epoch, chain });
     }
@@ -618,9 +628,15 @@ export class Replica {
     const inChain = config.chain.includes(this.selfId);
     this.config = config;
     this.configSinceMs = this.nowMs;
-    if (this.status === "booting") this.status = inChain && !gossip ? "member" : "joining";
+    // A booting server is made a member directly only when it has the issuer's history (a
+    // chain formed at start-up). A restarted, emptied server that a late configuration still
+    // lists must join instead: as a member it would overwrite its successors with its empty state.
+    if (this.status === "booting") this.status = inChain && !gossip && this.hasHistoryOf(issuerOf(config.epoch)) ? "member" : "joining";
     else if (this.status === "member" && !inChain) this.status = "joining";
-    else if (this.status === "joining" && inChain) this.status = "member";
+    // A joiner serves once it is added as the new tail right behind the tail that synced it.
+    // Listed anywhere else, the configuration is stale (its issuer missed that we restarted):
+    // we stay joining, and the issuer removes us when it sees it.
+    else if (this.status === "joining" && inChain && predecessorOf(config, this.selfId) === this.upstream && tailOf(config) === this.selfId) this.status = "member";
     this.out.push({ kind: "note", text: `now ${this.status} in ${describeConfig(config)}` });
     this.out.push({ kind: "config", config });
     if (this.status !== "member") {
