@@ -525,12 +525,14 @@ export class Replica {
     return null;
   }
 
-  /** The first server of the chain that is not suspected issues configurations. */
+  /** The first server of the chain that has not left it issues configurations. */
   private isIssuer(): boolean {
     if (this.status !== "member") return false;
     for (const id of this.config.chain) {
       if (id === this.selfId) return true;
-      if (!this.suspected(id)) return false;
+      // A head that restarted before anyone suspected it is alive but serves no more:
+      // waiting for it to be suspected would leave the chain without a head for good.
+      if (!this.hasLeftChain(id)) return false;
     }
     return false;
   }
