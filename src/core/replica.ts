@@ -66,6 +66,8 @@ interface Downstream {
 }
 
 const FORWARD_BATCH_MAX = 256;
+/** At most one ack up the chain per this many ms (and at every tick). */
+const ACK_INTERVAL_MS = 5;
 
 export class Replica {
   readonly monitor = new SessionMonitor();
@@ -96,6 +98,7 @@ export class Replica {
   private out: Action[] = [];
   private toForward: Update[] = [];
   private ackDue = false;
+  private lastAckMs = -Infinity;
 
   constructor(
     readonly options: ReplicaOptions,
@@ -681,8 +684,11 @@ export class Replica {
       }
     }
     this.toForward = [];
-    if (this.ackDue) {
+    // Acks are not on any client's path (the tail replies itself): coalesce them, so
+    // a stream of updates does not wake every upstream server once per update.
+    if (this.ackDue && this.nowMs - this.lastAckMs >= ACK_INTERVAL_MS) {
       this.ackDue = false;
+      this.lastAckMs = this.nowMs;
       const ackSeq = this.status === "joining" ? this.state.appliedSeq : this.ackedSeq;
       if (this.upstream !== null && (this.status === "joining" || this.status === "member")) {
         this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq });

@@ -12,6 +12,24 @@ export interface LinkHandlers {
   onClose(link: Link, reason: string): void;
 }
 
+const COALESCE_BYTES_MAX = 256 * 1024;
+
+/** While a batch runs, sends are queued and each link writes once at its end. */
+let batching: Set<Link> | null = null;
+
+/** Runs `fn` with sends batched: every link it sends on writes its frames in one go afterwards. */
+export function batchSends(fn: () => void): void {
+  if (batching !== null) return fn();
+  const links = new Set<Link>();
+  batching = links;
+  try {
+    fn();
+  } finally {
+    batching = null;
+    for (const link of links) link.flush();
+  }
+}
+
 export class Link {
   private readonly decoder: FrameDecoder;
   private readonly queue: Uint8Array[] = [];
@@ -44,7 +62,7 @@ export class Link {
 
   send(frame: Uint8Array): void {
     if (this.closed) return;
-    if (this.queue.length === 0) {
+    if (this.queue.length === 0 && batching === null) {
       const written = this.socket.write(frame);
       if (written === frame.length) return;
       if (written < 0) return this.fail("socket closed while writing");
@@ -54,6 +72,7 @@ export class Link {
     }
     this.queue.push(frame);
     this.queuedBytes += frame.length;
+    if (batching !== null && this.queue.length === 1) batching.add(this);
     if (this.queuedBytes > this.queuedBytesMax) {
       // The peer does not read: drop it rather than grow without bound. It reconnects.
       this.lost(`the peer is not reading: ${this.queuedBytes} bytes waiting (limit ${this.queuedBytesMax})`);
@@ -65,10 +84,10 @@ export class Link {
     this.queuedBytesMax = bytes;
   }
 
-  /** Called from the socket's drain handler. */
+  /** Called from the socket's drain handler, and after a batch of sends. */
   flush(): void {
     while (this.queue.length > 0 && !this.closed) {
-      const head = this.queue[0]!;
+      const head = this.coalesceHead();
       const written = this.socket.write(head);
       if (written < 0) return this.fail("socket closed while writing");
       this.queuedBytes -= Math.max(written, 0);
@@ -78,6 +97,22 @@ export class Link {
       }
       this.queue.shift();
     }
+  }
+
+  /** Joins small queued frames into one buffer: one system call instead of many. */
+  private coalesceHead(): Uint8Array {
+    let count = 0;
+    let bytes = 0;
+    while (count < this.queue.length && bytes + this.queue[count]!.length <= COALESCE_BYTES_MAX) bytes += this.queue[count++]!.length;
+    if (count <= 1) return this.queue[0]!;
+    const joined = new Uint8Array(bytes);
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      joined.set(this.queue[i]!, offset);
+      offset += this.queue[i]!.length;
+    }
+    this.queue.splice(0, count, joined);
+    return joined;
   }
 
   /** Called from the socket's data handler. A malformed stream closes the link. */

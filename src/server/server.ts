@@ -10,7 +10,7 @@ import { CHECKPOINT_MB_DEFAULT, CONNECTIONS_MAX, FRAME_BYTES_MAX, PAGE_SIZE, PRO
 import { type Action, type Output, Replica } from "../core";
 import { Durability } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
-import { Link, linkSocketHandlers } from "../net/link";
+import { Link, batchSends, linkSocketHandlers } from "../net/link";
 import {
   type Frame,
   type Message,
@@ -276,6 +276,10 @@ export class Server {
     this.durability.commit();
     const auto = this.durability.checkpointIfLarge(this.replica.state, this.replica.lastEpoch, configEpoch);
     if (auto) this.log.info(`checkpoint at seq ${auto.seq} (${auto.bytes} bytes): the log had grown past its limit`);
+    batchSends(() => this.sendAll(actions));
+  }
+
+  private sendAll(actions: Action[]): void {
     for (const action of actions) {
       switch (action.kind) {
         case "send":
