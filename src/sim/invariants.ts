@@ -1,0 +1,184 @@
+/**
+ * The invariants of DESIGN §7, checked after every step of a run.
+ *
+ * 1. No acknowledged update is lost while a server that had it survives.
+ *    An update is acknowledged once a tail has applied it (the tail replies
+ *    and acks up the chain; a server that becomes tail acknowledges all it
+ *    has). `committed` is the acknowledged history, one sequence. Every step:
+ *    a tail's history must agree with it (a tail that acknowledges a different
+ *    update at a committed sequence number means one of the two is lost), and
+ *    some live server must still hold all of it. Only a crash may take the last
+ *    copy away, and the fault budget (see simulation.ts) never crashes the last
+ *    server holding it when servers have no disk — so any loss is a violation.
+ * 2. Each member's history is a prefix of its predecessor's in their common
+ *    configuration (same updates, same order); gaps and duplicates are caught
+ *    as updates are logged (AppliedHistory.append).
+ * 3. No datum has a writer together with another holder, on any server's state
+ *    (the clients' view is checked at the end with checkHolds).
+ * Also: an epoch names one configuration only.
+ */
+import { predecessorOf } from "../core/chain";
+import type { StoreState } from "../core";
+import { AppliedHistory, describeUpdate } from "./applied";
+import { RunningHash, fnvString } from "./hash";
+import type { SimServer } from "./server";
+
+export class Checker {
+  readonly committed = new AppliedHistory();
+  private readonly epochs = new Set<number>();
+  /** Acknowledged updates that died with the last server holding them (only with durable storage). */
+  lostWithCrashes = 0;
+
+  constructor(
+    private readonly servers: SimServer[],
+    private readonly fail: (invariant: string, message: string) => void,
+  ) {}
+
+  /**
+   * An epoch names one configuration: no two live servers may hold different
+   * chains under one epoch. (A server restarted without a disk may issue again an
+   * epoch it issued before it crashed, when no live server remembers it: harmless.)
+   */
+  sawConfig(server: SimServer, epoch: number, chain: number[]): void {
+    this.epochs.add(epoch);
+    if (epoch === 0) return;
+    const key = chain.join(",");
+    for (const other of this.servers) {
+      if (!other.up || other === server || other.replica.config.epoch !== epoch) continue;
+      const theirs = other.replica.config.chain.join(",");
+      if (theirs !== key) this.fail("epoch", `epoch ${epoch} names two configurations: [${theirs}] at server ${other.id} and [${key}] at server ${server.id}`);
+    }
+  }
+
+  get configurations(): number {
+    return this.epochs.size;
+  }
+
+  afterStep(crashed: SimServer | null): void {
+    this.checkChainOrder();
+    this.checkAcknowledged(crashed);
+    this.checkHoldsOnStates();
+  }
+
+  /** The longest prefix of the acknowledged history some live server (other than `except`) holds. */
+  heldPrefix(except: SimServer | null = null): number {
+    const c = this.committed;
+    let best = 0;
+    for (const server of this.servers) {
+      if (!server.up || server === except) continue;
+      if (server.history.samePrefix(c, c.length)) return c.length;
+      best = Math.max(best, server.history.commonPrefix(c));
+    }
+    return best;
+  }
+
+  private holdersOf(seq: number): string {
+    const ids = this.servers.filter((s) => s.up && s.history.samePrefix(this.committed, seq)).map((s) => s.id);
+    return ids.length ? `servers ${ids.join(",")}` : "no live server";
+  }
+
+  private checkChainOrder(): void {
+    for (const server of this.servers) {
+      if (!server.up || server.replica.status !== "member") continue;
+      const config = server.replica.config;
+      const predId = predecessorOf(config, server.id);
+      if (predId === null) continue;
+      const pred = this.servers[predId - 1]!;
+      if (!pred.up || pred.replica.status !== "member" || pred.replica.config.epoch !== config.epoch) continue;
+      const mine = server.history;
+      const theirs = pred.history;
+      if (mine.length <= theirs.length && mine.samePrefix(theirs, mine.length)) continue;
+      const common = mine.commonPrefix(theirs);
+      this.fail(
+        "2",
+        `in epoch ${config.epoch} [${config.chain}], server ${server.id} (at ${mine.length}) is not a prefix of its predecessor ${pred.id} (at ${theirs.length}): ` +
+          `they agree up to ${common}; at ${common + 1} server ${server.id} has ${describeUpdate(mine.updateAt(common + 1))}, server ${pred.id} has ${describeUpdate(theirs.updateAt(common + 1))}`,
+      );
+      return;
+    }
+  }
+
+  private checkAcknowledged(crashed: SimServer | null): void {
+    const c = this.committed;
+    for (const server of this.servers) {
+      if (!server.up || !server.replica.isTail) continue;
+      const h = server.history;
+      const overlap = Math.min(h.length, c.length);
+      if (!h.samePrefix(c, overlap)) {
+        const at = h.commonPrefix(c) + 1;
+        this.fail(
+          "1",
+          `tail ${server.id} (epoch ${server.replica.config.epoch} [${server.replica.config.chain}]) acknowledges ${describeUpdate(h.updateAt(at))} at seq ${at}, ` +
+            `where ${describeUpdate(c.updateAt(at))} was acknowledged before (still held by ${this.holdersOf(at)}): one of them is lost`,
+        );
+        return;
+      }
+      if (h.length > c.length) c.extendFrom(h, h.length);
+    }
+    const held = this.heldPrefix();
+    if (held >= c.length) return;
+    if (crashed && crashed.storage.durable) {
+      // Every server that had them crashed: they are legitimately gone, and later checks must not count them.
+      this.lostWithCrashes += c.length - held;
+      c.truncate(held);
+      return;
+    }
+    const why = crashed ? `server ${crashed.id} crashed holding the last copy (the fault budget should have prevented it)` : "no server crashed in this step";
+    this.fail("1", `acknowledged update ${describeUpdate(c.updateAt(held + 1))} (seq ${held + 1} of ${c.length}) is held by no live server any more; ${why}`);
+  }
+
+  private checkHoldsOnStates(): void {
+    for (const server of this.servers) {
+      if (!server.up) continue;
+      for (const datum of server.state.data.values()) {
+        let writers = 0;
+        for (const hold of datum.holders) if (hold.mode === "write") writers++;
+        if (writers > 1 || (writers === 1 && datum.holders.length > 1)) {
+          const holders = datum.holders.map((h) => `${h.mode} hold ${h.id} of session ${h.session}`).join(", ");
+          this.fail("3", `server ${server.id} (${server.replica.status}, tail: ${server.replica.isTail}) has ${datum.name} held by ${holders}`);
+          return;
+        }
+      }
+    }
+  }
+}
+
+/** A digest of everything in a state that replicas must agree on (order-insensitive where order means nothing). */
+export function stateDigest(state: StoreState): string {
+  const h = new RunningHash();
+  h.add(state.appliedSeq);
+  h.add(state.nextHoldId);
+  for (const run of state.allocator.freeRuns()) {
+    h.add(run.first);
+    h.add(run.count);
+  }
+  const names = [...state.data.keys()].sort();
+  for (const name of names) {
+    const d = state.data.get(name)!;
+    h.addString(name);
+    for (const n of [d.firstPage, d.pageCount, d.size, d.createdSeq, d.version]) h.add(n);
+    for (const hold of [...d.holders].sort((a, b) => a.id - b.id)) h.addString(`${hold.id}/${hold.session}/${hold.mode}/${hold.reqNo}`);
+    for (const w of d.queue) h.addString(`${w.session}/${w.reqNo}/${w.mode}/${w.knownCreatedSeq}/${w.cachedVersion}`);
+    for (let page = d.firstPage; page < d.firstPage + d.pageCount; page++) {
+      h.add(state.pages.pageSeq[page]!);
+      const bytes = state.pages.read(page);
+      let ph = 0x811c9dc5;
+      for (let i = 0; i < bytes.length; i++) ph = Math.imul(ph ^ bytes[i]!, 0x01000193);
+      h.add(ph >>> 0);
+    }
+  }
+  for (const id of [...state.sessions.keys()].sort((a, b) => a - b)) {
+    const s = state.sessions.get(id)!;
+    h.add(id);
+    h.add(s.timeoutMs);
+    h.add(s.doneBelow);
+    for (const reqNo of [...s.replies.keys()].sort((a, b) => a - b)) h.add(fnvString(`${reqNo}:${JSON.stringify(s.replies.get(reqNo))}`));
+    for (const hold of [...s.holds].sort((a, b) => a - b)) h.add(hold);
+    for (const reqNo of [...s.waiting.keys()].sort((a, b) => a - b)) h.addString(`${reqNo}:${s.waiting.get(reqNo)}`);
+  }
+  for (const id of [...state.holds.keys()].sort((a, b) => a - b)) {
+    const hold = state.holds.get(id)!;
+    h.addString(`${hold.id}/${hold.session}/${hold.name}/${hold.mode}/${hold.reqNo}`);
+  }
+  return h.hex();
+}

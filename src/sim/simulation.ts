@@ -1,0 +1,767 @@
+/**
+ * The deterministic simulator (DESIGN §3, §7, §10; TigerBeetle's VOPR): N
+ * real Replicas and a few model clients over a seeded network, a virtual
+ * clock and one event queue. Faults: message delays and reordering across
+ * connections, connection cuts, server crashes (memory lost) and restarts,
+ * client crashes and pauses. The invariants are checked after every step;
+ * at the end the faults stop, the network heals, every crashed server
+ * restarts, and within a bounded virtual time every client operation must
+ * complete and every server converge to one state; then the client history
+ * is checked (linearizability of the counters, hold safety, exact counts).
+ *
+ * Fault budget (invariant 1 must not be vacuous): servers have no disk, so a
+ * crash is never allowed to take the last copy of the acknowledged history —
+ * a server is crashed only if another live server holds every acknowledged
+ * update. The checker still tracks which servers hold them and reports any
+ * loss. With a durable Storage (issue 4) the budget lifts.
+ *
+ * Same seed, same run: randomness comes only from the seeded Rng, time only
+ * from the event queue, and iteration only over insertion-ordered maps.
+ */
+import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
+import { type Message, type PeerMessage, decodeMessage, encodeMessage, encodePeer } from "../wire";
+import type { AppliedHistory } from "./applied";
+import { type ClientHost, type ClientSettings, SimClient } from "./client";
+import { Checker, stateDigest } from "./invariants";
+import { ClientConn, type Connection, Network, type PeerLink } from "./network";
+import { Rng } from "./prng";
+import { EventQueue } from "./queue";
+import { SimServer, type ServerHost } from "./server";
+import { NoDisk, type Storage } from "./storage";
+import { Trace, describeMessage, describePeerMessage } from "./trace";
+
+export interface SimOptions {
+  seed: number;
+  /** Virtual ms of load and faults (default: drawn per seed, 3–6 s). */
+  faultMs?: number;
+  /** Virtual ms allowed, after the faults stop, to finish and converge. */
+  settleMs?: number;
+  /**
+   * Also cut both directions between servers for longer than the suspicion
+   * timeout (network partitions). The availability mode lets both sides of a
+   * partition go on (DESIGN §5), so acknowledged writes can then be lost.
+   */
+  partitions?: boolean;
+  /**
+   * Model clients behave exactly as src/client does: they never resend a queued
+   * acquire (a paused client whose session expired may then wait forever).
+   */
+  faithfulClient?: boolean;
+  /** Trace lines kept for a failure report. */
+  traceLines?: number;
+  /** Bound on events per run. */
+  eventsMax?: number;
+  /** Storage per server (default: none); issue 4 passes a disk model. */
+  storage?: (serverId: number, geometry: { segmentSize: number; pageSize: number }) => Storage;
+}
+
+export interface SimFailure {
+  invariant: string;
+  message: string;
+  atMs: number;
+  trace: string[];
+}
+
+export interface SimStats {
+  servers: number;
+  clients: number;
+  events: number;
+  virtualMs: number;
+  crashes: number;
+  restarts: number;
+  cuts: number;
+  clientCrashes: number;
+  pauses: number;
+  sessionsLost: number;
+  increments: number;
+  reads: number;
+  timeouts: number;
+  configurations: number;
+  snapshots: number;
+  appliedSeq: number;
+  linearizability: "ok" | "unknown";
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  failure?: SimFailure;
+  stats: SimStats;
+  /** Hash of every event of the run: equal for two runs of one seed. */
+  traceHash: string;
+}
+
+const PAGE_SIZE = 64;
+const SEGMENT_PAGES = 96;
+const SHARED_COUNTERS = ["c0", "c1"];
+const EXTRAS = ["x0", "x1", "x2"];
+
+type Event =
+  | { type: "tick"; server: SimServer; incarnation: number }
+  | { type: "peer"; link: PeerLink; conn: Connection; frame: Uint8Array; history: AppliedHistory | undefined }
+  | { type: "peer-lost"; server: SimServer; incarnation: number; peer: number }
+  | { type: "peer-open"; link: PeerLink; incarnation: number }
+  | { type: "to-server"; conn: ClientConn; frame: Uint8Array | null }
+  | { type: "to-client"; conn: ClientConn; frame: Uint8Array; expectedHash: number | undefined }
+  | { type: "client-closed"; conn: ClientConn }
+  | { type: "server-closed"; conn: ClientConn }
+  | { type: "wake"; client: SimClient; token: number }
+  | { type: "fault" }
+  | { type: "server-restart"; server: SimServer }
+  | { type: "client-start"; slot: number }
+  | { type: "client-resume"; client: SimClient }
+  | { type: "heal" }
+  | { type: "wind-down" }
+  | { type: "settle-check" };
+
+class Failed extends Error {
+  constructor(
+    readonly invariant: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Simulation implements ServerHost, ClientHost {
+  nowMs = 0;
+  private nsInMs = 0;
+  private lastNsMs = -1;
+  readonly history = new History();
+  readonly serverIds: number[];
+  private readonly servers: SimServer[];
+  private readonly clients: (SimClient | null)[];
+  private readonly incarnations: number[];
+  private readonly clientRngs: Rng[];
+  private readonly wakeTokens = new Map<SimClient, { token: number; atMs: number }>();
+  private readonly queue = new EventQueue<Event>();
+  private readonly net: Network;
+  private readonly checker: Checker;
+  readonly tracer: Trace;
+  private readonly rng: Rng;
+  private readonly netRng: Rng;
+  private readonly faultRng: Rng;
+  private readonly settings: ClientSettings;
+  private readonly heartbeatMs: number;
+  private readonly suspectMs: number;
+  private readonly sessionTimeoutMs: number;
+  private readonly faultMs: number;
+  private readonly settleMs: number;
+  private readonly faultEveryMs: number;
+  private readonly eventsMax: number;
+  private readonly stallMsMax: number;
+  private faultsOn = true;
+  private stopping = false;
+  private settled = false;
+  private nextSession = 1;
+  private crashedThisStep: SimServer | null = null;
+  private readonly clientConns = new Map<number, Set<ClientConn>>();
+  readonly stats: SimStats;
+
+  constructor(readonly options: SimOptions) {
+    this.rng = new Rng(options.seed);
+    const params = this.rng.fork();
+    this.netRng = this.rng.fork();
+    this.faultRng = this.rng.fork();
+    const serverCount = params.range(3, 5);
+    const clientCount = params.range(2, 6);
+    this.heartbeatMs = params.pick([50, 100, 100]);
+    this.suspectMs = this.heartbeatMs * params.pick([5, 8, 10]);
+    this.sessionTimeoutMs = params.range(800, 3000);
+    this.faultMs = options.faultMs ?? params.range(3000, 6000);
+    this.settleMs = options.settleMs ?? 40_000;
+    this.faultEveryMs = params.range(100, 600);
+    this.stallMsMax = params.chance(0.3) ? this.heartbeatMs * 2 : 0;
+    this.eventsMax = options.eventsMax ?? 2_000_000;
+    this.tracer = new Trace(options.traceLines ?? 400);
+    this.serverIds = Array.from({ length: serverCount }, (_, i) => i + 1);
+    this.net = new Network(this.serverIds, this.netRng);
+    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, resendQueuedTimeouts: options.faithfulClient ? null : 2 };
+    const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
+    const replicaSettings = { peers: this.serverIds, sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
+    this.servers = this.serverIds.map((id) => {
+      const storage = options.storage?.(id, geometry) ?? new NoDisk(geometry);
+      return new SimServer(id, replicaSettings, storage, this, params.range(10, Math.min(50, this.heartbeatMs)));
+    });
+    this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
+    this.clients = new Array(clientCount).fill(null);
+    this.incarnations = new Array(clientCount).fill(0);
+    this.clientRngs = Array.from({ length: clientCount }, () => this.rng.fork());
+    for (const key of SHARED_COUNTERS) this.history.initial(key, 0);
+    for (let slot = 0; slot < clientCount; slot++) this.history.initial(`p${slot}`, 0);
+    this.stats = {
+      servers: serverCount,
+      clients: clientCount,
+      events: 0,
+      virtualMs: 0,
+      crashes: 0,
+      restarts: 0,
+      cuts: 0,
+      clientCrashes: 0,
+      pauses: 0,
+      sessionsLost: 0,
+      increments: 0,
+      reads: 0,
+      timeouts: 0,
+      configurations: 0,
+      snapshots: 0,
+      appliedSeq: 0,
+      linearizability: "ok",
+    };
+  }
+
+  describeSetup(): string {
+    return (
+      `${this.servers.length} servers, ${this.clients.length} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}`
+    );
+  }
+
+  // ---- running ---------------------------------------------------------------------
+
+  run(): SimResult {
+    let failure: SimFailure | undefined;
+    try {
+      this.begin();
+      this.loop();
+      this.finalChecks();
+    } catch (error) {
+      if (!(error instanceof Failed)) {
+        // An exception inside the replica (or the simulator) is a failure of this seed too.
+        const message = error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
+        failure = { invariant: "exception", message, atMs: this.nowMs, trace: this.tracer.lines() };
+      } else {
+        failure = { invariant: error.invariant, message: error.message, atMs: this.nowMs, trace: this.tracer.lines() };
+      }
+    }
+    this.stats.virtualMs = Math.round(this.nowMs);
+    this.stats.configurations = this.checker.configurations;
+    for (const client of this.clients) if (client) this.absorbClientStats(client);
+    this.tracer.hash.add(this.stats.appliedSeq);
+    return { seed: this.options.seed, ok: failure === undefined, failure, stats: this.stats, traceHash: this.tracer.hash.hex() };
+  }
+
+  private begin(): void {
+    this.tracer.add(0, "setup", this.describeSetup());
+    for (const server of this.servers) {
+      this.queue.push(this.faultRng.next() * 50, { type: "server-restart", server });
+    }
+    for (let slot = 0; slot < this.clients.length; slot++) {
+      this.queue.push(100 + this.faultRng.next() * 400, { type: "client-start", slot });
+    }
+    this.queue.push(this.nextFaultDelay(), { type: "fault" });
+    this.queue.push(this.faultMs, { type: "heal" });
+  }
+
+  private loop(): void {
+    for (let events = 0; events < this.eventsMax; events++) {
+      this.stats.events = events + 1;
+      const item = this.queue.pop();
+      if (!item) throw new Failed("liveness", "the event queue ran dry");
+      if (item.atMs < this.nowMs) throw new Failed("sim", `event at ${item.atMs} before now ${this.nowMs}`);
+      this.nowMs = item.atMs;
+      this.crashedThisStep = null;
+      this.handle(item.event);
+      this.checker.afterStep(this.crashedThisStep);
+      if (this.settled) return;
+    }
+    throw new Failed("liveness", `no convergence within ${this.eventsMax} events`);
+  }
+
+  private handle(event: Event): void {
+    switch (event.type) {
+      case "tick":
+        return this.onTick(event.server, event.incarnation);
+      case "peer":
+        return this.onPeerDelivery(event.link, event.conn, event.frame, event.history);
+      case "peer-lost":
+        if (event.server.up && event.server.incarnation === event.incarnation) {
+          this.tracer.add(this.nowMs, `server ${event.server.id}: connection to ${event.peer} lost`);
+          event.server.onPeerLost(event.peer);
+        }
+        return;
+      case "peer-open":
+        return this.onPeerOpen(event.link, event.incarnation);
+      case "to-server":
+        return this.onClientToServer(event.conn, event.frame);
+      case "to-client":
+        if (event.conn.closed) return;
+        return this.clientEvent(event.conn, () => this.onServerToClient(event.conn, event.frame, event.expectedHash));
+      case "client-closed":
+        return this.clientEvent(event.conn, (client) => {
+          this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${event.conn.serverId} closed`);
+          client.onConnClosed(event.conn);
+        });
+      case "server-closed": {
+        const server = this.servers[event.conn.serverId - 1]!;
+        if (server.up && server.incarnation === event.conn.serverIncarnation) server.onClientClosed(event.conn);
+        return;
+      }
+      case "wake": {
+        const wake = this.wakeTokens.get(event.client);
+        if (!wake || wake.token !== event.token) return;
+        this.wakeTokens.delete(event.client);
+        event.client.onWake();
+        this.rewake(event.client);
+        return;
+      }
+      case "fault":
+        if (!this.faultsOn) return;
+        this.injectFault();
+        this.queue.push(this.nowMs + this.nextFaultDelay(), { type: "fault" });
+        return;
+      case "server-restart":
+        return this.restartServer(event.server);
+      case "client-start":
+        return this.startClient(event.slot);
+      case "client-resume":
+        return this.resumeClient(event.client);
+      case "heal":
+        return this.heal();
+      case "wind-down":
+        return this.windDown();
+      case "settle-check":
+        return this.settleCheck();
+    }
+  }
+
+  // ---- servers -----------------------------------------------------------------------
+
+  private onTick(server: SimServer, incarnation: number): void {
+    if (!server.up || server.incarnation !== incarnation) return;
+    this.maintainLinks(server);
+    server.tick();
+    this.queue.push(this.nowMs + server.tickMs, { type: "tick", server, incarnation });
+  }
+
+  /** As PeerLinks.maintain: re-dial every peer we have no connection to, once per heartbeat. */
+  private maintainLinks(server: SimServer): void {
+    for (const link of this.net.linksFrom(server.id)) {
+      if (link.conn || link.dialling || this.nowMs - link.lastAttemptMs < this.heartbeatMs) continue;
+      link.lastAttemptMs = this.nowMs;
+      link.dialling = true;
+      const rtt = 2 * (0.2 + this.netRng.next() * 2);
+      this.queue.push(this.nowMs + rtt, { type: "peer-open", link, incarnation: server.incarnation });
+    }
+  }
+
+  private onPeerOpen(link: PeerLink, incarnation: number): void {
+    const from = this.servers[link.from - 1]!;
+    if (!from.up || from.incarnation !== incarnation) return;
+    link.dialling = false;
+    const to = this.servers[link.to - 1]!;
+    if (!to.up || this.nowMs < link.blockedUntilMs || link.conn) return;
+    link.conn = this.net.newPeerConnection(link.from, link.to);
+    link.blackHole = false;
+  }
+
+  sendPeer(from: SimServer, to: number, message: PeerMessage): void {
+    if (to === from.id) return; // PeerLinks has no connection to itself
+    const link = this.net.link(from.id, to);
+    const conn = link.conn;
+    if (!conn) return; // PeerLinks.send drops what it cannot send
+    const frame = encodePeer(message);
+    const history = message.type === "snapshot" ? from.history.prefix(message.seq) : undefined;
+    if (message.type === "snapshot") this.stats.snapshots++;
+    this.queue.push(conn.arrival(this.nowMs, this.netRng, this.stallMsMax), { type: "peer", link, conn, frame, history });
+  }
+
+  private onPeerDelivery(link: PeerLink, conn: Connection, frame: Uint8Array, history: AppliedHistory | undefined): void {
+    if (conn.broken) return;
+    const to = this.servers[link.to - 1]!;
+    if (!to.up) return;
+    const message = to.onPeerFrame(frame, history);
+    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `${link.from}→${link.to}`, message);
+  }
+
+  sawConfig(server: SimServer, epoch: number, chain: number[]): void {
+    this.checker.sawConfig(server, epoch, chain);
+  }
+
+  private restartServer(server: SimServer): void {
+    if (server.up) return;
+    server.start();
+    if (server.incarnation > 1) this.stats.restarts++;
+    this.tracer.add(this.nowMs, `server ${server.id}: start (incarnation ${server.incarnation}, at seq ${server.history.length})`);
+    // Connections that were silently dead (their peer crashed without a reset) break now: the new process resets them.
+    for (const link of this.net.linksTo(server.id)) {
+      if (link.blackHole) this.breakPeerLink(link, true);
+    }
+    this.queue.push(this.nowMs + this.faultRng.next() * server.tickMs, { type: "tick", server, incarnation: server.incarnation });
+  }
+
+  private crashServer(server: SimServer): void {
+    const flush = this.faultRng.chance(0.5);
+    const silent = this.faultRng.chance(0.25);
+    this.tracer.add(this.nowMs, `server ${server.id}: CRASH${silent ? " (silent)" : ""}${flush ? " (sent data flushed)" : ""}`);
+    this.stats.crashes++;
+    this.crashedThisStep = server;
+    server.storage.crash(this.faultRng);
+    server.crash();
+    for (const link of this.net.linksFrom(server.id)) {
+      // A killed process's kernel may still deliver what it had sent; a lost machine does not.
+      if (link.conn && !flush) link.conn.broken = true;
+      link.conn = null;
+      link.dialling = false;
+      link.lastAttemptMs = -Infinity;
+      link.blackHole = false;
+    }
+    for (const link of this.net.linksTo(server.id)) {
+      if (!link.conn) continue;
+      if (silent) {
+        link.conn.broken = true;
+        link.blackHole = true; // the dialler still thinks it is connected
+      } else this.breakPeerLink(link, true);
+    }
+    for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.closeClientConn(conn, "server");
+    const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
+    this.queue.push(this.nowMs + downMs, { type: "server-restart", server });
+  }
+
+  /** The dialler's connection breaks: what it carried is lost, and the dialler hears of it. */
+  private breakPeerLink(link: PeerLink, notify: boolean): void {
+    if (link.conn) link.conn.broken = true;
+    link.conn = null;
+    link.blackHole = false;
+    const from = this.servers[link.from - 1]!;
+    if (notify && from.up) {
+      this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "peer-lost", server: from, incarnation: from.incarnation, peer: link.to });
+    }
+  }
+
+  /** Whether crashing `server` keeps the acknowledged history alive somewhere (the fault budget). */
+  private mayCrash(server: SimServer): boolean {
+    const up = this.servers.filter((s) => s.up);
+    if (up.length <= 1) return false;
+    if (server.storage.durable) return true;
+    return this.checker.heldPrefix(server) >= this.checker.committed.length;
+  }
+
+  // ---- clients ---------------------------------------------------------------------------
+
+  timeNs(): number {
+    // Several events share a virtual millisecond: number them so the History keeps their order.
+    if (this.nowMs !== this.lastNsMs) {
+      this.lastNsMs = this.nowMs;
+      this.nsInMs = 0;
+    }
+    this.nsInMs++;
+    return Math.round(this.nowMs * 1e6) + this.nsInMs;
+  }
+
+  private startClient(slot: number): void {
+    if (this.clients[slot]?.alive) return;
+    const incarnation = ++this.incarnations[slot]!;
+    const client = new SimClient(slot, incarnation, this.nextSession++ * 7 + 3, this.settings, this, this.clientRngs[slot]!.fork());
+    client.stopping = this.stopping;
+    this.clients[slot] = client;
+    this.tracer.add(this.nowMs, `client ${client.name}: start (session ${client.session})`);
+    client.start();
+    this.rewake(client);
+  }
+
+  restartLater(client: SimClient, why: string): void {
+    if (!client.alive) return;
+    this.tracer.add(this.nowMs, `client ${client.name}: ${why}; starting over`);
+    if (why.includes("ESESSION")) this.stats.sessionsLost++;
+    this.absorbClientStats(client);
+    client.retire();
+    this.queue.push(this.nowMs + 10 + this.faultRng.next() * 200, { type: "client-start", slot: client.slot });
+  }
+
+  private absorbClientStats(client: SimClient): void {
+    this.stats.increments += client.stats.increments;
+    this.stats.reads += client.stats.reads;
+    this.stats.timeouts += client.stats.timeouts;
+    client.stats = { increments: 0, reads: 0, timeouts: 0, refreshes: 0 };
+  }
+
+  dial(client: SimClient, serverId: number): ClientConn {
+    const server = this.servers[serverId - 1]!;
+    const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
+    if (!server.up) {
+      // Refused: the client hears of it one round trip later.
+      conn.closed = true;
+      this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "client-closed", conn });
+      return conn;
+    }
+    let set = this.clientConns.get(serverId);
+    if (!set) this.clientConns.set(serverId, (set = new Set()));
+    set.add(conn);
+    // The handshake (and its optional secret) is not what this simulates: a hello event stands for it.
+    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame: null });
+    return conn;
+  }
+
+  send(_client: SimClient, conn: ClientConn, message: Message): void {
+    if (conn.closed) return;
+    const frame = encodeMessage(message);
+    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame });
+  }
+
+  close(_client: SimClient, conn: ClientConn): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    this.clientConns.get(conn.serverId)?.delete(conn);
+    this.queue.push(this.nowMs + conn.up.latencyMs, { type: "server-closed", conn });
+  }
+
+  /** A connection breaks under both ends (a reset, or the server died). */
+  private closeClientConn(conn: ClientConn, why: string): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    this.clientConns.get(conn.serverId)?.delete(conn);
+    this.tracer.add(this.nowMs, `connection of client ${conn.clientSlot}.${conn.clientIncarnation} to server ${conn.serverId} broken (${why})`);
+    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "client-closed", conn });
+    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "server-closed", conn });
+  }
+
+  sendClient(_from: SimServer, conn: ClientConn, message: Message, expectedHash?: number): void {
+    if (conn.closed) return;
+    const frame = encodeMessage(message);
+    this.queue.push(conn.down.arrival(this.nowMs, this.netRng, 0), { type: "to-client", conn, frame, expectedHash });
+  }
+
+  private onClientToServer(conn: ClientConn, frame: Uint8Array | null): void {
+    if (conn.closed) return;
+    const server = this.servers[conn.serverId - 1]!;
+    if (!server.up || server.incarnation !== conn.serverIncarnation) return;
+    if (frame === null) return server.onHello(conn);
+    const message = server.onClientFrame(conn, frame);
+    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `client ${conn.clientSlot}.${conn.clientIncarnation}→${conn.serverId}`, message);
+  }
+
+  private onServerToClient(conn: ClientConn, frame: Uint8Array, expectedHash: number | undefined): void {
+    const client = this.clients[conn.clientSlot]!;
+    const message = decodeMessage(frame[4]!, frame.subarray(5));
+    this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
+    client.onMessage(conn, message, expectedHash);
+  }
+
+  /** Runs `deliver` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
+  private clientEvent(conn: ClientConn, deliver: (client: SimClient) => void): void {
+    const client = this.clients[conn.clientSlot];
+    if (!client || client.incarnation !== conn.clientIncarnation || !client.alive) return;
+    if (client.paused) {
+      client.inbox.push(() => deliver(client));
+      return;
+    }
+    deliver(client);
+    this.rewake(client);
+  }
+
+  wake(client: SimClient, _atMs: number): void {
+    this.rewake(client);
+  }
+
+  private rewake(client: SimClient): void {
+    if (!client.alive) return;
+    const atMs = client.nextWakeMs();
+    const current = this.wakeTokens.get(client);
+    if (atMs === Infinity) {
+      this.wakeTokens.delete(client);
+      return;
+    }
+    if (current && current.atMs === atMs) return;
+    const token = (current?.token ?? 0) + 1;
+    this.wakeTokens.set(client, { token, atMs });
+    this.queue.push(Math.max(atMs, this.nowMs), { type: "wake", client, token });
+  }
+
+  private crashClient(client: SimClient): void {
+    this.stats.clientCrashes++;
+    this.tracer.add(this.nowMs, `client ${client.name}: CRASH`);
+    this.absorbClientStats(client);
+    client.crash();
+    this.wakeTokens.delete(client);
+    if (this.faultRng.chance(0.8)) this.queue.push(this.nowMs + 50 + this.faultRng.next() * 3000, { type: "client-start", slot: client.slot });
+  }
+
+  private pauseClient(client: SimClient): void {
+    this.stats.pauses++;
+    const pauseMs = this.faultRng.chance(0.7) ? this.faultRng.next() * 500 : this.faultRng.next() * 2.5 * this.sessionTimeoutMs;
+    this.tracer.add(this.nowMs, `client ${client.name}: PAUSE for ${pauseMs.toFixed(0)} ms`);
+    client.paused = true;
+    this.wakeTokens.delete(client);
+    this.queue.push(this.nowMs + pauseMs, { type: "client-resume", client });
+  }
+
+  private resumeClient(client: SimClient): void {
+    if (!client.paused) return;
+    client.paused = false;
+    this.tracer.add(this.nowMs, `client ${client.name}: resume`);
+    const inbox = client.inbox.splice(0);
+    for (const deliver of inbox) {
+      if (!client.alive) break;
+      deliver();
+    }
+    if (client.alive) {
+      client.onWake();
+      this.rewake(client);
+    }
+  }
+
+  // ---- faults --------------------------------------------------------------------------
+
+  private nextFaultDelay(): number {
+    return this.faultRng.next() * 2 * this.faultEveryMs;
+  }
+
+  private injectFault(): void {
+    const rng = this.faultRng;
+    const roll = rng.next();
+    const upServers = this.servers.filter((s) => s.up);
+    const liveClients = this.clients.filter((c): c is SimClient => c !== null && c.alive);
+    if (roll < 0.25) {
+      const server = upServers.length > 0 ? rng.pick(upServers) : null;
+      if (server && this.mayCrash(server)) this.crashServer(server);
+    } else if (roll < 0.55) {
+      this.cutPeerLink();
+    } else if (roll < 0.7) {
+      const conns = this.servers.flatMap((s) => [...(this.clientConns.get(s.id) ?? [])]);
+      if (conns.length > 0) {
+        this.stats.cuts++;
+        this.closeClientConn(rng.pick(conns), "cut");
+      }
+    } else if (roll < 0.8) {
+      if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
+    } else if (roll < 0.9) {
+      const running = liveClients.filter((c) => !c.paused);
+      if (running.length > 0) this.pauseClient(rng.pick(running));
+    }
+    // else: a quiet spell
+  }
+
+  private cutPeerLink(): void {
+    const rng = this.faultRng;
+    const from = rng.pick(this.serverIds);
+    const to = rng.pick(this.serverIds.filter((id) => id !== from));
+    const links = [this.net.link(from, to)];
+    let blockMs = rng.next() * this.heartbeatMs;
+    if (this.options.partitions && rng.chance(0.5)) {
+      // A partition between two servers: both directions, for long enough to be suspected.
+      links.push(this.net.link(to, from));
+      blockMs = rng.next() * 3 * this.suspectMs;
+    }
+    this.stats.cuts++;
+    this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
+    for (const link of links) {
+      link.blockedUntilMs = this.nowMs + blockMs;
+      this.breakPeerLink(link, true);
+    }
+  }
+
+  // ---- the end: heal, wind down, converge --------------------------------------------------
+
+  private heal(): void {
+    this.faultsOn = false;
+    this.tracer.add(this.nowMs, "HEAL: faults stop, links heal, crashed servers restart");
+    for (const link of this.net.links.values()) link.blockedUntilMs = 0;
+    for (const server of this.servers) {
+      if (!server.up) this.queue.push(this.nowMs + this.faultRng.next() * 500, { type: "server-restart", server });
+    }
+    for (const client of this.clients) if (client?.paused) this.queue.push(this.nowMs, { type: "client-resume", client });
+    this.queue.push(this.nowMs + 1000, { type: "wind-down" });
+  }
+
+  private windDown(): void {
+    this.stopping = true;
+    this.tracer.add(this.nowMs, "WIND DOWN: clients finish what they do and start nothing new");
+    for (const client of this.clients) if (client) client.stopping = true;
+    this.queue.push(this.nowMs + 100, { type: "settle-check" });
+  }
+
+  /** What still keeps the run from being settled, or null. */
+  private unsettled(): string | null {
+    const first = this.servers[0]!;
+    for (const server of this.servers) {
+      if (!server.up) return `server ${server.id} is down`;
+      if (server.replica.status !== "member") return `server ${server.id} is ${server.replica.status}`;
+      if (server.replica.config.epoch !== first.replica.config.epoch) return `servers ${first.id} and ${server.id} are in epochs ${first.replica.config.epoch} and ${server.replica.config.epoch}`;
+    }
+    if (first.replica.config.chain.length !== this.servers.length) return `the chain [${first.replica.config.chain}] lacks servers`;
+    for (const server of this.servers) {
+      if (server.state.appliedSeq !== first.state.appliedSeq) return `server ${server.id} is at ${server.state.appliedSeq}, server ${first.id} at ${first.state.appliedSeq}`;
+    }
+    for (let slot = 0; slot < this.clients.length; slot++) {
+      const client = this.clients[slot];
+      if (!client) continue;
+      if (client.alive && !client.opened) return `client ${client.name} has no session yet`;
+      if (client.alive && !client.idle) return `client ${client.name} still waits: ${this.describeWait(client)}`;
+    }
+    const live = new Set(this.clients.filter((c) => c?.alive).map((c) => c!.session));
+    for (const session of first.state.sessions.keys()) {
+      if (!live.has(session)) return `session ${session} of a client that is gone has not expired`;
+    }
+    const digest = stateDigest(first.state);
+    for (const server of this.servers) {
+      if (stateDigest(server.state) !== digest) return `server ${server.id}'s state differs from server ${first.id}'s at the same seq`;
+    }
+    return null;
+  }
+
+  private describeWait(client: SimClient): string {
+    const task = client.task;
+    const pending = [...client.pending].map(([reqNo, p]) => `${reqNo}:${p.op.type}${p.queued ? " queued" : ""}${p.cancelled ? " cancelled" : ""}`);
+    let text = `${task?.kind ?? "no task"} ${task?.key ?? ""}, pending [${pending.join(", ")}]`;
+    const datum = task?.key ? this.servers[0]!.state.data.get(task.key) : undefined;
+    if (datum) {
+      const owner = (session: number) => this.clients.find((c) => c?.session === session)?.name ?? "nobody";
+      const holders = datum.holders.map((h) => `${h.mode} hold ${h.id} of session ${h.session} (client ${owner(h.session)}, reqNo ${h.reqNo})`);
+      const queue = datum.queue.map((w) => `${w.mode} ${w.session}/${w.reqNo} (client ${owner(w.session)})`);
+      text += `; ${datum.name} held by [${holders.join(", ")}], queue [${queue.join(", ")}]`;
+    }
+    return text;
+  }
+
+  private settleCheck(): void {
+    const problem = this.unsettled();
+    if (problem === null) {
+      this.settled = true;
+      this.tracer.add(this.nowMs, "SETTLED");
+      return;
+    }
+    if (this.nowMs > this.faultMs + this.settleMs) {
+      throw new Failed("liveness", `${this.settleMs} ms after the faults stopped, the run has not settled: ${problem}`);
+    }
+    this.queue.push(this.nowMs + 100, { type: "settle-check" });
+  }
+
+  private finalChecks(): void {
+    const state = this.servers[0]!.state;
+    this.stats.appliedSeq = state.appliedSeq;
+    for (const [id, hold] of state.holds) {
+      if (!state.sessions.has(hold.session)) throw new Failed("3", `hold ${id} on ${hold.name} belongs to session ${hold.session}, which is gone`);
+    }
+    const holds = checkHolds(this.history);
+    if (holds.ok === false) throw new Failed("3", `clients saw unsafe holds: ${holds.explanation}`);
+    const counters = [...SHARED_COUNTERS, ...this.clients.map((_, slot) => `p${slot}`)];
+    const lin = checkLinearizability(this.history, { keys: counters, maxSteps: 2_000_000 });
+    if (lin.ok === false) throw new Failed("4", lin.explanation);
+    if (lin.ok === "unknown") this.stats.linearizability = "unknown";
+    for (const key of counters) {
+      const datum = state.data.get(key);
+      if (!datum) continue;
+      const bytes = state.pages.read(datum.firstPage);
+      const value = new DataView(bytes.buffer, bytes.byteOffset, 4).getInt32(0, true);
+      const counted = checkCounter(this.history, key, value);
+      if (!counted.ok) throw new Failed("4", counted.explanation);
+    }
+  }
+
+  // ---- host services -------------------------------------------------------------------------
+
+  trace(what: string, detail?: string | (() => string)): void {
+    this.tracer.add(this.nowMs, what, detail);
+  }
+
+  fail(invariant: string, message: string): never {
+    throw new Failed(invariant, message);
+  }
+}
+
+export function runSeed(options: SimOptions): SimResult {
+  return new Simulation(options).run();
+}
+
+export { describeMessage, describePeerMessage };
