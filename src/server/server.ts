@@ -19,7 +19,7 @@ import {
   decodeMessage,
   decodePeer,
   encodeMessage,
-  encodePeer,
+  encodePeerParts,
   isPeerFrameType,
 } from "../wire";
 import type { RunningServer, ServerOptions } from "./options";
@@ -283,7 +283,7 @@ export class Server {
     for (const action of actions) {
       switch (action.kind) {
         case "send":
-          this.peers.send(action.to, encodePeer(action.message));
+          for (const part of encodePeerParts(action.message)) this.peers.send(action.to, part);
           break;
         case "reply":
           this.deliver(action.output);

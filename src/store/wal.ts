@@ -9,8 +9,8 @@
 import { closeSync, fdatasyncSync, openSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { Reader, type Update, Writer, readUpdate, updateSize, writeUpdate } from "../wire";
-import { syncDirectory, writeAll } from "./files";
+import { Reader, type Update, Writer, encodeUpdate, readUpdate } from "../wire";
+import { syncDirectory, writeAll, writeAllParts } from "./files";
 
 export const WAL_MAGIC = new TextEncoder().encode("PSWAL01\n");
 export const WAL_HEADER_BYTES = WAL_MAGIC.length + 8;
@@ -30,16 +30,14 @@ export function listSegments(dir: string): { file: string; firstSeq: number }[] 
     .sort((a, b) => a.firstSeq - b.firstSeq);
 }
 
-export function encodeRecord(update: Update): Uint8Array {
-  const payloadBytes = updateSize(update);
-  const writer = new Writer(RECORD_HEADER_BYTES + payloadBytes);
-  writer.offset = RECORD_HEADER_BYTES;
-  writeUpdate(writer, update);
-  const payload = writer.bytes.subarray(RECORD_HEADER_BYTES);
-  const view = new DataView(writer.bytes.buffer);
-  view.setUint32(0, payloadBytes, true);
+/** A record as its 8-byte header and its payload (the update's own encoding, not copied). */
+export function encodeRecord(update: Update): [Uint8Array, Uint8Array] {
+  const payload = encodeUpdate(update);
+  const header = new Uint8Array(RECORD_HEADER_BYTES);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, payload.length, true);
   view.setUint32(4, Bun.hash.crc32(payload), true);
-  return writer.bytes;
+  return [header, payload];
 }
 
 export function decodeRecordPayload(payload: Uint8Array): Update {
@@ -67,6 +65,7 @@ export class WriteAheadLog {
   bytesSinceCheckpoint = 0;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
+  private pendingRecords = 0;
   /** Where the next record goes in the current segment. */
   private writeOffset = WAL_HEADER_BYTES;
   /** Sequence number of the next record (names the next segment). */
@@ -94,26 +93,27 @@ export class WriteAheadLog {
 
   /** Queues a record; `flush()` writes every queued record with one system call. */
   append(update: Update): void {
-    const record = encodeRecord(update);
-    this.pending.push(record);
-    this.pendingBytes += record.length;
+    const [header, payload] = encodeRecord(update);
+    this.pending.push(header, payload);
+    this.pendingBytes += header.length + payload.length;
+    this.pendingRecords++;
     this.nextSeq = update.seq + 1;
   }
 
   /** Writes the queued records to the file (the page cache); true if there were any. */
   flush(): boolean {
     if (this.pending.length === 0) return false;
-    const firstSeq = this.nextSeq - this.pending.length;
+    const firstSeq = this.nextSeq - this.pendingRecords;
     if (this.writeOffset + this.pendingBytes > this.capacity && this.writeOffset > WAL_HEADER_BYTES) {
       this.nextSegment(firstSeq);
     }
-    const batch = this.pending.length === 1 ? this.pending[0]! : concat(this.pending, this.pendingBytes);
-    // A record larger than a segment still fits: the file grows (slower sync, rare).
-    writeAll(this.fd, batch, this.writeOffset);
-    this.writeOffset += batch.length;
+    // One system call for the batch; a record larger than a segment still fits (the file grows).
+    writeAllParts(this.fd, this.pending, this.writeOffset);
+    this.writeOffset += this.pendingBytes;
     this.bytesSinceCheckpoint += this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingRecords = 0;
     this.unsynced = true;
     return true;
   }
@@ -202,12 +202,3 @@ function openSegment(dir: string, firstSeq: number, spare: string | null, capaci
   return fd;
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}

@@ -119,7 +119,7 @@ export class Reader {
   offset: number;
   private readonly end: number;
 
-  constructor(private readonly bytes: Uint8Array, start = 0, end = bytes.length) {
+  constructor(readonly bytes: Uint8Array, start = 0, end = bytes.length) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.offset = start;
     this.end = end;

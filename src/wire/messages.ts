@@ -336,6 +336,29 @@ export function readOp(reader: Reader): Op {
   }
 }
 
+/** Each update's encoding, kept from when it was decoded or first encoded (forwarded and logged as is). */
+const encodings = new WeakMap<Update, Uint8Array>();
+
+/** The bytes of writeUpdate(update): encoded once, then reused (no copy of the pages per use). */
+export function encodeUpdate(update: Update): Uint8Array {
+  let bytes = encodings.get(update);
+  if (!bytes) {
+    const writer = new Writer(updateSize(update));
+    writeUpdate(writer, update);
+    bytes = writer.bytes;
+    encodings.set(update, bytes);
+  }
+  return bytes;
+}
+
+/** Reads an update and remembers the bytes it came from. */
+export function readUpdateKeepingBytes(reader: Reader): Update {
+  const start = reader.offset;
+  const update = readUpdate(reader);
+  encodings.set(update, reader.bytes.subarray(start, reader.offset));
+  return update;
+}
+
 export function updateSize(update: Update): number {
   return 8 + 8 + 8 + 4 + 4 + opSize(update.op);
 }

@@ -3,8 +3,9 @@
  * traffic (sync, forward, snapshot, ack, join). Every one carries the
  * sender's id and epoch; receivers refuse chain traffic of other epochs.
  */
-import { Reader, WireError, type Writer } from "./codec";
-import { type Update, frame, readUpdate, updateSize, writeUpdate } from "./messages";
+import { Reader, WireError, Writer } from "./codec";
+import { FRAME_HEADER_BYTES } from "./frame";
+import { type Update, encodeUpdate, frame, readUpdateKeepingBytes } from "./messages";
 
 export type ReplicaStatus = "booting" | "joining" | "member";
 
@@ -84,14 +85,8 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       });
     case "sync_reply":
       return frame(PEER_TYPES.sync_reply, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.appliedSeq).u53(m.lastEpoch));
-    case "forward": {
-      let size = 2 + 8 + 4;
-      for (const update of m.updates) size += updateSize(update);
-      return frame(PEER_TYPES.forward, size, (w) => {
-        w.u16(m.from).u53(m.epoch).u32(m.updates.length);
-        for (const update of m.updates) writeUpdate(w, update);
-      });
-    }
+    case "forward":
+      return concatParts(encodePeerParts(m));
     case "snapshot":
       return frame(PEER_TYPES.snapshot, 2 + 8 * 3 + 4 + m.bytes.length, (w) =>
         w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.lastEpoch).blob(m.bytes),
@@ -103,6 +98,31 @@ export function encodePeer(m: PeerMessage): Uint8Array {
     case "caught_up":
       return frame(PEER_TYPES.caught_up, 2 + 8 + 2, (w) => w.u16(m.from).u53(m.epoch).u16(m.joiner));
   }
+}
+
+/**
+ * A message as a list of buffers to send one after the other: a forward's
+ * updates go out as the bytes they were received or first encoded as, without
+ * copying their pages into a new frame.
+ */
+export function encodePeerParts(m: PeerMessage): Uint8Array[] {
+  if (m.type !== "forward") return [encodePeer(m)];
+  const bodies = m.updates.map(encodeUpdate);
+  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 4);
+  const total = head.bytes.length + bodies.reduce((n, b) => n + b.length, 0);
+  // The frame's length field covers the bodies sent after this head.
+  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u32(m.updates.length);
+  return [head.bytes, ...bodies];
+}
+
+function concatParts(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }
 
 export function decodePeer(type: number, body: Uint8Array): PeerMessage {
@@ -134,7 +154,7 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const count = r.u32();
       if (count * 33 > r.remaining) throw new WireError(`${count} updates do not fit in the frame`);
       const updates: Update[] = [];
-      for (let i = 0; i < count; i++) updates.push(readUpdate(r));
+      for (let i = 0; i < count; i++) updates.push(readUpdateKeepingBytes(r));
       return { type: "forward", from, epoch, updates };
     }
     case PEER_TYPES.snapshot:
