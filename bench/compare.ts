@@ -118,6 +118,7 @@ interface Env {
 }
 
 const SIZE = 4096;
+const LARGE_DATUM_BYTES = 64 * 1024 * 1024;
 
 function pstoreCell(env: Env, key: string, title: string, fsync: "off" | "always", spec: Omit<WorkloadSpec, "warmupMs" | "victim" | "budget">): Cell {
   const { cellMs, warmupMs } = env.options;
@@ -554,7 +555,7 @@ function markdown(report: Report, notes: string): string {
     out.push("", "## Server memory (issue 5, item 4)", "");
     out.push(
       `Three servers with \`--segment-size 1GiB --fsync off --suspect-ms 10000\`; RSS (VmRSS) idle, then with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB`,
-      "of data written (64 MiB data, each rewritten once by one client):",
+      `of data written (${memory.dataBytes / LARGE_DATUM_BYTES} data of 64 MiB, each written once by one client):`,
       "",
       "| server | RSS idle | RSS with data | RSS − data |",
       "|---|---:|---:|---:|",
@@ -628,7 +629,7 @@ async function measureMemory(env: Env): Promise<MemoryReport> {
     await Bun.sleep(500);
     const idle = serversRss(cluster.pids);
     const store = await connect({ servers: cluster.servers });
-    const datumBytes = 64 * 1024 * 1024;
+    const datumBytes = LARGE_DATUM_BYTES;
     try {
       for (let i = 0; i < env.options.memoryData; i++) {
         await store.create(`memory-${i}`, datumBytes);
