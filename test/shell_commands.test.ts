@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PassThrough } from "node:stream";
-import { completeLine, promptFor, runShellLine, type ShellContext } from "../src/cli/shell/commands.ts";
+import { completeLine, promptFor, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/commands.ts";
 import { runShell } from "../src/cli/shell/repl.ts";
 import { tokenize } from "../src/cli/shell/tokenize.ts";
 import { encodeValue, readValue, writeValue } from "../src/cli/shell/values.ts";
@@ -161,7 +161,7 @@ describe("shell commands", () => {
       "error EINVAL: i64 at offset 0 needs bytes 0..7 but compteur is 4 bytes",
       "error EINVAL: i32 at offset 2 needs bytes 2..5 but compteur is 4 bytes",
       'error EINVAL: unknown type "float"; use one of i32 u32 i64 f64 str hex',
-      "error EINVAL: usage: write NAME TYPE VALUE [OFFSET]",
+      "error EINVAL: missing TYPE VALUE; usage: write NAME TYPE VALUE [OFFSET]",
       'error EINVAL: unknown command "frobnicate" (help lists the commands)',
       'error EINVAL: unterminated " quote',
     ]);
@@ -224,7 +224,7 @@ describe("shell commands", () => {
   test("help and help CMD: one line in a script, more on a terminal", async () => {
     const [all, one, missing] = await run(context(), "help", "help write", "help nope");
     expect(all).toBe(
-      "commands: create write read acquire-read acquire-write get set release dump list stat delete status help quit (help COMMAND explains one)",
+      "commands: create write read dump list stat delete acquire-read acquire-write get set release status checkpoint bench kill restart help quit (help COMMAND explains one)",
     );
     expect(one).toStartWith("write NAME TYPE VALUE [OFFSET]: Take the write hold, write VALUE at OFFSET (default 0), release.");
     expect(one).not.toContain("\n");
@@ -336,7 +336,7 @@ describe("shell commands", () => {
     await Bun.sleep(400);
     expect(notices).toEqual(["waiting for the write hold on c… (Ctrl-C cancels)"]);
     controller.abort();
-    expect((await pending)!.text).toBe("error ECANCELED: the wait was cancelled");
+    expect((await pending)!.text).toBe("error ECANCELED: stopped waiting for the write hold on c; no hold was taken");
     await store.releaseRead(held);
     expect(store.outstanding.size).toBe(0);
     expect(store.data.get("c")!.writer).toBe(false);
@@ -358,6 +358,171 @@ describe("shell commands", () => {
       holds: new Map(),
     };
     expect(await run(ctx, "list", "list")).toEqual(["error EUNAVAILABLE: no server answered", "(no data)"]);
+  });
+});
+
+describe("every command explains itself", () => {
+  test("help lists every command, on one line in a script and in groups on a terminal", async () => {
+    const [line] = await run(context(), "help");
+    const [table] = await run(context(new FakeStore(), true), "help");
+    for (const name of Object.keys(SHELL_COMMANDS)) {
+      expect(line).toContain(` ${name} `);
+      expect(table).toContain(`  ${SHELL_COMMANDS[name]!.usage} `);
+      const [one] = await run(context(new FakeStore(), true), `help ${name}`);
+      expect(one!.split("\n")[0]).toBe(SHELL_COMMANDS[name]!.usage);
+      expect(one).toContain("Examples:");
+    }
+    expect(table).toContain("Faults, in a shell started with --local");
+    expect(table).toContain("TYPE is one of i32 u32 i64 f64 str hex");
+  });
+
+  test("a wrong number of words says what is missing or extra", async () => {
+    expect(await run(context(), "create", "create a", "create a 4 5", "list extra", "kill", "crate a 4", "relase a", "lst")).toEqual([
+      "error EINVAL: missing NAME SIZE; usage: create NAME SIZE",
+      "error EINVAL: missing SIZE; usage: create NAME SIZE",
+      'error EINVAL: too many arguments (from "5"); usage: create NAME SIZE',
+      'error EINVAL: list takes no arguments (got "extra")',
+      "error EINVAL: missing SERVER; usage: kill SERVER [SIGNAL]",
+      'error EINVAL: unknown command "crate" (did you mean create?) (help lists the commands)',
+      'error EINVAL: unknown command "relase" (did you mean release?) (help lists the commands)',
+      'error EINVAL: unknown command "lst" (did you mean list?) (help lists the commands)',
+    ]);
+  });
+
+  test("an error of several lines is printed on one", async () => {
+    const store = new FakeStore();
+    store.create = async () => {
+      throw new Error("server 2 exited before READY; its last log lines:\n    one\n    two");
+    };
+    const [result] = await run(context(store), "create a 4");
+    expect(result).toBe("error ERROR: server 2 exited before READY; its last log lines: | one | two");
+  });
+});
+
+describe("checkpoint and bench", () => {
+  test("checkpoint prints the sequence number of the recovery line", async () => {
+    const store = Object.assign(new FakeStore(), { checkpoint: async () => ({ seq: 42 }) });
+    const ctx = context(store);
+    expect(await run(ctx, "checkpoint", "checkpoint now")).toEqual([
+      "checkpoint at seq 42 on every server of the chain",
+      'error EINVAL: checkpoint takes no arguments (got "now")',
+    ]);
+    expect((await runShellLine(ctx, "checkpoint"))!.json).toEqual({ ok: true, command: "checkpoint", value: { seq: 42 } });
+  });
+
+  test("bench runs write cycles on a temporary datum, prints p50, p99 and ops/s, and deletes it", async () => {
+    const store = new FakeStore();
+    const ctx = context(store);
+    const result = (await runShellLine(ctx, "bench 50 8KiB"))!;
+    expect(result.text).toMatch(/^50 cycles of 8 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s$/);
+    expect(result.json).toMatchObject({ ok: true, command: "bench", value: { cycles: 50, size: 8192 } });
+    expect(store.data.size).toBe(0);
+    expect(store.outstanding.size).toBe(0);
+    expect(await run(ctx, "bench 0", "bench 10 lots", "bench x")).toEqual([
+      'error EINVAL: CYCLES must be a whole number from 1 to 1000000, got "0"',
+      'error EINVAL: SIZE: "lots" is not a size; use a whole number of bytes, optionally with a unit: 4096, 4KiB, 256MiB, 1GiB (K, M, G are the same binary units)',
+      'error EINVAL: CYCLES must be a whole number from 1 to 1000000, got "x"',
+    ]);
+  });
+
+  test("Ctrl-C stops bench early: it prints what it measured and leaves no datum nor hold", async () => {
+    const store = new FakeStore();
+    const controller = new AbortController();
+    let releases = 0;
+    const release = store.releaseReadWrite.bind(store);
+    store.releaseReadWrite = async (view) => {
+      await release(view);
+      if (++releases === 5) controller.abort();
+    };
+    const result = (await runShellLine(context(store), "bench 1000", controller.signal))!;
+    expect(result.text).toMatch(/^stopped after 5 of 1000 cycles of 4 KiB: p50 /);
+    expect(store.data.size).toBe(0);
+    expect(store.outstanding.size).toBe(0);
+  });
+
+  test("bench waiting for a hold someone else keeps: Ctrl-C before the first cycle is ECANCELED", async () => {
+    const store = new FakeStore();
+    const accessReadWrite = store.accessReadWrite.bind(store);
+    const controller = new AbortController();
+    // Another client reads the datum as soon as it exists: the first cycle waits.
+    store.accessReadWrite = async (name, options) => {
+      await store.accessRead(name);
+      setTimeout(() => controller.abort(), 50);
+      return accessReadWrite(name, options);
+    };
+    const result = (await runShellLine(context(store), "bench", controller.signal))!;
+    expect(result.text).toBe("error ECANCELED: the benchmark was stopped before its first cycle");
+    expect(store.data.size).toBe(0);
+  });
+});
+
+describe("waiting and Ctrl-C", () => {
+  test("a command that is not itself cancellable stops being waited for", async () => {
+    const store = new FakeStore();
+    store.create = () => new Promise(() => {});
+    const ctx = context(store);
+    const notices: string[] = [];
+    ctx.notice = (text) => notices.push(text);
+    const controller = new AbortController();
+    const pending = runShellLine(ctx, "create a 4", controller.signal);
+    await Bun.sleep(1200);
+    expect(notices).toEqual(["waiting for the cluster to answer… (Ctrl-C stops waiting)"]);
+    controller.abort();
+    expect((await pending)!.text).toBe("error ECANCELED: stopped waiting for the answer (the command may still take effect)");
+  });
+
+  test("connecting shows that it waits, and Ctrl-C stops it", async () => {
+    const ctx: ShellContext = {
+      store: () => new Promise(() => {}),
+      multiline: true,
+      style: makeStyle(false),
+      names: new Set(),
+      holds: new Map(),
+    };
+    const notices: string[] = [];
+    ctx.notice = (text) => notices.push(text);
+    const controller = new AbortController();
+    const pending = runShellLine(ctx, "read c i32", controller.signal);
+    await Bun.sleep(400);
+    expect(notices).toEqual(["waiting for the cluster to answer… (Ctrl-C cancels)"]);
+    controller.abort();
+    expect((await pending)!.text).toBe("error ECANCELED: stopped waiting for the cluster");
+  });
+});
+
+describe("kill and restart (shell --local)", () => {
+  function fakeCluster() {
+    const calls: string[] = [];
+    const cluster = {
+      servers: ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"],
+      pids: [111, 222, null] as (number | null)[],
+      async kill(index: number, signal: string) {
+        calls.push(`kill ${index} ${signal}`);
+        cluster.pids[index] = null;
+      },
+      async restart(index: number) {
+        calls.push(`restart ${index}`);
+        if (index === 1) throw new Error("server 2 (127.0.0.1:7402) exited before READY (exit code 1); its last log lines:\n    boom");
+        cluster.pids[index] = 333;
+      },
+    };
+    return { cluster, calls };
+  }
+
+  test("server numbers, signals, and a server that is not running", async () => {
+    const { cluster, calls } = fakeCluster();
+    const ctx = { ...context(), cluster: cluster as never };
+    expect(await run(ctx, "kill 0", "kill 4", "kill 1 SIGFOO", "kill 1 term", "kill 1", "kill 3", "restart 3", "restart 2")).toEqual([
+      'error EINVAL: SERVER must be a number from 1 to 3, got "0"',
+      'error EINVAL: SERVER must be a number from 1 to 3, got "4"',
+      'error EINVAL: unknown signal "SIGFOO" (e.g. SIGKILL, SIGTERM, SIGSTOP, SIGCONT)',
+      "server 1 (127.0.0.1:7401) stopped by SIGTERM",
+      "error EINVAL: server 1 (127.0.0.1:7401) is not running; restart 1 starts it again",
+      "error EINVAL: server 3 (127.0.0.1:7403) is not running; restart 3 starts it again",
+      "server 3 (127.0.0.1:7403) restarted, pid 333",
+      "error EUNAVAILABLE: could not restart: server 2 (127.0.0.1:7402) exited before READY (exit code 1); its last log lines: | boom",
+    ]);
+    expect(calls).toEqual(["kill 0 SIGTERM", "restart 2", "restart 1"]);
   });
 });
 

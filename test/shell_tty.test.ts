@@ -195,6 +195,68 @@ describe("shell on a terminal", () => {
   }, 60_000);
 });
 
+describe("shell on a terminal: waits, Ctrl-C, help", () => {
+  test("Ctrl-C during acquire-write and during bench leaves no hold and no datum", async () => {
+    const address = await serve();
+    await runCli(["shell", "--servers", address], { stdin: "create c 4\n" });
+    const holder = openShell(["--servers", address], { HOME: tempDir() });
+    const waiter = openShell(["--servers", address], { HOME: tempDir() });
+    try {
+      await holder.waitFor("pstore> ");
+      await waiter.waitFor("pstore> ");
+      await holder.type("acquire-read c\r");
+      await holder.waitFor("pstore [c:r]> ");
+
+      await waiter.type("acquire-write c\r");
+      await waiter.waitFor("waiting for the write hold on c… (Ctrl-C cancels)");
+      await waiter.type("\u0003");
+      await waiter.waitFor("error ECANCELED: stopped waiting for the write hold on c; no hold was taken\npstore> ");
+      let mark = waiter.screen().length;
+      await waiter.type("stat c\r");
+      await waiter.waitFor(/readers=1 writer=no waiters=0/, mark);
+
+      // bench: stopped early, it reports what it measured and deletes its datum.
+      mark = waiter.screen().length;
+      await waiter.type("bench 1000000\r");
+      await waiter.waitFor("running 1000000 cycles… (Ctrl-C stops)", mark);
+      await waiter.type("\u0003");
+      await waiter.waitFor(/stopped after \d+ of 1000000 cycles of 4 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s/, mark);
+      mark = waiter.screen().length;
+      await waiter.type("ls\r");
+      await waiter.waitFor(/NAME .*\nc +4 /, mark);
+      expect(waiter.screen().slice(mark)).not.toContain("bench-");
+
+      // help lists every command, grouped.
+      mark = waiter.screen().length;
+      await waiter.type("help\r");
+      await waiter.waitFor("Faults, in a shell started with --local", mark);
+      for (const usage of ["checkpoint", "bench [CYCLES] [SIZE]", "kill SERVER [SIGNAL]", "restart SERVER", "acquire-write NAME"]) {
+        expect(waiter.screen().slice(mark)).toContain(usage);
+      }
+
+      await holder.type("quit\r");
+      await waiter.type("quit\r");
+      expect(await holder.exited()).toBe(0);
+      expect(await waiter.exited()).toBe(0);
+    } finally {
+      holder.proc.kill("SIGKILL");
+      waiter.proc.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  test("no cluster: the shell says it waits, and Ctrl-C gives the prompt back at once", async () => {
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: tempDir() });
+    await tty.waitFor("pstore> ");
+    const mark = tty.screen().length;
+    await tty.type("list\r");
+    await tty.waitFor("waiting for the cluster to answer… (Ctrl-C cancels)", mark);
+    await tty.type("\u0003");
+    await tty.waitFor("error ECANCELED: stopped waiting for the cluster\npstore> ", mark);
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+  }, 30_000);
+});
+
 describe("history file hygiene", () => {
   test("an overgrown history is trimmed to the last 1000 lines", async () => {
     const home = tempDir();

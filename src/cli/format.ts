@@ -3,8 +3,13 @@ import type { ClusterStatus, DatumInfo } from "../client/types.ts";
 import { formatBytes } from "./flags.ts";
 import { formatTable, type Style } from "./output.ts";
 
+const _CHAIN_ROLES = new Set(["head", "middle", "tail", "single"]);
+
 export function formatStatusTable(status: ClusterStatus, style: Style): string {
-  const head = `epoch ${status.epoch}   segment ${formatBytes(status.segmentSize)}   pages ${formatBytes(status.pageSize)}   chain ${status.chain.length === 0 ? "(empty)" : status.chain.map((server) => server.address).join(" -> ")}`;
+  // The servers listed after the chain (down, joining) are not part of it.
+  const members = status.chain.filter((server) => _CHAIN_ROLES.has(server.role));
+  const chain = members.length === 0 ? "(none serving)" : members.map((server) => server.address).join(" -> ");
+  const head = `epoch ${status.epoch}   segment ${formatBytes(status.segmentSize)}   pages ${formatBytes(status.pageSize)}   chain ${chain}`;
   const rows = status.chain.map((server, position) => [
     String(position + 1),
     server.address,
@@ -20,7 +25,11 @@ export function formatStatusTable(status: ClusterStatus, style: Style): string {
 
 /** `epoch 3: 127.0.0.1:7401 head serving seq 10 lag 0 -> 127.0.0.1:7402 tail serving seq 10 lag 0` */
 export function formatStatusLine(status: ClusterStatus): string {
-  const chain = status.chain.map((server) => `${server.address} ${server.role} ${server.state} seq ${server.appliedSeq} lag ${server.lag}`);
+  // "down down" says it once.
+  const chain = status.chain.map(
+    (server) =>
+      `${server.address} ${server.role === server.state ? server.role : `${server.role} ${server.state}`} seq ${server.appliedSeq} lag ${server.lag}`,
+  );
   return `epoch ${status.epoch}: ${chain.length === 0 ? "(no server)" : chain.join(" -> ")}`;
 }
 

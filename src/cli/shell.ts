@@ -15,9 +15,10 @@ export const examples = [
   "printf 'create compteur 4\\nwrite compteur i32 1035\\nread compteur i32\\n' | pstore shell",
   "",
   "Commands: create NAME SIZE, write NAME TYPE VALUE [OFFSET], read NAME TYPE [OFFSET] [LENGTH],",
-  "list, stat NAME, delete NAME, dump NAME, status, help [COMMAND], quit; holds kept across",
-  "commands: acquire-read NAME, acquire-write NAME, get, set, release NAME; with --local:",
-  "kill SERVER, restart SERVER. Types: i32 u32 i64 f64 str hex. Type help in the shell for more.",
+  "dump NAME, list, stat NAME, delete NAME; holds kept across commands: acquire-read NAME,",
+  "acquire-write NAME, get, set, release NAME; status, checkpoint, bench [CYCLES] [SIZE];",
+  "with --local: kill SERVER [SIGNAL], restart SERVER; help [COMMAND], quit.",
+  "Types: i32 u32 i64 f64 str hex. Type help in the shell for more, help CMD for one command.",
   "",
   "When stdin is not a terminal the shell prints exactly one line per command",
   "(ok, a value, or: error CODE: message), no prompt and no colours, and exits",
@@ -93,7 +94,19 @@ export default defineCommand({
     } finally {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
-      await cluster?.stop();
+      if (cluster) {
+        // A server paused with `kill N SIGSTOP` could not take the SIGTERM that stops it.
+        for (const pid of cluster.pids) if (pid !== null) _resume(pid);
+        await cluster.stop();
+      }
     }
   },
 });
+
+function _resume(pid: number): void {
+  try {
+    process.kill(pid, "SIGCONT");
+  } catch {
+    // Already gone.
+  }
+}

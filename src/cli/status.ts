@@ -1,5 +1,7 @@
 /** `pstore status`: the chain as the servers see it. */
 import { defineCommand } from "citty";
+import type { ConsolaInstance } from "consola/core";
+import type { ClusterStatus, Store } from "../client/types.ts";
 import { parseAddressList, parseDurationMs } from "./flags.ts";
 import { formatStatusTable } from "./format.ts";
 import { createLogger, logArgs } from "./log.ts";
@@ -10,6 +12,12 @@ export const examples = [
   "pstore status",
   "pstore status --servers 10.0.0.1:7401,10.0.0.2:7401 --json",
   "pstore status --watch --interval-ms 500",
+  "",
+  "The table lists the chain head first, then the servers outside it. ROLE: head, middle,",
+  "tail, single (a chain of one), joining (catching up before it joins), down. APPLIED: the",
+  "sequence number of the last update the server applied; LAG: how many updates it is behind",
+  "the most advanced one. HEARTBEAT: when the answering server last heard from it. The other",
+  "servers' numbers come from their heartbeats, so they may be one heartbeat (100 ms) old.",
 ];
 
 export const serversArg = {
@@ -32,35 +40,73 @@ export default defineCommand({
     const servers = args.servers === undefined ? undefined : parseAddressList(args.servers, "--servers");
     const intervalMs = parseDurationMs(args["interval-ms"], "--interval-ms");
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("status");
+    const style = makeStyle(useColor(process.stdout));
+    const render = (status: ClusterStatus) => (args.json ? JSON.stringify(status) : formatStatusTable(status, style));
     const { connect } = await import("../client/index.ts");
-    const store = await connect({ servers, secret: args.secret });
-    try {
-      const style = makeStyle(useColor(process.stdout));
-      const show = async () => {
-        const status = await store.status();
-        if (args.json) return `${JSON.stringify(status)}\n`;
-        return `${formatStatusTable(status, style)}\n`;
-      };
-      if (!args.watch) {
-        process.stdout.write(await show());
-        return 0;
-      }
-      let stopped = false;
-      void nextStopSignal().then(() => {
-        stopped = true;
-      });
+    const open = () => connect({ servers, secret: args.secret });
+    if (args.watch) {
       const clear = process.stdout.isTTY && !args.json ? "\u001B[2J\u001B[H" : "";
-      while (!stopped) {
-        try {
-          process.stdout.write(clear + (await show()));
-        } catch (error) {
-          logger.warn((error as Error).message);
-        }
-        for (let waited = 0; waited < intervalMs && !stopped; waited += 50) await Bun.sleep(Math.min(50, intervalMs - waited));
-      }
+      return _watch(open, (status) => `${clear}${render(status)}\n`, intervalMs, logger);
+    }
+    const store = await _sayIfSlow(open(), logger, "waiting for a serving chain… (Ctrl-C stops)");
+    try {
+      process.stdout.write(`${render(await store.status())}\n`);
       return 0;
     } finally {
       await store.close();
     }
   },
 });
+
+/** How long an answer may take before the user is told (a failover takes about a second). */
+const _SLOW_MS = 1500;
+
+/** Logs `text` if `work` is still running after _SLOW_MS and stderr is a terminal (a person waits). */
+async function _sayIfSlow<T>(work: Promise<T>, logger: ConsolaInstance, text: string): Promise<T> {
+  if (process.stderr.isTTY !== true) return work;
+  const timer = setTimeout(() => logger.info(text), _SLOW_MS);
+  try {
+    return await work;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Prints the status every `intervalMs` until SIGINT/SIGTERM. A cluster that
+ * stops answering is said so on stderr (the last table stays on screen), and
+ * the watch reconnects by itself when the cluster comes back.
+ */
+async function _watch(
+  open: () => Promise<Store>,
+  render: (status: ClusterStatus) => string,
+  intervalMs: number,
+  logger: ConsolaInstance,
+): Promise<number> {
+  const stop = nextStopSignal().then(() => null);
+  let stopped = false;
+  void stop.then(() => (stopped = true));
+  const untilStop = <T>(work: Promise<T>) => Promise.race([work, stop]);
+  let store: Store | null = null;
+  try {
+    while (!stopped) {
+      try {
+        store ??= await untilStop(open());
+        const status = store && (await untilStop(_sayIfSlow(store.status(), logger, "the cluster does not answer; still trying (Ctrl-C stops)")));
+        if (status) process.stdout.write(render(status));
+      } catch (error) {
+        logger.warn((error as Error).message);
+        const code = (error as { code?: unknown }).code;
+        if (code === "EUNAVAILABLE" || code === "ECLOSED") {
+          // The client gave up on this cluster: start over with a new connection.
+          await store?.close().catch(() => {});
+          store = null;
+        }
+      }
+      await untilStop(Bun.sleep(intervalMs));
+    }
+    return 0;
+  } finally {
+    await store?.close().catch(() => {});
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * `pstore shell --local` against real servers: the fault commands (kill,
+ * restart) of the specification's experiments, checkpoint and bench. The
+ * shell reads a pipe here, so it prints one line per command, and the test
+ * sends the next command only after reading the previous result.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { MAIN, ROOT, tempDir } from "./fixtures/cli_helpers.ts";
+
+const started: Subprocess[] = [];
+afterAll(() => {
+  for (const proc of started) proc.kill("SIGKILL");
+});
+
+/** Three consecutive ports nobody listens on right now. */
+async function freeBasePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const listeners: ReturnType<typeof Bun.listen>[] = [];
+    try {
+      for (let i = 0; i < 3; i++) listeners.push(Bun.listen({ hostname: "127.0.0.1", port: base + i, socket: { data() {} } }));
+      return base;
+    } catch {
+      // In use: try another range.
+    } finally {
+      for (const listener of listeners) listener.stop(true);
+    }
+  }
+  throw new Error("no three free consecutive ports");
+}
+
+interface ScriptedShell {
+  /** Sends one command and resolves with its result line. */
+  send(line: string, timeoutMs?: number): Promise<string>;
+  /** Sends `line` until its result matches, or throws after `timeoutMs`. */
+  until(line: string, pattern: RegExp, timeoutMs?: number): Promise<string>;
+  close(): Promise<{ code: number | null; stderr: string }>;
+}
+
+function scriptedShell(args: string[]): ScriptedShell {
+  const proc = Bun.spawn([process.execPath, MAIN, "shell", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: undefined },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  started.push(proc);
+  const lines: string[] = [];
+  let waiter: (() => void) | undefined;
+  void (async () => {
+    let pending = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stdout) {
+      pending += decoder.decode(chunk, { stream: true });
+      let newline = pending.indexOf("\n");
+      while (newline !== -1) {
+        lines.push(pending.slice(0, newline));
+        pending = pending.slice(newline + 1);
+        newline = pending.indexOf("\n");
+      }
+      waiter?.();
+    }
+  })();
+  const stderr = new Response(proc.stderr).text();
+  const nextLine = async (timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    while (lines.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        waiter = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+    return lines.shift()!;
+  };
+  const shell: ScriptedShell = {
+    async send(line, timeoutMs = 20_000) {
+      proc.stdin.write(`${line}\n`);
+      proc.stdin.flush();
+      return nextLine(timeoutMs);
+    },
+    async until(line, pattern, timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const result = await shell.send(line);
+        if (pattern.test(result)) return result;
+        if (Date.now() > deadline) throw new Error(`"${line}" never matched ${pattern}; last: ${result}`);
+        await Bun.sleep(200);
+      }
+    },
+    async close() {
+      proc.stdin.end();
+      const code = await Promise.race([proc.exited, Bun.sleep(20_000).then(() => null)]);
+      if (code === null) proc.kill("SIGKILL");
+      return { code, stderr: await stderr };
+    },
+  };
+  return shell;
+}
+
+describe("shell --local", () => {
+  test("kill the head, the tail, then restart: the shell goes on, down to one server", async () => {
+    const base = await freeBasePort();
+    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
+    const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir()]);
+    const serving = (...servers: string[]) => new RegExp(`^epoch \\d+: ${servers.map((s) => `${s} \\w+ serving seq \\d+ lag \\d+`).join(" -> ")}`);
+
+    expect(await shell.send("create compteur 4", 30_000)).toBe("ok");
+    expect(await shell.send("write compteur i32 1")).toBe("ok");
+    await shell.until("status", serving(a, b, c));
+
+    // The head: the next write waits for the chain to be rebuilt, then goes through.
+    expect(await shell.send("kill 1")).toBe(`server 1 (${a}) stopped by SIGKILL`);
+    expect(await shell.send("write compteur i32 2")).toBe("ok");
+    expect(await shell.send("read compteur i32")).toBe("2");
+    expect(await shell.send("kill 1")).toBe(`error EINVAL: server 1 (${a}) is not running; restart 1 starts it again`);
+
+    // Back at the tail once it has caught up.
+    expect(await shell.send("restart 1")).toMatch(new RegExp(`^server 1 \\(${a}\\) restarted, pid \\d+$`));
+    await shell.until("status", serving(b, c, a));
+
+    // The tail, then the head: server 1 alone serves everything acknowledged.
+    expect(await shell.send("kill 3 SIGTERM")).toBe(`server 3 (${c}) stopped by SIGTERM`);
+    expect(await shell.send("write compteur i32 3")).toBe("ok");
+    expect(await shell.send("kill 2")).toBe(`server 2 (${b}) stopped by SIGKILL`);
+    expect(await shell.send("read compteur i32")).toBe("3");
+    expect(await shell.send("checkpoint")).toMatch(/^checkpoint at seq \d+ on every server of the chain$/);
+    expect(await shell.send("bench 20")).toMatch(/^20 cycles of 4 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s$/);
+    expect(await shell.send("list")).toBe("compteur");
+
+    const { code, stderr } = await shell.close();
+    expect(code).toBe(1); // one command failed on purpose (kill 1 twice)
+    // Faults the shell caused are not reported as surprises.
+    expect(stderr).not.toContain("unexpectedly");
+    expect(stderr).toContain(`INFO [shell] starting 3 local servers from port ${base}`);
+  }, 120_000);
+
+  test("a paused server (SIGSTOP) is taken out of the chain; SIGCONT and restart bring it back", async () => {
+    const base = await freeBasePort();
+    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
+    const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--quiet"]);
+    expect(await shell.send("create x 4", 30_000)).toBe("ok");
+    expect(await shell.send("kill 2 SIGSTOP")).toBe(`server 2 (${b}) paused (kill 2 SIGCONT resumes it)`);
+    expect(await shell.send("write x i32 5")).toBe("ok");
+    expect(await shell.until("status", new RegExp(`^epoch \\d+: ${a} head serving .* -> ${c} tail serving`))).not.toContain(`${b} middle`);
+    expect(await shell.send("restart 2")).toMatch(/^server 2 .* restarted, pid \d+$/);
+    await shell.until("status", new RegExp(`${b} tail serving`));
+    expect(await shell.send("read x i32")).toBe("5");
+    const { code, stderr } = await shell.close();
+    expect(code).toBe(0);
+    expect(stderr).toBe(""); // --quiet: warnings and errors only
+  }, 120_000);
+});
