@@ -39,6 +39,8 @@ async function startCluster(): Promise<LocalCluster> {
 
 async function clients(servers: string[]): Promise<Store[]> {
   stores = await Promise.all(Array.from({ length: CLIENTS }, () => connect({ servers, failoverTimeoutMs: 20_000 })));
+  // On a loaded machine the third server may still be joining: start from a full chain.
+  await waitConverged(stores[0]!, 3, 15_000);
   return stores;
 }
 

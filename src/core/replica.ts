@@ -49,6 +49,8 @@ export interface PeerView {
   lastEpoch: number;
   /** It has reported serving as a member: a later "booting" means it restarted. */
   wasMember: boolean;
+  /** It announced it would be busy (a large update) until then: not suspected before. */
+  busyUntilMs: number;
   /** Since when it has kept reporting that it serves in a configuration without us (null: it does not). */
   servesWithoutUsSinceMs: number | null;
 }
@@ -552,7 +554,19 @@ export class Replica {
   private suspected(id: number): boolean {
     const view = this.peerViews.get(id);
     const last = view ? view.lastHeardMs : this.bootStartMs;
+    if (view && this.nowMs < view.busyUntilMs) return false; // it said it would be busy
     return this.nowMs - last > this.options.suspectMs;
+  }
+
+  /**
+   * This server is about to be busy (a large update to decode, apply, log and
+   * forward) and cannot heartbeat meanwhile: tell the others now, so they do
+   * not take the silence for a crash.
+   */
+  onBusy(expectedMs: number, nowMs: number): Action[] {
+    this.advanceClock(nowMs);
+    this.broadcastHeartbeat(Math.ceil(expectedMs));
+    return this.finish();
   }
 
   private onHeartbeat(message: Extract<PeerMessage, { type: "heartbeat" }>): void {
@@ -561,6 +575,7 @@ export class Replica {
     const withoutUs = message.status === "member" && !message.chain.includes(this.selfId);
     this.peerViews.set(message.from, {
       wasMember,
+      busyUntilMs: message.busyMs > 0 ? this.nowMs + message.busyMs : (previous?.busyUntilMs ?? 0),
       servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? this.nowMs) : null,
       lastHeardMs: this.nowMs,
       epoch: message.epoch,
@@ -580,7 +595,7 @@ export class Replica {
     }
   }
 
-  private broadcastHeartbeat(): void {
+  private broadcastHeartbeat(busyMs = 0): void {
     this.lastHeartbeatMs = this.nowMs;
     for (const id of this.options.peers) {
       if (id === this.selfId) continue;
@@ -592,6 +607,7 @@ export class Replica {
         status: this.status,
         appliedSeq: this.state.appliedSeq,
         lastEpoch: this.lastEpoch,
+        busyMs,
       });
     }
   }

@@ -27,6 +27,10 @@ import { PeerLinks } from "./peers";
 import { clusterStatus } from "./status";
 
 const TICK_MS_MAX = 50;
+/** Frames from this size on make the server announce it will be busy... */
+const BUSY_FRAME_BYTES = 1024 * 1024;
+/** ...for as long as this (slow) rate of processing implies, with margin. */
+const BUSY_BYTES_PER_MS = 8 * 1024;
 
 /** What a connection turned out to be, after its hello (and its proof, with a secret). */
 type LinkRole =
@@ -151,6 +155,11 @@ export class Server {
 
   private onFrame(link: Link, frame: Frame): void {
     const role = link.tag as LinkRole;
+    if (frame.body.length >= BUSY_FRAME_BYTES && (role.kind === "peer" || role.kind === "client")) {
+      // Decoding, applying, logging and forwarding it blocks this server for a while.
+      this.perform(this.replica.onBusy(frame.body.length / BUSY_BYTES_PER_MS, performance.now()));
+      this.flush();
+    }
     try {
       if (role.kind === "peer") {
         if (!isPeerFrameType(frame.type)) return this.refuse(link, "EPROTO", `frame type ${frame.type} on a server link`);

@@ -19,6 +19,8 @@ export type PeerMessage =
       appliedSeq: number;
       /** Epoch of the update at appliedSeq: equal (seq, epoch) pairs mean equal histories. */
       lastEpoch: number;
+      /** The sender is about to be busy this long (a large update): do not suspect it meanwhile. */
+      busyMs: number;
     }
   | { type: "config"; from: number; epoch: number; chain: number[] }
   /** From a predecessor (or the tail, to a joiner): "tell me where you are". */
@@ -72,10 +74,10 @@ export function isPeerFrameType(type: number): boolean {
 export function encodePeer(m: PeerMessage): Uint8Array {
   switch (m.type) {
     case "heartbeat":
-      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8, (w) => {
+      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4, (w) => {
         w.u16(m.from).u53(m.epoch);
         writeChain(w, m.chain);
-        w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch);
+        w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch).u32(m.busyMs);
       });
     case "config":
     case "sync_request":
@@ -140,7 +142,7 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const chain = readChain(r);
       const status = STATUS_BY_CODE.get(r.u8());
       if (!status) throw new WireError("unknown replica status");
-      return { type: "heartbeat", from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53() };
+      return { type: "heartbeat", from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53(), busyMs: r.u32() };
     }
     case PEER_TYPES.config:
       return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r) };
