@@ -41,7 +41,7 @@ export const HOLD_IDS_PER_EPOCH = 2 ** 24;
 export const SERVERS_MAX = 64;
 /** Applied updates a server keeps in memory to resend to a successor that lacks them. */
 export const RETAINED_UPDATES_MAX = 100_000;
-export const RETAINED_BYTES_MAX = 128 * 1024 * 1024;
+export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_PORT = 7401;
