@@ -10,7 +10,7 @@
  */
 import { PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
-import { unlinkSync } from "node:fs";
+import { mkdirSync, unlinkSync } from "node:fs";
 import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint, writeCheckpointBytes } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
@@ -54,6 +54,7 @@ export class Durability {
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
   static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
+    mkdirSync(dir, { recursive: true });
     const unlock = lockDataDir(dir);
     try {
       const recovered = recover(dir, segmentSize, PAGE_SIZE);
