@@ -309,11 +309,14 @@ class ClientStore implements Store {
         pages.push({ page, bytes: buffer.slice(page * size, (page + 1) * size) });
       }
     }
-    this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.delete(hold.firstPage);
     this.counters.pagesSent += pages.length;
+    // Sent first (the pages are copied into the frame), then the protection drops while
+    // the release travels the chain: for a large datum the mprotect costs as much as the trip.
+    const released = this.send({ type: "release", holdId: hold.holdId, pages });
+    this.segment.protect(hold.firstPage, hold.pageCount, "none");
     try {
-      const message = await this.request({ type: "release", holdId: hold.holdId, pages });
+      const message = await released;
       const reply = message.reply as Extract<Reply, { type: "released" }>;
       const entry = this.cache.get(hold.name);
       if (entry && entry.createdSeq === hold.createdSeq) entry.version = reply.version;

@@ -392,13 +392,16 @@ export class StoreState {
     return [...this.data.values()].map((datum) => this.info(datum)).sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Pages of `datum` written after `sendAfter` (all when -1), for a grant. */
-  pagesAfter(offset: number, size: number, sendAfter: number): PageWrite[] {
+  /** Pages of the datum at (offset, size) written after `sendAfter` (all when -1), for a grant. */
+  pagesAfter(offset: number, size: number, sendAfter: number, version?: number): PageWrite[] {
+    // Nothing was written after the client's copy (the datum's version says so): skip the scan.
+    if (version !== undefined && sendAfter >= version) return [];
     const first = offset / this.pageSize;
-    const count = Math.ceil(size / this.pageSize);
+    const end = first + Math.ceil(size / this.pageSize);
+    const seqs = this.pages.pageSeq;
     const pages: PageWrite[] = [];
-    for (let page = first; page < first + count; page++) {
-      if (sendAfter < 0 || this.pages.pageSeq[page]! > sendAfter) pages.push({ page, bytes: this.pages.read(page) });
+    for (let page = first; page < end; page++) {
+      if (sendAfter < 0 || seqs[page]! > sendAfter) pages.push({ page, bytes: this.pages.read(page) });
     }
     return pages;
   }

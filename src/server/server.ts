@@ -311,7 +311,7 @@ export class Server {
     const link = this.sessionLinks.get(output.session);
     if (!link) return; // the client reconnects and asks again (subscribe)
     const { reply } = output;
-    const pages = reply.type === "granted" ? this.replica.state.pagesAfter(reply.offset, reply.size, reply.sendAfter) : [];
+    const pages = reply.type === "granted" ? this.replica.state.pagesAfter(reply.offset, reply.size, reply.sendAfter, reply.version) : [];
     link.send(encodeMessage({ type: "reply", body: { session: output.session, reqNo: output.reqNo, reply, pages } }));
   }
 
