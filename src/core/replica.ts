@@ -90,6 +90,8 @@ export class Replica {
   private highestEpochSeen = 0;
   /** When this server adopted its current configuration. */
   private configSinceMs = 0;
+  /** Configurations from issuers outside our chain seen without a break since sinceMs (last at lastMs). */
+  private foreign: { sinceMs: number; lastMs: number } | null = null;
   /** The last configuration refused as issued from a stale view (noted once). */
   private refusedEpoch = 0;
   private nowMs = 0;
@@ -512,6 +514,14 @@ export class Replica {
     }
   }
 
+  /** Notes one more sighting of a configuration from outside our chain; true once they have lasted 2 × suspectMs. */
+  private foreignHasLasted(): boolean {
+    const gapMs = 2 * this.options.heartbeatMs;
+    if (!this.foreign || this.nowMs - this.foreign.lastMs > gapMs) this.foreign = { sinceMs: this.nowMs, lastMs: this.nowMs };
+    this.foreign.lastMs = this.nowMs;
+    return this.nowMs - this.foreign.sinceMs > 2 * this.options.suspectMs;
+  }
+
   /** Our history ends where `id` last said its own does (same seq, same epoch). */
   private hasHistoryOf(id: number): boolean {
     if (id === this.selfId) return true;
@@ -633,17 +643,20 @@ export class Replica {
   private adoptConfig(config: ChainConfig, gossip: boolean): void {
     if (config.epoch <= this.config.epoch) return;
     this.highestEpochSeen = Math.max(this.highestEpochSeen, config.epoch);
-    if (this.status === "member" && !this.config.chain.includes(issuerOf(config.epoch))) {
+    if (this.status === "member" && !this.config.chain.includes(issuerOf(config.epoch)) && !this.foreignHasLasted()) {
       // Issued by a server that is not in our chain: it was removed from the chain without
       // knowing it, and built this configuration on its stale view. Following it could make
       // a server that lacks acknowledged updates our predecessor, or our head (which would
-      // then overwrite us with its shorter history). It steps down itself (staleWitness).
+      // then overwrite us with its shorter history). It steps down itself (staleWitness)
+      // within about suspectMs; a configuration that lasts beyond that is a real chain (two
+      // chains after a partition): then the higher epoch wins, as without this rule.
       if (this.refusedEpoch !== config.epoch) {
         this.refusedEpoch = config.epoch;
         this.out.push({ kind: "note", text: `ignoring ${describeConfig(config)}: its issuer ${issuerOf(config.epoch)} is not in our chain` });
       }
       return;
     }
+    this.foreign = null;
     const wasHead = this.isHead;
     const wasTail = this.isTail;
     const inChain = config.chain.includes(this.selfId);
