@@ -556,7 +556,9 @@ export class Replica {
   private hasLeftChain(id: number): boolean {
     if (this.suspected(id)) return true;
     const view = this.peerViews.get(id);
-    if (!view) return false;
+    // What it said before we adopted this configuration is no news: a joiner this very
+    // configuration added last reported "booting" or "joining".
+    if (!view || view.lastHeardMs < this.configSinceMs) return false;
     // Booting before ever serving is a server still starting up with the others, not a restart.
     return (view.status === "booting" && view.wasMember) || (view.status === "joining" && view.epoch >= this.config.epoch);
   }
