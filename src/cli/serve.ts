@@ -33,6 +33,14 @@ export const examples = [
   "logs go to stderr. SIGTERM or SIGINT stops it cleanly (exit 0).",
 ];
 
+function tlsFlags(cert?: string, key?: string, ca?: string) {
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError("--tls-cert and --tls-key go together");
+  if (cert !== undefined && ca === undefined) {
+    throw new UsageError("--tls-cert needs --tls-ca too: peers dial each other with TLS and check certificates against it");
+  }
+  return cert === undefined && ca === undefined ? undefined : { cert, key, ca };
+}
+
 export default defineCommand({
   meta: { name: "serve", description: "Run one storage server (a link of the replication chain)" },
   args: {
@@ -75,6 +83,9 @@ export default defineCommand({
       description: "Write a checkpoint (and drop the log before it) when the log grows past this",
     },
     secret: { type: "string", valueHint: "secret", description: "Shared secret of the cluster (default: $PSTORE_SECRET; prefer the variable, argv is visible in ps)" },
+    "tls-cert": { type: "string", valueHint: "file", description: "Serve TLS with this certificate (PEM; its names must include the address clients dial)" },
+    "tls-key": { type: "string", valueHint: "file", description: "The certificate's private key (PEM)" },
+    "tls-ca": { type: "string", valueHint: "file", description: "Dial peers with TLS, checking their certificates against this CA (PEM)" },
     "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
     ...logArgs,
   },
@@ -110,6 +121,7 @@ export default defineCommand({
       fsync: args.fsync as FsyncMode,
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+      tls: tlsFlags(args["tls-cert"], args["tls-key"], args["tls-ca"]),
     };
     const tag = peers.length > 1 ? `server:${peers.indexOf(listenAddress) + 1}` : "server";
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag(tag);

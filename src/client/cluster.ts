@@ -58,6 +58,8 @@ export class ClusterLink {
     /** How long to keep looking for a serving chain after a failure. */
     private readonly failoverTimeoutMs: number,
     private readonly secret: string | undefined,
+    /** The CA that servers' certificates must chain to; TLS when set. */
+    private readonly tlsCa: string | undefined,
   ) {}
 
   async open(session: number): Promise<void> {
@@ -210,6 +212,7 @@ export class ClusterLink {
       },
       Math.min(PROBE_TIMEOUT_MS, this.connectTimeoutMs),
       this.secret,
+      this.tlsCa,
     ).then((c) => (connection = c));
   }
 

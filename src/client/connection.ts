@@ -7,6 +7,7 @@ import { PStoreError, isErrorCode } from "../errors";
 import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
 import { Greeter } from "../net/greeter";
+import { clientTls, tlsErrorText } from "../net/tls";
 import { type Message, type Welcome, WireError, decodeMessage, encodeMessage } from "../wire";
 
 export interface ConnectionEvents {
@@ -21,7 +22,7 @@ export class Connection {
   private constructor(readonly address: string) {}
 
   /** Connects and completes the handshake, or throws EUNAVAILABLE/EPROTO/EAUTH. */
-  static async open(address: string, events: ConnectionEvents, timeoutMs: number, secret?: string): Promise<Connection> {
+  static async open(address: string, events: ConnectionEvents, timeoutMs: number, secret?: string, tlsCa?: string): Promise<Connection> {
     const connection = new Connection(address);
     const greeter = new Greeter("client", 0, secret);
     const { host, port } = parseAddress(address);
@@ -38,8 +39,14 @@ export class Connection {
       await Bun.connect<Link>({
         hostname: host,
         port,
+        tls: clientTls(tlsCa),
         socket: {
           ...linkSocketHandlers,
+          handshake(socket, success, error) {
+            if (success) return;
+            settle.reject(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused (${tlsErrorText(error)}); check --tls-ca`));
+            socket.terminate();
+          },
           open(socket) {
             const link = new Link(
               socket,

@@ -66,6 +66,7 @@ class ClientStore implements Store {
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
       options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT,
       options.secret ?? (process.env.PSTORE_SECRET || undefined),
+      options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined),
     );
   }
 

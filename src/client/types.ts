@@ -5,6 +5,8 @@ export interface ConnectOptions {
   servers?: string | string[];
   /** Shared secret; default PSTORE_SECRET. */
   secret?: string;
+  /** Connect with TLS, checking the servers' certificates against this CA (a PEM or its path); default PSTORE_TLS_CA. */
+  tlsCa?: string;
   /** How long the servers keep this client's holds after it stops heart-beating (default: the servers' --session-timeout-ms). */
   sessionTimeoutMs?: number;
   /** How long to try to reach a serving chain at connect before failing with EUNAVAILABLE. */

@@ -1,4 +1,5 @@
 import type { ConsolaInstance } from "consola";
+import type { TlsFiles } from "../net/tls";
 import type { FsyncMode } from "../store";
 
 export type { FsyncMode };
@@ -16,6 +17,8 @@ export interface ServerOptions {
   /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
   checkpointBytes?: number;
   secret?: string;
+  /** Certificate and key to serve TLS; the CA that peers' certificates must chain to. */
+  tls?: TlsFiles;
   logger?: ConsolaInstance;
 }
 

@@ -7,6 +7,7 @@
  */
 import { Link, linkSocketHandlers } from "../net/link";
 import { Greeter } from "../net/greeter";
+import { type clientTls, tlsErrorText } from "../net/tls";
 import { WireError, decodeMessage, encodeMessage } from "../wire";
 import { splitAddress } from "../net/address";
 
@@ -36,6 +37,7 @@ export class PeerLinks {
     addresses: string[],
     private readonly frameBytesMax: number,
     private readonly secret: string | undefined,
+    private readonly tls: ReturnType<typeof clientTls>,
     private readonly events: PeerLinkEvents,
   ) {
     addresses.forEach((address, index) => {
@@ -74,8 +76,16 @@ export class PeerLinks {
       await Bun.connect<Link>({
         hostname: host,
         port,
+        tls: this.tls,
         socket: {
           ...linkSocketHandlers,
+          handshake(socket, success, error) {
+            // A peer whose certificate does not check out is refused, like a wrong secret.
+            if (!success) {
+              events.onRefused(peer.id, "ETLS", `its certificate was refused: ${tlsErrorText(error)}`);
+              socket.terminate();
+            }
+          },
           open(socket) {
             const link = new Link(
               socket,

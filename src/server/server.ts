@@ -11,6 +11,7 @@ import { type Action, type Output, Replica } from "../core";
 import { Durability } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
 import { Link, batchSends, linkSocketHandlers } from "../net/link";
+import { clientTls, serverTls } from "../net/tls";
 import {
   type Frame,
   type Message,
@@ -83,7 +84,7 @@ export class Server {
       recovered.state,
       recovered.lastEpoch,
     );
-    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, {
+    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
       onRefused: (id, code, message) => {
         if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
@@ -98,6 +99,7 @@ export class Server {
     this.listener = Bun.listen<Link>({
       hostname: this.options.listen.host,
       port: this.options.listen.port,
+      tls: serverTls(this.options.tls),
       socket: {
         ...linkSocketHandlers,
         open(socket) {
