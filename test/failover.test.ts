@@ -40,7 +40,7 @@ async function startCluster(): Promise<LocalCluster> {
 async function clients(servers: string[]): Promise<Store[]> {
   stores = await Promise.all(Array.from({ length: CLIENTS }, () => connect({ servers, failoverTimeoutMs: 20_000 })));
   // On a loaded machine the third server may still be joining: start from a full chain.
-  await waitConverged(stores[0]!, 3, 15_000);
+  await waitServing(stores[0]!, 3, 15_000);
   return stores;
 }
 
@@ -66,6 +66,19 @@ async function waitConverged(store: Store, count: number, timeoutMs: number): Pr
     await Bun.sleep(100);
   }
   throw new Error(`servers did not converge within ${timeoutMs} ms: ${last}`);
+}
+
+/** Waits (bounded) until `count` servers serve, whatever their applied sequence numbers. */
+async function waitServing(store: Store, count: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let last = "";
+  while (performance.now() < deadline) {
+    const status = await store.status();
+    last = JSON.stringify(status.chain);
+    if (status.chain.filter((server) => server.state === "serving").length === count) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`${count} servers were not serving within ${timeoutMs} ms: ${last}`);
 }
 
 async function createCounters(store: Store, workload: IncrementWorkload, keys: string[]): Promise<void> {
@@ -98,7 +111,8 @@ test("kill -9 of the head, then the tail, then the middle, each restarted: no ac
     // Reported, not asserted: speed belongs to `pstore bench failover`.
     gaps.push(`${role}: longest pause in acknowledged writes ${workload.longestGapBetween(killedAt, killedAt + 2500)} ms`);
     await c.restart(victim);
-    await Bun.sleep(300);
+    // The restarted server rejoins (at the tail) before the next one is killed.
+    await waitServing(all[0]!, 3, 20_000);
   }
   await Bun.sleep(500);
   const result = await workload.stop();
