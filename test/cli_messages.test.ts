@@ -98,13 +98,16 @@ describe("output", () => {
   }, 60_000);
 });
 
-describe("flag mistakes of checkpoint and restore", () => {
+describe("flag mistakes", () => {
   test.each([
     [["checkpoint", "--list"], "pstore checkpoint: --list needs --data-dir"],
     [["restore"], "pstore restore: --checkpoint is required (seq)"],
     [["restore", "--checkpoint", "x", "--data-dir", "/tmp"], 'pstore restore: --checkpoint takes a sequence number, got "x"'],
     [["status", "--wach"], 'pstore status: unknown flag --wach for "pstore status" (did you mean --watch?)'],
     [["shell", "--locl"], 'pstore shell: unknown flag --locl for "pstore shell" (did you mean --local?)'],
+    [["status", "--tls-ca", "/nonexistent/ca.pem"], "pstore status: --tls-ca: cannot read /nonexistent/ca.pem (ENOENT)"],
+    [["shell", "--tls-ca", "/nonexistent/ca.pem"], "pstore shell: --tls-ca: cannot read /nonexistent/ca.pem (ENOENT)"],
+    [["shell", "--local", "--tls-ca", "ca.pem"], "pstore shell: --local starts its servers without TLS; leave out --tls-ca"],
   ])("%j", async (args, message) => {
     const { code, stderr } = await runCli(args);
     expect(code).toBe(2);

@@ -2,6 +2,8 @@
  * Output conventions shared by the commands: colour only on a terminal and
  * never when NO_COLOR is set (https://no-color.org), simple aligned tables.
  */
+import { accessSync, constants } from "node:fs";
+import { UsageError } from "./flags.ts";
 
 /** True when `stream` is a terminal and NO_COLOR is unset or empty. */
 export function useColor(stream: { isTTY?: boolean }): boolean {
@@ -54,4 +56,14 @@ export function formatTable(header: string[], rows: string[][], style: Style): s
       )
       .join("  ");
   return [style.bold(line(header)), ...rows.map(line)].join("\n");
+}
+
+/** A flag naming a file (or holding a PEM inline) must be readable now, not after a connect timeout. */
+export function checkReadable(value: string | undefined, flag: string): void {
+  if (value === undefined || value.includes("-----BEGIN")) return;
+  try {
+    accessSync(value, constants.R_OK);
+  } catch (error) {
+    throw new UsageError(`${flag}: cannot read ${value} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
 }

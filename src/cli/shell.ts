@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { DEFAULT_PORT } from "../constants.ts";
 import { parseAddressList, UsageError } from "./flags.ts";
 import { createLogger, logArgs } from "./log.ts";
-import { useColor } from "./output.ts";
+import { checkReadable, useColor } from "./output.ts";
 import { serversArg } from "./status.ts";
 
 export const examples = [
@@ -30,6 +30,7 @@ export default defineCommand({
   args: {
     servers: serversArg,
     secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
+    "tls-ca": { type: "string", valueHint: "file", description: "Connect with TLS, checking the servers' certificates against this CA (default: $PSTORE_TLS_CA)" },
     local: { type: "boolean", description: "Start a local cluster first (as pstore local) and stop it on exit" },
     "data-dir": { type: "string", valueHint: "dir", default: "./pstore-data", description: "With --local: where the servers keep their data" },
     "base-port": { type: "string", valueHint: "port", default: String(DEFAULT_PORT), description: "With --local: port of server 1" },
@@ -40,10 +41,14 @@ export default defineCommand({
     if (args.local && args.servers !== undefined) {
       throw new UsageError("--local starts its own servers; leave out --servers");
     }
+    if (args.local && args["tls-ca"] !== undefined) {
+      throw new UsageError("--local starts its servers without TLS; leave out --tls-ca");
+    }
     if (!args.local && rawArgs.some((arg) => /^--(data-dir|base-port|dataDir|basePort)\b/.test(arg))) {
       throw new UsageError("--data-dir and --base-port only go with --local");
     }
     const servers = args.servers === undefined ? undefined : parseAddressList(args.servers, "--servers");
+    checkReadable(args["tls-ca"], "--tls-ca");
     const secret = args.secret ?? (process.env.PSTORE_SECRET || undefined);
     const interactive = process.stdin.isTTY === true;
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("shell");
@@ -88,7 +93,7 @@ export default defineCommand({
         banner: `pstore shell on ${(target ?? [process.env.PSTORE_SERVERS || "127.0.0.1:7401-7403"]).join(",")}${cluster ? ` (local cluster, pids ${cluster.pids.join(" ")})` : ""}. Type help for the commands, quit to leave.`,
         connect: async () => {
           const { connect } = await import("../client/index.ts");
-          return connect({ servers: target, secret });
+          return connect({ servers: target, secret, tlsCa: cluster ? undefined : args["tls-ca"] });
         },
       });
     } finally {

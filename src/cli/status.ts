@@ -5,7 +5,7 @@ import type { ClusterStatus, Store } from "../client/types.ts";
 import { parseAddressList, parseDurationMs } from "./flags.ts";
 import { formatStatusTable } from "./format.ts";
 import { createLogger, logArgs } from "./log.ts";
-import { makeStyle, useColor } from "./output.ts";
+import { checkReadable, makeStyle, useColor } from "./output.ts";
 import { nextStopSignal } from "./signals.ts";
 
 export const examples = [
@@ -34,16 +34,18 @@ export default defineCommand({
     watch: { type: "boolean", description: "Refresh until Ctrl-C" },
     "interval-ms": { type: "string", valueHint: "ms", default: "1000", description: "Refresh period with --watch" },
     secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
+    "tls-ca": { type: "string", valueHint: "file", description: "Connect with TLS, checking the servers' certificates against this CA (default: $PSTORE_TLS_CA)" },
     ...logArgs,
   },
   async run({ args }) {
     const servers = args.servers === undefined ? undefined : parseAddressList(args.servers, "--servers");
     const intervalMs = parseDurationMs(args["interval-ms"], "--interval-ms");
+    checkReadable(args["tls-ca"], "--tls-ca");
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("status");
     const style = makeStyle(useColor(process.stdout));
     const render = (status: ClusterStatus) => (args.json ? JSON.stringify(status) : formatStatusTable(status, style));
     const { connect } = await import("../client/index.ts");
-    const open = () => connect({ servers, secret: args.secret });
+    const open = () => connect({ servers, secret: args.secret, tlsCa: args["tls-ca"] });
     if (args.watch) {
       const clear = process.stdout.isTTY && !args.json ? "\u001B[2J\u001B[H" : "";
       return _watch(open, (status) => `${clear}${render(status)}\n`, intervalMs, logger);
