@@ -56,8 +56,6 @@ export interface ClientHost {
   close(client: SimClient, conn: ClientConn): void;
   trace(what: string, detail?: string | (() => string)): void;
   fail(invariant: string, message: string): void;
-  /** The client's next wake-up changed. */
-  wake(client: SimClient, atMs: number): void;
   /** The session is gone or the client gave up: start a fresh incarnation later. */
   restartLater(client: SimClient, why: string): void;
 }

@@ -21,6 +21,7 @@ import { predecessorOf } from "../core/chain";
 import type { StoreState } from "../core";
 import { AppliedHistory, describeUpdate } from "./applied";
 import { RunningHash, fnvString } from "./hash";
+import { needsSync } from "./storage";
 import type { SimServer } from "./server";
 
 export class Checker {
@@ -60,21 +61,27 @@ export class Checker {
     this.checkHoldsOnStates();
   }
 
-  /** The longest prefix of the acknowledged history some live server (other than `except`) holds. */
-  heldPrefix(except: SimServer | null = null): number {
+  /**
+   * The longest prefix of the acknowledged history some server other than
+   * `except` holds: in memory if it is up, on its disk if it is down (unless `liveOnly`).
+   */
+  heldPrefix(except: SimServer | null = null, liveOnly = false): number {
     const c = this.committed;
     let best = 0;
     for (const server of this.servers) {
-      if (!server.up || server === except) continue;
-      if (server.history.samePrefix(c, c.length)) return c.length;
-      best = Math.max(best, server.history.commonPrefix(c));
+      if (server === except || (liveOnly && !server.up)) continue;
+      const history = server.up ? server.history : server.storage.onDisk;
+      if (history.samePrefix(c, c.length)) return c.length;
+      best = Math.max(best, history.commonPrefix(c));
     }
     return best;
   }
 
   private holdersOf(seq: number): string {
-    const ids = this.servers.filter((s) => s.up && s.history.samePrefix(this.committed, seq)).map((s) => s.id);
-    return ids.length ? `servers ${ids.join(",")}` : "no live server";
+    const up = this.servers.filter((s) => s.up && s.history.samePrefix(this.committed, seq)).map((s) => s.id);
+    const disks = this.servers.filter((s) => !s.up && s.storage.onDisk.samePrefix(this.committed, seq)).map((s) => s.id);
+    const parts = [up.length ? `live servers ${up.join(",")}` : "", disks.length ? `the disks of crashed servers ${disks.join(",")}` : ""];
+    return parts.filter((p) => p).join(" and ") || "no server";
   }
 
   private checkChainOrder(): void {
@@ -118,7 +125,14 @@ export class Checker {
     const held = this.heldPrefix();
     if (held >= c.length) return;
     if (crashed && crashed.storage.durable) {
-      // Every server that had them crashed: they are legitimately gone, and later checks must not count them.
+      // Every server that had them lost them in a crash (power lost before a sync). With
+      // --fsync always that is allowed only for updates that need no sync (holds, sessions).
+      for (let seq = held + 1; seq <= c.length; seq++) {
+        const update = c.updateAt(seq);
+        if (update && needsSync(update)) {
+          this.fail("1", `acknowledged ${describeUpdate(update)} is on no server's disk after server ${crashed.id} crashed, although it needed a sync before it was acknowledged`);
+        }
+      }
       this.lostWithCrashes += c.length - held;
       c.truncate(held);
       return;

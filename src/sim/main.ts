@@ -4,7 +4,10 @@
  *   bun run sim --seeds N [--from S] run N seeds (S, S+1, …), report every failure
  * Options: --partitions (also long two-way cuts between servers: split brain is
  * possible by design in availability mode), --faithful-client (model clients
- * never resend a queued acquire, as src/client), --faults-ms MS, --trace LINES,
+ * never resend a queued acquire, as src/client), --disks (servers recover from
+ * a model of src/store's log and checkpoints; whole-cluster crashes and power
+ * losses), --free-crashes (with --disks: no fault budget, servers may restart
+ * alone with stale disks), --faults-ms MS, --trace LINES,
  * --fail-fast, --verbose (one line per seed).
  */
 import { type SimResult, runSeed } from "./simulation";
@@ -15,6 +18,8 @@ interface Args {
   from: number;
   partitions: boolean;
   faithfulClient: boolean;
+  disks: boolean;
+  freeCrashes: boolean;
   faultMs?: number;
   traceLines: number;
   failFast: boolean;
@@ -23,12 +28,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--faithful-client] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--faithful-client] [--disks [--free-crashes]] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, faithfulClient: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, faithfulClient: false, disks: false, freeCrashes: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -57,6 +62,12 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--faithful-client":
         args.faithfulClient = true;
+        break;
+      case "--disks":
+        args.disks = true;
+        break;
+      case "--free-crashes":
+        args.freeCrashes = true;
         break;
       case "--fail-fast":
         args.failFast = true;
@@ -99,8 +110,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.faithfulClient ? " --faithful-client" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, faithfulClient: args.faithfulClient, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.faithfulClient ? " --faithful-client" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, faithfulClient: args.faithfulClient, disks: args.disks, freeCrashes: args.freeCrashes, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

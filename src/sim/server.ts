@@ -172,14 +172,14 @@ export class SimServer {
         case "log": {
           const problem = this.history.append(action.update);
           if (problem) this.host.fail("2", `server ${this.id}: ${problem}`);
-          this.storage.log(action.update);
+          this.storage.log(action.update, this.history);
           break;
         }
         case "install":
           this.onInstall(action.seq, action.epoch, action.snapshot);
           break;
         case "checkpoint":
-          this.storage.checkpoint(action.seq, action.epoch, action.snapshot);
+          this.storage.checkpoint(action.seq, action.epoch, action.snapshot, this.history);
           break;
         case "send":
           this.host.sendPeer(this, action.to, action.message);
@@ -196,6 +196,8 @@ export class SimServer {
           break;
       }
     }
+    // As src/server flushes: the disk (with its sync) before anything leaves.
+    this.storage.commit();
     if (this.replica.state.appliedSeq !== this.history.length) {
       this.host.fail("sim", `server ${this.id} is at ${this.replica.state.appliedSeq} but logged ${this.history.length} updates`);
     }
@@ -211,7 +213,7 @@ export class SimServer {
     if (seq > 0 && this.history.epochAt(seq) !== epoch) {
       this.host.fail("2", `server ${this.id} installed a snapshot at ${seq} said to be of epoch ${epoch}, but that update is of epoch ${this.history.epochAt(seq)}`);
     }
-    this.storage.install(seq, epoch, snapshot);
+    this.storage.install(seq, epoch, snapshot, this.history);
   }
 
   private deliver(output: Output): void {

@@ -1,10 +1,16 @@
 /**
- * What a simulated server keeps across a crash. Today nothing: a crashed
- * server loses its memory and restarts empty. Issue 4 (the write-ahead log
- * and checkpoints) plugs a simulated disk in here, one that can also lose
- * writes that were not synced.
+ * What a simulated server keeps across a crash.
+ *
+ * NoDisk: nothing — a crashed server loses its memory and restarts empty.
+ * SimDisk: a model of src/store (the write-ahead log and checkpoints) with
+ * --fsync always: the records of one flush are synced together, and only when
+ * one of them needs it (store/durability.ts needsSync: creates, deletes,
+ * checkpoints, releases with pages); checkpoints and installed snapshots are
+ * written and synced at once. A killed process keeps what it wrote (the page
+ * cache survives); a machine that loses power keeps only what was synced.
+ * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
  */
-import { StoreState } from "../core";
+import { StoreState, decodeSnapshot } from "../core";
 import type { Update } from "../wire";
 import { AppliedHistory } from "./applied";
 import type { Rng } from "./prng";
@@ -22,16 +28,20 @@ export interface Storage {
    * budget may then crash the last server holding them (DESIGN §7, invariant 1).
    */
   readonly durable: boolean;
-  /** A "log" action, in order. */
-  log(update: Update): void;
+  /** A "log" action, in order; `history` is the server's, this update included. */
+  log(update: Update, history: AppliedHistory): void;
+  /** The server flushed its actions (disk before network): the fsync policy applies. */
+  commit(): void;
   /** An "install" action: the state was replaced by this snapshot at `seq`. */
-  install(seq: number, epoch: number, snapshot: Uint8Array): void;
+  install(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
   /** A "checkpoint" action: a snapshot taken at exactly `seq`. */
-  checkpoint(seq: number, epoch: number, snapshot: Uint8Array): void;
-  /** The process died; a disk may lose what it had not synced (drawn from `rng`). */
-  crash(rng: Rng): void;
+  checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
+  /** The process died; what it had not synced may be lost (drawn from `rng`). Says what happened. */
+  crash(rng: Rng): string;
   /** On (re)start: what the new incarnation begins with. */
   recover(): Recovered;
+  /** What a restart would recover now (a crashed server still holds it, for the checker). */
+  readonly onDisk: AppliedHistory;
 }
 
 export interface Geometry {
@@ -42,16 +52,21 @@ export interface Geometry {
 /** No disk: every start is from an empty state. */
 export class NoDisk implements Storage {
   readonly durable = false;
+  readonly onDisk = new AppliedHistory();
 
   constructor(private readonly geometry: Geometry) {}
 
-  log(_update: Update): void {}
+  log(_update: Update, _history: AppliedHistory): void {}
 
-  install(_seq: number, _epoch: number, _snapshot: Uint8Array): void {}
+  commit(): void {}
 
-  checkpoint(_seq: number, _epoch: number, _snapshot: Uint8Array): void {}
+  install(_seq: number, _epoch: number, _snapshot: Uint8Array, _history: AppliedHistory): void {}
 
-  crash(_rng: Rng): void {}
+  checkpoint(_seq: number, _epoch: number, _snapshot: Uint8Array, _history: AppliedHistory): void {}
+
+  crash(_rng: Rng): string {
+    return "memory lost (no disk)";
+  }
 
   recover(): Recovered {
     return {
@@ -59,5 +74,80 @@ export class NoDisk implements Storage {
       lastEpoch: 0,
       history: new AppliedHistory(),
     };
+  }
+}
+
+/** As store/durability.ts: updates whose loss in a full-cluster crash would lose data a client was told is safe. */
+export function needsSync(update: Update): boolean {
+  const { op } = update;
+  return op.type === "create" || op.type === "delete" || op.type === "checkpoint" || (op.type === "release" && op.pages.length > 0);
+}
+
+export class SimDisk implements Storage {
+  readonly durable = true;
+  /** The latest checkpoint or installed snapshot, with the history it stands for. */
+  private base: { seq: number; epoch: number; snapshot: Uint8Array } | null = null;
+  /** Log records after the base, in order; the first `synced` are on stable storage. */
+  private records: Update[] = [];
+  private synced = 0;
+  private syncDue = false;
+  /** base history + records: what a restart recovers. */
+  onDisk = new AppliedHistory();
+
+  constructor(
+    private readonly geometry: Geometry,
+    /** Chance that a crash is a power loss (unsynced records lost) rather than a killed process. */
+    private readonly powerLossChance: number,
+  ) {}
+
+  log(update: Update, history: AppliedHistory): void {
+    this.records.push(update);
+    this.onDisk.extendFrom(history, update.seq);
+    if (needsSync(update)) this.syncDue = true;
+  }
+
+  commit(): void {
+    if (this.syncDue) this.synced = this.records.length;
+    this.syncDue = false;
+  }
+
+  install(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
+    this.setBase(seq, epoch, snapshot, history);
+  }
+
+  checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
+    this.setBase(seq, epoch, snapshot, history);
+  }
+
+  private setBase(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
+    // Written, synced and renamed into place; the log restarts after it and every older
+    // segment is deleted (WriteAheadLog.rotate), records of a replaced history included.
+    this.base = { seq, epoch, snapshot: snapshot.slice() };
+    this.records = [];
+    this.synced = 0;
+    this.onDisk = history.prefix(seq);
+  }
+
+  crash(rng: Rng): string {
+    this.syncDue = false;
+    if (!rng.chance(this.powerLossChance)) return "process killed: what it wrote survives";
+    const lost = this.records.length - this.synced;
+    this.records.length = this.synced;
+    this.onDisk.truncate((this.base?.seq ?? 0) + this.synced);
+    return `power lost: ${lost} unsynced log record(s) gone`;
+  }
+
+  recover(): Recovered {
+    let state = new StoreState(this.geometry.segmentSize, this.geometry.pageSize);
+    let lastEpoch = 0;
+    if (this.base) {
+      state = decodeSnapshot(this.base.snapshot);
+      lastEpoch = this.base.epoch;
+    }
+    for (const update of this.records) {
+      state.apply(update);
+      lastEpoch = update.epoch;
+    }
+    return { state, lastEpoch, history: this.onDisk.prefix(this.onDisk.length) };
   }
 }
