@@ -165,7 +165,7 @@ export class ClusterLink {
       probe = await this.dial(address);
     } catch (error) {
       if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") throw error;
-      problems.add((error as Error).message);
+      problems.add(withoutCode((error as Error).message));
       return false;
     }
     const { chain, epoch } = probe.welcome;
@@ -195,7 +195,7 @@ export class ClusterLink {
       return true;
     } catch (error) {
       for (const connection of opened) connection.close();
-      problems.add((error as Error).message);
+      problems.add(withoutCode((error as Error).message));
       return false;
     }
   }
@@ -315,6 +315,11 @@ export class ClusterLink {
     this.head?.setActive(active);
     this.tail?.setActive(active);
   }
+}
+
+/** "EUNAVAILABLE: cannot connect…" → "cannot connect…": the summary carries the code once. */
+function withoutCode(message: string): string {
+  return message.replace(/^E[A-Z]+: /, "");
 }
 
 function sleep(ms: number): Promise<void> {

@@ -75,7 +75,9 @@ export class Connection {
                   events.onMessage(message);
                 },
                 onClose(_l, reason) {
-                  if (!greeted) settle.reject(new PStoreError("EUNAVAILABLE", `${address}: ${reason}`));
+                  // Closed before any answer: often a TLS server spoken to in plain TCP.
+                  const hint = tlsCa ? "" : " (if the servers use TLS, set PSTORE_TLS_CA or --tls-ca)";
+                  if (!greeted) settle.reject(new PStoreError("EUNAVAILABLE", `${address}: ${reason}${hint}`));
                   else events.onClose(reason);
                 },
               },

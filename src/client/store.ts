@@ -4,6 +4,7 @@
  * pages (read-only; under a write hold the first write to a page marks it
  * dirty); a write release ships the dirty pages only.
  */
+import { readFileSync } from "node:fs";
 import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { PStoreError } from "../errors";
@@ -66,7 +67,7 @@ class ClientStore implements Store {
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
       options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT,
       options.secret ?? (process.env.PSTORE_SECRET || undefined),
-      options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined),
+      readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)),
     );
   }
 
@@ -364,6 +365,16 @@ class ClientStore implements Store {
 function checkName(name: string): void {
   const problem = nameProblem(name);
   if (problem) throw new PStoreError("EINVAL", problem);
+}
+
+/** The CA as PEM text, read once: a bad path is EINVAL now, not a connection failure later. */
+function readCa(ca: string | undefined): string | undefined {
+  if (ca === undefined || ca.includes("-----BEGIN")) return ca;
+  try {
+    return readFileSync(ca, "utf8");
+  } catch (error) {
+    throw new PStoreError("EINVAL", `cannot read the TLS CA ${ca}: ${(error as Error).message}`);
+  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

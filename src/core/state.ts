@@ -270,7 +270,12 @@ export class StoreState {
     datum.holders.push(hold);
     this.holds.set(hold.id, hold);
     this.sessions.get(waiter.session)!.holds.add(hold.id);
-    const cacheValid = waiter.knownCreatedSeq === datum.createdSeq && waiter.cachedVersion >= datum.createdSeq;
+    // A cached version newer than the datum's means the client saw a history this
+    // state no longer has (writes lost in an outage): its copy is not to be trusted.
+    const cacheValid =
+      waiter.knownCreatedSeq === datum.createdSeq &&
+      waiter.cachedVersion >= datum.createdSeq &&
+      waiter.cachedVersion <= datum.version;
     return {
       type: "granted",
       holdId: hold.id,
