@@ -121,3 +121,29 @@ test("after a whole-cluster crash, a session that does not come back expires and
   await store.releaseReadWrite(view);
   console.log(`the orphaned hold was freed ${Math.round(performance.now() - started)} ms after the restart`);
 }, 60_000);
+
+test("a stale server restarted first waits for the servers of its last chain: it does not wipe what they acknowledged", async () => {
+  dataDir = tempDir();
+  cluster = new LocalCluster({ count: 3, basePort: 0, dataDir, command: pstoreCommand(), fsync: "always", segmentSize: 4 << 20 });
+  await cluster.start();
+  const writeValue = async (value: number) => {
+    const store = await connect({ servers: cluster!.servers, failoverTimeoutMs: 30_000 });
+    await store.withWrite("c", (view) => void (new Int32Array(view.buffer, view.byteOffset, 1)[0] = value));
+    await store.close();
+  };
+  const first = await connect({ servers: cluster.servers });
+  await first.create("c", 4);
+  await first.close();
+  await writeValue(1);
+  await cluster.kill(2, "SIGKILL"); // server 3 leaves with the value 1
+  await writeValue(2); // acknowledged by servers 1 and 2 only
+  await cluster.kill(0, "SIGKILL");
+  await cluster.kill(1, "SIGKILL");
+  await cluster.restart(2); // the stale one comes back first, alone...
+  await Bun.sleep(2500); // ...longer than --suspect-ms: it must still not serve on its own
+  await cluster.restart(0);
+  await cluster.restart(1);
+  const reader = await connect({ servers: cluster.servers, failoverTimeoutMs: 30_000 });
+  stores = [reader];
+  expect(await reader.withRead("c", (view) => new Int32Array(view.buffer, view.byteOffset, 1)[0])).toBe(2);
+}, 60_000);

@@ -96,6 +96,8 @@ export class Replica {
   private refusedEpoch = 0;
   private nowMs = 0;
   private lastTickMs: number | null = null;
+  /** Servers of the last chain a booting server waits for (noted when it changes). */
+  private bootWaitingFor = "";
   private bootStartMs = 0;
   private lastHeartbeatMs = -Infinity;
   private lastJoinMs = -Infinity;
@@ -109,8 +111,11 @@ export class Replica {
     public state: StoreState,
     /** From disk (issue 4): the epoch of the last applied update. */
     lastEpoch = 0,
+    /** From disk: the last configuration this server knew. It boots with it (not serving). */
+    lastConfig: ChainConfig = NO_CONFIG,
   ) {
     this.lastEpoch = lastEpoch;
+    this.config = lastConfig;
     this.retained = new RetainedLog(state.appliedSeq, lastEpoch);
     this.highestEpochSeen = lastEpoch;
   }
@@ -439,6 +444,24 @@ export class Replica {
     }
     const heardEveryone = alive.length === others.length;
     if (!heardEveryone && this.nowMs - this.bootStartMs < this.options.suspectMs) return;
+    // The servers of the last chain we (or the other booting servers) knew may hold updates
+    // we lack, acknowledged before the outage: forming a chain without them could wipe
+    // those updates when they come back. Wait for them all.
+    const required = new Set(this.config.chain);
+    for (const id of alive) {
+      const view = this.peerViews.get(id)!;
+      if (view.status !== "member") for (const member of view.chain) required.add(member);
+    }
+    required.delete(this.selfId);
+    const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
+    if (missing.length > 0) {
+      const waitingFor = missing.join(",");
+      if (waitingFor !== this.bootWaitingFor) {
+        this.bootWaitingFor = waitingFor;
+        this.out.push({ kind: "note", text: `waiting for server(s) ${waitingFor} of the last chain: they may hold acknowledged updates` });
+      }
+      return;
+    }
     // Nobody serves: the most advanced history among the servers not serving leads. A joining
     // server counts too: it may be the last one holding acknowledged updates (it goes
     // booting once no member of its chain serves, and then forms the chain itself).

@@ -83,6 +83,7 @@ export class Server {
       },
       recovered.state,
       recovered.lastEpoch,
+      recovered.config ?? undefined,
     );
     this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
@@ -283,6 +284,7 @@ export class Server {
         const info = this.durability.checkpoint(action.seq, action.epoch, configEpoch, action.snapshot);
         this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
       } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
+      else if (action.kind === "config") this.durability.saveConfig(action.config);
     }
     this.durability.commit();
     const auto = this.durability.checkpointIfLarge(this.replica.state, this.replica.lastEpoch, configEpoch);

@@ -15,7 +15,8 @@ import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import type { StoreState } from "../core";
+import type { ChainConfig, StoreState } from "../core";
+import { saveConfig } from "./config";
 
 export type FsyncMode = "always" | "batch" | "off";
 
@@ -100,6 +101,11 @@ export class Durability {
     // Other checkpoints hold a history this server no longer has: never load them.
     for (const other of listCheckpoints(this.dir)) if (other.seq !== seq) unlinkSync(other.file);
     return info;
+  }
+
+  /** Records the configuration a server moved to (read back at restart). */
+  saveConfig(config: ChainConfig): void {
+    saveConfig(this.dir, config);
   }
 
   get latestCheckpoint(): CheckpointInfo | null {

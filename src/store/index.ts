@@ -1,4 +1,5 @@
 export * from "./checkpoint";
+export * from "./config";
 export * from "./durability";
 export * from "./errors";
 export * from "./lock";

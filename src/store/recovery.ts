@@ -4,7 +4,8 @@
  * that does not check out is refused with the file and offset, never guessed.
  */
 import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
-import { StoreState } from "../core";
+import { type ChainConfig, StoreState } from "../core";
+import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
 import { RecoveryError } from "./errors";
@@ -22,6 +23,8 @@ export interface Recovered {
   /** Epoch of the update at state.appliedSeq (0 when there is none). */
   lastEpoch: number;
   configEpoch: number;
+  /** The last chain configuration the server knew (none on a first start). */
+  config: ChainConfig | null;
   checkpoint: CheckpointInfo | null;
   replayed: number;
   wal: WriteAheadLog;
@@ -63,7 +66,8 @@ export function recover(dir: string, segmentSize: number, pageSize: number): Rec
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
   const wal = WriteAheadLog.create(dir, state.appliedSeq + 1);
-  return { state, lastEpoch, configEpoch, checkpoint, replayed, wal, notes };
+  const config = loadConfig(dir);
+  return { state, lastEpoch, configEpoch, config, checkpoint, replayed, wal, notes };
 }
 
 interface SegmentReplay {
