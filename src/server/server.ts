@@ -6,7 +6,14 @@
  */
 import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
-import { CHECKPOINT_MB_DEFAULT, CONNECTIONS_MAX, FRAME_BYTES_MAX, PAGE_SIZE, PROTOCOL_VERSION } from "../constants";
+import {
+  CHECKPOINT_MB_DEFAULT,
+  CONNECTIONS_MAX,
+  FRAME_BYTES_MAX,
+  HANDSHAKE_FRAME_BYTES_MAX,
+  PAGE_SIZE,
+  PROTOCOL_VERSION,
+} from "../constants";
 import { type Action, type Output, Replica } from "../core";
 import { Durability } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
@@ -104,10 +111,13 @@ export class Server {
       socket: {
         ...linkSocketHandlers,
         open(socket) {
-          const link = new Link(socket, {
-            onFrame: (l, frame) => server.onFrame(l, frame),
-            onClose: (l, reason) => server.onClose(l, reason),
-          });
+          // Until it proves who it is, a connection may send only small frames:
+          // an unauthenticated length prefix must not make the server allocate much.
+          const link = new Link(
+            socket,
+            { onFrame: (l, frame) => server.onFrame(l, frame), onClose: (l, reason) => server.onClose(l, reason) },
+            HANDSHAKE_FRAME_BYTES_MAX,
+          );
           link.tag = { kind: "new" } satisfies LinkRole;
           socket.data = link;
           if (server.links.size >= CONNECTIONS_MAX) {
@@ -212,7 +222,10 @@ export class Server {
     if (role === "server") {
       link.tag = { kind: "peer", id: senderId } satisfies LinkRole;
       link.setFrameBytesMax(this.peerFrameBytesMax());
-    } else link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
+    } else {
+      link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
+      link.setFrameBytesMax(FRAME_BYTES_MAX);
+    }
     link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
   }
 
