@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import type { Socket } from "bun";
 import type { Random } from "../../src/chaos/random";
-import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../../src/constants";
+import { FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../../src/constants";
 import {
   FRAME_HEADER_BYTES,
   FrameDecoder,
@@ -310,10 +310,13 @@ export function judge(shape: ServerShape, stream: Uint8Array, start: Role): Verd
   let examined = 0;
   let largestLength = 0;
   // FrameDecoder's rules, over the whole stream at once (it would allocate a body as large as the length says).
+  // Until the handshake is done, the server takes only small frames.
+  const limitOf = (r: Role) => (r === "client" || r === "peer" ? FRAME_BYTES_MAX : HANDSHAKE_FRAME_BYTES_MAX);
+  let limit = limitOf(role);
   let offset = 0;
   while (stream.length - offset >= FRAME_HEADER_BYTES) {
     const length = stream[offset]! + stream[offset + 1]! * 0x100 + stream[offset + 2]! * 0x1_0000 + stream[offset + 3]! * 0x100_0000;
-    if (length < 1 || length > FRAME_BYTES_MAX) {
+    if (length < 1 || length > limit) {
       role = "closed";
       break;
     }
@@ -326,6 +329,7 @@ export function judge(shape: ServerShape, stream: Uint8Array, start: Role): Verd
     if (role === "closed") continue;
     examined++;
     role = step(shape, role, type, body, () => (forbidden = true));
+    if (role !== "closed") limit = limitOf(role);
   }
   const partial = role !== "closed" && offset < stream.length;
   return { role, forbidden, examined, partial, largestLength };
