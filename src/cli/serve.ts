@@ -70,6 +70,12 @@ export default defineCommand({
     },
     "heartbeat-ms": { type: "string", valueHint: "ms", default: String(HEARTBEAT_MS_DEFAULT), description: "Heartbeat period between servers" },
     "suspect-ms": { type: "string", valueHint: "ms", default: String(SUSPECT_MS_DEFAULT), description: "A peer silent this long is declared down" },
+    quorum: {
+      type: "enum",
+      options: ["none", "majority"],
+      default: "none",
+      description: "none: serve while one server is alive (a partition can split the chain); majority: reconfigure and accept writes only with a majority of --peers",
+    },
     fsync: {
       type: "enum",
       options: [...FSYNC_MODES],
@@ -118,6 +124,7 @@ export default defineCommand({
       sessionTimeoutMs,
       heartbeatMs,
       suspectMs,
+      quorum: args.quorum as "none" | "majority",
       fsync: args.fsync as FsyncMode,
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),

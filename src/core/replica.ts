@@ -37,7 +37,28 @@ export interface ReplicaOptions {
   sessionTimeoutMsDefault: number;
   heartbeatMs: number;
   suspectMs: number;
+  /**
+   * "none" (default): a configuration takes effect when its issuer sends it, and a chain of
+   * one server serves. "majority": a configuration takes effect only once a majority of
+   * `peers` accepted it, and the head sequences only while the chain holds a majority, so
+   * the two sides of a partition never both acknowledge writes.
+   */
+  quorum?: "none" | "majority";
 }
+
+/** --quorum majority: a configuration this server proposed, waiting for acceptances. */
+interface Proposal {
+  epoch: number;
+  chain: number[];
+  baseEpoch: number;
+  accepted: Set<number>;
+  sinceMs: number;
+  /** Our acceptedEpoch before this proposal: restored when it is dropped (it never takes effect). */
+  acceptedBefore: number;
+}
+
+/** A proposal is dropped if it has not gathered a majority within this many heartbeats. */
+const PROPOSAL_HEARTBEATS = 5;
 
 /** What this replica last heard from another server. */
 export interface PeerView {
@@ -105,6 +126,12 @@ export class Replica {
   private toForward: Update[] = [];
   private ackDue = false;
   private lastAckMs = -Infinity;
+  /** --quorum majority: our proposal waiting for a majority. */
+  private proposal: Proposal | null = null;
+  /** --quorum majority: the highest proposal this server accepted (epoch, and who proposed it). */
+  private acceptedEpoch = 0;
+  /** The last "no majority" note (noted when it changes). */
+  private minorityNote = "";
 
   constructor(
     readonly options: ReplicaOptions,
@@ -128,6 +155,25 @@ export class Replica {
     return this.status === "member" && this.config.chain[0] === this.selfId;
   }
 
+  private get majorityMode(): boolean {
+    return this.options.quorum === "majority";
+  }
+
+  /** Servers that make a majority of --peers. */
+  get majority(): number {
+    return Math.floor(this.options.peers.length / 2) + 1;
+  }
+
+  /**
+   * The head may sequence: always by default; with --quorum majority, while the chain holds
+   * a majority of --peers that it still hears (a head cut off from its chain refuses at once
+   * instead of taking requests that cannot be acknowledged).
+   */
+  get hasQuorum(): boolean {
+    if (!this.majorityMode) return true;
+    return this.config.chain.filter((id) => id === this.selfId || !this.suspected(id)).length >= this.majority;
+  }
+
   get isTail(): boolean {
     return this.status === "member" && tailOf(this.config) === this.selfId;
   }
@@ -137,6 +183,13 @@ export class Replica {
   /** A client request; only the head sequences (the server redirects the others). */
   onRequest(request: Request): Action[] {
     if (!this.isHead) return this.finish();
+    if (!this.hasQuorum) {
+      // A minority chain (--quorum majority) acknowledges nothing: the other side may serve.
+      const message = `no majority: ${this.liveInChain()} of ${this.options.peers.length} servers in the chain`;
+      const reply = { type: "error" as const, code: "EUNAVAILABLE", message };
+      this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
+      return this.finish();
+    }
     this.monitor.heard(request.session);
     const session = this.state.sessions.get(request.session);
     if (request.op.type !== "open_session") {
@@ -185,6 +238,7 @@ export class Replica {
     this.advanceClock(nowMs);
     if (this.bootStartMs === 0) this.bootStartMs = nowMs;
     if (nowMs - this.lastHeartbeatMs >= this.options.heartbeatMs) this.broadcastHeartbeat();
+    this.dropStaleProposal();
     if (this.status === "booting") this.tryBoot();
     else if (this.status === "joining") this.keepJoining();
     else this.keepServing();
@@ -220,6 +274,12 @@ export class Replica {
         break;
       case "join":
         this.onJoin(message.from, message.appliedSeq, message.lastEpoch);
+        break;
+      case "config_propose":
+        this.onPropose(message.from, message.epoch, message.chain, message.baseEpoch);
+        break;
+      case "config_accept":
+        this.onAccept(message.from, message.epoch);
         break;
       case "caught_up":
         if (this.isHead && message.epoch === this.config.epoch && message.from === tailOf(this.config)) {
@@ -444,6 +504,8 @@ export class Replica {
     }
     const heardEveryone = alive.length === others.length;
     if (!heardEveryone && this.nowMs - this.bootStartMs < this.options.suspectMs) return;
+    // --quorum majority: a chain is formed only by a side that hears a majority of --peers.
+    if (this.majorityMode && alive.length + 1 < this.majority) return;
     // The servers of the last chain we (or the other booting servers) knew may hold updates
     // we lack, acknowledged before the outage: forming a chain without them could wipe
     // those updates when they come back. Wait for them all.
@@ -472,7 +534,7 @@ export class Replica {
       const order = compareHistory(position(a), position(b));
       return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
     });
-    if (best !== this.selfId) return;
+    if (best !== this.selfId || this.proposal) return;
     const mine = position(this.selfId);
     const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
     this.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
@@ -507,8 +569,9 @@ export class Replica {
       this.out.push({ kind: "config", config: this.config });
       return;
     }
-    if (this.isHead) this.expireSilentSessions();
-    if (this.isIssuer()) {
+    if (this.isHead && this.hasQuorum) this.expireSilentSessions();
+    this.noteMinority();
+    if (this.isIssuer() && !this.proposal) {
       const failed = this.config.chain.filter((id) => id !== this.selfId && this.hasLeftChain(id));
       if (failed.length > 0) {
         this.out.push({ kind: "note", text: `removing server(s) ${failed.join(",")} from the chain` });
@@ -633,24 +696,33 @@ export class Replica {
   private broadcastHeartbeat(busyMs = 0): void {
     this.lastHeartbeatMs = this.nowMs;
     for (const id of this.options.peers) {
-      if (id === this.selfId) continue;
-      this.send(id, {
-        type: "heartbeat",
-        from: this.selfId,
-        epoch: this.config.epoch,
-        chain: this.config.chain,
-        status: this.status,
-        appliedSeq: this.state.appliedSeq,
-        lastEpoch: this.lastEpoch,
-        busyMs,
-      });
+      if (id !== this.selfId) this.sendHeartbeat(id, busyMs);
     }
+  }
+
+  private sendHeartbeat(to: number, busyMs: number): void {
+    this.send(to, {
+      type: "heartbeat",
+      from: this.selfId,
+      epoch: this.config.epoch,
+      chain: this.config.chain,
+      status: this.status,
+      appliedSeq: this.state.appliedSeq,
+      lastEpoch: this.lastEpoch,
+      busyMs,
+    });
   }
 
   // ---- configurations -----------------------------------------------------------
 
   private issueConfig(chain: number[]): void {
-    const config = { epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain };
+    if (this.majorityMode) return this.propose(chain);
+    this.commitConfig({ epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain });
+  }
+
+  /** Sends a configuration to every server and adopts it. */
+  private commitConfig(config: ChainConfig): void {
+    const chain = config.chain;
     // A heartbeat first, on the same connections: a booting receiver then knows our history
     // when it decides whether it may serve in this configuration directly (hasHistoryOf).
     this.broadcastHeartbeat();
@@ -682,6 +754,12 @@ export class Replica {
       return;
     }
     this.foreign = null;
+    const proposal = this.proposal;
+    if (proposal && config.epoch > proposal.baseEpoch) {
+      // Built on the configuration we are leaving: it will never take effect.
+      this.proposal = null;
+      if (this.acceptedEpoch === proposal.epoch) this.acceptedEpoch = Math.max(proposal.acceptedBefore, config.epoch);
+    }
     const wasHead = this.isHead;
     const wasTail = this.isTail;
     const inChain = config.chain.includes(this.selfId);
@@ -717,6 +795,100 @@ export class Replica {
       this.ackedSeq = this.state.appliedSeq;
       if (!wasTail) this.ackDue = true;
     }
+  }
+
+  // ---- --quorum majority: proposals --------------------------------------------------
+
+  /**
+   * Proposes `chain` to every server; it takes effect (commitConfig) once a majority of
+   * --peers, this server included, accepted it. One proposal at a time: the callers retry
+   * on a later tick once a proposal that gathered no majority is dropped.
+   */
+  private propose(chain: number[]): void {
+    if (this.proposal) return;
+    // A member builds on its configuration; a booting server forms a chain on the newest
+    // configuration it has heard of (nobody serves in it, or it would join).
+    const baseEpoch = this.status === "member" ? this.config.epoch : Math.max(this.config.epoch, this.highestEpochSeen);
+    const epoch = nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch, this.acceptedEpoch), this.selfId);
+    if (!this.accepts(this.selfId, epoch, baseEpoch)) return;
+    const acceptedBefore = this.acceptedEpoch;
+    this.acceptedEpoch = epoch;
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, epoch);
+    this.proposal = { epoch, chain, baseEpoch, accepted: new Set([this.selfId]), sinceMs: this.nowMs, acceptedBefore };
+    this.out.push({ kind: "note", text: `proposing ${describeConfig({ epoch, chain })} (a majority is ${this.majority} of ${this.options.peers.length})` });
+    for (const id of this.options.peers) {
+      if (id !== this.selfId) this.send(id, { type: "config_propose", from: this.selfId, epoch, chain, baseEpoch });
+    }
+    this.maybeCommitProposal();
+  }
+
+  /**
+   * A proposal is accepted if it builds on our configuration (or a newer one) and is newer
+   * than every proposal we accepted. An accepted proposal counts as our configuration for
+   * the first rule until it is dropped (its proposer proposes again: it drops a proposal
+   * before its next one and never commits a dropped one): two proposals built on one
+   * configuration cannot both gather a majority.
+   */
+  private accepts(from: number, epoch: number, baseEpoch: number): boolean {
+    if (epoch <= this.acceptedEpoch) return false;
+    // A proposal we accepted blocks the others until we adopt it, its proposer proposes
+    // again, or its proposer is gone (else one crash mid-proposal would block us for good).
+    const proposer = issuerOf(this.acceptedEpoch);
+    const blocks = this.acceptedEpoch > this.config.epoch && proposer !== from && proposer !== this.selfId && !this.suspected(proposer);
+    const pending = blocks ? this.acceptedEpoch : 0;
+    return baseEpoch >= Math.max(this.config.epoch, pending);
+  }
+
+  private onPropose(from: number, epoch: number, chain: number[], baseEpoch: number): void {
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, epoch);
+    if (this.accepts(from, epoch, baseEpoch)) {
+      this.acceptedEpoch = epoch;
+      // Our own proposal, if any, cannot win against one we accepted that is newer.
+      if (this.proposal && this.proposal.epoch < epoch) this.proposal = null;
+      this.send(from, { type: "config_accept", from: this.selfId, epoch });
+      return;
+    }
+    // Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt).
+    this.sendHeartbeat(from, 0);
+    if (this.refusedEpoch !== epoch) {
+      this.refusedEpoch = epoch;
+      this.out.push({ kind: "note", text: `refusing the proposal ${describeConfig({ epoch, chain })} of server ${from}: built on epoch ${baseEpoch}, ours is ${this.config.epoch} (accepted ${this.acceptedEpoch})` });
+    }
+  }
+
+  private onAccept(from: number, epoch: number): void {
+    if (!this.proposal || this.proposal.epoch !== epoch) return;
+    this.proposal.accepted.add(from);
+    this.maybeCommitProposal();
+  }
+
+  private maybeCommitProposal(): void {
+    const proposal = this.proposal;
+    if (!proposal || proposal.accepted.size < this.majority) return;
+    this.proposal = null;
+    // Our configuration moved on meanwhile (adopted from the others): the proposal is void.
+    if (this.config.epoch > proposal.baseEpoch) return;
+    this.commitConfig({ epoch: proposal.epoch, chain: proposal.chain });
+  }
+
+  private dropStaleProposal(): void {
+    const proposal = this.proposal;
+    if (!proposal || this.nowMs - proposal.sinceMs <= PROPOSAL_HEARTBEATS * this.options.heartbeatMs) return;
+    this.proposal = null;
+    // We will never commit it: our own acceptance of it need not block the others' proposals.
+    if (this.acceptedEpoch === proposal.epoch) this.acceptedEpoch = proposal.acceptedBefore;
+    this.out.push({ kind: "note", text: `dropping the proposal ${describeConfig(proposal)}: accepted by ${proposal.accepted.size} of the ${this.majority} needed` });
+  }
+
+  private liveInChain(): number {
+    return this.config.chain.filter((id) => id === this.selfId || !this.suspected(id)).length;
+  }
+
+  /** Notes (once per change) that the head refuses requests for want of a majority. */
+  private noteMinority(): void {
+    const note = this.isHead && !this.hasQuorum ? `no majority: ${this.liveInChain()} of ${this.options.peers.length} servers in the chain; refusing requests` : "";
+    if (note !== this.minorityNote && note !== "") this.out.push({ kind: "note", text: note });
+    this.minorityNote = note;
   }
 
   // ---- output -------------------------------------------------------------------

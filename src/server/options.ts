@@ -13,6 +13,8 @@ export interface ServerOptions {
   sessionTimeoutMs: number;
   heartbeatMs: number;
   suspectMs: number;
+  /** "majority": configurations need a majority of --peers, and writes a chain holding one (default "none"). */
+  quorum?: "none" | "majority";
   fsync: FsyncMode;
   /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
   checkpointBytes?: number;

@@ -87,6 +87,7 @@ export class Server {
         sessionTimeoutMsDefault: options.sessionTimeoutMs,
         heartbeatMs: options.heartbeatMs,
         suspectMs: options.suspectMs,
+        quorum: options.quorum ?? "none",
       },
       recovered.state,
       recovered.lastEpoch,

@@ -33,7 +33,11 @@ export type PeerMessage =
   /** A server outside the chain asks the tail to bring it up to date. */
   | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
   /** The tail tells the head that a joiner has everything: append it to the chain. */
-  | { type: "caught_up"; from: number; epoch: number; joiner: number };
+  | { type: "caught_up"; from: number; epoch: number; joiner: number }
+  /** --quorum majority: the issuer asks to accept `chain` as `epoch`, built on its configuration `baseEpoch`. */
+  | { type: "config_propose"; from: number; epoch: number; chain: number[]; baseEpoch: number }
+  /** --quorum majority: the proposal of `epoch` is accepted (a refusal is answered with a heartbeat). */
+  | { type: "config_accept"; from: number; epoch: number };
 
 const PEER_TYPES = {
   heartbeat: 20,
@@ -45,6 +49,8 @@ const PEER_TYPES = {
   ack: 26,
   join: 27,
   caught_up: 28,
+  config_propose: 29,
+  config_accept: 30,
 } as const;
 
 const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
@@ -68,7 +74,7 @@ function readChain(r: Reader): number[] {
 }
 
 export function isPeerFrameType(type: number): boolean {
-  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.caught_up;
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.config_accept;
 }
 
 export function encodePeer(m: PeerMessage): Uint8Array {
@@ -99,6 +105,14 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
     case "caught_up":
       return frame(PEER_TYPES.caught_up, 2 + 8 + 2, (w) => w.u16(m.from).u53(m.epoch).u16(m.joiner));
+    case "config_propose":
+      return frame(PEER_TYPES.config_propose, 2 + 8 + chainSize(m.chain) + 8, (w) => {
+        w.u16(m.from).u53(m.epoch);
+        writeChain(w, m.chain);
+        w.u53(m.baseEpoch);
+      });
+    case "config_accept":
+      return frame(PEER_TYPES.config_accept, 2 + 8, (w) => w.u16(m.from).u53(m.epoch));
   }
 }
 
@@ -167,6 +181,10 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
     case PEER_TYPES.caught_up:
       return { type: "caught_up", from: r.u16(), epoch: r.u53(), joiner: r.u16() };
+    case PEER_TYPES.config_propose:
+      return { type: "config_propose", from: r.u16(), epoch: r.u53(), chain: readChain(r), baseEpoch: r.u53() };
+    case PEER_TYPES.config_accept:
+      return { type: "config_accept", from: r.u16(), epoch: r.u53() };
     default:
       throw new WireError(`unknown server message type ${type}`);
   }
