@@ -134,7 +134,7 @@ function _suggestion(name: string, flags: Map<string, _FlagInfo>): string {
   let bestDistance = 3;
   for (const known of flags.keys()) {
     if (known.length < 2 || /[A-Z]/.test(known)) continue;
-    const distance = _editDistance(name, known);
+    const distance = editDistance(name, known);
     if (distance < bestDistance) {
       best = known;
       bestDistance = distance;
@@ -143,7 +143,8 @@ function _suggestion(name: string, flags: Map<string, _FlagInfo>): string {
   return best ? ` (did you mean --${best}?)` : "";
 }
 
-function _editDistance(a: string, b: string): number {
+/** Levenshtein distance, for "did you mean" hints (flags here, commands in the shell). */
+export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     let diagonal = row[0]!;

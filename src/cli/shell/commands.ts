@@ -10,7 +10,7 @@ import { constants } from "node:os";
 import type { ClusterStatus, DatumInfo, Store } from "../../client/types.ts";
 import { PStoreError } from "../../errors.ts";
 import type { LocalCluster } from "../cluster.ts";
-import { formatBytes, parseSize, SIZE_SYNTAX, UsageError } from "../flags.ts";
+import { editDistance, formatBytes, parseSize, SIZE_SYNTAX, UsageError } from "../flags.ts";
 import { formatDatumLine, formatDatumTable, formatStatusLine, formatStatusTable, quoteWord } from "../format.ts";
 import type { Style } from "../output.ts";
 import { tokenize } from "./tokenize.ts";
@@ -479,7 +479,7 @@ function _suggestCommand(word: string): string {
   let best: string | undefined;
   let bestDistance = word.length > 3 ? 3 : 2;
   for (const name of [...Object.keys(SHELL_COMMANDS), ...Object.keys(_ALIASES)]) {
-    const distance = _editDistance(word.toLowerCase(), name);
+    const distance = editDistance(word.toLowerCase(), name);
     if (distance < bestDistance) {
       best = _ALIASES[name] ?? name;
       bestDistance = distance;
@@ -488,19 +488,6 @@ function _suggestCommand(word: string): string {
   return best ? ` (did you mean ${best}?)` : "";
 }
 
-function _editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length]!;
-}
 
 /** Candidates for tab completion: command names, then data names, then types. */
 export function completeLine(line: string, names: Iterable<string>): [string[], string] {
