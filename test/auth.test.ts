@@ -2,6 +2,7 @@
  * Shared-secret authentication: servers with --secret admit only clients and
  * peers that prove they know it; the secret never crosses the wire.
  */
+import { codeOf } from "./helpers/errors";
 import { afterEach, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { LocalCluster } from "../src/cli/cluster";
@@ -25,15 +26,6 @@ afterEach(async () => {
   dirs = [];
 });
 
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "ok";
-  } catch (error) {
-    if (error instanceof PStoreError) return error.code;
-    throw error;
-  }
-}
 
 test("a cluster with a secret forms its chain and serves only clients that know it", async () => {
   const dataDir = tempDir();

@@ -24,15 +24,6 @@ async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | "p
   return Promise.race([promise, Bun.sleep(ms).then(() => "pending" as const)]);
 }
 
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "ok";
-  } catch (error) {
-    if (error instanceof PStoreError) return error.code;
-    throw error;
-  }
-}
 
 beforeAll(async () => {
   server = await startServer({ segmentSize: "128MiB", sessionTimeoutMs: 1000 });
