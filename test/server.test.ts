@@ -3,6 +3,7 @@
  * process and in child processes.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { codeOf } from "./helpers/errors";
 import { PStoreError, type Store, connect } from "../src/index";
 import { type ServerProcess, removeDir, runScript, spawnChild, startServer } from "./helpers/processes";
 
