@@ -232,6 +232,10 @@ export class Replica {
       // This process was not running (stopped, swapped, a long GC): it cannot tell
       // whether the others were silent, so it does not suspect them for that time.
       for (const view of this.peerViews.values()) view.lastHeardMs += pausedMs;
+      // Nor did it wait for them while booting (it would form a chain alone, though what the
+      // others sent waits unread in its sockets), nor hear its clients (their heartbeats too).
+      this.bootStartMs += pausedMs;
+      this.monitor.shift(pausedMs);
       this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
     }
     this.lastTickMs = nowMs;

@@ -12,6 +12,11 @@ export class SessionMonitor {
     this.lastHeardMs.set(session, this.nowMs);
   }
 
+  /** This process was not running for `ms`: it did not hear anyone then, nobody fell silent. */
+  shift(ms: number): void {
+    for (const [session, last] of this.lastHeardMs) this.lastHeardMs.set(session, last + ms);
+  }
+
   /**
    * Sessions of `live` (id → timeout) silent for longer than their timeout.
    * A session first seen here (e.g. after this server became head) gets a
