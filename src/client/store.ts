@@ -223,6 +223,8 @@ class ClientStore implements Store {
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
     const granted = this.send(op);
+    // If the wait is given up first, the grant may still fail later (e.g. on close): nobody awaits it then.
+    granted.catch(() => {});
     const stop = this.watchWait(reqNo, options);
     let message: ReplyMessage;
     try {
