@@ -223,3 +223,16 @@ describe("bad creates", () => {
     expect(await codeOf(a.accessRead("doomed"))).toBe("ENOENT");
   });
 });
+
+describe("long sessions", () => {
+  test("after a timed-out wait the session goes on: 1,500 more cycles work (no request stays pending forever)", async () => {
+    const [a, b] = [await client(), await client()];
+    await a.create("x-held", 4);
+    await b.create("y-free", 4);
+    const held = await a.accessReadWrite("x-held");
+    expect(await codeOf(b.accessReadWrite("x-held", { timeoutMs: 100 }))).toBe("ETIMEDOUT");
+    await a.releaseReadWrite(held);
+    for (let i = 0; i < 1500; i++) await b.withWrite("y-free", (view) => void (view[0] = i & 0xff));
+    expect(await b.withRead("y-free", (view) => view[0])).toBe(1499 & 0xff);
+  }, 60_000);
+});

@@ -98,6 +98,16 @@ export class ClusterLink {
     return true;
   }
 
+  /**
+   * The servers applied the cancel of this acquire: no answer will come for it
+   * (its stored ECANCELED is not sent), so stop waiting — or `doneBelow` would
+   * stay below it forever and the session would fill up with stored replies.
+   */
+  forget(reqNo: number): void {
+    this.pending.delete(reqNo);
+    this.updateActivity();
+  }
+
   query(kind: QueryKind, name: string): Promise<string> {
     if (this.closedError) return Promise.reject(this.closedError);
     const queryId = this.nextQueryId++;

@@ -244,7 +244,10 @@ class ClientStore implements Store {
       const giveUp = (error: PStoreError) => {
         if (!this.cluster.markCancelled(reqNo)) return;
         this.request({ type: "cancel", acquireReqNo: reqNo }).then(
-          () => reject(error),
+          () => {
+            this.cluster.forget(reqNo);
+            reject(error);
+          },
           (cancelError) => reject(cancelError),
         );
       };
