@@ -13,6 +13,8 @@ export const SEGMENT_SIZE_MAX = 4 * 1024 * 1024 * 1024;
 
 /** A release ships a datum's dirty pages in one frame, so a datum fits in one. */
 export const DATUM_BYTES_MAX = 256 * 1024 * 1024;
+/** A connection that has not completed its handshake by then is closed. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** The largest frame before the handshake is complete (hello, auth): tiny. */
 export const HANDSHAKE_FRAME_BYTES_MAX = 4096;
 /** Checked on the length prefix, before any buffer is allocated. */

@@ -11,6 +11,7 @@ import {
   CONNECTIONS_MAX,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
+  HANDSHAKE_TIMEOUT_MS,
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
@@ -59,6 +60,7 @@ export class Server {
   private ticker: ReturnType<typeof setInterval> | null = null;
   private readonly durability: Durability;
   private authFailures = 0;
+  private readonly refusalsLogged = new Set<string>();
   private readonly refusedPeers = new Set<number>();
   /** Actions queued in this turn of the event loop: one disk sync serves them all. */
   private queued: Action[] = [];
@@ -126,6 +128,11 @@ export class Server {
             return link.close("too many connections");
           }
           server.links.add(link);
+          // A connection that does not complete its handshake in time is closed (slowloris).
+          setTimeout(() => {
+            const role = (link.tag as LinkRole).kind;
+            if (!link.isClosed && (role === "new" || role === "authenticating")) link.close("no handshake in time");
+          }, HANDSHAKE_TIMEOUT_MS).unref?.();
         },
       },
     });
@@ -269,7 +276,11 @@ export class Server {
   }
 
   private refuse(link: Link, code: string, message: string): void {
-    this.log.warn(`refusing a connection: ${code} ${message}`);
+    // Warn once per kind of refusal, then only at debug level: a scanner must not flood the log.
+    const first = !this.refusalsLogged.has(code);
+    this.refusalsLogged.add(code);
+    if (first) this.log.warn(`refusing a connection: ${code} ${message} (further ${code} refusals at debug level)`);
+    else this.log.debug(`refusing a connection: ${code} ${message}`);
     link.send(encodeMessage({ type: "error", body: { code, message } }));
     link.close(message);
   }
