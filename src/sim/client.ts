@@ -421,6 +421,12 @@ export class SimClient {
       p.queued = true;
       return;
     }
+    if (body.reply.type === "error" && body.reply.code === "EUNAVAILABLE") {
+      // --quorum majority: the head holds no majority now. It answers before deduplicating,
+      // so an earlier copy may have been applied: this says nothing. Keep waiting, and look
+      // for the chain again when the request counts as unanswered.
+      return;
+    }
     this.pending.delete(body.reqNo);
     if (body.reply.type === "error" || !p.cancelled) p.done(body.reply, body.pages, expectedHash);
   }

@@ -63,13 +63,14 @@ export class Checker {
 
   /**
    * The longest prefix of the acknowledged history some server other than
-   * `except` holds: in memory if it is up, on its disk if it is down (unless `liveOnly`).
+   * `except` holds: in memory if it is up, on its disk if it is down. With
+   * `runningOnly`, only servers that are up and not paused count.
    */
-  heldPrefix(except: SimServer | null = null, liveOnly = false): number {
+  heldPrefix(except: SimServer | null = null, runningOnly = false): number {
     const c = this.committed;
     let best = 0;
     for (const server of this.servers) {
-      if (server === except || (liveOnly && !server.up)) continue;
+      if (server === except || (runningOnly && (!server.up || server.paused))) continue;
       const history = server.up ? server.history : server.storage.onDisk;
       if (history.samePrefix(c, c.length)) return c.length;
       best = Math.max(best, history.commonPrefix(c));

@@ -7,7 +7,9 @@
  * never resend a queued acquire, as src/client), --disks (servers recover from
  * a model of src/store's log and checkpoints; whole-cluster crashes and power
  * losses), --free-crashes (with --disks: no fault budget, servers may restart
- * alone with stale disks), --faults-ms MS, --trace LINES,
+ * alone with stale disks), --quorum majority (the replicas' majority mode),
+ * --no-server-pauses (no SIGSTOP-like pauses of servers),
+ * --faults-ms MS, --trace LINES,
  * --fail-fast, --verbose (one line per seed).
  */
 import { type SimResult, runSeed } from "./simulation";
@@ -20,6 +22,8 @@ interface Args {
   faithfulClient: boolean;
   disks: boolean;
   freeCrashes: boolean;
+  majority: boolean;
+  noServerPauses: boolean;
   faultMs?: number;
   traceLines: number;
   failFast: boolean;
@@ -28,12 +32,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--faithful-client] [--disks [--free-crashes]] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--faithful-client] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, faithfulClient: false, disks: false, freeCrashes: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, faithfulClient: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -66,8 +70,15 @@ function parseArgs(argv: string[]): Args {
       case "--disks":
         args.disks = true;
         break;
+      case "--no-server-pauses":
+        args.noServerPauses = true;
+        break;
       case "--free-crashes":
         args.freeCrashes = true;
+        break;
+      case "--quorum":
+        if (argv[++i] !== "majority") usage("--quorum takes majority");
+        args.majority = true;
         break;
       case "--fail-fast":
         args.failFast = true;
@@ -91,7 +102,7 @@ function summary(r: SimResult): string {
   const s = r.stats;
   return (
     `seed ${r.seed}: ${r.ok ? "ok" : `FAILED (${r.failure!.invariant})`} — ${s.servers} servers, ${s.clients} clients, ${s.events} events, ${s.virtualMs} virtual ms, ` +
-    `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts, ${s.clientCrashes} client crashes, ${s.pauses} pauses, ${s.sessionsLost} sessions lost, ` +
+    `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts, ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
     `${s.increments} increments, ${s.reads} reads, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, seq ${s.appliedSeq}` +
     `${s.linearizability === "unknown" ? ", linearizability search ran out of steps" : ""}; trace ${r.traceHash}`
   );
@@ -110,8 +121,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.faithfulClient ? " --faithful-client" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, faithfulClient: args.faithfulClient, disks: args.disks, freeCrashes: args.freeCrashes, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.faithfulClient ? " --faithful-client" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, faithfulClient: args.faithfulClient, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

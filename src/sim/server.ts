@@ -17,6 +17,7 @@ import type { Storage } from "./storage";
 
 export interface ReplicaSettings {
   peers: number[];
+  quorum: "none" | "majority";
   sessionTimeoutMsDefault: number;
   heartbeatMs: number;
   suspectMs: number;
@@ -37,6 +38,9 @@ export interface ServerHost {
 
 export class SimServer {
   up = false;
+  /** Stopped (SIGSTOP, a long pause): nothing runs; what arrives waits in `held` until it resumes. */
+  paused = false;
+  readonly held: unknown[] = [];
   incarnation = 0;
   replica!: Replica;
   history = new AppliedHistory();
@@ -64,7 +68,7 @@ export class SimServer {
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
-    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch);
+    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined);
     if (recovered.state.appliedSeq !== this.history.length) {
       this.host.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
     }
@@ -72,6 +76,8 @@ export class SimServer {
 
   crash(): void {
     this.up = false;
+    this.paused = false;
+    this.held.length = 0;
     this.clientConns.clear();
     this.sessionConns.clear();
   }
@@ -188,6 +194,7 @@ export class SimServer {
           this.deliver(action.output);
           break;
         case "config":
+          this.storage.saveConfig(action.config);
           this.host.sawConfig(this, action.config.epoch, action.config.chain);
           this.announceConfig();
           break;

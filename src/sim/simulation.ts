@@ -47,6 +47,16 @@ export interface SimOptions {
    * acquire (a paused client whose session expired may then wait forever).
    */
   faithfulClient?: boolean;
+  /**
+   * --quorum majority: a configuration takes effect once a majority accepted
+   * it, and only a chain holding a majority acknowledges (safe under partitions).
+   */
+  quorum?: "none" | "majority";
+  /**
+   * Also stop servers for a while (SIGSTOP, a long GC): they run nothing, and
+   * resume with stale views. Default true.
+   */
+  serverPauses?: boolean;
   /** Trace lines kept for a failure report. */
   traceLines?: number;
   /** Bound on events per run. */
@@ -87,6 +97,7 @@ export interface SimStats {
   cuts: number;
   clientCrashes: number;
   pauses: number;
+  serverPauses: number;
   sessionsLost: number;
   increments: number;
   reads: number;
@@ -125,6 +136,7 @@ type Event =
   | { type: "server-restart"; server: SimServer }
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
+  | { type: "server-resume"; server: SimServer; incarnation: number }
   | { type: "heal" }
   | { type: "wind-down" }
   | { type: "settle-check" };
@@ -193,7 +205,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.net = new Network(this.serverIds, this.netRng);
     this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, resendQueuedTimeouts: options.faithfulClient ? null : 2 };
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
-    const replicaSettings = { peers: this.serverIds, sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
+    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
     this.servers = this.serverIds.map((id) => {
       const storage = options.storage?.(id, geometry) ?? (options.disks ? new SimDisk(geometry, 0.5) : new NoDisk(geometry));
       return new SimServer(id, replicaSettings, storage, this, params.range(10, Math.min(50, this.heartbeatMs)));
@@ -214,6 +226,7 @@ export class Simulation implements ServerHost, ClientHost {
       cuts: 0,
       clientCrashes: 0,
       pauses: 0,
+      serverPauses: 0,
       sessionsLost: 0,
       increments: 0,
       reads: 0,
@@ -228,7 +241,7 @@ export class Simulation implements ServerHost, ClientHost {
   describeSetup(): string {
     return (
       `${this.servers.length} servers, ${this.clients.length} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}${this.options.disks ? ", disks" : ""}`
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}${this.options.disks ? ", disks" : ""}${this.options.quorum === "majority" ? ", quorum majority" : ""}`
     );
   }
 
@@ -284,6 +297,11 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   private handle(event: Event): void {
+    const target = this.targetServer(event);
+    if (target?.up && target.paused) {
+      target.held.push(event); // a stopped process: its kernel queues what arrives
+      return;
+    }
     switch (event.type) {
       case "tick":
         return this.onTick(event.server, event.incarnation);
@@ -331,12 +349,32 @@ export class Simulation implements ServerHost, ClientHost {
         return this.startClient(event.slot);
       case "client-resume":
         return this.resumeClient(event.client);
+      case "server-resume":
+        return this.resumeServer(event.server, event.incarnation);
       case "heal":
         return this.heal();
       case "wind-down":
         return this.windDown();
       case "settle-check":
         return this.settleCheck();
+    }
+  }
+
+  /** The server an event runs on, if any (held while it is paused). */
+  private targetServer(event: Event): SimServer | null {
+    switch (event.type) {
+      case "tick":
+      case "peer-lost":
+        return event.server;
+      case "peer":
+        return this.servers[event.link.to - 1]!;
+      case "peer-open":
+        return this.servers[event.link.from - 1]!;
+      case "to-server":
+      case "server-closed":
+        return this.servers[event.conn.serverId - 1]!;
+      default:
+        return null;
     }
   }
 
@@ -453,11 +491,32 @@ export class Simulation implements ServerHost, ClientHost {
     }
   }
 
-  /** Whether crashing `server` keeps the acknowledged history alive somewhere (the fault budget). */
+  /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */
+  private pauseServer(server: SimServer): void {
+    const long = this.faultRng.chance(0.3);
+    const pauseMs = long ? this.suspectMs * (1 + 2 * this.faultRng.next()) : (this.faultRng.next() * this.suspectMs) / 2;
+    this.stats.serverPauses++;
+    this.tracer.add(this.nowMs, `server ${server.id}: PAUSE for ${pauseMs.toFixed(0)} ms`);
+    server.paused = true;
+    this.queue.push(this.nowMs + pauseMs, { type: "server-resume", server, incarnation: server.incarnation });
+  }
+
+  private resumeServer(server: SimServer, incarnation: number): void {
+    if (!server.up || server.incarnation !== incarnation || !server.paused) return;
+    server.paused = false;
+    const held = server.held.splice(0) as Event[];
+    this.tracer.add(this.nowMs, `server ${server.id}: resume (${held.length} events waited)`);
+    for (const event of held) this.handle(event);
+  }
+
+  /**
+   * Whether stopping `server` (crash or pause) keeps the acknowledged history
+   * on a running server (the fault budget).
+   */
   private mayCrash(server: SimServer): boolean {
     if (server.storage.durable && this.options.freeCrashes) return true;
-    const up = this.servers.filter((s) => s.up);
-    if (up.length <= 1) return false;
+    const running = this.servers.filter((s) => s.up && !s.paused);
+    if (running.length <= 1) return false;
     return this.checker.heldPrefix(server, true) >= this.checker.committed.length;
   }
 
@@ -634,9 +693,13 @@ export class Simulation implements ServerHost, ClientHost {
     const liveClients = this.clients.filter((c): c is SimClient => c !== null && c.alive);
     if (roll < 0.02 && this.options.disks && upServers.length === this.servers.length) {
       this.crashCluster();
-    } else if (roll < 0.25) {
+    } else if (roll < 0.22) {
       const server = upServers.length > 0 ? rng.pick(upServers) : null;
       if (server && this.mayCrash(server)) this.crashServer(server);
+    } else if (roll < 0.25 && this.options.serverPauses !== false) {
+      const running = upServers.filter((s) => !s.paused);
+      const server = running.length > 0 ? rng.pick(running) : null;
+      if (server && this.mayCrash(server)) this.pauseServer(server);
     } else if (roll < 0.55) {
       this.cutPeerLink();
     } else if (roll < 0.7) {
@@ -684,6 +747,7 @@ export class Simulation implements ServerHost, ClientHost {
       if (!server.up) this.queue.push(this.nowMs + this.faultRng.next() * (this.suspectMs / 4), { type: "server-restart", server });
     }
     for (const client of this.clients) if (client?.paused) this.queue.push(this.nowMs, { type: "client-resume", client });
+    for (const server of this.servers) if (server.paused) this.queue.push(this.nowMs, { type: "server-resume", server, incarnation: server.incarnation });
     this.queue.push(this.nowMs + 1000, { type: "wind-down" });
   }
 

@@ -10,7 +10,7 @@
  * cache survives); a machine that loses power keeps only what was synced.
  * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
  */
-import { StoreState, decodeSnapshot } from "../core";
+import { type ChainConfig, StoreState, decodeSnapshot } from "../core";
 import type { Update } from "../wire";
 import { AppliedHistory } from "./applied";
 import type { Rng } from "./prng";
@@ -19,6 +19,8 @@ import type { Rng } from "./prng";
 export interface Recovered {
   state: StoreState;
   lastEpoch: number;
+  /** The last configuration the server knew (store/config.ts), if any. */
+  config: ChainConfig | null;
   history: AppliedHistory;
 }
 
@@ -36,6 +38,8 @@ export interface Storage {
   install(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
   /** A "checkpoint" action: a snapshot taken at exactly `seq`. */
   checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
+  /** A "config" action: the configuration is saved (written and synced at once). */
+  saveConfig(config: ChainConfig): void;
   /** The process died; what it had not synced may be lost (drawn from `rng`). Says what happened. */
   crash(rng: Rng): string;
   /** On (re)start: what the new incarnation begins with. */
@@ -64,6 +68,8 @@ export class NoDisk implements Storage {
 
   checkpoint(_seq: number, _epoch: number, _snapshot: Uint8Array, _history: AppliedHistory): void {}
 
+  saveConfig(_config: ChainConfig): void {}
+
   crash(_rng: Rng): string {
     return "memory lost (no disk)";
   }
@@ -72,6 +78,7 @@ export class NoDisk implements Storage {
     return {
       state: new StoreState(this.geometry.segmentSize, this.geometry.pageSize),
       lastEpoch: 0,
+      config: null,
       history: new AppliedHistory(),
     };
   }
@@ -93,6 +100,7 @@ export class SimDisk implements Storage {
   private syncDue = false;
   /** base history + records: what a restart recovers. */
   onDisk = new AppliedHistory();
+  private config: ChainConfig | null = null;
 
   constructor(
     private readonly geometry: Geometry,
@@ -117,6 +125,10 @@ export class SimDisk implements Storage {
 
   checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
     this.setBase(seq, epoch, snapshot, history);
+  }
+
+  saveConfig(config: ChainConfig): void {
+    this.config = { epoch: config.epoch, chain: [...config.chain] };
   }
 
   private setBase(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
@@ -148,6 +160,6 @@ export class SimDisk implements Storage {
       state.apply(update);
       lastEpoch = update.epoch;
     }
-    return { state, lastEpoch, history: this.onDisk.prefix(this.onDisk.length) };
+    return { state, lastEpoch, config: this.config, history: this.onDisk.prefix(this.onDisk.length) };
   }
 }

@@ -87,6 +87,10 @@ export function describePeerMessage(m: PeerMessage): string {
       return `join at ${m.appliedSeq}@${m.lastEpoch}`;
     case "caught_up":
       return `caught_up e${m.epoch} joiner ${m.joiner}`;
+    case "config_propose":
+      return `config_propose e${m.epoch} [${m.chain}] on e${m.baseEpoch}`;
+    case "config_accept":
+      return `config_accept e${m.epoch}`;
   }
 }
 
