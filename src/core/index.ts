@@ -7,3 +7,4 @@ export * from "./state";
 export * from "./chain";
 export * from "./retained";
 export * from "./snapshot";
+export * from "./durable";

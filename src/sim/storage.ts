@@ -10,6 +10,7 @@
  * cache survives); a machine that loses power keeps only what was synced.
  * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
  */
+import { needsSync } from "../core/durable";
 import { type ChainConfig, StoreState, decodeSnapshot } from "../core";
 import type { Update } from "../wire";
 import { AppliedHistory } from "./applied";
@@ -84,11 +85,8 @@ export class NoDisk implements Storage {
   }
 }
 
-/** As store/durability.ts: updates whose loss in a full-cluster crash would lose data a client was told is safe. */
-export function needsSync(update: Update): boolean {
-  const { op } = update;
-  return op.type === "create" || op.type === "delete" || op.type === "checkpoint" || (op.type === "release" && op.pages.length > 0);
-}
+
+export { needsSync };
 
 export class SimDisk implements Storage {
   readonly durable = true;

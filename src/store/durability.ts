@@ -15,7 +15,7 @@ import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import type { ChainConfig, StoreState } from "../core";
+import { type ChainConfig, type StoreState, needsSync } from "../core";
 import { saveConfig } from "./config";
 
 export type FsyncMode = "always" | "batch" | "off";
@@ -24,11 +24,6 @@ export const BATCH_SYNC_MS = 5;
 /** Older checkpoints stay on disk as recovery lines to restore. */
 export const CHECKPOINTS_KEPT = 5;
 
-/** Updates whose loss in a full-cluster crash would lose data a client was told is safe. */
-function needsSync(update: Update): boolean {
-  const { op } = update;
-  return op.type === "create" || op.type === "delete" || op.type === "checkpoint" || (op.type === "release" && op.pages.length > 0);
-}
 
 export class Durability {
   private wal: WriteAheadLog;
