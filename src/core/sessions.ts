@@ -10,6 +10,9 @@ export class SessionMonitor {
 
   heard(session: number): void {
     this.lastHeardMs.set(session, this.nowMs);
+    // Expired once, and heard again: a resent open_session re-created it (same id) before
+    // the next tick could see it gone. Left marked, it would never expire again.
+    this.expiring.delete(session);
   }
 
   /** This process was not running for `ms`: it did not hear anyone then, nobody fell silent. */
