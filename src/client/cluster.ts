@@ -12,6 +12,8 @@ import { Connection, remoteError } from "./connection";
 /** A request with no reply (nor "queued") for this long makes us look for the chain again. */
 const UNANSWERED_MS = 1500;
 const WATCH_EVERY_MS = 250;
+/** A queued acquire is sent again this often (a no-op unless its session or the acquire was lost). */
+const QUEUED_RECHECK_MS = 3000;
 const PROBE_TIMEOUT_MS = 1000;
 
 interface PendingRequest {
@@ -236,7 +238,6 @@ export class ClusterLink {
     tail.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
     const now = performance.now();
     for (const [reqNo, waiting] of this.pending) {
-      if (waiting.queued) continue;
       waiting.sentAtMs = now;
       this.sendRequest(reqNo, waiting);
     }
@@ -265,8 +266,14 @@ export class ClusterLink {
 
   private watchUnanswered(): void {
     const now = performance.now();
-    for (const waiting of this.pending.values()) {
-      if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
+    for (const [reqNo, waiting] of this.pending) {
+      if (waiting.queued && now - waiting.sentAtMs > QUEUED_RECHECK_MS) {
+        // Still queued? Asking again costs nothing (the head deduplicates) and learns
+        // ESESSION if the session expired meanwhile, or re-queues an acquire that a
+        // whole-cluster crash rolled back.
+        waiting.sentAtMs = now;
+        this.sendRequest(reqNo, waiting);
+      } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
         waiting.sentAtMs = now;
         this.scheduleRefresh();
         return;
