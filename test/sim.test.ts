@@ -32,6 +32,8 @@ const REGRESSIONS: [number, Options, string][] = [
   [387, {}, "a paused client's queued acquire waited for ever once its session expired (model clients resend)"],
   [2953, { disks: true }, "a cancel was not synced: a whole-cluster power loss rolled it back and granted the acquire to a client that gave up"],
   [60349, { disks: true }, "the same with a read release: the hold came back and was never released"],
+  [2009253, {}, "a session re-created by a resent open_session right after its expiry never expired again"],
+  [236, {}, "a client paused past its session timeout with a queued acquire never learnt its session expired (clients re-ask now)"],
 ];
 
 /**
@@ -39,12 +41,10 @@ const REGRESSIONS: [number, Options, string][] = [
  * its case starts to "fail" here: move it to REGRESSIONS.
  */
 const OPEN: [number, Options, string][] = [
-  [94168, {}, "default mode: configurations take effect unagreed; a server resuming from a pause (stale view) and a chain formed without it acknowledge different updates"],
-  [93702, {}, "default mode: a joiner adopted a stale configuration (refused by the members) and waits for ever"],
+  [93702, {}, "default mode: configurations take effect unagreed; a joiner adopted a stale one (refused by the members) and waits for ever"],
   [21, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
   [6, { quorum: "majority" }, "--quorum majority: an accepted proposal of a server that then restarted blocks every other proposal for ever"],
-  [1000604, { disks: true, serverPauses: false }, "a chain formed with a lower epoch than the configurations restarted servers recovered: they wait for ever to join those"],
-  [236, { faithfulClient: true }, "a client paused past its session timeout with a queued acquire never learns its session expired"],
+  [61, { quorum: "majority", partitions: true }, "--quorum majority without disks: a restarted acceptor forgets what it accepted (acceptedEpoch is not persisted either)"],
 ];
 
 const BULK_FROM = Number(process.env.PSTORE_SIM_FROM ?? 1_000_001);
@@ -55,7 +55,7 @@ const WORKERS = 2;
 function flags(options: Options): string {
   return (
     `${options.disks ? " --disks" : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
-    `${options.serverPauses === false ? " --no-server-pauses" : ""}${options.faithfulClient ? " --faithful-client" : ""}`
+    `${options.serverPauses === false ? " --no-server-pauses" : ""}`
   );
 }
 
@@ -132,12 +132,13 @@ describe("simulator", () => {
     expect(r.failure?.message).toBeUndefined();
   });
 
-  // Server pauses stay out of the bulk: with them, about 1 seed in 1,000 hits the open
-  // default-mode bug above (configurations that take effect without agreement).
+  // Every fault of the default profile. The open default-mode bug above (configurations that
+  // take effect unagreed) showed in about 1 seed in 1,000 with server pauses before the
+  // latest fixes, in none of 3,000 since: a failure here may be it (see OPEN).
   test(`${BULK_SEEDS} seeds, and ${DISK_SEEDS} with disks, on ${WORKERS} workers, keep every invariant`, async () => {
     const ranges: SeedJob[] = [
-      { from: BULK_FROM, count: BULK_SEEDS, options: { serverPauses: false } },
-      { from: BULK_FROM, count: DISK_SEEDS, options: { disks: true, serverPauses: false } },
+      { from: BULK_FROM, count: BULK_SEEDS, options: {} },
+      { from: BULK_FROM, count: DISK_SEEDS, options: { disks: true } },
     ];
     const replies = await Promise.all(share(ranges).map(runInWorker));
     const failures = replies.flatMap((r) => r.failures);

@@ -6,8 +6,9 @@
  * broken head/tail connection, a config message that differs from what we
  * know, or a request unanswered for UNANSWERED_MS, it finds the chain again
  * (asking each known server in turn) and resends every unanswered request
- * with its original number. A waiting acquire gets "queued" first (then it is
- * neither resent nor timed), its grant later. A timed-out wait is withdrawn
+ * with its original number. A waiting acquire gets "queued" first, its grant
+ * later; it is asked about again every QUEUED_RECHECK_MS and on every reconnect
+ * (the head deduplicates; an expired session answers ESESSION). A timed-out wait is withdrawn
  * with a cancel; a grant arriving after that is ignored (the cancel released it).
  *
  * Workload: sequential tasks, mostly increments of shared and private
@@ -25,6 +26,7 @@ import type { Rng } from "./prng";
 export const UNANSWERED_MS = 1500;
 const WATCH_EVERY_MS = 250;
 const PROBE_TIMEOUT_MS = 1000;
+const QUEUED_RECHECK_MS = 3000;
 export const FAILOVER_TIMEOUT_MS = 30_000;
 
 export interface ClientSettings {
@@ -34,14 +36,6 @@ export interface ClientSettings {
   sharedCounters: string[];
   /** Names of the extra data clients create, write and delete. */
   extras: string[];
-  /**
-   * Resend a queued acquire after this many session timeouts (null: never, as
-   * src/client does today). A client paused past its session timeout, with a
-   * queued acquire and no wait timeout, otherwise never learns that its session
-   * expired: queued requests are neither resent nor watched, and the tail has
-   * no stored reply for a session it no longer knows (seed 387).
-   */
-  resendQueuedTimeouts: number | null;
 }
 
 export interface ClientHost {
@@ -63,7 +57,6 @@ export interface ClientHost {
 interface Pending {
   op: Op;
   queued: boolean;
-  queuedAtMs: number;
   cancelled: boolean;
   sentAtMs: number;
   /** The final reply (not "queued"); not called for a cancelled acquire's grant. */
@@ -178,11 +171,9 @@ export class SimClient {
     this.conns.clear();
   }
 
-  /** Work is done when no task runs and nothing but withdrawn acquires waits for a reply. */
+  /** Work is done when no task runs and no request waits for a reply. */
   get idle(): boolean {
-    if (this.task) return false;
-    for (const p of this.pending.values()) if (!p.cancelled) return false;
-    return true;
+    return this.task === null && this.pending.size === 0;
   }
 
   // ---- time ----------------------------------------------------------------------
@@ -195,8 +186,8 @@ export class SimClient {
     for (const dial of this.dials.values()) at = Math.min(at, dial.deadlineMs);
     if (this.opened) at = Math.min(at, this.lastHeartbeatMs + this.heartbeatEveryMs());
     for (const p of this.pending.values()) {
-      if (!p.queued) at = Math.min(at, Math.max(this.lastWatchMs + WATCH_EVERY_MS, p.sentAtMs + UNANSWERED_MS));
-      else if (this.resendQueuedMs() !== null) at = Math.min(at, p.queuedAtMs + this.resendQueuedMs()!);
+      const dueMs = p.sentAtMs + (p.queued ? QUEUED_RECHECK_MS : UNANSWERED_MS);
+      at = Math.min(at, Math.max(this.lastWatchMs + WATCH_EVERY_MS, dueMs));
     }
     const task = this.task;
     if (task) {
@@ -204,11 +195,6 @@ export class SimClient {
       if (task.hold && task.releaseAtMs < Infinity) at = Math.min(at, task.releaseAtMs);
     } else if (this.opened && !this.stopping) at = Math.min(at, this.nextTaskAtMs);
     return at;
-  }
-
-  private resendQueuedMs(): number | null {
-    const times = this.settings.resendQueuedTimeouts;
-    return times === null || this.sessionTimeoutMs === 0 ? null : times * this.sessionTimeoutMs;
   }
 
   private heartbeatEveryMs(): number {
@@ -232,15 +218,6 @@ export class SimClient {
       this.lastWatchMs = now;
       this.watchUnanswered();
     }
-    const resendMs = this.resendQueuedMs();
-    if (resendMs !== null) {
-      for (const [reqNo, p] of this.pending) {
-        if (!p.queued || now < p.queuedAtMs + resendMs) continue;
-        // Still queued, or is our session gone? The head answers ESESSION if it is.
-        p.queuedAtMs = now;
-        this.sendRequest(reqNo, p.op);
-      }
-    }
     const task = this.task;
     if (task) {
       if (task.acquireReqNo > 0 && !task.cancelSent && now >= task.acquireDeadlineMs) this.giveUpWait(task);
@@ -252,8 +229,12 @@ export class SimClient {
 
   private watchUnanswered(): void {
     const now = this.host.nowMs;
-    for (const p of this.pending.values()) {
-      if (!p.queued && now - p.sentAtMs > UNANSWERED_MS) {
+    for (const [reqNo, p] of this.pending) {
+      if (p.queued && now - p.sentAtMs > QUEUED_RECHECK_MS) {
+        // Still queued? The head deduplicates, and answers ESESSION if the session expired.
+        p.sentAtMs = now;
+        this.sendRequest(reqNo, p.op);
+      } else if (!p.queued && now - p.sentAtMs > UNANSWERED_MS) {
         p.sentAtMs = now;
         this.host.trace(`client ${this.name}: unanswered, looking for the chain again`);
         this.refresh();
@@ -372,7 +353,6 @@ export class SimClient {
     this.host.send(this, tail, { type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
     const now = this.host.nowMs;
     for (const [reqNo, p] of this.pending) {
-      if (p.queued) continue;
       p.sentAtMs = now;
       this.sendRequest(reqNo, p.op);
     }
@@ -417,7 +397,6 @@ export class SimClient {
     const p = this.pending.get(body.reqNo);
     if (!p || body.session !== this.session) return; // a duplicate after failover
     if (body.reply.type === "queued") {
-      if (!p.queued) p.queuedAtMs = this.host.nowMs;
       p.queued = true;
       return;
     }
@@ -437,7 +416,7 @@ export class SimClient {
     const guarded: Pending["done"] = (reply, pages, expectedHash) => {
       if (this.task === task && this.alive) done(reply, pages, expectedHash);
     };
-    this.pending.set(reqNo, { op, queued: false, queuedAtMs: 0, cancelled: false, sentAtMs: this.host.nowMs, done: guarded });
+    this.pending.set(reqNo, { op, queued: false, cancelled: false, sentAtMs: this.host.nowMs, done: guarded });
     this.sendRequest(reqNo, op);
     return reqNo;
   }
@@ -581,8 +560,11 @@ export class SimClient {
     task.cancelSent = true;
     this.stats.timeouts++;
     this.host.trace(`client ${this.name}: wait for ${task.key} timed out, cancelling ${task.acquireReqNo}`);
-    this.request(task, { type: "cancel", acquireReqNo: task.acquireReqNo }, (reply) => {
+    const acquireReqNo = task.acquireReqNo;
+    this.request(task, { type: "cancel", acquireReqNo }, (reply) => {
       if (reply.type === "error" && reply.code === "ESESSION") return this.sessionLost();
+      // The cancel is applied: no answer will come for the acquire (as ClusterLink.forget).
+      this.pending.delete(acquireReqNo);
       task.acquireReqNo = 0;
       this.finishTask();
     });

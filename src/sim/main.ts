@@ -3,8 +3,7 @@
  *   bun run sim --seed S            replay one seed, print its report
  *   bun run sim --seeds N [--from S] run N seeds (S, S+1, …), report every failure
  * Options: --partitions (also long two-way cuts between servers: split brain is
- * possible by design in availability mode), --faithful-client (model clients
- * never resend a queued acquire, as src/client), --disks (servers recover from
+ * possible by design in availability mode), --disks (servers recover from
  * a model of src/store's log and checkpoints; whole-cluster crashes and power
  * losses), --free-crashes (with --disks: no fault budget, servers may restart
  * alone with stale disks), --quorum majority (the replicas' majority mode),
@@ -19,7 +18,6 @@ interface Args {
   seeds?: number;
   from: number;
   partitions: boolean;
-  faithfulClient: boolean;
   disks: boolean;
   freeCrashes: boolean;
   majority: boolean;
@@ -32,12 +30,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--faithful-client] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, faithfulClient: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -63,9 +61,6 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--partitions":
         args.partitions = true;
-        break;
-      case "--faithful-client":
-        args.faithfulClient = true;
         break;
       case "--disks":
         args.disks = true;
@@ -121,8 +116,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.faithfulClient ? " --faithful-client" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, faithfulClient: args.faithfulClient, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

@@ -43,11 +43,6 @@ export interface SimOptions {
    */
   partitions?: boolean;
   /**
-   * Model clients behave exactly as src/client does: they never resend a queued
-   * acquire (a paused client whose session expired may then wait forever).
-   */
-  faithfulClient?: boolean;
-  /**
    * --quorum majority: a configuration takes effect once a majority accepted
    * it, and only a chain holding a majority acknowledges (safe under partitions).
    */
@@ -203,7 +198,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.tracer = new Trace(options.traceLines ?? 400);
     this.serverIds = Array.from({ length: serverCount }, (_, i) => i + 1);
     this.net = new Network(this.serverIds, this.netRng);
-    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, resendQueuedTimeouts: options.faithfulClient ? null : 2 };
+    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
     const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
     this.servers = this.serverIds.map((id) => {
@@ -728,6 +723,10 @@ export class Simulation implements ServerHost, ClientHost {
       links.push(this.net.link(to, from));
       blockMs = rng.next() * 3 * this.suspectMs;
     }
+    // Without --partitions a cut is a reset of one connection: never while the other direction
+    // is down too (two cuts overlapping would be a short partition between the two servers).
+    const reverse = this.net.link(to, from);
+    if (!this.options.partitions && (reverse.conn === null || this.nowMs < reverse.blockedUntilMs)) return;
     this.stats.cuts++;
     this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
     for (const link of links) {
