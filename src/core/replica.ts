@@ -183,6 +183,15 @@ export class Replica {
   /** A client request; only the head sequences (the server redirects the others). */
   onRequest(request: Request): Action[] {
     if (!this.isHead) return this.finish();
+    this.monitor.heard(request.session);
+    const session = this.state.sessions.get(request.session);
+    const stored: Output[] = [];
+    if (request.op.type !== "open_session" && session && this.state.isDuplicate(session, request.reqNo, stored)) {
+      // Applied already (checked before the quorum: a resent release must not look failed);
+      // the tail delivers (or re-delivers on subscribe) its reply.
+      if (this.isTail) for (const output of stored) this.out.push({ kind: "reply", output });
+      return this.finish();
+    }
     if (!this.hasQuorum) {
       // A minority chain (--quorum majority) acknowledges nothing: the other side may serve.
       const message = `no majority: ${this.liveInChain()} of ${this.options.peers.length} servers in the chain`;
@@ -190,27 +199,18 @@ export class Replica {
       this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
       return this.finish();
     }
-    this.monitor.heard(request.session);
-    const session = this.state.sessions.get(request.session);
-    if (request.op.type !== "open_session") {
-      if (!session) {
-        // The head has the newest state: a session it does not know is gone.
-        const reply = { type: "error" as const, code: "ESESSION", message: "the session expired or is unknown: its holds were released; reconnect" };
-        this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
-        return this.finish();
-      }
-      const stored: Output[] = [];
-      if (this.state.isDuplicate(session, request.reqNo, stored)) {
-        // Applied already; the tail delivers (or re-delivers on subscribe) its reply.
-        if (this.isTail) for (const output of stored) this.out.push({ kind: "reply", output });
-        return this.finish();
-      }
+    if (request.op.type !== "open_session" && !session) {
+      // The head has the newest state: a session it does not know is gone.
+      const reply = { type: "error" as const, code: "ESESSION", message: "the session expired or is unknown: its holds were released; reconnect" };
+      this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
+      return this.finish();
     }
     let op = request.op;
     if (op.type === "open_session" && op.timeoutMs === 0) op = { ...op, timeoutMs: this.options.sessionTimeoutMsDefault };
     this.sequence({ seq: 0, epoch: 0, session: request.session, reqNo: request.reqNo, doneBelow: request.doneBelow, op });
     return this.finish();
   }
+
 
   onClientHeartbeat(session: number): void {
     this.monitor.heard(session);
