@@ -12,7 +12,7 @@
  * when the cut heals, since its byte stream lost pieces.
  */
 import type { Socket, TCPSocketListener } from "bun";
-import { FRAME_HEADER_BYTES, MAGIC, MessageType } from "../wire";
+import { FRAME_HEADER_BYTES, MAGIC, MessageType, concatBytes } from "../wire";
 
 export type CutMode = "drop" | "blackhole";
 
@@ -167,7 +167,7 @@ export class LinkProxy {
       pair.early.push(bytes.slice());
       pair.earlyBytes += bytes.length;
       if (pair.earlyBytes <= ROLE_AT) return;
-      const head = concat(pair.early);
+      const head = concatBytes(pair.early);
       pair.early = [];
       pair.kind = isServerHello(head) ? "peer" : "client";
       if (pair.kind === "peer" && this.cut) {
@@ -217,12 +217,3 @@ function flush(side: Side): void {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}

@@ -22,18 +22,9 @@ export interface AccessOptions {
   signal?: AbortSignal;
 }
 
-export interface DatumInfo {
-  name: string;
-  /** Bytes the datum was created with. */
-  size: number;
-  /** Byte offset of the datum in the segment (page aligned). */
-  offset: number;
-  /** Sequence number of the last write release (or of the creation). */
-  version: number;
-  readers: number;
-  writer: boolean;
-  waiters: number;
-}
+import type { DatumInfo } from "../core/state";
+
+export type { DatumInfo };
 
 export interface ServerStatus {
   id: number;

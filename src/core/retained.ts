@@ -4,7 +4,7 @@
  * bounds are dropped oldest first; unacknowledged ones never are.
  */
 import { RETAINED_BYTES_MAX, RETAINED_UPDATES_MAX } from "../constants";
-import { type Update, updateSize } from "../wire/messages";
+import { type Update, encodeUpdate } from "../wire/messages";
 
 export class RetainedLog {
   private updates: Update[] = [];
@@ -29,7 +29,7 @@ export class RetainedLog {
   append(update: Update): void {
     if (update.seq !== this.lastSeq + 1) throw new Error(`retained log: ${update.seq} after ${this.lastSeq}`);
     this.updates.push(update);
-    this.bytes += updateSize(update);
+    this.bytes += encodedSize(update);
   }
 
   /** The epoch of the update at `seq`, or null if it is no longer (or not yet) known. */
@@ -56,7 +56,7 @@ export class RetainedLog {
       this.updates[drop]!.seq <= ackedSeq &&
       (this.updates.length - drop > RETAINED_UPDATES_MAX || bytes > RETAINED_BYTES_MAX)
     ) {
-      bytes -= updateSize(this.updates[drop]!);
+      bytes -= encodedSize(this.updates[drop]!);
       drop++;
     }
     if (drop === 0) return;
@@ -74,4 +74,9 @@ export class RetainedLog {
     this.baseSeq = seq;
     this.baseEpoch = epoch;
   }
+}
+
+/** The update's encoded length: the encoding is cached and reused to log and forward it. */
+function encodedSize(update: Update): number {
+  return encodeUpdate(update).length;
 }

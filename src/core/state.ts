@@ -67,10 +67,14 @@ export interface Session {
   waiting: Map<number, string>;
 }
 
+/** What `list` and `stat` tell about a datum (part of the public API, src/client/types.ts). */
 export interface DatumInfo {
   name: string;
+  /** Bytes the datum was created with. */
   size: number;
+  /** Byte offset of the datum in the segment (page aligned). */
   offset: number;
+  /** Sequence number of the last write release (or of the creation). */
   version: number;
   readers: number;
   writer: boolean;

@@ -5,7 +5,7 @@
  */
 import type { Socket } from "bun";
 import { FRAME_BYTES_MAX, LINK_QUEUED_BYTES_MAX } from "../constants";
-import { type Frame, FrameDecoder, WireError, encodeMessage } from "../wire";
+import { type Frame, FrameDecoder, WireError, concatBytes, encodeMessage } from "../wire";
 
 export interface LinkHandlers {
   onFrame(link: Link, frame: Frame): void;
@@ -105,12 +105,7 @@ export class Link {
     let bytes = 0;
     while (count < this.queue.length && bytes + this.queue[count]!.length <= COALESCE_BYTES_MAX) bytes += this.queue[count++]!.length;
     if (count <= 1) return this.queue[0]!;
-    const joined = new Uint8Array(bytes);
-    let offset = 0;
-    for (let i = 0; i < count; i++) {
-      joined.set(this.queue[i]!, offset);
-      offset += this.queue[i]!.length;
-    }
+    const joined = concatBytes(this.queue.slice(0, count));
     this.queue.splice(0, count, joined);
     return joined;
   }

@@ -199,3 +199,14 @@ export class Reader {
     if (this.offset !== this.end) throw new WireError(`${this.end - this.offset} unexpected trailing bytes`);
   }
 }
+
+/** The parts one after the other in a new buffer. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

@@ -3,7 +3,7 @@
  * traffic (sync, forward, snapshot, ack, join). Every one carries the
  * sender's id and epoch; receivers refuse chain traffic of other epochs.
  */
-import { Reader, WireError, Writer } from "./codec";
+import { Reader, WireError, Writer, concatBytes } from "./codec";
 import { FRAME_HEADER_BYTES } from "./frame";
 import { type Update, encodeUpdate, frame, readUpdateKeepingBytes } from "./messages";
 
@@ -94,7 +94,7 @@ export function encodePeer(m: PeerMessage): Uint8Array {
     case "sync_reply":
       return frame(PEER_TYPES.sync_reply, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.appliedSeq).u53(m.lastEpoch));
     case "forward":
-      return concatParts(encodePeerParts(m));
+      return concatBytes(encodePeerParts(m));
     case "snapshot":
       return frame(PEER_TYPES.snapshot, 2 + 8 * 3 + 4 + m.bytes.length, (w) =>
         w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.lastEpoch).blob(m.bytes),
@@ -131,15 +131,6 @@ export function encodePeerParts(m: PeerMessage): Uint8Array[] {
   return [head.bytes, ...bodies];
 }
 
-function concatParts(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 export function decodePeer(type: number, body: Uint8Array): PeerMessage {
   const r = new Reader(body);
