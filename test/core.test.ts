@@ -736,6 +736,30 @@ describe("sessions", () => {
     expect(d.state.sessions.has(1)).toBe(true);
     expect(d.state.holds.get(w)?.session).toBe(1);
   });
+
+  test("a client with replies this history never sequenced (a healed partition lost them) loses its session and its holds", () => {
+    const d = withDatum();
+    const w = d.acquire(1, "d", "write"); // reqNo 3 of session 1 (open, create, acquire)
+    expect(codeOf(w.reply)).toBe("granted");
+    const waiter = d.acquire(2, "d", "read");
+    expect(codeOf(waiter.reply)).toBe("waiting");
+    // Requests 4 and 5 (the release among them) were acknowledged by the other side of a
+    // partition; the client's next request says it has their replies.
+    const step = d.resend(1, 6, { type: "acquire", name: "d", mode: "read", ...NO_CACHE }, 6);
+    expect(codeOf(step.reply)).toBe("ESESSION");
+    expect((step.reply as { message: string }).message).toContain("lost requests 4..5");
+    expect(d.state.sessions.has(1)).toBe(false);
+    expect(replyTo(step.outputs, 2, waiter.reqNo)).toMatchObject({ type: "granted", mode: "read" });
+  });
+
+  test("replies the history did sequence are no sign of loss, whatever the client confirms", () => {
+    const d = withDatum();
+    const w = d.hold(1, "d", "write"); // reqNo 3
+    d.resend(1, 4, { type: "release", holdId: w, pages: [] }, 4);
+    const next = d.resend(1, 5, { type: "acquire", name: "d", mode: "read", ...NO_CACHE }, 5);
+    expect(codeOf(next.reply)).toBe("granted");
+    expect(d.state.sessions.has(1)).toBe(true);
+  });
 });
 
 describe("deduplication", () => {
@@ -970,6 +994,23 @@ describe("Replica", () => {
     expect(replica.state.appliedSeq).toBe(0);
   });
 
+  test("a heartbeat confirming replies this history never produced ends the session and frees its hold", () => {
+    const replica = singleServer();
+    replica.onRequest(request(5, 1, { type: "open_session", timeoutMs: 1000 }));
+    replica.onRequest(request(6, 1, { type: "open_session", timeoutMs: 1000 }));
+    replica.onRequest(request(5, 2, { type: "create", name: "a", size: 1 }));
+    replica.onRequest(request(5, 3, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
+    const wait = replica.onRequest(request(6, 2, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
+    expect(replied(wait).map((o) => codeOf(o.reply))).toEqual(["waiting"]);
+    // Confirming what it has: nothing happens.
+    expect(logged(replica.onClientHeartbeat(5, 4))).toEqual([]);
+    // Replies up to request 4 (its release, say, acknowledged by a chain whose history lost).
+    const actions = replica.onClientHeartbeat(5, 5);
+    expect(logged(actions).map((u) => u.op)).toEqual([{ type: "expire_session", session: 5 }]);
+    expect(replied(actions).map((o) => [o.session, codeOf(o.reply)])).toEqual([[6, "granted"]]);
+    expect(replica.state.sessions.has(5)).toBe(false);
+  });
+
   test("a silent session is expired exactly once, a heart-beating one never, and the waiter is granted in that step", () => {
     const replica = singleServer();
     replica.onRequest(request(5, 1, { type: "open_session", timeoutMs: 1000 }));
@@ -981,7 +1022,7 @@ describe("Replica", () => {
     const expiries: [number, Update][] = [];
     const repliesAt: [number, string][] = [];
     for (let now = 100; now <= 6000; now += 100) {
-      if (now % 300 === 0) replica.onClientHeartbeat(6);
+      if (now % 300 === 0) replica.onClientHeartbeat(6, 3);
       const actions = replica.onTick(now);
       for (const update of logged(actions)) expiries.push([now, update]);
       for (const o of replied(actions)) repliesAt.push([now, `${o.session}/${o.reqNo}:${codeOf(o.reply)}`]);
@@ -1195,7 +1236,7 @@ function runAgreement(seed: number, steps: number): { sequenced: number; grants:
   for (let step = 0; step < steps; step++) {
     const where = `seed ${seed} step ${step}`;
     now += 50;
-    for (const client of clients) if (client.alive) head.onClientHeartbeat(client.id);
+    for (const client of clients) if (client.alive) head.onClientHeartbeat(client.id, 0);
     let actions: Action[] = head.onTick(now);
     let op: Op | undefined;
     let sender: Client | undefined;

@@ -126,8 +126,10 @@ describe("the decoder alone", () => {
     expect(frames).toBeGreaterThanOrEqual(FRAMES);
     // Mutations must reach the decoders, not only the framing.
     expect(decodedClient + decodedPeer).toBeGreaterThan(frames / 100);
-    expect(slowestMs.small).toBeLessThan(100);
-    expect(slowestMs.real).toBeLessThan(2000);
+    // Bounds against a hang or a decoder that loops, not speed: a GC pause on a loaded
+    // 2-core machine took one step of a small frame past 100 ms.
+    expect(slowestMs.small).toBeLessThan(1000);
+    expect(slowestMs.real).toBeLessThan(5000);
     expect(rssAfter - rssBefore).toBeLessThan(256);
   }, 120_000);
 });
@@ -280,7 +282,7 @@ function startRole(server: FuzzServer, mode: Mode): Role {
 function harmless(random: Random): Uint8Array {
   const session = random.chance(0.5) ? random.int(1000) : random.int(2 ** 31) * 2 ** 20 + random.int(2 ** 20);
   const messages: Message[] = [
-    { type: "heartbeat", body: { session } },
+    { type: "heartbeat", body: { session, doneBelow: 1 } },
     { type: "query", body: { queryId: random.int(2 ** 32), kind: random.pick(["list", "stat", "status"] as const), name: random.pick(["", "tiny", "nope", "é", "x".repeat(300)]) } },
     { type: "subscribe", body: { session, waiting: Array.from({ length: random.int(5) }, () => random.int(2 ** 32)) } },
   ];

@@ -7,7 +7,9 @@
  * - default mode (--quorum none): both sides may go on serving (server 1 as a
  *   chain of one). After healing the cluster converges to one chain; the side
  *   with the older configuration (server 1's) loses the writes it
- *   acknowledged during the partition. Measured and reported, not required.
+ *   acknowledged during the partition, and the sessions that used it are
+ *   ended (ESESSION) so that no hold they released there stays held.
+ *   Measured and reported, not required.
  * - --quorum majority: server 1 alone acknowledges nothing (no majority
  *   accepts its new configuration, and its old chain's tail is out of reach),
  *   the majority side goes on, and after healing every acknowledged write is
@@ -120,12 +122,15 @@ async function partitionRun(quorum: "none" | "majority"): Promise<Outcome> {
   c.heal(0, 2);
   await waitChain(c, 3, 30_000);
   await Bun.sleep(500);
-  for (const writer of writers) await writer.stop();
+  for (const [i, writer] of writers.entries()) await within(writer.stop(), 30_000, `writer ${i + 1} to stop (errors: ${writer.errors.join("; ")})`);
 
   const reader = await connect({ servers: c.addresses, failoverTimeoutMs: 20_000 });
   stores.push(reader);
   const final = [];
-  for (const name of COUNTERS) final.push(await reader.withRead(name, (view) => new Int32Array(view.buffer, view.byteOffset, 1)[0]!));
+  for (const name of COUNTERS) {
+    const read = reader.withRead(name, (view) => new Int32Array(view.buffer, view.byteOffset, 1)[0]!);
+    final.push(await within(read, 30_000, `a read of ${name}`));
+  }
   await Bun.write(`/tmp/quorum-${quorum}.log`, logLines.join("\n"));
   logLines.length = 0;
   const chainsAfter = await Promise.all([0, 1, 2].map(async (i) => describe(await c.statusOf(i))));
@@ -137,6 +142,17 @@ async function partitionRun(quorum: "none" | "majority"): Promise<Outcome> {
     chainsAfter,
     errors: writers.map((w) => w.errors.slice(0, 3)),
   };
+}
+
+/** `promise`, or a failure naming what did not happen within `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`waited ${ms} ms for ${what}`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function describe(status: Awaited<ReturnType<ChaosCluster["statusOf"]>>): string {
@@ -156,9 +172,11 @@ async function waitChain(c: ChaosCluster, length: number, timeoutMs: number): Pr
   throw new Error(`no common chain of ${length} servers within ${timeoutMs} ms`);
 }
 
-// Skipped in CI: 2 runs in 3 pass in 7 s here, the third hangs past its 120 s limit (not yet
-// understood: somewhere after healing). Run it by hand with `test.only` and PSTORE_QUORUM_LOG=1.
-test.skip("default mode: both sides may serve; after healing one chain, and the newer configuration's state wins", async () => {
+// Once hung after healing: a release that the losing side acknowledged was lost, so its hold
+// stayed on the winning side for the writer's whole session and the final read waited for ever.
+// Such sessions are now ended (Session.lastReqNo; docs/protocol.md, Sessions), and every wait
+// here is bounded (`within`). PSTORE_QUORUM_LOG=1 writes the servers' log to /tmp as it goes.
+test("default mode: both sides may serve; after healing one chain, and the newer configuration's state wins", async () => {
   const outcome = await partitionRun("none");
   console.log("quorum none:", JSON.stringify(outcome));
   // Converged to one chain of the three servers.
@@ -172,13 +190,15 @@ test.skip("default mode: both sides may serve; after healing one chain, and the 
   expect(outcome.final[1]!).toBeLessThanOrEqual(outcome.acked[1]!);
 }, 120_000);
 
-// Skipped: the servers behave (server 1 answers EUNAVAILABLE at once, 2 and 3 form [2→3] and
-// take server 1 back without loss), but a client whose head answers EUNAVAILABLE does not look
-// for the new head, so the writers hang and the test times out. Needs a client change.
-test.skip("--quorum majority: the minority acknowledges nothing, the majority goes on, nothing acknowledged is lost", async () => {
+test("--quorum majority: the minority acknowledges nothing, the majority goes on, nothing acknowledged is lost", async () => {
   const outcome = await partitionRun("majority");
   console.log("quorum majority:", JSON.stringify(outcome));
   expect(new Set(outcome.chainsAfter).size).toBe(1);
+  // Servers 2 and 3 formed a newer chain; server 1, alone, kept its old configuration.
+  expect(outcome.during[1]).toBe(outcome.during[2]!);
+  expect(outcome.during[0]).not.toBe(outcome.during[1]!);
+  // Both clients went on writing, the one that knew only server 1 too (it found the newer chain).
+  expect(outcome.ackedDuring[0]).toBeGreaterThan(0);
   expect(outcome.ackedDuring[1]).toBeGreaterThan(0);
   // Every acknowledged write is there (unacknowledged ones may have been applied too).
   for (const i of [0, 1]) expect(outcome.final[i]).toBeGreaterThanOrEqual(outcome.acked[i]!);

@@ -63,11 +63,18 @@ function scriptedShell(args: string[]): ScriptedShell {
       waiter?.();
     }
   })();
-  const stderr = new Response(proc.stderr).text();
+  // Kept as it comes, so that a step that times out can say what the servers were doing.
+  let stderrText = "";
+  const stderr = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) stderrText += decoder.decode(chunk, { stream: true });
+    return stderrText;
+  })();
+  const recentLog = () => stderrText.split("\n").slice(-40).join("\n");
   const nextLine = async (timeoutMs: number) => {
     const deadline = Date.now() + timeoutMs;
     while (lines.length === 0) {
-      if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms`);
+      if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms; the shell's log ends:\n${recentLog()}`);
       await new Promise<void>((resolve) => {
         waiter = resolve;
         setTimeout(resolve, 50);
@@ -86,7 +93,7 @@ function scriptedShell(args: string[]): ScriptedShell {
       for (;;) {
         const result = await shell.send(line);
         if (pattern.test(result)) return result;
-        if (Date.now() > deadline) throw new Error(`"${line}" never matched ${pattern}; last: ${result}`);
+        if (Date.now() > deadline) throw new Error(`"${line}" never matched ${pattern}; last: ${result}; the shell's log ends:\n${recentLog()}`);
         await Bun.sleep(200);
       }
     },
@@ -104,7 +111,8 @@ describe("shell --local", () => {
   test("kill the head, the tail, then restart: the shell goes on, down to one server", async () => {
     const base = await freeBasePort();
     const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
-    const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir()]);
+    // --verbose: the servers' log lines too, for the message of a step that times out.
+    const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--verbose"]);
     const serving = (...servers: string[]) => new RegExp(`^epoch \\d+: ${servers.map((s) => `${s} \\w+ serving seq \\d+ lag \\d+`).join(" -> ")}`);
 
     expect(await shell.send("create compteur 4", 30_000)).toBe("ok");

@@ -15,6 +15,10 @@ const WATCH_EVERY_MS = 250;
 /** A queued acquire is sent again this often (a no-op unless its session or the acquire was lost). */
 const QUEUED_RECHECK_MS = 3000;
 const PROBE_TIMEOUT_MS = 1000;
+/** After the first server answers a probe, how long the others may take. */
+const PROBE_GRACE_MS = 150;
+/** A head that cannot serve (no majority) is asked again, or another one found, after this pause. */
+const UNAVAILABLE_RETRY_MS = 100;
 
 interface PendingRequest {
   op: Op;
@@ -27,6 +31,8 @@ interface PendingRequest {
   /** A cancel was sent: a late grant must be ignored (the cancel released it). */
   cancelled: boolean;
   sentAtMs: number;
+  /** When a head first answered that it cannot serve (no majority), and what it said. */
+  unavailable?: { sinceMs: number; message: string };
 }
 
 interface PendingQuery {
@@ -48,6 +54,7 @@ export class ClusterLink {
   private readonly queries = new Map<number, PendingQuery>();
   private watcher: ReturnType<typeof setInterval> | null = null;
   private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private closedError: PStoreError | null = null;
   session = 0;
   /** The first welcome: the segment's geometry. */
@@ -72,7 +79,7 @@ export class ClusterLink {
   }
 
   startHeartbeat(everyMs: number): void {
-    this.heartbeat = setInterval(() => this.head?.send({ type: "heartbeat", body: { session: this.session } }), everyMs);
+    this.heartbeat = setInterval(() => this.head?.send({ type: "heartbeat", body: { session: this.session, doneBelow: this.doneBelow() } }), everyMs);
     this.heartbeat.unref?.();
   }
 
@@ -128,6 +135,7 @@ export class ClusterLink {
     if (!this.closedError) this.closedError = error;
     if (this.watcher) clearInterval(this.watcher);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const waiting of this.pending.values()) waiting.reject(this.closedError);
     this.pending.clear();
     for (const waiting of this.queries.values()) waiting.reject(this.closedError);
@@ -158,9 +166,7 @@ export class ClusterLink {
     for (;;) {
       if (this.closedError) throw this.closedError;
       const candidates = [...new Set([...this.chain, ...this.servers])];
-      for (const address of candidates) {
-        if (await this.tryChainVia(address, problems)) return;
-      }
+      if (await this.connectNewestChain(candidates, problems)) return;
       if (performance.now() > deadline) {
         const detail = [...problems].slice(-3).join("; ");
         throw new PStoreError("EUNAVAILABLE", `no serving pstore chain reachable via ${candidates.join(",")} (${detail}); is the cluster running? try \`pstore local\``);
@@ -170,28 +176,30 @@ export class ClusterLink {
     }
   }
 
-  /** Asks `address` for the chain and connects to its head and tail; false to try elsewhere. */
-  private async tryChainVia(address: string, problems: Set<string>): Promise<boolean> {
-    let probe: Connection;
-    try {
-      probe = await this.dial(address);
-    } catch (error) {
-      if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") throw error;
-      problems.add(withoutCode((error as Error).message));
+  /**
+   * Asks every candidate for its chain at once and connects to the head and
+   * tail of the newest configuration (highest epoch): after a partition a
+   * server cut off from the others may still describe its old chain, and only
+   * the newest one serves (the servers let it win when they heal, too).
+   */
+  private async connectNewestChain(candidates: string[], problems: Set<string>): Promise<boolean> {
+    const opened = await this.probeAll(candidates, problems);
+    let newest: Connection | null = null;
+    for (const probe of opened) {
+      if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
+      else if (!newest || probe.welcome.epoch > newest.welcome.epoch) newest = probe;
+    }
+    if (!newest) {
+      for (const connection of opened) connection.close();
       return false;
     }
-    const { chain, epoch } = probe.welcome;
-    if (chain.length === 0) {
-      problems.add(`${address} is not serving yet`);
-      probe.close();
-      return false;
+    const { chain, epoch } = newest.welcome;
+    this.geometry ??= newest.welcome;
+    const mismatch = opened.find((probe) => probe.welcome.segmentSize !== this.geometry!.segmentSize);
+    if (mismatch) {
+      for (const connection of opened) connection.close();
+      throw new PStoreError("EPROTO", `${mismatch.address} has a segment of ${mismatch.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
     }
-    this.geometry ??= probe.welcome;
-    if (probe.welcome.segmentSize !== this.geometry.segmentSize) {
-      probe.close();
-      throw new PStoreError("EPROTO", `${address} has a segment of ${probe.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
-    }
-    const opened: Connection[] = [probe];
     const reuse = async (target: string) => {
       const existing = opened.find((c) => c.address === target);
       if (existing) return existing;
@@ -210,6 +218,49 @@ export class ClusterLink {
       problems.add(withoutCode((error as Error).message));
       return false;
     }
+  }
+
+  /**
+   * Dials every address at once. Once one has answered, the others get
+   * PROBE_GRACE_MS more: a paused or unreachable server must not hold up a
+   * failover for its whole connect timeout.
+   */
+  private probeAll(addresses: string[], problems: Set<string>): Promise<Connection[]> {
+    return new Promise((resolve, reject) => {
+      const opened: Connection[] = [];
+      let outstanding = addresses.length;
+      let done = false;
+      let grace: ReturnType<typeof setTimeout> | null = null;
+      const finish = (error?: Error) => {
+        if (done) return;
+        done = true;
+        if (grace) clearTimeout(grace);
+        if (error) {
+          for (const connection of opened) connection.close();
+          reject(error);
+        } else resolve([...opened]);
+      };
+      const settled = () => {
+        if (--outstanding === 0) finish();
+      };
+      if (outstanding === 0) return finish();
+      for (const address of addresses) {
+        this.dial(address).then(
+          (connection) => {
+            if (done) return connection.close(); // too late: the choice is made
+            opened.push(connection);
+            grace ??= setTimeout(() => finish(), PROBE_GRACE_MS);
+            settled();
+          },
+          (error) => {
+            // A refusal that retrying cannot fix (authentication, protocol) ends the search.
+            if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") return finish(error);
+            problems.add(withoutCode((error as Error).message));
+            settled();
+          },
+        );
+      }
+    });
   }
 
   private dial(address: string): Promise<Connection> {
@@ -267,7 +318,10 @@ export class ClusterLink {
   private watchUnanswered(): void {
     const now = performance.now();
     for (const [reqNo, waiting] of this.pending) {
-      if (waiting.queued && now - waiting.sentAtMs > QUEUED_RECHECK_MS) {
+      if (waiting.unavailable && now - waiting.unavailable.sinceMs > this.failoverTimeoutMs) {
+        this.pending.delete(reqNo);
+        waiting.reject(new PStoreError("EUNAVAILABLE", `${waiting.unavailable.message}; no other chain found within ${this.failoverTimeoutMs} ms`));
+      } else if (waiting.queued && now - waiting.sentAtMs > QUEUED_RECHECK_MS) {
         // Still queued? Asking again costs nothing (the head deduplicates) and learns
         // ESESSION if the session expired meanwhile, or re-queues an acquire that a
         // whole-cluster crash rolled back.
@@ -310,9 +364,27 @@ export class ClusterLink {
       waiting.queued = true;
       return;
     }
+    if (reply.type === "error" && reply.code === "EUNAVAILABLE") return this.onUnavailable(waiting, reply.message);
     this.pending.delete(body.reqNo);
     if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
     else if (!waiting.cancelled) waiting.resolve(body);
+  }
+
+  /**
+   * The head did not take the request because it cannot serve (a minority
+   * under --quorum majority): nothing was applied, so the request stays
+   * pending and is sent again — to the newest chain we can find, which is
+   * elsewhere if the majority formed one — until failoverTimeoutMs has passed.
+   */
+  private onUnavailable(waiting: PendingRequest, message: string): void {
+    const now = performance.now();
+    waiting.unavailable ??= { sinceMs: now, message };
+    waiting.sentAtMs = now;
+    if (this.retryTimer || this.closedError) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.scheduleRefresh();
+    }, UNAVAILABLE_RETRY_MS);
   }
 
   private onQueryReply(queryId: number, json: string): void {

@@ -212,8 +212,19 @@ export class Replica {
   }
 
 
-  onClientHeartbeat(session: number): void {
+  /**
+   * A client's heartbeat. Its `doneBelow` may show replies this history never
+   * produced (see StoreState.lostRequests): a client that sends no request after
+   * a partition healed must not keep, for its session's life, holds it released
+   * on the side that lost — its session is ended now.
+   */
+  onClientHeartbeat(session: number, doneBelow: number): Action[] {
     this.monitor.heard(session);
+    const known = this.state.sessions.get(session);
+    if (known && this.hasQuorum && this.state.lostRequests(known, doneBelow)) {
+      this.sequence({ seq: 0, epoch: 0, session: 0, reqNo: 0, doneBelow: 0, op: { type: "expire_session", session } });
+    }
+    return this.finish();
   }
 
   /** The connection to a peer broke: suspect it now rather than after suspectMs. */

@@ -17,7 +17,7 @@ interface SnapshotMeta {
   free: PageRun[];
   data: Omit<Datum, "holders">[];
   holds: Hold[];
-  sessions: { id: number; timeoutMs: number; doneBelow: number; replies: [number, Reply | null][]; waiting: [number, string][] }[];
+  sessions: { id: number; timeoutMs: number; doneBelow: number; lastReqNo?: number; replies: [number, Reply | null][]; waiting: [number, string][] }[];
 }
 
 const encoder = new TextEncoder();
@@ -38,6 +38,7 @@ export function encodeSnapshot(state: StoreState): Uint8Array {
       id: s.id,
       timeoutMs: s.timeoutMs,
       doneBelow: s.doneBelow,
+      lastReqNo: s.lastReqNo,
       replies: [...s.replies],
       waiting: [...s.waiting],
     })),
@@ -93,6 +94,8 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
       id: s.id,
       timeoutMs: s.timeoutMs,
       doneBelow: s.doneBelow,
+      // Absent from checkpoints written before it existed: the highest number it can know.
+      lastReqNo: s.lastReqNo ?? Math.max(s.doneBelow - 1, ...s.replies.map(([reqNo]) => reqNo)),
       replies: new Map(s.replies),
       holds: new Set(),
       waiting: new Map(s.waiting),

@@ -62,6 +62,8 @@ export interface Session {
   replies: Map<number, Reply | null>;
   /** The client has the replies of every request below this number. */
   doneBelow: number;
+  /** The highest request number of this session that this history sequenced. */
+  lastReqNo: number;
   holds: Set<number>;
   /** Waiting acquires: request number → datum name. */
   waiting: Map<number, string>;
@@ -130,6 +132,17 @@ export class StoreState {
       outputs.push({ session: update.session, reqNo: update.reqNo, reply });
       return outputs;
     }
+    if (this.lostRequests(session, update.doneBelow)) {
+      // The client holds replies to requests this history never sequenced: a partition's
+      // other side acknowledged them (default mode) and lost them when the sides met.
+      // Its holds here may be ones it released there: end the session, so they are freed
+      // and the client learns (ESESSION) that it must start again from what is stored.
+      this.endSession(session.id, outputs);
+      const message = `the session lost requests ${session.lastReqNo + 1}..${update.doneBelow - 1} that another chain acknowledged (a partition healed): its holds were released; reconnect`;
+      outputs.push({ session: session.id, reqNo: update.reqNo, reply: error("ESESSION", message) });
+      return outputs;
+    }
+    session.lastReqNo = Math.max(session.lastReqNo, update.reqNo);
     this.forgetConfirmed(session, update.doneBelow);
     if (this.isDuplicate(session, update.reqNo, outputs)) return outputs;
     if (session.replies.size >= INFLIGHT_PER_SESSION_MAX) {
@@ -146,6 +159,11 @@ export class StoreState {
     session.replies.set(update.reqNo, reply);
     outputs.push({ session: session.id, reqNo: update.reqNo, reply: reply ?? { type: "queued" } });
     return outputs;
+  }
+
+  /** The client, confirming replies below `doneBelow`, has some this history never sequenced. */
+  lostRequests(session: Session, doneBelow: number): boolean {
+    return doneBelow > session.lastReqNo + 1;
   }
 
   /** True (with the stored reply re-sent, if any) when the request was applied before. */
@@ -191,6 +209,7 @@ export class StoreState {
       timeoutMs,
       replies: new Map([[update.reqNo, reply]]),
       doneBelow: 0,
+      lastReqNo: update.reqNo,
       holds: new Set(),
       waiting: new Map(),
     });

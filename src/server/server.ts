@@ -244,7 +244,7 @@ export class Server {
         if (!this.sessionLinks.has(message.body.session)) this.bindSession(link, sessions, message.body.session);
         return this.perform(this.replica.onRequest(message.body));
       case "heartbeat":
-        if (this.replica.isHead) this.replica.onClientHeartbeat(message.body.session);
+        if (this.replica.isHead) this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
         return;
       case "subscribe": {
         if (!this.replica.isTail) return this.redirect(link);

@@ -212,7 +212,7 @@ export class SimClient {
     }
     if (this.opened && now >= this.lastHeartbeatMs + this.heartbeatEveryMs()) {
       this.lastHeartbeatMs = now;
-      if (this.head && !this.head.closed) this.host.send(this, this.head, { type: "heartbeat", body: { session: this.session } });
+      if (this.head && !this.head.closed) this.host.send(this, this.head, { type: "heartbeat", body: { session: this.session, doneBelow: this.doneBelow() } });
     }
     if (now >= this.lastWatchMs + WATCH_EVERY_MS) {
       this.lastWatchMs = now;

@@ -117,7 +117,7 @@ export class SimServer {
         this.onRequest(conn, message.body);
         break;
       case "heartbeat":
-        if (this.replica.isHead) this.replica.onClientHeartbeat(message.body.session);
+        if (this.replica.isHead) this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
         break;
       case "subscribe": {
         if (!this.replica.isTail) {

@@ -170,7 +170,7 @@ export type Message =
   | { type: "welcome"; body: Welcome }
   | { type: "request"; body: Request }
   | { type: "reply"; body: ReplyMessage }
-  | { type: "heartbeat"; body: { session: number } }
+  | { type: "heartbeat"; body: { session: number; doneBelow: number } }
   | { type: "query"; body: Query }
   | { type: "queryReply"; body: QueryReply }
   | { type: "subscribe"; body: Subscribe }
@@ -514,7 +514,7 @@ export function encodeMessage(message: Message): Uint8Array {
       });
     }
     case "heartbeat":
-      return frame(MessageType.heartbeat, 8, (w) => w.u53(message.body.session));
+      return frame(MessageType.heartbeat, 8 + 4, (w) => w.u53(message.body.session).u32(message.body.doneBelow));
     case "query": {
       const b = message.body;
       return frame(MessageType.query, 4 + 1 + sizeOf.str(b.name), (w) => w.u32(b.queryId).u8(QUERY_CODES[b.kind]).str(b.name));
@@ -582,7 +582,7 @@ function decodeBody(type: number, r: Reader): Message {
     case MessageType.reply:
       return { type: "reply", body: { session: r.u53(), reqNo: r.u32(), reply: readReply(r), pages: readPages(r) } };
     case MessageType.heartbeat:
-      return { type: "heartbeat", body: { session: r.u53() } };
+      return { type: "heartbeat", body: { session: r.u53(), doneBelow: r.u32() } };
     case MessageType.query:
       return {
         type: "query",

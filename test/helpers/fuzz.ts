@@ -73,7 +73,7 @@ export const CLIENT_MESSAGES: Message[] = [
   ...ALL_OPS.map((op, i): Message => ({ type: "request", body: { session: 1 + i * 1_000_000_007, reqNo: i + 1, doneBelow: i, op } })),
   ...ALL_REPLIES.map((reply, i): Message => ({ type: "reply", body: { session: 99, reqNo: i + 1, reply, pages: [] } })),
   { type: "reply", body: { session: 99, reqNo: 5, reply: ALL_REPLIES[3]!, pages: [page(2, 1), page(3, 2)] } },
-  { type: "heartbeat", body: { session: 2 ** 53 - 1 } },
+  { type: "heartbeat", body: { session: 2 ** 53 - 1, doneBelow: 2 ** 32 - 1 } },
   { type: "query", body: { queryId: 1, kind: "list", name: "" } },
   { type: "query", body: { queryId: 2, kind: "stat", name: "compteur" } },
   { type: "query", body: { queryId: 3, kind: "status", name: "" } },
