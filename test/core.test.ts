@@ -994,7 +994,8 @@ describe("Replica", () => {
     expect(replica.state.appliedSeq).toBe(0);
   });
 
-  test("a heartbeat confirming replies this history never produced ends the session and frees its hold", () => {
+  /** A head where session 5 holds "a" for writing (request 3) and session 6 waits for it. */
+  function writerAndWaiter(): Replica {
     const replica = singleServer();
     replica.onRequest(request(5, 1, { type: "open_session", timeoutMs: 1000 }));
     replica.onRequest(request(6, 1, { type: "open_session", timeoutMs: 1000 }));
@@ -1002,6 +1003,11 @@ describe("Replica", () => {
     replica.onRequest(request(5, 3, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
     const wait = replica.onRequest(request(6, 2, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
     expect(replied(wait).map((o) => codeOf(o.reply))).toEqual(["waiting"]);
+    return replica;
+  }
+
+  test("a heartbeat confirming replies this history never produced ends the session and frees its hold", () => {
+    const replica = writerAndWaiter();
     // Confirming what it has: nothing happens.
     expect(logged(replica.onClientHeartbeat(5, 4))).toEqual([]);
     // Replies up to request 4 (its release, say, acknowledged by a chain whose history lost).
@@ -1012,13 +1018,7 @@ describe("Replica", () => {
   });
 
   test("a silent session is expired exactly once, a heart-beating one never, and the waiter is granted in that step", () => {
-    const replica = singleServer();
-    replica.onRequest(request(5, 1, { type: "open_session", timeoutMs: 1000 }));
-    replica.onRequest(request(6, 1, { type: "open_session", timeoutMs: 1000 }));
-    replica.onRequest(request(5, 2, { type: "create", name: "a", size: 1 }));
-    replica.onRequest(request(5, 3, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
-    const wait = replica.onRequest(request(6, 2, { type: "acquire", name: "a", mode: "write", ...NO_CACHE }));
-    expect(replied(wait).map((o) => codeOf(o.reply))).toEqual(["waiting"]);
+    const replica = writerAndWaiter();
     const expiries: [number, Update][] = [];
     const repliesAt: [number, string][] = [];
     for (let now = 100; now <= 6000; now += 100) {
