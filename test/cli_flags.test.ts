@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import type { ArgsDef } from "citty";
 import {
   checkFlags,
   formatBytes,
@@ -14,12 +15,12 @@ import {
 } from "../src/cli/flags.ts";
 import { SEGMENT_SIZE_MAX } from "../src/constants.ts";
 
-const ARGS = {
+const ARGS: ArgsDef = {
   listen: { type: "string", required: true, valueHint: "host:port" },
   "data-dir": { type: "string" },
   fsync: { type: "enum", options: ["always", "batch", "off"], default: "always" },
   verbose: { type: "boolean" },
-} as const;
+};
 
 function usageMessage(run: () => unknown): string {
   try {

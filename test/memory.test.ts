@@ -28,7 +28,7 @@ async function runChild(scenario: string): Promise<ChildRun> {
   });
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
   await child.exited;
-  return { stdout, stderr, exitCode: child.exitCode, signalCode: child.signalCode };
+  return { stdout, stderr, exitCode: child.exitCode, signalCode: child.signalCode === null ? null : String(child.signalCode) };
 }
 
 /** Runs a scenario that must survive and returns what it printed after RESULT. */

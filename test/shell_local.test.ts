@@ -17,7 +17,7 @@ afterAll(() => {
 async function freeBasePort(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * 30_000);
-    const listeners: ReturnType<typeof Bun.listen>[] = [];
+    const listeners: { stop(closeActive?: boolean): void }[] = [];
     try {
       for (let i = 0; i < 3; i++) listeners.push(Bun.listen({ hostname: "127.0.0.1", port: base + i, socket: { data() {} } }));
       return base;
@@ -108,9 +108,9 @@ function scriptedShell(args: string[]): ScriptedShell {
 }
 
 describe("shell --local", () => {
-  test("kill the head, the tail, then restart: the shell goes on, down to one server", async () => {
+  test("kill the head and restart it, kill the middle and the head: the shell goes on, down to one server", async () => {
     const base = await freeBasePort();
-    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
+    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`) as [string, string, string];
     // --verbose: the servers' log lines too, for the message of a step that times out.
     const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--verbose"]);
     const serving = (...servers: string[]) => new RegExp(`^epoch \\d+: ${servers.map((s) => `${s} \\w+ serving seq \\d+ lag \\d+`).join(" -> ")}`);
@@ -129,7 +129,7 @@ describe("shell --local", () => {
     expect(await shell.send("restart 1")).toMatch(new RegExp(`^server 1 \\(${a}\\) restarted, pid \\d+$`));
     await shell.until("status", serving(b, c, a));
 
-    // The tail, then the head: server 1 alone serves everything acknowledged.
+    // The middle (server 3), then the head (server 2): server 1 alone serves everything acknowledged.
     expect(await shell.send("kill 3 SIGTERM")).toBe(`server 3 (${c}) stopped by SIGTERM`);
     expect(await shell.send("write compteur i32 3")).toBe("ok");
     expect(await shell.send("kill 2")).toBe(`server 2 (${b}) stopped by SIGKILL`);
@@ -147,7 +147,7 @@ describe("shell --local", () => {
 
   test("a paused server (SIGSTOP) is taken out of the chain; SIGCONT and restart bring it back", async () => {
     const base = await freeBasePort();
-    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
+    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`) as [string, string, string];
     const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--quiet"]);
     expect(await shell.send("create x 4", 30_000)).toBe("ok");
     expect(await shell.send("kill 2 SIGSTOP")).toBe(`server 2 (${b}) paused (kill 2 SIGCONT resumes it)`);

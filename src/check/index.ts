@@ -68,13 +68,13 @@ export function checkCounter(h: History | HistoryData, key: string, finalValue: 
       unknown++;
       continue;
     }
-    const seen: Value | undefined = r.result !== undefined ? r.result : r.op.expected;
+    const seen = seenBy(r);
     if (typeof seen !== "number" || r.op.value !== seen + 1) return fail(`${describeOp(r)} is not an increment (wrote saw + 1)`, [r]);
     acked.push(r);
   }
   const bySeen = new Map<number, OpRecord>();
   for (const r of acked) {
-    const seen = (r.result !== undefined ? r.result : r.op.expected) as number;
+    const seen = seenBy(r) as number;
     const other = bySeen.get(seen);
     if (other) {
       return fail(`lost update: two acknowledged increments both saw ${seen}:\n  ${describeOp(other)}\n  ${describeOp(r)}`, [other, r]);
@@ -91,10 +91,16 @@ export function checkCounter(h: History | HistoryData, key: string, finalValue: 
     );
   }
   for (const r of acked) {
-    const seen = (r.result !== undefined ? r.result : r.op.expected) as number;
+    const seen = seenBy(r) as number;
     if (seen < initial || seen >= finalValue) {
       return fail(`${describeOp(r)} saw ${seen}, outside [${initial}, ${finalValue}): the counter went from ${initial} to ${finalValue} by increments`, [r]);
     }
   }
   return { ok: true, acknowledged: acked.length, unknown, unknownApplied: extra };
+}
+
+/** The value an increment saw: its result, or what it declared at invocation. */
+function seenBy(r: OpRecord): Value | undefined {
+  if (r.result !== undefined) return r.result;
+  return r.op.kind === "rmw" ? r.op.expected : undefined;
 }

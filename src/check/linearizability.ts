@@ -238,10 +238,10 @@ function checkKey(key: string, all: OpRecord[], initial: Value, maxSteps: number
   const needers = new Int32Array(V); // pending completed operations needing u
   const writers = new Int32Array(V); // pending operations writing u
   for (let i = 0; i < n; i++) {
-    if (isDone[i] && (need[i] as number) >= 0) needers[need[i] as number]++;
-    if ((put[i] as number) >= 0) writers[put[i] as number]++;
+    if (isDone[i] && need[i]! >= 0) needers[need[i]!]!++;
+    if (put[i]! >= 0) writers[put[i]!]!++;
   }
-  const isBad = (u: number) => (needers[u] as number) > 0 && writers[u] === 0;
+  const isBad = (u: number) => needers[u]! > 0 && writers[u] === 0;
   let bad = 0;
   for (let u = 0; u < V; u++) if (isBad(u)) bad++;
   const doomed = (state: number) => bad > (isBad(state) ? 1 : 0);
@@ -265,8 +265,8 @@ function checkKey(key: string, all: OpRecord[], initial: Value, maxSteps: number
     if (nd >= 0 && isBad(nd)) bad--;
     if (p >= 0 && p !== nd && isBad(p)) bad--;
     const delta = on ? -1 : 1;
-    if (nd >= 0) needers[nd] += delta;
-    if (p >= 0) writers[p] += delta;
+    if (nd >= 0) needers[nd]! += delta;
+    if (p >= 0) writers[p]! += delta;
     if (nd >= 0 && isBad(nd)) bad++;
     if (p >= 0 && p !== nd && isBad(p)) bad++;
     const r = rank[op] as number;
