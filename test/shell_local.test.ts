@@ -107,39 +107,59 @@ function scriptedShell(args: string[]): ScriptedShell {
   return shell;
 }
 
+/** `status` until it shows `servers` serving, in that order from head to tail. */
+function servingPattern(...servers: string[]): RegExp {
+  return new RegExp(`^epoch \\d+: ${servers.map((s) => `${s} \\w+ serving seq \\d+ lag \\d+`).join(" -> ")}`);
+}
+
+/**
+ * Waits for a chain of the three servers and returns it, head first. Its order
+ * is not always 1, 2, 3: a server that starts late (a loaded machine) finds the
+ * others' chain formed and joins at its tail.
+ */
+async function chainOfThree(shell: ScriptedShell): Promise<[string, string, string]> {
+  const address = "\\d+\\.\\d+\\.\\d+\\.\\d+:\\d+";
+  const member = `(${address}) \\w+ serving seq \\d+ lag \\d+`;
+  const line = await shell.until("status", new RegExp(`^epoch \\d+: ${member} -> ${member} -> ${member}`));
+  const [, head, middle, tail] = line.match(new RegExp(`^epoch \\d+: ${member} -> ${member} -> ${member}`))!;
+  return [head!, middle!, tail!];
+}
+
 describe("shell --local", () => {
   test("kill the head and restart it, kill the middle and the head: the shell goes on, down to one server", async () => {
     const base = await freeBasePort();
-    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`) as [string, string, string];
+    const servers = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
+    const number = (address: string) => servers.indexOf(address) + 1;
     // --verbose: the servers' log lines too, for the message of a step that times out.
     const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--verbose"]);
-    const serving = (...servers: string[]) => new RegExp(`^epoch \\d+: ${servers.map((s) => `${s} \\w+ serving seq \\d+ lag \\d+`).join(" -> ")}`);
 
     expect(await shell.send("create compteur 4", 30_000)).toBe("ok");
     expect(await shell.send("write compteur i32 1")).toBe("ok");
-    await shell.until("status", serving(a, b, c));
+    const [head, middle, tail] = await chainOfThree(shell);
 
     // The head: the next write waits for the chain to be rebuilt, then goes through.
-    expect(await shell.send("kill 1")).toBe(`server 1 (${a}) stopped by SIGKILL`);
+    const h = number(head);
+    expect(await shell.send(`kill ${h}`)).toBe(`server ${h} (${head}) stopped by SIGKILL`);
     expect(await shell.send("write compteur i32 2")).toBe("ok");
     expect(await shell.send("read compteur i32")).toBe("2");
-    expect(await shell.send("kill 1")).toBe(`error EINVAL: server 1 (${a}) is not running; restart 1 starts it again`);
+    expect(await shell.send(`kill ${h}`)).toBe(`error EINVAL: server ${h} (${head}) is not running; restart ${h} starts it again`);
 
     // Back at the tail once it has caught up.
-    expect(await shell.send("restart 1")).toMatch(new RegExp(`^server 1 \\(${a}\\) restarted, pid \\d+$`));
-    await shell.until("status", serving(b, c, a));
+    expect(await shell.send(`restart ${h}`)).toMatch(new RegExp(`^server ${h} \\(${head}\\) restarted, pid \\d+$`));
+    await shell.until("status", servingPattern(middle, tail, head));
 
-    // The middle (server 3), then the head (server 2): server 1 alone serves everything acknowledged.
-    expect(await shell.send("kill 3 SIGTERM")).toBe(`server 3 (${c}) stopped by SIGTERM`);
+    // The middle (SIGTERM), then the head: the restarted server alone serves everything acknowledged.
+    const [newHead, newMiddle] = [middle, tail];
+    expect(await shell.send(`kill ${number(newMiddle)} SIGTERM`)).toBe(`server ${number(newMiddle)} (${newMiddle}) stopped by SIGTERM`);
     expect(await shell.send("write compteur i32 3")).toBe("ok");
-    expect(await shell.send("kill 2")).toBe(`server 2 (${b}) stopped by SIGKILL`);
+    expect(await shell.send(`kill ${number(newHead)}`)).toBe(`server ${number(newHead)} (${newHead}) stopped by SIGKILL`);
     expect(await shell.send("read compteur i32")).toBe("3");
     expect(await shell.send("checkpoint")).toMatch(/^checkpoint at seq \d+ on every server of the chain$/);
     expect(await shell.send("bench 20")).toMatch(/^20 cycles of 4 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s$/);
     expect(await shell.send("list")).toBe("compteur");
 
     const { code, stderr } = await shell.close();
-    expect(code).toBe(1); // one command failed on purpose (kill 1 twice)
+    expect(code).toBe(1); // one command failed on purpose (the same kill twice)
     // Faults the shell caused are not reported as surprises.
     expect(stderr).not.toContain("unexpectedly");
     expect(stderr).toContain(`INFO [shell] starting 3 local servers from port ${base}`);
@@ -147,14 +167,16 @@ describe("shell --local", () => {
 
   test("a paused server (SIGSTOP) is taken out of the chain; SIGCONT and restart bring it back", async () => {
     const base = await freeBasePort();
-    const [a, b, c] = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`) as [string, string, string];
+    const servers = [base, base + 1, base + 2].map((port) => `127.0.0.1:${port}`);
     const shell = scriptedShell(["--local", "--base-port", String(base), "--data-dir", tempDir(), "--quiet"]);
     expect(await shell.send("create x 4", 30_000)).toBe("ok");
-    expect(await shell.send("kill 2 SIGSTOP")).toBe(`server 2 (${b}) paused (kill 2 SIGCONT resumes it)`);
+    const [head, middle, tail] = await chainOfThree(shell);
+    const m = servers.indexOf(middle) + 1;
+    expect(await shell.send(`kill ${m} SIGSTOP`)).toBe(`server ${m} (${middle}) paused (kill ${m} SIGCONT resumes it)`);
     expect(await shell.send("write x i32 5")).toBe("ok");
-    expect(await shell.until("status", new RegExp(`^epoch \\d+: ${a} head serving .* -> ${c} tail serving`))).not.toContain(`${b} middle`);
-    expect(await shell.send("restart 2")).toMatch(/^server 2 .* restarted, pid \d+$/);
-    await shell.until("status", new RegExp(`${b} tail serving`));
+    expect(await shell.until("status", new RegExp(`^epoch \\d+: ${head} head serving .* -> ${tail} tail serving`))).not.toContain(`${middle} middle`);
+    expect(await shell.send(`restart ${m}`)).toMatch(new RegExp(`^server ${m} .* restarted, pid \\d+$`));
+    await shell.until("status", new RegExp(`${middle} tail serving`));
     expect(await shell.send("read x i32")).toBe("5");
     const { code, stderr } = await shell.close();
     expect(code).toBe(0);
