@@ -362,6 +362,7 @@ export class ClusterLink {
     const { reply } = body;
     if (reply.type === "queued") {
       waiting.queued = true;
+      waiting.unavailable = undefined; // a serving head took it: it may now wait as long as it must
       return;
     }
     if (reply.type === "error" && reply.code === "EUNAVAILABLE") return this.onUnavailable(waiting, reply.message);
