@@ -15,6 +15,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { ClusterStatus } from "../client/types";
 import { Connection } from "../client/connection";
+import { outputLines } from "../cli/cluster";
 import { PARENT_PID_ENV } from "../cli/signals";
 import { type CutMode, LinkProxy } from "./proxy";
 
@@ -244,7 +245,7 @@ export class ChaosCluster {
     let resolveReady!: (value: boolean) => void;
     const result = new Promise<boolean>((resolve) => (resolveReady = resolve));
     void (async () => {
-      for await (const line of lines(stream)) {
+      for await (const line of outputLines(stream)) {
         if (!ready && line.startsWith("READY ")) {
           ready = true;
           resolveReady(true);
@@ -257,7 +258,7 @@ export class ChaosCluster {
   }
 
   private async pump(index: number, stream: ReadableStream<Uint8Array>): Promise<void> {
-    for await (const line of lines(stream)) {
+    for await (const line of outputLines(stream)) {
       this.remember(index, line);
       this.options.onLog?.(index, line);
     }
@@ -268,21 +269,6 @@ export class ChaosCluster {
     log.push(line);
     if (log.length > 200) log.splice(0, log.length - 200);
   }
-}
-
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    let newline = pending.indexOf("\n");
-    while (newline !== -1) {
-      yield pending.slice(0, newline);
-      pending = pending.slice(newline + 1);
-      newline = pending.indexOf("\n");
-    }
-  }
-  if (pending) yield pending;
 }
 
 /** Ports free right now (a small race remains: acceptable on loopback). */

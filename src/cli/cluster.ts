@@ -185,7 +185,7 @@ export class LocalCluster {
   }
 
   private async _pumpLog(index: number, record: _Child): Promise<void> {
-    for await (const line of _lines(record.process.stderr)) {
+    for await (const line of outputLines(record.process.stderr)) {
       record.recentLog.push(line);
       if (record.recentLog.length > _RECENT_LOG_LINES) record.recentLog.shift();
       this.options.onLog?.(index, line);
@@ -195,7 +195,7 @@ export class LocalCluster {
   /** Reads stdout until `READY <address>`; keeps draining it afterwards so the pipe never fills. */
   private async _waitReady(index: number, record: _Child): Promise<void> {
     const timeoutMs = this.options.readyTimeoutMs ?? 15_000;
-    const lines = _lines(record.process.stdout);
+    const lines = outputLines(record.process.stdout);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
@@ -247,7 +247,7 @@ function _describeExit(child: Subprocess): string {
 }
 
 /** Lines of a child's output stream, without their newline. */
-async function* _lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+export async function* outputLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let pending = "";
   const reader = stream.getReader();
