@@ -231,6 +231,34 @@ describe("checkpoints", () => {
     expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
   });
 
+  test("a background checkpoint: due past --checkpoint-mb and twice the last one; the old log stays until the file is written", async () => {
+    for (const mode of ["always", "off"] as const) {
+      const dir = freshDir();
+      const { durability } = Durability.open(dir, SEGMENT, mode, 16 * 1024);
+      const writer = new Writer(durability);
+      startSession(writer);
+      while (!durability.checkpointDue) writer.write("a", 1);
+      const seq = writer.state.appliedSeq;
+      const written = durability.checkpointInBackground(writer.state, 65, 65)!;
+      expect(durability.checkpointInBackground(writer.state, 65, 65)).toBeNull(); // one at a time
+      writer.write("a", 2);
+      // Not on disk yet: a crash now restarts from the whole log.
+      expect(listSegments(dir).length).toBeGreaterThan(1);
+      expect(listSegments(dir).at(-1)!.firstSeq).toBe(seq + 1);
+      const info = await written;
+      expect(info.seq).toBe(seq);
+      expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
+      // Due again only once the log is past twice this checkpoint.
+      expect(durability.checkpointDue).toBe(false);
+      writer.write("b", 3);
+      durability.close();
+      const recovered = recover(dir, SEGMENT, PAGE);
+      recovered.wal.close();
+      expect(recovered.checkpoint?.seq).toBe(seq);
+      expect([valueOf(recovered.state, "a"), valueOf(recovered.state, "b")]).toEqual([2, 3]);
+    }
+  });
+
   test("one server per data dir", () => {
     const dir = freshDir();
     const first = open(dir);
