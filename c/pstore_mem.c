@@ -39,6 +39,10 @@ typedef struct pstore_segment {
     uint32_t names_cap; /* slots, including slot 0 */
     uint32_t names_top; /* slots below it have been handed out at least once */
     uint32_t free_head; /* first free slot below names_top, 0 = none */
+    /* Sequential first writes (see pstore_first_write): the page after the
+     * last run opened, and how many pages the streak has opened so far. */
+    uint32_t streak_end;
+    uint32_t streak_pages;
 } pstore_segment;
 
 static pstore_segment segments[PSTORE_SEGMENTS_MAX];
@@ -222,13 +226,37 @@ static int pstore_open_write_run(pstore_segment *s, uint32_t page) {
     return PSTORE_OK;
 }
 
-/* The first write to a write-held page: mark it dirty and let the write
- * through. mprotect(2) is not on POSIX's async-signal-safe list, but on Linux
- * it is a bare system call with no user-space state; GCs and libsigsegv rely
- * on it the same way. */
+/* How many pages, from `page`, the first write opens: one, unless it
+ * continues a streak of PSTORE_STREAK_PAGES_MIN pages or more written in order
+ * (a whole rewrite); then as many as the streak has (doubling it), at most
+ * PSTORE_STREAK_RUN_MAX, and only write-held, clean pages of the same datum.
+ * A rewrite of 64 MiB takes ~80 faults instead of 16384; the pages opened
+ * ahead count as dirty, so a sequential write that stops early ships at most
+ * one run of unchanged pages, never loses one. */
+#define PSTORE_STREAK_PAGES_MIN 16
+#define PSTORE_STREAK_RUN_MAX 256
+static uint32_t pstore_run_ahead(const pstore_segment *s, uint32_t page) {
+    if (page != s->streak_end || s->streak_pages < PSTORE_STREAK_PAGES_MIN) return 1;
+    uint32_t want = s->streak_pages < PSTORE_STREAK_RUN_MAX ? s->streak_pages : PSTORE_STREAK_RUN_MAX;
+    uint32_t end = page + 1;
+    while (end < s->page_count && end - page < want && s->pages[end].mode == PSTORE_HOLD_WRITE &&
+           !s->pages[end].dirty && s->pages[end].name == s->pages[page].name) {
+        end++;
+    }
+    return end - page;
+}
+
+/* The first write to a write-held page: mark it dirty (with the run ahead,
+ * see above) and let the write through. mprotect(2) is not on POSIX's
+ * async-signal-safe list, but on Linux it is a bare system call with no
+ * user-space state; GCs and libsigsegv rely on it the same way. */
 static int pstore_first_write(pstore_segment *s, uint32_t page) {
-    if (mprotect(s->base + (size_t)page * s->page_size, s->page_size, PROT_READ | PROT_WRITE) == 0) {
-        s->pages[page].dirty = 1;
+    uint32_t count = pstore_run_ahead(s, page);
+
+    if (mprotect(s->base + (size_t)page * s->page_size, (size_t)count * s->page_size, PROT_READ | PROT_WRITE) == 0) {
+        for (uint32_t i = page; i < page + count; i++) s->pages[i].dirty = 1;
+        s->streak_pages = page == s->streak_end ? s->streak_pages + count : count;
+        s->streak_end = page + count;
     } else if (errno != ENOMEM || pstore_open_write_run(s, page) != PSTORE_OK) {
         pstore_line line;
         line.len = 0;
@@ -460,6 +488,8 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
         s->pages[i].mode = (uint8_t)mode;
         s->pages[i].dirty = 0;
     }
+    s->streak_end = 0;
+    s->streak_pages = 0;
     return pstore_apply_protection(s, first, count, err);
 }
 

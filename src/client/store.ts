@@ -9,7 +9,7 @@ import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
-import type { Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
+import { type Mode, type Op, type PageWrite, type Reply, type ReplyMessage, packPages } from "../wire";
 import { ClusterLink } from "./cluster";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
@@ -307,15 +307,11 @@ class ClientStore implements Store {
   private async release(view: ArrayBufferView, mode: Mode): Promise<void> {
     this.throwIfClosed();
     const hold = this.holdOf(view, mode);
-    const pages: PageWrite[] = [];
-    if (mode === "write") {
-      const buffer = new Uint8Array(this.segment.buffer);
-      const size = this.segment.pageSize;
-      // Copy now: the pages go back to PROT_NONE before the frame is sent.
-      for (const page of this.segment.dirtyPages(hold.firstPage, hold.pageCount)) {
-        pages.push({ page, bytes: buffer.slice(page * size, (page + 1) * size) });
-      }
-    }
+    // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
+    const pages: PageWrite[] =
+      mode === "write"
+        ? packPages(this.segment.dirtyPages(hold.firstPage, hold.pageCount), this.segment.pageSize, new Uint8Array(this.segment.buffer))
+        : [];
     this.holds.delete(hold.firstPage);
     this.counters.pagesSent += pages.length;
     // Sent first (the pages are copied into the frame), then the protection drops while
