@@ -14,7 +14,8 @@
 /* Hold modes of a page; they decide its protection. */
 #define PSTORE_HOLD_NONE 0  /* PROT_NONE: any access is a bug and kills the process */
 #define PSTORE_HOLD_READ 1  /* PROT_READ: a write kills the process */
-#define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable */
+#define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable; over 16 pages,
+                             * PROT_NONE until touched: a first read opens PROT_READ */
 
 #define PSTORE_SEGMENTS_MAX 16
 #define PSTORE_NAME_BYTES_MAX 255
@@ -46,6 +47,8 @@ int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, c
 uint32_t pstore_faults_upgraded(void);
 uint32_t pstore_faults_forwarded(void);
 uint32_t pstore_faults_widened(void);
+/* First reads of write-held pages, opened read-only. */
+uint32_t pstore_faults_opened(void);
 
 /* Asks the kernel to send SIGTERM when the parent dies. If the parent is
  * already gone (getppid() != expected_parent, when > 0), sends it at once. */

@@ -58,6 +58,10 @@ describe("a wrong access kills the process with a message naming the datum", () 
     expect(await childDeath("read-after-release")).toEqual(['pstore: read of "compteur" with no hold (page 4)']);
   });
 
+  test("a read, after the release, of a page only read under a write hold", async () => {
+    expect(await childDeath("read-after-write-release")).toEqual(['pstore: read of "compteur" with no hold (page 4)']);
+  });
+
   test("a write with no hold", async () => {
     expect(await childDeath("write-no-hold")).toEqual(['pstore: write to "compteur" with no hold (page 3)']);
   });
@@ -111,6 +115,16 @@ describe("under a write hold, only the pages written are dirty", () => {
     // Pages 0..15 one by one, then page 16 opens 16..31.
     expect(seen.stoppedEarly).toBe(32);
     expect(seen.datumEnd).toBe(39);
+  });
+
+  test("reads under a write hold open pages read-only, in runs when in order, without dirtying them", async () => {
+    const seen = await childResult("read-under-write");
+    expect(seen.sum).toBe(0);
+    // 16 single pages, then runs of 16 and 32 (c/pstore_mem.c, pstore_run_ahead).
+    expect(seen.opened).toBe(18);
+    expect(seen.dirtyAfterReads).toEqual([]);
+    expect(seen.dirtyAfterWrite).toEqual([5]);
+    expect(seen.value).toBe(9);
   });
 
   test("scattered writes past vm.max_map_count lose nothing: the write-held run turns dirty", async () => {

@@ -30,6 +30,7 @@ const lib = dlopen(soPath as string, {
   pstore_faults_upgraded: { args: [], returns: "u32" },
   pstore_faults_forwarded: { args: [], returns: "u32" },
   pstore_faults_widened: { args: [], returns: "u32" },
+  pstore_faults_opened: { args: [], returns: "u32" },
   pstore_die_with_parent: { args: ["i32", "ptr"], returns: "i32" },
 });
 const c = lib.symbols;
@@ -99,6 +100,8 @@ export type FaultCounts = {
   forwarded: number;
   /** First writes that, short of mappings (vm.max_map_count), dirtied their whole write-held run. */
   widened: number;
+  /** First reads of write-held pages, which open them read-only. */
+  opened: number;
 };
 
 /** Counters since start-up, for tests and benchmarks. */
@@ -107,6 +110,7 @@ export function faultCounts(): FaultCounts {
     upgraded: c.pstore_faults_upgraded(),
     forwarded: c.pstore_faults_forwarded(),
     widened: c.pstore_faults_widened(),
+    opened: c.pstore_faults_opened(),
   };
 }
 

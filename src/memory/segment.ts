@@ -3,7 +3,8 @@
  * pages C opens per hold. Reading without a hold, or writing under a read
  * hold, kills the process with a line naming the datum (c/pstore_mem.c);
  * under a write hold the first write to a page marks it dirty, so a release
- * ships only the pages that changed.
+ * ships only the pages that changed (and a large write hold opens its pages
+ * only as they are touched, so a release closes only those).
  *
  * Not thread-safe: use a segment from the thread that mapped it.
  */
