@@ -533,10 +533,11 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
     return pstore_apply_protection(s, first, count, err);
 }
 
-int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, char *err) {
+int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
     pstore_segment *s = pstore_segment_get(seg, err);
     if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
     if (count == 0) return PSTORE_OK;
+    if (stride < s->page_size) return pstore_set_error(err, "stride %u is less than a page (%u)", stride, s->page_size);
 
     char *start = s->base + (size_t)first * s->page_size;
     size_t len = (size_t)count * s->page_size;
@@ -546,7 +547,9 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *b
     if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
-    memcpy(start, bytes, len);
+    for (uint32_t i = 0; i < count; i++) {
+        memcpy(start + (size_t)i * s->page_size, bytes + (size_t)i * stride, s->page_size);
+    }
     return pstore_apply_protection(s, first, count, err);
 }
 

@@ -34,9 +34,10 @@ int pstore_set_name(int seg, uint32_t first, uint32_t count,
                     const char *name, uint32_t name_len, char *err);
 /* Sets the hold mode of the pages, clears their dirty bits, sets their protection. */
 int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err);
-/* Copies count pages from bytes whatever the protection, which is then restored. */
+/* Copies count pages from bytes, page i at bytes + i * stride (stride >= the
+ * page size), whatever the protection, which is then restored. */
 int pstore_write_pages(int seg, uint32_t first, uint32_t count,
-                       const uint8_t *bytes, char *err);
+                       const uint8_t *bytes, uint32_t stride, char *err);
 /* Stores the indices of the dirty pages of the range in out (room for count
  * entries), ascending; returns how many, or PSTORE_ERR. */
 int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err);

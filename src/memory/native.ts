@@ -25,7 +25,7 @@ const lib = dlopen(soPath as string, {
   pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_protect: { args: ["i32", "u32", "u32", "i32", "ptr"], returns: "i32" },
-  pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
+  pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_dirty_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
   pstore_faults_upgraded: { args: [], returns: "u32" },
   pstore_faults_forwarded: { args: [], returns: "u32" },
@@ -79,9 +79,10 @@ export function protect(seg: number, firstPage: number, pageCount: number, mode:
   }
 }
 
-export function writePages(seg: number, firstPage: number, pageCount: number, bytes: Uint8Array): void {
+/** Page i of the run is at bytes[i * stride]. */
+export function writePages(seg: number, firstPage: number, pageCount: number, bytes: Uint8Array, stride: number): void {
   if (pageCount === 0) return;
-  if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, errBuffer) !== OK) {
+  if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, stride, errBuffer) !== OK) {
     throw failure("cannot write the pages");
   }
 }
