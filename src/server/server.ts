@@ -338,7 +338,7 @@ export class Server {
       this.flush();
       this.checkpointTimer = null;
       this.durability.checkpointInBackground(this.replica.state, this.replica.lastEpoch, this.replica.config.epoch)?.then(
-        (info) => this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes): the log had grown past its limit`),
+        (info) => info && this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes): the log had grown past its limit`),
         (error) => this.log.warn(`checkpoint failed (the log keeps everything; retried later): ${(error as Error).message}`),
       );
     };

@@ -6,7 +6,7 @@
  *   | u53 written at (ms since 1970) | u32 CRC-32 of the payload | payload
  * The payload is a snapshot (src/core/snapshot.ts).
  */
-import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { type StoreState, decodeSnapshot } from "../core";
@@ -66,8 +66,19 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
   return { seq, file, bytes: header.length + payload.length };
 }
 
-/** writeCheckpointBytes on the I/O threads: this thread only renames and syncs the folder at the end. */
-export async function writeCheckpointBytesAsync(dir: string, seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): Promise<CheckpointInfo> {
+/**
+ * writeCheckpointBytes on the I/O threads: this thread only renames and syncs
+ * the folder at the end, and only if `stillValid()` then (else the file is
+ * removed and the result is null).
+ */
+export async function writeCheckpointBytesAsync(
+  dir: string,
+  seq: number,
+  lastEpoch: number,
+  configEpoch: number,
+  payload: Uint8Array,
+  stillValid: () => boolean,
+): Promise<CheckpointInfo | null> {
   const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
@@ -82,6 +93,10 @@ export async function writeCheckpointBytesAsync(dir: string, seq: number, lastEp
     await handle.datasync();
   } finally {
     await handle.close();
+  }
+  if (!stillValid()) {
+    rmSync(temporary, { force: true });
+    return null;
   }
   renameSync(temporary, file);
   syncDirectory(dir);

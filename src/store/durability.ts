@@ -39,6 +39,8 @@ export class Durability {
   private lastCheckpoint: CheckpointInfo | null;
   private checkpointing = false;
   private closed = false;
+  /** Bumped when a snapshot replaces the history: a background checkpoint of the old one is void. */
+  private history = 0;
 
   private constructor(
     readonly dir: string,
@@ -101,20 +103,21 @@ export class Durability {
    * I/O threads write and sync the file, and only then is the log before it
    * dropped. A crash meanwhile leaves the previous checkpoint and the whole log.
    */
-  checkpointInBackground(state: StoreState, lastEpoch: number, configEpoch: number): Promise<CheckpointInfo> | null {
+  checkpointInBackground(state: StoreState, lastEpoch: number, configEpoch: number): Promise<CheckpointInfo | null> | null {
     if (this.checkpointing || !this.checkpointDue) return null;
     const seq = state.appliedSeq;
     const payload = encodeSnapshot(state);
     this.wal.startSegment(seq + 1);
     this.checkpointing = true;
-    return writeCheckpointBytesAsync(this.dir, seq, lastEpoch, configEpoch, payload)
+    const history = this.history;
+    // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
+    const stillValid = () => !this.closed && this.history === history;
+    return writeCheckpointBytesAsync(this.dir, seq, lastEpoch, configEpoch, payload, stillValid)
       .then((info) => {
-        // Closed meanwhile: the file is a valid recovery line; the next start owns the log.
-        if (!this.closed) {
-          this.wal.dropSegmentsBefore(seq + 1);
-          pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
-          if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
-        }
+        if (info === null) return null;
+        this.wal.dropSegmentsBefore(seq + 1);
+        pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
+        if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
         return info;
       })
       .finally(() => {
@@ -124,6 +127,7 @@ export class Durability {
 
   /** The state was replaced by a snapshot (state transfer): that snapshot is the new base. */
   install(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
+    this.history++;
     const info = this.checkpoint(seq, lastEpoch, configEpoch, snapshot);
     // Other checkpoints hold a history this server no longer has: never load them.
     for (const other of listCheckpoints(this.dir)) if (other.seq !== seq) unlinkSync(other.file);
