@@ -248,6 +248,8 @@ describe("checkpoints", () => {
       const info = (await written)!;
       expect(info.seq).toBe(seq);
       expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
+      // The dropped segment is recycled as the next one (its pages are still in the page cache).
+      expect(readdirSync(dir)).toContain("wal-spare.tmp");
       // Due again only once the log is past twice this checkpoint.
       expect(durability.checkpointDue).toBe(false);
       writer.write("b", 3);

@@ -55,8 +55,9 @@ export function decodeRecordPayload(payload: Uint8Array): Update {
  * zero-filled in the background (libuv's threads), in a file of its own, and
  * takes over when the current one is full. A log that is never synced
  * (--fsync off) skips all that: its segments are sparse files (zero-filling
- * 64 MiB took ~0.3 s of CPU a server on the 2-core test machine, as much as
- * writing 64 MiB of records, for no gain without fdatasync).
+ * a new 64 MiB file took ~0.3 s of CPU a server on the 2-core test machine,
+ * as much as writing 64 MiB of records, for no gain without fdatasync). Both
+ * recycle a segment that a checkpoint made useless as the next spare.
  */
 export const SEGMENT_BYTES = 64 * 1024 * 1024;
 const FIRST_SEGMENT_BYTES = 4 * 1024 * 1024;
@@ -148,10 +149,12 @@ export class WriteAheadLog {
     this.bytesSinceCheckpoint = 0;
   }
 
-  /** The checkpoint at `firstSeq - 1` is on disk: the segments before `firstSeq` are no longer needed. */
+  /** The checkpoint at `firstSeq - 1` is on disk: the segments before `firstSeq` go (one is recycled as the spare). */
   dropSegmentsBefore(firstSeq: number): void {
     for (const segment of listSegments(this.dir)) {
-      if (segment.firstSeq < firstSeq) unlinkSync(segment.file);
+      if (segment.firstSeq >= firstSeq) continue;
+      if (this.spareWanted || this.spareReady) unlinkSync(segment.file);
+      else this.prepareSpare(segment.file);
     }
     syncDirectory(this.dir);
   }
@@ -178,18 +181,25 @@ export class WriteAheadLog {
     this.prepareSpare();
   }
 
-  /** Zero-fills the next segment's file in the background. */
-  private prepareSpare(): void {
-    if (this.spareWanted || !this.syncs) return;
+  /**
+   * Zero-fills the next segment's file in the background: a new file (synced
+   * logs only), or `recycled`, a dropped segment whose pages the page cache
+   * still holds. Records then overwrite cached pages, which is cheap where
+   * new ones are not (64 MiB in 20–30 ms against 260–410 ms, measured here).
+   */
+  private prepareSpare(recycled?: string): void {
+    if (this.spareWanted || (recycled === undefined && !this.syncs)) return;
     this.spareWanted = true;
     const file = join(this.dir, SPARE_NAME);
+    if (recycled !== undefined) renameSync(recycled, file);
     void (async () => {
       try {
-        const handle = await open(file, "w");
+        const handle = await open(file, recycled === undefined ? "w" : "r+");
         try {
+          if (recycled !== undefined) await handle.truncate(SEGMENT_BYTES);
           const zeros = new Uint8Array(1024 * 1024);
           for (let offset = 0; offset < SEGMENT_BYTES; offset += zeros.length) await handle.write(zeros, 0, zeros.length, offset);
-          await handle.datasync();
+          if (this.syncs) await handle.datasync();
         } finally {
           await handle.close();
         }
