@@ -16,8 +16,9 @@
 /* What C knows of one page. The handler reads it, so it lives in memory
  * allocated at map time, never on the JavaScript heap. */
 typedef struct pstore_page {
-    uint8_t mode;  /* PSTORE_HOLD_* */
-    uint8_t dirty; /* written since the last pstore_protect() of the page */
+    uint8_t mode;   /* PSTORE_HOLD_* */
+    uint8_t dirty;  /* written since the last pstore_protect() of the page */
+    uint8_t opened; /* write-held and read since then: PROT_READ until written */
     uint32_t name; /* index into the segment's name table, 0 = no name */
 } pstore_page;
 
@@ -39,6 +40,10 @@ typedef struct pstore_segment {
     uint32_t names_cap; /* slots, including slot 0 */
     uint32_t names_top; /* slots below it have been handed out at least once */
     uint32_t free_head; /* first free slot below names_top, 0 = none */
+    /* Sequential first writes (see pstore_first_write): the page after the
+     * last run opened, and how many pages the streak has opened so far. */
+    uint32_t streak_end;
+    uint32_t streak_pages;
 } pstore_segment;
 
 static pstore_segment segments[PSTORE_SEGMENTS_MAX];
@@ -47,6 +52,7 @@ static int handler_installed;
 static volatile uint32_t faults_upgraded;
 static volatile uint32_t faults_forwarded;
 static volatile uint32_t faults_widened;
+static volatile uint32_t faults_opened;
 
 static int pstore_set_error(char *err, const char *fmt, ...) {
     va_list ap;
@@ -222,20 +228,71 @@ static int pstore_open_write_run(pstore_segment *s, uint32_t page) {
     return PSTORE_OK;
 }
 
-/* The first write to a write-held page: mark it dirty and let the write
- * through. mprotect(2) is not on POSIX's async-signal-safe list, but on Linux
- * it is a bare system call with no user-space state; GCs and libsigsegv rely
- * on it the same way. */
-static int pstore_first_write(pstore_segment *s, uint32_t page) {
-    if (mprotect(s->base + (size_t)page * s->page_size, s->page_size, PROT_READ | PROT_WRITE) == 0) {
-        s->pages[page].dirty = 1;
+/* How many pages, from `page`, a first write (or a first read) opens: one,
+ * unless it continues a streak of PSTORE_STREAK_PAGES_MIN pages or more touched
+ * in order (a whole rewrite); then as many as the streak has (doubling it), at
+ * most PSTORE_STREAK_RUN_MAX, and only write-held pages of the same datum not
+ * yet written (for a read: not yet opened either). A rewrite of 64 MiB takes
+ * ~80 faults instead of 16384; pages written ahead count as dirty, so a
+ * sequential write that stops early ships at most one run of unchanged pages,
+ * never loses one. */
+#define PSTORE_STREAK_PAGES_MIN 16
+#define PSTORE_STREAK_RUN_MAX 256
+static uint32_t pstore_run_ahead(const pstore_segment *s, uint32_t page, int for_write) {
+    if (page != s->streak_end || s->streak_pages < PSTORE_STREAK_PAGES_MIN) return 1;
+    uint32_t want = s->streak_pages < PSTORE_STREAK_RUN_MAX ? s->streak_pages : PSTORE_STREAK_RUN_MAX;
+    uint32_t end = page + 1;
+    while (end < s->page_count && end - page < want && s->pages[end].mode == PSTORE_HOLD_WRITE &&
+           !s->pages[end].dirty && (for_write || !s->pages[end].opened) &&
+           s->pages[end].name == s->pages[page].name) {
+        end++;
+    }
+    return end - page;
+}
+
+static void pstore_streak(pstore_segment *s, uint32_t page, uint32_t count) {
+    s->streak_pages = page == s->streak_end ? s->streak_pages + count : count;
+    s->streak_end = page + count;
+}
+
+static void pstore_cannot_open(uint32_t page, const char *what) {
+    pstore_line line;
+    line.len = 0;
+    pstore_line_cstr(&line, "pstore: cannot make page ");
+    pstore_line_u64(&line, page);
+    pstore_line_cstr(&line, what);
+    pstore_line_cstr(&line, " (mprotect failed: too many mappings? see vm.max_map_count)\n");
+    pstore_line_flush(&line);
+}
+
+/* A first read of a write-held page: open it (with the run ahead) read-only,
+ * so that only the pages touched under the hold need closing at release. */
+static int pstore_first_read(pstore_segment *s, uint32_t page) {
+    uint32_t count = pstore_run_ahead(s, page, 0);
+
+    if (mprotect(s->base + (size_t)page * s->page_size, (size_t)count * s->page_size, PROT_READ) == 0) {
+        for (uint32_t i = page; i < page + count; i++) s->pages[i].opened = 1;
+        pstore_streak(s, page, count);
     } else if (errno != ENOMEM || pstore_open_write_run(s, page) != PSTORE_OK) {
-        pstore_line line;
-        line.len = 0;
-        pstore_line_cstr(&line, "pstore: cannot make page ");
-        pstore_line_u64(&line, page);
-        pstore_line_cstr(&line, " writable (mprotect failed: too many mappings? see vm.max_map_count)\n");
-        pstore_line_flush(&line);
+        pstore_cannot_open(page, " readable");
+        return PSTORE_ERR;
+    }
+    faults_opened++;
+    return PSTORE_OK;
+}
+
+/* The first write to a write-held page: mark it dirty (with the run ahead,
+ * see above) and let the write through. mprotect(2) is not on POSIX's
+ * async-signal-safe list, but on Linux it is a bare system call with no
+ * user-space state; GCs and libsigsegv rely on it the same way. */
+static int pstore_first_write(pstore_segment *s, uint32_t page) {
+    uint32_t count = pstore_run_ahead(s, page, 1);
+
+    if (mprotect(s->base + (size_t)page * s->page_size, (size_t)count * s->page_size, PROT_READ | PROT_WRITE) == 0) {
+        for (uint32_t i = page; i < page + count; i++) s->pages[i].dirty = 1;
+        pstore_streak(s, page, count);
+    } else if (errno != ENOMEM || pstore_open_write_run(s, page) != PSTORE_OK) {
+        pstore_cannot_open(page, " writable");
         return PSTORE_ERR;
     }
     faults_upgraded++;
@@ -254,8 +311,12 @@ static void pstore_on_fault(int sig, siginfo_t *info, void *context) {
         uint32_t page = (uint32_t)(((char *)info->si_addr - s->base) / s->page_size);
         const pstore_page *p = &s->pages[page];
         if (p->mode == PSTORE_HOLD_WRITE && !p->dirty) {
-            /* Returning restarts the write, which now succeeds. */
-            if (pstore_first_write(s, page) != PSTORE_OK) pstore_die(sig);
+            /* Returning restarts the access, which now succeeds. A fault on
+             * an opened (readable) page is a write; where the architecture
+             * does not tell, a write is first opened for reading, then faults
+             * again as a write. */
+            int is_write = p->opened || pstore_fault_is_write(context) == 1;
+            if ((is_write ? pstore_first_write(s, page) : pstore_first_read(s, page)) != PSTORE_OK) pstore_die(sig);
         } else {
             pstore_report(s, page, pstore_fault_is_write(context));
             pstore_die(sig);
@@ -424,9 +485,11 @@ int pstore_set_name(int seg, uint32_t first, uint32_t count,
     return PSTORE_OK;
 }
 
+#define PSTORE_EAGER_PAGES_MAX 16
+
 static int pstore_prot_of(const pstore_page *p) {
     if (p->mode == PSTORE_HOLD_READ) return PROT_READ;
-    if (p->mode == PSTORE_HOLD_WRITE) return p->dirty ? PROT_READ | PROT_WRITE : PROT_READ;
+    if (p->mode == PSTORE_HOLD_WRITE) return p->dirty ? PROT_READ | PROT_WRITE : p->opened ? PROT_READ : PROT_NONE;
     return PROT_NONE;
 }
 
@@ -456,17 +519,25 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
         return pstore_set_error(err, "unknown hold mode %d", mode);
     }
 
+    /* A large write hold opens its pages as they are touched, so its release
+     * closes only those (an mprotect costs ~40 ns a resident page: 0.6 ms for
+     * 64 MiB); a small one opens them for reading at once, saving the faults. */
+    uint8_t opened = mode == PSTORE_HOLD_WRITE && count <= PSTORE_EAGER_PAGES_MAX;
     for (uint32_t i = first; i < first + count; i++) {
         s->pages[i].mode = (uint8_t)mode;
         s->pages[i].dirty = 0;
+        s->pages[i].opened = opened;
     }
+    s->streak_end = 0;
+    s->streak_pages = 0;
     return pstore_apply_protection(s, first, count, err);
 }
 
-int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, char *err) {
+int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
     pstore_segment *s = pstore_segment_get(seg, err);
     if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
     if (count == 0) return PSTORE_OK;
+    if (stride < s->page_size) return pstore_set_error(err, "stride %u is less than a page (%u)", stride, s->page_size);
 
     char *start = s->base + (size_t)first * s->page_size;
     size_t len = (size_t)count * s->page_size;
@@ -476,7 +547,9 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *b
     if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
-    memcpy(start, bytes, len);
+    for (uint32_t i = 0; i < count; i++) {
+        memcpy(start + (size_t)i * s->page_size, bytes + (size_t)i * stride, s->page_size);
+    }
     return pstore_apply_protection(s, first, count, err);
 }
 
@@ -501,6 +574,10 @@ uint32_t pstore_faults_forwarded(void) {
 
 uint32_t pstore_faults_widened(void) {
     return faults_widened;
+}
+
+uint32_t pstore_faults_opened(void) {
+    return faults_opened;
 }
 
 int pstore_die_with_parent(int expected_parent, char *err) {

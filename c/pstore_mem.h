@@ -14,7 +14,8 @@
 /* Hold modes of a page; they decide its protection. */
 #define PSTORE_HOLD_NONE 0  /* PROT_NONE: any access is a bug and kills the process */
 #define PSTORE_HOLD_READ 1  /* PROT_READ: a write kills the process */
-#define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable */
+#define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable; over 16 pages,
+                             * PROT_NONE until touched: a first read opens PROT_READ */
 
 #define PSTORE_SEGMENTS_MAX 16
 #define PSTORE_NAME_BYTES_MAX 255
@@ -33,9 +34,10 @@ int pstore_set_name(int seg, uint32_t first, uint32_t count,
                     const char *name, uint32_t name_len, char *err);
 /* Sets the hold mode of the pages, clears their dirty bits, sets their protection. */
 int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err);
-/* Copies count pages from bytes whatever the protection, which is then restored. */
+/* Copies count pages from bytes, page i at bytes + i * stride (stride >= the
+ * page size), whatever the protection, which is then restored. */
 int pstore_write_pages(int seg, uint32_t first, uint32_t count,
-                       const uint8_t *bytes, char *err);
+                       const uint8_t *bytes, uint32_t stride, char *err);
 /* Stores the indices of the dirty pages of the range in out (room for count
  * entries), ascending; returns how many, or PSTORE_ERR. */
 int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err);
@@ -46,6 +48,8 @@ int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, c
 uint32_t pstore_faults_upgraded(void);
 uint32_t pstore_faults_forwarded(void);
 uint32_t pstore_faults_widened(void);
+/* First reads of write-held pages, opened read-only. */
+uint32_t pstore_faults_opened(void);
 
 /* Asks the kernel to send SIGTERM when the parent dies. If the parent is
  * already gone (getppid() != expected_parent, when > 0), sends it at once. */

@@ -231,6 +231,51 @@ describe("checkpoints", () => {
     expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
   });
 
+  test("a background checkpoint: due past --checkpoint-mb and twice the last one; the old log stays until the file is written", async () => {
+    for (const mode of ["always", "off"] as const) {
+      const dir = freshDir();
+      const { durability } = Durability.open(dir, SEGMENT, mode, 16 * 1024);
+      const writer = new Writer(durability);
+      startSession(writer);
+      while (!durability.checkpointDue) writer.write("a", 1);
+      const seq = writer.state.appliedSeq;
+      const written = durability.checkpointInBackground(writer.state, 65, 65)!;
+      expect(durability.checkpointInBackground(writer.state, 65, 65)).toBeNull(); // one at a time
+      writer.write("a", 2);
+      // Not on disk yet: a crash now restarts from the whole log.
+      expect(listSegments(dir).length).toBeGreaterThan(1);
+      expect(listSegments(dir).at(-1)!.firstSeq).toBe(seq + 1);
+      const info = (await written)!;
+      expect(info.seq).toBe(seq);
+      expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
+      // The dropped segment is recycled as the next one (its pages are still in the page cache).
+      expect(readdirSync(dir)).toContain("wal-spare.tmp");
+      // Due again only once the log is past twice this checkpoint.
+      expect(durability.checkpointDue).toBe(false);
+      writer.write("b", 3);
+      durability.close();
+      const recovered = recover(dir, SEGMENT, PAGE);
+      recovered.wal.close();
+      expect(recovered.checkpoint?.seq).toBe(seq);
+      expect([valueOf(recovered.state, "a"), valueOf(recovered.state, "b")]).toEqual([2, 3]);
+    }
+  });
+
+  test("a background checkpoint of a history that a state transfer replaced meanwhile never lands", async () => {
+    const dir = freshDir();
+    const { durability } = Durability.open(dir, SEGMENT, "always", 16 * 1024);
+    const writer = new Writer(durability);
+    startSession(writer);
+    while (!durability.checkpointDue) writer.write("a", 1);
+    const written = durability.checkpointInBackground(writer.state, 65, 65)!;
+    const other = new StoreState(SEGMENT, PAGE);
+    durability.install(3, 70, 70, encodeSnapshot(Object.assign(other, { appliedSeq: 3 })));
+    expect(await written).toBeNull();
+    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([3]);
+    expect(readdirSync(dir).filter((name) => name.endsWith(".ckpt.tmp"))).toEqual([]);
+    durability.close();
+  });
+
   test("one server per data dir", () => {
     const dir = freshDir();
     const first = open(dir);

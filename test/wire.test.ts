@@ -17,8 +17,11 @@ import {
   type Reply,
   WireError,
   Writer,
+  concatBytes,
   decodeMessage,
   encodeMessage,
+  encodeMessageParts,
+  packPages,
   utf8Length,
 } from "../src/wire";
 
@@ -278,6 +281,22 @@ describe("round trip", () => {
     const got = decoded.body.op.pages[0]!.bytes;
     expect(got).toEqual(bytes);
     expect(got.buffer).toBe(frame.buffer);
+  });
+
+  test("packed pages encode to the same bytes, in parts when large (head, then the pages as packed)", () => {
+    const pageSize = 4096;
+    const source = new Uint8Array(40 * pageSize).map((_, i) => (i * 13) & 0xff);
+    for (const indices of [[3], [0, 1, 2, 7, 39], Array.from({ length: 20 }, (_, i) => i + 10)]) {
+      const pages = packPages(indices, pageSize, source);
+      expect(pages.map((p) => p.page)).toEqual(indices);
+      for (const p of pages) expect(p.bytes).toEqual(source.subarray(p.page * pageSize, (p.page + 1) * pageSize));
+      const message: Message = { type: "request", body: { session: 9, reqNo: 4, doneBelow: 2, op: { type: "release", holdId: 77, pages } } };
+      const plain: Message = { type: "request", body: { ...message.body, op: { type: "release", holdId: 77, pages: pages.map((p) => ({ ...p })) } } };
+      const parts = encodeMessageParts(message);
+      expect(parts.length).toBe(indices.length >= 16 ? 2 : 1);
+      expect(toHex(concatBytes(parts))).toBe(toHex(encodeMessage(plain)));
+      expect(toHex(encodeMessage(message))).toBe(toHex(encodeMessage(plain)));
+    }
   });
 
   test("utf8Length agrees with TextEncoder, including lone surrogates", () => {

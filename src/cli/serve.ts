@@ -86,7 +86,7 @@ export default defineCommand({
       type: "string",
       valueHint: "MiB",
       default: String(CHECKPOINT_MB_DEFAULT),
-      description: "Write a checkpoint (and drop the log before it) when the log grows past this",
+      description: "Write a checkpoint (and drop the log before it) when the log grows past this and twice the last one",
     },
     secret: { type: "string", valueHint: "secret", description: "Shared secret of the cluster (default: $PSTORE_SECRET; prefer the variable, argv is visible in ps)" },
     "tls-cert": { type: "string", valueHint: "file", description: "Serve TLS with this certificate (PEM; its names must include the address clients dial)" },

@@ -8,7 +8,7 @@ import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
 import { Greeter } from "../net/greeter";
 import { clientTls, tlsErrorText } from "../net/tls";
-import { type Message, type Welcome, WireError, decodeMessage, encodeMessage } from "../wire";
+import { type Message, type Welcome, WireError, decodeMessage, encodeMessage, encodeMessageParts } from "../wire";
 
 export interface ConnectionEvents {
   onMessage(message: Message): void;
@@ -111,7 +111,7 @@ export class Connection {
   }
 
   send(message: Message): void {
-    this.link?.send(encodeMessage(message));
+    for (const part of encodeMessageParts(message)) this.link?.send(part);
   }
 
   sendFrame(frame: Uint8Array): void {

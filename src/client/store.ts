@@ -9,7 +9,7 @@ import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
-import type { Mode, Op, PageWrite, Reply, ReplyMessage } from "../wire";
+import { type Mode, type Op, type PageWrite, type Reply, type ReplyMessage, packPages } from "../wire";
 import { ClusterLink } from "./cluster";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
@@ -275,7 +275,7 @@ class ClientStore implements Store {
     const pageCount = Math.ceil(reply.size / pageSize);
     this.forgetOverlapping(reply.name, firstPage, pageCount);
     this.segment.setName(firstPage, pageCount, reply.name);
-    for (const page of pages) this.segment.writePages(page.page, page.bytes);
+    for (const run of pageRuns(pages, pageSize)) this.segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
     this.counters.pagesReceived += pages.length;
     this.segment.protect(firstPage, pageCount, reply.mode);
     this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
@@ -307,15 +307,11 @@ class ClientStore implements Store {
   private async release(view: ArrayBufferView, mode: Mode): Promise<void> {
     this.throwIfClosed();
     const hold = this.holdOf(view, mode);
-    const pages: PageWrite[] = [];
-    if (mode === "write") {
-      const buffer = new Uint8Array(this.segment.buffer);
-      const size = this.segment.pageSize;
-      // Copy now: the pages go back to PROT_NONE before the frame is sent.
-      for (const page of this.segment.dirtyPages(hold.firstPage, hold.pageCount)) {
-        pages.push({ page, bytes: buffer.slice(page * size, (page + 1) * size) });
-      }
-    }
+    // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
+    const pages: PageWrite[] =
+      mode === "write"
+        ? packPages(this.segment.dirtyPages(hold.firstPage, hold.pageCount), this.segment.pageSize, new Uint8Array(this.segment.buffer))
+        : [];
     this.holds.delete(hold.firstPage);
     this.counters.pagesSent += pages.length;
     // Sent first (the pages are copied into the frame), then the protection drops while
@@ -364,6 +360,32 @@ class ClientStore implements Store {
 
   private throwIfClosed(): void {
     if (this.closed) throw new PStoreError("ECLOSED", "the store was closed");
+  }
+}
+
+/**
+ * A grant's pages as runs of consecutive pages that lie the same distance
+ * apart in one buffer (the frame, between their headers): one copy into the
+ * segment per run instead of one per page (each opening and closing its page).
+ */
+function* pageRuns(pages: PageWrite[], pageSize: number): Generator<{ firstPage: number; count: number; bytes: Uint8Array; stride: number }> {
+  let start = 0;
+  while (start < pages.length) {
+    const first = pages[start]!;
+    const second = pages[start + 1];
+    const stride = second ? second.bytes.byteOffset - first.bytes.byteOffset : pageSize;
+    let end = start + 1;
+    while (end < pages.length) {
+      const page = pages[end]!;
+      const apart = end - start;
+      const inRun = page.page === first.page + apart && page.bytes.buffer === first.bytes.buffer && page.bytes.byteOffset === first.bytes.byteOffset + apart * stride;
+      if (!inRun || stride < pageSize || page.bytes.length !== pageSize) break;
+      end++;
+    }
+    const count = end - start;
+    const length = (count - 1) * stride + first.bytes.length;
+    yield { firstPage: first.page, count, bytes: new Uint8Array(first.bytes.buffer, first.bytes.byteOffset, length), stride: count > 1 ? stride : pageSize };
+    start = end;
   }
 }
 

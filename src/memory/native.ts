@@ -25,11 +25,12 @@ const lib = dlopen(soPath as string, {
   pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_protect: { args: ["i32", "u32", "u32", "i32", "ptr"], returns: "i32" },
-  pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
+  pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_dirty_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
   pstore_faults_upgraded: { args: [], returns: "u32" },
   pstore_faults_forwarded: { args: [], returns: "u32" },
   pstore_faults_widened: { args: [], returns: "u32" },
+  pstore_faults_opened: { args: [], returns: "u32" },
   pstore_die_with_parent: { args: ["i32", "ptr"], returns: "i32" },
 });
 const c = lib.symbols;
@@ -78,9 +79,10 @@ export function protect(seg: number, firstPage: number, pageCount: number, mode:
   }
 }
 
-export function writePages(seg: number, firstPage: number, pageCount: number, bytes: Uint8Array): void {
+/** Page i of the run is at bytes[i * stride]. */
+export function writePages(seg: number, firstPage: number, pageCount: number, bytes: Uint8Array, stride: number): void {
   if (pageCount === 0) return;
-  if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, errBuffer) !== OK) {
+  if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, stride, errBuffer) !== OK) {
     throw failure("cannot write the pages");
   }
 }
@@ -99,6 +101,8 @@ export type FaultCounts = {
   forwarded: number;
   /** First writes that, short of mappings (vm.max_map_count), dirtied their whole write-held run. */
   widened: number;
+  /** First reads of write-held pages, which open them read-only. */
+  opened: number;
 };
 
 /** Counters since start-up, for tests and benchmarks. */
@@ -107,6 +111,7 @@ export function faultCounts(): FaultCounts {
     upgraded: c.pstore_faults_upgraded(),
     forwarded: c.pstore_faults_forwarded(),
     widened: c.pstore_faults_widened(),
+    opened: c.pstore_faults_opened(),
   };
 }
 

@@ -3,7 +3,8 @@
  * pages C opens per hold. Reading without a hold, or writing under a read
  * hold, kills the process with a line naming the datum (c/pstore_mem.c);
  * under a write hold the first write to a page marks it dirty, so a release
- * ships only the pages that changed.
+ * ships only the pages that changed (and a large write hold opens its pages
+ * only as they are touched, so a release closes only those).
  *
  * Not thread-safe: use a segment from the thread that mapped it.
  */
@@ -94,9 +95,16 @@ export class MappedSegment {
     if (bytes.length % this.pageSize !== 0) {
       throw new PStoreError("EINVAL", `writePages takes whole pages: ${bytes.length} bytes is not a multiple of ${this.pageSize}`);
     }
-    const pageCount = bytes.length / this.pageSize;
+    this.writePagesStrided(firstPage, bytes.length / this.pageSize, bytes, this.pageSize);
+  }
+
+  /** As writePages, with page i of the run at bytes[i * stride] (a grant's pages, apart in its frame). */
+  writePagesStrided(firstPage: number, pageCount: number, bytes: Uint8Array, stride: number): void {
+    if (!Number.isSafeInteger(stride) || stride < this.pageSize || (pageCount > 0 && bytes.length < (pageCount - 1) * stride + this.pageSize)) {
+      throw new PStoreError("EINVAL", `${pageCount} pages ${stride} bytes apart do not fit in ${bytes.length} bytes`);
+    }
     this.#checkRange(firstPage, pageCount);
-    native.writePages(this.#seg, firstPage, pageCount, bytes);
+    native.writePages(this.#seg, firstPage, pageCount, bytes, stride);
   }
 
   /** Sets the hold mode of the pages and clears their dirty bits. */

@@ -51,6 +51,13 @@ export class PeerLinks {
     if (peer?.ready && peer.link && !peer.link.isClosed) peer.link.send(frame);
   }
 
+  /** Bytes waiting in the outbound queues of the peer links. */
+  pendingBytes(): number {
+    let bytes = 0;
+    for (const peer of this.outbound.values()) bytes += peer.link?.pendingBytes ?? 0;
+    return bytes;
+  }
+
   /** Re-dials peers that are not connected, at most once per `retryMs`. */
   maintain(nowMs: number, retryMs: number): void {
     for (const peer of this.outbound.values()) {

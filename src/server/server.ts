@@ -40,6 +40,8 @@ const TICK_MS_MAX = 50;
 const BUSY_FRAME_BYTES = 1024 * 1024;
 /** ...for as long as this (slow) rate of processing implies, with margin. */
 const BUSY_BYTES_PER_MS = 8 * 1024;
+/** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain. */
+const CHECKPOINT_WAITS_MAX = 1000;
 
 /** What a connection turned out to be, after its hello (and its proof, with a secret). */
 type LinkRole =
@@ -65,6 +67,7 @@ export class Server {
   /** Actions queued in this turn of the event loop: one disk sync serves them all. */
   private queued: Action[] = [];
   private flushScheduled = false;
+  private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   readonly selfId: number;
 
   constructor(private readonly options: ServerOptions) {
@@ -149,6 +152,8 @@ export class Server {
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = null;
     this.peers.closeAll();
     for (const link of this.links) link.close("server stopping");
     this.listener?.stop(true);
@@ -312,9 +317,39 @@ export class Server {
       else if (action.kind === "config") this.durability.saveConfig(action.config);
     }
     this.durability.commit();
-    const auto = this.durability.checkpointIfLarge(this.replica.state, this.replica.lastEpoch, configEpoch);
-    if (auto) this.log.info(`checkpoint at seq ${auto.seq} (${auto.bytes} bytes): the log had grown past its limit`);
     batchSends(() => this.sendAll(actions));
+    if (this.durability.checkpointDue) this.scheduleCheckpoint();
+  }
+
+  /**
+   * An automatic checkpoint copies the whole state, which blocks this server a
+   * while: it runs after the replies and forwards of this batch, once they have
+   * left (a large forward drains over many turns), so the chain goes on meanwhile.
+   */
+  private scheduleCheckpoint(): void {
+    if (this.checkpointTimer !== null) return;
+    let waits = 0;
+    const attempt = () => {
+      if (this.outboundBytes() > 0 && waits++ < CHECKPOINT_WAITS_MAX) {
+        this.checkpointTimer = setTimeout(attempt, 1);
+        return;
+      }
+      // The log must hold every update the state has applied: flush what is queued first.
+      this.flush();
+      this.checkpointTimer = null;
+      this.durability.checkpointInBackground(this.replica.state, this.replica.lastEpoch, this.replica.config.epoch)?.then(
+        (info) => info && this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes): the log had grown past its limit`),
+        (error) => this.log.warn(`checkpoint failed (the log keeps everything; retried later): ${(error as Error).message}`),
+      );
+    };
+    this.checkpointTimer = setTimeout(attempt, 0);
+  }
+
+  /** Bytes waiting in this server's outbound queues. */
+  private outboundBytes(): number {
+    let bytes = this.peers.pendingBytes();
+    for (const link of this.links) bytes += link.pendingBytes;
+    return bytes;
   }
 
   private sendAll(actions: Action[]): void {

@@ -6,9 +6,10 @@
  *   | u53 written at (ms since 1970) | u32 CRC-32 of the payload | payload
  * The payload is a snapshot (src/core/snapshot.ts).
  */
-import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { type StoreState, decodeSnapshot, encodeSnapshot } from "../core";
+import { type StoreState, decodeSnapshot } from "../core";
 import { SnapshotError } from "../core/snapshot";
 import { Reader, Writer } from "../wire";
 import { RecoveryError } from "./errors";
@@ -47,24 +48,14 @@ export function listCheckpoints(dir: string): CheckpointInfo[] {
     .sort((a, b) => a.seq - b.seq);
 }
 
-export function writeCheckpoint(dir: string, state: StoreState, lastEpoch: number, configEpoch: number): CheckpointInfo {
-  return writeCheckpointBytes(dir, state.appliedSeq, lastEpoch, configEpoch, encodeSnapshot(state));
-}
-
 /** Writes a snapshot already encoded (src/core/snapshot.ts) as the checkpoint at `seq`. */
 export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): CheckpointInfo {
-  const header = new Writer(HEADER_BYTES)
-    .raw(MAGIC)
-    .u53(seq)
-    .u53(lastEpoch)
-    .u53(configEpoch)
-    .u53(Date.now())
-    .u32(Bun.hash.crc32(payload));
+  const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
   const fd = openSync(temporary, "w");
   try {
-    writeAll(fd, header.bytes);
+    writeAll(fd, header);
     writeAll(fd, payload);
     fdatasyncSync(fd);
   } finally {
@@ -72,7 +63,54 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
   }
   renameSync(temporary, file);
   syncDirectory(dir);
-  return { seq, file, bytes: header.bytes.length + payload.length };
+  return { seq, file, bytes: header.length + payload.length };
+}
+
+/**
+ * writeCheckpointBytes on the I/O threads: this thread only renames and syncs
+ * the folder at the end, and only if `stillValid()` then (else the file is
+ * removed and the result is null).
+ */
+export async function writeCheckpointBytesAsync(
+  dir: string,
+  seq: number,
+  lastEpoch: number,
+  configEpoch: number,
+  payload: Uint8Array,
+  stillValid: () => boolean,
+): Promise<CheckpointInfo | null> {
+  const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
+  const file = join(dir, checkpointName(seq));
+  const temporary = `${file}.tmp`;
+  const handle = await open(temporary, "w");
+  try {
+    // A write may take less than asked: go on from where it stopped.
+    let written = (await handle.writev([header, payload], 0)).bytesWritten;
+    while (written < header.length + payload.length) {
+      const rest = written < header.length ? header.subarray(written) : payload.subarray(written - header.length);
+      written += (await handle.write(rest, 0, rest.length, written)).bytesWritten;
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  if (!stillValid()) {
+    rmSync(temporary, { force: true });
+    return null;
+  }
+  renameSync(temporary, file);
+  syncDirectory(dir);
+  return { seq, file, bytes: header.length + payload.length };
+}
+
+function checkpointHeader(seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): Uint8Array {
+  return new Writer(HEADER_BYTES)
+    .raw(MAGIC)
+    .u53(seq)
+    .u53(lastEpoch)
+    .u53(configEpoch)
+    .u53(Date.now())
+    .u32(Bun.hash.crc32(payload)).bytes;
 }
 
 export function readCheckpoint(file: string): LoadedCheckpoint {

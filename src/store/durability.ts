@@ -11,11 +11,11 @@
 import { PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { mkdirSync, unlinkSync } from "node:fs";
-import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint, writeCheckpointBytes } from "./checkpoint";
+import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointBytesAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import { type ChainConfig, type StoreState, needsSync } from "../core";
+import { type ChainConfig, type StoreState, encodeSnapshot, needsSync } from "../core";
 import { saveConfig } from "./config";
 
 export type FsyncMode = "always" | "batch" | "off";
@@ -23,6 +23,12 @@ export type FsyncMode = "always" | "batch" | "off";
 export const BATCH_SYNC_MS = 5;
 /** Older checkpoints stay on disk as recovery lines to restore. */
 export const CHECKPOINTS_KEPT = 5;
+/**
+ * A checkpoint writes the whole state, so it waits until the log is also this
+ * many times the last checkpoint's size: at most half a byte of checkpoint
+ * per byte of log however large the data (Redis's AOF rewrite does the same).
+ */
+export const CHECKPOINT_LOG_GROWTH = 2;
 
 
 export class Durability {
@@ -31,6 +37,10 @@ export class Durability {
   private batchTimer: ReturnType<typeof setInterval> | null = null;
   private readonly unlock: () => void;
   private lastCheckpoint: CheckpointInfo | null;
+  private checkpointing = false;
+  private closed = false;
+  /** Bumped when a snapshot replaces the history: a background checkpoint of the old one is void. */
+  private history = 0;
 
   private constructor(
     readonly dir: string,
@@ -53,7 +63,7 @@ export class Durability {
     mkdirSync(dir, { recursive: true });
     const unlock = lockDataDir(dir);
     try {
-      const recovered = recover(dir, segmentSize, PAGE_SIZE);
+      const recovered = recover(dir, segmentSize, PAGE_SIZE, fsync !== "off");
       return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock();
@@ -81,17 +91,43 @@ export class Durability {
     return info;
   }
 
-  /** Checkpoints the current state when the log has grown past --checkpoint-mb. */
-  checkpointIfLarge(state: StoreState, lastEpoch: number, configEpoch: number): CheckpointInfo | null {
-    if (this.wal.bytesSinceCheckpoint < this.checkpointBytes) return null;
-    this.wal.flush();
-    const info = writeCheckpoint(this.dir, state, lastEpoch, configEpoch);
-    this.afterCheckpoint(info);
-    return info;
+  /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
+  get checkpointDue(): boolean {
+    const logged = this.wal.bytesSinceCheckpoint;
+    return logged >= this.checkpointBytes && logged >= CHECKPOINT_LOG_GROWTH * (this.lastCheckpoint?.bytes ?? 0);
+  }
+
+  /**
+   * Checkpoints the current state when checkpointDue, without waiting for the
+   * disk: the state is copied and the log goes on in a fresh segment now; the
+   * I/O threads write and sync the file, and only then is the log before it
+   * dropped. A crash meanwhile leaves the previous checkpoint and the whole log.
+   */
+  checkpointInBackground(state: StoreState, lastEpoch: number, configEpoch: number): Promise<CheckpointInfo | null> | null {
+    if (this.checkpointing || !this.checkpointDue) return null;
+    const seq = state.appliedSeq;
+    const payload = encodeSnapshot(state);
+    this.wal.startSegment(seq + 1);
+    this.checkpointing = true;
+    const history = this.history;
+    // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
+    const stillValid = () => !this.closed && this.history === history;
+    return writeCheckpointBytesAsync(this.dir, seq, lastEpoch, configEpoch, payload, stillValid)
+      .then((info) => {
+        if (info === null) return null;
+        this.wal.dropSegmentsBefore(seq + 1);
+        pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
+        if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
+        return info;
+      })
+      .finally(() => {
+        this.checkpointing = false;
+      });
   }
 
   /** The state was replaced by a snapshot (state transfer): that snapshot is the new base. */
   install(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
+    this.history++;
     const info = this.checkpoint(seq, lastEpoch, configEpoch, snapshot);
     // Other checkpoints hold a history this server no longer has: never load them.
     for (const other of listCheckpoints(this.dir)) if (other.seq !== seq) unlinkSync(other.file);
@@ -108,6 +144,7 @@ export class Durability {
   }
 
   close(): void {
+    this.closed = true;
     if (this.batchTimer) clearInterval(this.batchTimer);
     try {
       this.wal.close();

@@ -31,7 +31,8 @@ export interface Recovered {
   notes: string[];
 }
 
-export function recover(dir: string, segmentSize: number, pageSize: number): Recovered {
+/** `syncs`: false when the log will never be synced (--fsync off). */
+export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true): Recovered {
   mkdirSync(dir, { recursive: true });
   const notes: string[] = [];
   const checkpoints = listCheckpoints(dir);
@@ -65,7 +66,7 @@ export function recover(dir: string, segmentSize: number, pageSize: number): Rec
   });
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
-  const wal = WriteAheadLog.create(dir, state.appliedSeq + 1);
+  const wal = WriteAheadLog.create(dir, state.appliedSeq + 1, syncs);
   const config = loadConfig(dir);
   return { state, lastEpoch, configEpoch, config, checkpoint, replayed, wal, notes };
 }

@@ -235,7 +235,40 @@ function pagesSize(pages: PageWrite[]): number {
   return size;
 }
 
+/** Page lists made by packPages, and the buffer that already holds their encoding. */
+const packedSections = new WeakMap<PageWrite[], Uint8Array>();
+
+/**
+ * Copies the pages `indices` of `source` (pages of `pageSize` bytes) straight
+ * into their wire encoding, one buffer for all: a release ships its dirty
+ * pages with this one copy (encodeMessageParts sends the buffer as it is).
+ * The returned list must not be changed.
+ */
+export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array): PageWrite[] {
+  const section = new Uint8Array(4 + indices.length * (8 + pageSize));
+  const view = new DataView(section.buffer);
+  view.setUint32(0, indices.length, true);
+  const pages: PageWrite[] = [];
+  let offset = 4;
+  for (let i = 0; i < indices.length; i++) {
+    const page = indices[i]!;
+    view.setUint32(offset, page, true);
+    view.setUint32(offset + 4, pageSize, true);
+    const bytes = section.subarray(offset + 8, offset + 8 + pageSize);
+    bytes.set(source.subarray(page * pageSize, (page + 1) * pageSize));
+    pages.push({ page, bytes });
+    offset += 8 + pageSize;
+  }
+  packedSections.set(pages, section);
+  return pages;
+}
+
 function writePages(writer: Writer, pages: PageWrite[]): void {
+  const section = packedSections.get(pages);
+  if (section) {
+    writer.raw(section);
+    return;
+  }
   writer.u32(pages.length);
   for (const page of pages) writer.u32(page.page).blob(page.bytes);
 }
@@ -473,6 +506,29 @@ export function frame(type: number, bodySize: number, fill: (writer: Writer) => 
     throw new Error(`encoder size mismatch for type ${type}: ${writer.offset} != ${writer.bytes.length}`);
   }
   return writeFrameHeader(writer.bytes, type);
+}
+
+/** Below this, packed pages are copied into the frame: one write instead of two. */
+const SEPARATE_SECTION_BYTES_MIN = 64 * 1024;
+
+/**
+ * A message as buffers to send one after the other: a release whose pages
+ * came from packPages goes out as a small head and the packed pages, not
+ * copied into one frame. Every other message is one frame.
+ */
+export function encodeMessageParts(message: Message): Uint8Array[] {
+  const op = message.type === "request" ? message.body.op : null;
+  const section = op?.type === "release" ? packedSections.get(op.pages) : undefined;
+  if (message.type !== "request" || op?.type !== "release" || !section || section.length < SEPARATE_SECTION_BYTES_MIN) {
+    return [encodeMessage(message)];
+  }
+  const b = message.body;
+  const head = frame(MessageType.request, 8 + 4 + 4 + 1 + 8, (w) => {
+    w.u53(b.session).u32(b.reqNo).u32(b.doneBelow).u8(OP_CODES.release).u53(op.holdId);
+  });
+  // The frame's length field covers the pages sent after this head.
+  new DataView(head.buffer).setUint32(0, head.length - 4 + section.length, true);
+  return [head, section];
 }
 
 export function encodeMessage(message: Message): Uint8Array {
