@@ -251,7 +251,7 @@ describe("checkpoints", () => {
       // The dropped segment is recycled as the next one (its pages are still in the page cache).
       expect(readdirSync(dir)).toContain("wal-spare.tmp");
       // Due again only once the log is past twice this checkpoint.
-      expect(durability.checkpointDue).toBe(false);
+      expect(durability.checkpointDue as boolean).toBe(false);
       writer.write("b", 3);
       durability.close();
       const recovered = recover(dir, SEGMENT, PAGE);
