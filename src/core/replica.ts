@@ -429,6 +429,9 @@ export class Replica {
 
   private onSyncRequest(from: number, config: ChainConfig): void {
     if (config.epoch > this.config.epoch) this.adoptConfig(config, true);
+    else if (config.epoch < this.config.epoch && this.status === "joining" && from === tailOf(this.config) && from === tailOf(config)) {
+      this.followTail(config);
+    }
     if (config.epoch !== this.config.epoch || this.status === "booting") return;
     const fromPredecessor = this.status === "member" && predecessorOf(this.config, this.selfId) === from;
     const fromTail = this.status === "joining" && tailOf(this.config) === from;
@@ -436,6 +439,19 @@ export class Replica {
     this.upstream = from;
     this.lastUpstreamMs = this.nowMs;
     this.sendSyncReply(from);
+  }
+
+  /**
+   * The tail we asked to join answers from an older configuration than ours: ours was
+   * never agreed (its issuer was removed without knowing it, and the members refused it —
+   * default mode), and waiting in it would wait for ever, since no member will move to it.
+   * A joiner serves nobody: it takes the configuration the tail serves in, and joins there.
+   */
+  private followTail(config: ChainConfig): void {
+    this.out.push({ kind: "note", text: `the tail ${tailOf(config)} serves in ${describeConfig(config)}, not in our ${describeConfig(this.config)}: joining there` });
+    this.config = config;
+    this.configSinceMs = this.nowMs;
+    this.out.push({ kind: "config", config });
   }
 
   private sendSyncReply(to: number): void {
