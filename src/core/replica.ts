@@ -886,7 +886,7 @@ export class Replica {
    */
   private onPrepare(from: number, ballot: number, baseEpoch: number): void {
     this.highestEpochSeen = Math.max(this.highestEpochSeen, ballot);
-    if (ballot <= this.vote.promised || baseEpoch < this.config.epoch) {
+    if (ballot <= this.vote.promised || !this.buildsOnOurs(baseEpoch)) {
       this.refuse(from, ballot, `built on epoch ${baseEpoch}`);
       return;
     }
@@ -935,7 +935,7 @@ export class Replica {
   /** Phase 2. Accepted under a ballot at least our promise, built on our configuration or a newer one. */
   private onPropose(from: number, proposed: AcceptedProposal): void {
     this.highestEpochSeen = Math.max(this.highestEpochSeen, proposed.ballot, proposed.epoch);
-    if (proposed.ballot < this.vote.promised || proposed.baseEpoch < this.config.epoch || proposed.epoch <= this.config.epoch) {
+    if (proposed.ballot < this.vote.promised || !this.buildsOnOurs(proposed.baseEpoch) || proposed.epoch <= this.config.epoch) {
       this.refuse(from, proposed.ballot, `${describeConfig(proposed)} built on epoch ${proposed.baseEpoch}`);
       return;
     }
@@ -943,6 +943,17 @@ export class Replica {
     if (this.proposal && this.proposal.ballot < proposed.ballot) this.proposal = null;
     if (from === this.selfId) this.onAccept(this.selfId, proposed.ballot);
     else this.send(from, { type: "config_accept", from: this.selfId, ballot: proposed.ballot });
+  }
+
+  /**
+   * A proposal built on `baseEpoch` may replace our configuration: one built on it exactly,
+   * or, while we serve in none, on it or a newer one. A member never accepts a chain formed
+   * by a booting server on the newest epoch that server had heard of: that chain does not
+   * descend from ours, and would take our history (and its acknowledged updates) as a
+   * successor of a server that lacks them. The booting server finds our chain and joins.
+   */
+  private buildsOnOurs(baseEpoch: number): boolean {
+    return this.status === "member" ? baseEpoch === this.config.epoch : baseEpoch >= this.config.epoch;
   }
 
   /** Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt), the refusal our promise. */
