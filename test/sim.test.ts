@@ -40,7 +40,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [1000615, { quorum: "majority", partitions: true }, "a restarted issuer became a member, empty, of its own proposal completed by another server (a completed config makes nobody a member directly)"],
   [1001593, { quorum: "majority", partitions: true }, "a joiner that no tail had synced became the member of a one-server chain listing it"],
   [1000106, { quorum: "majority", partitions: true }, "a member ignored the configuration it had itself completed (issuer outside its chain): no chain for ever"],
-  [1001809, { quorum: "majority", partitions: true }, "a member accepted a chain a booting server formed on a newer epoch than its own, not built on it: its history went behind an empty head"],
+  [1001809, { quorum: "majority", partitions: true }, "a member accepted a chain a booting server formed on a newer epoch than its own: its history went behind an empty head (members accept no formed chain)"],
+  [1002966, { quorum: "majority" }, "the same, the booting server's base being the member's very epoch"],
+  [1001314, { quorum: "majority", partitions: true }, "a member completing a pending proposal built on a newer configuration than its own refused it itself, for ever"],
   [1000909, { quorum: "majority", partitions: true }, "an acquire refused (EUNAVAILABLE), cancelled, then resent was applied after its cancel: a hold nobody releases (a cancel now fences it)"],
 ];
 

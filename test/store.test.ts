@@ -263,7 +263,7 @@ describe("config.json", () => {
     const first = Durability.open(dir, SEGMENT, "always", 1 << 26);
     expect(first.recovered.config).toBeNull();
     expect(first.recovered.vote).toBeNull();
-    const vote = { promised: 193, accepted: { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65 } };
+    const vote = { promised: 193, accepted: { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65, formed: false } };
     first.durability.saveVote(vote);
     first.durability.saveConfig({ epoch: 129, chain: [1, 3] });
     first.durability.close();

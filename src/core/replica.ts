@@ -56,11 +56,11 @@ export interface ReplicaOptions {
 interface Proposal {
   ballot: number;
   /** What this server wants (new chain, and the configuration it builds on). */
-  own: { chain: number[]; baseEpoch: number };
+  own: { chain: number[]; baseEpoch: number; formed: boolean };
   /** Phase 1: the promises, with each acceptor's configuration epoch and last accepted proposal. */
   promises: Map<number, { configEpoch: number; accepted: AcceptedProposal | null }>;
   /** Phase 2 (null in phase 1): the value proposed, and who accepted it. */
-  value: { epoch: number; chain: number[]; baseEpoch: number } | null;
+  value: Omit<AcceptedProposal, "ballot"> | null;
   accepted: Set<number>;
   sinceMs: number;
 }
@@ -297,7 +297,7 @@ export class Replica {
         this.onPromise(message.from, message.ballot, message.configEpoch, message.accepted);
         break;
       case "config_propose":
-        this.onPropose(message.from, { ballot: message.ballot, epoch: message.epoch, chain: message.chain, baseEpoch: message.baseEpoch });
+        this.onPropose(message.from, { ballot: message.ballot, epoch: message.epoch, chain: message.chain, baseEpoch: message.baseEpoch, formed: message.formed });
         break;
       case "config_accept":
         this.onAccept(message.from, message.ballot);
@@ -860,7 +860,7 @@ export class Replica {
     this.setVote({ promised: ballot, accepted: this.vote.accepted });
     this.proposal = {
       ballot,
-      own: { chain, baseEpoch },
+      own: { chain, baseEpoch, formed: this.status !== "member" },
       promises: new Map([[this.selfId, { configEpoch: this.config.epoch, accepted: this.vote.accepted }]]),
       value: null,
       accepted: new Set(),
@@ -886,7 +886,7 @@ export class Replica {
    */
   private onPrepare(from: number, ballot: number, baseEpoch: number): void {
     this.highestEpochSeen = Math.max(this.highestEpochSeen, ballot);
-    if (ballot <= this.vote.promised || !this.buildsOnOurs(baseEpoch)) {
+    if (ballot <= this.vote.promised || baseEpoch < this.config.epoch) {
       this.refuse(from, ballot, `built on epoch ${baseEpoch}`);
       return;
     }
@@ -920,10 +920,10 @@ export class Replica {
       if (!pending || accepted.ballot > pending.ballot) pending = accepted;
     }
     if (pending) {
-      proposal.value = { epoch: pending.epoch, chain: pending.chain, baseEpoch: pending.baseEpoch };
+      proposal.value = { epoch: pending.epoch, chain: pending.chain, baseEpoch: pending.baseEpoch, formed: pending.formed };
       this.out.push({ kind: "note", text: `completing ${describeConfig(pending)} (accepted under ballot ${pending.ballot}) instead of ours` });
     } else {
-      proposal.value = { epoch: proposal.ballot, chain: proposal.own.chain, baseEpoch: proposal.own.baseEpoch };
+      proposal.value = { epoch: proposal.ballot, ...proposal.own };
     }
     const message = { type: "config_propose" as const, from: this.selfId, ballot: proposal.ballot, ...proposal.value };
     for (const id of this.options.peers) {
@@ -935,7 +935,16 @@ export class Replica {
   /** Phase 2. Accepted under a ballot at least our promise, built on our configuration or a newer one. */
   private onPropose(from: number, proposed: AcceptedProposal): void {
     this.highestEpochSeen = Math.max(this.highestEpochSeen, proposed.ballot, proposed.epoch);
-    if (proposed.ballot < this.vote.promised || !this.buildsOnOurs(proposed.baseEpoch) || proposed.epoch <= this.config.epoch) {
+    // A member accepts no chain formed by a booting server, whatever its base (the newest
+    // epoch that server had heard of): that chain does not descend from ours, and would put
+    // our history, with its acknowledged updates, behind a server that lacks them. The
+    // booting server finds our chain (our refusal carries a heartbeat) and joins.
+    const refused =
+      proposed.ballot < this.vote.promised ||
+      proposed.baseEpoch < this.config.epoch ||
+      proposed.epoch <= this.config.epoch ||
+      (proposed.formed && this.status === "member");
+    if (refused) {
       this.refuse(from, proposed.ballot, `${describeConfig(proposed)} built on epoch ${proposed.baseEpoch}`);
       return;
     }
@@ -943,17 +952,6 @@ export class Replica {
     if (this.proposal && this.proposal.ballot < proposed.ballot) this.proposal = null;
     if (from === this.selfId) this.onAccept(this.selfId, proposed.ballot);
     else this.send(from, { type: "config_accept", from: this.selfId, ballot: proposed.ballot });
-  }
-
-  /**
-   * A proposal built on `baseEpoch` may replace our configuration: one built on it exactly,
-   * or, while we serve in none, on it or a newer one. A member never accepts a chain formed
-   * by a booting server on the newest epoch that server had heard of: that chain does not
-   * descend from ours, and would take our history (and its acknowledged updates) as a
-   * successor of a server that lacks them. The booting server finds our chain and joins.
-   */
-  private buildsOnOurs(baseEpoch: number): boolean {
-    return this.status === "member" ? baseEpoch === this.config.epoch : baseEpoch >= this.config.epoch;
   }
 
   /** Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt), the refusal our promise. */

@@ -92,7 +92,7 @@ export function describePeerMessage(m: PeerMessage): string {
     case "config_promise":
       return `config_promise b${m.ballot} at e${m.configEpoch}${m.accepted ? ` accepted b${m.accepted.ballot} e${m.accepted.epoch} [${m.accepted.chain}] on e${m.accepted.baseEpoch}` : ""}`;
     case "config_propose":
-      return `config_propose b${m.ballot} e${m.epoch} [${m.chain}] on e${m.baseEpoch}`;
+      return `config_propose b${m.ballot} e${m.epoch} [${m.chain}] on e${m.baseEpoch}${m.formed ? " (formed)" : ""}`;
     case "config_accept":
       return `config_accept b${m.ballot}`;
     case "config_refuse":

@@ -69,5 +69,5 @@ function isVote(value: unknown): value is Vote {
   if (!isEpoch(vote.promised)) return false;
   const a = vote.accepted;
   if (a === null) return true;
-  return typeof a === "object" && isEpoch(a.ballot) && isEpoch(a.epoch) && isEpoch(a.baseEpoch) && isChain(a.chain);
+  return typeof a === "object" && isEpoch(a.ballot) && isEpoch(a.epoch) && isEpoch(a.baseEpoch) && isChain(a.chain) && typeof a.formed === "boolean";
 }

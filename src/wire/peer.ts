@@ -46,7 +46,7 @@ export type PeerMessage =
   /** The promise, with the acceptor's configuration and its last accepted proposal (if any). */
   | { type: "config_promise"; from: number; ballot: number; configEpoch: number; accepted: AcceptedProposal | null }
   /** Phase 2: accept `chain` as the configuration `epoch`, built on `baseEpoch`, under `ballot`. */
-  | { type: "config_propose"; from: number; ballot: number; epoch: number; chain: number[]; baseEpoch: number }
+  | ({ type: "config_propose"; from: number } & AcceptedProposal)
   /** The proposal of `ballot` is accepted. */
   | { type: "config_accept"; from: number; ballot: number }
   /** A prepare or proposal of `ballot` is refused; `promised` is the acceptor's highest promise (a heartbeat follows). */
@@ -58,6 +58,11 @@ export interface AcceptedProposal {
   epoch: number;
   chain: number[];
   baseEpoch: number;
+  /**
+   * A chain formed by a booting server from the histories it saw, not derived from the chain
+   * of `baseEpoch` (a member accepts none: its chain serves, the booting server must join it).
+   */
+  formed: boolean;
 }
 
 const PEER_TYPES = {
@@ -97,15 +102,15 @@ function readChain(r: Reader): number[] {
   return chain;
 }
 
-/** u53 ballot, u53 epoch, chain, u53 baseEpoch. */
+/** u53 ballot, u53 epoch, chain, u53 baseEpoch, u8 formed. */
 function writeProposal(w: Writer, p: AcceptedProposal): void {
   w.u53(p.ballot).u53(p.epoch);
   writeChain(w, p.chain);
-  w.u53(p.baseEpoch);
+  w.u53(p.baseEpoch).u8(p.formed ? 1 : 0);
 }
 
 function readProposal(r: Reader): AcceptedProposal {
-  return { ballot: r.u53(), epoch: r.u53(), chain: readChain(r), baseEpoch: r.u53() };
+  return { ballot: r.u53(), epoch: r.u53(), chain: readChain(r), baseEpoch: r.u53(), formed: readFlag(r) };
 }
 
 function readFlag(r: Reader): boolean {
@@ -155,13 +160,13 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       return frame(PEER_TYPES.config_prepare, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.ballot).u53(m.baseEpoch));
     case "config_promise": {
       const a = m.accepted;
-      return frame(PEER_TYPES.config_promise, 2 + 8 + 8 + 1 + (a ? 8 + 8 + chainSize(a.chain) + 8 : 0), (w) => {
+      return frame(PEER_TYPES.config_promise, 2 + 8 + 8 + 1 + (a ? 8 + 8 + chainSize(a.chain) + 8 + 1 : 0), (w) => {
         w.u16(m.from).u53(m.ballot).u53(m.configEpoch).u8(a ? 1 : 0);
         if (a) writeProposal(w, a);
       });
     }
     case "config_propose":
-      return frame(PEER_TYPES.config_propose, 2 + 8 + 8 + chainSize(m.chain) + 8, (w) => {
+      return frame(PEER_TYPES.config_propose, 2 + 8 + 8 + chainSize(m.chain) + 8 + 1, (w) => {
         w.u16(m.from);
         writeProposal(w, m);
       });
