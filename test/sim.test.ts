@@ -52,6 +52,7 @@ const REGRESSIONS: [number, Options, string][] = [
  */
 const OPEN: [number, Options, string][] = [
   [21, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  [1000952, { quorum: "majority", partitions: true }, "--quorum majority without disks: the only server still holding the acknowledged updates (a caught-up joiner of a one-server chain) is cut off, and four of five restart empty: that majority forms an empty chain. A restarted server cannot tell it lost its log (needs a high-water mark kept with the vote)"],
 ];
 
 const BULK_FROM = Number(process.env.PSTORE_SIM_FROM ?? 1_000_001);
