@@ -43,6 +43,8 @@ const REGRESSIONS: [number, Options, string][] = [
   [1001809, { quorum: "majority", partitions: true }, "a member accepted a chain a booting server formed on a newer epoch than its own: its history went behind an empty head (members accept no formed chain)"],
   [1002966, { quorum: "majority" }, "the same, the booting server's base being the member's very epoch"],
   [1001314, { quorum: "majority", partitions: true }, "a member completing a pending proposal built on a newer configuration than its own refused it itself, for ever"],
+  [1000139, { quorum: "majority", partitions: true, disks: true }, "a stale member ignored the newer configuration in the heartbeats of servers that no longer served in it (they had restarted): its proposals were refused for ever"],
+  [1000440, { quorum: "majority", partitions: true, disks: true }, "the same"],
   [1000909, { quorum: "majority", partitions: true }, "an acquire refused (EUNAVAILABLE), cancelled, then resent was applied after its cancel: a hold nobody releases (a cancel now fences it)"],
 ];
 

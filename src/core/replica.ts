@@ -728,7 +728,12 @@ export class Replica {
       down.seenApplied = message.appliedSeq;
       down.seenAppliedSinceMs = this.nowMs;
     }
-    if (message.epoch > this.config.epoch && message.status === "member") {
+    // With --quorum majority every configuration a server holds was agreed by a majority, so
+    // a member learns a newer one from anybody: a stale member whose proposals are refused as
+    // built on an old configuration learns the current one from the refusal's heartbeat, even
+    // when nobody serves in it any more (its servers restarted), and joins or forms a chain.
+    const agreed = message.status === "member" || (this.majorityMode && this.status === "member");
+    if (message.epoch > this.config.epoch && agreed) {
       this.adoptConfig({ epoch: message.epoch, chain: message.chain }, null);
     }
   }
