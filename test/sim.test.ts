@@ -45,6 +45,7 @@ const REGRESSIONS: [number, Options, string][] = [
   [1001314, { quorum: "majority", partitions: true }, "a member completing a pending proposal built on a newer configuration than its own refused it itself, for ever"],
   [1000139, { quorum: "majority", partitions: true, disks: true }, "a stale member ignored the newer configuration in the heartbeats of servers that no longer served in it (they had restarted): its proposals were refused for ever"],
   [1000440, { quorum: "majority", partitions: true, disks: true }, "the same"],
+  [2002250, { quorum: "majority", partitions: true }, "a joiner that heard a member serving accepted a chain two empty servers had just formed: the member's history was overwritten (a formed chain is refused by who hears a chain serving)"],
   [1000909, { quorum: "majority", partitions: true }, "an acquire refused (EUNAVAILABLE), cancelled, then resent was applied after its cancel: a hold nobody releases (a cancel now fences it)"],
 ];
 

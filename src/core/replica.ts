@@ -940,15 +940,19 @@ export class Replica {
   /** Phase 2. Accepted under a ballot at least our promise, built on our configuration or a newer one. */
   private onPropose(from: number, proposed: AcceptedProposal): void {
     this.highestEpochSeen = Math.max(this.highestEpochSeen, proposed.ballot, proposed.epoch);
-    // A member accepts no chain formed by a booting server, whatever its base (the newest
-    // epoch that server had heard of): that chain does not descend from ours, and would put
-    // our history, with its acknowledged updates, behind a server that lacks them. The
-    // booting server finds our chain (our refusal carries a heartbeat) and joins.
+    // A chain a booting server has just formed is accepted only where no chain serves: it does
+    // not descend from a serving chain (its base is just the newest epoch that server had
+    // heard of), its servers become members at once, and it would put that chain's history,
+    // with its acknowledged updates, behind servers that lack them. So a member refuses it, and
+    // so does a server that hears one serving (the booting server may not hear it): the booting
+    // server is to find that chain and join. A formed chain being completed makes nobody a
+    // member (adoptConfig): it is accepted, or it would stay pending for ever.
+    const fresh = proposed.epoch === proposed.ballot;
     const refused =
       proposed.ballot < this.vote.promised ||
       proposed.baseEpoch < this.config.epoch ||
       proposed.epoch <= this.config.epoch ||
-      (proposed.formed && this.status === "member");
+      (proposed.formed && fresh && (this.status === "member" || this.hearsServing()));
     if (refused) {
       this.refuse(from, proposed.ballot, `${describeConfig(proposed)} built on epoch ${proposed.baseEpoch}`);
       return;
@@ -957,6 +961,14 @@ export class Replica {
     if (this.proposal && this.proposal.ballot < proposed.ballot) this.proposal = null;
     if (from === this.selfId) this.onAccept(this.selfId, proposed.ballot);
     else this.send(from, { type: "config_accept", from: this.selfId, ballot: proposed.ballot });
+  }
+
+  /** A live server says it serves as a member of a configuration. */
+  private hearsServing(): boolean {
+    for (const [id, view] of this.peerViews) {
+      if (view.status === "member" && view.epoch > 0 && !this.suspected(id)) return true;
+    }
+    return false;
   }
 
   /** Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt), the refusal our promise. */
