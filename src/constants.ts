@@ -47,6 +47,7 @@ export const SERVERS_MAX = 64;
 export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 
-export const PROTOCOL_VERSION = 1;
+/** 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. */
+export const PROTOCOL_VERSION = 2;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];

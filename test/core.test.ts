@@ -1309,6 +1309,48 @@ function runAgreement(seed: number, steps: number): { sequenced: number; grants:
   return stats;
 }
 
+describe("--quorum majority: configurations agreed by Paxos", () => {
+  const MAJORITY = { ...REPLICA_OPTIONS, peers: [1, 2, 3], quorum: "majority" as const };
+  const sent = (actions: Action[]) => actions.flatMap((a) => (a.kind === "send" && a.message.type.startsWith("config") ? [a.message] : []));
+  const heartbeat = (from: number) => ({ type: "heartbeat" as const, from, epoch: 0, chain: [], status: "booting" as const, appliedSeq: 0, lastEpoch: 0, busyMs: 0 });
+
+  test("an acceptor's vote comes back from disk: a lower ballot is refused, a higher one is told what was accepted, and the vote is written before the promise leaves", () => {
+    const accepted = { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65, formed: false };
+    const replica = new Replica({ selfId: 3, ...MAJORITY }, new StoreState(16 * PS, PS), 0, { epoch: 65, chain: [1, 2, 3] }, { promised: 194, accepted });
+    expect(sent(replica.onPeerMessage({ type: "config_prepare", from: 2, ballot: 130, baseEpoch: 65 }, 0))).toEqual([
+      { type: "config_refuse", from: 3, ballot: 130, promised: 194 },
+    ]);
+    const actions = replica.onPeerMessage({ type: "config_prepare", from: 2, ballot: 258, baseEpoch: 65 }, 0);
+    expect(sent(actions)).toEqual([{ type: "config_promise", from: 3, ballot: 258, configEpoch: 65, accepted }]);
+    const vote = actions.findIndex((a) => a.kind === "vote");
+    expect(actions[vote]).toEqual({ kind: "vote", vote: { promised: 258, accepted } });
+    expect(vote).toBeLessThan(actions.findIndex((a) => a.kind === "send" && a.message.type === "config_promise"));
+    // A proposal under an older ballot than the promise is refused too.
+    expect(sent(replica.onPeerMessage({ type: "config_propose", from: 1, ballot: 194, epoch: 194, chain: [1], baseEpoch: 65, formed: false }, 0))[0]!.type).toBe("config_refuse");
+  });
+
+  test("a proposer completes a pending accepted proposal instead of its own, and its config makes nobody a member at once", () => {
+    const replica = new Replica({ selfId: 1, ...MAJORITY }, new StoreState(16 * PS, PS));
+    replica.onTick(0);
+    replica.onPeerMessage(heartbeat(2), 10);
+    replica.onPeerMessage(heartbeat(3), 10);
+    const prepare = sent(replica.onTick(100)).filter((m) => m.type === "config_prepare");
+    expect(prepare.length).toBe(2);
+    const ballot = (prepare[0] as { ballot: number }).ballot;
+    // Server 2 accepted server 3's proposal of the chain 3→2 (server 3 restarted since): it may have been chosen.
+    const pending = { ballot: 67, epoch: 67, chain: [3, 2], baseEpoch: 0, formed: true };
+    const propose = sent(replica.onPeerMessage({ type: "config_promise", from: 2, ballot, configEpoch: 0, accepted: pending }, 110));
+    expect(propose).toEqual([
+      { type: "config_propose", from: 1, ballot, epoch: 67, chain: [3, 2], baseEpoch: 0, formed: true },
+      { type: "config_propose", from: 1, ballot, epoch: 67, chain: [3, 2], baseEpoch: 0, formed: true },
+    ]);
+    const commit = sent(replica.onPeerMessage({ type: "config_accept", from: 2, ballot }, 120));
+    expect(commit).toContainEqual({ type: "config", from: 1, epoch: 67, chain: [3, 2], issued: false });
+    expect(replica.config).toEqual({ epoch: 67, chain: [3, 2] });
+    expect(replica.status).toBe("joining");
+  });
+});
+
 describe("replicas fed the same updates", () => {
   for (const seed of [1, 2, 3, 0xc0ffee]) {
     test(`end in identical states, with every grant showing the last released bytes (seed ${seed})`, () => {

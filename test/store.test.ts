@@ -301,3 +301,26 @@ test("writes reach the file before commit returns, in every mode", () => {
     durability.close();
   }
 });
+
+describe("config.json", () => {
+  test("the configuration and the acceptor's vote (--quorum majority) survive a restart, each save keeping the other", () => {
+    const dir = freshDir();
+    const first = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    expect(first.recovered.config).toBeNull();
+    expect(first.recovered.vote).toBeNull();
+    const vote = { promised: 193, accepted: { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65, formed: false } };
+    first.durability.saveVote(vote);
+    first.durability.saveConfig({ epoch: 129, chain: [1, 3] });
+    first.durability.close();
+    const second = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    expect(second.recovered.config).toEqual({ epoch: 129, chain: [1, 3] });
+    expect(second.recovered.vote).toEqual(vote);
+    second.durability.close();
+  });
+
+  test("a vote that is not a promise and an accepted proposal is refused, never guessed", () => {
+    const dir = freshDir();
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ epoch: 65, chain: [1], vote: { promised: 70, accepted: { ballot: 70, chain: [1] } } }));
+    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/"vote" is not a promise/);
+  });
+});

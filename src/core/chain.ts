@@ -1,5 +1,6 @@
 /** Chain configurations: who is head, tail, whose successor; epoch numbering. */
 import { SERVERS_MAX } from "../constants";
+import type { AcceptedProposal } from "../wire";
 
 export interface ChainConfig {
   /** Unique per configuration: issued by one server, larger than every epoch it has seen. */
@@ -9,6 +10,21 @@ export interface ChainConfig {
 }
 
 export const NO_CONFIG: ChainConfig = { epoch: 0, chain: [] };
+
+/**
+ * --quorum majority: what this server promised and accepted as a Paxos acceptor of
+ * configurations. Kept on disk with the configuration (config.json) and written before
+ * the promise or acceptance leaves: an acceptor that forgot it could accept two
+ * configurations built on the same one.
+ */
+export interface Vote {
+  /** The highest ballot promised: a prepare or proposal of a lower ballot is refused. */
+  promised: number;
+  /** The last proposal accepted, or null. */
+  accepted: AcceptedProposal | null;
+}
+
+export const NO_VOTE: Vote = { promised: 0, accepted: null };
 
 export function headOf(config: ChainConfig): number | null {
   return config.chain[0] ?? null;

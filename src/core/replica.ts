@@ -8,8 +8,8 @@
  * for the server (or the simulator) to carry out, in order. Ordering rule:
  * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
-import type { PeerMessage, ReplicaStatus, Request, Update } from "../wire";
-import { type ChainConfig, NO_CONFIG, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
+import type { AcceptedProposal, PeerMessage, ReplicaStatus, Request, Update } from "../wire";
+import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot";
@@ -27,6 +27,8 @@ export type Action =
   | { kind: "send"; to: number; message: PeerMessage }
   /** The configuration changed: clients must learn the new head and tail. */
   | { kind: "config"; config: ChainConfig }
+  /** --quorum majority: the acceptor's vote changed; write it (synced) before sending anything after it. */
+  | { kind: "vote"; vote: Vote }
   /** Something an operator wants in the log. */
   | { kind: "note"; text: string };
 
@@ -46,15 +48,21 @@ export interface ReplicaOptions {
   quorum?: "none" | "majority";
 }
 
-/** --quorum majority: a configuration this server proposed, waiting for acceptances. */
+/**
+ * --quorum majority: a configuration this server proposes (Paxos, one ballot). Phase 1
+ * gathers promises from a majority; phase 2 proposes the value: the pending proposal with
+ * the highest ballot among the promises (one that may have been chosen), else `own`.
+ */
 interface Proposal {
-  epoch: number;
-  chain: number[];
-  baseEpoch: number;
+  ballot: number;
+  /** What this server wants (new chain, and the configuration it builds on). */
+  own: { chain: number[]; baseEpoch: number; formed: boolean };
+  /** Phase 1: the promises, with each acceptor's configuration epoch and last accepted proposal. */
+  promises: Map<number, { configEpoch: number; accepted: AcceptedProposal | null }>;
+  /** Phase 2 (null in phase 1): the value proposed, and who accepted it. */
+  value: Omit<AcceptedProposal, "ballot"> | null;
   accepted: Set<number>;
   sinceMs: number;
-  /** Our acceptedEpoch before this proposal: restored when it is dropped (it never takes effect). */
-  acceptedBefore: number;
 }
 
 /** A proposal is dropped if it has not gathered a majority within this many heartbeats. */
@@ -128,8 +136,8 @@ export class Replica {
   private lastAckMs = -Infinity;
   /** --quorum majority: our proposal waiting for a majority. */
   private proposal: Proposal | null = null;
-  /** --quorum majority: the highest proposal this server accepted (epoch, and who proposed it). */
-  private acceptedEpoch = 0;
+  /** --quorum majority: this server's promise and last accepted proposal, as an acceptor (on disk). */
+  private vote: Vote;
   /** The last "no majority" note (noted when it changes). */
   private minorityNote = "";
 
@@ -140,11 +148,14 @@ export class Replica {
     lastEpoch = 0,
     /** From disk: the last configuration this server knew. It boots with it (not serving). */
     lastConfig: ChainConfig = NO_CONFIG,
+    /** From disk (--quorum majority): what this server promised and accepted. */
+    lastVote: Vote = NO_VOTE,
   ) {
     this.lastEpoch = lastEpoch;
     this.config = lastConfig;
+    this.vote = lastVote;
     this.retained = new RetainedLog(state.appliedSeq, lastEpoch);
-    this.highestEpochSeen = lastEpoch;
+    this.highestEpochSeen = Math.max(lastEpoch, lastConfig.epoch, lastVote.promised);
   }
 
   get selfId(): number {
@@ -268,7 +279,7 @@ export class Replica {
         this.onHeartbeat(message);
         break;
       case "config":
-        this.adoptConfig({ epoch: message.epoch, chain: message.chain }, false);
+        this.adoptConfig({ epoch: message.epoch, chain: message.chain }, message.issued ? message.from : null);
         break;
       case "sync_request":
         this.onSyncRequest(message.from, { epoch: message.epoch, chain: message.chain });
@@ -290,11 +301,20 @@ export class Replica {
       case "join":
         this.onJoin(message.from, message.appliedSeq, message.lastEpoch);
         break;
+      case "config_prepare":
+        this.onPrepare(message.from, message.ballot, message.baseEpoch);
+        break;
+      case "config_promise":
+        this.onPromise(message.from, message.ballot, message.configEpoch, message.accepted);
+        break;
       case "config_propose":
-        this.onPropose(message.from, message.epoch, message.chain, message.baseEpoch);
+        this.onPropose(message.from, { ballot: message.ballot, epoch: message.epoch, chain: message.chain, baseEpoch: message.baseEpoch, formed: message.formed });
         break;
       case "config_accept":
-        this.onAccept(message.from, message.epoch);
+        this.onAccept(message.from, message.ballot);
+        break;
+      case "config_refuse":
+        this.highestEpochSeen = Math.max(this.highestEpochSeen, message.promised);
         break;
       case "caught_up":
         if (this.isHead && message.epoch === this.config.epoch && message.from === tailOf(this.config)) {
@@ -439,7 +459,10 @@ export class Replica {
   }
 
   private onSyncRequest(from: number, config: ChainConfig): void {
-    if (config.epoch > this.config.epoch) this.adoptConfig(config, true);
+    if (config.epoch > this.config.epoch) this.adoptConfig(config, null);
+    else if (config.epoch < this.config.epoch && this.status === "joining" && from === tailOf(this.config) && from === tailOf(config)) {
+      this.followTail(config);
+    }
     if (config.epoch !== this.config.epoch || this.status === "booting") return;
     const fromPredecessor = this.status === "member" && predecessorOf(this.config, this.selfId) === from;
     const fromTail = this.status === "joining" && tailOf(this.config) === from;
@@ -447,6 +470,19 @@ export class Replica {
     this.upstream = from;
     this.lastUpstreamMs = this.nowMs;
     this.sendSyncReply(from);
+  }
+
+  /**
+   * The tail we asked to join answers from an older configuration than ours: ours was
+   * never agreed (its issuer was removed without knowing it, and the members refused it —
+   * default mode), and waiting in it would wait for ever, since no member will move to it.
+   * A joiner serves nobody: it takes the configuration the tail serves in, and joins there.
+   */
+  private followTail(config: ChainConfig): void {
+    this.out.push({ kind: "note", text: `the tail ${tailOf(config)} serves in ${describeConfig(config)}, not in our ${describeConfig(this.config)}: joining there` });
+    this.config = config;
+    this.configSinceMs = this.nowMs;
+    this.out.push({ kind: "config", config });
   }
 
   private sendSyncReply(to: number): void {
@@ -513,7 +549,7 @@ export class Replica {
       .filter((view) => view.status === "member" && view.epoch > 0)
       .sort((a, b) => b.epoch - a.epoch)[0];
     if (serving) {
-      if (serving.epoch > this.config.epoch) this.adoptConfig({ epoch: serving.epoch, chain: serving.chain }, true);
+      if (serving.epoch > this.config.epoch) this.adoptConfig({ epoch: serving.epoch, chain: serving.chain }, null);
       else this.becomeJoining(); // a configuration we know already: we were removed from it
       return;
     }
@@ -703,8 +739,13 @@ export class Replica {
       down.seenApplied = message.appliedSeq;
       down.seenAppliedSinceMs = this.nowMs;
     }
-    if (message.epoch > this.config.epoch && message.status === "member") {
-      this.adoptConfig({ epoch: message.epoch, chain: message.chain }, true);
+    // With --quorum majority every configuration a server holds was agreed by a majority, so
+    // a member learns a newer one from anybody: a stale member whose proposals are refused as
+    // built on an old configuration learns the current one from the refusal's heartbeat, even
+    // when nobody serves in it any more (its servers restarted), and joins or forms a chain.
+    const agreed = message.status === "member" || (this.majorityMode && this.status === "member");
+    if (message.epoch > this.config.epoch && agreed) {
+      this.adoptConfig({ epoch: message.epoch, chain: message.chain }, null);
     }
   }
 
@@ -732,30 +773,32 @@ export class Replica {
 
   private issueConfig(chain: number[]): void {
     if (this.majorityMode) return this.propose(chain);
-    this.commitConfig({ epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain });
+    this.commitConfig({ epoch: nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch), this.selfId), chain }, true);
   }
 
-  /** Sends a configuration to every server and adopts it. */
-  private commitConfig(config: ChainConfig): void {
+  /** Sends a configuration to every server and adopts it. `issued`: ours, not another proposer's we complete. */
+  private commitConfig(config: ChainConfig, issued: boolean): void {
     const chain = config.chain;
     // A heartbeat first, on the same connections: a booting receiver then knows our history
     // when it decides whether it may serve in this configuration directly (hasHistoryOf).
     this.broadcastHeartbeat();
     for (const id of this.options.peers) {
-      if (id !== this.selfId) this.send(id, { type: "config", from: this.selfId, epoch: config.epoch, chain });
+      if (id !== this.selfId) this.send(id, { type: "config", from: this.selfId, epoch: config.epoch, chain, issued });
     }
-    this.adoptConfig(config, false);
+    this.adoptConfig(config, issued ? this.selfId : null);
   }
 
   /**
-   * Moves to a newer configuration. `gossip`: learnt second hand; a booting
-   * server then only learns where the chain is (it must join), while a config
-   * message sent to it by its issuer can make it a member directly.
+   * Moves to a newer configuration. `issuer`: the server that issued it and sent it to us
+   * (this one, when it issues it); null when learnt second hand, or completed by a server
+   * other than its issuer. A booting server then only learns where the chain is (it must
+   * join), while a config message from its issuer can make it a member directly.
    */
-  private adoptConfig(config: ChainConfig, gossip: boolean): void {
+  private adoptConfig(config: ChainConfig, issuer: number | null): void {
     if (config.epoch <= this.config.epoch) return;
     this.highestEpochSeen = Math.max(this.highestEpochSeen, config.epoch);
-    if (this.status === "member" && !this.config.chain.includes(issuerOf(config.epoch)) && !this.foreignHasLasted()) {
+    // (With --quorum majority every configuration was agreed by a majority: it is followed.)
+    if (!this.majorityMode && this.status === "member" && !this.config.chain.includes(issuerOf(config.epoch)) && !this.foreignHasLasted()) {
       // Issued by a server that is not in our chain: it was removed from the chain without
       // knowing it, and built this configuration on its stale view. Following it could make
       // a server that lacks acknowledged updates our predecessor, or our head (which would
@@ -770,10 +813,9 @@ export class Replica {
     }
     this.foreign = null;
     const proposal = this.proposal;
-    if (proposal && config.epoch > proposal.baseEpoch) {
+    if (proposal && config.epoch > (proposal.value ?? proposal.own).baseEpoch) {
       // Built on the configuration we are leaving: it will never take effect.
       this.proposal = null;
-      if (this.acceptedEpoch === proposal.epoch) this.acceptedEpoch = Math.max(proposal.acceptedBefore, config.epoch);
     }
     const wasHead = this.isHead;
     const wasTail = this.isTail;
@@ -783,12 +825,16 @@ export class Replica {
     // A booting server is made a member directly only when it has the issuer's history (a
     // chain formed at start-up). A restarted, emptied server that a late configuration still
     // lists must join instead: as a member it would overwrite its successors with its empty state.
-    if (this.status === "booting") this.status = inChain && !gossip && this.hasHistoryOf(issuerOf(config.epoch)) ? "member" : "joining";
+    // So must it when a proposal is completed (--quorum majority), even by its own issuer: the
+    // histories may have changed since it was proposed (a restart), so nobody knows any more
+    // which history the chain was formed with (the completing server itself joins too).
+    if (this.status === "booting") this.status = inChain && issuer === issuerOf(config.epoch) && this.hasHistoryOf(issuer) ? "member" : "joining";
     else if (this.status === "member" && !inChain) this.status = "joining";
     // A joiner serves once it is added as the new tail right behind the tail that synced it.
     // Listed anywhere else, the configuration is stale (its issuer missed that we restarted):
     // we stay joining, and the issuer removes us when it sees it.
-    else if (this.status === "joining" && inChain && predecessorOf(config, this.selfId) === this.upstream && tailOf(config) === this.selfId) this.status = "member";
+    // (A joiner that no tail synchronised has no upstream: a chain of it alone is not for it.)
+    else if (this.status === "joining" && inChain && this.upstream !== null && predecessorOf(config, this.selfId) === this.upstream && tailOf(config) === this.selfId) this.status = "member";
     this.out.push({ kind: "note", text: `now ${this.status} in ${describeConfig(config)}` });
     this.out.push({ kind: "config", config });
     if (this.status !== "member") {
@@ -812,87 +858,161 @@ export class Replica {
     }
   }
 
-  // ---- --quorum majority: proposals --------------------------------------------------
+  // ---- --quorum majority: configurations agreed by Paxos ------------------------------
 
   /**
-   * Proposes `chain` to every server; it takes effect (commitConfig) once a majority of
-   * --peers, this server included, accepted it. One proposal at a time: the callers retry
-   * on a later tick once a proposal that gathered no majority is dropped.
+   * Proposes `chain` (Paxos, with every server of --peers an acceptor): phase 1 asks a
+   * majority to promise our ballot; phase 2 proposes a value they accept; it takes effect
+   * (commitConfig) once a majority accepted it. One proposal at a time: the callers retry on
+   * a later tick once a proposal that gathered no majority is dropped.
    */
   private propose(chain: number[]): void {
     if (this.proposal) return;
     // A member builds on its configuration; a booting server forms a chain on the newest
     // configuration it has heard of (nobody serves in it, or it would join).
     const baseEpoch = this.status === "member" ? this.config.epoch : Math.max(this.config.epoch, this.highestEpochSeen);
-    const epoch = nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch, this.acceptedEpoch), this.selfId);
-    if (!this.accepts(this.selfId, epoch, baseEpoch)) return;
-    const acceptedBefore = this.acceptedEpoch;
-    this.acceptedEpoch = epoch;
-    this.highestEpochSeen = Math.max(this.highestEpochSeen, epoch);
-    this.proposal = { epoch, chain, baseEpoch, accepted: new Set([this.selfId]), sinceMs: this.nowMs, acceptedBefore };
-    this.out.push({ kind: "note", text: `proposing ${describeConfig({ epoch, chain })} (a majority is ${this.majority} of ${this.options.peers.length})` });
+    const ballot = nextEpoch(Math.max(this.highestEpochSeen, this.config.epoch, this.vote.promised), this.selfId);
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, ballot);
+    this.setVote({ promised: ballot, accepted: this.vote.accepted });
+    this.proposal = {
+      ballot,
+      own: { chain, baseEpoch, formed: this.status !== "member" },
+      promises: new Map([[this.selfId, { configEpoch: this.config.epoch, accepted: this.vote.accepted }]]),
+      value: null,
+      accepted: new Set(),
+      sinceMs: this.nowMs,
+    };
+    this.out.push({ kind: "note", text: `proposing ${chain.join("→")} on epoch ${baseEpoch}, ballot ${ballot} (a majority is ${this.majority} of ${this.options.peers.length})` });
     for (const id of this.options.peers) {
-      if (id !== this.selfId) this.send(id, { type: "config_propose", from: this.selfId, epoch, chain, baseEpoch });
+      if (id !== this.selfId) this.send(id, { type: "config_prepare", from: this.selfId, ballot, baseEpoch });
     }
-    this.maybeCommitProposal();
+    this.maybeStartPhase2();
+  }
+
+  /** The acceptor's vote changed: the server writes it before what follows is sent. */
+  private setVote(vote: Vote): void {
+    this.vote = vote;
+    this.out.push({ kind: "vote", vote });
   }
 
   /**
-   * A proposal is accepted if it builds on our configuration (or a newer one) and is newer
-   * than every proposal we accepted. An accepted proposal counts as our configuration for
-   * the first rule until it is dropped (its proposer proposes again: it drops a proposal
-   * before its next one and never commits a dropped one): two proposals built on one
-   * configuration cannot both gather a majority.
+   * Phase 1. A promise is given to a ballot above every one promised, built on our
+   * configuration or a newer one; it says what we accepted last, so that the proposer
+   * completes a proposal that may have been chosen instead of choosing another.
    */
-  private accepts(from: number, epoch: number, baseEpoch: number): boolean {
-    if (epoch <= this.acceptedEpoch) return false;
-    // A proposal we accepted blocks the others until we adopt it, its proposer proposes
-    // again, or its proposer is gone (else one crash mid-proposal would block us for good).
-    const proposer = issuerOf(this.acceptedEpoch);
-    const blocks = this.acceptedEpoch > this.config.epoch && proposer !== from && proposer !== this.selfId && !this.suspected(proposer);
-    const pending = blocks ? this.acceptedEpoch : 0;
-    return baseEpoch >= Math.max(this.config.epoch, pending);
-  }
-
-  private onPropose(from: number, epoch: number, chain: number[], baseEpoch: number): void {
-    this.highestEpochSeen = Math.max(this.highestEpochSeen, epoch);
-    if (this.accepts(from, epoch, baseEpoch)) {
-      this.acceptedEpoch = epoch;
-      // Our own proposal, if any, cannot win against one we accepted that is newer.
-      if (this.proposal && this.proposal.epoch < epoch) this.proposal = null;
-      this.send(from, { type: "config_accept", from: this.selfId, epoch });
+  private onPrepare(from: number, ballot: number, baseEpoch: number): void {
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, ballot);
+    if (ballot <= this.vote.promised || baseEpoch < this.config.epoch) {
+      this.refuse(from, ballot, `built on epoch ${baseEpoch}`);
       return;
     }
-    // Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt).
+    this.setVote({ promised: ballot, accepted: this.vote.accepted });
+    // Our own proposal, if any, cannot pass our own acceptor any more.
+    if (this.proposal && this.proposal.ballot < ballot) this.proposal = null;
+    this.send(from, { type: "config_promise", from: this.selfId, ballot, configEpoch: this.config.epoch, accepted: this.vote.accepted });
+  }
+
+  private onPromise(from: number, ballot: number, configEpoch: number, accepted: AcceptedProposal | null): void {
+    const proposal = this.proposal;
+    if (!proposal || proposal.ballot !== ballot || proposal.value) return;
+    proposal.promises.set(from, { configEpoch, accepted });
+    this.maybeStartPhase2();
+  }
+
+  /**
+   * With a majority of promises: the value. A proposal accepted by one of them that builds
+   * on the newest configuration any of them (or we) hold, and is newer than it, may have
+   * been chosen (Paxos: any majority holds one of its acceptors): the one of the highest
+   * ballot is proposed again, as it is (same epoch, same chain). Otherwise ours.
+   */
+  private maybeStartPhase2(): void {
+    const proposal = this.proposal;
+    if (!proposal || proposal.value || proposal.promises.size < this.majority) return;
+    let known = this.config.epoch;
+    for (const promise of proposal.promises.values()) known = Math.max(known, promise.configEpoch);
+    let pending: AcceptedProposal | null = null;
+    for (const { accepted } of proposal.promises.values()) {
+      if (!accepted || accepted.epoch <= known || accepted.baseEpoch < known) continue;
+      if (!pending || accepted.ballot > pending.ballot) pending = accepted;
+    }
+    if (pending) {
+      proposal.value = { epoch: pending.epoch, chain: pending.chain, baseEpoch: pending.baseEpoch, formed: pending.formed };
+      this.out.push({ kind: "note", text: `completing ${describeConfig(pending)} (accepted under ballot ${pending.ballot}) instead of ours` });
+    } else {
+      proposal.value = { epoch: proposal.ballot, ...proposal.own };
+    }
+    const message = { type: "config_propose" as const, from: this.selfId, ballot: proposal.ballot, ...proposal.value };
+    for (const id of this.options.peers) {
+      if (id !== this.selfId) this.send(id, message);
+    }
+    this.onPropose(this.selfId, { ballot: proposal.ballot, ...proposal.value });
+  }
+
+  /** Phase 2. Accepted under a ballot at least our promise, built on our configuration or a newer one. */
+  private onPropose(from: number, proposed: AcceptedProposal): void {
+    this.highestEpochSeen = Math.max(this.highestEpochSeen, proposed.ballot, proposed.epoch);
+    // A chain a booting server has just formed is accepted only where no chain serves: it does
+    // not descend from a serving chain (its base is just the newest epoch that server had
+    // heard of), its servers become members at once, and it would put that chain's history,
+    // with its acknowledged updates, behind servers that lack them. So a member refuses it, and
+    // so does a server that hears one serving (the booting server may not hear it): the booting
+    // server is to find that chain and join. A formed chain being completed makes nobody a
+    // member (adoptConfig): it is accepted, or it would stay pending for ever.
+    const fresh = proposed.epoch === proposed.ballot;
+    const refused =
+      proposed.ballot < this.vote.promised ||
+      proposed.baseEpoch < this.config.epoch ||
+      proposed.epoch <= this.config.epoch ||
+      (proposed.formed && fresh && (this.status === "member" || this.hearsServing()));
+    if (refused) {
+      this.refuse(from, proposed.ballot, `${describeConfig(proposed)} built on epoch ${proposed.baseEpoch}`);
+      return;
+    }
+    this.setVote({ promised: proposed.ballot, accepted: { ...proposed, chain: [...proposed.chain] } });
+    if (this.proposal && this.proposal.ballot < proposed.ballot) this.proposal = null;
+    if (from === this.selfId) this.onAccept(this.selfId, proposed.ballot);
+    else this.send(from, { type: "config_accept", from: this.selfId, ballot: proposed.ballot });
+  }
+
+  /** A live server says it serves as a member of a configuration. */
+  private hearsServing(): boolean {
+    for (const [id, view] of this.peerViews) {
+      if (view.status === "member" && view.epoch > 0 && !this.suspected(id)) return true;
+    }
+    return false;
+  }
+
+  /** Refused: our heartbeat tells the proposer our configuration (and a member's, to adopt), the refusal our promise. */
+  private refuse(from: number, ballot: number, what: string): void {
+    if (from === this.selfId) {
+      this.proposal = null;
+      return;
+    }
     this.sendHeartbeat(from, 0);
-    if (this.refusedEpoch !== epoch) {
-      this.refusedEpoch = epoch;
-      this.out.push({ kind: "note", text: `refusing the proposal ${describeConfig({ epoch, chain })} of server ${from}: built on epoch ${baseEpoch}, ours is ${this.config.epoch} (accepted ${this.acceptedEpoch})` });
+    this.send(from, { type: "config_refuse", from: this.selfId, ballot, promised: this.vote.promised });
+    if (this.refusedEpoch !== ballot) {
+      this.refusedEpoch = ballot;
+      this.out.push({ kind: "note", text: `refusing ballot ${ballot} of server ${from} (${what}): our configuration is ${this.config.epoch}, our promise ${this.vote.promised}` });
     }
   }
 
-  private onAccept(from: number, epoch: number): void {
-    if (!this.proposal || this.proposal.epoch !== epoch) return;
-    this.proposal.accepted.add(from);
-    this.maybeCommitProposal();
-  }
-
-  private maybeCommitProposal(): void {
+  private onAccept(from: number, ballot: number): void {
     const proposal = this.proposal;
-    if (!proposal || proposal.accepted.size < this.majority) return;
+    if (!proposal?.value || proposal.ballot !== ballot) return;
+    proposal.accepted.add(from);
+    if (proposal.accepted.size < this.majority) return;
     this.proposal = null;
     // Our configuration moved on meanwhile (adopted from the others): the proposal is void.
-    if (this.config.epoch > proposal.baseEpoch) return;
-    this.commitConfig({ epoch: proposal.epoch, chain: proposal.chain });
+    if (this.config.epoch > proposal.value.baseEpoch) return;
+    this.commitConfig({ epoch: proposal.value.epoch, chain: proposal.value.chain }, proposal.value.epoch === proposal.ballot);
   }
 
   private dropStaleProposal(): void {
     const proposal = this.proposal;
     if (!proposal || this.nowMs - proposal.sinceMs <= PROPOSAL_HEARTBEATS * this.options.heartbeatMs) return;
     this.proposal = null;
-    // We will never commit it: our own acceptance of it need not block the others' proposals.
-    if (this.acceptedEpoch === proposal.epoch) this.acceptedEpoch = proposal.acceptedBefore;
-    this.out.push({ kind: "note", text: `dropping the proposal ${describeConfig(proposal)}: accepted by ${proposal.accepted.size} of the ${this.majority} needed` });
+    const phase = proposal.value ? `accepted by ${proposal.accepted.size}` : `promised by ${proposal.promises.size}`;
+    this.out.push({ kind: "note", text: `dropping the proposal of ballot ${proposal.ballot}: ${phase} of the ${this.majority} needed` });
   }
 
   private liveInChain(): number {

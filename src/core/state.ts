@@ -371,7 +371,13 @@ export class StoreState {
       if (hold.reqNo !== acquireReqNo) continue;
       this.dropHold(hold);
       this.grantWaiters(this.data.get(hold.name)!, outputs);
-      break;
+      return { type: "ok" };
+    }
+    // Not applied yet (its copy was refused, EUNAVAILABLE, or is still on its way): the acquire
+    // is answered as cancelled when it comes, never applied. Applied after the cancel, it was
+    // granted to a client that had given it up, and the hold lived as long as the session.
+    if (acquireReqNo >= session.doneBelow && !session.replies.has(acquireReqNo)) {
+      session.replies.set(acquireReqNo, error("ECANCELED", "the wait was cancelled"));
     }
     return { type: "ok" };
   }

@@ -97,6 +97,7 @@ export class Server {
       recovered.state,
       recovered.lastEpoch,
       recovered.config ?? undefined,
+      recovered.vote ?? undefined,
     );
     this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
@@ -315,6 +316,7 @@ export class Server {
         this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
       } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
       else if (action.kind === "config") this.durability.saveConfig(action.config);
+      else if (action.kind === "vote") this.durability.saveVote(action.vote);
     }
     this.durability.commit();
     batchSends(() => this.sendAll(actions));

@@ -68,7 +68,7 @@ export class SimServer {
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
-    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined);
+    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined);
     if (recovered.state.appliedSeq !== this.history.length) {
       this.host.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
     }
@@ -186,6 +186,9 @@ export class SimServer {
           break;
         case "checkpoint":
           this.storage.checkpoint(action.seq, action.epoch, action.snapshot, this.history);
+          break;
+        case "vote":
+          this.storage.saveVote(action.vote);
           break;
         case "send":
           this.host.sendPeer(this, action.to, action.message);

@@ -11,7 +11,7 @@
  * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
  */
 import { needsSync } from "../core/durable";
-import { type ChainConfig, StoreState, decodeSnapshot } from "../core";
+import { type ChainConfig, StoreState, type Vote, decodeSnapshot } from "../core";
 import type { Update } from "../wire";
 import { AppliedHistory } from "./applied";
 import type { Rng } from "./prng";
@@ -22,6 +22,8 @@ export interface Recovered {
   lastEpoch: number;
   /** The last configuration the server knew (store/config.ts), if any. */
   config: ChainConfig | null;
+  /** --quorum majority: what the server promised and accepted (config.json too), if anything. */
+  vote: Vote | null;
   history: AppliedHistory;
 }
 
@@ -41,6 +43,8 @@ export interface Storage {
   checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
   /** A "config" action: the configuration is saved (written and synced at once). */
   saveConfig(config: ChainConfig): void;
+  /** A "vote" action: the acceptor's promise and acceptance are saved (written and synced at once). */
+  saveVote(vote: Vote): void;
   /** The process died; what it had not synced may be lost (drawn from `rng`). Says what happened. */
   crash(rng: Rng): string;
   /** On (re)start: what the new incarnation begins with. */
@@ -54,10 +58,15 @@ export interface Geometry {
   pageSize: number;
 }
 
-/** No disk: every start is from an empty state. */
+/**
+ * No disk: every start is from an empty state — except for an acceptor's vote (--quorum
+ * majority), which a real server keeps in config.json, synced at once, whatever happens to
+ * its log: a majority of acceptors that forget their votes agrees to nothing.
+ */
 export class NoDisk implements Storage {
   readonly durable = false;
   readonly onDisk = new AppliedHistory();
+  private vote: Vote | null = null;
 
   constructor(private readonly geometry: Geometry) {}
 
@@ -71,6 +80,10 @@ export class NoDisk implements Storage {
 
   saveConfig(_config: ChainConfig): void {}
 
+  saveVote(vote: Vote): void {
+    this.vote = copyVote(vote);
+  }
+
   crash(_rng: Rng): string {
     return "memory lost (no disk)";
   }
@@ -80,6 +93,7 @@ export class NoDisk implements Storage {
       state: new StoreState(this.geometry.segmentSize, this.geometry.pageSize),
       lastEpoch: 0,
       config: null,
+      vote: this.vote,
       history: new AppliedHistory(),
     };
   }
@@ -99,6 +113,7 @@ export class SimDisk implements Storage {
   /** base history + records: what a restart recovers. */
   onDisk = new AppliedHistory();
   private config: ChainConfig | null = null;
+  private vote: Vote | null = null;
 
   constructor(
     private readonly geometry: Geometry,
@@ -127,6 +142,10 @@ export class SimDisk implements Storage {
 
   saveConfig(config: ChainConfig): void {
     this.config = { epoch: config.epoch, chain: [...config.chain] };
+  }
+
+  saveVote(vote: Vote): void {
+    this.vote = copyVote(vote);
   }
 
   private setBase(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
@@ -158,6 +177,10 @@ export class SimDisk implements Storage {
       state.apply(update);
       lastEpoch = update.epoch;
     }
-    return { state, lastEpoch, config: this.config, history: this.onDisk.prefix(this.onDisk.length) };
+    return { state, lastEpoch, config: this.config, vote: this.vote, history: this.onDisk.prefix(this.onDisk.length) };
   }
+}
+
+function copyVote(vote: Vote): Vote {
+  return { promised: vote.promised, accepted: vote.accepted ? { ...vote.accepted, chain: [...vote.accepted.chain] } : null };
 }

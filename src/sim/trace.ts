@@ -68,7 +68,7 @@ export function describePeerMessage(m: PeerMessage): string {
     case "heartbeat":
       return `heartbeat e${m.epoch} [${m.chain}] ${m.status} at ${m.appliedSeq}@${m.lastEpoch}`;
     case "config":
-      return `config e${m.epoch} [${m.chain}]`;
+      return `config e${m.epoch} [${m.chain}]${m.issued ? "" : " (completed)"}`;
     case "sync_request":
       return `sync_request e${m.epoch} [${m.chain}]`;
     case "sync_reply":
@@ -87,10 +87,16 @@ export function describePeerMessage(m: PeerMessage): string {
       return `join at ${m.appliedSeq}@${m.lastEpoch}`;
     case "caught_up":
       return `caught_up e${m.epoch} joiner ${m.joiner}`;
+    case "config_prepare":
+      return `config_prepare b${m.ballot} on e${m.baseEpoch}`;
+    case "config_promise":
+      return `config_promise b${m.ballot} at e${m.configEpoch}${m.accepted ? ` accepted b${m.accepted.ballot} e${m.accepted.epoch} [${m.accepted.chain}] on e${m.accepted.baseEpoch}` : ""}`;
     case "config_propose":
-      return `config_propose e${m.epoch} [${m.chain}] on e${m.baseEpoch}`;
+      return `config_propose b${m.ballot} e${m.epoch} [${m.chain}] on e${m.baseEpoch}${m.formed ? " (formed)" : ""}`;
     case "config_accept":
-      return `config_accept e${m.epoch}`;
+      return `config_accept b${m.ballot}`;
+    case "config_refuse":
+      return `config_refuse b${m.ballot} (promised b${m.promised})`;
   }
 }
 

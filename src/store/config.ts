@@ -2,21 +2,35 @@
  * The last chain configuration a server knew, in `config.json` (written
  * atomically). After an outage a server waits for the servers of that chain
  * before forming a new one: they may hold updates it lacks.
+ *
+ * With --quorum majority the same file keeps the server's vote as a Paxos
+ * acceptor of configurations (its promise and its last accepted proposal),
+ * written and synced before the promise or acceptance is sent: an acceptor
+ * that forgot its vote at a restart could accept two configurations built on
+ * the same one, and two chains would serve.
  */
 import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import type { ChainConfig } from "../core";
+import type { ChainConfig, Vote } from "../core";
 import { RecoveryError } from "./errors";
 import { syncDirectory, writeAll } from "./files";
 
 const FILE = "config.json";
 
-export function saveConfig(dir: string, config: ChainConfig): void {
+/** What config.json holds: the configuration (epoch 0 and no chain before the first) and the vote, if any. */
+export interface SavedConfig {
+  config: ChainConfig;
+  vote: Vote | null;
+}
+
+export function saveConfig(dir: string, saved: SavedConfig): void {
   const file = join(dir, FILE);
   const temporary = `${file}.tmp`;
   const fd = openSync(temporary, "w");
+  const body: Record<string, unknown> = { epoch: saved.config.epoch, chain: saved.config.chain };
+  if (saved.vote) body.vote = saved.vote;
   try {
-    writeAll(fd, new TextEncoder().encode(`${JSON.stringify({ epoch: config.epoch, chain: config.chain })}\n`));
+    writeAll(fd, new TextEncoder().encode(`${JSON.stringify(body)}\n`));
     fdatasyncSync(fd);
   } finally {
     closeSync(fd);
@@ -25,7 +39,7 @@ export function saveConfig(dir: string, config: ChainConfig): void {
   syncDirectory(dir);
 }
 
-export function loadConfig(dir: string): ChainConfig | null {
+export function loadConfig(dir: string): SavedConfig | null {
   const file = join(dir, FILE);
   if (!existsSync(file)) return null;
   let parsed: unknown;
@@ -34,14 +48,26 @@ export function loadConfig(dir: string): ChainConfig | null {
   } catch (error) {
     throw new RecoveryError(`${file}: not valid JSON (${(error as Error).message})`);
   }
-  const config = parsed as ChainConfig;
-  const valid =
-    typeof config === "object" &&
-    config !== null &&
-    Number.isSafeInteger(config.epoch) &&
-    config.epoch >= 0 &&
-    Array.isArray(config.chain) &&
-    config.chain.every((id) => Number.isInteger(id) && id > 0);
+  const saved = parsed as ChainConfig & { vote?: unknown };
+  const valid = typeof saved === "object" && saved !== null && isEpoch(saved.epoch) && isChain(saved.chain);
   if (!valid) throw new RecoveryError(`${file}: not a chain configuration`);
-  return { epoch: config.epoch, chain: config.chain };
+  if (saved.vote !== undefined && !isVote(saved.vote)) throw new RecoveryError(`${file}: "vote" is not a promise and an accepted proposal`);
+  return { config: { epoch: saved.epoch, chain: saved.chain }, vote: (saved.vote as Vote | undefined) ?? null };
+}
+
+function isEpoch(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isChain(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((id) => Number.isInteger(id) && id > 0);
+}
+
+function isVote(value: unknown): value is Vote {
+  if (typeof value !== "object" || value === null) return false;
+  const vote = value as Vote;
+  if (!isEpoch(vote.promised)) return false;
+  const a = vote.accepted;
+  if (a === null) return true;
+  return typeof a === "object" && isEpoch(a.ballot) && isEpoch(a.epoch) && isEpoch(a.baseEpoch) && isChain(a.chain) && typeof a.formed === "boolean";
 }

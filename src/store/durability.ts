@@ -15,7 +15,7 @@ import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpoint
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import { type ChainConfig, type StoreState, encodeSnapshot, needsSync } from "../core";
+import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, encodeSnapshot, needsSync } from "../core";
 import { saveConfig } from "./config";
 
 export type FsyncMode = "always" | "batch" | "off";
@@ -41,6 +41,9 @@ export class Durability {
   private closed = false;
   /** Bumped when a snapshot replaces the history: a background checkpoint of the old one is void. */
   private history = 0;
+  /** What config.json holds: each save writes both. */
+  private config: ChainConfig;
+  private vote: Vote | null;
 
   private constructor(
     readonly dir: string,
@@ -52,6 +55,8 @@ export class Durability {
     this.wal = recovered.wal;
     this.unlock = unlock;
     this.lastCheckpoint = recovered.checkpoint;
+    this.config = recovered.config ?? NO_CONFIG;
+    this.vote = recovered.vote;
     if (fsync === "batch") {
       this.batchTimer = setInterval(() => this.wal.sync(), BATCH_SYNC_MS);
       this.batchTimer.unref?.();
@@ -136,7 +141,14 @@ export class Durability {
 
   /** Records the configuration a server moved to (read back at restart). */
   saveConfig(config: ChainConfig): void {
-    saveConfig(this.dir, config);
+    this.config = config;
+    saveConfig(this.dir, { config, vote: this.vote });
+  }
+
+  /** Records the server's vote as an acceptor (--quorum majority), synced before it is sent. */
+  saveVote(vote: Vote): void {
+    this.vote = vote;
+    saveConfig(this.dir, { config: this.config, vote });
   }
 
   get latestCheckpoint(): CheckpointInfo | null {

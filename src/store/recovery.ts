@@ -4,7 +4,7 @@
  * that does not check out is refused with the file and offset, never guessed.
  */
 import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
-import { type ChainConfig, StoreState } from "../core";
+import { type ChainConfig, StoreState, type Vote } from "../core";
 import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
@@ -25,6 +25,8 @@ export interface Recovered {
   configEpoch: number;
   /** The last chain configuration the server knew (none on a first start). */
   config: ChainConfig | null;
+  /** --quorum majority: the server's vote as an acceptor of configurations (none if it never voted). */
+  vote: Vote | null;
   checkpoint: CheckpointInfo | null;
   replayed: number;
   wal: WriteAheadLog;
@@ -65,10 +67,10 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
     }
   });
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
+  const saved = loadConfig(dir);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
   const wal = WriteAheadLog.create(dir, state.appliedSeq + 1, syncs);
-  const config = loadConfig(dir);
-  return { state, lastEpoch, configEpoch, config, checkpoint, replayed, wal, notes };
+  return { state, lastEpoch, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
 }
 
 interface SegmentReplay {

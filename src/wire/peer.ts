@@ -22,7 +22,11 @@ export type PeerMessage =
       /** The sender is about to be busy this long (a large update): do not suspect it meanwhile. */
       busyMs: number;
     }
-  | { type: "config"; from: number; epoch: number; chain: number[] }
+  /**
+   * A configuration that takes effect. `issued`: the sender issued it itself, from the
+   * histories it sees now (not one it completes for another proposer, --quorum majority).
+   */
+  | { type: "config"; from: number; epoch: number; chain: number[]; issued: boolean }
   /** From a predecessor (or the tail, to a joiner): "tell me where you are". */
   | { type: "sync_request"; from: number; epoch: number; chain: number[] }
   /** Also sent on a gap, to ask for a resend from appliedSeq + 1. */
@@ -34,10 +38,32 @@ export type PeerMessage =
   | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
   /** The tail tells the head that a joiner has everything: append it to the chain. */
   | { type: "caught_up"; from: number; epoch: number; joiner: number }
-  /** --quorum majority: the issuer asks to accept `chain` as `epoch`, built on its configuration `baseEpoch`. */
-  | { type: "config_propose"; from: number; epoch: number; chain: number[]; baseEpoch: number }
-  /** --quorum majority: the proposal of `epoch` is accepted (a refusal is answered with a heartbeat). */
-  | { type: "config_accept"; from: number; epoch: number };
+  /**
+   * --quorum majority, Paxos phase 1: promise to accept no proposal of a ballot below `ballot`
+   * (one that builds on `baseEpoch`), and say which proposal you accepted last.
+   */
+  | { type: "config_prepare"; from: number; ballot: number; baseEpoch: number }
+  /** The promise, with the acceptor's configuration and its last accepted proposal (if any). */
+  | { type: "config_promise"; from: number; ballot: number; configEpoch: number; accepted: AcceptedProposal | null }
+  /** Phase 2: accept `chain` as the configuration `epoch`, built on `baseEpoch`, under `ballot`. */
+  | ({ type: "config_propose"; from: number } & AcceptedProposal)
+  /** The proposal of `ballot` is accepted. */
+  | { type: "config_accept"; from: number; ballot: number }
+  /** A prepare or proposal of `ballot` is refused; `promised` is the acceptor's highest promise (a heartbeat follows). */
+  | { type: "config_refuse"; from: number; ballot: number; promised: number };
+
+/** --quorum majority: a proposal an acceptor accepted (kept on disk with the configuration). */
+export interface AcceptedProposal {
+  ballot: number;
+  epoch: number;
+  chain: number[];
+  baseEpoch: number;
+  /**
+   * A chain formed by a booting server from the histories it saw, not derived from the chain
+   * of `baseEpoch` (a member accepts none: its chain serves, the booting server must join it).
+   */
+  formed: boolean;
+}
 
 const PEER_TYPES = {
   heartbeat: 20,
@@ -51,6 +77,9 @@ const PEER_TYPES = {
   caught_up: 28,
   config_propose: 29,
   config_accept: 30,
+  config_prepare: 31,
+  config_promise: 32,
+  config_refuse: 33,
 } as const;
 
 const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
@@ -73,8 +102,25 @@ function readChain(r: Reader): number[] {
   return chain;
 }
 
+/** u53 ballot, u53 epoch, chain, u53 baseEpoch, u8 formed. */
+function writeProposal(w: Writer, p: AcceptedProposal): void {
+  w.u53(p.ballot).u53(p.epoch);
+  writeChain(w, p.chain);
+  w.u53(p.baseEpoch).u8(p.formed ? 1 : 0);
+}
+
+function readProposal(r: Reader): AcceptedProposal {
+  return { ballot: r.u53(), epoch: r.u53(), chain: readChain(r), baseEpoch: r.u53(), formed: readFlag(r) };
+}
+
+function readFlag(r: Reader): boolean {
+  const flag = r.u8();
+  if (flag > 1) throw new WireError(`bad flag ${flag}`);
+  return flag === 1;
+}
+
 export function isPeerFrameType(type: number): boolean {
-  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.config_accept;
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.config_refuse;
 }
 
 export function encodePeer(m: PeerMessage): Uint8Array {
@@ -86,8 +132,13 @@ export function encodePeer(m: PeerMessage): Uint8Array {
         w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch).u32(m.busyMs);
       });
     case "config":
+      return frame(PEER_TYPES.config, 2 + 8 + chainSize(m.chain) + 1, (w) => {
+        w.u16(m.from).u53(m.epoch);
+        writeChain(w, m.chain);
+        w.u8(m.issued ? 1 : 0);
+      });
     case "sync_request":
-      return frame(PEER_TYPES[m.type], 2 + 8 + chainSize(m.chain), (w) => {
+      return frame(PEER_TYPES.sync_request, 2 + 8 + chainSize(m.chain), (w) => {
         w.u16(m.from).u53(m.epoch);
         writeChain(w, m.chain);
       });
@@ -105,14 +156,24 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
     case "caught_up":
       return frame(PEER_TYPES.caught_up, 2 + 8 + 2, (w) => w.u16(m.from).u53(m.epoch).u16(m.joiner));
+    case "config_prepare":
+      return frame(PEER_TYPES.config_prepare, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.ballot).u53(m.baseEpoch));
+    case "config_promise": {
+      const a = m.accepted;
+      return frame(PEER_TYPES.config_promise, 2 + 8 + 8 + 1 + (a ? 8 + 8 + chainSize(a.chain) + 8 + 1 : 0), (w) => {
+        w.u16(m.from).u53(m.ballot).u53(m.configEpoch).u8(a ? 1 : 0);
+        if (a) writeProposal(w, a);
+      });
+    }
     case "config_propose":
-      return frame(PEER_TYPES.config_propose, 2 + 8 + chainSize(m.chain) + 8, (w) => {
-        w.u16(m.from).u53(m.epoch);
-        writeChain(w, m.chain);
-        w.u53(m.baseEpoch);
+      return frame(PEER_TYPES.config_propose, 2 + 8 + 8 + chainSize(m.chain) + 8 + 1, (w) => {
+        w.u16(m.from);
+        writeProposal(w, m);
       });
     case "config_accept":
-      return frame(PEER_TYPES.config_accept, 2 + 8, (w) => w.u16(m.from).u53(m.epoch));
+      return frame(PEER_TYPES.config_accept, 2 + 8, (w) => w.u16(m.from).u53(m.ballot));
+    case "config_refuse":
+      return frame(PEER_TYPES.config_refuse, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.ballot).u53(m.promised));
   }
 }
 
@@ -150,7 +211,7 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "heartbeat", from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53(), busyMs: r.u32() };
     }
     case PEER_TYPES.config:
-      return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r) };
+      return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r), issued: readFlag(r) };
     case PEER_TYPES.sync_request:
       return { type: "sync_request", from: r.u16(), epoch: r.u53(), chain: readChain(r) };
     case PEER_TYPES.sync_reply:
@@ -172,10 +233,20 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
     case PEER_TYPES.caught_up:
       return { type: "caught_up", from: r.u16(), epoch: r.u53(), joiner: r.u16() };
+    case PEER_TYPES.config_prepare:
+      return { type: "config_prepare", from: r.u16(), ballot: r.u53(), baseEpoch: r.u53() };
+    case PEER_TYPES.config_promise: {
+      const from = r.u16();
+      const ballot = r.u53();
+      const configEpoch = r.u53();
+      return { type: "config_promise", from, ballot, configEpoch, accepted: readFlag(r) ? readProposal(r) : null };
+    }
     case PEER_TYPES.config_propose:
-      return { type: "config_propose", from: r.u16(), epoch: r.u53(), chain: readChain(r), baseEpoch: r.u53() };
+      return { type: "config_propose", from: r.u16(), ...readProposal(r) };
     case PEER_TYPES.config_accept:
-      return { type: "config_accept", from: r.u16(), epoch: r.u53() };
+      return { type: "config_accept", from: r.u16(), ballot: r.u53() };
+    case PEER_TYPES.config_refuse:
+      return { type: "config_refuse", from: r.u16(), ballot: r.u53(), promised: r.u53() };
     default:
       throw new WireError(`unknown server message type ${type}`);
   }
