@@ -6,6 +6,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
+import { outputLines } from "../src/cli/cluster.ts";
 import { MAIN, ROOT, tempDir } from "./fixtures/cli_helpers.ts";
 
 const started: Subprocess[] = [];
@@ -50,16 +51,8 @@ function scriptedShell(args: string[]): ScriptedShell {
   const lines: string[] = [];
   let waiter: (() => void) | undefined;
   void (async () => {
-    let pending = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of proc.stdout) {
-      pending += decoder.decode(chunk, { stream: true });
-      let newline = pending.indexOf("\n");
-      while (newline !== -1) {
-        lines.push(pending.slice(0, newline));
-        pending = pending.slice(newline + 1);
-        newline = pending.indexOf("\n");
-      }
+    for await (const line of outputLines(proc.stdout)) {
+      lines.push(line);
       waiter?.();
     }
   })();

@@ -375,11 +375,12 @@ function* pageRuns(pages: PageWrite[], pageSize: number): Generator<{ firstPage:
     const second = pages[start + 1];
     const stride = second ? second.bytes.byteOffset - first.bytes.byteOffset : pageSize;
     let end = start + 1;
-    while (end < pages.length) {
+    // Pages closer than a page apart overlap: no run then.
+    while (stride >= pageSize && end < pages.length) {
       const page = pages[end]!;
       const apart = end - start;
       const inRun = page.page === first.page + apart && page.bytes.buffer === first.bytes.buffer && page.bytes.byteOffset === first.bytes.byteOffset + apart * stride;
-      if (!inRun || stride < pageSize || page.bytes.length !== pageSize) break;
+      if (!inRun || page.bytes.length !== pageSize) break;
       end++;
     }
     const count = end - start;
