@@ -47,7 +47,20 @@ export const SERVERS_MAX = 64;
 export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 
-/** 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. */
-export const PROTOCOL_VERSION = 2;
+/** 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: cached holds (recall, released.cached). */
+export const PROTOCOL_VERSION = 3;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
+
+// ---- cached holds (docs/protocol.md#cached-holds) ----
+
+/** The head sends a recall again this often while a waiter is blocked by a cached grant (lost recalls, new heads). */
+export const RECALL_RESEND_MS = 200;
+/**
+ * A client grants locally only within this fraction of its session timeout after the first
+ * sending of the newest request the servers answered: the head that could expire the session
+ * heard it at or after that instant, so the session lives at least a timeout from then.
+ */
+export const CACHE_LEASE_FRACTION = 0.75;
+/** A delete that finds the datum cached by another client recalls it and waits at most this long (then EBUSY). */
+export const DELETE_RECALL_WAIT_MS = 2000;

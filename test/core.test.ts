@@ -533,7 +533,7 @@ describe("releases", () => {
     const firstPage = d.datum("d").firstPage;
     const step = d.release(1, w, [pageOf(firstPage + 1, 7)]);
     const seq = d.state.appliedSeq;
-    expect(step.reply).toEqual({ type: "released", version: seq });
+    expect(step.reply).toEqual({ type: "released", version: seq, cached: false });
     expect(seq).toBeGreaterThan(created);
     expect(d.datum("d").version).toBe(seq);
     const expected = new Uint8Array(2 * PS);
@@ -556,7 +556,7 @@ describe("releases", () => {
     const d = withDatum();
     const before = d.datum("d").version;
     const step = d.release(1, d.hold(1, "d", "write"));
-    expect(step.reply).toEqual({ type: "released", version: before });
+    expect(step.reply).toEqual({ type: "released", version: before, cached: false });
     expect(d.bytes("d")).toEqual(new Uint8Array(2 * PS));
   });
 

@@ -13,7 +13,8 @@ import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, describeConfig, issuer
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot";
-import type { Output, StoreState } from "./state";
+import { RecallScheduler } from "./cached";
+import type { Output, Recall, StoreState } from "./state";
 
 export type Action =
   /** Append to the write-ahead log (issue 4 makes it durable). */
@@ -24,6 +25,8 @@ export type Action =
   | { kind: "checkpoint"; seq: number; epoch: number; snapshot: Uint8Array }
   /** Deliver a reply to the client of `output.session` (only the tail does). */
   | { kind: "reply"; output: Output }
+  /** Ask a client to give back a cached grant (only the head does; lost ones are sent again). */
+  | { kind: "recall"; recall: Recall }
   | { kind: "send"; to: number; message: PeerMessage }
   /** The configuration changed: clients must learn the new head and tail. */
   | { kind: "config"; config: ChainConfig }
@@ -102,6 +105,7 @@ const ACK_INTERVAL_MS = 5;
 
 export class Replica {
   readonly monitor = new SessionMonitor();
+  private readonly recalls = new RecallScheduler();
   status: ReplicaStatus = "booting";
   config: ChainConfig = NO_CONFIG;
   /** Epoch of the update at state.appliedSeq. */
@@ -1033,6 +1037,17 @@ export class Replica {
   }
 
   /** Flushes batched forwards and acks, and hands the actions over. */
+  /**
+   * As head: recall the cached grants that block a waiter (docs/protocol.md#cached-holds),
+   * after every event — an acquire that queued is answered by its recalls at once — and again
+   * on ticks until given back. Derived from the state, so a new head resends what is owed.
+   */
+  private recallCachedGrants(): void {
+    if (!this.isHead) return this.recalls.reset();
+    if (this.state.contended.size === 0) return;
+    for (const recall of this.recalls.due(this.state, this.nowMs)) this.out.push({ kind: "recall", recall });
+  }
+
   private finish(): Action[] {
     if (this.toForward.length > 0 && this.down) {
       for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {
@@ -1056,6 +1071,7 @@ export class Replica {
       }
       if (this.status === "member") this.retained.trim(this.ackedSeq);
     }
+    this.recallCachedGrants();
     const actions = this.out;
     this.out = [];
     return actions;

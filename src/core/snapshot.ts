@@ -82,7 +82,10 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
   const expected = offset + meta.data.reduce((n, d) => n + d.pageCount * (8 + meta.pageSize), 0);
   if (expected !== bytes.length) throw new SnapshotError(`snapshot has ${bytes.length} bytes, its metadata says ${expected}`);
   for (const datum of meta.data) {
-    state.data.set(datum.name, { ...datum, holders: [] });
+    // Fields added with cached holds are absent from older checkpoints.
+    const queue = datum.queue.map((waiter) => ({ ...waiter, cache: waiter.cache ?? false }));
+    state.data.set(datum.name, { ...datum, queue, holders: [] });
+    if (queue.length > 0) state.contended.add(datum.name);
     for (let page = datum.firstPage; page < datum.firstPage + datum.pageCount; page++) {
       const seq = view.getFloat64(offset, true);
       state.pages.write(page, bytes.subarray(offset + 8, offset + 8 + meta.pageSize), seq);
@@ -102,7 +105,8 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
     };
     state.sessions.set(s.id, session);
   }
-  for (const hold of meta.holds) {
+  for (const stored of meta.holds) {
+    const hold = { ...stored, cacheable: stored.cacheable ?? false, cached: stored.cached ?? false };
     state.holds.set(hold.id, hold);
     state.data.get(hold.name)!.holders.push(hold);
     state.sessions.get(hold.session)!.holds.add(hold.id);

@@ -33,15 +33,33 @@ export interface Hold {
   name: string;
   mode: Mode;
   reqNo: number;
+  /** The client asked to keep the hold after its release while nobody waits (a cached grant). */
+  cacheable: boolean;
+  /**
+   * Released and kept: the client may use it again locally, without a message, at any
+   * time. The servers cannot tell whether it is in use; they recall it when someone waits.
+   */
+  cached: boolean;
 }
 
-interface Waiter {
+/** The head asks `session` to give back its cached grant `holdId`: a waiter of `name` conflicts with it. */
+export interface Recall {
+  session: number;
+  holdId: number;
+  name: string;
+}
+
+export interface Waiter {
   session: number;
   reqNo: number;
   mode: Mode;
   knownCreatedSeq: number;
   cachedVersion: number;
+  cache: boolean;
 }
+
+/** Why a delete of a datum another client caches is refused; the client recalls and retries on it. */
+export const CACHED_ELSEWHERE = "is cached by another client";
 
 export interface Datum {
   name: string;
@@ -78,8 +96,12 @@ export interface DatumInfo {
   offset: number;
   /** Sequence number of the last write release (or of the creation). */
   version: number;
+  /** Holds in use: granted by a message and not released yet. */
   readers: number;
   writer: boolean;
+  /** Cached grants (released and kept; each may be in use locally, without a message). */
+  cachedReaders: number;
+  cachedWriter: boolean;
   waiters: number;
 }
 
@@ -93,6 +115,8 @@ export class StoreState {
   readonly data = new Map<string, Datum>();
   readonly sessions = new Map<number, Session>();
   readonly holds = new Map<number, Hold>();
+  /** Names of data whose queue may be non-empty: where recalls can be due (pruned by recallsDue). */
+  readonly contended = new Set<string>();
   nextHoldId = 1;
   appliedSeq = 0;
 
@@ -222,9 +246,9 @@ export class StoreState {
       case "create":
         return this.create(op.name, op.size, update.seq);
       case "delete":
-        return this.delete(op.name);
+        return this.delete(session, op.name, outputs);
       case "acquire":
-        return this.acquire(session, update.reqNo, op);
+        return this.acquire(session, update.reqNo, op, outputs);
       case "release":
         return this.release(session, op.holdId, op.pages, update.seq, outputs);
       case "cancel":
@@ -255,22 +279,34 @@ export class StoreState {
     return { type: "created", offset: firstPage * this.pageSize, size, createdSeq: seq };
   }
 
-  private delete(name: string): Reply {
+  private delete(session: Session, name: string, outputs: Output[]): Reply {
     const datum = this.data.get(name);
     if (!datum) return error("ENOENT", `no datum named "${name}"`);
-    if (datum.holders.length > 0 || datum.queue.length > 0) {
+    if (datum.queue.length > 0 || datum.holders.some((hold) => !hold.cached)) {
       return error("EBUSY", `"${name}" is held or waited for; delete it once every hold is released`);
     }
+    if (datum.holders.some((hold) => hold.session !== session.id)) {
+      // Another client may be using its cached grant right now: it must give it back first.
+      return error("EBUSY", `"${name}" ${CACHED_ELSEWHERE}; take the write hold (which recalls it), release it, then delete`);
+    }
+    for (const hold of [...datum.holders]) this.dropHold(hold);
     this.allocator.release(datum.firstPage, datum.pageCount);
     this.data.delete(name);
     return { type: "ok" };
   }
 
-  private acquire(session: Session, reqNo: number, op: Extract<Op, { type: "acquire" }>): Reply | null {
+  private acquire(session: Session, reqNo: number, op: Extract<Op, { type: "acquire" }>, outputs: Output[]): Reply | null {
     const datum = this.data.get(op.name);
     if (!datum) return error("ENOENT", `no datum named "${op.name}"`);
-    if (datum.holders.some((hold) => hold.session === session.id) || datum.queue.some((w) => w.session === session.id)) {
+    const own = datum.holders.find((hold) => hold.session === session.id);
+    if ((own && !own.cached) || datum.queue.some((w) => w.session === session.id)) {
       return error("EDEADLK", `this session already holds or waits for "${op.name}": release it first`);
+    }
+    if (own) {
+      // A client asks by message only when it does not use its cached grant (its lease ran
+      // out, or it wants another mode): the grant is given up here, and the queue moves on.
+      this.dropHold(own);
+      this.grantWaiters(datum, outputs);
     }
     if (datum.queue.length >= WAITERS_PER_DATUM_MAX) {
       return error("ELIMIT", `at most ${WAITERS_PER_DATUM_MAX} waiters on "${op.name}"`);
@@ -281,15 +317,25 @@ export class StoreState {
       mode: op.mode,
       knownCreatedSeq: op.knownCreatedSeq,
       cachedVersion: op.cachedVersion,
+      cache: op.cache === true,
     };
     if (datum.queue.length === 0 && compatible(datum, op.mode)) return this.grant(datum, waiter);
     datum.queue.push(waiter);
+    this.contended.add(datum.name);
     session.waiting.set(reqNo, datum.name);
     return null;
   }
 
   private grant(datum: Datum, waiter: Waiter): Reply {
-    const hold: Hold = { id: this.nextHoldId++, session: waiter.session, name: datum.name, mode: waiter.mode, reqNo: waiter.reqNo };
+    const hold: Hold = {
+      id: this.nextHoldId++,
+      session: waiter.session,
+      name: datum.name,
+      mode: waiter.mode,
+      reqNo: waiter.reqNo,
+      cacheable: waiter.cache,
+      cached: false,
+    };
     datum.holders.push(hold);
     this.holds.set(hold.id, hold);
     this.sessions.get(waiter.session)!.holds.add(hold.id);
@@ -336,9 +382,15 @@ export class StoreState {
       for (const page of pages) this.pages.write(page.page, page.bytes, seq);
       datum.version = seq;
     }
+    if (hold.cacheable && datum.queue.length === 0) {
+      // Nobody waits: the client keeps the hold, and uses it again without a message.
+      hold.cached = true;
+      return { type: "released", version: datum.version, cached: true };
+    }
+    // Waiters (a recall's answer, or they came while it was in use): the same update grants them.
     this.dropHold(hold);
     this.grantWaiters(datum, outputs);
-    return { type: "released", version: datum.version };
+    return { type: "released", version: datum.version, cached: false };
   }
 
   private pagesProblem(datum: Datum, pages: PageWrite[]): string | null {
@@ -416,10 +468,39 @@ export class StoreState {
       size: datum.size,
       offset: datum.firstPage * this.pageSize,
       version: datum.version,
-      readers: datum.holders.filter((h) => h.mode === "read").length,
-      writer: datum.holders.some((h) => h.mode === "write"),
+      readers: datum.holders.filter((h) => h.mode === "read" && !h.cached).length,
+      writer: datum.holders.some((h) => h.mode === "write" && !h.cached),
+      cachedReaders: datum.holders.filter((h) => h.mode === "read" && h.cached).length,
+      cachedWriter: datum.holders.some((h) => h.mode === "write" && h.cached),
       waiters: datum.queue.length,
     };
+  }
+
+  /**
+   * The recalls the head owes: every cached grant that conflicts with the first waiter of its
+   * datum. Derived from replicated state only, so any head (a new one after a failover too)
+   * sends the same ones; the head sends them again until the give-back or the session's end.
+   */
+  recallsDue(): Recall[] {
+    const recalls: Recall[] = [];
+    for (const name of this.contended) {
+      const datum = this.data.get(name);
+      if (!datum || datum.queue.length === 0) {
+        this.contended.delete(name);
+        continue;
+      }
+      recalls.push(...this.recallsOf(datum));
+    }
+    return recalls;
+  }
+
+  /** Cached grants of `datum` that block its first waiter. */
+  recallsOf(datum: Datum): Recall[] {
+    const first = datum.queue[0];
+    if (!first) return [];
+    return datum.holders
+      .filter((hold) => hold.cached && (first.mode === "write" || hold.mode === "write"))
+      .map((hold) => ({ session: hold.session, holdId: hold.id, name: datum.name }));
   }
 
   list(): DatumInfo[] {

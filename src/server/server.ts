@@ -250,7 +250,10 @@ export class Server {
         if (!this.sessionLinks.has(message.body.session)) this.bindSession(link, sessions, message.body.session);
         return this.perform(this.replica.onRequest(message.body));
       case "heartbeat":
-        if (this.replica.isHead) this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
+        if (!this.replica.isHead) return;
+        // A client that only heartbeats (it uses cached grants) must still get its recalls here.
+        if (this.sessionLinks.get(message.body.session) !== link) this.bindSession(link, sessions, message.body.session);
+        this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
         return;
       case "subscribe": {
         if (!this.replica.isTail) return this.redirect(link);
@@ -362,6 +365,10 @@ export class Server {
           break;
         case "reply":
           this.deliver(action.output);
+          break;
+        case "recall":
+          // Over the connection the session's requests or heartbeats come on (we are its head).
+          this.sessionLinks.get(action.recall.session)?.send(encodeMessage({ type: "recall", body: action.recall }));
           break;
         case "config":
           this.announceConfig();

@@ -24,6 +24,7 @@ export const MessageType = {
   config: 10,
   challenge: 11,
   auth: 12,
+  recall: 13,
 } as const;
 
 /** Bytes of the nonces and proofs of the authentication handshake. */
@@ -44,8 +45,12 @@ export type Op =
   | { type: "close_session" }
   | { type: "create"; name: string; size: number }
   | { type: "delete"; name: string }
-  /** knownCreatedSeq/cachedVersion say which bytes the client has cached (-1: none). */
-  | { type: "acquire"; name: string; mode: Mode; knownCreatedSeq: number; cachedVersion: number }
+  /**
+   * knownCreatedSeq/cachedVersion say which bytes the client has cached (-1: none).
+   * `cache`: the client keeps the hold after its release while nobody waits (a cached grant,
+   * docs/protocol.md#cached-holds); encoded as bit 0x80 of the mode byte, so older logs decode.
+   */
+  | { type: "acquire"; name: string; mode: Mode; knownCreatedSeq: number; cachedVersion: number; cache?: boolean }
   | { type: "release"; holdId: number; pages: PageWrite[] }
   /** Withdraws the acquire sent as request `acquireReqNo`: dequeued, or released if already granted. */
   | { type: "cancel"; acquireReqNo: number }
@@ -83,7 +88,8 @@ export type Reply =
       /** Pages whose last write is after this sequence number travel with the grant (-1: all). */
       sendAfter: number;
     }
-  | { type: "released"; version: number }
+  /** `cached`: the session keeps the hold as its cached grant (nobody waited); else it is gone. */
+  | { type: "released"; version: number; cached: boolean }
   /** An acquire is in the datum's queue (committed): the grant follows later. */
   | { type: "queued" }
   /** Every server of the chain wrote a checkpoint at this sequence number. */
@@ -175,7 +181,15 @@ export type Message =
   | { type: "queryReply"; body: QueryReply }
   | { type: "subscribe"; body: Subscribe }
   | { type: "error"; body: ErrorMessage }
-  | { type: "config"; body: ConfigMessage };
+  | { type: "config"; body: ConfigMessage }
+  /** The head asks the session to give back its cached grant `holdId` of `name`: another client waits. */
+  | { type: "recall"; body: Recall };
+
+export interface Recall {
+  session: number;
+  holdId: number;
+  name: string;
+}
 
 // ---- op and reply codes -------------------------------------------------
 
@@ -215,6 +229,15 @@ function decodeCode<K>(table: Map<number, K>, code: number, what: string): K {
   const name = table.get(code);
   if (name === undefined) throw new WireError(`unknown ${what} code ${code}`);
   return name;
+}
+
+/** In an acquire's mode byte: the client caches the hold after release. */
+const CACHE_BIT = 0x80;
+
+function readFlag(reader: Reader, what: string): boolean {
+  const flag = reader.u8();
+  if (flag > 1) throw new WireError(`${what} is ${flag}, not 0 or 1`);
+  return flag === 1;
 }
 
 function modeCode(mode: Mode): number {
@@ -322,7 +345,7 @@ export function writeOp(writer: Writer, op: Op): void {
       writer.str(op.name);
       return;
     case "acquire":
-      writer.str(op.name).u8(modeCode(op.mode)).f64(op.knownCreatedSeq).f64(op.cachedVersion);
+      writer.str(op.name).u8(modeCode(op.mode) | (op.cache ? CACHE_BIT : 0)).f64(op.knownCreatedSeq).f64(op.cachedVersion);
       return;
     case "release":
       writer.u53(op.holdId);
@@ -350,14 +373,14 @@ export function readOp(reader: Reader): Op {
       return { type, name: reader.str(), size: reader.u53() };
     case "delete":
       return { type, name: reader.str() };
-    case "acquire":
-      return {
-        type,
-        name: reader.str(),
-        mode: decodeMode(reader.u8()),
-        knownCreatedSeq: reader.f64(),
-        cachedVersion: reader.f64(),
-      };
+    case "acquire": {
+      const name = reader.str();
+      const modeByte = reader.u8();
+      const op: Op = { type, name, mode: decodeMode(modeByte & ~CACHE_BIT), knownCreatedSeq: reader.f64(), cachedVersion: reader.f64() };
+      // Only set when on: updates logged before cached holds existed read back unchanged.
+      if (modeByte & CACHE_BIT) op.cache = true;
+      return op;
+    }
     case "release":
       return { type, holdId: reader.u53(), pages: readPages(reader) };
     case "cancel":
@@ -425,7 +448,7 @@ export function replySize(reply: Reply): number {
     case "granted":
       return 1 + 8 + 1 + sizeOf.str(reply.name) + 8 * 5;
     case "released":
-      return 1 + 8;
+      return 1 + 8 + 1;
     case "queued":
       return 1;
     case "checkpointed":
@@ -451,7 +474,7 @@ export function writeReply(writer: Writer, reply: Reply): void {
       writer.u53(reply.offset).u53(reply.size).u53(reply.createdSeq).u53(reply.version).f64(reply.sendAfter);
       return;
     case "released":
-      writer.u53(reply.version);
+      writer.u53(reply.version).u8(reply.cached ? 1 : 0);
       return;
     case "queued":
       return;
@@ -486,7 +509,7 @@ export function readReply(reader: Reader): Reply {
         sendAfter: reader.f64(),
       };
     case "released":
-      return { type, version: reader.u53() };
+      return { type, version: reader.u53(), cached: readFlag(reader, "cached") };
     case "queued":
       return { type };
     case "checkpointed":
@@ -579,6 +602,10 @@ export function encodeMessage(message: Message): Uint8Array {
       const json = new TextEncoder().encode(message.body.json);
       return frame(MessageType.queryReply, 4 + 4 + json.length, (w) => w.u32(message.body.queryId).blob(json));
     }
+    case "recall": {
+      const b = message.body;
+      return frame(MessageType.recall, 8 + 8 + sizeOf.str(b.name), (w) => w.u53(b.session).u53(b.holdId).str(b.name));
+    }
     case "subscribe": {
       const b = message.body;
       return frame(MessageType.subscribe, 8 + 4 + 4 * b.waiting.length, (w) => {
@@ -663,6 +690,8 @@ function decodeBody(type: number, r: Reader): Message {
       for (let i = 0; i < count; i++) waiting.push(r.u32());
       return { type: "subscribe", body: { session, waiting } };
     }
+    case MessageType.recall:
+      return { type: "recall", body: { session: r.u53(), holdId: r.u53(), name: r.str() } };
     case MessageType.error:
       return { type: "error", body: { code: r.str(), message: r.str() } };
     case MessageType.config: {

@@ -1,0 +1,36 @@
+/**
+ * The head's side of cached holds: which recalls to send now. What is owed comes from
+ * replicated state alone (StoreState.recallsDue: cached grants that block a datum's first
+ * waiter), so a new head owes exactly what the old one did; this only spaces the sends.
+ * A recall is sent when first due, then again every RECALL_RESEND_MS until the give-back
+ * (or the session's end) is applied: a recall lost with a connection, or sent by a head
+ * that failed, is sent again by whoever is head.
+ */
+import { RECALL_RESEND_MS } from "../constants";
+import type { Recall, StoreState } from "./state";
+
+export class RecallScheduler {
+  /** Hold id → when its recall was last sent (soft state: a new head starts empty). */
+  private readonly sentAtMs = new Map<number, number>();
+
+  /** The recalls to send at `nowMs`. */
+  due(state: StoreState, nowMs: number): Recall[] {
+    const owed = state.recallsDue();
+    const send: Recall[] = [];
+    const owedIds = new Set<number>();
+    for (const recall of owed) {
+      owedIds.add(recall.holdId);
+      const last = this.sentAtMs.get(recall.holdId);
+      if (last !== undefined && nowMs - last < RECALL_RESEND_MS) continue;
+      this.sentAtMs.set(recall.holdId, nowMs);
+      send.push(recall);
+    }
+    for (const holdId of this.sentAtMs.keys()) if (!owedIds.has(holdId)) this.sentAtMs.delete(holdId);
+    return send;
+  }
+
+  /** This server stopped being head, or its state was replaced: send everything afresh when head. */
+  reset(): void {
+    this.sentAtMs.clear();
+  }
+}
