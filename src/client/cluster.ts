@@ -6,7 +6,7 @@
  * original number; the servers deduplicate, so each applies once.
  */
 import { PStoreError } from "../errors";
-import type { Message, Op, QueryKind, ReplyMessage, Welcome } from "../wire";
+import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
 import { Connection, remoteError } from "./connection";
 
 /** A request with no reply (nor "queued") for this long makes us look for the chain again. */
@@ -31,6 +31,8 @@ interface PendingRequest {
   /** A cancel was sent: a late grant must be ignored (the cancel released it). */
   cancelled: boolean;
   sentAtMs: number;
+  /** When it was first sent: an answer proves the head heard the session at or after this. */
+  firstSentAtMs: number;
   /** When a head first answered that it cannot serve (no majority), and what it said. */
   unavailable?: { sinceMs: number; message: string };
 }
@@ -60,6 +62,10 @@ export class ClusterLink {
   /** The first welcome: the segment's geometry. */
   geometry: Welcome | null = null;
   requestsSent = 0;
+  /** The servers answered a request of the current session first sent at this time (the cached holds' lease). */
+  onAnswered: ((firstSentAtMs: number) => void) | null = null;
+  /** The head recalls a cached grant of the current session. */
+  onRecall: ((recall: Recall) => void) | null = null;
 
   constructor(
     private readonly servers: string[],
@@ -92,7 +98,8 @@ export class ClusterLink {
     const reqNo = this.nextReqNo++;
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
+      const now = performance.now();
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now });
     });
     this.sendRequest(reqNo, this.pending.get(reqNo)!);
     this.updateActivity();
@@ -345,6 +352,9 @@ export class ClusterLink {
       case "queryReply":
         this.onQueryReply(message.body.queryId, message.body.json);
         break;
+      case "recall":
+        if (message.body.session === this.session) this.onRecall?.(message.body);
+        break;
       case "config":
         if (message.body.epoch !== this.epoch || message.body.chain.join() !== this.chain.join()) this.scheduleRefresh();
         break;
@@ -361,11 +371,13 @@ export class ClusterLink {
     if (!waiting || body.session !== waiting.session) return; // a duplicate after failover
     const { reply } = body;
     if (reply.type === "queued") {
+      if (waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);
       waiting.queued = true;
       waiting.unavailable = undefined; // a serving head took it: it may now wait as long as it must
       return;
     }
     if (reply.type === "error" && reply.code === "EUNAVAILABLE") return this.onUnavailable(waiting, reply.message);
+    if (reply.type !== "error" && waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);
     this.pending.delete(body.reqNo);
     if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
     else if (!waiting.cancelled) waiting.resolve(body);

@@ -5,11 +5,13 @@
  * dirty); a write release ships the dirty pages only.
  */
 import { readFileSync } from "node:fs";
-import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
+import { DEFAULT_SERVERS, DELETE_RECALL_WAIT_MS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
+import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
-import { type Mode, type Op, type PageWrite, type Reply, type ReplyMessage, packPages } from "../wire";
+import { type Mode, type Op, type PageWrite, type Recall, type Reply, type ReplyMessage, packPages } from "../wire";
+import { GrantCache } from "./cache";
 import { ClusterLink } from "./cluster";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
@@ -29,6 +31,7 @@ interface ClientHold {
 interface CacheEntry {
   firstPage: number;
   pageCount: number;
+  size: number;
   createdSeq: number;
   version: number;
 }
@@ -57,11 +60,16 @@ class ClientStore implements Store {
   /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
   private sessionLost = false;
   private renewing: Promise<void> | null = null;
-  private readonly counters = { pagesSent: 0, pagesReceived: 0 };
+  private readonly counters = { pagesSent: 0, pagesReceived: 0, recallsAnswered: 0 };
+  /** Cached holds (null: cacheHolds false): which grants this session keeps after release. */
+  private readonly grants: GrantCache | null;
+  /** A release or give-back in flight per datum: an access waits for it before deciding. */
+  private readonly settling = new Map<string, Promise<void>>();
 
   constructor(options: ConnectOptions) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
+    this.grants = options.cacheHolds === false ? null : new GrantCache();
     this.cluster = new ClusterLink(
       resolveServers(options.servers),
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
@@ -69,6 +77,11 @@ class ClientStore implements Store {
       options.secret ?? (process.env.PSTORE_SECRET || undefined),
       readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)),
     );
+    if (this.grants) {
+      const grants = this.grants;
+      this.cluster.onAnswered = (firstSentAtMs) => grants.renewLease(firstSentAtMs);
+      this.cluster.onRecall = (recall) => this.onRecall(recall);
+    }
   }
 
   async open(): Promise<void> {
@@ -88,13 +101,17 @@ class ClientStore implements Store {
 
   private async openSession(): Promise<number> {
     const opened = await this.cluster.request({ type: "open_session", timeoutMs: this.sessionTimeoutMs });
-    return opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
+    const timeoutMs = opened.reply.type === "session" ? opened.reply.timeoutMs : SESSION_TIMEOUT_MS_DEFAULT;
+    this.grants?.setSessionTimeout(timeoutMs);
+    return timeoutMs;
   }
 
   /** After ESESSION: the old holds are void; a new session serves the next calls. */
   private loseSession(): void {
     if (this.sessionLost) return;
     this.sessionLost = true;
+    // Its cached grants went with it: nothing more is granted locally.
+    this.grants?.clear();
     for (const hold of this.holds.values()) {
       this.segment.protect(hold.firstPage, hold.pageCount, "none");
       // Bytes written under a lost write hold never reached the servers.
@@ -141,8 +158,38 @@ class ClientStore implements Store {
 
   async delete(name: string): Promise<void> {
     checkName(name);
-    await this.request({ type: "delete", name });
+    if (this.grants) await this.deleteCached(name, this.grants);
+    else await this.request({ type: "delete", name });
     this.cache.delete(name);
+  }
+
+  /** The servers drop our own cached grant with the datum; another client's is recalled first. */
+  private async deleteCached(name: string, grants: GrantCache): Promise<void> {
+    for (let grant = grants.get(name); grant; grant = grants.get(name)) {
+      if (grant.using) throw new PStoreError("EBUSY", `"${name}" is held or waited for; delete it once every hold is released`);
+      if (!grant.inFlight) break;
+      const inFlight = this.settling.get(name);
+      if (!inFlight) break;
+      await inFlight;
+    }
+    // Not granted locally again: the delete takes it (if it fails, the next access asks the servers).
+    grants.forget(name);
+    try {
+      await this.request({ type: "delete", name });
+      return;
+    } catch (error) {
+      if (!(error instanceof PStoreError && error.code === "EBUSY" && error.message.includes(CACHED_ELSEWHERE))) throw error;
+    }
+    // Taking the write hold recalls the other grants; released, it is ours and cached.
+    const view = await this.access(name, "write", { timeoutMs: DELETE_RECALL_WAIT_MS }).catch((error) => {
+      if (error instanceof PStoreError && error.code === "ETIMEDOUT") {
+        throw new PStoreError("EBUSY", `"${name}" stayed held by another client for ${DELETE_RECALL_WAIT_MS} ms; delete it once every hold is released`);
+      }
+      throw error;
+    });
+    await this.releaseReadWrite(view);
+    grants.forget(name);
+    await this.request({ type: "delete", name });
   }
 
   async list(): Promise<DatumInfo[]> {
@@ -189,7 +236,7 @@ class ClientStore implements Store {
   }
 
   stats(): ClientStats {
-    return { requests: this.cluster.requestsSent, ...this.counters };
+    return { requests: this.cluster.requestsSent, ...this.counters, localGrants: this.grants?.localGrants ?? 0 };
   }
 
   async close(): Promise<void> {
@@ -197,6 +244,7 @@ class ClientStore implements Store {
     this.closed = true;
     for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.clear();
+    this.grants?.clear();
     if (this.cluster.isOpen) {
       // Releases our holds at once; without it they go when the session expires.
       await withTimeout(this.cluster.request({ type: "close_session" }), 2000).catch(() => {});
@@ -211,6 +259,11 @@ class ClientStore implements Store {
   private async access(name: string, mode: Mode, options: AccessOptions = {}): Promise<Uint8Array> {
     checkName(name);
     options.signal?.throwIfAborted?.();
+    this.throwIfClosed();
+    if (this.grants) {
+      const local = await this.accessCached(name, mode, this.grants);
+      if (local) return local;
+    }
     const cached = this.cache.get(name);
     const op: Op = {
       type: "acquire",
@@ -218,8 +271,8 @@ class ClientStore implements Store {
       mode,
       knownCreatedSeq: cached ? cached.createdSeq : -1,
       cachedVersion: cached ? cached.version : -1,
+      cache: this.grants !== null,
     };
-    this.throwIfClosed();
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
     const granted = this.send(op);
@@ -234,6 +287,36 @@ class ClientStore implements Store {
     }
     const reply = message.reply as Extract<Reply, { type: "granted" }>;
     return this.mapGrant(reply, message.pages);
+  }
+
+  /** A use of our cached grant, granted here without a message; null when the servers must be asked. */
+  private async accessCached(name: string, mode: Mode, grants: GrantCache): Promise<Uint8Array | null> {
+    for (;;) {
+      const step = grants.decide(name, mode, performance.now());
+      if (step.kind === "acquire") return null;
+      if (step.kind === "deadlock") throw new PStoreError("EDEADLK", `this session already holds or waits for "${name}": release it first`);
+      if (step.kind === "wait") {
+        const inFlight = this.settling.get(name);
+        if (!inFlight) {
+          // Nothing to wait for (cannot happen): giving the grant up is always safe.
+          grants.forget(name);
+          return null;
+        }
+        await inFlight;
+        continue;
+      }
+      const entry = this.cache.get(name);
+      if (!entry) {
+        // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
+        grants.forget(name);
+        return null;
+      }
+      grants.useLocally(step.grant, mode);
+      this.segment.protect(entry.firstPage, entry.pageCount, mode);
+      const hold = { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq };
+      this.holds.set(entry.firstPage, hold);
+      return this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
+    }
   }
 
   /** Rejects when the wait times out or is aborted, after the cancel is applied (the queue is clean). */
@@ -279,7 +362,8 @@ class ClientStore implements Store {
     this.counters.pagesReceived += pages.length;
     this.segment.protect(firstPage, pageCount, reply.mode);
     this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
-    this.cache.set(reply.name, { firstPage, pageCount, createdSeq: reply.createdSeq, version: reply.version });
+    this.cache.set(reply.name, { firstPage, pageCount, size: reply.size, createdSeq: reply.createdSeq, version: reply.version });
+    this.grants?.granted(reply.holdId, reply.name, reply.mode);
     return this.segment.view(reply.offset, reply.size);
   }
 
@@ -287,7 +371,10 @@ class ClientStore implements Store {
   private forgetOverlapping(name: string, firstPage: number, pageCount: number): void {
     for (const [other, entry] of this.cache) {
       if (other === name) continue;
-      if (entry.firstPage < firstPage + pageCount && firstPage < entry.firstPage + entry.pageCount) this.cache.delete(other);
+      if (entry.firstPage < firstPage + pageCount && firstPage < entry.firstPage + entry.pageCount) {
+        this.cache.delete(other);
+        this.grants?.forget(other);
+      }
     }
   }
 
@@ -307,6 +394,7 @@ class ClientStore implements Store {
   private async release(view: ArrayBufferView, mode: Mode): Promise<void> {
     this.throwIfClosed();
     const hold = this.holdOf(view, mode);
+    if (this.grants) return this.releaseCached(hold, mode, this.grants);
     // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
     const pages: PageWrite[] =
       mode === "write"
@@ -330,12 +418,85 @@ class ClientStore implements Store {
     }
   }
 
+  /**
+   * Ends a use of a cached-holds session. A write ships its pages (a replicated update, as
+   * always); a read of a grant the servers record as cached sends nothing; a recalled grant
+   * goes back. The servers say in the reply whether the grant stays cached.
+   */
+  private async releaseCached(hold: ClientHold, mode: Mode, grants: GrantCache): Promise<void> {
+    const pages: PageWrite[] =
+      mode === "write"
+        ? packPages(this.segment.dirtyPages(hold.firstPage, hold.pageCount), this.segment.pageSize, new Uint8Array(this.segment.buffer))
+        : [];
+    this.holds.delete(hold.firstPage);
+    const step = grants.endUse(hold.name);
+    if (step === "nothing") {
+      this.segment.protect(hold.firstPage, hold.pageCount, "none");
+      return;
+    }
+    this.counters.pagesSent += pages.length;
+    const returned = this.giveBack(hold.name, hold.holdId, pages, hold.createdSeq, grants);
+    this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    await returned;
+  }
+
+  /**
+   * Sends a release of `holdId` (pages, or none: a read's release, a give-back) and follows
+   * its answer: the grant stays cached or goes; a recall that came meanwhile is answered.
+   * Until the answer, accesses of the datum wait (the servers decide whether it stays ours).
+   */
+  private giveBack(name: string, holdId: number, pages: PageWrite[], createdSeq: number, grants: GrantCache): Promise<void> {
+    // A grant we forgot is given back without holding up the datum's accesses (they do not rest on it).
+    const tracked = grants.get(name)?.holdId === holdId;
+    let settled: Promise<void> | undefined;
+    const done = (async () => {
+      let again = false;
+      try {
+        const message = await this.send({ type: "release", holdId, pages });
+        const reply = message.reply as Extract<Reply, { type: "released" }>;
+        const entry = this.cache.get(name);
+        if (entry && entry.createdSeq === createdSeq) entry.version = reply.version;
+        again = grants.released(holdId, reply.cached) === "give-back";
+      } catch (error) {
+        if (tracked) grants.forget(name);
+        // The servers did not take these bytes: the local copy is no longer theirs.
+        if (pages.length > 0) this.cache.delete(name);
+        throw error;
+      } finally {
+        if (this.settling.get(name) === settled) this.settling.delete(name);
+      }
+      if (again) this.answerRecall(name, holdId, createdSeq, grants);
+    })();
+    if (tracked) {
+      settled = done.catch(() => {});
+      this.settling.set(name, settled);
+    }
+    return done;
+  }
+
+  /** From the event loop, never waiting on user code: the grant goes back now. */
+  private answerRecall(name: string, holdId: number, createdSeq: number, grants: GrantCache): void {
+    this.counters.recallsAnswered++;
+    this.giveBack(name, holdId, [], createdSeq, grants).catch(() => {});
+  }
+
+  private onRecall(recall: Recall): void {
+    const grants = this.grants;
+    if (!grants || this.closed || this.sessionLost) return;
+    if (!grants.recall(recall.holdId)) return; // the use's release gives it back
+    const known = grants.get(recall.name);
+    const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;
+    this.answerRecall(recall.name, recall.holdId, createdSeq, grants);
+  }
+
   /** Drops a write hold without shipping: the local bytes are discarded. */
   private async abandon(view: ArrayBufferView): Promise<void> {
     const hold = this.holdOf(view, "write");
     this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.delete(hold.firstPage);
     this.cache.delete(hold.name);
+    // The local bytes are not the servers': never granted locally again.
+    this.grants?.forget(hold.name);
     await this.request({ type: "release", holdId: hold.holdId, pages: [] });
   }
 

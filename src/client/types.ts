@@ -13,6 +13,12 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** How long to keep looking for a serving chain after a failure before failing with EUNAVAILABLE. */
   failoverTimeoutMs?: number;
+  /**
+   * Keep holds after release while no other client wants them, and grant the next access
+   * locally, without a message (default true; docs/protocol.md#cached-holds). false: every
+   * access and release is a request, as before cached holds.
+   */
+  cacheHolds?: boolean;
 }
 
 export interface AccessOptions {
@@ -48,6 +54,10 @@ export interface ClientStats {
   requests: number;
   pagesSent: number;
   pagesReceived: number;
+  /** Accesses granted from a cached grant, without a message. */
+  localGrants: number;
+  /** Cached grants given back to the servers because another client asked for the datum. */
+  recallsAnswered: number;
 }
 
 export interface Store {
