@@ -60,7 +60,7 @@ class ClientStore implements Store {
   /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
   private sessionLost = false;
   private renewing: Promise<void> | null = null;
-  private readonly counters = { pagesSent: 0, pagesReceived: 0, recallsAnswered: 0 };
+  private readonly counters = { pagesSent: 0, pagesReceived: 0, recalls: 0 };
   /** Cached holds (null: cacheHolds false): which grants this session keeps after release. */
   private readonly grants: GrantCache | null;
   /** A release or give-back in flight per datum: an access waits for it before deciding. */
@@ -476,13 +476,13 @@ class ClientStore implements Store {
 
   /** From the event loop, never waiting on user code: the grant goes back now. */
   private answerRecall(name: string, holdId: number, createdSeq: number, grants: GrantCache): void {
-    this.counters.recallsAnswered++;
     this.giveBack(name, holdId, [], createdSeq, grants).catch(() => {});
   }
 
   private onRecall(recall: Recall): void {
     const grants = this.grants;
     if (!grants || this.closed || this.sessionLost) return;
+    this.counters.recalls++;
     if (!grants.recall(recall.holdId)) return; // the use's release gives it back
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;

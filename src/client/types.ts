@@ -56,8 +56,8 @@ export interface ClientStats {
   pagesReceived: number;
   /** Accesses granted from a cached grant, without a message. */
   localGrants: number;
-  /** Cached grants given back to the servers because another client asked for the datum. */
-  recallsAnswered: number;
+  /** Recalls of our cached grants by the head (another client asked): each answered by a give-back or by the release of the use in progress. */
+  recalls: number;
 }
 
 export interface Store {
