@@ -62,5 +62,11 @@ export const RECALL_RESEND_MS = 200;
  * heard it at or after that instant, so the session lives at least a timeout from then.
  */
 export const CACHE_LEASE_FRACTION = 0.75;
+/**
+ * After a recall of a datum, the client's acquires of it ask not to cache for this long: on
+ * data that clients take turns on, a release that hands over directly costs one chain pass,
+ * a cached grant a recall and a give-back more. One recall per this period re-tests.
+ */
+export const CACHE_BACKOFF_MS = 50;
 /** A delete that finds the datum cached by another client recalls it and waits at most this long (then EBUSY). */
 export const DELETE_RECALL_WAIT_MS = 2000;

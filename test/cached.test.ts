@@ -308,14 +308,14 @@ describe("GrantCache: local grants only while the servers record the grant as ca
 
   test("a recall of an idle grant is answered at once; in use, by the end of the use; during a release, after its reply", () => {
     const idle = cachedWrite();
-    expect(idle.recall(7)).toBe(true);
+    expect(idle.recall(7, "d", 0)).toBe(true);
     expect(idle.decide("d", "read", 1).kind).toBe("wait");
 
     const busy = cachedWrite();
     const step = busy.decide("d", "read", 1);
     if (step.kind !== "local") throw new Error("expected a local grant");
     busy.useLocally(step.grant, "read");
-    expect(busy.recall(7)).toBe(false);
+    expect(busy.recall(7, "d", 0)).toBe(false);
     expect(busy.endUse("d")).toBe("give-back");
 
     const releasing = cachedWrite();
@@ -324,7 +324,7 @@ describe("GrantCache: local grants only while the servers record the grant as ca
     releasing.useLocally(use.grant, "write");
     expect(releasing.endUse("d")).toBe("release");
     // The recall crosses the release: the release reply says the waiter had gone (kept)...
-    expect(releasing.recall(7)).toBe(false);
+    expect(releasing.recall(7, "d", 0)).toBe(false);
     expect(releasing.released(7, true)).toBe("give-back");
     // ...and the give-back comes back: not cached any more.
     expect(releasing.released(7, false)).toBe("nothing");
@@ -333,7 +333,7 @@ describe("GrantCache: local grants only while the servers record the grant as ca
 
   test("a recall of a grant we gave up is answered too; after the session is lost nothing is local", () => {
     const grants = cachedWrite();
-    expect(grants.recall(99)).toBe(true);
+    expect(grants.recall(99, "d", 0)).toBe(true);
     grants.clear();
     expect(grants.decide("d", "read", 1).kind).toBe("acquire");
   });

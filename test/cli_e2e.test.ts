@@ -98,7 +98,7 @@ describe("serve and a piped shell", () => {
       "ok",
       "0x0000ff00",
       "compteur msg",
-      expect.stringMatching(/^name=compteur size=4 offset=\d+ version=\d+ readers=0 writer=no waiters=0$/),
+      expect.stringMatching(/^name=compteur size=4 offset=\d+ version=\d+ readers=0 writer=no cached=(none|writer) waiters=0$/),
       "ok",
       "compteur",
     ]);

@@ -200,7 +200,7 @@ describe("shell commands", () => {
       'a "two words"',
     ]);
     expect([...ctx.names]).toEqual(["a", "two words"]);
-    expect(await run(ctx, "stat a")).toEqual(["name=a size=4 offset=0 version=1 readers=0 writer=no waiters=0"]);
+    expect(await run(ctx, "stat a")).toEqual(["name=a size=4 offset=0 version=1 readers=0 writer=no cached=none waiters=0"]);
     expect(await run(ctx, 'delete "two words"', "ls", "rm a", "stat a")).toEqual(["ok", "a", "ok", 'error ENOENT: no datum named "a"']);
     expect([...ctx.names]).toEqual([]);
     expect(await run(ctx, "status")).toEqual([

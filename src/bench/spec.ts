@@ -1,7 +1,7 @@
 /** What a benchmark run is asked to do: the names and shapes the CLI checks before loading the engine. */
 import type { Budget } from "./loop.ts";
 
-export const WORKLOADS = ["cycle", "read", "contended", "large", "failover"] as const;
+export const WORKLOADS = ["cycle", "read", "contended", "large", "failover", "pingpong"] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 export const VICTIMS = ["head", "middle", "tail"] as const;
 export type Victim = (typeof VICTIMS)[number];

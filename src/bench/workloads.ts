@@ -10,6 +10,8 @@
  *              release is timed against the release of a rewritten 4 KiB datum
  *   failover   cycle, and a kill -9 of the head, middle or tail server a third of the way in;
  *              reports the longest pause in acknowledged writes after the kill
+ *   pingpong   2 clients take turns rewriting one datum: with cached holds every access
+ *              recalls the other's grant (caching's worst case); one op is one use
  *
  * Every datum is named with the run's prefix and deleted at the end, so a run
  * against a shared cluster leaves nothing behind.
@@ -44,6 +46,8 @@ export interface BenchTarget {
   cluster?: KillableCluster;
   /** Prefix of every datum name the run creates. */
   prefix: string;
+  /** connect({ cacheHolds }) of every client; default true. */
+  cacheHolds?: boolean;
 }
 
 export interface RunHooks {
@@ -84,6 +88,8 @@ export async function runWorkload(target: BenchTarget, spec: WorkloadSpec, hooks
       return _large(target, spec, hooks);
     case "failover":
       return _failover(target, spec, hooks);
+    case "pingpong":
+      return _pingpong(target, spec, hooks);
   }
 }
 
@@ -162,6 +168,41 @@ async function _contended(target: BenchTarget, spec: WorkloadSpec, hooks: RunHoo
       acknowledged,
       counter_ok: counter === acknowledged,
     };
+  });
+}
+
+/**
+ * Two clients take strict turns on one datum: access for writing, rewrite it, release,
+ * pass the turn. An op's latency includes waiting for the turn; `use_us` is one use alone
+ * (access to acknowledged release), the figure to compare with a lock cycle.
+ */
+async function _pingpong(target: BenchTarget, spec: WorkloadSpec, hooks: RunHooks): Promise<BenchResult> {
+  const name = `${target.prefix}pingpong`;
+  return _withStores(target, hooks, 2, [name], spec.size, async (stores) => {
+    let turn = 0;
+    const waiting: ((() => void) | null)[] = [null, null];
+    const use = new LatencyRecorder();
+    const access = new LatencyRecorder();
+    const op = async (client: number, iteration: number, measuring: boolean) => {
+      if (turn !== client) await new Promise<void>((resolve) => (waiting[client] = resolve));
+      const store = stores[client]!;
+      const t0 = performance.now();
+      const view = await store.accessReadWrite(name);
+      const t1 = performance.now();
+      view.fill(iteration & 0xff);
+      await store.releaseReadWrite(view);
+      if (measuring) {
+        access.add((t1 - t0) * 1000);
+        use.add((performance.now() - t0) * 1000);
+      }
+      turn = 1 - client;
+      const next = waiting[turn];
+      waiting[turn] = null;
+      next?.();
+    };
+    const run = await runLoop({ ...loopBase({ ...spec, clients: 2 }, hooks, "pingpong"), op });
+    const recalls = stores.reduce((total, store) => total + store.stats().recalls, 0);
+    return { ...resultOf("pingpong", 2, spec.size, run), use_us: use.summary(), access_us: access.summary(), recalls };
   });
 }
 
@@ -267,7 +308,7 @@ async function _withStores<T>(
   size: number,
   body: (stores: Store[]) => Promise<T>,
 ): Promise<T> {
-  const options: ConnectOptions = { servers: target.servers, secret: target.secret, failoverTimeoutMs: 20_000 };
+  const options: ConnectOptions = { servers: target.servers, secret: target.secret, failoverTimeoutMs: 20_000, cacheHolds: target.cacheHolds ?? true };
   const opened = await Promise.allSettled(Array.from({ length: count }, () => connect(options)));
   const stores = opened.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
   const created: string[] = [];

@@ -41,7 +41,7 @@ const DURATION_DEFAULT = "5s";
 const WARMUP_DEFAULT = "1s";
 const WORKLOADS_DEFAULT = "cycle,read,contended,large";
 /** Clients per workload when --clients is not given. */
-const CLIENTS_DEFAULT: Record<string, number> = { cycle: 1, read: 1, contended: 8, large: 1, failover: 8 };
+const CLIENTS_DEFAULT: Record<string, number> = { cycle: 1, read: 1, contended: 8, large: 1, failover: 8, pingpong: 2 };
 /** The exit code of a run stopped by Ctrl-C (128 + SIGINT). */
 const EXIT_INTERRUPTED = 130;
 
@@ -57,7 +57,9 @@ export const examples = [
   "read (accessRead, read, releaseRead), contended (all clients increment one counter; exit 1",
   "if the final counter differs from the acknowledged increments), large (a 64 MiB datum:",
   "whole rewrites in MB/s, and the release of a 1-byte change against a 4 KiB release; one",
-  "client), failover (cycle, and kill -9 of --victim a third of the way in; --local only).",
+  "client), failover (cycle, and kill -9 of --victim a third of the way in; --local only),",
+  "pingpong (2 clients take turns rewriting one datum: every access recalls the other's grant).",
+  "--no-cache: the clients do not cache holds (every access and release is a request).",
   "",
   "--json prints one object per workload and client count on one line: workload, clients,",
   "size, ops, seconds, ops_per_s, latency_us {p50,p90,p99,max,mean}, and the workload's own",
@@ -93,6 +95,7 @@ export default defineCommand({
     size: { type: "string", valueHint: "size", default: "4KiB", description: "Datum size of cycle, read and failover" },
     victim: { type: "enum", options: [...VICTIMS], default: "head", description: "The server failover kills" },
     json: { type: "boolean", description: "One JSON object per workload on one line, on stdout" },
+    cache: { type: "boolean", default: true, description: "Clients cache holds after release (--no-cache: every access is a request)" },
     secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
     ...logArgs,
   },
@@ -123,6 +126,7 @@ export default defineCommand({
         secret: plan.secret,
         cluster: local?.cluster,
         prefix: bench.runPrefix(),
+        cacheHolds: plan.cacheHolds,
       };
       const results: BenchResult[] = [];
       for (const spec of plan.specs) {
@@ -193,7 +197,7 @@ async function _measure(
       if (local) loaded = { server_rss_kib: bench.serversRss(local.cluster.pids), data_bytes: dataBytes, segment_size: plan.segmentSize };
     },
   });
-  return { ...result, servers: target.servers.length, ...(local ? { fsync: plan.fsync } : {}), ...(loaded ?? {}) };
+  return { ...result, servers: target.servers.length, cache: plan.cacheHolds, ...(local ? { fsync: plan.fsync } : {}), ...(loaded ?? {}) };
 }
 
 function _printTable(
@@ -217,6 +221,8 @@ interface _Plan {
   fsync: FsyncMode;
   segmentSize: number;
   secret: string | undefined;
+  /** The clients cache holds (--no-cache: false). */
+  cacheHolds: boolean;
   specs: WorkloadSpec[];
 }
 
@@ -242,8 +248,8 @@ function _plan(args: Record<string, any>, rawArgs: string[]): _Plan {
   const budget = args.ops !== undefined ? { ops: parseCount(args.ops, "--ops", OPS_MAX) } : { durationMs: parseDuration(args.duration ?? DURATION_DEFAULT, "--duration", false) };
   const warmupMs = parseDuration(args.warmup, "--warmup", true);
   const specs = workloads.flatMap((workload) => {
-    // large is one client on one datum: a client count list does not multiply it.
-    const counts = workload === "large" ? [1] : (clientCounts ?? [CLIENTS_DEFAULT[workload]!]);
+    // large is one client on one datum, pingpong two: a client count list does not multiply them.
+    const counts = workload === "large" ? [1] : workload === "pingpong" ? [2] : (clientCounts ?? [CLIENTS_DEFAULT[workload]!]);
     return counts.map((clients) => ({ workload, clients, size, budget, warmupMs, victim: args.victim }));
   });
   return {
@@ -252,6 +258,7 @@ function _plan(args: Record<string, any>, rawArgs: string[]): _Plan {
     fsync: args.fsync as FsyncMode,
     segmentSize: parseSegmentSize(args["segment-size"]),
     secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+    cacheHolds: args.cache !== false,
     specs,
   };
 }

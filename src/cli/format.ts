@@ -47,6 +47,7 @@ export function formatDatumLine(info: DatumInfo): string {
     `version=${info.version}`,
     `readers=${info.readers}`,
     `writer=${info.writer ? "yes" : "no"}`,
+    `cached=${_cached(info)}`,
     `waiters=${info.waiters}`,
   ].join(" ");
 }
@@ -64,9 +65,19 @@ export function formatDatumTable(data: DatumInfo[], style: Style): string {
 }
 
 function _holds(info: DatumInfo): string {
-  if (info.writer) return "writer";
-  if (info.readers > 0) return `${info.readers} reader${info.readers > 1 ? "s" : ""}`;
-  return "-";
+  const inUse = info.writer ? "writer" : info.readers > 0 ? `${info.readers} reader${info.readers > 1 ? "s" : ""}` : "";
+  const cached = _cached(info);
+  if (cached === "none") return inUse || "-";
+  return inUse ? `${inUse}, cached ${cached}` : `cached ${cached}`;
+}
+
+/** Cached grants (released, kept by their clients, each perhaps in use without a message): apart from holds in use. */
+function _cached(info: DatumInfo): string {
+  // Absent from servers older than cached holds.
+  if (info.cachedWriter) return "writer";
+  const readers = info.cachedReaders ?? 0;
+  if (readers > 0) return `${readers} reader${readers > 1 ? "s" : ""}`;
+  return "none";
 }
 
 /** A word as the shell's tokenizer reads it back: bare when plain, else in double quotes with escapes. */

@@ -12,7 +12,7 @@
  * - a recall is answered at once when the grant is idle, else by the release that ends
  *   the use: never by waiting on user code.
  */
-import { CACHE_LEASE_FRACTION } from "../constants";
+import { CACHE_BACKOFF_MS, CACHE_LEASE_FRACTION } from "../constants";
 import type { Mode } from "../wire";
 
 export interface CachedGrant {
@@ -42,6 +42,8 @@ export class GrantCache {
   private readonly grants = new Map<string, CachedGrant>();
   private readonly byHoldId = new Map<number, CachedGrant>();
   private leaseUntilMs = -Infinity;
+  /** When each datum was last recalled from us: contended data are not cached for a while. */
+  private readonly recalledAtMs = new Map<string, number>();
   private leaseMs = 0;
   /** Uses granted locally (no message), for stats and tests. */
   localGrants = 0;
@@ -74,6 +76,15 @@ export class GrantCache {
     // The acquire gives the cached grant up at the servers (StoreState.acquire).
     this.forget(name);
     return { kind: "acquire" };
+  }
+
+  /** Whether an acquire of `name` asks to keep the grant after release (not right after a recall of it). */
+  shouldCache(name: string, nowMs: number): boolean {
+    const recalled = this.recalledAtMs.get(name);
+    if (recalled === undefined) return true;
+    if (nowMs - recalled < CACHE_BACKOFF_MS) return false;
+    this.recalledAtMs.delete(name);
+    return true;
   }
 
   /** A local use begins (decide said "local"). */
@@ -128,7 +139,8 @@ export class GrantCache {
    * given back too: the servers recall only grants released as cached, which no use of ours
    * rests on once forgotten, and a give-back the servers no longer need is refused harmlessly.
    */
-  recall(holdId: number): boolean {
+  recall(holdId: number, name: string, nowMs: number): boolean {
+    this.recalledAtMs.set(name, nowMs);
     const grant = this.byHoldId.get(holdId);
     if (!grant) return true;
     grant.recalled = true;

@@ -271,7 +271,7 @@ class ClientStore implements Store {
       mode,
       knownCreatedSeq: cached ? cached.createdSeq : -1,
       cachedVersion: cached ? cached.version : -1,
-      cache: this.grants !== null,
+      cache: this.grants?.shouldCache(name, performance.now()) ?? false,
     };
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
@@ -483,7 +483,7 @@ class ClientStore implements Store {
     const grants = this.grants;
     if (!grants || this.closed || this.sessionLost) return;
     this.counters.recalls++;
-    if (!grants.recall(recall.holdId)) return; // the use's release gives it back
+    if (!grants.recall(recall.holdId, recall.name, performance.now())) return; // the use's release gives it back
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;
     this.answerRecall(recall.name, recall.holdId, createdSeq, grants);
