@@ -121,18 +121,25 @@ interface Env {
 const SIZE = 4096;
 const LARGE_DATUM_BYTES = 64 * 1024 * 1024;
 
-function pstoreCell(env: Env, key: string, title: string, fsync: "off" | "always", spec: Omit<WorkloadSpec, "warmupMs" | "victim" | "budget">): Cell {
+function pstoreCell(
+  env: Env,
+  key: string,
+  title: string,
+  fsync: "off" | "always",
+  spec: Omit<WorkloadSpec, "warmupMs" | "victim" | "budget">,
+  cacheHolds = true,
+): Cell {
   const { cellMs, warmupMs } = env.options;
   const budgetMs = spec.workload === "large" ? cellMs * 2 : cellMs;
   return {
     key,
     system: "pstore",
     title,
-    command: `pstore bench --local 3 --fsync ${fsync} --workload ${spec.workload} --clients ${spec.clients} --duration ${budgetMs}ms --warmup ${warmupMs}ms`,
+    command: `pstore bench --local 3 --fsync ${fsync} --workload ${spec.workload} --clients ${spec.clients} --duration ${budgetMs}ms --warmup ${warmupMs}ms${cacheHolds ? "" : " --no-cache"}`,
     run: async (signal) => {
       const cluster = await ensurePstore(env, fsync);
       const result = await runWorkload(
-        { servers: cluster.servers, cluster, prefix: runPrefix() },
+        { servers: cluster.servers, cluster, prefix: runPrefix(), cacheHolds },
         { ...spec, budget: { durationMs: budgetMs }, warmupMs, victim: "head" },
         { signal },
       );
@@ -212,6 +219,9 @@ function cellGroups(env: Env): Cell[][] {
       peerCell("redis.cycle1.off", "redis", "Redis cycle, 1 client, no persistence", "SET lock NX PX; GET; SET 4 KiB; WAIT 2 0; DEL", (signal) =>
         redisCycle(redisOff(), { ...run(1), signal }, runPrefix()),
       ),
+      // Caching's worst case (every access recalls the other client's grant), and no caching at all.
+      pstoreCell(env, "pstore.pingpong.off", "pingpong, 2 clients take turns on one 4 KiB datum, --fsync off", "off", { workload: "pingpong", clients: 2, size: SIZE }),
+      pstoreCell(env, "pstore.cycle1.nocache", "cycle, 1 client, 4 KiB, --fsync off, --no-cache", "off", { workload: "cycle", clients: 1, size: SIZE }, false),
     ],
     [
       pstoreCell(env, "pstore.read1.off", "read, 1 client, 4 KiB unchanged, --fsync off", "off", { workload: "read", clients: 1, size: SIZE }),
@@ -314,6 +324,14 @@ const GOALS: Goal[] = [
     how: "pstore p50 / Redis p50 (latency)",
     value: (r) => ratio(p50(r.get("pstore.cycle1.off")), p50(r.get("redis.cycle1.off"))),
     met: (v) => v <= 0.5,
+  },
+  {
+    text: "pingpong: 2 clients take turns on one 4 KiB datum (every access a recall)",
+    target: "≤ 1× Redis",
+    unit: "x",
+    how: "pstore p50 of one use (access to acknowledged release) / Redis p50 lock cycle",
+    value: (r) => ratio(extraP50(r.get("pstore.pingpong.off"), "use_us"), p50(r.get("redis.cycle1.off"))),
+    met: (v) => v <= 1,
   },
   {
     text: "read, 4 KiB, 1 client, unchanged datum",
