@@ -120,6 +120,36 @@ for (const how of ["SIGKILL", "SIGSTOP"] as const) {
   }, 30_000);
 }
 
+test("a caching client paused past its session's expiry sees the newer write when it resumes (no stale local grant)", async () => {
+  const timeoutMs = 1000;
+  server = await startServer({ sessionTimeoutMs: timeoutMs });
+  const b = await client(server.address);
+  await b.create("lease", 4);
+  const poller = spawnChild([process.execPath, "test/fixtures/cache_and_poll.ts", "lease", "99"], {
+    PSTORE_SERVERS: server.address,
+    SESSION_TIMEOUT_MS: String(timeoutMs),
+  });
+  try {
+    await poller.waitFor(/READ 99 at=\d+ local=true/, 10_000);
+    poller.proc.kill("SIGSTOP");
+    // Granted once the paused client's session expired (its recall is never answered).
+    const view = await b.accessReadWrite("lease", { timeoutMs: 10_000 });
+    int32(view)[0] = 555;
+    await b.releaseReadWrite(view);
+    const writtenAt = Date.now();
+    poller.proc.kill("SIGCONT");
+    await poller.waitFor(/READ 555 /, 10_000);
+    const reads = [...poller.stdout().matchAll(/READ (\d+) at=(\d+) local=(\w+)/g)].map((m) => ({ value: Number(m[1]), at: Number(m[2]), local: m[3] }));
+    // No read granted after the newer write saw the old bytes (no stale local grant).
+    expect(reads.filter((r) => r.at > writtenAt && r.value !== 555)).toEqual([]);
+    expect(reads.filter((r) => r.at > writtenAt).length).toBeGreaterThan(0);
+  } finally {
+    poller.proc.kill("SIGCONT");
+    poller.proc.kill("SIGKILL");
+    await poller.proc.exited;
+  }
+}, 30_000);
+
 async function startCluster(): Promise<LocalCluster> {
   dataDir = tempDir();
   cluster = new LocalCluster({
