@@ -173,7 +173,7 @@ describe("shell on a terminal", () => {
       await reader.waitFor(/error ECANCELED: .*\n/);
       let mark = reader.screen().length;
       await reader.type("stat c\r");
-      await reader.waitFor(/name=c size=4 offset=\d+ version=\d+ readers=0 writer=yes waiters=0/, mark);
+      await reader.waitFor(/name=c size=4 offset=\d+ version=\d+ readers=0 writer=yes cached=none waiters=0/, mark);
 
       // Waits, and gets the value once the writer releases.
       mark = reader.screen().length;
@@ -213,7 +213,7 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
       await waiter.waitFor("error ECANCELED: stopped waiting for the write hold on c; no hold was taken\npstore> ");
       let mark = waiter.screen().length;
       await waiter.type("stat c\r");
-      await waiter.waitFor(/readers=1 writer=no waiters=0/, mark);
+      await waiter.waitFor(/readers=1 writer=no cached=none waiters=0/, mark);
 
       // bench: stopped early, it reports what it measured and deletes its datum.
       mark = waiter.screen().length;

@@ -1036,7 +1036,6 @@ export class Replica {
     this.out.push({ kind: "send", to, message });
   }
 
-  /** Flushes batched forwards and acks, and hands the actions over. */
   /**
    * As head: recall the cached grants that block a waiter (docs/protocol.md#cached-holds),
    * after every event — an acquire that queued is answered by its recalls at once — and again
@@ -1048,6 +1047,7 @@ export class Replica {
     for (const recall of this.recalls.due(this.state, this.nowMs)) this.out.push({ kind: "recall", recall });
   }
 
+  /** Flushes batched forwards and acks, and hands the actions over. */
   private finish(): Action[] {
     if (this.toForward.length > 0 && this.down) {
       for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {

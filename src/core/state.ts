@@ -49,7 +49,7 @@ export interface Recall {
   name: string;
 }
 
-export interface Waiter {
+interface Waiter {
   session: number;
   reqNo: number;
   mode: Mode;
@@ -246,7 +246,7 @@ export class StoreState {
       case "create":
         return this.create(op.name, op.size, update.seq);
       case "delete":
-        return this.delete(session, op.name, outputs);
+        return this.delete(session, op.name);
       case "acquire":
         return this.acquire(session, update.reqNo, op, outputs);
       case "release":
@@ -279,7 +279,7 @@ export class StoreState {
     return { type: "created", offset: firstPage * this.pageSize, size, createdSeq: seq };
   }
 
-  private delete(session: Session, name: string, outputs: Output[]): Reply {
+  private delete(session: Session, name: string): Reply {
     const datum = this.data.get(name);
     if (!datum) return error("ENOENT", `no datum named "${name}"`);
     if (datum.queue.length > 0 || datum.holders.some((hold) => !hold.cached)) {
