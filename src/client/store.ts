@@ -40,8 +40,15 @@ export function resolveServers(servers?: string | string[]): string[] {
   return list;
 }
 
-export async function connect(options: ConnectOptions = {}): Promise<Store> {
-  const store = new ClientStore(options);
+/** Maps the client's segment once the servers told its geometry. */
+export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
+
+/**
+ * `mapSegment` is the agent's seam (src/agent/): it maps a segment shared with
+ * the C program it serves instead of the client's own anonymous memory.
+ */
+export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
+  const store = new ClientStore(options, mapSegment);
   await store.open();
   return store;
 }
@@ -59,7 +66,10 @@ class ClientStore implements Store {
   private renewing: Promise<void> | null = null;
   private readonly counters = { pagesSent: 0, pagesReceived: 0 };
 
-  constructor(options: ConnectOptions) {
+  constructor(
+    options: ConnectOptions,
+    private readonly mapSegment: SegmentMapper,
+  ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.cluster = new ClusterLink(
@@ -74,7 +84,7 @@ class ClientStore implements Store {
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
-    this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
+    this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
     let timeoutMs: number;
     try {
       timeoutMs = await this.openSession();
