@@ -322,9 +322,17 @@ static int start_agent(const char *path, char *why, size_t why_cap) {
     char log[PATH_MAX + 16];
     agent_binary(binary, sizeof(binary));
     snprintf(log, sizeof(log), "%.*s/agent.log", (int)(strrchr(path, '/') ? strrchr(path, '/') - path : 1), path);
+    /* The exec's outcome comes back through a close-on-exec pipe: EOF means it ran. */
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        snprintf(why, why_cap, "pipe: %s", strerror(errno));
+        return -1;
+    }
     pid_t child = fork();
     if (child < 0) {
         snprintf(why, why_cap, "fork: %s", strerror(errno));
+        close(report[0]);
+        close(report[1]);
         return -1;
     }
     if (child == 0) {
@@ -349,10 +357,23 @@ static int start_agent(const char *path, char *why, size_t why_cap) {
         }
         char *argv[] = {binary, "agent", "--socket", (char *)path, "--idle-exit-ms", AGENT_IDLE_EXIT_MS, NULL};
         execvp(binary, argv);
-        dprintf(2, "pstore: cannot run %s: %s\n", binary, strerror(errno));
+        int failure = errno;
+        if (write(report[1], &failure, sizeof(failure)) < 0) _exit(126);
         _exit(127);
     }
+    close(report[1]);
     waitpid(child, NULL, 0);
+    int exec_errno = 0;
+    ssize_t got;
+    do {
+        got = read(report[0], &exec_errno, sizeof(exec_errno));
+    } while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof(exec_errno)) {
+        snprintf(why, why_cap, "cannot run %s (set PSTORE_BIN, or put pstore next to libpstore.so or on PATH): %s", binary,
+                 strerror(exec_errno));
+        return -1;
+    }
     struct timespec pause = {0, 20 * 1000 * 1000};
     for (int waited = 0; waited < AGENT_START_WAIT_MS; waited += 20) {
         int fd = try_connect(path);

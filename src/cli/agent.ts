@@ -34,7 +34,7 @@ export default defineCommand({
     const socketPath = args.socket ?? agentSocketPath();
     const agent = new Agent({ socketPath, idleExitMs, log: (line) => logger.info(line) });
     await agent.start();
-    process.stdout.write(`READY ${socketPath}\n`);
+    process.stdout.write(`READY ${socketPath} pid ${process.pid}\n`);
     const signal = nextStopSignal().then(() => agent.stop());
     await Promise.race([agent.done, signal]);
     return 0;

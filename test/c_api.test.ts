@@ -1,0 +1,227 @@
+/**
+ * libpstore.so and pstore.h (issue 14) against a real 3-server cluster: C
+ * programs compiled with `cc` from test/fixtures, the agent started by hand
+ * (--die-with-parent) or by init_persistant, TypeScript and Python (ctypes)
+ * clients side by side. Needs `bun build.ts` (dist/libpstore.so, dist/pstore.h).
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { LocalCluster } from "../src/cli/cluster";
+import { type Store, connect } from "../src/index";
+import { type Child, ROOT, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
+
+const DIST = join(ROOT, "dist");
+const BINARY = join(DIST, "pstore");
+let dir = "";
+let cluster: LocalCluster;
+let agent: Child;
+let env: Record<string, string>;
+let store: Store;
+
+function compile(source: string, output: string): void {
+  const cc = process.env.CC || "cc";
+  const result = Bun.spawnSync([cc, "-O2", "-Wall", "-Werror", "-I", DIST, "-o", output, join(ROOT, "test/fixtures", source), "-L", DIST, "-lpstore", `-Wl,-rpath,${DIST}`], {
+    stderr: "pipe",
+  });
+  if (result.exitCode !== 0) throw new Error(`${cc} ${source}: ${result.stderr.toString()}`);
+}
+
+beforeAll(async () => {
+  if (!existsSync(join(DIST, "libpstore.so")) || !existsSync(join(DIST, "pstore.h"))) {
+    throw new Error("dist/libpstore.so or dist/pstore.h is missing: run `bun build.ts` first");
+  }
+  dir = tempDir("pstore-capi-");
+  compile("seed_example.c", join(dir, "seed_example"));
+  compile("c_tool.c", join(dir, "c_tool"));
+  cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: join(dir, "data"), command: pstoreCommand(), segmentSize: 16 * 1024 * 1024, serveArgs: ["--session-timeout-ms", "5000"] });
+  await cluster.start();
+  const socket = join(dir, "agent.sock");
+  agent = spawnChild([...pstoreCommand(), "agent", "--socket", socket, "--die-with-parent"]);
+  await agent.waitFor(/READY/, 15_000);
+  env = { PSTORE_SERVERS: cluster.servers.join(","), PSTORE_AGENT_SOCKET: socket, PSTORE_BIN: BINARY };
+  store = await connect({ servers: cluster.servers, failoverTimeoutMs: 20_000 });
+}, 60_000);
+
+afterAll(async () => {
+  await store?.close().catch(() => {});
+  await agent?.stop();
+  await cluster?.stop();
+  removeDir(dir);
+});
+
+/** A C program with a stdin pipe; its stdout lines are matched with waitFor. */
+function runC(args: string[], extraEnv: Record<string, string> = {}) {
+  const proc: Subprocess<"pipe", "pipe", "pipe"> = Bun.spawn([join(dir, "c_tool"), ...args], {
+    env: { ...process.env, ...env, ...extraEnv },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let out = "";
+  let err = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, append: (text: string) => void) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) append(decoder.decode(chunk, { stream: true }));
+  };
+  const pumped = Promise.all([pump(proc.stdout, (t) => (out += t)), pump(proc.stderr, (t) => (err += t))]);
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    async waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+      const deadline = performance.now() + timeoutMs;
+      while (performance.now() < deadline) {
+        const match = out.match(pattern);
+        if (match) return match;
+        if (proc.exitCode !== null || proc.signalCode !== null) {
+          await pumped;
+          const late = out.match(pattern);
+          if (late) return late;
+          break;
+        }
+        await Bun.sleep(10);
+      }
+      throw new Error(`no ${pattern} within ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err}`);
+    },
+    async done(timeoutMs = 30_000): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+      const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+      await proc.exited;
+      clearTimeout(timer);
+      await pumped;
+      return { code: proc.exitCode, signal: proc.signalCode, stdout: out, stderr: err };
+    },
+  };
+}
+
+async function readInt(name: string): Promise<number> {
+  return store.withRead(name, (view) => new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true));
+}
+
+test("the specification's example, verbatim in C, writes 1035; a second C program reads it", async () => {
+  const proc = Bun.spawn([join(dir, "seed_example")], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+  await proc.exited;
+  clearTimeout(timer);
+  expect({ code: proc.exitCode, stderr: await new Response(proc.stderr).text() }).toEqual({ code: 0, stderr: "" });
+  const reader = await runC(["read", "compteur"]).done();
+  expect(reader.stdout).toBe("VALUE 1035\n");
+  expect(reader.code).toBe(0);
+  expect(await readInt("compteur")).toBe(1035);
+}, 60_000);
+
+test("errors return -1 or NULL with errno and a message; after p_close calls fail with ENOTCONN", async () => {
+  const result = await runC(["errors", "compteur"]).done();
+  expect(result.code).toBe(0);
+  expect(result.stdout).toContain('ACCESS NULL 1 1 ENOENT: no datum named "no such datum"');
+  expect(result.stdout).toContain("RELEASE -1 10 1 ESTALE: this pointer holds nothing");
+  expect(result.stdout).toContain("CREATE -1 4 1 EINVAL:");
+  expect(result.stdout).toContain("STRERROR no datum of that name");
+  expect(result.stdout).toContain("CLOSED NULL 15 1");
+}, 30_000);
+
+test("after fork the child's calls fail until it calls init_persistant; then both work", async () => {
+  const result = await runC(["fork", "compteur"]).done();
+  expect(result.stdout).toContain("CHILD-BEFORE NULL 15");
+  expect(result.stdout).toContain("CHILD-VALUE 1035");
+  expect(result.stdout).toContain("PARENT-VALUE 1035");
+  expect(result.code).toBe(0);
+}, 30_000);
+
+test("a C writer holds a datum while a TypeScript reader waits, and the reverse", async () => {
+  await store.create("c-vs-ts", 4);
+  const writer = runC(["hold", "c-vs-ts"]);
+  await writer.waitFor(/HELD/, 15_000);
+  let read: number | null = null;
+  const reading = readInt("c-vs-ts").then((value) => (read = value));
+  await Bun.sleep(300);
+  expect(read).toBeNull();
+  writer.proc.stdin.write("go\n");
+  writer.proc.stdin.end();
+  await reading;
+  expect(read!).toBe(7);
+  expect((await writer.done()).stdout).toContain("RELEASED");
+
+  const view = await store.accessReadWrite("c-vs-ts");
+  const reader = runC(["read", "c-vs-ts"]);
+  await Bun.sleep(500);
+  expect(reader.stdout()).toBe("");
+  new DataView(view.buffer, view.byteOffset, 4).setInt32(0, 42, true);
+  await store.releaseReadWrite(view);
+  const result = await reader.done();
+  expect(result.stdout).toBe("VALUE 42\n");
+}, 60_000);
+
+test("a C program killed with SIGKILL while it holds the write hold: another client gets the datum within 1 s", async () => {
+  await store.create("killed", 4);
+  const writer = runC(["hold", "killed"]);
+  await writer.waitFor(/HELD/, 15_000);
+  writer.proc.kill("SIGKILL");
+  await writer.proc.exited;
+  const start = performance.now();
+  const view = await store.accessReadWrite("killed", { timeoutMs: 5000 });
+  const waitedMs = performance.now() - start;
+  await store.releaseReadWrite(view);
+  expect(waitedMs).toBeLessThan(1000);
+}, 30_000);
+
+test("a write through a read-only pointer stops the C program with the datum's name", async () => {
+  const result = await runC(["badwrite", "compteur"]).done();
+  expect(result.signal).toBe("SIGSEGV");
+  expect(result.stdout).not.toContain("SURVIVED");
+  expect(result.stderr).toContain('pstore: write to "compteur" under a read hold');
+}, 30_000);
+
+test("a Python program using ctypes on libpstore.so runs the write cycle", async () => {
+  const result = Bun.spawnSync(["python3", join(ROOT, "test/fixtures/ctypes_cycle.py"), join(DIST, "libpstore.so"), "from-python"], {
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 30_000,
+  });
+  expect({ code: result.exitCode, stderr: result.stderr.toString() }).toEqual({ code: 0, stderr: "" });
+  expect(result.stdout.toString()).toBe("VALUE 3\n");
+  expect(await readInt("from-python")).toBe(3);
+}, 60_000);
+
+test("init_persistant starts an agent when none answers (PSTORE_BIN), which serves the program", async () => {
+  const socket = join(dir, "auto", "agent.sock");
+  const result = await runC(["read", "compteur"], { PSTORE_AGENT_SOCKET: socket }).done(30_000);
+  const log = readFileSync(join(dir, "auto", "agent.log"), "utf8");
+  const pid = Number(log.match(/READY \S+ pid (\d+)/)?.[1]);
+  if (pid > 0) process.kill(pid, "SIGTERM");
+  expect(result.stdout).toBe("VALUE 1035\n");
+  expect(pid).toBeGreaterThan(0);
+}, 60_000);
+
+test("`pstore sdk DIR` writes the header, the library and pstore.pc; a program builds against them", async () => {
+  if (!existsSync(BINARY)) throw new Error("dist/pstore is missing: run `bun build.ts`");
+  const sdk = join(dir, "sdk");
+  const made = Bun.spawnSync([BINARY, "sdk", sdk], { stdout: "pipe", stderr: "pipe" });
+  expect(made.exitCode).toBe(0);
+  expect(readFileSync(join(sdk, "pstore.h"))).toEqual(readFileSync(join(DIST, "pstore.h")));
+  expect(readFileSync(join(sdk, "libpstore.so"))).toEqual(readFileSync(join(DIST, "libpstore.so")));
+  expect(readFileSync(join(sdk, "pstore.pc"), "utf8")).toContain("Libs: -L${prefix} -Wl,-rpath,${prefix} -lpstore");
+  const cc = process.env.CC || "cc";
+  const built = Bun.spawnSync([cc, "-o", join(sdk, "seed"), join(ROOT, "test/fixtures/seed_example.c"), "-I", sdk, "-L", sdk, "-lpstore"], { stderr: "pipe" });
+  expect(built.stderr.toString()).toBe("");
+  expect(built.exitCode).toBe(0);
+}, 30_000);
+
+test("the head killed while a C program increments a counter: no acknowledged increment is lost", async () => {
+  await store.create("c-counter", 4);
+  const counter = runC(["count", "c-counter", "150"]);
+  await counter.waitFor(/ACK 20\n/, 30_000);
+  const status = await store.status();
+  const head = status.chain.find((server) => server.role === "head");
+  expect(head).toBeDefined();
+  await cluster.kill(cluster.servers.indexOf(head!.address));
+  const result = await counter.done(60_000);
+  const acks = [...result.stdout.matchAll(/ACK (\d+)/g)].map((match) => Number(match[1]));
+  const lastAck = acks.at(-1)!;
+  expect(await readInt("c-counter")).toBeGreaterThanOrEqual(lastAck);
+  expect(result.stdout).not.toContain("ERR");
+  expect(lastAck).toBe(150);
+  expect(acks).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+}, 90_000);
