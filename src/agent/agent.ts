@@ -24,6 +24,16 @@ export interface AgentOptions {
   log: (line: string) => void;
 }
 
+const EMPTY = new Uint8Array(0);
+
+function decodeOrError(body: Uint8Array): Request | PStoreError {
+  try {
+    return decodeRequest(body);
+  } catch (error) {
+    return error instanceof PStoreError ? error : new PStoreError("EPROTO", (error as Error).message);
+  }
+}
+
 /** Where the segment files live: tmpfs when there is one. */
 function segmentDir(): string {
   return existsSync("/dev/shm") ? "/dev/shm" : (process.env.TMPDIR ?? "/tmp");
@@ -39,34 +49,46 @@ class Program {
   readonly holds = new Map<number, { view: Uint8Array; mode: "read" | "write" }>();
   private inbound = new Uint8Array(0);
   private queue: Promise<void> = Promise.resolve();
+  /** Requests received and not yet answered. */
+  private busy = 0;
   private closed = false;
   private outbound: Uint8Array[] = [];
 
   constructor(private readonly socket: Socket<Program>) {}
 
   onData(chunk: Uint8Array): void {
-    const joined = new Uint8Array(this.inbound.length + chunk.length);
-    joined.set(this.inbound);
-    joined.set(chunk, this.inbound.length);
-    this.inbound = joined;
-    while (this.inbound.length >= 4) {
-      const length = new DataView(this.inbound.buffer, this.inbound.byteOffset).getUint32(0, true);
+    // The usual case, one whole request in one chunk, is decoded in place (no copy).
+    let data = chunk;
+    if (this.inbound.length > 0) {
+      data = new Uint8Array(this.inbound.length + chunk.length);
+      data.set(this.inbound);
+      data.set(chunk, this.inbound.length);
+    }
+    let at = 0;
+    while (data.length - at >= 4) {
+      const length = new DataView(data.buffer, data.byteOffset + at).getUint32(0, true);
       if (length > AGENT_REQUEST_BYTES_MAX) {
         this.socket.end();
         return;
       }
-      if (this.inbound.length < 4 + length) break;
-      const body = this.inbound.slice(4, 4 + length);
-      this.inbound = this.inbound.slice(4 + length);
+      if (data.length - at < 4 + length) break;
+      // Decoded now: the request copies what it keeps, so the chunk may be reused after.
+      const request = decodeOrError(data.subarray(at + 4, at + 4 + length));
+      at += 4 + length;
       // One request at a time, in order: the library waits for each reply anyway.
-      this.queue = this.queue.then(() => this.answer(body));
+      // Nothing pending: answered now, not one promise turn later.
+      this.busy++;
+      const answer = () => this.answer(request).finally(() => this.busy--);
+      this.queue = this.busy === 1 ? answer() : this.queue.then(answer);
     }
+    this.inbound = at === data.length ? EMPTY : data.slice(at);
   }
 
-  private async answer(body: Uint8Array): Promise<void> {
+  private async answer(request: Request | PStoreError): Promise<void> {
     let reply: Uint8Array;
     try {
-      reply = encodeReply(await this.serve(decodeRequest(body)));
+      if (request instanceof PStoreError) throw request;
+      reply = encodeReply(await this.serve(request));
     } catch (error) {
       const known = error instanceof PStoreError;
       const message = known ? error.message : `EPROTO: ${(error as Error).message}`;

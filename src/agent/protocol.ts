@@ -110,7 +110,11 @@ export function decodeRequest(body: Uint8Array): Request {
 }
 
 /** A reply frame: ok, then u64 numbers and strings in the order the op defines. */
+/** The reply of every op that returns nothing, sent as it is. */
+const OK_EMPTY = new Uint8Array([3, 0, 0, 0, 0, 0, 0]);
+
 export function encodeReply(fields: Array<{ u64: number } | { u32: number } | { str: string }>, error?: { code: ErrorCode; message: string }): Uint8Array {
+  if (!error && fields.length === 0) return OK_EMPTY;
   const parts: Uint8Array[] = [];
   const message = encoder.encode(error?.message ?? "").subarray(0, 400);
   const head = new Uint8Array(4 + 1 + 2);

@@ -1,0 +1,39 @@
+/* The write cycle through libpstore, timed: N times access_readwrite, add 1,
+ * release_readwrite. Prints one line per cycle time in microseconds, then DONE.
+ * Usage: c_cycle NAME N (bench/c_vs_ts.ts builds and runs it). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "pstore.h"
+
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    int n = atoi(argv[2]);
+    if (init_persistant() != 0) {
+        fprintf(stderr, "init_persistant: %s\n", p_errmsg());
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        double start = now_us();
+        int *v = p_access_readwrite(argv[1]);
+        if (v == NULL) {
+            fprintf(stderr, "p_access_readwrite: %s\n", p_errmsg());
+            return 1;
+        }
+        *v += 1;
+        if (p_release_readwrite(v) != 0) {
+            fprintf(stderr, "p_release_readwrite: %s\n", p_errmsg());
+            return 1;
+        }
+        printf("%.1f\n", now_us() - start);
+    }
+    printf("DONE\n");
+    return p_close() == 0 ? 0 : 1;
+}
