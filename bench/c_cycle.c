@@ -27,12 +27,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "p_access_readwrite: %s\n", p_errmsg());
             return 1;
         }
+        double granted = now_us();
         *v += 1;
         if (p_release_readwrite(v) != 0) {
             fprintf(stderr, "p_release_readwrite: %s\n", p_errmsg());
             return 1;
         }
-        printf("%.1f\n", now_us() - start);
+        printf("%.1f %.1f\n", now_us() - start, granted - start);
     }
     printf("DONE\n");
     return p_close() == 0 ? 0 : 1;

@@ -51,26 +51,33 @@ try {
     const proc = Bun.spawn([program, "c", String(ops)], { env, stdout: "pipe", stderr: "inherit" });
     const text = await new Response(proc.stdout).text();
     if ((await proc.exited) !== 0 || !text.includes("DONE")) throw new Error("the C cycle failed");
-    return median(text.trim().split("\n").slice(0, -1).map(Number));
+    const lines = text.trim().split("\n").slice(0, -1).map((line) => line.split(" ").map(Number));
+    accessTimes.push(median(lines.map((l) => l[1]!)));
+    return median(lines.map((l) => l[0]!));
   };
   const runTs = async (): Promise<number> => {
     const times: number[] = [];
+    const tsAccess: number[] = [];
     for (let i = 0; i < ops; i++) {
       const start = performance.now();
       const view = await store.accessReadWrite("ts");
+      tsAccess.push((performance.now() - start) * 1000);
       view[0] = (view[0]! + 1) & 0xff;
       await store.releaseReadWrite(view);
       times.push((performance.now() - start) * 1000);
     }
+    tsAccessTimes.push(median(tsAccess));
     return median(times);
   };
 
   const ratios: number[] = [];
+  const accessTimes: number[] = [];
+  const tsAccessTimes: number[] = [];
   console.log(`fsync ${fsync}, ${ops} cycles a side a round, load ${(await import("node:os")).loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   for (let round = 0; round < rounds; round++) {
     const [c, ts] = round % 2 === 0 ? [await runC(), await runTs()] : await runTs().then(async (t) => [await runC(), t]);
     ratios.push(c / ts);
-    console.log(`round ${round + 1}: C p50 ${c.toFixed(0)} µs, TypeScript p50 ${ts.toFixed(0)} µs, C/TS ${(c / ts).toFixed(2)}`);
+    console.log(`round ${round + 1}: C p50 ${c.toFixed(0)} µs, TypeScript p50 ${ts.toFixed(0)} µs, C/TS ${(c / ts).toFixed(2)} (access p50: C ${accessTimes.at(-1)!.toFixed(0)} µs, TypeScript ${tsAccessTimes.at(-1)!.toFixed(0)} µs)`);
   }
   console.log(`median C/TS over ${rounds} rounds: ${median(ratios).toFixed(2)}`);
   await store.close();

@@ -17,7 +17,7 @@
 #define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable; over 16 pages,
                              * PROT_NONE until touched: a first read opens PROT_READ */
 
-#define PSTORE_SEGMENTS_MAX 16
+#define PSTORE_SEGMENTS_MAX 64
 #define PSTORE_NAME_BYTES_MAX 255
 /* Distinct live names per segment (each datum covers at least one page). */
 #define PSTORE_NAMES_MAX (1u << 20)

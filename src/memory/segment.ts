@@ -51,7 +51,7 @@ export class MappedSegment {
   /**
    * mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE) of `size` bytes.
    * The first segment of the process installs the SIGSEGV handler, chaining
-   * JavaScriptCore's. At most 16 segments per process, each at most 4 GiB.
+   * JavaScriptCore's. At most 64 segments per process, each at most 4 GiB.
    */
   static map(size: number, pageSize: number = PAGE_SIZE): MappedSegment {
     MappedSegment.#checkGeometry(size, pageSize);
