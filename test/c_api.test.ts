@@ -225,3 +225,71 @@ test("the head killed while a C program increments a counter: no acknowledged in
   expect(lastAck).toBe(150);
   expect(acks).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
 }, 90_000);
+
+test("a C program killed while it waits for a hold leaves no wait behind: the datum passes on at once", async () => {
+  await store.create("killed-waiter", 4);
+  const view = await store.accessReadWrite("killed-waiter");
+  const waiter = runC(["read", "killed-waiter"]);
+  await Bun.sleep(500); // connected and waiting (nothing printed yet)
+  expect(waiter.stdout()).toBe("");
+  expect((await store.stat("killed-waiter")).waiters).toBe(1);
+  waiter.proc.kill("SIGKILL");
+  await waiter.proc.exited;
+  // The agent closes the program's session, which takes its wait off the queue (bounded wait).
+  const deadline = performance.now() + 1000;
+  while ((await store.stat("killed-waiter")).waiters > 0 && performance.now() < deadline) await Bun.sleep(20);
+  expect((await store.stat("killed-waiter")).waiters).toBe(0);
+  await store.releaseReadWrite(view);
+  const start = performance.now();
+  const again = await store.accessReadWrite("killed-waiter", { timeoutMs: 3000 });
+  expect(performance.now() - start).toBeLessThan(1000);
+  await store.releaseReadWrite(again);
+}, 30_000);
+
+/** Frames straight to the agent's socket, as a broken or hostile library would send them. */
+async function rawExchange(frames: Uint8Array[]): Promise<{ replies: Uint8Array; closed: boolean }> {
+  let replies = new Uint8Array(0);
+  let closed = false;
+  const socket = await Bun.connect({
+    unix: env.PSTORE_AGENT_SOCKET!,
+    socket: {
+      data(_socket, chunk) {
+        const joined = new Uint8Array(replies.length + chunk.length);
+        joined.set(replies);
+        joined.set(chunk, replies.length);
+        replies = joined;
+      },
+      close() {
+        closed = true;
+      },
+    },
+  });
+  for (const frame of frames) socket.write(frame);
+  const deadline = performance.now() + 3000;
+  while (!closed && replies.length === 0 && performance.now() < deadline) await Bun.sleep(10);
+  await Bun.sleep(100);
+  socket.end();
+  return { replies, closed };
+}
+
+function frame(body: number[]): Uint8Array {
+  const bytes = new Uint8Array(4 + body.length);
+  new DataView(bytes.buffer).setUint32(0, body.length, true);
+  bytes.set(body, 4);
+  return bytes;
+}
+
+test("the agent answers malformed requests with EPROTO, closes on an oversized frame, and keeps serving", async () => {
+  const unknown = await rawExchange([frame([99])]);
+  expect(unknown.replies[4]).toBe(13); // EPROTO (ERROR_CODES index + 1)
+  expect(new TextDecoder().decode(unknown.replies.subarray(7))).toContain("unknown request 99");
+  const beforeHello = await rawExchange([frame([5, 1, 0, 120])]);
+  expect(new TextDecoder().decode(beforeHello.replies.subarray(7))).toContain("before hello");
+  const truncated = await rawExchange([frame([3, 2, 10, 0, 65])]);
+  expect(new TextDecoder().decode(truncated.replies.subarray(7))).toContain("truncated");
+  const huge = new Uint8Array(4);
+  new DataView(huge.buffer).setUint32(0, 0xffff_ffff, true);
+  expect((await rawExchange([huge])).closed).toBe(true);
+  const result = await runC(["read", "compteur"]).done();
+  expect(result.stdout).toBe("VALUE 1035\n");
+}, 30_000);

@@ -206,9 +206,12 @@ class Program {
     if (this.closed) return;
     this.closed = true;
     this.removeSegmentFile();
-    await this.queue.catch(() => {});
-    await this.store?.close().catch(() => {});
+    // Not after the pending request: an access may wait for ever, and closing
+    // the session is what takes its wait (and its holds) off the servers.
+    const store = this.store;
     this.store = null;
+    await store?.close().catch(() => {});
+    await this.queue.catch(() => {});
   }
 }
 
