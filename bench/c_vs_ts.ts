@@ -75,7 +75,15 @@ try {
   const tsAccessTimes: number[] = [];
   console.log(`fsync ${fsync}, ${ops} cycles a side a round, load ${(await import("node:os")).loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   for (let round = 0; round < rounds; round++) {
-    const [c, ts] = round % 2 === 0 ? [await runC(), await runTs()] : await runTs().then(async (t) => [await runC(), t]);
+    let c: number;
+    let ts: number;
+    if (round % 2 === 0) {
+      c = await runC();
+      ts = await runTs();
+    } else {
+      ts = await runTs();
+      c = await runC();
+    }
     ratios.push(c / ts);
     console.log(`round ${round + 1}: C p50 ${c.toFixed(0)} µs, TypeScript p50 ${ts.toFixed(0)} µs, C/TS ${(c / ts).toFixed(2)} (access p50: C ${accessTimes.at(-1)!.toFixed(0)} µs, TypeScript ${tsAccessTimes.at(-1)!.toFixed(0)} µs)`);
   }

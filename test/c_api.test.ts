@@ -90,7 +90,7 @@ function runC(args: string[], extraEnv: Record<string, string> = {}) {
       await proc.exited;
       clearTimeout(timer);
       await pumped;
-      return { code: proc.exitCode, signal: proc.signalCode, stdout: out, stderr: err };
+      return { code: proc.exitCode, signal: proc.signalCode === null ? null : String(proc.signalCode), stdout: out, stderr: err };
     },
   };
 }
