@@ -7,6 +7,9 @@ export const PAGE_SIZE = 4096;
 /** Names are UTF-8, 1..NAME_BYTES_MAX bytes, no control characters. */
 export const NAME_BYTES_MAX = 255;
 
+/** Segments one process maps at once (c/pstore_mem.h PSTORE_SEGMENTS_MAX, the same): the agent maps one per C program. */
+export const SEGMENTS_PER_PROCESS_MAX = 64;
+
 export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
 /** Bun's ArrayBuffers stop at 4 GiB, and a client views the whole segment through one. */
 export const SEGMENT_SIZE_MAX = 4 * 1024 * 1024 * 1024;

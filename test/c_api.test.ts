@@ -7,10 +7,9 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
 import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
-import { type Child, ROOT, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
+import { type Child, ROOT, finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
 const DIST = join(ROOT, "dist");
 const BINARY = join(DIST, "pstore");
@@ -51,48 +50,10 @@ afterAll(async () => {
   removeDir(dir);
 });
 
-/** A C program with a stdin pipe; its stdout lines are matched with waitFor. */
+/** A C client (test/fixtures/c_tool.c) with this cluster's environment. */
 function runC(args: string[], extraEnv: Record<string, string> = {}) {
-  const proc: Subprocess<"pipe", "pipe", "pipe"> = Bun.spawn([join(dir, "c_tool"), ...args], {
-    env: { ...process.env, ...env, ...extraEnv },
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  let out = "";
-  let err = "";
-  const pump = async (stream: ReadableStream<Uint8Array>, append: (text: string) => void) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) append(decoder.decode(chunk, { stream: true }));
-  };
-  const pumped = Promise.all([pump(proc.stdout, (t) => (out += t)), pump(proc.stderr, (t) => (err += t))]);
-  return {
-    proc,
-    stdout: () => out,
-    stderr: () => err,
-    async waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-      const deadline = performance.now() + timeoutMs;
-      while (performance.now() < deadline) {
-        const match = out.match(pattern);
-        if (match) return match;
-        if (proc.exitCode !== null || proc.signalCode !== null) {
-          await pumped;
-          const late = out.match(pattern);
-          if (late) return late;
-          break;
-        }
-        await Bun.sleep(10);
-      }
-      throw new Error(`no ${pattern} within ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err}`);
-    },
-    async done(timeoutMs = 30_000): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
-      const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-      await proc.exited;
-      clearTimeout(timer);
-      await pumped;
-      return { code: proc.exitCode, signal: proc.signalCode === null ? null : String(proc.signalCode), stdout: out, stderr: err };
-    },
-  };
+  const child = spawnChild([join(dir, "c_tool"), ...args], { ...env, ...extraEnv });
+  return { ...child, done: (timeoutMs?: number) => finished(child, timeoutMs) };
 }
 
 async function readInt(name: string): Promise<number> {
@@ -137,8 +98,7 @@ test("a C writer holds a datum while a TypeScript reader waits, and the reverse"
   const reading = readInt("c-vs-ts").then((value) => (read = value));
   await Bun.sleep(300);
   expect(read).toBeNull();
-  writer.proc.stdin.write("go\n");
-  writer.proc.stdin.end();
+  writer.proc.kill("SIGUSR1");
   await reading;
   expect(read!).toBe(7);
   expect((await writer.done()).stdout).toContain("RELEASED");
