@@ -1,6 +1,7 @@
-/* The write cycle through libpstore, timed: N times access_readwrite, add 1,
- * release_readwrite. Prints one line per cycle time in microseconds, then DONE.
- * Usage: c_cycle NAME N (bench/c_vs_ts.ts builds and runs it). */
+/* The write cycle through libpstore, timed, in blocks that bench/c_vs_ts.ts
+ * asks for on stdin: each line "N" runs N cycles (p_access_readwrite, add 1,
+ * p_release_readwrite) and prints, per cycle, "<cycle µs> <access µs>", then
+ * DONE. End of input: close and exit. Usage: c_cycle NAME */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -14,27 +15,30 @@ static double now_us(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) return 2;
-    int n = atoi(argv[2]);
+    if (argc != 2) return 2;
     if (init_persistant() != 0) {
         fprintf(stderr, "init_persistant: %s\n", p_errmsg());
         return 1;
     }
-    for (int i = 0; i < n; i++) {
-        double start = now_us();
-        int *v = p_access_readwrite(argv[1]);
-        if (v == NULL) {
-            fprintf(stderr, "p_access_readwrite: %s\n", p_errmsg());
-            return 1;
+    int n;
+    while (scanf("%d", &n) == 1) {
+        for (int i = 0; i < n; i++) {
+            double start = now_us();
+            int *v = p_access_readwrite(argv[1]);
+            if (v == NULL) {
+                fprintf(stderr, "p_access_readwrite: %s\n", p_errmsg());
+                return 1;
+            }
+            double granted = now_us();
+            *v += 1;
+            if (p_release_readwrite(v) != 0) {
+                fprintf(stderr, "p_release_readwrite: %s\n", p_errmsg());
+                return 1;
+            }
+            printf("%.1f %.1f\n", now_us() - start, granted - start);
         }
-        double granted = now_us();
-        *v += 1;
-        if (p_release_readwrite(v) != 0) {
-            fprintf(stderr, "p_release_readwrite: %s\n", p_errmsg());
-            return 1;
-        }
-        printf("%.1f %.1f\n", now_us() - start, granted - start);
+        printf("DONE\n");
+        fflush(stdout);
     }
-    printf("DONE\n");
     return p_close() == 0 ? 0 : 1;
 }

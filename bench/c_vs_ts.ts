@@ -2,17 +2,22 @@
 /**
  * The C write cycle (libpstore.so through `pstore agent`) against the
  * TypeScript client's, side by side in one run (issue 14's goal: C ≤ 1.2×).
- * A temporary 3-server cluster; each round runs the C program and a
- * TypeScript loop (one session each, 4-byte datum, access → +1 → release),
- * which one first alternating by round. Prints each round's medians and the
- * median of the per-round ratios.
+ * A temporary 3-server cluster; one C program (bench/c_cycle.c) and one
+ * TypeScript store, each with its own session and 4-byte datum, run the same
+ * cycle (access for writing → +1 → release) in alternating blocks, which one
+ * first alternating too: a load spike hits both sides alike. Prints the
+ * medians of all cycles (and of the access half), and the median of the
+ * per-block ratios.
  *
- *   bun bench/c_vs_ts.ts [--rounds 5] [--ops 300] [--fsync always|batch|off]
+ *   bun bench/c_vs_ts.ts [--blocks 40] [--ops 25] [--fsync always|batch|off]
  *
  * Needs `bun build.ts` (dist/pstore, dist/libpstore.so) and cc.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { LocalCluster } from "../src/cli/cluster.ts";
+import { outputLines } from "../src/cli/cluster.ts";
 import { connect } from "../src/index.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -22,75 +27,98 @@ function flag(name: string, fallback: string): string {
   const at = process.argv.indexOf(`--${name}`);
   return at >= 0 && process.argv[at + 1] ? process.argv[at + 1]! : fallback;
 }
-const rounds = Number(flag("rounds", "5"));
-const ops = Number(flag("ops", "300"));
-const fsync = flag("fsync", "always");
+const blocks = Number(flag("blocks", "40"));
+const ops = Number(flag("ops", "25"));
+const fsync = flag("fsync", "off");
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-const work = (await import("node:fs")).mkdtempSync("/tmp/pstore-cbench-");
+const work = mkdtempSync("/tmp/pstore-cbench-");
 const program = join(work, "c_cycle");
-const cc = Bun.spawnSync([process.env.CC || "cc", "-O2", "-I", DIST, "-o", program, join(ROOT, "bench/c_cycle.c"), "-L", DIST, "-lpstore", `-Wl,-rpath,${DIST}`], { stderr: "inherit" });
-if (cc.exitCode !== 0) throw new Error("bench/c_cycle.c did not compile");
+const built = Bun.spawnSync([process.env.CC || "cc", "-O2", "-I", DIST, "-o", program, join(ROOT, "bench/c_cycle.c"), "-L", DIST, "-lpstore", `-Wl,-rpath,${DIST}`], { stderr: "inherit" });
+if (built.exitCode !== 0) throw new Error("bench/c_cycle.c did not compile");
 
 const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: join(work, "data"), command: [join(DIST, "pstore")], segmentSize: 64 * 1024 * 1024, serveArgs: ["--fsync", fsync] });
 const socket = join(work, "agent.sock");
 const agent = Bun.spawn([join(DIST, "pstore"), "agent", "--socket", socket, "--die-with-parent"], { stdout: "pipe", stderr: "inherit" });
+let c: ReturnType<typeof Bun.spawn<{ stdin: "pipe"; stdout: "pipe"; stderr: "inherit" }>> | null = null;
 try {
   await cluster.start();
-  for await (const chunk of agent.stdout) if (new TextDecoder().decode(chunk).includes("READY")) break;
-  const env = { ...process.env, PSTORE_SERVERS: cluster.servers.join(","), PSTORE_AGENT_SOCKET: socket };
+  const agentLines = outputLines(agent.stdout);
+  for await (const line of agentLines) if (line.startsWith("READY")) break;
   const store = await connect({ servers: cluster.servers });
   await store.create("c", 4);
   await store.create("ts", 4);
+  c = Bun.spawn([program, "c"], {
+    env: { ...process.env, PSTORE_SERVERS: cluster.servers.join(","), PSTORE_AGENT_SOCKET: socket },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const cLines = outputLines(c.stdout);
+  const cycles = { c: [] as number[], ts: [] as number[] };
+  const access = { c: [] as number[], ts: [] as number[] };
+  const ratios: number[] = [];
 
   const runC = async (): Promise<number> => {
-    const proc = Bun.spawn([program, "c", String(ops)], { env, stdout: "pipe", stderr: "inherit" });
-    const text = await new Response(proc.stdout).text();
-    if ((await proc.exited) !== 0 || !text.includes("DONE")) throw new Error("the C cycle failed");
-    const lines = text.trim().split("\n").slice(0, -1).map((line) => line.split(" ").map(Number));
-    accessTimes.push(median(lines.map((l) => l[1]!)));
-    return median(lines.map((l) => l[0]!));
+    const times: number[] = [];
+    c!.stdin.write(`${ops}\n`);
+    c!.stdin.flush();
+    for (;;) {
+      const { value: line, done } = await cLines.next();
+      if (done) throw new Error("the C program stopped");
+      if (line === "DONE") break;
+      const [cycle, granted] = line.split(" ").map(Number);
+      times.push(cycle!);
+      access.c.push(granted!);
+    }
+    cycles.c.push(...times);
+    return median(times);
   };
   const runTs = async (): Promise<number> => {
     const times: number[] = [];
-    const tsAccess: number[] = [];
     for (let i = 0; i < ops; i++) {
       const start = performance.now();
       const view = await store.accessReadWrite("ts");
-      tsAccess.push((performance.now() - start) * 1000);
+      access.ts.push((performance.now() - start) * 1000);
       view[0] = (view[0]! + 1) & 0xff;
       await store.releaseReadWrite(view);
       times.push((performance.now() - start) * 1000);
     }
-    tsAccessTimes.push(median(tsAccess));
+    cycles.ts.push(...times);
     return median(times);
   };
 
-  const ratios: number[] = [];
-  const accessTimes: number[] = [];
-  const tsAccessTimes: number[] = [];
-  console.log(`fsync ${fsync}, ${ops} cycles a side a round, load ${(await import("node:os")).loadavg().map((l) => l.toFixed(1)).join(" ")}`);
-  for (let round = 0; round < rounds; round++) {
-    let c: number;
-    let ts: number;
-    if (round % 2 === 0) {
-      c = await runC();
-      ts = await runTs();
+  await runC(); // warm-up of both sides, not counted
+  await runTs();
+  cycles.c.length = cycles.ts.length = access.c.length = access.ts.length = 0;
+  const loadBefore = loadavg()[0]!;
+  for (let block = 0; block < blocks; block++) {
+    let cMedian: number;
+    let tsMedian: number;
+    if (block % 2 === 0) {
+      cMedian = await runC();
+      tsMedian = await runTs();
     } else {
-      ts = await runTs();
-      c = await runC();
+      tsMedian = await runTs();
+      cMedian = await runC();
     }
-    ratios.push(c / ts);
-    console.log(`round ${round + 1}: C p50 ${c.toFixed(0)} µs, TypeScript p50 ${ts.toFixed(0)} µs, C/TS ${(c / ts).toFixed(2)} (access p50: C ${accessTimes.at(-1)!.toFixed(0)} µs, TypeScript ${tsAccessTimes.at(-1)!.toFixed(0)} µs)`);
+    ratios.push(cMedian / tsMedian);
   }
-  console.log(`median C/TS over ${rounds} rounds: ${median(ratios).toFixed(2)}`);
+  const f = (n: number) => n.toFixed(0);
+  console.log(`fsync ${fsync}; ${blocks} alternating blocks of ${ops} cycles a side; load (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`);
+  console.log(`cycle p50: C ${f(median(cycles.c))} µs, TypeScript ${f(median(cycles.ts))} µs, ratio ${(median(cycles.c) / median(cycles.ts)).toFixed(2)}`);
+  console.log(`access p50: C ${f(median(access.c))} µs, TypeScript ${f(median(access.ts))} µs`);
+  console.log(`median of the per-block ratios: ${median(ratios).toFixed(2)} (blocks: ${[...ratios].sort((a, b) => a - b).map((r) => r.toFixed(2)).join(" ")})`);
+  c.stdin.end();
+  await c.exited;
   await store.close();
 } finally {
+  c?.kill();
   agent.kill();
   await cluster.stop();
-  (await import("node:fs")).rmSync(work, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
 }
