@@ -13,6 +13,7 @@
  *
  * Needs `bun build.ts` (dist/pstore, dist/libpstore.so) and cc.
  */
+import type { Subprocess } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
@@ -44,7 +45,7 @@ if (built.exitCode !== 0) throw new Error("bench/c_cycle.c did not compile");
 const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: join(work, "data"), command: [join(DIST, "pstore")], segmentSize: 64 * 1024 * 1024, serveArgs: ["--fsync", fsync] });
 const socket = join(work, "agent.sock");
 const agent = Bun.spawn([join(DIST, "pstore"), "agent", "--socket", socket, "--die-with-parent"], { stdout: "pipe", stderr: "inherit" });
-let c: ReturnType<typeof Bun.spawn<{ stdin: "pipe"; stdout: "pipe"; stderr: "inherit" }>> | null = null;
+let c: Subprocess<"pipe", "pipe", "inherit"> | null = null;
 try {
   await cluster.start();
   const agentLines = outputLines(agent.stdout);

@@ -5,7 +5,7 @@
  * clients side by side. Needs `bun build.ts` (dist/libpstore.so, dist/pstore.h).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
@@ -252,4 +252,13 @@ test("the agent answers malformed requests with EPROTO, closes on an oversized f
   expect((await rawExchange([huge])).closed).toBe(true);
   const result = await runC(["read", "compteur"]).done();
   expect(result.stdout).toBe("VALUE 1035\n");
+}, 30_000);
+
+test("the agent refuses a socket directory others may write to", async () => {
+  const open = join(dir, "open");
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  const result = await finished(spawnChild([...pstoreCommand(), "agent", "--socket", join(open, "agent.sock"), "--die-with-parent"]), 15_000);
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain("writable by nobody else");
 }, 30_000);

@@ -8,7 +8,7 @@
  * closes (exit, crash, SIGKILL) its store closes and the servers free its
  * holds at once.
  */
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Socket, UnixSocketListener } from "bun";
 import { connect } from "../client/store.ts";
@@ -230,6 +230,7 @@ export class Agent {
   async start(): Promise<void> {
     const path = this.options.socketPath;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    checkPrivate(dirname(path));
     if (existsSync(path)) {
       if (await answers(path)) throw new PStoreError("EBUSY", `an agent already listens on ${path}`);
       unlinkSync(path); // a dead agent's socket
@@ -280,6 +281,18 @@ export class Agent {
     await Promise.all([...this.programs].map((program) => program.close()));
     this.programs.clear();
     this.stopped?.();
+  }
+}
+
+/**
+ * Programs send their secret through the socket, and whoever can replace it
+ * can pose as the agent: its directory must be ours and writable by us only.
+ */
+function checkPrivate(dir: string): void {
+  const info = statSync(dir);
+  const uid = process.getuid?.();
+  if ((uid !== undefined && info.uid !== uid) || (info.mode & 0o022) !== 0) {
+    throw new PStoreError("EINVAL", `the agent's directory ${dir} must belong to this user and be writable by nobody else (chmod 700)`);
   }
 }
 
