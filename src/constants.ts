@@ -58,3 +58,5 @@ export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7
 export const EPOCH_RUNS_MAX = 4096;
 /** Client requests a head keeps while it takes over a longer history (src/core/replica.ts); past it, they wait for their resend. */
 export const REQUESTS_DEFERRED_MAX = 4096;
+/** A checkpoint is written from the frozen pages in blocks of at most this many bytes (src/core/snapshot.ts). */
+export const SNAPSHOT_BLOCK_BYTES = 1024 * 1024;
