@@ -84,7 +84,13 @@ class ClientStore implements Store {
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
-    this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
+    try {
+      this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
+    } catch (error) {
+      // The agent maps one segment per program: past its limit, this is not the last connection open.
+      this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
+      throw error;
+    }
     let timeoutMs: number;
     try {
       timeoutMs = await this.openSession();
