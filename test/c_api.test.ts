@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
+import { SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
 import { type Store, connect } from "../src/index";
 import { type Child, ROOT, finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
@@ -262,3 +263,27 @@ test("the agent refuses a socket directory others may write to", async () => {
   expect(result.code).toBe(1);
   expect(result.stderr).toContain("writable by nobody else");
 }, 30_000);
+
+test("past the agent's 64 programs a program gets ELIMIT, and the agent still serves the others", async () => {
+  const servers = new TextEncoder().encode(env.PSTORE_SERVERS!);
+  const hello = frame([1, 1, 0, 0, 0, servers.length & 0xff, servers.length >> 8, ...servers, 0, 0, 0, 0]);
+  const sockets: Array<{ end(): void }> = [];
+  const codes: number[] = [];
+  try {
+    for (let i = 0; i <= SEGMENTS_PER_PROCESS_MAX; i++) {
+      const { promise, resolve } = Promise.withResolvers<number>();
+      const socket = await Bun.connect({ unix: env.PSTORE_AGENT_SOCKET!, socket: { data: (_s, chunk) => resolve(chunk[4]!), close: () => resolve(-1) } });
+      sockets.push(socket);
+      socket.write(hello);
+      codes.push(await Promise.race([promise, Bun.sleep(15_000).then(() => -2)]));
+    }
+  } finally {
+    for (const socket of sockets) socket.end();
+  }
+  // The test's own agent already maps no other program now; each hello maps one segment.
+  expect(codes.slice(0, SEGMENTS_PER_PROCESS_MAX).every((code) => code === 0)).toBe(true);
+  expect(codes[SEGMENTS_PER_PROCESS_MAX]).toBe(14); // ELIMIT
+  await Bun.sleep(500); // the agent closes the 64 sessions
+  const result = await runC(["read", "compteur"]).done();
+  expect(result.stdout).toBe("VALUE 1035\n");
+}, 120_000);
