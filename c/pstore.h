@@ -22,6 +22,13 @@
 extern "C" {
 #endif
 
+/* The library is built with hidden symbols: only these are exported. */
+#if defined(__GNUC__)
+#define PSTORE_API __attribute__((visibility("default")))
+#else
+#define PSTORE_API
+#endif
+
 /* pstore's error codes (p_errcode()), the same as the TypeScript client's. */
 enum p_error {
     P_OK = 0,
@@ -45,32 +52,32 @@ enum p_error {
 /* Connects this program to the store (through the host's pstore agent, started
  * if none runs). Reads PSTORE_SERVERS, PSTORE_SECRET, PSTORE_TLS_CA. Calling it
  * again reconnects (holds are dropped). 0 or -1. */
-int init_persistant(void);
+PSTORE_API int init_persistant(void);
 
 /* Reserves size bytes under name (zero-filled). 0 or -1. */
-int p_create(size_t size, const char *name);
+PSTORE_API int p_create(size_t size, const char *name);
 
 /* Waits for a read hold; returns the datum's bytes, readable only, or NULL. */
-void *p_access_read(const char *name);
+PSTORE_API void *p_access_read(const char *name);
 /* Waits for the write hold; returns the datum's bytes, writable, or NULL. */
-void *p_access_readwrite(const char *name);
+PSTORE_API void *p_access_readwrite(const char *name);
 
 /* Drops a read hold; p must not be used afterwards. 0 or -1. */
-int p_release_read(void *p);
+PSTORE_API int p_release_read(void *p);
 /* Ships the changed pages and drops the write hold; returns once every server
  * has them. 0 or -1 (then the change is lost: it reached no server). */
-int p_release_readwrite(void *p);
+PSTORE_API int p_release_readwrite(void *p);
 
 /* Deletes a datum nobody holds. 0 or -1. */
-int p_delete(const char *name);
+PSTORE_API int p_delete(const char *name);
 /* Drops every hold (unreleased writes are lost) and disconnects. 0 or -1. */
-int p_close(void);
+PSTORE_API int p_close(void);
 
 /* The last failed call's code (enum p_error) and message, in this thread. */
-int p_errcode(void);
-const char *p_errmsg(void);
+PSTORE_API int p_errcode(void);
+PSTORE_API const char *p_errmsg(void);
 /* A fixed text for a code. */
-const char *p_strerror(int code);
+PSTORE_API const char *p_strerror(int code);
 
 #ifdef __cplusplus
 }
