@@ -36,6 +36,7 @@ int buf_room(buf *b, size_t more) {
 }
 
 void put(buf *b, const void *p, size_t n) {
+    if (b->len == SIZE_MAX) return; /* out of memory already: the request will fail */
     if (buf_room(b, n) == 0) {
         memcpy(b->bytes + b->len, p, n);
         b->len += n;

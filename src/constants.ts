@@ -22,6 +22,8 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const HANDSHAKE_FRAME_BYTES_MAX = 4096;
 /** Checked on the length prefix, before any buffer is allocated. */
 export const FRAME_BYTES_MAX = DATUM_BYTES_MAX + 64 * 1024;
+/** The largest request a C program sends its agent: a write release lists at most every page of a datum (4 bytes each). */
+export const AGENT_REQUEST_BYTES_MAX = 4 * (DATUM_BYTES_MAX / PAGE_SIZE) + 64 * 1024;
 
 /** Bytes a connection may have waiting to be sent before it is closed (a client that does not read). */
 export const LINK_QUEUED_BYTES_MAX = FRAME_BYTES_MAX + 64 * 1024 * 1024;

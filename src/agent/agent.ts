@@ -15,7 +15,8 @@ import { connect } from "../client/store.ts";
 import type { Store } from "../client/types.ts";
 import { PStoreError } from "../errors.ts";
 import { MappedSegment } from "../memory/index.ts";
-import { AGENT_PROTOCOL_VERSION, AGENT_REQUEST_BYTES_MAX, decodeRequest, encodeReply, type Request } from "./protocol.ts";
+import { AGENT_REQUEST_BYTES_MAX } from "../constants.ts";
+import { AGENT_PROTOCOL_VERSION, decodeRequest, encodeReply, type Request } from "./protocol.ts";
 
 export interface AgentOptions {
   socketPath: string;

@@ -8,9 +8,8 @@
  */
 import { ERROR_CODES, type ErrorCode, PStoreError } from "../errors.ts";
 
+
 export const AGENT_PROTOCOL_VERSION = 1;
-/** A request carries at most a page list of a datum (DATUM_BYTES_MAX / PAGE_SIZE pages). */
-export const AGENT_REQUEST_BYTES_MAX = 1024 * 1024;
 
 export const OP = { hello: 1, create: 2, access: 3, release: 4, delete: 5 } as const;
 export const MODE = { read: 1, write: 2 } as const;
