@@ -8,7 +8,6 @@
  */
 import { ERROR_CODES, type ErrorCode, PStoreError } from "../errors.ts";
 
-
 export const AGENT_PROTOCOL_VERSION = 1;
 
 export const OP = { hello: 1, create: 2, access: 3, release: 4, delete: 5 } as const;
