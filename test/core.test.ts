@@ -823,15 +823,30 @@ describe("deduplication", () => {
     expect(observable(d.state)).toEqual(before);
   });
 
-  test("a waiting acquire survives doneBelow and its grant is still delivered and stored", () => {
+  test("a waiting acquire stays below the lowest request its client still waits on, and its grant is delivered and stored", () => {
     const d = withDatum();
     const w = d.hold(1, "d", "write");
     const a = d.acquire(2, "d", "read");
-    d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo + 1);
+    // The client still waits on the acquire: its doneBelow stays at it (src/client: the lowest pending request).
+    d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo);
     expect(d.state.sessions.get(2)!.replies.get(a.reqNo)).toBeNull();
     const granted = replyTo(d.release(1, w).outputs, 2, a.reqNo);
     expect(granted).toMatchObject({ type: "granted" });
     expect(d.state.sessions.get(2)!.replies.get(a.reqNo)).toEqual(granted!);
+  });
+
+  test("a waiting acquire its client counts as done (its grant was lost with a whole-cluster crash) is withdrawn, and the next waiter goes", () => {
+    const d = withDatum();
+    const w = d.hold(1, "d", "write");
+    const a = d.acquire(2, "d", "write");
+    const b = d.acquire(3, "d", "read");
+    // Session 2 confirms everything up to its acquire: it had a grant this history lost.
+    const next = d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo + 1);
+    expect(d.state.sessions.get(2)!.waiting.size).toBe(0);
+    expect(next.outputs.filter((o) => o.session === 2 && o.reqNo === a.reqNo)).toEqual([]);
+    // The writer's release now grants the reader that waited behind the withdrawn acquire.
+    expect(replyTo(d.release(1, w).outputs, 3, b.reqNo)).toMatchObject({ type: "granted", mode: "read" });
+    expect([...d.state.holds.values()].some((hold) => hold.session === 2)).toBe(false);
   });
 
   test("with doneBelow a session runs forever; without it, the in-flight limit stops it", () => {

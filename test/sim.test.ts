@@ -56,6 +56,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [9300508, { disks: true, freeCrashes: true }, "a booting server learnt that server 2 may hold acknowledged updates, forgot it when the peer that told it crashed, and formed a chain without 2 (what is learnt while booting stays learnt)"],
   [33001083, { disks: true, freeCrashes: true }, "a member paused past --suspect-ms resumed in its old configuration and removed the others, though one had served and acknowledged alone meanwhile (a member paused that long finds the chain again as a booting server)"],
   [31101684, {}, "the same fix, booting on the views from before the pause: it formed a chain at once (the views are forgotten now)"],
+  [9701089, { disks: true, partitions: true, quorum: "majority" }, "an acquire granted just before a whole-cluster power loss lost its grant (it needed no sync) and was granted again later to a client that no longer waited for it: held for ever (a wait below the client's doneBelow is withdrawn now)"],
+  [9205836, { disks: true }, "a joiner still joining 40 s after the faults (reported on the code before the boot changes above, which changed this run: the hang is not reproduced, and no cause was found for it)"],
+  [58000733, { disks: true, partitions: true, quorum: "majority" }, "a joiner whose snapshot was lost on the way applied the tail's next updates on its own diverged history and, its acks taken for progress, became a member that was no prefix (forwards now carry the epoch before them, acks the epoch at their seq)"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).
@@ -69,6 +72,7 @@ const REGRESSIONS: [number, Options, string][] = [
  */
 const OPEN: [number, Options, string][] = [
   [30, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  [53004585, { disks: true, freeCrashes: true }, "default mode, a partition in effect though no --partitions: server 1, cut from 2 (then paused) and with 3 crashed, removed both and acknowledged alone, then crashed; 2 resumed in the old configuration and served without 1's updates. A default-mode chain cannot tell a removed peer from a dead one (--quorum majority is the answer); 1 seed in 5,000 of --disks --free-crashes"],
 ];
 
 const BULK_FROM = Number(process.env.PSTORE_SIM_FROM ?? 1_000_001);
@@ -179,5 +183,5 @@ describe("simulator", () => {
     const seeds = replies.reduce((n, r) => n + r.seeds, 0);
     expect(seeds).toBe(BULK_SEEDS + DISK_SEEDS + MODES.length * MODE_SEEDS);
     if (failures.length > 0) throw new Error(`${failures.length} of ${seeds} seeds failed:\n${explain(failures)}`);
-  }, 180_000);
+  }, 300_000);
 });

@@ -43,8 +43,15 @@ export function resolveServers(servers?: string | string[]): string[] {
   return list;
 }
 
-export async function connect(options: ConnectOptions = {}): Promise<Store> {
-  const store = new ClientStore(options);
+/** Maps the client's segment once the servers told its geometry. */
+export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
+
+/**
+ * `mapSegment` is the agent's seam (src/agent/): it maps a segment shared with
+ * the C program it serves instead of the client's own anonymous memory.
+ */
+export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
+  const store = new ClientStore(options, mapSegment);
   await store.open();
   return store;
 }
@@ -66,7 +73,10 @@ class ClientStore implements Store {
   /** A release or give-back in flight per datum: an access waits for it before deciding. */
   private readonly settling = new Map<string, Promise<void>>();
 
-  constructor(options: ConnectOptions) {
+  constructor(
+    options: ConnectOptions,
+    private readonly mapSegment: SegmentMapper,
+  ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.grants = options.cacheHolds === false ? null : new GrantCache();
@@ -87,7 +97,13 @@ class ClientStore implements Store {
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
-    this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
+    try {
+      this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
+    } catch (error) {
+      // The agent maps one segment per program: past its limit, this is not the last connection open.
+      this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
+      throw error;
+    }
     let timeoutMs: number;
     try {
       timeoutMs = await this.openSession();

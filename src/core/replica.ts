@@ -9,7 +9,7 @@
  * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
 import { REQUESTS_DEFERRED_MAX } from "../constants";
-import type { AcceptedProposal, PeerMessage, ReplicaStatus, Request, Update } from "../wire";
+import { type AcceptedProposal, PREV_EPOCH_UNKNOWN, type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
@@ -332,7 +332,7 @@ export class Replica {
         }
         break;
       case "forward":
-        if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates);
+        if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates, message.prevEpoch);
         break;
       case "snapshot":
         if (this.pulling?.from === message.from && message.epoch === this.config.epoch && this.isHead) this.takeOver(message);
@@ -347,7 +347,7 @@ export class Replica {
         }
         break;
       case "ack":
-        if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq);
+        if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq, message.seqEpoch);
         break;
       case "join":
         this.onJoin(message.from, message.appliedSeq, message.lastEpoch);
@@ -425,8 +425,15 @@ export class Replica {
     if (this.isTail || this.status === "joining") this.ackDue = true;
   }
 
-  private onForward(updates: Update[]): void {
+  private onForward(updates: Update[], prevEpoch: number): void {
     this.lastUpstreamMs = this.nowMs;
+    if (!this.onSameHistory(updates, prevEpoch)) {
+      // The sender's history parts from ours at or before our last update (a snapshot it sent
+      // us was lost: sim seed 58000733): applying its next updates on ours would mix the two.
+      // Tell it where we are: it sends what we need, a snapshot if we diverged.
+      this.sendSyncReply(this.upstream!);
+      return;
+    }
     for (const update of updates) {
       if (update.seq <= this.state.appliedSeq) continue; // a resend after a resync
       if (update.seq !== this.state.appliedSeq + 1) {
@@ -436,6 +443,19 @@ export class Replica {
       }
       this.apply(update);
     }
+  }
+
+  /** The sender's history, as far as these updates show it, holds our last update. */
+  private onSameHistory(updates: Update[], prevEpoch: number): boolean {
+    if (updates.length === 0) return true;
+    const mine = this.state.appliedSeq;
+    const first = updates[0]!.seq;
+    const at = Math.min(mine, updates[updates.length - 1]!.seq);
+    if (at < first - 1) return true; // a gap: handled as one
+    const theirs = at === first - 1 ? prevEpoch : updates[at - first]!.epoch;
+    if (theirs === PREV_EPOCH_UNKNOWN) return true;
+    const ours = this.epochs.epochAt(at);
+    return ours === null || ours === theirs;
   }
 
   private installSnapshot(bytes: Uint8Array, seq: number, epoch: number): void {
@@ -511,8 +531,12 @@ export class Replica {
     return epoch === this.config.epoch && from === this.upstream && this.status !== "booting";
   }
 
-  private onAck(from: number, seq: number): void {
+  private onAck(from: number, seq: number, seqEpoch: number): void {
     if (this.joiner?.id === from) {
+      // Progress only if its history is a prefix of ours: a joiner still on a history of its
+      // own (a snapshot it refused, or one lost on the way) acks positions we never sent it,
+      // and taken for caught up it became a member that was no prefix (sim seed 58000733).
+      if (!this.epochs.extends(seq, seqEpoch)) return;
       this.joiner.ackedSeq = Math.max(this.joiner.ackedSeq, seq);
       this.noticeCaughtUp();
       return;
@@ -545,7 +569,7 @@ export class Replica {
     const missing = isPrefix ? this.retained.after(seq) : null;
     if (missing) {
       for (let i = 0; i < missing.length; i += FORWARD_BATCH_MAX) {
-        this.send(down.id, { type: "forward", from: this.selfId, epoch: this.config.epoch, updates: missing.slice(i, i + FORWARD_BATCH_MAX) });
+        this.send(down.id, this.forwardMessage(missing.slice(i, i + FORWARD_BATCH_MAX)));
       }
     } else {
       // Diverged, or too far behind what we retain: the whole state (allocated pages only).
@@ -1152,6 +1176,11 @@ export class Replica {
 
   // ---- output -------------------------------------------------------------------
 
+  private forwardMessage(updates: Update[]): PeerMessage {
+    const prevEpoch = updates.length === 0 ? PREV_EPOCH_UNKNOWN : (this.epochs.epochAt(updates[0]!.seq - 1) ?? PREV_EPOCH_UNKNOWN);
+    return { type: "forward", from: this.selfId, epoch: this.config.epoch, prevEpoch, updates };
+  }
+
   private send(to: number, message: PeerMessage): void {
     this.out.push({ kind: "send", to, message });
   }
@@ -1171,12 +1200,7 @@ export class Replica {
   private finish(): Action[] {
     if (this.toForward.length > 0 && this.down) {
       for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {
-        this.send(this.down.id, {
-          type: "forward",
-          from: this.selfId,
-          epoch: this.config.epoch,
-          updates: this.toForward.slice(i, i + FORWARD_BATCH_MAX),
-        });
+        this.send(this.down.id, this.forwardMessage(this.toForward.slice(i, i + FORWARD_BATCH_MAX)));
       }
     }
     this.toForward = [];
@@ -1187,7 +1211,8 @@ export class Replica {
       this.lastAckMs = this.nowMs;
       const ackSeq = this.status === "joining" ? this.state.appliedSeq : this.ackedSeq;
       if (this.upstream !== null && (this.status === "joining" || this.status === "member")) {
-        this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq });
+        const seqEpoch = this.epochs.epochAt(ackSeq) ?? 0;
+        this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq, seqEpoch });
       }
       if (this.status === "member") this.retained.trim(this.ackedSeq);
     }

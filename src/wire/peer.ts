@@ -31,9 +31,15 @@ export type PeerMessage =
   | { type: "sync_request"; from: number; epoch: number; chain: number[] }
   /** Also sent on a gap, to ask for a resend from appliedSeq + 1. */
   | { type: "sync_reply"; from: number; epoch: number; appliedSeq: number; lastEpoch: number }
-  | { type: "forward"; from: number; epoch: number; updates: Update[] }
+  /**
+   * `prevEpoch`: the epoch of the update just before the first one in the sender's history
+   * (PREV_EPOCH_UNKNOWN if it no longer knows): the receiver applies them only on the same
+   * history (Raft's consistency check of AppendEntries).
+   */
+  | { type: "forward"; from: number; epoch: number; prevEpoch: number; updates: Update[] }
   | { type: "snapshot"; from: number; epoch: number; seq: number; lastEpoch: number; bytes: Uint8Array }
-  | { type: "ack"; from: number; epoch: number; seq: number }
+  /** `seqEpoch`: the epoch of the update at `seq` in the sender's history (0 if unknown). */
+  | { type: "ack"; from: number; epoch: number; seq: number; seqEpoch: number }
   /** A server outside the chain asks the tail to bring it up to date. */
   | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
   /** The tail tells the head that a joiner has everything: append it to the chain. */
@@ -72,6 +78,9 @@ export interface AcceptedProposal {
    */
   formed: boolean;
 }
+
+/** A forward's prevEpoch when the sender no longer knows it: not checked. */
+export const PREV_EPOCH_UNKNOWN = Number.MAX_SAFE_INTEGER;
 
 const PEER_TYPES = {
   heartbeat: 20,
@@ -161,7 +170,7 @@ export function encodePeer(m: PeerMessage): Uint8Array {
         w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.lastEpoch).blob(m.bytes),
       );
     case "ack":
-      return frame(PEER_TYPES.ack, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq));
+      return frame(PEER_TYPES.ack, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.seqEpoch));
     case "join":
       return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
     case "caught_up":
@@ -199,10 +208,10 @@ export function encodePeer(m: PeerMessage): Uint8Array {
 export function encodePeerParts(m: PeerMessage): Uint8Array[] {
   if (m.type !== "forward") return [encodePeer(m)];
   const bodies = m.updates.map(encodeUpdate);
-  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 4);
+  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 8 + 4);
   const total = head.bytes.length + bodies.reduce((n, b) => n + b.length, 0);
   // The frame's length field covers the bodies sent after this head.
-  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u32(m.updates.length);
+  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u53(m.prevEpoch).u32(m.updates.length);
   return [head.bytes, ...bodies];
 }
 
@@ -233,16 +242,17 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
     case PEER_TYPES.forward: {
       const from = r.u16();
       const epoch = r.u53();
+      const prevEpoch = r.u53();
       const count = r.u32();
       if (count * 33 > r.remaining) throw new WireError(`${count} updates do not fit in the frame`);
       const updates: Update[] = [];
       for (let i = 0; i < count; i++) updates.push(readUpdateKeepingBytes(r));
-      return { type: "forward", from, epoch, updates };
+      return { type: "forward", from, epoch, prevEpoch, updates };
     }
     case PEER_TYPES.snapshot:
       return { type: "snapshot", from: r.u16(), epoch: r.u53(), seq: r.u53(), lastEpoch: r.u53(), bytes: r.blob() };
     case PEER_TYPES.ack:
-      return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53() };
+      return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53(), seqEpoch: r.u53() };
     case PEER_TYPES.join:
       return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
     case PEER_TYPES.caught_up:
