@@ -149,6 +149,8 @@ export class Replica {
   /** Servers that may hold acknowledged updates we lack, learnt while booting: form no chain without them. */
   private readonly bootRequired = new Set<number>();
   private lastHeartbeatMs = -Infinity;
+  /** Until when we told the others we would be busy (they do not suspect us before). */
+  private busyUntilMs = -Infinity;
   private lastJoinMs = -Infinity;
   private out: Action[] = [];
   private toForward: Update[] = [];
@@ -291,7 +293,10 @@ export class Replica {
       this.bootStartMs += pausedMs;
       this.monitor.shift(pausedMs);
       this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
-      if (pausedMs > this.options.suspectMs && this.status === "member" && !this.majorityMode && this.config.chain.length > 1) {
+      // Others suspect us once silent past --suspect-ms, but never within a busy time we
+      // announced (a large update on a loaded machine: leaving the chain then stalled it).
+      const othersMaySuspectUs = pausedMs > this.options.suspectMs && nowMs > this.busyUntilMs;
+      if (othersMaySuspectUs && this.status === "member" && !this.majorityMode && this.config.chain.length > 1) {
         // Long enough for the others to remove us and acknowledge updates without us (we
         // would then lead a chain on a stale history: sim seed 33001083). Find the chain
         // again as a booting server does, waiting for the servers of our last chain.
@@ -862,6 +867,7 @@ export class Replica {
    */
   onBusy(expectedMs: number, nowMs: number): Action[] {
     this.advanceClock(nowMs);
+    this.busyUntilMs = Math.max(this.busyUntilMs, nowMs + expectedMs);
     this.broadcastHeartbeat(Math.ceil(expectedMs));
     return this.finish();
   }
