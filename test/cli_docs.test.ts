@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { runShellLine, SHELL_COMMANDS } from "../src/cli/shell/commands.ts";
+import { runShellLine, SHELL_COMMANDS } from "../src/cli/shell/run.ts";
 import { makeStyle } from "../src/cli/output.ts";
 import { ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
 

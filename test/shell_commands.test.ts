@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PassThrough } from "node:stream";
-import { completeLine, promptFor, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/commands.ts";
+import { completeLine, promptFor, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/run.ts";
 import { runShell } from "../src/cli/shell/repl.ts";
 import { tokenize } from "../src/cli/shell/tokenize.ts";
 import { encodeValue, readValue, writeValue } from "../src/cli/shell/values.ts";

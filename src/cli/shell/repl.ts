@@ -16,7 +16,7 @@ import { createInterface, type Interface } from "node:readline";
 import type { Store } from "../../client/types.ts";
 import type { LocalCluster } from "../cluster.ts";
 import { makeStyle } from "../output.ts";
-import { completeLine, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./commands.ts";
+import { completeLine, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./run.ts";
 
 export interface ShellOptions {
   input: NodeJS.ReadableStream;

@@ -1,0 +1,55 @@
+/** Holds a shell keeps across commands (acquire-read, acquire-write), and the checks around them. */
+import { PStoreError } from "../../../errors.ts";
+import { quoteWord } from "../../format.ts";
+import { connectedStore, type ShellContext, type ShellHold, type ShellOutput, waitForHold } from "./spec.ts";
+
+export async function acquire(ctx: ShellContext, name: string, mode: "read" | "write", signal: AbortSignal | undefined): Promise<ShellOutput> {
+  const held = ctx.holds.get(name);
+  if (held) throw new PStoreError("EDEADLK", `this shell already holds ${quoteWord(name)} (${held.mode}); release it first`);
+  const store = await connectedStore(ctx, signal);
+  const view =
+    mode === "write"
+      ? await waitForHold(ctx, `the write hold on ${quoteWord(name)}`, store.accessReadWrite(name, { signal }))
+      : await waitForHold(ctx, `a read hold on ${quoteWord(name)}`, store.accessRead(name, { signal }));
+  ctx.holds.set(name, { mode, view });
+  return { text: `ok, ${mode} hold on ${quoteWord(name)} (${view.length} bytes)` };
+}
+
+export function held(ctx: ShellContext, name: string, command: string): ShellHold {
+  const hold = ctx.holds.get(name);
+  if (!hold) throw new PStoreError("EINVAL", `${command} needs a hold on ${quoteWord(name)}: acquire-read or acquire-write it first`);
+  return hold;
+}
+
+export function notHeld(ctx: ShellContext, name: string, instead: string): void {
+  const hold = ctx.holds.get(name);
+  if (hold) throw new PStoreError("EDEADLK", `this shell holds ${quoteWord(name)} (${hold.mode}): use ${instead}, or release it first`);
+}
+
+/**
+ * Before quitting: releases kept read holds, and forgets kept write holds —
+ * the store's close() drops those without shipping their changes (there is no
+ * "release and discard"). Returns what was dropped, for a notice.
+ */
+export async function dropHolds(ctx: ShellContext): Promise<string[]> {
+  const dropped: string[] = [];
+  for (const [name, hold] of ctx.holds) {
+    if (hold.mode === "read") {
+      try {
+        await (await ctx.store()).releaseRead(hold.view);
+      } catch {
+        // close() releases it anyway.
+      }
+    }
+    dropped.push(`${hold.mode} hold on ${quoteWord(name)}${hold.mode === "write" ? " (changes discarded)" : ""}`);
+  }
+  ctx.holds.clear();
+  return dropped;
+}
+
+/** The prompt: `pstore> `, or `pstore [compteur:w msg:r]> ` with holds kept. */
+export function promptFor(ctx: ShellContext): string {
+  if (ctx.holds.size === 0) return "pstore> ";
+  const holds = [...ctx.holds].map(([name, hold]) => `${quoteWord(name)}:${hold.mode === "write" ? "w" : "r"}`);
+  return `pstore [${holds.join(" ")}]> `;
+}
