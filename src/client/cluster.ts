@@ -60,6 +60,11 @@ export class ClusterLink {
   /** The first welcome: the segment's geometry. */
   geometry: Welcome | null = null;
   requestsSent = 0;
+  /**
+   * Called when no serving chain was found within failoverTimeoutMs: what was
+   * in flight failed, and the session is given up (see giveUpChain).
+   */
+  onChainLost: ((error: PStoreError) => void) | null = null;
 
   constructor(
     private readonly servers: string[],
@@ -94,7 +99,8 @@ export class ClusterLink {
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
     });
-    this.sendRequest(reqNo, this.pending.get(reqNo)!);
+    if (this.head) this.sendRequest(reqNo, this.pending.get(reqNo)!);
+    else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
     this.updateActivity();
     return promise;
   }
@@ -121,7 +127,8 @@ export class ClusterLink {
     if (this.closedError) return Promise.reject(this.closedError);
     const queryId = this.nextQueryId++;
     const promise = new Promise<string>((resolve, reject) => this.queries.set(queryId, { kind, name, resolve, reject }));
-    this.tail?.send({ type: "query", body: { queryId, kind, name } });
+    if (this.tail) this.tail.send({ type: "query", body: { queryId, kind, name } });
+    else this.scheduleRefresh();
     this.updateActivity();
     return promise;
   }
@@ -149,7 +156,28 @@ export class ClusterLink {
 
   private scheduleRefresh(): void {
     if (this.closedError || this.refreshing) return;
-    this.refresh(this.failoverTimeoutMs).catch((error) => this.shutdown(error));
+    this.refresh(this.failoverTimeoutMs).catch((error) => this.giveUpChain(error));
+  }
+
+  /**
+   * No serving chain within failoverTimeoutMs. Only what was in flight fails:
+   * the link stays usable and the next call looks for the chain again, so a
+   * long-lived client finds the cluster when it comes back. The session is
+   * given up (onChainLost): a request that failed here may still have been
+   * applied — an acquire granted to nobody — and under a new session such a
+   * hold is freed when the old session expires. Errors that retrying cannot
+   * fix (EAUTH, EPROTO) still close the link for good.
+   */
+  private giveUpChain(error: PStoreError): void {
+    if (error.code !== "EUNAVAILABLE") return this.shutdown(error);
+    for (const waiting of this.pending.values()) waiting.reject(error);
+    this.pending.clear();
+    for (const waiting of this.queries.values()) waiting.reject(error);
+    this.queries.clear();
+    this.head?.close();
+    this.tail?.close();
+    this.head = this.tail = null;
+    this.onChainLost?.(error);
   }
 
   private refresh(budgetMs: number): Promise<void> {

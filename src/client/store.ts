@@ -23,6 +23,8 @@ interface ClientHold {
   firstPage: number;
   pageCount: number;
   createdSeq: number;
+  /** The view handed out: if the session is lost, releasing it says so. */
+  view: Uint8Array;
 }
 
 /** Which version of a datum's bytes the mapped segment holds. */
@@ -57,7 +59,9 @@ class ClientStore implements Store {
   /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
   private sessionLost = false;
   private renewing: Promise<void> | null = null;
-  private readonly counters = { pagesSent: 0, pagesReceived: 0 };
+  /** Views of holds voided with a lost session, to their datum's name: releasing one says why it is gone. */
+  private readonly lostViews = new WeakMap<ArrayBufferView, string>();
+  private readonly counters = { pagesSent: 0, pagesReceived: 0, sessionsLost: 0 };
 
   constructor(options: ConnectOptions) {
     // 0 asks for the servers' --session-timeout-ms.
@@ -69,6 +73,8 @@ class ClientStore implements Store {
       options.secret ?? (process.env.PSTORE_SECRET || undefined),
       readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)),
     );
+    // The chain stayed out of reach: continue under a new session once it is back.
+    this.cluster.onChainLost = () => this.loseSession();
   }
 
   async open(): Promise<void> {
@@ -95,7 +101,9 @@ class ClientStore implements Store {
   private loseSession(): void {
     if (this.sessionLost) return;
     this.sessionLost = true;
+    this.counters.sessionsLost++;
     for (const hold of this.holds.values()) {
+      this.lostViews.set(hold.view, hold.name);
       this.segment.protect(hold.firstPage, hold.pageCount, "none");
       // Bytes written under a lost write hold never reached the servers.
       if (hold.mode === "write") this.cache.delete(hold.name);
@@ -278,9 +286,10 @@ class ClientStore implements Store {
     for (const run of pageRuns(pages, pageSize)) this.segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
     this.counters.pagesReceived += pages.length;
     this.segment.protect(firstPage, pageCount, reply.mode);
-    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
+    const view = this.segment.view(reply.offset, reply.size);
+    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq, view });
     this.cache.set(reply.name, { firstPage, pageCount, createdSeq: reply.createdSeq, version: reply.version });
-    return this.segment.view(reply.offset, reply.size);
+    return view;
   }
 
   /** Pages now given to `name` may hold bytes of a deleted datum: that cache is gone. */
@@ -294,6 +303,11 @@ class ClientStore implements Store {
   private holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
     if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {
       throw new PStoreError("EINVAL", "release takes the view that access returned");
+    }
+    // Checked first: a lost view must not release a newer hold on the same pages.
+    const lost = this.lostViews.get(view);
+    if (lost !== undefined) {
+      throw new PStoreError("ESTALE", `the hold on "${lost}" was lost with its session (the cluster was out of reach, or the session expired); access it again`);
     }
     const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
     if (!hold) throw new PStoreError("ESTALE", "this view holds nothing (already released?)");

@@ -48,6 +48,8 @@ export interface ClientStats {
   requests: number;
   pagesSent: number;
   pagesReceived: number;
+  /** Sessions given up (ESESSION, or no chain within failoverTimeoutMs): holds taken before are void. */
+  sessionsLost: number;
 }
 
 export interface Store {
