@@ -35,7 +35,7 @@ async function serve(): Promise<string> {
 async function generate(source: string): Promise<string> {
   const shell = /^shell: (help.*)$/.exec(source);
   if (shell) {
-    const ctx = { store: async () => Promise.reject(new Error("no store")), multiline: true, style: makeStyle(false), names: new Set<string>(), holds: new Map() };
+    const ctx = { store: async () => Promise.reject(new Error("no store")), multiline: true, style: makeStyle(false), names: new Set<string>(), holds: new Map(), lostHolds: new Map() };
     const result = await runShellLine(ctx, shell[1]!);
     return `${result!.text}\n`;
   }

@@ -13,7 +13,7 @@ import { makeStyle } from "../src/cli/output.ts";
 import { FakeStore } from "./fixtures/cli_fake_store.ts";
 
 function context(store = new FakeStore(), multiline = false): ShellContext {
-  return { store: async () => store, multiline, style: makeStyle(false), names: new Set(), holds: new Map() };
+  return { store: async () => store, multiline, style: makeStyle(false), names: new Set(), holds: new Map(), lostHolds: new Map() };
 }
 
 /** Runs lines in order and returns the printed text of each result. */
@@ -356,6 +356,7 @@ describe("shell commands", () => {
       style: makeStyle(false),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
     };
     expect(await run(ctx, "list", "list")).toEqual(["error EUNAVAILABLE: no server answered", "(no data)"]);
   });
@@ -478,6 +479,7 @@ describe("waiting and Ctrl-C", () => {
       style: makeStyle(false),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
     };
     const notices: string[] = [];
     ctx.notice = (text) => notices.push(text);

@@ -6,8 +6,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { LocalCluster } from "../src/cli/cluster.ts";
 import { stripAnsi } from "../src/cli/output.ts";
 import { MAIN, ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
+import { pstoreCommand } from "./helpers/processes.ts";
 
 const started: Running[] = [];
 afterAll(async () => {
@@ -255,6 +257,47 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
     await tty.type("quit\r");
     expect(await tty.exited()).toBe(0);
   }, 30_000);
+});
+
+describe("shell on a terminal through an outage", () => {
+  test("a whole-cluster stop and start under an open shell: one command fails, the next ones work, the kept hold is reported lost", async () => {
+    const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: tempDir(), command: pstoreCommand(), segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });
+    await cluster.start();
+    const tty = openShell(["--servers", cluster.servers.join(",")], { HOME: tempDir() });
+    try {
+      await tty.waitFor("pstore> ");
+      await tty.type("create compteur 4\r");
+      await tty.type("write compteur i32 1035\r");
+      await tty.type("create kept 4\r");
+      await tty.type("acquire-read kept\r");
+      await tty.waitFor("pstore [kept:r]> ");
+
+      await cluster.stop();
+      let mark = tty.screen().length;
+      await tty.type("read compteur i32\r");
+      // The client's whole failover budget (30 s), then the failure.
+      await tty.waitFor(/error EUNAVAILABLE: .*\n/, mark, 45_000);
+      // Said as the session goes (the holds are void from then on).
+      expect(tty.screen().slice(mark)).toContain("lost with the session (the cluster was out of reach, or it expired): read hold on kept");
+
+      await cluster.start();
+      mark = tty.screen().length;
+      await tty.type("read compteur i32\r");
+      await tty.waitFor(/\n1035\n/, mark, 15_000);
+      await tty.waitFor("pstore> ", mark);
+      mark = tty.screen().length;
+      await tty.type("get kept i32\r");
+      await tty.waitFor("error ESTALE: the read hold on kept was lost with the session", mark);
+      mark = tty.screen().length;
+      await tty.type("acquire-write kept\r");
+      await tty.waitFor("ok, write hold on kept (4 bytes)", mark, 15_000);
+      await tty.type("quit\r");
+      expect(await tty.exited()).toBe(0);
+    } finally {
+      tty.proc.kill("SIGKILL");
+      await cluster.stop();
+    }
+  }, 120_000);
 });
 
 describe("history file hygiene", () => {

@@ -67,6 +67,7 @@ class _Session {
       style: makeStyle(options.color),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
       notice: options.interactive ? (text) => this.notice(text) : undefined,
     };
   }

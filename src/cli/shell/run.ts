@@ -10,6 +10,7 @@
 import { PStoreError } from "../../errors.ts";
 import { editDistance, UsageError } from "../flags.ts";
 import { quoteWord } from "../format.ts";
+import { forgetLostHolds } from "./commands/holds.ts";
 import { ALIASES, SHELL_COMMANDS } from "./commands/index.ts";
 import { type CommandSpec, noticeIfSlow, type ShellContext, SLOW_NOTICE_MS, untilAborted } from "./commands/spec.ts";
 import { tokenize } from "./tokenize.ts";
@@ -39,6 +40,7 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
     if (!spec) throw new PStoreError("EINVAL", `unknown command "${words[0]}"${_suggestCommand(words[0]!)} (help lists the commands)`);
     const args = words.slice(1);
     _checkArgCount(command, spec, args);
+    await _noticeLostHolds(ctx);
     const running = spec.run(ctx, args, signal);
     const output = await (spec.cancellable
       ? running
@@ -49,6 +51,7 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
           untilAborted(running, signal, "stopped waiting for the answer (the command may still take effect)"),
           true,
         ));
+    await _noticeLostHolds(ctx);
     return {
       ok: true,
       text: output.text,
@@ -56,6 +59,7 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
       quit: output.quit,
     };
   } catch (error) {
+    await _noticeLostHolds(ctx).catch(() => {});
     const { code, message } = describeError(error);
     const text = `error ${code ?? "ERROR"}: ${message}`;
     return { ok: false, text: ctx.style.red(text), json: { ok: false, ...(command ? { command } : {}), code: code ?? "ERROR", error: message } };
@@ -78,6 +82,12 @@ export function describeError(error: unknown): { code?: string; message: string 
     return { message: oneLine(error.message) };
   }
   return { message: oneLine(String(error)) };
+}
+
+/** Says (on a terminal) which kept holds went with a lost session; get, set and release then say so too. */
+async function _noticeLostHolds(ctx: ShellContext): Promise<void> {
+  const lost = await forgetLostHolds(ctx);
+  if (lost.length > 0) ctx.notice?.(`lost with the session (the cluster was out of reach, or it expired): ${lost.join(", ")}`);
 }
 
 /** `missing TYPE VALUE; usage: write NAME TYPE VALUE [OFFSET]`, or too many words. */

@@ -11,12 +11,17 @@ export async function acquire(ctx: ShellContext, name: string, mode: "read" | "w
     mode === "write"
       ? await waitForHold(ctx, `the write hold on ${quoteWord(name)}`, store.accessReadWrite(name, { signal }))
       : await waitForHold(ctx, `a read hold on ${quoteWord(name)}`, store.accessRead(name, { signal }));
-  ctx.holds.set(name, { mode, view });
+  ctx.holds.set(name, { mode, view, sessionsLost: store.stats().sessionsLost });
+  ctx.lostHolds.delete(name);
   return { text: `ok, ${mode} hold on ${quoteWord(name)} (${view.length} bytes)` };
 }
 
 export function held(ctx: ShellContext, name: string, command: string): ShellHold {
   const hold = ctx.holds.get(name);
+  const lost = ctx.lostHolds.get(name);
+  if (!hold && lost) {
+    throw new PStoreError("ESTALE", `the ${lost} hold on ${quoteWord(name)} was lost with the session (the cluster was out of reach, or the session expired); acquire-${lost} it again`);
+  }
   if (!hold) throw new PStoreError("EINVAL", `${command} needs a hold on ${quoteWord(name)}: acquire-read or acquire-write it first`);
   return hold;
 }
@@ -24,6 +29,23 @@ export function held(ctx: ShellContext, name: string, command: string): ShellHol
 export function notHeld(ctx: ShellContext, name: string, instead: string): void {
   const hold = ctx.holds.get(name);
   if (hold) throw new PStoreError("EDEADLK", `this shell holds ${quoteWord(name)} (${hold.mode}): use ${instead}, or release it first`);
+}
+
+/**
+ * Forgets the kept holds that the store's session took with it (their pages
+ * are closed: touching them would crash the shell). Returns what was lost.
+ */
+export async function forgetLostHolds(ctx: ShellContext): Promise<string[]> {
+  if (ctx.holds.size === 0) return [];
+  const { sessionsLost } = (await ctx.store()).stats();
+  const lost: string[] = [];
+  for (const [name, hold] of ctx.holds) {
+    if (hold.sessionsLost === sessionsLost) continue;
+    ctx.holds.delete(name);
+    ctx.lostHolds.set(name, hold.mode);
+    lost.push(`${hold.mode} hold on ${quoteWord(name)}`);
+  }
+  return lost;
 }
 
 /**

@@ -22,6 +22,8 @@ export interface ShellContext {
   names: Set<string>;
   /** Holds kept across commands (acquire-read, acquire-write), by datum name. */
   holds: Map<string, ShellHold>;
+  /** Kept holds lost with the store's session (an outage, an expiry), by datum name, until taken again. */
+  lostHolds: Map<string, ShellHold["mode"]>;
   /** Says that a command is waiting (on a terminal): for the cluster, for a hold, or running long. */
   notice?(text: string): void;
 }
@@ -29,6 +31,8 @@ export interface ShellContext {
 export interface ShellHold {
   mode: "read" | "write";
   view: Uint8Array;
+  /** The store's `stats().sessionsLost` when it was taken: a later session loss voids it. */
+  sessionsLost: number;
 }
 
 /** What a command returns; runShellLine turns it into a ShellResult. */
