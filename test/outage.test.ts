@@ -86,3 +86,11 @@ test("a store idle through a whole-cluster outage longer than its failover budge
   await store.withWrite("x", (view) => void (view[0] = 7));
   expect(await store.withRead("x", (view) => view[0])).toBe(7);
 }, 60_000);
+
+test("connect with nothing listening fails at once, naming the addresses and what to do", async () => {
+  const startedAt = performance.now();
+  const error = await connect({ servers: ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"] }).catch((e: unknown) => e);
+  expect(performance.now() - startedAt).toBeLessThan(1000);
+  expect(error).toBeInstanceOf(PStoreError);
+  expect((error as PStoreError).message).toBe("EUNAVAILABLE: no server at 127.0.0.1:1-3 (connection refused) — start one with `pstore local`");
+});

@@ -246,8 +246,22 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
     }
   }, 60_000);
 
-  test("no cluster: the shell says it waits, and Ctrl-C gives the prompt back at once", async () => {
-    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: tempDir() });
+  test("nothing running: said at start, and a command fails in under a second with the hint", async () => {
+    const tty = openShell(["--servers", "127.0.0.1:1,127.0.0.1:2"], { HOME: tempDir() });
+    await tty.waitFor("no server at 127.0.0.1:1-2 (connection refused) — start one with `pstore local`\npstore> ");
+    const mark = tty.screen().length;
+    const startedAt = performance.now();
+    await tty.type("list\r");
+    await tty.waitFor("error EUNAVAILABLE: no server at 127.0.0.1:1-2 (connection refused) — start one with `pstore local`", mark);
+    expect(performance.now() - startedAt).toBeLessThan(1000);
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+  }, 30_000);
+
+  test("a server that answers but does not serve: the shell says it waits, and Ctrl-C gives the prompt back at once", async () => {
+    // Accepts connections and never says a word: the client keeps trying for its whole connect timeout.
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const tty = openShell(["--servers", `127.0.0.1:${silent.port}`], { HOME: tempDir() });
     await tty.waitFor("pstore> ");
     const mark = tty.screen().length;
     await tty.type("list\r");
@@ -256,6 +270,7 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
     await tty.waitFor("error ECANCELED: stopped waiting for the cluster\npstore> ", mark);
     await tty.type("quit\r");
     expect(await tty.exited()).toBe(0);
+    silent.stop(true);
   }, 30_000);
 });
 

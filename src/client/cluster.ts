@@ -7,7 +7,8 @@
  */
 import { PStoreError } from "../errors";
 import type { Message, Op, QueryKind, ReplyMessage, Welcome } from "../wire";
-import { Connection, remoteError } from "./connection";
+import { formatAddresses } from "../net/address";
+import { Connection, ConnectionRefused, remoteError } from "./connection";
 
 /** A request with no reply (nor "queued") for this long makes us look for the chain again. */
 const UNANSWERED_MS = 1500;
@@ -194,7 +195,13 @@ export class ClusterLink {
     for (;;) {
       if (this.closedError) throw this.closedError;
       const candidates = [...new Set([...this.chain, ...this.servers])];
-      if (await this.connectNewestChain(candidates, problems)) return;
+      const refused = new Set<string>();
+      if (await this.connectNewestChain(candidates, problems, refused)) return;
+      // Not connected (at connect, or after giving up) and nobody listens anywhere: say so
+      // now. A failover keeps its whole budget: servers restarting refuse for a moment.
+      if (this.head === null && refused.size === candidates.length) {
+        throw new PStoreError("EUNAVAILABLE", `no server at ${formatAddresses(candidates)} (connection refused) — start one with \`pstore local\``);
+      }
       if (performance.now() > deadline) {
         const detail = [...problems].slice(-3).join("; ");
         throw new PStoreError("EUNAVAILABLE", `no serving pstore chain reachable via ${candidates.join(",")} (${detail}); is the cluster running? try \`pstore local\``);
@@ -210,8 +217,8 @@ export class ClusterLink {
    * server cut off from the others may still describe its old chain, and only
    * the newest one serves (the servers let it win when they heal, too).
    */
-  private async connectNewestChain(candidates: string[], problems: Set<string>): Promise<boolean> {
-    const opened = await this.probeAll(candidates, problems);
+  private async connectNewestChain(candidates: string[], problems: Set<string>, refused: Set<string>): Promise<boolean> {
+    const opened = await this.probeAll(candidates, problems, refused);
     let newest: Connection | null = null;
     for (const probe of opened) {
       if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
@@ -253,7 +260,7 @@ export class ClusterLink {
    * PROBE_GRACE_MS more: a paused or unreachable server must not hold up a
    * failover for its whole connect timeout.
    */
-  private probeAll(addresses: string[], problems: Set<string>): Promise<Connection[]> {
+  private probeAll(addresses: string[], problems: Set<string>, refused: Set<string>): Promise<Connection[]> {
     return new Promise((resolve, reject) => {
       const opened: Connection[] = [];
       let outstanding = addresses.length;
@@ -283,6 +290,7 @@ export class ClusterLink {
           (error) => {
             // A refusal that retrying cannot fix (authentication, protocol) ends the search.
             if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") return finish(error);
+            if (error instanceof ConnectionRefused) refused.add(address);
             problems.add(withoutCode((error as Error).message));
             settled();
           },

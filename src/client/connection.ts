@@ -88,14 +88,14 @@ export class Connection {
             link.send(encodeMessage(greeter.hello()));
           },
           connectError(_socket, error) {
-            settle.reject(new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`));
+            settle.reject(_connectFailure(address, error));
           },
         },
       });
       connection.welcome = await welcomed;
     } catch (error) {
       connection.link?.lost("handshake failed");
-      throw error instanceof PStoreError ? error : new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${(error as Error).message}`);
+      throw error instanceof PStoreError ? error : _connectFailure(address, error as Error);
     } finally {
       clearTimeout(timer);
     }
@@ -138,6 +138,18 @@ export function parseAddress(address: string): { host: string; port: number } {
   } catch {
     throw new PStoreError("EINVAL", `"${address}" is not host:port`);
   }
+}
+
+/** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
+export class ConnectionRefused extends PStoreError {
+  constructor(readonly address: string) {
+    super("EUNAVAILABLE", `${address}: connection refused`);
+  }
+}
+
+function _connectFailure(address: string, error: Error): PStoreError {
+  if ((error as { code?: unknown }).code === "ECONNREFUSED") return new ConnectionRefused(address);
+  return new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`);
 }
 
 export function remoteError(code: string, message: string): PStoreError {

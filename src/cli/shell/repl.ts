@@ -16,7 +16,7 @@ import { createInterface, type Interface } from "node:readline";
 import type { Store } from "../../client/types.ts";
 import type { LocalCluster } from "../cluster.ts";
 import { makeStyle } from "../output.ts";
-import { completeLine, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./run.ts";
+import { completeLine, describeError, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./run.ts";
 
 export interface ShellOptions {
   input: NodeJS.ReadableStream;
@@ -41,6 +41,8 @@ const _HISTORY_LINES_MAX = 1000;
 /** Names for completion are refreshed in the background when older than this. */
 const _NAMES_STALE_MS = 5000;
 const _CLOSE_TIMEOUT_MS = 5000;
+/** How long the shell waits at start to learn that no server listens (refusals come in milliseconds). */
+const _START_PROBE_MS = 300;
 
 export async function runShell(options: ShellOptions): Promise<number> {
   const session = new _Session(options);
@@ -193,6 +195,7 @@ class _Session {
     };
     this.options.stop?.addEventListener("abort", onStop, { once: true });
     if (this.options.banner) this.options.output.write(`${this.options.banner}\n`);
+    await this.sayIfNoServer();
     try {
       for (;;) {
         rl.setPrompt(promptFor(this.ctx));
@@ -211,6 +214,25 @@ class _Session {
       rl.close();
     }
     return 0;
+  }
+
+  /**
+   * Connects at start, in the background; if that fails at once (nobody
+   * listens: the client says so within milliseconds), says why before the
+   * first prompt. A slower answer is left to the first command.
+   */
+  private async sayIfNoServer(): Promise<void> {
+    const failed = this.connect().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    let timer: Timer | undefined;
+    const later = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, _START_PROBE_MS);
+    });
+    const early = await Promise.race([failed, later]);
+    clearTimeout(timer);
+    if (early !== undefined) this.notice(describeError(early).message);
   }
 
   private complete(line: string): [string[], string] {
