@@ -94,3 +94,26 @@ test("connect with nothing listening fails at once, naming the addresses and wha
   expect(error).toBeInstanceOf(PStoreError);
   expect((error as PStoreError).message).toBe("EUNAVAILABLE: no server at 127.0.0.1:1-3 (connection refused) — start one with `pstore local`");
 });
+
+test("what a wait is for: onQueued when a holder blocks the access, chainMissingMs while the chain is gone", async () => {
+  const c = await startCluster();
+  const holder = await connect({ servers: c.servers });
+  const waiter = await connect({ servers: c.servers, failoverTimeoutMs: 1000 });
+  stores.push(holder, waiter);
+  await holder.create("d", 4);
+  const held = await holder.accessReadWrite("d");
+  let queued = 0;
+  const waiting = waiter.accessRead("d", { onQueued: () => queued++ });
+  const deadline = performance.now() + 5000;
+  while (queued === 0 && performance.now() < deadline) await Bun.sleep(10);
+  expect(queued).toBe(1);
+  expect(waiter.stats().chainMissingMs).toBeNull();
+  await holder.releaseReadWrite(held);
+  await waiter.releaseRead(await waiting);
+
+  await c.stop();
+  const failed = waiter.list().catch((e: unknown) => e);
+  await Bun.sleep(300);
+  expect(waiter.stats().chainMissingMs).toBeGreaterThanOrEqual(200);
+  expect(await failed).toBeInstanceOf(PStoreError);
+}, 60_000);

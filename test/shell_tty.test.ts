@@ -290,8 +290,13 @@ describe("shell on a terminal through an outage", () => {
       await cluster.stop();
       let mark = tty.screen().length;
       await tty.type("read compteur i32\r");
+      // It waits for the chain, not for a holder, and says so.
+      await tty.waitFor(/waiting for the cluster: no chain reachable for \d+\.\d s… \(Ctrl-C cancels\)/, mark);
+      expect(tty.screen().slice(mark)).not.toContain("waiting for a read hold");
       // The client's whole failover budget (30 s), then the failure.
       await tty.waitFor(/error EUNAVAILABLE: .*\n/, mark, 45_000);
+      // A server that stopped is not a TLS server: no TLS hint.
+      expect(tty.screen().slice(mark)).not.toContain("TLS");
       // Said as the session goes (the holds are void from then on).
       expect(tty.screen().slice(mark)).toContain("lost with the session (the cluster was out of reach, or it expired): read hold on kept");
 

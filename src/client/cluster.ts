@@ -34,6 +34,8 @@ interface PendingRequest {
   sentAtMs: number;
   /** When a head first answered that it cannot serve (no majority), and what it said. */
   unavailable?: { sinceMs: number; message: string };
+  /** Told once when the tail says the acquire waits in the datum's queue (for a wait notice). */
+  onQueued?: () => void;
 }
 
 interface PendingQuery {
@@ -57,6 +59,8 @@ export class ClusterLink {
   private heartbeat: ReturnType<typeof setInterval> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private closedError: PStoreError | null = null;
+  /** When the search for a serving chain began; null while connected to one. */
+  private searchingSinceMs: number | null = null;
   session = 0;
   /** The first welcome: the segment's geometry. */
   geometry: Welcome | null = null;
@@ -93,12 +97,12 @@ export class ClusterLink {
     return this.nextReqNo;
   }
 
-  request(op: Op): Promise<ReplyMessage> {
+  request(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
     if (this.closedError) return Promise.reject(this.closedError);
     const reqNo = this.nextReqNo++;
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
-      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now(), onQueued });
     });
     if (this.head) this.sendRequest(reqNo, this.pending.get(reqNo)!);
     else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
@@ -138,6 +142,11 @@ export class ClusterLink {
     return this.closedError === null;
   }
 
+  /** How long this link has been looking for a serving chain; null while it has one. */
+  get chainMissingMs(): number | null {
+    return this.searchingSinceMs === null ? null : Math.round(performance.now() - this.searchingSinceMs);
+  }
+
   /** Rejects everything in flight and closes the connections. */
   shutdown(error: PStoreError): void {
     if (!this.closedError) this.closedError = error;
@@ -157,6 +166,7 @@ export class ClusterLink {
 
   private scheduleRefresh(): void {
     if (this.closedError || this.refreshing) return;
+    this.searchingSinceMs ??= performance.now();
     this.refresh(this.failoverTimeoutMs).catch((error) => this.giveUpChain(error));
   }
 
@@ -321,6 +331,7 @@ export class ClusterLink {
     this.tail = tail;
     this.chain = chain;
     this.epoch = epoch;
+    this.searchingSinceMs = null;
     // Replies come from the tail: tell it who we are and what we still wait for.
     tail.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
     const now = performance.now();
@@ -397,6 +408,7 @@ export class ClusterLink {
     if (!waiting || body.session !== waiting.session) return; // a duplicate after failover
     const { reply } = body;
     if (reply.type === "queued") {
+      if (!waiting.queued) waiting.onQueued?.();
       waiting.queued = true;
       waiting.unavailable = undefined; // a serving head took it: it may now wait as long as it must
       return;

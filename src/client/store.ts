@@ -197,7 +197,7 @@ class ClientStore implements Store {
   }
 
   stats(): ClientStats {
-    return { requests: this.cluster.requestsSent, ...this.counters };
+    return { requests: this.cluster.requestsSent, ...this.counters, chainMissingMs: this.cluster.chainMissingMs };
   }
 
   async close(): Promise<void> {
@@ -230,7 +230,7 @@ class ClientStore implements Store {
     this.throwIfClosed();
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
-    const granted = this.send(op);
+    const granted = this.send(op, options.onQueued);
     // If the wait is given up first, the grant may still fail later (e.g. on close): nobody awaits it then.
     granted.catch(() => {});
     const stop = this.watchWait(reqNo, options);
@@ -359,9 +359,9 @@ class ClientStore implements Store {
   }
 
   /** Sends under the current session; an ESESSION answer marks the session lost. */
-  private async send(op: Op): Promise<ReplyMessage> {
+  private async send(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
     try {
-      return await this.cluster.request(op);
+      return await this.cluster.request(op, onQueued);
     } catch (error) {
       if (error instanceof PStoreError && error.code === "ESESSION") this.loseSession();
       throw error;

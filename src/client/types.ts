@@ -20,6 +20,8 @@ export interface AccessOptions {
   timeoutMs?: number;
   /** Abort the wait (ECANCELED); the wait leaves no trace. */
   signal?: AbortSignal;
+  /** Called once if the datum is held by others and the access waits in its queue (for a "waiting for…" notice). */
+  onQueued?: () => void;
 }
 
 import type { DatumInfo } from "../core/state";
@@ -50,6 +52,8 @@ export interface ClientStats {
   pagesReceived: number;
   /** Sessions given up (ESESSION, or no chain within failoverTimeoutMs): holds taken before are void. */
   sessionsLost: number;
+  /** How long the client has been looking for a serving chain (a failover, an outage); null while it has one. */
+  chainMissingMs: number | null;
 }
 
 export interface Store {

@@ -1,7 +1,6 @@
 /** The shell's `dump` command. */
-import { quoteWord } from "../../format.ts";
 import { parseByteCount, READ_BYTES_MAX, readValue } from "../values.ts";
-import { type CommandSpec, connectedStore, type ShellOutput, waitForHold } from "./spec.ts";
+import { type CommandSpec, connectedStore, type ShellOutput, takeHold } from "./spec.ts";
 
 export const dump: CommandSpec = {
   usage: "dump NAME [OFFSET] [LENGTH]",
@@ -22,7 +21,7 @@ export const dump: CommandSpec = {
     const hold = ctx.holds.get(name!);
     if (hold) return dump(hold.view);
     const store = await connectedStore(ctx, signal);
-    const view = await waitForHold(ctx, `a read hold on ${quoteWord(name!)}`, store.accessRead(name!, { signal }));
+    const view = await takeHold(ctx, store, name!, "read", signal);
     try {
       return dump(view);
     } finally {

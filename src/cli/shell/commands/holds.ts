@@ -1,16 +1,13 @@
 /** Holds a shell keeps across commands (acquire-read, acquire-write), and the checks around them. */
 import { PStoreError } from "../../../errors.ts";
 import { quoteWord } from "../../format.ts";
-import { connectedStore, type ShellContext, type ShellHold, type ShellOutput, waitForHold } from "./spec.ts";
+import { connectedStore, type ShellContext, type ShellHold, type ShellOutput, takeHold } from "./spec.ts";
 
 export async function acquire(ctx: ShellContext, name: string, mode: "read" | "write", signal: AbortSignal | undefined): Promise<ShellOutput> {
   const held = ctx.holds.get(name);
   if (held) throw new PStoreError("EDEADLK", `this shell already holds ${quoteWord(name)} (${held.mode}); release it first`);
   const store = await connectedStore(ctx, signal);
-  const view =
-    mode === "write"
-      ? await waitForHold(ctx, `the write hold on ${quoteWord(name)}`, store.accessReadWrite(name, { signal }))
-      : await waitForHold(ctx, `a read hold on ${quoteWord(name)}`, store.accessRead(name, { signal }));
+  const view = await takeHold(ctx, store, name, mode, signal);
   ctx.holds.set(name, { mode, view, sessionsLost: store.stats().sessionsLost });
   ctx.lostHolds.delete(name);
   return { text: `ok, ${mode} hold on ${quoteWord(name)} (${view.length} bytes)` };

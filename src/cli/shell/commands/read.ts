@@ -1,8 +1,7 @@
 /** The shell's `read` command. */
-import { quoteWord } from "../../format.ts";
 import { parseByteCount, parseValueType, READ_BYTES_MAX, readValue } from "../values.ts";
 import { notHeld } from "./holds.ts";
-import { type CommandSpec, connectedStore, TYPES_LINE, waitForHold } from "./spec.ts";
+import { type CommandSpec, connectedStore, TYPES_LINE, takeHold } from "./spec.ts";
 
 export const read: CommandSpec = {
   usage: "read NAME TYPE [OFFSET] [LENGTH]",
@@ -22,7 +21,7 @@ export const read: CommandSpec = {
     const length = lengthText === undefined ? undefined : parseByteCount(lengthText, "LENGTH");
     notHeld(ctx, name!, "get");
     const store = await connectedStore(ctx, signal);
-    const view = await waitForHold(ctx, `a read hold on ${quoteWord(name!)}`, store.accessRead(name!, { signal }));
+    const view = await takeHold(ctx, store, name!, "read", signal);
     let result: ReturnType<typeof readValue>;
     try {
       result = readValue(view, name!, type, offset, length);

@@ -7,6 +7,7 @@ import type { Store } from "../../../client/types.ts";
 import { PStoreError } from "../../../errors.ts";
 import type { LocalCluster } from "../../cluster.ts";
 import { UsageError } from "../../flags.ts";
+import { quoteWord } from "../../format.ts";
 import type { Style } from "../../output.ts";
 import { VALUE_TYPES } from "../values.ts";
 
@@ -82,15 +83,38 @@ async function waiting<T>(ctx: ShellContext, what: string, wait: Promise<T>): Pr
   return noticeIfSlow(ctx, `waiting for ${what}… (Ctrl-C cancels)`, WAIT_NOTICE_MS, wait);
 }
 
-/** A wait for a hold; Ctrl-C withdraws it (the store cancels it on the servers before this rejects). */
-export async function waitForHold<T>(ctx: ShellContext, what: string, wait: Promise<T>): Promise<T> {
+/**
+ * Takes a hold, saying (on a terminal) what a slow one waits for: the hold,
+ * once the servers say the access waits behind other holders, else the
+ * cluster (no chain reachable, or no answer yet). Ctrl-C withdraws the wait
+ * (the store cancels it on the servers before this rejects).
+ */
+export async function takeHold(ctx: ShellContext, store: Store, name: string, mode: "read" | "write", signal: AbortSignal | undefined): Promise<Uint8Array> {
+  const what = mode === "write" ? `the write hold on ${quoteWord(name)}` : `a read hold on ${quoteWord(name)}`;
+  const holdNotice = `waiting for ${what}… (Ctrl-C cancels)`;
+  let queued = false;
+  let saidCluster = false;
+  const onQueued = () => {
+    queued = true;
+    // The cluster was said first: now it is a holder we wait for.
+    if (saidCluster) ctx.notice?.(holdNotice);
+  };
+  const timer = setTimeout(() => {
+    if (queued) return ctx.notice?.(holdNotice);
+    saidCluster = true;
+    const missingMs = store.stats().chainMissingMs;
+    const cluster = missingMs === null ? "the cluster to answer" : `the cluster: no chain reachable for ${(missingMs / 1000).toFixed(1)} s`;
+    ctx.notice?.(`waiting for ${cluster}… (Ctrl-C cancels)`);
+  }, WAIT_NOTICE_MS);
   try {
-    return await waiting(ctx, what, wait);
+    return await (mode === "write" ? store.accessReadWrite(name, { signal, onQueued }) : store.accessRead(name, { signal, onQueued }));
   } catch (error) {
     if (error instanceof PStoreError && error.code === "ECANCELED") {
       throw new PStoreError("ECANCELED", `stopped waiting for ${what}; no hold was taken`);
     }
     throw error;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

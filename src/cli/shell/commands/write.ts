@@ -1,8 +1,7 @@
 /** The shell's `write` command. */
-import { quoteWord } from "../../format.ts";
 import { encodeValue, parseByteCount, parseValueType, writeValue } from "../values.ts";
 import { notHeld } from "./holds.ts";
-import { type CommandSpec, connectedStore, TYPES_LINE, waitForHold } from "./spec.ts";
+import { type CommandSpec, connectedStore, TYPES_LINE, takeHold } from "./spec.ts";
 
 export const write: CommandSpec = {
   usage: "write NAME TYPE VALUE [OFFSET]",
@@ -22,7 +21,7 @@ export const write: CommandSpec = {
     const offset = offsetText === undefined ? 0 : parseByteCount(offsetText, "OFFSET");
     notHeld(ctx, name!, "set");
     const store = await connectedStore(ctx, signal);
-    const view = await waitForHold(ctx, `the write hold on ${quoteWord(name!)}`, store.accessReadWrite(name!, { signal }));
+    const view = await takeHold(ctx, store, name!, "write", signal);
     try {
       writeValue(view, name!, type, bytes, offset);
     } finally {
