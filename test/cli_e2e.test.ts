@@ -140,6 +140,46 @@ describe("serve and a piped shell", () => {
     await server.stop();
   });
 
+  test("status twice on an idle cluster: the same applied seq and no lag (status writes nothing); # is the server number kill uses", async () => {
+    const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: tempDir(), command: [process.execPath, join(import.meta.dir, "../src/cli/main.ts")], segmentSize: 1024 * 1024 });
+    clusters.push(cluster);
+    await cluster.start();
+    const servers = cluster.servers.join(",");
+    await runCli(["shell", "--servers", servers], { stdin: "create c 4\nwrite c i32 7\n" });
+    // Let every server's heartbeat carry the last update.
+    await Bun.sleep(500);
+    const rows = (stdout: string) =>
+      stdout
+        .trim()
+        .split("\n")
+        .slice(2)
+        .map((line) => line.split(/\s+/));
+    const first = await runCli(["status", "--servers", servers]);
+    const second = await runCli(["status", "--servers", servers]);
+    expect(first.code).toBe(0);
+    const [before, after] = [rows(first.stdout), rows(second.stdout)];
+    expect(before).toHaveLength(3);
+    for (const table of [before, after]) {
+      for (const [, , , , applied, lag] of table) {
+        expect(applied).toBe(before[0]![4]!);
+        expect(lag).toBe("0");
+      }
+    }
+    expect(after.map((row) => row[4])).toEqual(before.map((row) => row[4]));
+
+    // After kill 2 the table names the servers by number, not by row.
+    await cluster.kill(1, "SIGKILL");
+    const json = JSON.parse((await runCli(["status", "--servers", servers, "--json"])).stdout);
+    const table = rows((await runCli(["status", "--servers", servers])).stdout);
+    for (const row of table) {
+      const server = json.chain.find((entry: { address: string }) => entry.address === row[1]);
+      expect(row[0]).toBe(String(server.id));
+      expect(row[1]).toBe(cluster.servers[server.id - 1]);
+    }
+    expect(table.find((row) => row[0] === "2")?.[2]).toBe("down");
+    await cluster.stop();
+  }, 60_000);
+
   test("status --watch refreshes until SIGINT, then exits 0", async () => {
     const { server, address } = await serve();
     const watch = start(["status", "--servers", address, "--watch", "--interval-ms", "100"]);

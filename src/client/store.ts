@@ -51,6 +51,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Store> {
 class ClientStore implements Store {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
+  private readonly queriesOnly: boolean;
   private segment!: MappedSegment;
   /** Current holds by first page (a view's byteOffset finds its hold). */
   private readonly holds = new Map<number, ClientHold>();
@@ -66,6 +67,7 @@ class ClientStore implements Store {
   constructor(options: ConnectOptions) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
+    this.queriesOnly = options.queriesOnly === true;
     this.cluster = new ClusterLink(
       resolveServers(options.servers),
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
@@ -81,6 +83,7 @@ class ClientStore implements Store {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
     this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
+    if (this.queriesOnly) return;
     let timeoutMs: number;
     try {
       timeoutMs = await this.openSession();
@@ -205,7 +208,7 @@ class ClientStore implements Store {
     this.closed = true;
     for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.clear();
-    if (this.cluster.isOpen) {
+    if (this.cluster.isOpen && !this.queriesOnly) {
       // Releases our holds at once; without it they go when the session expires.
       await withTimeout(this.cluster.request({ type: "close_session" }), 2000).catch(() => {});
     }
@@ -228,6 +231,7 @@ class ClientStore implements Store {
       cachedVersion: cached ? cached.version : -1,
     };
     this.throwIfClosed();
+    this.throwIfQueriesOnly();
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
     const granted = this.send(op, options.onQueued);
@@ -354,6 +358,7 @@ class ClientStore implements Store {
   }
 
   private async request(op: Op): Promise<ReplyMessage> {
+    this.throwIfQueriesOnly();
     await this.ensureSession();
     return this.send(op);
   }
@@ -370,6 +375,10 @@ class ClientStore implements Store {
 
   private query(kind: "list" | "stat" | "status", name: string): Promise<string> {
     return this.cluster.query(kind, name);
+  }
+
+  private throwIfQueriesOnly(): void {
+    if (this.queriesOnly) throw new PStoreError("EINVAL", "this store was connected with queriesOnly: list, stat and status only");
   }
 
   private throwIfClosed(): void {

@@ -13,6 +13,11 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** How long to keep looking for a serving chain after a failure before failing with EUNAVAILABLE. */
   failoverTimeoutMs?: number;
+  /**
+   * Queries only (list, stat, status): no session is opened, so connecting and
+   * closing write nothing to the servers' log; any other call fails with EINVAL.
+   */
+  queriesOnly?: boolean;
 }
 
 export interface AccessOptions {
