@@ -274,6 +274,40 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
   }, 30_000);
 });
 
+describe("shell habits on a terminal", () => {
+  test("create --help shows help; Ctrl-R finds history; clear; Ctrl-D leaves on a new line", async () => {
+    const home = tempDir();
+    writeFileSync(join(home, ".pstore_history"), "write compteur i32 1035\nread compteur i32\nhelp list\n");
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: home });
+    await tty.waitFor("pstore> ");
+    let mark = tty.screen().length;
+    await tty.type("create --help\r");
+    await tty.waitFor(/create NAME SIZE\n  Create a datum of SIZE bytes/, mark);
+    await tty.waitFor("Examples:", mark);
+
+    // "wri" then Ctrl-R: the newest history line with "wri" in it; Enter runs it.
+    mark = tty.screen().length;
+    await tty.type("i32");
+    await tty.type("\u0012");
+    await tty.type("\u0012");
+    await tty.type("\r");
+    await tty.waitFor("pstore> write compteur i32 1035", mark);
+    expect(tty.screen().slice(mark)).not.toContain("read compteur i32\n");
+
+    mark = tty.raw().length;
+    await tty.type("clear\r");
+    await tty.waitFor("pstore> clear");
+    const deadline = Date.now() + 5000;
+    while (!tty.raw().slice(mark).includes("\u001B[2J") && Date.now() < deadline) await Bun.sleep(20);
+    expect(tty.raw().slice(mark)).toContain("\u001B[H\u001B[2J");
+
+    mark = tty.screen().length;
+    await tty.type("\u0004");
+    expect(await tty.exited()).toBe(0);
+    expect(tty.screen().slice(mark)).toEndWith("\n");
+  }, 30_000);
+});
+
 describe("shell on a terminal through an outage", () => {
   test("a whole-cluster stop and start under an open shell: one command fails, the next ones work, the kept hold is reported lost", async () => {
     const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: tempDir(), command: pstoreCommand(), segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });

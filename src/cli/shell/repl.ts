@@ -165,7 +165,10 @@ class _Session {
       removeHistoryDuplicates: true,
     });
     const lines = new _LineQueue(rl);
+    const stopSearch = _historySearch(rl, this.options.input);
     let lastCtrlC = false;
+    // Ctrl-D (readline closes) leaves the cursor after the prompt: end that line.
+    let lineEnded = false;
     rl.on("SIGINT", () => {
       if (this.current) {
         this.current.abort();
@@ -182,6 +185,7 @@ class _Session {
       }
       if (lastCtrlC) {
         this.options.output.write("\n");
+        lineEnded = true;
         rl.close();
         return;
       }
@@ -201,16 +205,21 @@ class _Session {
         rl.setPrompt(promptFor(this.ctx));
         rl.prompt();
         const line = await lines.next();
-        if (line === null) break;
+        if (line === null) {
+          if (!lineEnded) this.options.output.write("\n");
+          break;
+        }
         lastCtrlC = false;
         _appendHistory(this.options.historyFile, line);
         const result = await this.execute(line);
         if (!result) continue;
         if (result.quit) break;
-        await this.print(result);
+        if (result.clear && !this.options.json) this.options.output.write("\u001B[H\u001B[2J");
+        else await this.print(result);
       }
     } finally {
       this.options.stop?.removeEventListener("abort", onStop);
+      stopSearch();
       rl.close();
     }
     return 0;
@@ -252,6 +261,40 @@ class _Session {
     }
     return completeLine(line, this.ctx.names);
   }
+}
+
+/**
+ * Ctrl-R: replaces the line with the newest history entry that contains what
+ * was typed; each further Ctrl-R goes to an older one (readline has no
+ * reverse search of its own). Any other key ends the search. Returns the
+ * function that removes the key listener.
+ */
+function _historySearch(rl: Interface, input: NodeJS.ReadableStream): () => void {
+  const line = rl as unknown as { line: string; cursor: number; history: string[]; _refreshLine?: () => void };
+  let term: string | null = null;
+  let from = 0;
+  const onKey = (_text: string, key: { ctrl?: boolean; name?: string } | undefined) => {
+    if (!(key?.ctrl && key.name === "r")) {
+      term = null;
+      return;
+    }
+    if (term === null) {
+      term = line.line;
+      from = 0;
+    }
+    const history = line.history ?? [];
+    for (let i = from; i < history.length; i++) {
+      if (!history[i]!.includes(term)) continue;
+      from = i + 1;
+      line.line = history[i]!;
+      line.cursor = line.line.length;
+      line._refreshLine?.();
+      return;
+    }
+  };
+  // Before readline's own listener, which ignores Ctrl-R.
+  input.prependListener("keypress", onKey);
+  return () => input.removeListener("keypress", onKey);
 }
 
 /** Lines from readline, one at a time; null once it is closed. */

@@ -27,6 +27,8 @@ export interface ShellResult {
   /** The same result for `--json`: `{ ok, value }` or `{ ok: false, code, error }`. */
   json: Record<string, unknown>;
   quit?: boolean;
+  /** Clear the screen instead of printing text. */
+  clear?: boolean;
 }
 
 /** Runs one line. Returns null for a blank line or a comment (nothing to print). */
@@ -39,6 +41,8 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
     const spec = SHELL_COMMANDS[command];
     if (!spec) throw new PStoreError("EINVAL", `unknown command "${words[0]}"${_suggestCommand(words[0]!)} (help lists the commands)`);
     const args = words.slice(1);
+    // `create --help`: the help, not a datum called --help.
+    if (command !== "help" && args.some((arg) => arg === "--help" || arg === "-h")) return await runShellLine(ctx, `help ${command}`, signal);
     _checkArgCount(command, spec, args);
     await _noticeLostHolds(ctx);
     const running = spec.run(ctx, args, signal);
@@ -48,7 +52,7 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
           ctx,
           `waiting for ${spec.waitsFor ?? "the cluster to answer"}… (Ctrl-C stops waiting)`,
           SLOW_NOTICE_MS,
-          untilAborted(running, signal, "stopped waiting for the answer (the command may still take effect)"),
+          untilAborted(running, signal, `stopped waiting for the answer${spec.readsOnly ? "" : " (the command may still take effect)"}`),
           true,
         ));
     await _noticeLostHolds(ctx);
@@ -57,6 +61,7 @@ export async function runShellLine(ctx: ShellContext, line: string, signal?: Abo
       text: output.text,
       json: { ok: true, command, ...(output.value === undefined ? {} : { value: output.value }) },
       quit: output.quit,
+      clear: output.clear,
     };
   } catch (error) {
     await _noticeLostHolds(ctx).catch(() => {});

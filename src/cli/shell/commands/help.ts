@@ -21,7 +21,7 @@ const _HELP_GROUPS: [title: string, commands: string[]][] = [
   ["Holds kept across commands (the prompt shows them)", ["acquire-read", "acquire-write", "get", "set", "release"]],
   ["The cluster", ["status", "checkpoint", "bench"]],
   ["Faults, in a shell started with --local", ["kill", "restart"]],
-  ["The shell", ["help", "quit"]],
+  ["The shell", ["help", "clear", "version", "quit"]],
 ];
 
 function _helpAll(ctx: ShellContext): string {
@@ -33,8 +33,9 @@ function _helpAll(ctx: ShellContext): string {
     ..._HELP_GROUPS.flatMap(([title, commands], i) => [...(i > 0 ? [""] : []), ctx.style.bold(title), ...commands.map(row)]),
     "",
     TYPES_LINE,
-    'Words with spaces go in quotes: write msg str "hello world". Aliases: ls list, rm delete, exit quit, ? help.',
-    "help COMMAND explains one, with examples. Tab completes commands and data names; Ctrl-C cancels a wait.",
+    'Words with spaces go in quotes: write msg str "hello world". Aliases: ls list, rm delete, exit quit, ? help, -v version.',
+    "help COMMAND (or COMMAND --help) explains one, with examples. Tab completes commands and data names;",
+    "Ctrl-R finds the last command containing what is typed; Ctrl-C cancels a wait; Ctrl-D leaves.",
   ].join("\n");
 }
 

@@ -19,7 +19,8 @@ export function held(ctx: ShellContext, name: string, command: string): ShellHol
   if (!hold && lost) {
     throw new PStoreError("ESTALE", `the ${lost} hold on ${quoteWord(name)} was lost with the session (the cluster was out of reach, or the session expired); acquire-${lost} it again`);
   }
-  if (!hold) throw new PStoreError("EINVAL", `${command} needs a hold on ${quoteWord(name)}: acquire-read or acquire-write it first`);
+  const how = command === "set" ? "acquire-write" : "acquire-read or acquire-write";
+  if (!hold) throw new PStoreError("EINVAL", `${command} needs a ${command === "set" ? "write " : ""}hold on ${quoteWord(name)}: ${how} it first`);
   return hold;
 }
 

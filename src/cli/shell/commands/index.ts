@@ -3,6 +3,7 @@ import { acquireRead } from "./acquire-read.ts";
 import { acquireWrite } from "./acquire-write.ts";
 import { bench } from "./bench.ts";
 import { checkpoint } from "./checkpoint.ts";
+import { clear } from "./clear.ts";
 import { create } from "./create.ts";
 import { deleteDatum } from "./delete.ts";
 import { dump } from "./dump.ts";
@@ -18,6 +19,7 @@ import { set } from "./set.ts";
 import type { CommandSpec } from "./spec.ts";
 import { stat } from "./stat.ts";
 import { status } from "./status.ts";
+import { version } from "./version.ts";
 import { write } from "./write.ts";
 
 export type { CommandSpec, ShellContext, ShellHold, ShellOutput } from "./spec.ts";
@@ -41,7 +43,9 @@ export const SHELL_COMMANDS: Record<string, CommandSpec> = {
   kill,
   restart,
   help,
+  clear,
+  version,
   quit,
 };
 
-export const ALIASES: Record<string, string> = { exit: "quit", ls: "list", rm: "delete", "?": "help" };
+export const ALIASES: Record<string, string> = { exit: "quit", ls: "list", rm: "delete", "?": "help", "-v": "version", "--version": "version" };

@@ -41,6 +41,8 @@ export interface ShellOutput {
   text: string;
   value?: unknown;
   quit?: boolean;
+  /** Clear the screen (on a terminal) instead of printing text. */
+  clear?: boolean;
 }
 
 export interface CommandSpec {
@@ -59,6 +61,8 @@ export interface CommandSpec {
   cancellable?: boolean;
   /** What a slow run of a command that is not cancellable waits for; default: the cluster to answer. */
   waitsFor?: string;
+  /** Changes nothing (a query): Ctrl-C just stops waiting, nothing can "still take effect". */
+  readsOnly?: boolean;
   run(ctx: ShellContext, args: string[], signal: AbortSignal | undefined): Promise<ShellOutput>;
 }
 

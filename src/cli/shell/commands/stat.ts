@@ -9,6 +9,7 @@ export const stat: CommandSpec = {
   examples: ["stat compteur"],
   args: [1, 1],
   nameArgs: [0],
+  readsOnly: true,
   async run(ctx, [name], signal) {
     const info = await (await connectedStore(ctx, signal)).stat(name!);
     return { text: formatDatumLine(info), value: info };

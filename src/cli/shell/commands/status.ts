@@ -9,6 +9,7 @@ export const status: CommandSpec = {
   details: [],
   examples: ["status"],
   args: [0, 0],
+  readsOnly: true,
   async run(ctx, _args, signal) {
     const status: ClusterStatus = await (await connectedStore(ctx, signal)).status();
     return { text: ctx.multiline ? formatStatusTable(status, ctx.style) : formatStatusLine(status), value: status };
