@@ -180,6 +180,19 @@ describe("serve and a piped shell", () => {
     await cluster.stop();
   }, 60_000);
 
+  test("checkpoint, then checkpoint --list: a table with a header and sizes", async () => {
+    const dataDir = tempDir();
+    const server = start(["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--segment-size", "1MiB", "--die-with-parent"]);
+    const [, address] = await server.waitFor(/^READY (\S+)$/m);
+    expect((await runCli(["checkpoint", "--servers", address!])).code).toBe(0);
+    const listed = await runCli(["checkpoint", "--list", "--data-dir", dataDir]);
+    expect(listed.code).toBe(0);
+    const [header, row] = listed.stdout.trim().split("\n");
+    expect(header).toMatch(/^DATA DIR +SEQ +SIZE$/);
+    expect(row).toMatch(new RegExp(`^${dataDir} +\\d+ +[\\d.]+ (B|KiB|MiB)$`));
+    await server.stop();
+  });
+
   test("status --watch refreshes until SIGINT, then exits 0", async () => {
     const { server, address } = await serve();
     const watch = start(["status", "--servers", address, "--watch", "--interval-ms", "100"]);
