@@ -221,6 +221,8 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
       mark = waiter.screen().length;
       await waiter.type("bench 1000000\r");
       await waiter.waitFor("running 1000000 cycles… (Ctrl-C stops)", mark);
+      // The progress bar of pstore bench, redrawn in place.
+      await waiter.waitFor(/[█░]{30} +\d+%  bench 4 KiB  \d+ ops/, mark);
       await waiter.type("\u0003");
       await waiter.waitFor(/stopped after \d+ of 1000000 cycles of 4 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s/, mark);
       mark = waiter.screen().length;

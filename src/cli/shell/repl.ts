@@ -15,6 +15,7 @@ import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface, type Interface } from "node:readline";
 import type { Store } from "../../client/types.ts";
 import type { LocalCluster } from "../cluster.ts";
+import { createProgress } from "../../bench/render.ts";
 import { makeStyle } from "../output.ts";
 import { completeLine, describeError, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./run.ts";
 
@@ -71,6 +72,7 @@ class _Session {
       holds: new Map(),
       lostHolds: new Map(),
       notice: options.interactive ? (text) => this.notice(text) : undefined,
+      progress: options.interactive ? createProgress(options.errorOutput as NodeJS.WriteStream) : undefined,
     };
   }
 

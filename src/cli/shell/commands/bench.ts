@@ -26,6 +26,7 @@ export const bench: CommandSpec = {
 const _BENCH_CYCLES_DEFAULT = 1000;
 const _BENCH_CYCLES_MAX = 1_000_000;
 const _BENCH_SIZE_DEFAULT = 4096;
+const _PROGRESS_EVERY_MS = 100;
 
 function _benchCycles(text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > _BENCH_CYCLES_MAX) {
@@ -40,7 +41,13 @@ async function _runBench(ctx: ShellContext, store: Store, cycles: number, size: 
   await store.create(name, size);
   const latenciesMs: number[] = [];
   const startMs = performance.now();
-  const notice = setTimeout(() => ctx.notice?.(`running ${cycles} cycles… (Ctrl-C stops)`), WAIT_NOTICE_MS);
+  // After the notice, the same bar as pstore bench (on a terminal): a long run shows that it moves.
+  const label = `bench ${formatBytes(size)}`;
+  let progress: Timer | undefined;
+  const notice = setTimeout(() => {
+    ctx.notice?.(`running ${cycles} cycles… (Ctrl-C stops)`);
+    if (ctx.progress) progress = setInterval(() => ctx.progress?.update(label, latenciesMs.length / cycles, latenciesMs.length), _PROGRESS_EVERY_MS);
+  }, WAIT_NOTICE_MS);
   try {
     for (let i = 0; i < cycles && !signal?.aborted; i++) {
       const cycleStartMs = performance.now();
@@ -57,6 +64,8 @@ async function _runBench(ctx: ShellContext, store: Store, cycles: number, size: 
     }
   } finally {
     clearTimeout(notice);
+    clearInterval(progress);
+    ctx.progress?.clear();
     await store.delete(name).catch(() => {});
   }
   const elapsedMs = performance.now() - startMs;

@@ -8,6 +8,7 @@ import { PStoreError } from "../../../errors.ts";
 import type { LocalCluster } from "../../cluster.ts";
 import { UsageError } from "../../flags.ts";
 import { quoteWord } from "../../format.ts";
+import type { Progress } from "../../../bench/render.ts";
 import type { Style } from "../../output.ts";
 import { VALUE_TYPES } from "../values.ts";
 
@@ -27,6 +28,8 @@ export interface ShellContext {
   lostHolds: Map<string, ShellHold["mode"]>;
   /** Says that a command is waiting (on a terminal): for the cluster, for a hold, or running long. */
   notice?(text: string): void;
+  /** A progress bar for long runs (bench), on a terminal only. */
+  progress?: Progress;
 }
 
 export interface ShellHold {
