@@ -4,7 +4,9 @@
  * stderr, the error code, and what to do.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
 
 const started: Running[] = [];
 afterAll(async () => {
@@ -58,6 +60,27 @@ describe("no cluster", () => {
     expect(lines).toHaveLength(3);
     expect(code).toBe(1);
   }, 60_000);
+});
+
+describe("a program's uncaught pstore error", () => {
+  test("prints one line, not a stack trace, and exits 1", async () => {
+    const address = await serve();
+    const dir = tempDir();
+    const program = join(dir, "program.ts");
+    writeFileSync(
+      program,
+      `import { connect } from ${JSON.stringify(join(ROOT, "src/index.ts"))};\n` +
+        `const store = await connect({ servers: ${JSON.stringify(address)} });\n` +
+        `await store.create("x", 4);\nawait store.create("x", 4);\n`,
+    );
+    // NODE_ENV=test (set by bun test) keeps the report off: a program run by a user has none.
+    const proc = Bun.spawn([process.execPath, program], { env: { ...process.env, NODE_ENV: undefined }, stdout: "pipe", stderr: "pipe" });
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    clearTimeout(timer);
+    expect(stderr).toBe('PStoreError: EEXIST: a datum named "x" exists already\n');
+    expect(code).toBe(1);
+  }, 30_000);
 });
 
 describe("secrets", () => {

@@ -11,6 +11,7 @@ import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import { type Mode, type Op, type PageWrite, type Reply, type ReplyMessage, packPages } from "../wire";
 import { ClusterLink } from "./cluster";
+import { reportUncaughtPStoreErrors } from "./uncaught";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
@@ -43,6 +44,7 @@ export function resolveServers(servers?: string | string[]): string[] {
 }
 
 export async function connect(options: ConnectOptions = {}): Promise<Store> {
+  reportUncaughtPStoreErrors();
   const store = new ClientStore(options);
   await store.open();
   return store;
