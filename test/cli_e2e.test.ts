@@ -4,6 +4,7 @@
  * 127.0.0.1, lives in temp dirs, and is stopped by pid.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { alive, runCli, startCli, tempDir, waitGone, type Running } from "./fixtures/cli_helpers.ts";
@@ -298,7 +299,8 @@ describe("pstore local and shell --local", () => {
     const local = start(["local", "--base-port", String(base), "--data-dir", dataDir, "--segment-size", "1MiB", "--fsync", "off"]);
     await local.waitFor(/Ctrl-C stops them all/);
     const servers = `127.0.0.1:${base},127.0.0.1:${base + 1},127.0.0.1:${base + 2}`;
-    expect(local.stdout()).toContain(`export PSTORE_SERVERS=${servers}\n  pstore shell\n`);
+    // The way it was run (here bun + main.ts): a command that works as printed.
+    expect(local.stdout()).toContain(`export PSTORE_SERVERS=${servers}\n  bun src/cli/main.ts shell\n`);
     const pids = local.stdout().match(/^pids: (.*)$/m)![1]!.split(" ").map(Number);
     expect(pids).toHaveLength(3);
     expect(pids.every(alive)).toBe(true);
@@ -325,9 +327,14 @@ describe("pstore local and shell --local", () => {
     const base = await freeConsecutivePorts(3);
     const blocker = Bun.listen({ hostname: "127.0.0.1", port: base + 2, socket: { data() {} } });
     try {
-      const { code, stderr } = await runCli(["local", "--base-port", String(base), "--data-dir", tempDir(), "--segment-size", "1MiB"]);
+      const dataDir = join(tempDir(), "new");
+      const { code, stderr } = await runCli(["local", "--base-port", String(base), "--data-dir", dataDir, "--segment-size", "1MiB"]);
       expect(code).toBe(1);
-      expect(stderr).toContain(`pstore local: server 3 (127.0.0.1:${base + 2}) exited before READY`);
+      expect(stderr).toContain(`pstore local: server 3 (127.0.0.1:${base + 2}) exited before READY (exit code 1); its log is above`);
+      // The server's error line is shown once, as it came, not again in the summary.
+      expect(stderr.match(/EADDRINUSE/g)).toHaveLength(1);
+      // A failed start on a new data dir leaves nothing behind.
+      expect(existsSync(dataDir)).toBe(false);
     } finally {
       blocker.stop(true);
     }
