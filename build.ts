@@ -1,6 +1,6 @@
 /**
- * Builds pstore: the C helpers into dist/libpstore_mem.so with the system C
- * compiler, then the single executable dist/pstore with `bun build --compile`,
+ * Builds pstore: the C helpers into dist/libpstore_mem.so and the C API into
+ * dist/libpstore.so (+ dist/pstore.h) with the system C compiler, then the single executable dist/pstore with `bun build --compile`,
  * which embeds the library (src/memory/native.ts imports it as a file).
  *
  *   bun run build.ts          both
@@ -8,13 +8,17 @@
  *
  * CC names another C compiler than the system `cc`.
  */
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = import.meta.dir;
 const DIST = join(ROOT, "dist");
 const LIBRARY = join(DIST, "libpstore_mem.so");
 const LIBRARY_SOURCES = ["c/pstore_mem.c"];
+/** The C API (pstore.h): the client library, with the same page-fault code compiled in. */
+const CLIENT_LIBRARY = join(DIST, "libpstore.so");
+const CLIENT_LIBRARY_SOURCES = ["c/pstore.c", "c/pstore_agent.c", "c/pstore_mem.c"];
+const HEADER = "c/pstore.h";
 const ENTRY = join(ROOT, "src/cli/main.ts");
 const EXECUTABLE = join(DIST, "pstore");
 
@@ -44,6 +48,11 @@ function buildLibrary(): void {
   const flags = ["-O2", "-Wall", "-Wextra", "-fPIC", "-shared"];
   if (!run([cc, ...flags, "-o", LIBRARY, ...LIBRARY_SOURCES])) fail("the C library did not compile (see above)");
   console.log(`built ${LIBRARY} (${humanSize(LIBRARY)})`);
+  // Hidden by default: a program sees pstore.h's functions, not our helpers (put, take, …).
+  const clientFlags = [...flags, "-fvisibility=hidden", "-Wl,-soname,libpstore.so", "-pthread"];
+  if (!run([cc, ...clientFlags, "-o", CLIENT_LIBRARY, ...CLIENT_LIBRARY_SOURCES])) fail("libpstore.so did not compile (see above)");
+  copyFileSync(join(ROOT, HEADER), join(DIST, "pstore.h"));
+  console.log(`built ${CLIENT_LIBRARY} (${humanSize(CLIENT_LIBRARY)}) and ${join(DIST, "pstore.h")}`);
 }
 
 function buildExecutable(): void {

@@ -362,7 +362,9 @@ static void pstore_segment_release(pstore_segment *s) {
     memset(s, 0, sizeof(*s));
 }
 
-int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
+/* Maps the segment: anonymous private memory when fd < 0, else the file fd,
+ * shared (the agent and a C program see the same bytes through it). */
+static int pstore_segment_map_any(uint32_t page_count, uint32_t page_size, int fd, char *err) {
     long system_page = sysconf(_SC_PAGESIZE);
     int seg;
 
@@ -393,7 +395,8 @@ int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
     }
     /* PROT_NONE: no rights until a hold. MAP_NORESERVE: the segment does not
      * count against overcommit until its pages are written. */
-    void *base = mmap(NULL, s->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *base = fd < 0 ? mmap(NULL, s->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                        : mmap(NULL, s->size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (base == MAP_FAILED) {
         int saved = errno;
         pstore_segment_release(s);
@@ -401,6 +404,15 @@ int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
     }
     s->base = base; /* last: from now on the handler sees a complete segment */
     return seg;
+}
+
+int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
+    return pstore_segment_map_any(page_count, page_size, -1, err);
+}
+
+int pstore_segment_map_fd(uint32_t page_count, uint32_t page_size, int fd, char *err) {
+    if (fd < 0) return pstore_set_error(err, "file descriptor %d is not open", fd);
+    return pstore_segment_map_any(page_count, page_size, fd, err);
 }
 
 static pstore_segment *pstore_segment_get(int seg, char *err) {
@@ -562,6 +574,18 @@ int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, c
         if (s->pages[i].dirty) out[found++] = i;
     }
     return found;
+}
+
+int pstore_mark_dirty(int seg, const uint32_t *pages, uint32_t count, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL) return PSTORE_ERR;
+    for (uint32_t i = 0; i < count; i++) {
+        if (pages[i] >= s->page_count || s->pages[pages[i]].mode != PSTORE_HOLD_WRITE) {
+            return pstore_set_error(err, "page %u is not under a write hold", pages[i]);
+        }
+    }
+    for (uint32_t i = 0; i < count; i++) s->pages[pages[i]].dirty = 1;
+    return PSTORE_OK;
 }
 
 uint32_t pstore_faults_upgraded(void) {

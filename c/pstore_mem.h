@@ -17,7 +17,7 @@
 #define PSTORE_HOLD_WRITE 2 /* PROT_READ until the first write, then dirty and writable; over 16 pages,
                              * PROT_NONE until touched: a first read opens PROT_READ */
 
-#define PSTORE_SEGMENTS_MAX 16
+#define PSTORE_SEGMENTS_MAX 64
 #define PSTORE_NAME_BYTES_MAX 255
 /* Distinct live names per segment (each datum covers at least one page). */
 #define PSTORE_NAMES_MAX (1u << 20)
@@ -25,6 +25,9 @@
 /* Maps page_count pages of page_size bytes with no rights and returns the
  * segment id (>= 0), or PSTORE_ERR. The first call installs the SIGSEGV handler. */
 int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err);
+/* As pstore_segment_map, over the file fd, MAP_SHARED: another process that
+ * maps the same file sees the same bytes (the agent and a C program). */
+int pstore_segment_map_fd(uint32_t page_count, uint32_t page_size, int fd, char *err);
 /* Address of the first byte of the segment, NULL if the id is not mapped. */
 void *pstore_segment_base(int seg);
 int pstore_segment_unmap(int seg, char *err);
@@ -41,6 +44,10 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count,
 /* Stores the indices of the dirty pages of the range in out (room for count
  * entries), ascending; returns how many, or PSTORE_ERR. */
 int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err);
+
+/* Marks write-held pages dirty: pages another process wrote through a shared
+ * mapping, which this process's handler never saw. */
+int pstore_mark_dirty(int seg, const uint32_t *pages, uint32_t count, char *err);
 
 /* Counters since start-up: first writes made writable; faults passed to the
  * previous handler; first writes that, short of mappings (vm.max_map_count),

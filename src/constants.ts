@@ -7,6 +7,9 @@ export const PAGE_SIZE = 4096;
 /** Names are UTF-8, 1..NAME_BYTES_MAX bytes, no control characters. */
 export const NAME_BYTES_MAX = 255;
 
+/** Segments one process maps at once (c/pstore_mem.h PSTORE_SEGMENTS_MAX, the same): the agent maps one per C program. */
+export const SEGMENTS_PER_PROCESS_MAX = 64;
+
 export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
 /** Bun's ArrayBuffers stop at 4 GiB, and a client views the whole segment through one. */
 export const SEGMENT_SIZE_MAX = 4 * 1024 * 1024 * 1024;
@@ -19,6 +22,8 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const HANDSHAKE_FRAME_BYTES_MAX = 4096;
 /** Checked on the length prefix, before any buffer is allocated. */
 export const FRAME_BYTES_MAX = DATUM_BYTES_MAX + 64 * 1024;
+/** The largest request a C program sends its agent: a write release lists at most every page of a datum (4 bytes each). */
+export const AGENT_REQUEST_BYTES_MAX = 4 * (DATUM_BYTES_MAX / PAGE_SIZE) + 64 * 1024;
 
 /** Bytes a connection may have waiting to be sent before it is closed (a client that does not read). */
 export const LINK_QUEUED_BYTES_MAX = FRAME_BYTES_MAX + 64 * 1024 * 1024;

@@ -68,9 +68,9 @@ describe("help and version", () => {
 
 describe("usage errors exit 2 with a pointer to --help", () => {
   test.each([
-    [["bogus"], 'pstore: unknown command "bogus" (commands: serve, local, shell, status, bench, checkpoint, restore, help)\nRun "pstore --help" for usage.\n'],
+    [["bogus"], 'pstore: unknown command "bogus" (commands: serve, local, shell, status, bench, checkpoint, restore, agent, sdk, help)\nRun "pstore --help" for usage.\n'],
     [["--bogus"], "pstore: unknown flag --bogus (flags go after the command: pstore <command> --bogus)\nRun \"pstore --help\" for usage.\n"],
-    [["help", "bogus"], 'pstore: unknown command "bogus" (commands: serve, local, shell, status, bench, checkpoint, restore, help)\nRun "pstore --help" for usage.\n'],
+    [["help", "bogus"], 'pstore: unknown command "bogus" (commands: serve, local, shell, status, bench, checkpoint, restore, agent, sdk, help)\nRun "pstore --help" for usage.\n'],
     [
       ["serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--lissen", "x"],
       'pstore serve: unknown flag --lissen for "pstore serve" (did you mean --listen?)\nRun "pstore serve --help" for usage.\n',

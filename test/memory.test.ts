@@ -8,6 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SEGMENTS_PER_PROCESS_MAX } from "../src/constants.ts";
 
 const CHILD = join(import.meta.dir, "fixtures", "memory_child.ts");
 const CHILD_TIMEOUT_MS = 30_000;
@@ -139,7 +140,7 @@ describe("under a write hold, only the pages written are dirty", () => {
     const seen = await childResult("two-segments");
     expect(seen.dirty).toEqual({ first: [1], second: [8, 9] });
     expect(seen.secondAfterUnmap).toEqual([3]);
-    expect(seen.mappedBeforeLimit).toBe(16);
+    expect(seen.mappedBeforeLimit).toBe(SEGMENTS_PER_PROCESS_MAX);
     expect(seen.limit).toBe("ELIMIT");
   });
 });

@@ -26,7 +26,8 @@ export function renderCommandHelp(name: string, command: CommandDef<any>, exampl
   });
   rows.push(["-h, --help", "Show this help"]);
   const width = Math.max(...rows.map(([flag]) => flag!.length));
-  const usage = [`pstore ${name}`, ...required.map(flagColumn), entries.length > required.length ? "[flags]" : ""]
+  const positionals = Object.entries(argsDef).flatMap(([arg, def]) => (def.type === "positional" ? [`<${def.valueHint ?? arg}>`] : []));
+  const usage = [`pstore ${name}`, ...positionals, ...required.map(flagColumn), entries.length > required.length ? "[flags]" : ""]
     .filter(Boolean)
     .join(" ");
   return [

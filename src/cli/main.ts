@@ -32,6 +32,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   bench: { summary: "Measure latency and throughput: cycle, read, contended, large, failover", load: () => import("./bench.ts") },
   checkpoint: { summary: "Checkpoint every server at one seq, or list checkpoints", load: () => import("./checkpoint.ts") },
   restore: { summary: "Roll stopped servers back to a checkpoint", load: () => import("./restore.ts") },
+  agent: { summary: "Serve C programs (libpstore.so) on a Unix socket", load: () => import("./agent.ts") },
+  sdk: { summary: "Write pstore.h, libpstore.so and pstore.pc into a directory", load: () => import("./sdk.ts") },
 };
 
 const VERSION = packageJson.version;

@@ -165,7 +165,7 @@ export default defineCommand({
  * check of the parent pid every second (also covers a parent that died before
  * the prctl call, when the spawner told us its pid).
  */
-async function _dieWithParent(logger: { debug: (...args: unknown[]) => void; warn: (...args: unknown[]) => void }): Promise<void> {
+export async function _dieWithParent(logger: { debug: (...args: unknown[]) => void; warn: (...args: unknown[]) => void }): Promise<void> {
   try {
     const memory = await import("../memory/index.ts");
     memory.dieWithParent();

@@ -43,9 +43,16 @@ export function resolveServers(servers?: string | string[]): string[] {
   return list;
 }
 
-export async function connect(options: ConnectOptions = {}): Promise<Store> {
+/** Maps the client's segment once the servers told its geometry. */
+export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
+
+/**
+ * `mapSegment` is the agent's seam (src/agent/): it maps a segment shared with
+ * the C program it serves instead of the client's own anonymous memory.
+ */
+export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
   reportUncaughtPStoreErrors();
-  const store = new ClientStore(options);
+  const store = new ClientStore(options, mapSegment);
   await store.open();
   return store;
 }
@@ -66,7 +73,10 @@ class ClientStore implements Store {
   private readonly lostViews = new WeakMap<ArrayBufferView, string>();
   private readonly counters = { pagesSent: 0, pagesReceived: 0, sessionsLost: 0 };
 
-  constructor(options: ConnectOptions) {
+  constructor(
+    options: ConnectOptions,
+    private readonly mapSegment: SegmentMapper,
+  ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.queriesOnly = options.queriesOnly === true;
@@ -84,7 +94,13 @@ class ClientStore implements Store {
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
     const geometry = this.cluster.geometry!;
-    this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
+    try {
+      this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
+    } catch (error) {
+      // The agent maps one segment per program: past its limit, this is not the last connection open.
+      this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
+      throw error;
+    }
     if (this.queriesOnly) return;
     let timeoutMs: number;
     try {

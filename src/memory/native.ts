@@ -21,11 +21,13 @@ const ERR_LEN = 256;
 
 const lib = dlopen(soPath as string, {
   pstore_segment_map: { args: ["u32", "u32", "ptr"], returns: "i32" },
+  pstore_segment_map_fd: { args: ["u32", "u32", "i32", "ptr"], returns: "i32" },
   pstore_segment_base: { args: ["i32"], returns: "ptr" },
   pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_protect: { args: ["i32", "u32", "u32", "i32", "ptr"], returns: "i32" },
   pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
+  pstore_mark_dirty: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_dirty_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
   pstore_faults_upgraded: { args: [], returns: "u32" },
   pstore_faults_forwarded: { args: [], returns: "u32" },
@@ -52,6 +54,13 @@ function failure(what: string): PStoreError {
 export function segmentMap(pageCount: number, pageSize: number): number {
   const seg = c.pstore_segment_map(pageCount, pageSize, errBuffer);
   if (seg < 0) throw failure("cannot map the segment");
+  return seg;
+}
+
+/** Maps the open file `fd` shared, with no rights (another process maps the same bytes). Returns its id. */
+export function segmentMapFd(pageCount: number, pageSize: number, fd: number): number {
+  const seg = c.pstore_segment_map_fd(pageCount, pageSize, fd, errBuffer);
+  if (seg < 0) throw failure("cannot map the shared segment");
   return seg;
 }
 
@@ -85,6 +94,12 @@ export function writePages(seg: number, firstPage: number, pageCount: number, by
   if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, stride, errBuffer) !== OK) {
     throw failure("cannot write the pages");
   }
+}
+
+/** Marks write-held pages dirty (written through another process's mapping of a shared segment). */
+export function markDirty(seg: number, pages: Uint32Array): void {
+  if (pages.length === 0) return;
+  if (c.pstore_mark_dirty(seg, pages, pages.length, errBuffer) !== OK) throw failure("cannot mark the pages dirty");
 }
 
 /** Fills `out` (room for pageCount entries) with the dirty page indices; returns how many. */

@@ -51,9 +51,24 @@ export class MappedSegment {
   /**
    * mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE) of `size` bytes.
    * The first segment of the process installs the SIGSEGV handler, chaining
-   * JavaScriptCore's. At most 16 segments per process, each at most 4 GiB.
+   * JavaScriptCore's. At most 64 segments per process, each at most 4 GiB.
    */
   static map(size: number, pageSize: number = PAGE_SIZE): MappedSegment {
+    MappedSegment.#checkGeometry(size, pageSize);
+    return MappedSegment.#wrap(native.segmentMap(size / pageSize, pageSize), size, pageSize);
+  }
+
+  /**
+   * As map, over the open file `fd` (at least `size` bytes), MAP_SHARED: the
+   * pstore agent and the C program it serves map the same file, so bytes
+   * granted here are the program's, and pages it wrote are here.
+   */
+  static mapShared(fd: number, size: number, pageSize: number = PAGE_SIZE): MappedSegment {
+    MappedSegment.#checkGeometry(size, pageSize);
+    return MappedSegment.#wrap(native.segmentMapFd(size / pageSize, pageSize, fd), size, pageSize);
+  }
+
+  static #checkGeometry(size: number, pageSize: number): void {
     if (!Number.isSafeInteger(pageSize) || pageSize <= 0 || pageSize % PAGE_SIZE !== 0) {
       throw new PStoreError("EINVAL", `page size ${pageSize} must be a positive multiple of ${PAGE_SIZE}`);
     }
@@ -63,7 +78,9 @@ export class MappedSegment {
     if (size > SEGMENT_BYTES_MAX) {
       throw new PStoreError("EINVAL", `segment size ${size} is over ${SEGMENT_BYTES_MAX} bytes, the largest ArrayBuffer Bun can make`);
     }
-    const seg = native.segmentMap(size / pageSize, pageSize);
+  }
+
+  static #wrap(seg: number, size: number, pageSize: number): MappedSegment {
     try {
       return new MappedSegment(seg, size, pageSize);
     } catch (error) {
@@ -113,6 +130,12 @@ export class MappedSegment {
     const code = HOLD_CODES[mode];
     if (code === undefined) throw new PStoreError("EINVAL", `hold mode "${mode}" is not none, read or write`);
     native.protect(this.#seg, firstPage, pageCount, code);
+  }
+
+  /** Marks write-held pages dirty: another process wrote them through its mapping of a shared segment. */
+  markDirty(pages: Uint32Array): void {
+    this.#checkMapped();
+    native.markDirty(this.#seg, pages);
   }
 
   /**

@@ -135,7 +135,14 @@ export async function runScript(
   args: string[],
   timeoutMs = 30_000,
 ): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
-  const child = spawnChild([process.execPath, join(ROOT, script), ...args]);
+  return finished(spawnChild([process.execPath, join(ROOT, script), ...args]), timeoutMs);
+}
+
+/** Waits for a child's exit (SIGKILL after `timeoutMs`); resolves with its status and output. */
+export async function finished(
+  child: Child,
+  timeoutMs = 30_000,
+): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   const timer = setTimeout(() => child.proc.kill("SIGKILL"), timeoutMs);
   await child.proc.exited;
   clearTimeout(timer);

@@ -1,0 +1,309 @@
+/**
+ * `pstore agent`: the host-local process through which C programs (and any
+ * language with a C FFI) use pstore. Each program's connection gets its own
+ * client store (src/client: its own session, failover, auth, TLS), whose
+ * segment is mapped from a file under /dev/shm that the program maps too:
+ * grants land in the program's memory, and the pages it wrote (it sends their
+ * numbers) are shipped from the same bytes. When a program's connection
+ * closes (exit, crash, SIGKILL) its store closes and the servers free its
+ * holds at once.
+ */
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Socket, UnixSocketListener } from "bun";
+import { connect } from "../client/store.ts";
+import type { Store } from "../client/types.ts";
+import { PStoreError } from "../errors.ts";
+import { MappedSegment } from "../memory/index.ts";
+import { AGENT_REQUEST_BYTES_MAX } from "../constants.ts";
+import { AGENT_PROTOCOL_VERSION, decodeRequest, encodeReply, type Request } from "./protocol.ts";
+
+export interface AgentOptions {
+  socketPath: string;
+  /** Exit after this long with no program connected; 0 = never. */
+  idleExitMs: number;
+  log: (line: string) => void;
+}
+
+const EMPTY = new Uint8Array(0);
+
+function decodeOrError(body: Uint8Array): Request | PStoreError {
+  try {
+    return decodeRequest(body);
+  } catch (error) {
+    return error instanceof PStoreError ? error : new PStoreError("EPROTO", (error as Error).message);
+  }
+}
+
+/** Where the segment files live: tmpfs when there is one. */
+function segmentDir(): string {
+  return existsSync("/dev/shm") ? "/dev/shm" : (process.env.TMPDIR ?? "/tmp");
+}
+
+let segmentFiles = 0;
+
+/** One program's connection: its store, its segment, its holds by offset. */
+class Program {
+  store: Store | null = null;
+  segment: MappedSegment | null = null;
+  segmentPath = "";
+  readonly holds = new Map<number, { view: Uint8Array; mode: "read" | "write" }>();
+  private inbound = new Uint8Array(0);
+  private queue: Promise<void> = Promise.resolve();
+  /** Requests received and not yet answered. */
+  private busy = 0;
+  private closed = false;
+  private outbound: Uint8Array[] = [];
+
+  constructor(private readonly socket: Socket<Program>) {}
+
+  onData(chunk: Uint8Array): void {
+    // The usual case, one whole request in one chunk, is decoded in place (no copy).
+    let data = chunk;
+    if (this.inbound.length > 0) {
+      data = new Uint8Array(this.inbound.length + chunk.length);
+      data.set(this.inbound);
+      data.set(chunk, this.inbound.length);
+    }
+    let at = 0;
+    while (data.length - at >= 4) {
+      const length = new DataView(data.buffer, data.byteOffset + at).getUint32(0, true);
+      if (length > AGENT_REQUEST_BYTES_MAX) {
+        this.socket.end();
+        return;
+      }
+      if (data.length - at < 4 + length) break;
+      // Decoded now: the request copies what it keeps, so the chunk may be reused after.
+      const request = decodeOrError(data.subarray(at + 4, at + 4 + length));
+      at += 4 + length;
+      // One request at a time, in order: the library waits for each reply anyway.
+      // Nothing pending: answered now, not one promise turn later.
+      this.busy++;
+      const answer = () => this.answer(request).finally(() => this.busy--);
+      this.queue = this.busy === 1 ? answer() : this.queue.then(answer);
+    }
+    this.inbound = at === data.length ? EMPTY : data.slice(at);
+  }
+
+  private async answer(request: Request | PStoreError): Promise<void> {
+    let reply: Uint8Array;
+    try {
+      if (request instanceof PStoreError) throw request;
+      reply = encodeReply(await this.serve(request));
+    } catch (error) {
+      const known = error instanceof PStoreError;
+      const message = known ? error.message : `EPROTO: ${(error as Error).message}`;
+      reply = encodeReply([], { code: known ? error.code : "EPROTO", message });
+    }
+    this.send(reply);
+  }
+
+  private send(frame: Uint8Array): void {
+    if (this.closed) return;
+    if (this.outbound.length > 0) {
+      this.outbound.push(frame);
+      return;
+    }
+    const sent = this.socket.write(frame);
+    if (sent < frame.length && sent >= 0) this.outbound.push(frame.subarray(sent));
+  }
+
+  onDrain(): void {
+    while (this.outbound.length > 0) {
+      const frame = this.outbound[0]!;
+      const sent = this.socket.write(frame);
+      if (sent < frame.length) {
+        if (sent > 0) this.outbound[0] = frame.subarray(sent);
+        return;
+      }
+      this.outbound.shift();
+    }
+  }
+
+  private async serve(request: Request): Promise<Array<{ u64: number } | { u32: number } | { str: string }>> {
+    if (request.op === "hello") return this.hello(request);
+    const store = this.store;
+    if (!store) throw new PStoreError("EPROTO", "the program spoke before hello");
+    switch (request.op) {
+      case "create":
+        await store.create(request.name, request.size);
+        return [];
+      case "delete":
+        await store.delete(request.name);
+        return [];
+      case "access": {
+        const view = request.mode === "read" ? await store.accessRead(request.name) : await store.accessReadWrite(request.name);
+        if (this.closed) {
+          // The program went while it waited: give the hold straight back.
+          await (request.mode === "read" ? store.releaseRead(view) : store.releaseReadWrite(view)).catch(() => {});
+          return [];
+        }
+        this.holds.set(view.byteOffset, { view, mode: request.mode });
+        return [{ u64: view.byteOffset }, { u64: view.length }];
+      }
+      case "release": {
+        const hold = this.holds.get(request.offset);
+        if (!hold || hold.mode !== request.mode) throw new PStoreError("ESTALE", "the program released a hold it does not have");
+        const first = request.offset / this.segment!.pageSize;
+        const count = Math.ceil(hold.view.length / this.segment!.pageSize);
+        for (const page of request.pages) {
+          if (page < first || page >= first + count) throw new PStoreError("EINVAL", `page ${page} is not a page of the released datum`);
+        }
+        this.holds.delete(request.offset);
+        if (hold.mode === "read") {
+          await store.releaseRead(hold.view);
+        } else {
+          this.segment!.markDirty(request.pages);
+          await store.releaseReadWrite(hold.view);
+        }
+        return [];
+      }
+    }
+  }
+
+  private async hello(request: Extract<Request, { op: "hello" }>): Promise<Array<{ u64: number } | { u32: number } | { str: string }>> {
+    if (request.version !== AGENT_PROTOCOL_VERSION) {
+      throw new PStoreError("EPROTO", `libpstore speaks agent protocol ${request.version}, this agent ${AGENT_PROTOCOL_VERSION}: use the library and binary of one pstore`);
+    }
+    if (this.store) throw new PStoreError("EPROTO", "hello twice");
+    this.segmentPath = join(segmentDir(), `pstore-${process.pid}-${++segmentFiles}-${crypto.randomUUID()}`);
+    const mapShared = (size: number, pageSize: number): MappedSegment => {
+      const fd = openSync(this.segmentPath, "wx+", 0o600);
+      try {
+        ftruncateSync(fd, size);
+        this.segment = MappedSegment.mapShared(fd, size, pageSize);
+        return this.segment;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    let store: Store;
+    try {
+      store = await connect({ servers: request.servers || undefined, secret: request.secret || undefined, tlsCa: request.tlsCa || undefined }, mapShared);
+    } catch (error) {
+      this.removeSegmentFile();
+      throw error;
+    }
+    if (this.closed) {
+      await store.close();
+      this.removeSegmentFile();
+      return [];
+    }
+    this.store = store;
+    return [{ u64: this.segment!.size }, { u32: this.segment!.pageSize }, { str: this.segmentPath }];
+  }
+
+  private removeSegmentFile(): void {
+    if (!this.segmentPath) return;
+    try {
+      unlinkSync(this.segmentPath);
+    } catch {
+      // The program unlinks it once it has mapped it.
+    }
+  }
+
+  /** The program is gone: its session ends now, not at its timeout. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.removeSegmentFile();
+    // Not after the pending request: an access may wait for ever, and closing
+    // the session is what takes its wait (and its holds) off the servers.
+    const store = this.store;
+    this.store = null;
+    await store?.close().catch(() => {});
+    await this.queue.catch(() => {});
+  }
+}
+
+export class Agent {
+  private listener: UnixSocketListener<Program> | null = null;
+  private readonly programs = new Set<Program>();
+  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  private stopped: (() => void) | null = null;
+  readonly done: Promise<void>;
+
+  constructor(private readonly options: AgentOptions) {
+    this.done = new Promise((resolve) => (this.stopped = resolve));
+  }
+
+  /** Listens on the socket; fails with EBUSY when another agent answers there. */
+  async start(): Promise<void> {
+    const path = this.options.socketPath;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    checkPrivate(dirname(path));
+    if (existsSync(path)) {
+      if (await answers(path)) throw new PStoreError("EBUSY", `an agent already listens on ${path}`);
+      unlinkSync(path); // a dead agent's socket
+    }
+    this.listener = Bun.listen<Program>({
+      unix: path,
+      socket: {
+        open: (socket) => {
+          socket.data = new Program(socket);
+          this.programs.add(socket.data);
+          this.touch();
+        },
+        data: (socket, chunk) => socket.data.onData(chunk),
+        drain: (socket) => socket.data.onDrain(),
+        close: (socket) => this.forget(socket.data),
+        error: (socket) => this.forget(socket.data),
+      },
+    });
+    this.touch();
+  }
+
+  private forget(program: Program): void {
+    if (!this.programs.delete(program)) return;
+    void program.close().finally(() => this.touch());
+  }
+
+  /** (Re)arms the idle exit when no program is connected. */
+  private touch(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    if (this.options.idleExitMs > 0 && this.programs.size === 0) {
+      this.idleTimer = setTimeout(() => {
+        this.options.log(`no program for ${this.options.idleExitMs} ms: exiting`);
+        void this.stop();
+      }, this.options.idleExitMs);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.listener?.stop(true);
+    this.listener = null;
+    try {
+      unlinkSync(this.options.socketPath);
+    } catch {
+      // Already gone.
+    }
+    await Promise.all([...this.programs].map((program) => program.close()));
+    this.programs.clear();
+    this.stopped?.();
+  }
+}
+
+/**
+ * Programs send their secret through the socket, and whoever can replace it
+ * can pose as the agent: its directory must be ours and writable by us only.
+ */
+function checkPrivate(dir: string): void {
+  const info = statSync(dir);
+  const uid = process.getuid?.();
+  if ((uid !== undefined && info.uid !== uid) || (info.mode & 0o022) !== 0) {
+    throw new PStoreError("EINVAL", `the agent's directory ${dir} must belong to this user and be writable by nobody else (chmod 700)`);
+  }
+}
+
+/** True when something accepts connections on the Unix socket. */
+async function answers(path: string): Promise<boolean> {
+  try {
+    const socket = await Bun.connect({ unix: path, socket: { data() {} } });
+    socket.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
