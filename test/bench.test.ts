@@ -9,7 +9,7 @@ import { runLoop } from "../src/bench/loop.ts";
 import { parseDuration } from "../src/cli/bench.ts";
 import { UsageError } from "../src/cli/flags.ts";
 import { encodeCommand, parseReply, RespError } from "../bench/resp.ts";
-import { runCli } from "./fixtures/cli_helpers.ts";
+import { runCli, startCli, tempDir } from "./fixtures/cli_helpers.ts";
 
 describe("pstore bench", () => {
   test("contended on a local cluster: one JSON line whose counter equals the acknowledged increments", async () => {
@@ -31,6 +31,22 @@ describe("pstore bench", () => {
     expect(result.acknowledged).toBeGreaterThanOrEqual(200);
     expect(result.server_rss_kib).toHaveLength(3);
     for (const entry of result.server_rss_kib) expect(entry.rss_kib).toBeGreaterThan(0);
+  }, 40_000);
+
+  test("the table names PSTORE_SERVERS when it is the target, and says the counter includes the warm-up", async () => {
+    const server = startCli(["serve", "--listen", "127.0.0.1:0", "--data-dir", tempDir(), "--segment-size", "1MiB", "--die-with-parent"]);
+    try {
+      const [, address] = await server.waitFor(/^READY (\S+)$/m);
+      const { code, stdout } = await runCli(["bench", "--workload", "contended", "--clients", "2", "--ops", "50"], {
+        env: { PSTORE_SERVERS: address },
+        timeoutMs: 30_000,
+      });
+      expect(code).toBe(0);
+      expect(stdout).toStartWith(`pstore bench: PSTORE_SERVERS=${address}; latencies in µs`);
+      expect(stdout).toMatch(/counter (\d+) = \1 acknowledged \(warm-up included\)/);
+    } finally {
+      await server.stop();
+    }
   }, 40_000);
 
   test("--help: flags, workloads and examples", async () => {

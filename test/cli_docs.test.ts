@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { runShellLine, SHELL_COMMANDS } from "../src/cli/shell/commands.ts";
+import { runShellLine, SHELL_COMMANDS } from "../src/cli/shell/run.ts";
 import { makeStyle } from "../src/cli/output.ts";
 import { ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
 
@@ -35,7 +35,7 @@ async function serve(): Promise<string> {
 async function generate(source: string): Promise<string> {
   const shell = /^shell: (help.*)$/.exec(source);
   if (shell) {
-    const ctx = { store: async () => Promise.reject(new Error("no store")), multiline: true, style: makeStyle(false), names: new Set<string>(), holds: new Map() };
+    const ctx = { store: async () => Promise.reject(new Error("no store")), multiline: true, style: makeStyle(false), names: new Set<string>(), holds: new Map(), lostHolds: new Map() };
     const result = await runShellLine(ctx, shell[1]!);
     return `${result!.text}\n`;
   }
@@ -82,19 +82,30 @@ describe("docs/cli.md", () => {
   }, 60_000);
 });
 
+/** The README tour's commands and the result lines it shows (terminal-only notices left out). */
+function readmeTour(): { commands: string[]; expected: string[]; notices: string[] } {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const tour = /## A five-minute tour\n[^]*?```sh\n([^]*?)```/.exec(readme)![1]!;
+  const lines = tour.split("\n").filter((line) => line !== "");
+  const commands: string[] = [];
+  const expected: string[] = [];
+  const notices: string[] = [];
+  for (const line of lines) {
+    const prompt = /^pstore(?: \[[^\]]*\])?> (.*)$/.exec(line);
+    const text = line.replace(/\s+#.*$/, "");
+    if (prompt) commands.push(prompt[1]!);
+    // "running 500 cycles… (Ctrl-C stops)": said on a terminal only, not in a script.
+    else if (/… \(Ctrl-C \w+\)$/.test(text)) notices.push(text);
+    else if (commands.length > 0) expected.push(text);
+  }
+  return { commands, expected, notices };
+}
+
 describe("README", () => {
   test("the five-minute tour is a transcript of a real shell", async () => {
-    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
-    const tour = /## A five-minute tour\n[^]*?```sh\n([^]*?)```/.exec(readme)![1]!;
-    const lines = tour.split("\n").filter((line) => line !== "");
-    const commands: string[] = [];
-    const expected: string[] = [];
-    for (const line of lines) {
-      const prompt = /^pstore(?: \[[^\]]*\])?> (.*)$/.exec(line);
-      if (prompt) commands.push(prompt[1]!);
-      else if (commands.length > 0) expected.push(line.replace(/\s+#.*$/, ""));
-    }
+    const { commands, expected, notices } = readmeTour();
     expect(commands.length).toBeGreaterThan(5);
+    expect(notices).toEqual(["running 500 cycles… (Ctrl-C stops)"]);
     const address = await serve();
     const { stdout } = await runCli(["shell", "--servers", address], { stdin: `${commands.join("\n")}\n` });
     // A fresh cluster with one client numbers its updates the same way every time, so every
@@ -113,7 +124,21 @@ describe("TypeScript examples", () => {
   }
 
   test.each(examples)("%s runs", async (_, code) => {
+    await runExample(await serve(), code);
+  }, 60_000);
+
+  test("a newcomer's order works: the README tour, then each README example, on one cluster", async () => {
     const address = await serve();
+    const { commands } = readmeTour();
+    expect((await runCli(["shell", "--servers", address], { stdin: `${commands.join("\n")}\n` })).code).toBe(0);
+    for (const [name, code] of examples.filter(([name]) => name.startsWith("README.md"))) {
+      await runExample(address, code).catch((error: Error) => {
+        throw new Error(`${name} after the tour: ${error.message}`);
+      });
+    }
+  }, 120_000);
+
+  async function runExample(address: string, code: string): Promise<void> {
     // A project of its own that depends on pstore, as a user's would.
     const dir = tempDir();
     mkdirSync(join(dir, "node_modules"));
@@ -131,5 +156,5 @@ describe("TypeScript examples", () => {
     const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     clearTimeout(timer);
     if (exitCode !== 0) throw new Error(`exit ${exitCode}\n${stdout}\n${stderr}`);
-  }, 60_000);
+  }
 });

@@ -4,6 +4,7 @@
  * 127.0.0.1, lives in temp dirs, and is stopped by pid.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { alive, runCli, startCli, tempDir, waitGone, type Running } from "./fixtures/cli_helpers.ts";
@@ -140,6 +141,59 @@ describe("serve and a piped shell", () => {
     await server.stop();
   });
 
+  test("status twice on an idle cluster: the same applied seq and no lag (status writes nothing); # is the server number kill uses", async () => {
+    const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: tempDir(), command: [process.execPath, join(import.meta.dir, "../src/cli/main.ts")], segmentSize: 1024 * 1024 });
+    clusters.push(cluster);
+    await cluster.start();
+    const servers = cluster.servers.join(",");
+    await runCli(["shell", "--servers", servers], { stdin: "create c 4\nwrite c i32 7\n" });
+    // Let every server's heartbeat carry the last update.
+    await Bun.sleep(500);
+    const rows = (stdout: string) =>
+      stdout
+        .trim()
+        .split("\n")
+        .slice(2)
+        .map((line) => line.split(/\s+/));
+    const first = await runCli(["status", "--servers", servers]);
+    const second = await runCli(["status", "--servers", servers]);
+    expect(first.code).toBe(0);
+    const [before, after] = [rows(first.stdout), rows(second.stdout)];
+    expect(before).toHaveLength(3);
+    for (const table of [before, after]) {
+      for (const [, , , , applied, lag] of table) {
+        expect(applied).toBe(before[0]![4]!);
+        expect(lag).toBe("0");
+      }
+    }
+    expect(after.map((row) => row[4])).toEqual(before.map((row) => row[4]));
+
+    // After kill 2 the table names the servers by number, not by row.
+    await cluster.kill(1, "SIGKILL");
+    const json = JSON.parse((await runCli(["status", "--servers", servers, "--json"])).stdout);
+    const table = rows((await runCli(["status", "--servers", servers])).stdout);
+    for (const row of table) {
+      const server = json.chain.find((entry: { address: string }) => entry.address === row[1]);
+      expect(row[0]).toBe(String(server.id));
+      expect(row[1]).toBe(cluster.servers[server.id - 1]);
+    }
+    expect(table.find((row) => row[0] === "2")?.[2]).toBe("down");
+    await cluster.stop();
+  }, 60_000);
+
+  test("checkpoint, then checkpoint --list: a table with a header and sizes", async () => {
+    const dataDir = tempDir();
+    const server = start(["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--segment-size", "1MiB", "--die-with-parent"]);
+    const [, address] = await server.waitFor(/^READY (\S+)$/m);
+    expect((await runCli(["checkpoint", "--servers", address!])).code).toBe(0);
+    const listed = await runCli(["checkpoint", "--list", "--data-dir", dataDir]);
+    expect(listed.code).toBe(0);
+    const [header, row] = listed.stdout.trim().split("\n");
+    expect(header).toMatch(/^DATA DIR +SEQ +SIZE$/);
+    expect(row).toMatch(new RegExp(`^${dataDir} +\\d+ +[\\d.]+ (B|KiB|MiB)$`));
+    await server.stop();
+  });
+
   test("status --watch refreshes until SIGINT, then exits 0", async () => {
     const { server, address } = await serve();
     const watch = start(["status", "--servers", address, "--watch", "--interval-ms", "100"]);
@@ -245,7 +299,8 @@ describe("pstore local and shell --local", () => {
     const local = start(["local", "--base-port", String(base), "--data-dir", dataDir, "--segment-size", "1MiB", "--fsync", "off"]);
     await local.waitFor(/Ctrl-C stops them all/);
     const servers = `127.0.0.1:${base},127.0.0.1:${base + 1},127.0.0.1:${base + 2}`;
-    expect(local.stdout()).toContain(`export PSTORE_SERVERS=${servers}\n  pstore shell\n`);
+    // The way it was run (here bun + main.ts): a command that works as printed.
+    expect(local.stdout()).toContain(`export PSTORE_SERVERS=${servers}\n  bun src/cli/main.ts shell\n`);
     const pids = local.stdout().match(/^pids: (.*)$/m)![1]!.split(" ").map(Number);
     expect(pids).toHaveLength(3);
     expect(pids.every(alive)).toBe(true);
@@ -272,9 +327,14 @@ describe("pstore local and shell --local", () => {
     const base = await freeConsecutivePorts(3);
     const blocker = Bun.listen({ hostname: "127.0.0.1", port: base + 2, socket: { data() {} } });
     try {
-      const { code, stderr } = await runCli(["local", "--base-port", String(base), "--data-dir", tempDir(), "--segment-size", "1MiB"]);
+      const dataDir = join(tempDir(), "new");
+      const { code, stderr } = await runCli(["local", "--base-port", String(base), "--data-dir", dataDir, "--segment-size", "1MiB"]);
       expect(code).toBe(1);
-      expect(stderr).toContain(`pstore local: server 3 (127.0.0.1:${base + 2}) exited before READY`);
+      expect(stderr).toContain(`pstore local: server 3 (127.0.0.1:${base + 2}) exited before READY (exit code 1); its log is above`);
+      // The server's error line is shown once, as it came, not again in the summary.
+      expect(stderr.match(/EADDRINUSE/g)).toHaveLength(1);
+      // A failed start on a new data dir leaves nothing behind.
+      expect(existsSync(dataDir)).toBe(false);
     } finally {
       blocker.stop(true);
     }

@@ -5,15 +5,16 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PassThrough } from "node:stream";
-import { completeLine, promptFor, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/commands.ts";
+import { completeLine, promptFor, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/run.ts";
 import { runShell } from "../src/cli/shell/repl.ts";
 import { tokenize } from "../src/cli/shell/tokenize.ts";
 import { encodeValue, readValue, writeValue } from "../src/cli/shell/values.ts";
 import { makeStyle } from "../src/cli/output.ts";
+import { sizeProblem } from "../src/core/names.ts";
 import { FakeStore } from "./fixtures/cli_fake_store.ts";
 
 function context(store = new FakeStore(), multiline = false): ShellContext {
-  return { store: async () => store, multiline, style: makeStyle(false), names: new Set(), holds: new Map() };
+  return { store: async () => store, multiline, style: makeStyle(false), names: new Set(), holds: new Map(), lostHolds: new Map() };
 }
 
 /** Runs lines in order and returns the printed text of each result. */
@@ -224,7 +225,7 @@ describe("shell commands", () => {
   test("help and help CMD: one line in a script, more on a terminal", async () => {
     const [all, one, missing] = await run(context(), "help", "help write", "help nope");
     expect(all).toBe(
-      "commands: create write read dump list stat delete acquire-read acquire-write get set release status checkpoint bench kill restart help quit (help COMMAND explains one)",
+      "commands: create write read dump list stat delete acquire-read acquire-write get set release status checkpoint bench kill restart help clear version quit (help COMMAND explains one)",
     );
     expect(one).toStartWith("write NAME TYPE VALUE [OFFSET]: Take the write hold, write VALUE at OFFSET (default 0), release.");
     expect(one).not.toContain("\n");
@@ -356,6 +357,7 @@ describe("shell commands", () => {
       style: makeStyle(false),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
     };
     expect(await run(ctx, "list", "list")).toEqual(["error EUNAVAILABLE: no server answered", "(no data)"]);
   });
@@ -377,11 +379,11 @@ describe("every command explains itself", () => {
   });
 
   test("a wrong number of words says what is missing or extra", async () => {
-    expect(await run(context(), "create", "create a", "create a 4 5", "list extra", "kill", "crate a 4", "relase a", "lst")).toEqual([
+    expect(await run(context(), "create", "create a", "create a 4 5", "list a b", "kill", "crate a 4", "relase a", "lst")).toEqual([
       "error EINVAL: missing NAME SIZE; usage: create NAME SIZE",
       "error EINVAL: missing SIZE; usage: create NAME SIZE",
       'error EINVAL: too many arguments (from "5"); usage: create NAME SIZE',
-      'error EINVAL: list takes no arguments (got "extra")',
+      'error EINVAL: too many arguments (from "b"); usage: list [PATTERN]',
       "error EINVAL: missing SERVER; usage: kill SERVER [SIGNAL]",
       'error EINVAL: unknown command "crate" (did you mean create?) (help lists the commands)',
       'error EINVAL: unknown command "relase" (did you mean release?) (help lists the commands)',
@@ -396,6 +398,57 @@ describe("every command explains itself", () => {
     };
     const [result] = await run(context(store), "create a 4");
     expect(result).toBe("error ERROR: server 2 exited before READY; its last log lines: | one | two");
+  });
+});
+
+describe("shell habits (issue 15 item 7)", () => {
+  test("COMMAND --help shows the help instead of taking --help as a name", async () => {
+    const store = new FakeStore();
+    const ctx = context(store);
+    const [shown] = await run(ctx, "create --help 4");
+    expect(shown).toStartWith("create NAME SIZE: Create a datum of SIZE bytes");
+    expect(await run(ctx, "write x -h", "list")).toEqual([expect.stringMatching(/^write NAME TYPE VALUE \[OFFSET\]: /), "(no data)"]);
+  });
+
+  test("list PATTERN filters the names with a glob", async () => {
+    const ctx = context();
+    await run(ctx, "create compteur 4", "create counter 4", "create c[1] 4", "create msg 4");
+    expect(await run(ctx, "list co*", "list ?sg", "list c[!o]*", "list 'c\\[1]'", "list zz*", "list [ab")).toEqual([
+      "compteur counter",
+      "msg",
+      "c[1]",
+      "c[1]",
+      "(no datum matches zz*)",
+      'error EINVAL: PATTERN "[ab" has a [ without its ]',
+    ]);
+  });
+
+  test("version, -v, clear in a script", async () => {
+    const [version, short, clear] = await run(context(), "version", "-v", "clear");
+    expect(version).toMatch(/^pstore \d+\.\d+\.\d+/);
+    expect(short).toBe(version);
+    expect(clear).toBe("ok");
+    const onTerminal = await runShellLine(context(new FakeStore(), true), "clear");
+    expect(onTerminal?.clear).toBe(true);
+  });
+
+  test("set without a hold suggests acquire-write only; get suggests both", async () => {
+    const ctx = context();
+    await run(ctx, "create c 4");
+    expect(await run(ctx, "set c i32 1", "get c i32")).toEqual([
+      "error EINVAL: set needs a write hold on c: acquire-write it first",
+      "error EINVAL: get needs a hold on c: acquire-read or acquire-write it first",
+    ]);
+  });
+
+  test("sizes in messages are human-readable", () => {
+    expect(sizeProblem(1024 ** 4, 256 * 1024 * 1024)?.message).toBe("1 TiB does not fit in the 256 MiB segment");
+  });
+
+  test("str of bytes that are not UTF-8 shows them escaped", () => {
+    const view = new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x21, 0xc3, 0xa9, 0xff, 0]);
+    expect(readValue(view, "v", "str", 0).text).toBe('"caf\\xe9!é\\xff"');
+    expect(readValue(new TextEncoder().encode("ok\0"), "v", "str", 0).text).toBe('"ok"');
   });
 });
 
@@ -478,6 +531,7 @@ describe("waiting and Ctrl-C", () => {
       style: makeStyle(false),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
     };
     const notices: string[] = [];
     ctx.notice = (text) => notices.push(text);

@@ -6,8 +6,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { LocalCluster } from "../src/cli/cluster.ts";
 import { stripAnsi } from "../src/cli/output.ts";
 import { MAIN, ROOT, runCli, startCli, tempDir, type Running } from "./fixtures/cli_helpers.ts";
+import { pstoreCommand } from "./helpers/processes.ts";
 
 const started: Running[] = [];
 afterAll(async () => {
@@ -219,6 +221,8 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
       mark = waiter.screen().length;
       await waiter.type("bench 1000000\r");
       await waiter.waitFor("running 1000000 cycles… (Ctrl-C stops)", mark);
+      // The progress bar of pstore bench, redrawn in place.
+      await waiter.waitFor(/[█░]{30} +\d+%  bench 4 KiB  \d+ ops/, mark);
       await waiter.type("\u0003");
       await waiter.waitFor(/stopped after \d+ of 1000000 cycles of 4 KiB: p50 [\d.]+ ms, p99 [\d.]+ ms, \d+ ops\/s/, mark);
       mark = waiter.screen().length;
@@ -244,8 +248,22 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
     }
   }, 60_000);
 
-  test("no cluster: the shell says it waits, and Ctrl-C gives the prompt back at once", async () => {
-    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: tempDir() });
+  test("nothing running: said at start, and a command fails in under a second with the hint", async () => {
+    const tty = openShell(["--servers", "127.0.0.1:1,127.0.0.1:2"], { HOME: tempDir() });
+    await tty.waitFor("no server at 127.0.0.1:1-2 (connection refused) — start one with `pstore local`\npstore> ");
+    const mark = tty.screen().length;
+    const startedAt = performance.now();
+    await tty.type("list\r");
+    await tty.waitFor("error EUNAVAILABLE: no server at 127.0.0.1:1-2 (connection refused) — start one with `pstore local`", mark);
+    expect(performance.now() - startedAt).toBeLessThan(1000);
+    await tty.type("quit\r");
+    expect(await tty.exited()).toBe(0);
+  }, 30_000);
+
+  test("a server that answers but does not serve: the shell says it waits, and Ctrl-C gives the prompt back at once", async () => {
+    // Accepts connections and never says a word: the client keeps trying for its whole connect timeout.
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const tty = openShell(["--servers", `127.0.0.1:${silent.port}`], { HOME: tempDir() });
     await tty.waitFor("pstore> ");
     const mark = tty.screen().length;
     await tty.type("list\r");
@@ -254,7 +272,88 @@ describe("shell on a terminal: waits, Ctrl-C, help", () => {
     await tty.waitFor("error ECANCELED: stopped waiting for the cluster\npstore> ", mark);
     await tty.type("quit\r");
     expect(await tty.exited()).toBe(0);
+    silent.stop(true);
   }, 30_000);
+});
+
+describe("shell habits on a terminal", () => {
+  test("create --help shows help; Ctrl-R finds history; clear; Ctrl-D leaves on a new line", async () => {
+    const home = tempDir();
+    writeFileSync(join(home, ".pstore_history"), "write compteur i32 1035\nread compteur i32\nhelp list\n");
+    const tty = openShell(["--servers", "127.0.0.1:1"], { HOME: home });
+    await tty.waitFor("pstore> ");
+    let mark = tty.screen().length;
+    await tty.type("create --help\r");
+    await tty.waitFor(/create NAME SIZE\n  Create a datum of SIZE bytes/, mark);
+    await tty.waitFor("Examples:", mark);
+
+    // "wri" then Ctrl-R: the newest history line with "wri" in it; Enter runs it.
+    mark = tty.screen().length;
+    await tty.type("i32");
+    await tty.type("\u0012");
+    await tty.type("\u0012");
+    await tty.type("\r");
+    await tty.waitFor("pstore> write compteur i32 1035", mark);
+    expect(tty.screen().slice(mark)).not.toContain("read compteur i32\n");
+
+    mark = tty.raw().length;
+    await tty.type("clear\r");
+    await tty.waitFor("pstore> clear");
+    const deadline = Date.now() + 5000;
+    while (!tty.raw().slice(mark).includes("\u001B[2J") && Date.now() < deadline) await Bun.sleep(20);
+    expect(tty.raw().slice(mark)).toContain("\u001B[H\u001B[2J");
+
+    mark = tty.screen().length;
+    await tty.type("\u0004");
+    expect(await tty.exited()).toBe(0);
+    expect(tty.screen().slice(mark)).toEndWith("\n");
+  }, 30_000);
+});
+
+describe("shell on a terminal through an outage", () => {
+  test("a whole-cluster stop and start under an open shell: one command fails, the next ones work, the kept hold is reported lost", async () => {
+    const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: tempDir(), command: pstoreCommand(), segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });
+    await cluster.start();
+    const tty = openShell(["--servers", cluster.servers.join(",")], { HOME: tempDir() });
+    try {
+      await tty.waitFor("pstore> ");
+      await tty.type("create compteur 4\r");
+      await tty.type("write compteur i32 1035\r");
+      await tty.type("create kept 4\r");
+      await tty.type("acquire-read kept\r");
+      await tty.waitFor("pstore [kept:r]> ");
+
+      await cluster.stop();
+      let mark = tty.screen().length;
+      await tty.type("read compteur i32\r");
+      // It waits for the chain, not for a holder, and says so.
+      await tty.waitFor(/waiting for the cluster: no chain reachable for \d+\.\d s… \(Ctrl-C cancels\)/, mark);
+      expect(tty.screen().slice(mark)).not.toContain("waiting for a read hold");
+      // The client's whole failover budget (30 s), then the failure.
+      await tty.waitFor(/error EUNAVAILABLE: .*\n/, mark, 45_000);
+      // A server that stopped is not a TLS server: no TLS hint.
+      expect(tty.screen().slice(mark)).not.toContain("TLS");
+      // Said as the session goes (the holds are void from then on).
+      expect(tty.screen().slice(mark)).toContain("lost with the session (the cluster was out of reach, or it expired): read hold on kept");
+
+      await cluster.start();
+      mark = tty.screen().length;
+      await tty.type("read compteur i32\r");
+      await tty.waitFor(/\n1035\n/, mark, 15_000);
+      await tty.waitFor("pstore> ", mark);
+      mark = tty.screen().length;
+      await tty.type("get kept i32\r");
+      await tty.waitFor("error ESTALE: the read hold on kept was lost with the session", mark);
+      mark = tty.screen().length;
+      await tty.type("acquire-write kept\r");
+      await tty.waitFor("ok, write hold on kept (4 bytes)", mark, 15_000);
+      await tty.type("quit\r");
+      expect(await tty.exited()).toBe(0);
+    } finally {
+      tty.proc.kill("SIGKILL");
+      await cluster.stop();
+    }
+  }, 120_000);
 });
 
 describe("history file hygiene", () => {

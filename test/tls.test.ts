@@ -76,4 +76,6 @@ test("a client without TLS does not get through", async () => {
   const error = await connect({ servers: cluster.servers, connectTimeoutMs: 2000 }).catch((e) => e);
   expect(error).toBeInstanceOf(PStoreError);
   expect(["EUNAVAILABLE", "EPROTO"]).toContain(error.code);
+  // The server answered our hello with a TLS record: the hint says so (and only then, test/shell_tty.test.ts).
+  expect(error.message).toContain("(the server speaks TLS: set PSTORE_TLS_CA or --tls-ca)");
 }, 30_000);

@@ -71,8 +71,8 @@ export function notesOf(result: BenchResult, style: Style): string {
   switch (result.workload) {
     case "contended":
       return result.counter_ok
-        ? style.green(`counter ${result.counter} = ${result.acknowledged} acknowledged`)
-        : style.red(`LOST UPDATES: counter ${result.counter} != ${result.acknowledged} acknowledged`);
+        ? style.green(`counter ${result.counter} = ${result.acknowledged} acknowledged (warm-up included)`)
+        : style.red(`LOST UPDATES: counter ${result.counter} != ${result.acknowledged} acknowledged (warm-up included)`);
     case "large": {
       const change = (result.release_1byte_us as { p50: number }).p50;
       const small = (result.release_4k_us as { p50: number }).p50;

@@ -206,7 +206,7 @@ function _printTable(
   style: ReturnType<typeof makeStyle>,
   bench: _Bench,
 ): void {
-  const where = plan.local !== null ? `${plan.local} local server${plan.local > 1 ? "s" : ""}, --fsync ${plan.fsync}` : (plan.servers ?? []).join(",") || "default servers";
+  const where = plan.local !== null ? `${plan.local} local server${plan.local > 1 ? "s" : ""}, --fsync ${plan.fsync}` : (plan.servers ?? []).join(",") || (process.env.PSTORE_SERVERS ? `PSTORE_SERVERS=${process.env.PSTORE_SERVERS}` : "default servers 127.0.0.1:7401-7403");
   const lines = [style.dim(`pstore bench: ${where}; latencies in µs`), bench.formatResultsTable(results, style)];
   for (const result of results) {
     const rss = result.server_rss_kib as ServerRss[] | undefined;

@@ -1,9 +1,10 @@
 /** `pstore checkpoint`: a recovery line on every server; `--list`: the checkpoints of data dirs. */
 import { defineCommand } from "citty";
-import { UsageError, parseAddressList } from "./flags.ts";
+import { formatBytes, UsageError, parseAddressList } from "./flags.ts";
 import { logArgs } from "./log.ts";
 import { serverDataDirs } from "./datadirs.ts";
 import { serversArg } from "./status.ts";
+import { formatTable, makeStyle, useColor } from "./output.ts";
 
 export const examples = [
   "pstore checkpoint                              # every server checkpoints at the same seq",
@@ -30,7 +31,10 @@ export default defineCommand({
       );
       if (args.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
       else if (rows.length === 0) process.stdout.write("no checkpoint yet\n");
-      else for (const row of rows) process.stdout.write(`${row.dir}  seq ${row.seq}  ${row.bytes} bytes\n`);
+      else {
+        const table = rows.map((row) => [row.dir, String(row.seq), _approximateSize(row.bytes)]);
+        process.stdout.write(`${formatTable(["DATA DIR", "SEQ", "SIZE"], table, makeStyle(useColor(process.stdout)))}\n`);
+      }
       return 0;
     }
     const servers = args.servers === undefined ? undefined : parseAddressList(args.servers, "--servers");
@@ -45,3 +49,11 @@ export default defineCommand({
     }
   },
 });
+
+/** "1.4 MiB", "37.2 KiB", "512 B": a checkpoint's size, to a tenth of a unit. */
+function _approximateSize(bytes: number): string {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
+  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return formatBytes(bytes);
+}

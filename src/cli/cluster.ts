@@ -11,8 +11,8 @@
  * Indexes in this API are 0-based; messages for people say "server 1".
  */
 import type { Subprocess } from "bun";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import type { FsyncMode } from "./flags.ts";
@@ -35,6 +35,8 @@ export interface LocalClusterOptions {
   command?: string[];
   /** How long a child may take to print READY; default 15 s. */
   readyTimeoutMs?: number;
+  /** onLog prints the lines where the user sees them: a start error then does not repeat them. */
+  logShown?: boolean;
   /** How long a child may take to stop after SIGTERM before SIGKILL; default 5 s. */
   stopTimeoutMs?: number;
   /** Each line a child writes on stderr (its log); default: kept only for error messages. */
@@ -72,6 +74,8 @@ export class LocalCluster {
   private ports: number[] = [];
   private readonly children: (_Child | null)[];
   private stopping = false;
+  /** The top directories start() created: a failed start removes them again. */
+  private readonly createdDirs: string[] = [];
 
   constructor(private readonly options: LocalClusterOptions = {}) {
     this.count = options.count ?? 3;
@@ -107,8 +111,11 @@ export class LocalCluster {
     const failures = results.flatMap((result) => (result.status === "rejected" ? [(result.reason as Error).message] : []));
     if (failures.length > 0) {
       await this.stop();
+      this._removeCreatedDirs();
       throw new Error(failures.join("\n"));
     }
+    // Started: from now on those directories hold the cluster's data.
+    this.createdDirs.length = 0;
   }
 
   /** Stops every child: SIGTERM, then SIGKILL for those still running after stopTimeoutMs. */
@@ -126,7 +133,17 @@ export class LocalCluster {
   async restart(index: number): Promise<void> {
     this._check(index);
     await this._stopChild(index, "SIGTERM");
-    await this._spawn(index);
+    await this._spawn(index).finally(() => (this.createdDirs.length = 0)); // only a failed start() removes dirs
+  }
+
+  /**
+   * After a failed start: the directories this start created hold only what
+   * its servers wrote while starting (no client was told the addresses yet),
+   * so they go; a data dir that existed before is never touched.
+   */
+  private _removeCreatedDirs(): void {
+    for (const dir of new Set(this.createdDirs)) rmSync(dir, { recursive: true, force: true });
+    this.createdDirs.length = 0;
   }
 
   private _check(index: number): number {
@@ -163,7 +180,11 @@ export class LocalCluster {
 
   private async _spawn(index: number): Promise<void> {
     const dir = join(this.dataDir, String(index + 1));
-    mkdirSync(dir, { recursive: true });
+    const first = mkdirSync(dir, { recursive: true });
+    // mkdirSync returns the first (topmost) directory it had to create.
+    if (first !== undefined) {
+      this.createdDirs.push(resolve(first));
+    }
     const env: Record<string, string | undefined> = { ...process.env, [PARENT_PID_ENV]: String(process.pid) };
     // The secret goes through the environment, not argv, where ps would show it.
     if (this.options.secret !== undefined) env.PSTORE_SECRET = this.options.secret;
@@ -222,7 +243,8 @@ export class LocalCluster {
     await this._stopChild(index, "SIGTERM");
     // Give the pipe a moment to deliver the child's last words.
     await Bun.sleep(20);
-    const log = record.recentLog.length > 0 ? `; its last log lines:\n    ${record.recentLog.join("\n    ")}` : "";
+    // With onLog the lines were shown as they came: saying them again would print each error twice.
+    const log = this.options.logShown ? "; its log is above" : record.recentLog.length > 0 ? `; its last log lines:\n    ${record.recentLog.join("\n    ")}` : "";
     throw new Error(`${this._label(index)} ${how}${log}`);
   }
 

@@ -10,6 +10,7 @@
  * `1GiB`, `1TiB`; the short forms `4K`, `256M`, `1G`, `1T` (any case) mean the
  * same binary units. `KB`/`MB`/`GB` are refused as ambiguous (1000 or 1024?).
  */
+import { formatBytes } from "../core/names.ts";
 import type { ArgsDef } from "citty";
 import { PAGE_SIZE, SEGMENT_SIZE_MAX } from "../constants.ts";
 
@@ -278,12 +279,5 @@ export function requireNonEmpty(value: string | undefined, what: string): string
   return value;
 }
 
-/** 268435456 -> "256 MiB"; exact units only, else bytes. */
-export function formatBytes(bytes: number): string {
-  const units = ["TiB", "GiB", "MiB", "KiB"];
-  for (let i = 0; i < units.length; i++) {
-    const unit = 1024 ** (4 - i);
-    if (bytes >= unit && bytes % unit === 0) return `${bytes / unit} ${units[i]}`;
-  }
-  return `${bytes} B`;
-}
+// 268435456 -> "256 MiB" (the core's messages use it too).
+export { formatBytes };

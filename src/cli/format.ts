@@ -10,8 +10,9 @@ export function formatStatusTable(status: ClusterStatus, style: Style): string {
   const members = status.chain.filter((server) => _CHAIN_ROLES.has(server.role));
   const chain = members.length === 0 ? "(none serving)" : members.map((server) => server.address).join(" -> ");
   const head = `epoch ${status.epoch}   segment ${formatBytes(status.segmentSize)}   pages ${formatBytes(status.pageSize)}   chain ${chain}`;
-  const rows = status.chain.map((server, position) => [
-    String(position + 1),
+  // `#` is the server's number (status --json's id, kill N and restart N), not the row.
+  const rows = status.chain.map((server) => [
+    String(server.id),
     server.address,
     server.role,
     _colorState(server.state, style),

@@ -1,8 +1,10 @@
 /** `pstore local`: N servers on loopback as child processes, until Ctrl-C or SIGTERM. */
 import { defineCommand } from "citty";
-import { resolve } from "node:path";
+import { realpathSync } from "node:fs";
+import { relative, resolve } from "node:path";
 import { DEFAULT_PORT, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseSegmentSize, UsageError } from "./flags.ts";
+import { selfCommand } from "./cluster.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal } from "./signals.ts";
 
@@ -51,6 +53,7 @@ export default defineCommand({
       readyTimeoutMs: parseDurationMs(args["ready-timeout-ms"], "--ready-timeout-ms"),
       // The servers' own log lines, tagged [server:n], go straight to our stderr.
       onLog: args.quiet ? undefined : (_, line) => process.stderr.write(`${line}\n`),
+      logShown: !args.quiet,
       onUnexpectedExit: (index, how) =>
         logger.warn(`server ${index + 1} (${cluster.servers[index]}) stopped unexpectedly: ${how}; the others go on`),
     });
@@ -73,7 +76,7 @@ export default defineCommand({
         `pids: ${cluster.pids.join(" ")}`,
         "Connect with:",
         `  export PSTORE_SERVERS=${servers}`,
-        "  pstore shell",
+        `  ${_howToRun()} shell`,
         "Ctrl-C stops them all.",
         "",
       ].join("\n"),
@@ -85,3 +88,26 @@ export default defineCommand({
     return 0;
   },
 });
+
+/**
+ * How the user runs this pstore: `pstore` when that is what PATH finds, else
+ * the path it was started by (`./dist/pstore`, or `bun src/cli/main.ts` from a
+ * checkout), so the printed command works as it is.
+ */
+function _howToRun(): string {
+  const [program, ...rest] = selfCommand();
+  const same = (found: string | null, path: string) => {
+    try {
+      return found !== null && realpathSync(found) === realpathSync(path);
+    } catch {
+      return false;
+    }
+  };
+  if (rest.length === 0 && same(Bun.which("pstore"), program!)) return "pstore";
+  const short = (path: string) => {
+    const inside = relative(process.cwd(), path);
+    return inside.startsWith("..") || inside.startsWith("/") ? path : `./${inside}`;
+  };
+  const runner = rest.length > 0 && same(Bun.which("bun"), program!) ? "bun" : short(program!);
+  return [runner, ...rest.map((path) => short(path).replace(/^\.\//, ""))].join(" ");
+}

@@ -52,7 +52,7 @@ function _topHelp(): string {
     "",
     "FLAGS",
     "  --help, -h     Show help (also after any command)",
-    "  --version      Print the version",
+    "  --version, -v  Print the version",
     "",
     "GETTING STARTED",
     "  pstore local          # terminal 1: three servers on 127.0.0.1:7401-7403",
@@ -91,7 +91,7 @@ async function main(argv: readonly string[]): Promise<number> {
     _print(_topHelp(), process.stdout);
     return 0;
   }
-  if (name === "--version" || name === "-V") {
+  if (name === "--version" || name === "-V" || name === "-v") {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }

@@ -13,11 +13,13 @@ export const examples = [
   "pstore status --servers 10.0.0.1:7401,10.0.0.2:7401 --json",
   "pstore status --watch --interval-ms 500",
   "",
-  "The table lists the chain head first, then the servers outside it. ROLE: head, middle,",
+  "The table lists the chain head first, then the servers outside it. #: the server's number",
+  "(its place in the list of servers; kill N and restart N in shell --local use it). ROLE: head, middle,",
   "tail, single (a chain of one), joining (catching up before it joins), down. APPLIED: the",
   "sequence number of the last update the server applied; LAG: how many updates it is behind",
   "the most advanced one. HEARTBEAT: when the answering server last heard from it. The other",
-  "servers' numbers come from their heartbeats, so they may be one heartbeat (100 ms) old.",
+  "servers' numbers come from their heartbeats (a server before the answering one in the chain",
+  "counts at least its number, so an idle cluster shows no lag). pstore status writes nothing.",
 ];
 
 export const serversArg = {
@@ -45,7 +47,8 @@ export default defineCommand({
     const style = makeStyle(useColor(process.stdout));
     const render = (status: ClusterStatus) => (args.json ? JSON.stringify(status) : formatStatusTable(status, style));
     const { connect } = await import("../client/index.ts");
-    const open = () => connect({ servers, secret: args.secret, tlsCa: args["tls-ca"] });
+    // No session: looking must not write to the log (an open and a close of a session would).
+    const open = () => connect({ servers, secret: args.secret, tlsCa: args["tls-ca"], queriesOnly: true });
     if (args.watch) {
       const clear = process.stdout.isTTY && !args.json ? "\u001B[2J\u001B[H" : "";
       return _watch(open, (status) => `${clear}${render(status)}\n`, intervalMs, logger);

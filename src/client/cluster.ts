@@ -7,7 +7,8 @@
  */
 import { PStoreError } from "../errors";
 import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
-import { Connection, remoteError } from "./connection";
+import { formatAddresses } from "../net/address";
+import { Connection, ConnectionRefused, remoteError } from "./connection";
 
 /** A request with no reply (nor "queued") for this long makes us look for the chain again. */
 const UNANSWERED_MS = 1500;
@@ -35,6 +36,8 @@ interface PendingRequest {
   firstSentAtMs: number;
   /** When a head first answered that it cannot serve (no majority), and what it said. */
   unavailable?: { sinceMs: number; message: string };
+  /** Told once when the tail says the acquire waits in the datum's queue (for a wait notice). */
+  onQueued?: () => void;
 }
 
 interface PendingQuery {
@@ -58,6 +61,8 @@ export class ClusterLink {
   private heartbeat: ReturnType<typeof setInterval> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private closedError: PStoreError | null = null;
+  /** When the search for a serving chain began; null while connected to one. */
+  private searchingSinceMs: number | null = null;
   session = 0;
   /** The first welcome: the segment's geometry. */
   geometry: Welcome | null = null;
@@ -66,6 +71,11 @@ export class ClusterLink {
   onAnswered: ((firstSentAtMs: number) => void) | null = null;
   /** The head recalls a cached grant of the current session. */
   onRecall: ((recall: Recall) => void) | null = null;
+  /**
+   * Called when no serving chain was found within failoverTimeoutMs: what was
+   * in flight failed, and the session is given up (see giveUpChain).
+   */
+  onChainLost: ((error: PStoreError) => void) | null = null;
 
   constructor(
     private readonly servers: string[],
@@ -93,15 +103,16 @@ export class ClusterLink {
     return this.nextReqNo;
   }
 
-  request(op: Op): Promise<ReplyMessage> {
+  request(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
     if (this.closedError) return Promise.reject(this.closedError);
     const reqNo = this.nextReqNo++;
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       const now = performance.now();
-      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now });
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now, onQueued });
     });
-    this.sendRequest(reqNo, this.pending.get(reqNo)!);
+    if (this.head) this.sendRequest(reqNo, this.pending.get(reqNo)!);
+    else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
     this.updateActivity();
     return promise;
   }
@@ -128,13 +139,19 @@ export class ClusterLink {
     if (this.closedError) return Promise.reject(this.closedError);
     const queryId = this.nextQueryId++;
     const promise = new Promise<string>((resolve, reject) => this.queries.set(queryId, { kind, name, resolve, reject }));
-    this.tail?.send({ type: "query", body: { queryId, kind, name } });
+    if (this.tail) this.tail.send({ type: "query", body: { queryId, kind, name } });
+    else this.scheduleRefresh();
     this.updateActivity();
     return promise;
   }
 
   get isOpen(): boolean {
     return this.closedError === null;
+  }
+
+  /** How long this link has been looking for a serving chain; null while it has one. */
+  get chainMissingMs(): number | null {
+    return this.searchingSinceMs === null ? null : Math.round(performance.now() - this.searchingSinceMs);
   }
 
   /** Rejects everything in flight and closes the connections. */
@@ -156,7 +173,29 @@ export class ClusterLink {
 
   private scheduleRefresh(): void {
     if (this.closedError || this.refreshing) return;
-    this.refresh(this.failoverTimeoutMs).catch((error) => this.shutdown(error));
+    this.searchingSinceMs ??= performance.now();
+    this.refresh(this.failoverTimeoutMs).catch((error) => this.giveUpChain(error));
+  }
+
+  /**
+   * No serving chain within failoverTimeoutMs. Only what was in flight fails:
+   * the link stays usable and the next call looks for the chain again, so a
+   * long-lived client finds the cluster when it comes back. The session is
+   * given up (onChainLost): a request that failed here may still have been
+   * applied — an acquire granted to nobody — and under a new session such a
+   * hold is freed when the old session expires. Errors that retrying cannot
+   * fix (EAUTH, EPROTO) still close the link for good.
+   */
+  private giveUpChain(error: PStoreError): void {
+    if (error.code !== "EUNAVAILABLE") return this.shutdown(error);
+    for (const waiting of this.pending.values()) waiting.reject(error);
+    this.pending.clear();
+    for (const waiting of this.queries.values()) waiting.reject(error);
+    this.queries.clear();
+    this.head?.close();
+    this.tail?.close();
+    this.head = this.tail = null;
+    this.onChainLost?.(error);
   }
 
   private refresh(budgetMs: number): Promise<void> {
@@ -173,7 +212,13 @@ export class ClusterLink {
     for (;;) {
       if (this.closedError) throw this.closedError;
       const candidates = [...new Set([...this.chain, ...this.servers])];
-      if (await this.connectNewestChain(candidates, problems)) return;
+      const refused = new Set<string>();
+      if (await this.connectNewestChain(candidates, problems, refused)) return;
+      // Not connected (at connect, or after giving up) and nobody listens anywhere: say so
+      // now. A failover keeps its whole budget: servers restarting refuse for a moment.
+      if (this.head === null && refused.size === candidates.length) {
+        throw new PStoreError("EUNAVAILABLE", `no server at ${formatAddresses(candidates)} (connection refused) — start one with \`pstore local\``);
+      }
       if (performance.now() > deadline) {
         const detail = [...problems].slice(-3).join("; ");
         throw new PStoreError("EUNAVAILABLE", `no serving pstore chain reachable via ${candidates.join(",")} (${detail}); is the cluster running? try \`pstore local\``);
@@ -189,8 +234,8 @@ export class ClusterLink {
    * server cut off from the others may still describe its old chain, and only
    * the newest one serves (the servers let it win when they heal, too).
    */
-  private async connectNewestChain(candidates: string[], problems: Set<string>): Promise<boolean> {
-    const opened = await this.probeAll(candidates, problems);
+  private async connectNewestChain(candidates: string[], problems: Set<string>, refused: Set<string>): Promise<boolean> {
+    const opened = await this.probeAll(candidates, problems, refused);
     let newest: Connection | null = null;
     for (const probe of opened) {
       if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
@@ -232,7 +277,7 @@ export class ClusterLink {
    * PROBE_GRACE_MS more: a paused or unreachable server must not hold up a
    * failover for its whole connect timeout.
    */
-  private probeAll(addresses: string[], problems: Set<string>): Promise<Connection[]> {
+  private probeAll(addresses: string[], problems: Set<string>, refused: Set<string>): Promise<Connection[]> {
     return new Promise((resolve, reject) => {
       const opened: Connection[] = [];
       let outstanding = addresses.length;
@@ -262,6 +307,7 @@ export class ClusterLink {
           (error) => {
             // A refusal that retrying cannot fix (authentication, protocol) ends the search.
             if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") return finish(error);
+            if (error instanceof ConnectionRefused) refused.add(address);
             problems.add(withoutCode((error as Error).message));
             settled();
           },
@@ -292,6 +338,7 @@ export class ClusterLink {
     this.tail = tail;
     this.chain = chain;
     this.epoch = epoch;
+    this.searchingSinceMs = null;
     // Replies come from the tail: tell it who we are and what we still wait for.
     tail.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
     const now = performance.now();
@@ -372,6 +419,7 @@ export class ClusterLink {
     const { reply } = body;
     if (reply.type === "queued") {
       if (waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);
+      if (!waiting.queued) waiting.onQueued?.();
       waiting.queued = true;
       waiting.unavailable = undefined; // a serving head took it: it may now wait as long as it must
       return;

@@ -31,6 +31,8 @@ export class Connection {
     // Bun.connect may throw before `welcomed` is awaited: keep its rejection handled.
     welcomed.catch(() => {});
     let greeted = false;
+    /** The first bytes the server sent: a TLS record there means a TLS server spoken to in plain TCP. */
+    let firstBytes: Uint8Array | null = null;
     const timer = setTimeout(() => {
       settle.reject(new PStoreError("EUNAVAILABLE", `no answer from ${address} within ${timeoutMs} ms`));
       connection.link?.lost("handshake timed out");
@@ -42,6 +44,10 @@ export class Connection {
         tls: clientTls(tlsCa),
         socket: {
           ...linkSocketHandlers,
+          data(socket, chunk) {
+            firstBytes ??= chunk.slice(0, 3);
+            linkSocketHandlers.data(socket, chunk);
+          },
           handshake(socket, success, error) {
             if (success) return;
             settle.reject(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused (${tlsErrorText(error)}); check --tls-ca`));
@@ -75,8 +81,8 @@ export class Connection {
                   events.onMessage(message);
                 },
                 onClose(_l, reason) {
-                  // Closed before any answer: often a TLS server spoken to in plain TCP.
-                  const hint = tlsCa ? "" : " (if the servers use TLS, set PSTORE_TLS_CA or --tls-ca)";
+                  // Closed before the handshake ended: a TLS server spoken to in plain TCP answers with a TLS record.
+                  const hint = !tlsCa && _looksLikeTls(firstBytes) ? " (the server speaks TLS: set PSTORE_TLS_CA or --tls-ca)" : "";
                   if (!greeted) settle.reject(new PStoreError("EUNAVAILABLE", `${address}: ${reason}${hint}`));
                   else events.onClose(reason);
                 },
@@ -88,14 +94,14 @@ export class Connection {
             link.send(encodeMessage(greeter.hello()));
           },
           connectError(_socket, error) {
-            settle.reject(new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`));
+            settle.reject(_connectFailure(address, error));
           },
         },
       });
       connection.welcome = await welcomed;
     } catch (error) {
       connection.link?.lost("handshake failed");
-      throw error instanceof PStoreError ? error : new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${(error as Error).message}`);
+      throw error instanceof PStoreError ? error : _connectFailure(address, error as Error);
     } finally {
       clearTimeout(timer);
     }
@@ -138,6 +144,23 @@ export function parseAddress(address: string): { host: string; port: number } {
   } catch {
     throw new PStoreError("EINVAL", `"${address}" is not host:port`);
   }
+}
+
+/** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
+export class ConnectionRefused extends PStoreError {
+  constructor(readonly address: string) {
+    super("EUNAVAILABLE", `${address}: connection refused`);
+  }
+}
+
+/** A TLS record header: content type 20-23 (alert, handshake, …), then version 3.x. */
+function _looksLikeTls(bytes: Uint8Array | null): boolean {
+  return bytes !== null && bytes.length >= 2 && bytes[0]! >= 0x14 && bytes[0]! <= 0x17 && bytes[1] === 0x03;
+}
+
+function _connectFailure(address: string, error: Error): PStoreError {
+  if ((error as { code?: unknown }).code === "ECONNREFUSED") return new ConnectionRefused(address);
+  return new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`);
 }
 
 export function remoteError(code: string, message: string): PStoreError {

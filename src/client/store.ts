@@ -13,6 +13,7 @@ import { type Mode, type Op, type PageWrite, type Recall, type Reply, type Reply
 import { GrantCache } from "./cache";
 import { pageRuns, randomSessionId, readCa, withTimeout } from "./helpers";
 import { ClusterLink } from "./cluster";
+import { reportUncaughtPStoreErrors } from "./uncaught";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
@@ -25,6 +26,8 @@ interface ClientHold {
   firstPage: number;
   pageCount: number;
   createdSeq: number;
+  /** The view handed out: if the session is lost, releasing it says so. */
+  view: Uint8Array;
 }
 
 /** Which version of a datum's bytes the mapped segment holds. */
@@ -51,6 +54,7 @@ export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
  * the C program it serves instead of the client's own anonymous memory.
  */
 export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
+  reportUncaughtPStoreErrors();
   const store = new ClientStore(options, mapSegment);
   await store.open();
   return store;
@@ -59,6 +63,7 @@ export async function connect(options: ConnectOptions = {}, mapSegment: SegmentM
 class ClientStore implements Store {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
+  private readonly queriesOnly: boolean;
   private segment!: MappedSegment;
   /** Current holds by first page (a view's byteOffset finds its hold). */
   private readonly holds = new Map<number, ClientHold>();
@@ -67,11 +72,13 @@ class ClientStore implements Store {
   /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
   private sessionLost = false;
   private renewing: Promise<void> | null = null;
-  private readonly counters = { pagesSent: 0, pagesReceived: 0, recalls: 0 };
+  private readonly counters = { pagesSent: 0, pagesReceived: 0, recalls: 0, sessionsLost: 0 };
   /** Cached holds (null: cacheHolds false): which grants this session keeps after release. */
   private readonly grants: GrantCache | null;
   /** A release or give-back in flight per datum: an access waits for it before deciding. */
   private readonly settling = new Map<string, Promise<void>>();
+  /** Views of holds voided with a lost session, to their datum's name: releasing one says why it is gone. */
+  private readonly lostViews = new WeakMap<ArrayBufferView, string>();
 
   constructor(
     options: ConnectOptions,
@@ -80,6 +87,7 @@ class ClientStore implements Store {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.grants = options.cacheHolds === false ? null : new GrantCache();
+    this.queriesOnly = options.queriesOnly === true;
     this.cluster = new ClusterLink(
       resolveServers(options.servers),
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
@@ -92,6 +100,8 @@ class ClientStore implements Store {
       this.cluster.onAnswered = (firstSentAtMs) => grants.renewLease(firstSentAtMs);
       this.cluster.onRecall = (recall) => this.onRecall(recall);
     }
+    // The chain stayed out of reach: continue under a new session once it is back.
+    this.cluster.onChainLost = () => this.loseSession();
   }
 
   async open(): Promise<void> {
@@ -104,6 +114,7 @@ class ClientStore implements Store {
       this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
       throw error;
     }
+    if (this.queriesOnly) return;
     let timeoutMs: number;
     try {
       timeoutMs = await this.openSession();
@@ -128,7 +139,9 @@ class ClientStore implements Store {
     this.sessionLost = true;
     // Its cached grants went with it: nothing more is granted locally.
     this.grants?.clear();
+    this.counters.sessionsLost++;
     for (const hold of this.holds.values()) {
+      this.lostViews.set(hold.view, hold.name);
       this.segment.protect(hold.firstPage, hold.pageCount, "none");
       // Bytes written under a lost write hold never reached the servers.
       if (hold.mode === "write") this.cache.delete(hold.name);
@@ -252,7 +265,7 @@ class ClientStore implements Store {
   }
 
   stats(): ClientStats {
-    return { requests: this.cluster.requestsSent, ...this.counters, localGrants: this.grants?.localGrants ?? 0 };
+    return { requests: this.cluster.requestsSent, ...this.counters, localGrants: this.grants?.localGrants ?? 0, chainMissingMs: this.cluster.chainMissingMs };
   }
 
   async close(): Promise<void> {
@@ -261,7 +274,7 @@ class ClientStore implements Store {
     for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
     this.holds.clear();
     this.grants?.clear();
-    if (this.cluster.isOpen) {
+    if (this.cluster.isOpen && !this.queriesOnly) {
       // Releases our holds at once; without it they go when the session expires.
       await withTimeout(this.cluster.request({ type: "close_session" }), 2000).catch(() => {});
     }
@@ -276,6 +289,7 @@ class ClientStore implements Store {
     checkName(name);
     options.signal?.throwIfAborted?.();
     this.throwIfClosed();
+    this.throwIfQueriesOnly();
     if (this.grants) {
       const local = await this.accessCached(name, mode, this.grants);
       if (local) return local;
@@ -291,7 +305,7 @@ class ClientStore implements Store {
     };
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
-    const granted = this.send(op);
+    const granted = this.send(op, options.onQueued);
     // If the wait is given up first, the grant may still fail later (e.g. on close): nobody awaits it then.
     granted.catch(() => {});
     const stop = this.watchWait(reqNo, options);
@@ -329,9 +343,9 @@ class ClientStore implements Store {
       }
       grants.useLocally(step.grant, mode);
       this.segment.protect(entry.firstPage, entry.pageCount, mode);
-      const hold = { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq };
-      this.holds.set(entry.firstPage, hold);
-      return this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
+      const view = this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
+      this.holds.set(entry.firstPage, { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq, view });
+      return view;
     }
   }
 
@@ -377,10 +391,11 @@ class ClientStore implements Store {
     for (const run of pageRuns(pages, pageSize)) this.segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
     this.counters.pagesReceived += pages.length;
     this.segment.protect(firstPage, pageCount, reply.mode);
-    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq });
+    const view = this.segment.view(reply.offset, reply.size);
+    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq, view });
     this.cache.set(reply.name, { firstPage, pageCount, size: reply.size, createdSeq: reply.createdSeq, version: reply.version });
     this.grants?.granted(reply.holdId, reply.name, reply.mode);
-    return this.segment.view(reply.offset, reply.size);
+    return view;
   }
 
   /** Pages now given to `name` may hold bytes of a deleted datum: that cache is gone. */
@@ -397,6 +412,11 @@ class ClientStore implements Store {
   private holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
     if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {
       throw new PStoreError("EINVAL", "release takes the view that access returned");
+    }
+    // Checked first: a lost view must not release a newer hold on the same pages.
+    const lost = this.lostViews.get(view);
+    if (lost !== undefined) {
+      throw new PStoreError("ESTALE", `the hold on "${lost}" was lost with its session (the cluster was out of reach, or the session expired); access it again`);
     }
     const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
     if (!hold) throw new PStoreError("ESTALE", "this view holds nothing (already released?)");
@@ -517,14 +537,15 @@ class ClientStore implements Store {
   }
 
   private async request(op: Op): Promise<ReplyMessage> {
+    this.throwIfQueriesOnly();
     await this.ensureSession();
     return this.send(op);
   }
 
   /** Sends under the current session; an ESESSION answer marks the session lost. */
-  private async send(op: Op): Promise<ReplyMessage> {
+  private async send(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
     try {
-      return await this.cluster.request(op);
+      return await this.cluster.request(op, onQueued);
     } catch (error) {
       if (error instanceof PStoreError && error.code === "ESESSION") this.loseSession();
       throw error;
@@ -533,6 +554,10 @@ class ClientStore implements Store {
 
   private query(kind: "list" | "stat" | "status", name: string): Promise<string> {
     return this.cluster.query(kind, name);
+  }
+
+  private throwIfQueriesOnly(): void {
+    if (this.queriesOnly) throw new PStoreError("EINVAL", "this store was connected with queriesOnly: list, stat and status only");
   }
 
   private throwIfClosed(): void {

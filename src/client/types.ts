@@ -19,6 +19,11 @@ export interface ConnectOptions {
    * access and release is a request, as before cached holds.
    */
   cacheHolds?: boolean;
+  /**
+   * Queries only (list, stat, status): no session is opened, so connecting and
+   * closing write nothing to the servers' log; any other call fails with EINVAL.
+   */
+  queriesOnly?: boolean;
 }
 
 export interface AccessOptions {
@@ -26,6 +31,8 @@ export interface AccessOptions {
   timeoutMs?: number;
   /** Abort the wait (ECANCELED); the wait leaves no trace. */
   signal?: AbortSignal;
+  /** Called once if the datum is held by others and the access waits in its queue (for a "waiting for…" notice). */
+  onQueued?: () => void;
 }
 
 import type { DatumInfo } from "../core/state";
@@ -58,6 +65,10 @@ export interface ClientStats {
   localGrants: number;
   /** Recalls of our cached grants by the head (another client asked): each answered by a give-back or by the release of the use in progress. */
   recalls: number;
+  /** Sessions given up (ESESSION, or no chain within failoverTimeoutMs): holds taken before are void. */
+  sessionsLost: number;
+  /** How long the client has been looking for a serving chain (a failover, an outage); null while it has one. */
+  chainMissingMs: number | null;
 }
 
 export interface Store {

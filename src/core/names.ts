@@ -21,10 +21,20 @@ export function sizeProblem(size: number, segmentSize: number): { code: "EINVAL"
     return { code: "EINVAL", message: `a size is a whole number of bytes above 0 (got ${size})` };
   }
   if (size > segmentSize) {
-    return { code: "ENOSPC", message: `${size} bytes do not fit in the segment of ${segmentSize} bytes` };
+    return { code: "ENOSPC", message: `${formatBytes(size)} does not fit in the ${formatBytes(segmentSize)} segment` };
   }
   if (size > DATUM_BYTES_MAX) {
     return { code: "EINVAL", message: `a datum is at most ${DATUM_BYTES_MAX} bytes (got ${size})` };
   }
   return null;
+}
+
+/** "256 MiB", "4 KiB", "1035 B": whole binary units when exact, else bytes (for messages). */
+export function formatBytes(bytes: number): string {
+  const units = ["TiB", "GiB", "MiB", "KiB"];
+  for (let i = 0; i < units.length; i++) {
+    const unit = 1024 ** (4 - i);
+    if (bytes >= unit && bytes % unit === 0) return `${bytes / unit} ${units[i]}`;
+  }
+  return `${bytes} B`;
 }

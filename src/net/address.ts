@@ -8,3 +8,19 @@ export function splitAddress(address: string): { host: string; port: number } {
   }
   return { host, port };
 }
+
+/** "127.0.0.1:7401-7403,10.0.0.1:7401": consecutive ports of one host as a range, for messages. */
+export function formatAddresses(addresses: string[]): string {
+  const parsed = addresses.map((address) => {
+    const colon = address.lastIndexOf(":");
+    return { address, host: address.slice(0, colon), port: Number(address.slice(colon + 1)) };
+  });
+  const parts: string[] = [];
+  for (let i = 0; i < parsed.length; ) {
+    let end = i;
+    while (end + 1 < parsed.length && parsed[end + 1]!.host === parsed[i]!.host && parsed[end + 1]!.port === parsed[end]!.port + 1) end++;
+    parts.push(end > i ? `${parsed[i]!.address}-${parsed[end]!.port}` : parsed[i]!.address);
+    i = end + 1;
+  }
+  return parts.join(",");
+}

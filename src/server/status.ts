@@ -10,14 +10,26 @@ export function clusterStatus(
   options: { segmentSize: number; suspectMs: number },
 ): ClusterStatus {
   const { chain, epoch } = replica.config;
-  const applied = (id: number) =>
-    id === replica.selfId ? replica.state.appliedSeq : (replica.peerViews.get(id)?.appliedSeq ?? 0);
+  const mine = replica.state.appliedSeq;
+  const myIndex = chain.indexOf(replica.selfId);
+  const heard = (id: number) => replica.peerViews.get(id)?.appliedSeq ?? 0;
+  const heardMsAgo = (id: number) => {
+    const view = replica.peerViews.get(id);
+    return id === replica.selfId ? 0 : view ? Math.round(nowMs - view.lastHeardMs) : null;
+  };
+  const isAlive = (id: number) => {
+    const ago = heardMsAgo(id);
+    return ago !== null && ago <= options.suspectMs;
+  };
+  // A live server upstream of us in the chain applied everything we did (updates flow
+  // head to tail): its heartbeat's older number is only heartbeat age, not lag.
+  const upstream = (id: number) => myIndex > 0 && chain.indexOf(id) >= 0 && chain.indexOf(id) < myIndex && isAlive(id);
+  const applied = (id: number) => (id === replica.selfId ? mine : upstream(id) ? Math.max(heard(id), mine) : heard(id));
   const newest = Math.max(0, ...addresses.map((_, i) => applied(i + 1)));
   const describe = (id: number): ServerStatus => {
     const view = replica.peerViews.get(id);
     const self = id === replica.selfId;
-    const heardMsAgo = self ? 0 : view ? Math.round(nowMs - view.lastHeardMs) : null;
-    const alive = self || (heardMsAgo !== null && heardMsAgo <= options.suspectMs);
+    const alive = isAlive(id);
     const index = chain.indexOf(id);
     const status = self ? replica.status : view?.status;
     const role: ServerStatus["role"] = !alive
@@ -38,7 +50,7 @@ export function clusterStatus(
       appliedSeq: applied(id),
       lag: newest - applied(id),
       state: !alive ? "down" : index >= 0 && status === "member" ? "serving" : "catching-up",
-      lastHeartbeatMsAgo: Number.isFinite(heardMsAgo) ? heardMsAgo : null,
+      lastHeartbeatMsAgo: Number.isFinite(heardMsAgo(id)) ? heardMsAgo(id) : null,
     };
   };
   const others = addresses.map((_, i) => i + 1).filter((id) => !chain.includes(id));

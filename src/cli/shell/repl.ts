@@ -15,8 +15,9 @@ import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface, type Interface } from "node:readline";
 import type { Store } from "../../client/types.ts";
 import type { LocalCluster } from "../cluster.ts";
+import { createProgress } from "../../bench/render.ts";
 import { makeStyle } from "../output.ts";
-import { completeLine, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./commands.ts";
+import { completeLine, describeError, dropHolds, promptFor, runShellLine, type ShellContext, type ShellResult } from "./run.ts";
 
 export interface ShellOptions {
   input: NodeJS.ReadableStream;
@@ -41,6 +42,8 @@ const _HISTORY_LINES_MAX = 1000;
 /** Names for completion are refreshed in the background when older than this. */
 const _NAMES_STALE_MS = 5000;
 const _CLOSE_TIMEOUT_MS = 5000;
+/** How long the shell waits at start to learn that no server listens (refusals come in milliseconds). */
+const _START_PROBE_MS = 300;
 
 export async function runShell(options: ShellOptions): Promise<number> {
   const session = new _Session(options);
@@ -67,7 +70,9 @@ class _Session {
       style: makeStyle(options.color),
       names: new Set(),
       holds: new Map(),
+      lostHolds: new Map(),
       notice: options.interactive ? (text) => this.notice(text) : undefined,
+      progress: options.interactive ? createProgress(options.errorOutput as NodeJS.WriteStream) : undefined,
     };
   }
 
@@ -162,7 +167,10 @@ class _Session {
       removeHistoryDuplicates: true,
     });
     const lines = new _LineQueue(rl);
+    const stopSearch = _historySearch(rl, this.options.input);
     let lastCtrlC = false;
+    // Ctrl-D (readline closes) leaves the cursor after the prompt: end that line.
+    let lineEnded = false;
     rl.on("SIGINT", () => {
       if (this.current) {
         this.current.abort();
@@ -179,6 +187,7 @@ class _Session {
       }
       if (lastCtrlC) {
         this.options.output.write("\n");
+        lineEnded = true;
         rl.close();
         return;
       }
@@ -192,24 +201,49 @@ class _Session {
     };
     this.options.stop?.addEventListener("abort", onStop, { once: true });
     if (this.options.banner) this.options.output.write(`${this.options.banner}\n`);
+    await this.sayIfNoServer();
     try {
       for (;;) {
         rl.setPrompt(promptFor(this.ctx));
         rl.prompt();
         const line = await lines.next();
-        if (line === null) break;
+        if (line === null) {
+          if (!lineEnded) this.options.output.write("\n");
+          break;
+        }
         lastCtrlC = false;
         _appendHistory(this.options.historyFile, line);
         const result = await this.execute(line);
         if (!result) continue;
         if (result.quit) break;
-        await this.print(result);
+        if (result.clear && !this.options.json) this.options.output.write("\u001B[H\u001B[2J");
+        else await this.print(result);
       }
     } finally {
       this.options.stop?.removeEventListener("abort", onStop);
+      stopSearch();
       rl.close();
     }
     return 0;
+  }
+
+  /**
+   * Connects at start, in the background; if that fails at once (nobody
+   * listens: the client says so within milliseconds), says why before the
+   * first prompt. A slower answer is left to the first command.
+   */
+  private async sayIfNoServer(): Promise<void> {
+    const failed = this.connect().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    let timer: Timer | undefined;
+    const later = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, _START_PROBE_MS);
+    });
+    const early = await Promise.race([failed, later]);
+    clearTimeout(timer);
+    if (early !== undefined) this.notice(describeError(early).message);
   }
 
   private complete(line: string): [string[], string] {
@@ -229,6 +263,40 @@ class _Session {
     }
     return completeLine(line, this.ctx.names);
   }
+}
+
+/**
+ * Ctrl-R: replaces the line with the newest history entry that contains what
+ * was typed; each further Ctrl-R goes to an older one (readline has no
+ * reverse search of its own). Any other key ends the search. Returns the
+ * function that removes the key listener.
+ */
+function _historySearch(rl: Interface, input: NodeJS.ReadableStream): () => void {
+  const line = rl as unknown as { line: string; cursor: number; history: string[]; _refreshLine?: () => void };
+  let term: string | null = null;
+  let from = 0;
+  const onKey = (_text: string, key: { ctrl?: boolean; name?: string } | undefined) => {
+    if (!(key?.ctrl && key.name === "r")) {
+      term = null;
+      return;
+    }
+    if (term === null) {
+      term = line.line;
+      from = 0;
+    }
+    const history = line.history ?? [];
+    for (let i = from; i < history.length; i++) {
+      if (!history[i]!.includes(term)) continue;
+      from = i + 1;
+      line.line = history[i]!;
+      line.cursor = line.line.length;
+      line._refreshLine?.();
+      return;
+    }
+  };
+  // Before readline's own listener, which ignores Ctrl-R.
+  input.prependListener("keypress", onKey);
+  return () => input.removeListener("keypress", onKey);
 }
 
 /** Lines from readline, one at a time; null once it is closed. */

@@ -148,8 +148,50 @@ export function readValue(view: Uint8Array, name: string, type: ValueType, offse
   if (nul === -1 && length === undefined && bytes.length === READ_BYTES_MAX && end < view.length) {
     throw new PStoreError("EINVAL", `no NUL in the ${READ_BYTES_MAX} bytes at offset ${offset} of "${name}"; give a LENGTH`);
   }
-  const value = new TextDecoder().decode(nul === -1 ? bytes : bytes.subarray(0, nul));
-  return { text: JSON.stringify(value), json: value };
+  const text = nul === -1 ? bytes : bytes.subarray(0, nul);
+  const value = new TextDecoder().decode(text);
+  return { text: _quoteUtf8(text) ?? JSON.stringify(value), json: value };
+}
+
+/**
+ * Bytes that are not all valid UTF-8, quoted with each bad byte as `\xNN`
+ * (not as U+FFFD, which would hide what is there); null when they are valid.
+ */
+function _quoteUtf8(bytes: Uint8Array): string | null {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  try {
+    strict.decode(bytes);
+    return null;
+  } catch {
+    // Some bytes are not UTF-8: decode the valid runs, escape the rest.
+  }
+  let out = "";
+  let start = 0;
+  for (let at = 0; at < bytes.length; ) {
+    const length = _utf8Length(bytes, at);
+    if (length > 0) {
+      at += length;
+      continue;
+    }
+    out += JSON.stringify(new TextDecoder().decode(bytes.subarray(start, at))).slice(1, -1);
+    out += `\\x${bytes[at]!.toString(16).padStart(2, "0")}`;
+    start = ++at;
+  }
+  out += JSON.stringify(new TextDecoder().decode(bytes.subarray(start))).slice(1, -1);
+  return `"${out}"`;
+}
+
+/** The length of the valid UTF-8 sequence at `at`, or 0 if the byte there does not start one. */
+function _utf8Length(bytes: Uint8Array, at: number): number {
+  const lead = bytes[at]!;
+  const length = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+  if (length <= 1 || at + length > bytes.length) return length === 1 ? 1 : 0;
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(at, at + length));
+    return length;
+  } catch {
+    return 0;
+  }
 }
 
 function _number(value: number): ReadResult {
