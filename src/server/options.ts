@@ -18,6 +18,8 @@ export interface ServerOptions {
   fsync: FsyncMode;
   /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
   checkpointBytes?: number;
+  /** Bytes clients' incomplete frames may hold at once (default INBOUND_BUFFERED_BYTES_MAX). */
+  inboundBufferedBytesMax?: number;
   secret?: string;
   /** Certificate and key to serve TLS; the CA that peers' certificates must chain to. */
   tls?: TlsFiles;

@@ -8,10 +8,11 @@ import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
   CHECKPOINT_MB_DEFAULT,
-  CONNECTIONS_MAX,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
+  IDLE_SWEEP_MS,
+  INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
@@ -22,6 +23,7 @@ import { Link, batchSends, linkSocketHandlers } from "../net/link";
 import { clientTls, serverTls } from "../net/tls";
 import {
   type Frame,
+  FrameBudget,
   type Message,
   type Query,
   WireError,
@@ -31,6 +33,8 @@ import {
   encodePeerParts,
   isPeerFrameType,
 } from "../wire";
+import { Admission, type Refusal } from "./admission";
+import { silentClientLinks } from "./idle";
 import type { RunningServer, ServerOptions } from "./options";
 import { PeerLinks } from "./peers";
 import { clusterStatus } from "./status";
@@ -60,6 +64,11 @@ export class Server {
   private readonly peers: PeerLinks;
   private listener: TCPSocketListener<Link> | null = null;
   private ticker: ReturnType<typeof setInterval> | null = null;
+  private idleSweeper: ReturnType<typeof setInterval> | null = null;
+  private lastSweepMs = performance.now();
+  private readonly admission = new Admission();
+  /** What clients' incomplete frames may hold at once, all together. */
+  private readonly clientFrames: FrameBudget;
   private readonly durability: Durability;
   private authFailures = 0;
   private readonly refusalsLogged = new Set<string>();
@@ -84,6 +93,7 @@ export class Server {
       options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
     );
     this.durability = durability;
+    this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
     for (const note of recovered.notes) this.log.info(note);
     this.replica = new Replica(
       {
@@ -127,11 +137,10 @@ export class Server {
           );
           link.tag = { kind: "new" } satisfies LinkRole;
           socket.data = link;
-          if (server.links.size >= CONNECTIONS_MAX) {
-            link.send(encodeMessage({ type: "error", body: { code: "ELIMIT", message: `the server accepts at most ${CONNECTIONS_MAX} connections` } }));
-            return link.close("too many connections");
-          }
+          const admitted = server.admission.accept(link, socket.remoteAddress);
+          if ("refused" in admitted) return server.refuseSlot(link, admitted.refused);
           server.links.add(link);
+          if (admitted.evict) server.refuseSlot(admitted.evict as Link, Admission.evicted);
           // A connection that does not complete its handshake in time is closed (slowloris).
           setTimeout(() => {
             const role = (link.tag as LinkRole).kind;
@@ -142,6 +151,7 @@ export class Server {
     });
     const tickMs = Math.min(TICK_MS_MAX, this.options.heartbeatMs);
     this.ticker = setInterval(() => this.tick(), tickMs);
+    this.idleSweeper = setInterval(() => this.closeSilentClients(), IDLE_SWEEP_MS);
     this.tick();
     const address = `${this.options.listen.host}:${this.listener!.port}`;
     // Listening on port 0 (tests): clients must be told the port we got.
@@ -153,6 +163,8 @@ export class Server {
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
+    if (this.idleSweeper) clearInterval(this.idleSweeper);
+    this.idleSweeper = null;
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
     this.peers.closeAll();
@@ -171,6 +183,7 @@ export class Server {
 
   private onClose(link: Link, reason: string): void {
     this.links.delete(link);
+    this.admission.release(link);
     const role = link.tag as LinkRole;
     if (role.kind === "client") {
       for (const session of role.sessions) {
@@ -234,11 +247,15 @@ export class Server {
   /** The connection is who it says: a client gets the welcome, a peer too (its link is then ready). */
   private admit(link: Link, role: "client" | "server", senderId: number): void {
     if (role === "server") {
+      this.admission.admitPeer(link);
       link.tag = { kind: "peer", id: senderId } satisfies LinkRole;
       link.setFrameBytesMax(this.peerFrameBytesMax());
     } else {
+      const refusal = this.admission.admitClient(link);
+      if (refusal) return this.refuseSlot(link, refusal);
       link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
       link.setFrameBytesMax(FRAME_BYTES_MAX);
+      link.setFrameBudget(this.clientFrames);
     }
     link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
   }
@@ -275,6 +292,38 @@ export class Server {
   private bindSession(link: Link, sessions: Set<number>, session: number): void {
     this.sessionLinks.set(session, link);
     sessions.add(session);
+  }
+
+  /** No slot for this connection: say why (the limits are hit by floods, so log at debug level). */
+  private refuseSlot(link: Link, refusal: Refusal): void {
+    this.log.debug(`refusing a connection: ${refusal.code} ${refusal.message}`);
+    link.send(encodeMessage({ type: "error", body: refusal }));
+    link.close(refusal.message);
+  }
+
+  /**
+   * Closes client connections silent for longer than their sessions' timeout
+   * (the server's default for one with no session yet): live clients heartbeat
+   * every quarter of it, so these are dead or hostile and their slots go to others.
+   */
+  private closeSilentClients(): void {
+    const silenceMsMax = (link: Link): number | null => {
+      const role = link.tag as LinkRole;
+      if (role.kind !== "client") return null;
+      let timeoutMs = this.options.sessionTimeoutMs;
+      for (const id of role.sessions) timeoutMs = Math.max(timeoutMs, this.replica.state.sessions.get(id)?.timeoutMs ?? 0);
+      return timeoutMs;
+    };
+    const now = performance.now();
+    // Late by much: this server was blocked (a large frame, a checkpoint), and the
+    // data that arrived meanwhile is not read yet. Judge silence at the next sweep.
+    const late = now - this.lastSweepMs > 4 * IDLE_SWEEP_MS;
+    this.lastSweepMs = now;
+    if (late) return;
+    for (const link of silentClientLinks(this.links, now, silenceMsMax)) {
+      link.send(encodeMessage({ type: "error", body: { code: "ETIMEDOUT", message: "nothing received within the session timeout: connection closed" } }));
+      link.close("silent client");
+    }
   }
 
   private redirect(link: Link): void {
