@@ -86,42 +86,49 @@ export class Server {
     if (index < 0) throw new Error(`--listen ${self} is not in --peers ${options.peers.join(",")}`);
     this.selfId = index + 1;
     this.peerAddresses = [...options.peers];
-    const { durability, recovered } = Durability.open(
-      options.dataDir,
-      options.segmentSize,
-      options.fsync,
-      options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
-    );
-    this.durability = durability;
-    this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
-    for (const note of recovered.notes) this.log.info(note);
-    this.replica = new Replica(
-      {
-        selfId: this.selfId,
-        peers: options.peers.map((_, i) => i + 1),
-        sessionTimeoutMsDefault: options.sessionTimeoutMs,
-        heartbeatMs: options.heartbeatMs,
-        suspectMs: options.suspectMs,
-        quorum: options.quorum ?? "none",
-      },
-      recovered.state,
-      recovered.lastEpoch,
-      recovered.config ?? undefined,
-      recovered.vote ?? undefined,
-    );
-    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
-      onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
-      onRefused: (id, code, message) => {
-        if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
-        this.refusedPeers.add(id);
-        this.log.error(`server ${id} (${this.peerAddresses[id - 1]}) refused us: ${code} ${message}`);
-      },
-    });
+    // Bind first: a port in use must not leave a data dir (LOCK, a fresh log) behind.
+    this.listener = this.listen();
+    try {
+      const { durability, recovered } = Durability.open(
+        options.dataDir,
+        options.segmentSize,
+        options.fsync,
+        options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
+      );
+      this.durability = durability;
+      this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
+      for (const note of recovered.notes) this.log.info(note);
+      this.replica = new Replica(
+        {
+          selfId: this.selfId,
+          peers: options.peers.map((_, i) => i + 1),
+          sessionTimeoutMsDefault: options.sessionTimeoutMs,
+          heartbeatMs: options.heartbeatMs,
+          suspectMs: options.suspectMs,
+          quorum: options.quorum ?? "none",
+        },
+        recovered.state,
+        recovered.lastEpoch,
+        recovered.config ?? undefined,
+        recovered.vote ?? undefined,
+      );
+      this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
+        onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+        onRefused: (id, code, message) => {
+          if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
+          this.refusedPeers.add(id);
+          this.log.error(`server ${id} (${this.peerAddresses[id - 1]}) refused us: ${code} ${message}`);
+        },
+      });
+    } catch (error) {
+      this.listener.stop(true);
+      throw error;
+    }
   }
 
-  start(): RunningServer {
+  private listen(): TCPSocketListener<Link> {
     const server = this;
-    this.listener = Bun.listen<Link>({
+    return Bun.listen<Link>({
       hostname: this.options.listen.host,
       port: this.options.listen.port,
       tls: serverTls(this.options.tls),
@@ -149,6 +156,9 @@ export class Server {
         },
       },
     });
+  }
+
+  start(): RunningServer {
     const tickMs = Math.min(TICK_MS_MAX, this.options.heartbeatMs);
     this.ticker = setInterval(() => this.tick(), tickMs);
     this.idleSweeper = setInterval(() => this.closeSilentClients(), IDLE_SWEEP_MS);

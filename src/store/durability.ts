@@ -10,7 +10,8 @@
  */
 import { PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
-import { mkdirSync, unlinkSync } from "node:fs";
+import { unlinkSync } from "node:fs";
+import { ensureDirectory } from "./files";
 import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointBytesAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
@@ -65,7 +66,7 @@ export class Durability {
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
   static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
-    mkdirSync(dir, { recursive: true });
+    ensureDirectory(dir);
     const unlock = lockDataDir(dir);
     try {
       const recovered = recover(dir, segmentSize, PAGE_SIZE, fsync !== "off");

@@ -1,5 +1,23 @@
 /** Small durable-file helpers shared by the log and the checkpoints. */
-import { closeSync, fsyncSync, openSync, writeSync, writevSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync, writeSync, writevSync } from "node:fs";
+import { RecoveryError } from "./errors";
+
+/** Creates the data dir if needed; a file in its place (or in a parent's) is a clear error, not EEXIST from mkdir. */
+export function ensureDirectory(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EEXIST" && code !== "ENOTDIR") throw error;
+    let isFile = false;
+    try {
+      isFile = !statSync(dir).isDirectory();
+    } catch {
+      // stat fails too: a parent is a file.
+    }
+    throw new RecoveryError(isFile ? `${dir} is not a directory (a file is in the way)` : `${dir}: a parent of it is not a directory`);
+  }
+}
 
 /** writeSync may write less than asked: loop until all is written (at `position`, or appending). */
 export function writeAll(fd: number, bytes: Uint8Array, position?: number): void {

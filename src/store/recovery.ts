@@ -3,7 +3,8 @@
  * last record (a crash in the middle of an append) is cut off; anything else
  * that does not check out is refused with the file and offset, never guessed.
  */
-import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
+import { ftruncateSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
+import { ensureDirectory } from "./files";
 import { type ChainConfig, StoreState, type Vote } from "../core";
 import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
@@ -35,7 +36,7 @@ export interface Recovered {
 
 /** `syncs`: false when the log will never be synced (--fsync off). */
 export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true): Recovered {
-  mkdirSync(dir, { recursive: true });
+  ensureDirectory(dir);
   const notes: string[] = [];
   const checkpoints = listCheckpoints(dir);
   const checkpoint = checkpoints[checkpoints.length - 1] ?? null;
