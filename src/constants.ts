@@ -53,6 +53,14 @@ export const SESSION_TIMEOUT_MS_MIN = 100;
 export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
+/**
+ * Free disk space a server keeps: below it, the head refuses updates that
+ * grow the data (create, a release with pages) with ENOSPC, and no spare log
+ * segment is prepared. Deletes, reads and releases without data go on.
+ */
+export const DISK_FREE_BYTES_MIN = 8 * 1024 * 1024;
+/** While a write failed for lack of space, it is tried again this often. */
+export const DISK_RETRY_MS = 500;
 /** The log size that triggers an automatic checkpoint. */
 export const CHECKPOINT_MB_DEFAULT = 64;
 

@@ -8,6 +8,7 @@ import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
   CHECKPOINT_MB_DEFAULT,
+  DISK_FREE_BYTES_MIN,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
@@ -17,7 +18,7 @@ import {
   PROTOCOL_VERSION,
 } from "../constants";
 import { type Action, type Output, Replica } from "../core";
-import { Durability } from "../store";
+import { Durability, isNoSpace } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
 import { Link, batchSends, linkSocketHandlers } from "../net/link";
 import { clientTls, serverTls } from "../net/tls";
@@ -25,6 +26,7 @@ import {
   type Frame,
   FrameBudget,
   type Message,
+  type Op,
   type Query,
   WireError,
   decodeMessage,
@@ -34,6 +36,7 @@ import {
   isPeerFrameType,
 } from "../wire";
 import { Admission, type Refusal } from "./admission";
+import { DiskQueue } from "./diskqueue";
 import { silentClientLinks } from "./idle";
 import type { RunningServer, ServerOptions } from "./options";
 import { PeerLinks } from "./peers";
@@ -77,6 +80,7 @@ export class Server {
   private queued: Action[] = [];
   private flushScheduled = false;
   private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly disk: DiskQueue;
   readonly selfId: number;
 
   constructor(private readonly options: ServerOptions) {
@@ -96,6 +100,7 @@ export class Server {
         options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
       );
       this.durability = durability;
+      this.disk = new DiskQueue(durability, options.dataDir, this.log, (actions) => this.afterWrite(actions));
       this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
       for (const note of recovered.notes) this.log.info(note);
       this.replica = new Replica(
@@ -177,12 +182,23 @@ export class Server {
     this.idleSweeper = null;
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
+    this.disk.stop();
     this.peers.closeAll();
     for (const link of this.links) link.close("server stopping");
     this.listener?.stop(true);
     this.listener = null;
     this.flush();
-    this.durability.close();
+    this.disk.stop();
+    if (this.disk.waiting) {
+      // Never forwarded nor acknowledged: no client was told they happened.
+      this.log.warn(`stopping with ${this.disk.waitingCount} actions not written (the disk is full); none was acknowledged`);
+    }
+    try {
+      this.durability.close();
+    } catch (error) {
+      if (!isNoSpace(error)) throw error;
+      this.log.warn(`the log could not be synced at stop (the disk is full): ${(error as Error).message}`);
+    }
   }
 
   private tick(): void {
@@ -272,10 +288,16 @@ export class Server {
 
   private onClientMessage(link: Link, sessions: Set<number>, message: Message): void {
     switch (message.type) {
-      case "request":
+      case "request": {
         if (!this.replica.isHead) return this.redirect(link);
         if (!this.sessionLinks.has(message.body.session)) this.bindSession(link, sessions, message.body.session);
-        return this.perform(this.replica.onRequest(message.body));
+        const refusal = this.spaceRefusal(message.body.op);
+        // Sequenced all the same (as a "refused" op): the session's request numbers keep no gap.
+        const { op } = message.body;
+        const holdId = op.type === "release" ? op.holdId : 0;
+        const request = refusal ? { ...message.body, op: { type: "refused" as const, code: "ENOSPC", message: refusal, holdId } } : message.body;
+        return this.perform(this.replica.onRequest(request));
+      }
       case "heartbeat":
         if (this.replica.isHead) this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
         return;
@@ -297,6 +319,20 @@ export class Server {
       default:
         return this.refuse(link, "EPROTO", `a client does not send ${message.type} messages`);
     }
+  }
+
+  /**
+   * With the disk (nearly) full, the head refuses what grows the data: a
+   * create, a release that carries pages. Deletes, acquires and releases
+   * without data go on (they free space, or take a few bytes of the log's
+   * preallocated segment); so do reads, which the tail serves from memory.
+   */
+  private spaceRefusal(op: Op): string | null {
+    const bytes = op.type === "create" ? op.size : op.type === "release" ? op.pages.length * PAGE_SIZE : 0;
+    if (bytes === 0) return null;
+    if (!this.disk.waiting && !this.durability.spaceShort(bytes)) return null;
+    const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
+    return `the disk of server ${this.selfId} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
   }
 
   private bindSession(link: Link, sessions: Set<number>, session: number): void {
@@ -367,17 +403,11 @@ export class Server {
     this.flushScheduled = false;
     const actions = this.queued;
     this.queued = [];
-    const configEpoch = this.replica.config.epoch;
-    for (const action of actions) {
-      if (action.kind === "log") this.durability.append(action.update);
-      else if (action.kind === "checkpoint") {
-        const info = this.durability.checkpoint(action.seq, action.epoch, configEpoch, action.snapshot);
-        this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
-      } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
-      else if (action.kind === "config") this.durability.saveConfig(action.config);
-      else if (action.kind === "vote") this.durability.saveVote(action.vote);
-    }
-    this.durability.commit();
+    this.disk.push(actions, this.replica.config.epoch);
+  }
+
+  /** The batch is on disk (diskqueue.ts): now its messages may leave. */
+  private afterWrite(actions: Action[]): void {
     batchSends(() => this.sendAll(actions));
     if (this.durability.checkpointDue) this.scheduleCheckpoint();
   }
@@ -398,6 +428,7 @@ export class Server {
       // The log must hold every update the state has applied: flush what is queued first.
       this.flush();
       this.checkpointTimer = null;
+      if (this.disk.waiting) return; // the disk is full: no checkpoint now
       this.durability.checkpointInBackground(this.replica.state, this.replica.lastEpoch, this.replica.config.epoch)?.then(
         (info) => info && this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes): the log had grown past its limit`),
         (error) => this.log.warn(`checkpoint failed (the log keeps everything; retried later): ${(error as Error).message}`),

@@ -13,7 +13,7 @@ import { type StoreState, decodeSnapshot } from "../core";
 import { SnapshotError } from "../core/snapshot";
 import { Reader, Writer } from "../wire";
 import { RecoveryError } from "./errors";
-import { syncDirectory, writeAll } from "./files";
+import { removeOnFailure, removeOnFailureAsync, syncDirectory, writeAll } from "./files";
 
 const MAGIC = new TextEncoder().encode("PSCKPT1\n");
 const HEADER_BYTES = MAGIC.length + 8 * 4 + 4;
@@ -53,14 +53,16 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
   const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
-  const fd = openSync(temporary, "w");
-  try {
-    writeAll(fd, header);
-    writeAll(fd, payload);
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  removeOnFailure(temporary, () => {
+    const fd = openSync(temporary, "w");
+    try {
+      writeAll(fd, header);
+      writeAll(fd, payload);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
   renameSync(temporary, file);
   syncDirectory(dir);
   return { seq, file, bytes: header.length + payload.length };
@@ -82,18 +84,20 @@ export async function writeCheckpointBytesAsync(
   const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
-  const handle = await open(temporary, "w");
-  try {
-    // A write may take less than asked: go on from where it stopped.
-    let written = (await handle.writev([header, payload], 0)).bytesWritten;
-    while (written < header.length + payload.length) {
-      const rest = written < header.length ? header.subarray(written) : payload.subarray(written - header.length);
-      written += (await handle.write(rest, 0, rest.length, written)).bytesWritten;
+  await removeOnFailureAsync(temporary, async () => {
+    const handle = await open(temporary, "w");
+    try {
+      // A write may take less than asked: go on from where it stopped.
+      let written = (await handle.writev([header, payload], 0)).bytesWritten;
+      while (written < header.length + payload.length) {
+        const rest = written < header.length ? header.subarray(written) : payload.subarray(written - header.length);
+        written += (await handle.write(rest, 0, rest.length, written)).bytesWritten;
+      }
+      await handle.datasync();
+    } finally {
+      await handle.close();
     }
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
+  });
   if (!stillValid()) {
     rmSync(temporary, { force: true });
     return null;

@@ -8,10 +8,11 @@
  *   batch   synced every BATCH_SYNC_MS in the background
  *   off     written to the page cache only; the OS decides
  */
-import { PAGE_SIZE } from "../constants";
+import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { unlinkSync } from "node:fs";
-import { ensureDirectory } from "./files";
+import { ensureDirectory, freeBytes, isNoSpace } from "./files";
+import { RecoveryError } from "./errors";
 import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointBytesAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
@@ -30,6 +31,10 @@ export const CHECKPOINTS_KEPT = 5;
  * per byte of log however large the data (Redis's AOF rewrite does the same).
  */
 export const CHECKPOINT_LOG_GROWTH = 2;
+/** After a checkpoint failed (a full disk), the next waits this long. */
+const CHECKPOINT_RETRY_MS = 5000;
+/** How long a measure of the free disk space is trusted. */
+const FREE_SPACE_FRESH_MS = 200;
 
 
 export class Durability {
@@ -45,6 +50,8 @@ export class Durability {
   /** What config.json holds: each save writes both. */
   private config: ChainConfig;
   private vote: Vote | null;
+  private checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
+  private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
 
   private constructor(
     readonly dir: string,
@@ -66,13 +73,17 @@ export class Durability {
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
   static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
-    ensureDirectory(dir);
-    const unlock = lockDataDir(dir);
+    let unlock: (() => void) | null = null;
     try {
+      ensureDirectory(dir);
+      unlock = lockDataDir(dir);
       const recovered = recover(dir, segmentSize, PAGE_SIZE, fsync !== "off");
       return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
-      unlock();
+      unlock?.();
+      if (isNoSpace(error)) {
+        throw new RecoveryError(`${dir}: the disk is full (${(error as Error).message}); a server needs a few MiB for its log: free some space`);
+      }
       throw error;
     }
   }
@@ -99,6 +110,7 @@ export class Durability {
 
   /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
   get checkpointDue(): boolean {
+    if (performance.now() - this.checkpointFailedAtMs < CHECKPOINT_RETRY_MS) return false;
     const logged = this.wal.bytesSinceCheckpoint;
     return logged >= this.checkpointBytes && logged >= CHECKPOINT_LOG_GROWTH * (this.lastCheckpoint?.bytes ?? 0);
   }
@@ -113,7 +125,12 @@ export class Durability {
     if (this.checkpointing || !this.checkpointDue) return null;
     const seq = state.appliedSeq;
     const payload = encodeSnapshot(state);
-    this.wal.startSegment(seq + 1);
+    try {
+      this.wal.startSegment(seq + 1);
+    } catch (error) {
+      this.checkpointFailedAtMs = performance.now();
+      return Promise.reject(error);
+    }
     this.checkpointing = true;
     const history = this.history;
     // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
@@ -121,10 +138,15 @@ export class Durability {
     return writeCheckpointBytesAsync(this.dir, seq, lastEpoch, configEpoch, payload, stillValid)
       .then((info) => {
         if (info === null) return null;
+        this.checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
         this.wal.dropSegmentsBefore(seq + 1);
         pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
         if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
         return info;
+      })
+      .catch((error: unknown) => {
+        this.checkpointFailedAtMs = performance.now();
+        throw error;
       })
       .finally(() => {
         this.checkpointing = false;
@@ -150,6 +172,21 @@ export class Durability {
   saveVote(vote: Vote): void {
     this.vote = vote;
     saveConfig(this.dir, { config: this.config, vote });
+  }
+
+  /**
+   * Whether `bytes` more would eat into the space a server keeps free
+   * (DISK_FREE_BYTES_MIN): the head then refuses updates that grow the data.
+   */
+  spaceShort(bytes: number): boolean {
+    const now = performance.now();
+    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: freeBytes(this.dir), atMs: now };
+    return this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
+  }
+
+  /** A write failed for lack of space: measure again at the next question. */
+  forgetFreeSpace(): void {
+    this.freeSpace = { bytes: 0, atMs: performance.now() };
   }
 
   get latestCheckpoint(): CheckpointInfo | null {

@@ -1,5 +1,5 @@
 /** Small durable-file helpers shared by the log and the checkpoints. */
-import { closeSync, fsyncSync, mkdirSync, openSync, statSync, writeSync, writevSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, statfsSync, writeSync, writevSync } from "node:fs";
 import { RecoveryError } from "./errors";
 
 /** Creates the data dir if needed; a file in its place (or in a parent's) is a clear error, not EEXIST from mkdir. */
@@ -55,4 +55,35 @@ export function writeAllParts(fd: number, parts: Uint8Array[], position: number)
     }
     skip += written;
   }
+}
+
+/** The disk (or the user's quota) is full. */
+export function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
+}
+
+/** Runs `write`, which creates `file`; if it throws, the partial file is removed: a full disk leaves no half-written file. */
+export function removeOnFailure<T>(file: string, write: () => T): T {
+  try {
+    return write();
+  } catch (error) {
+    rmSync(file, { force: true });
+    throw error;
+  }
+}
+
+export async function removeOnFailureAsync<T>(file: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    rmSync(file, { force: true });
+    throw error;
+  }
+}
+
+/** Bytes an unprivileged writer may still use on the file system of `dir`. */
+export function freeBytes(dir: string): number {
+  const stats = statfsSync(dir);
+  return stats.bavail * stats.bsize;
 }

@@ -8,6 +8,7 @@ import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, statSync, 
 import { join } from "node:path";
 import { lockFd } from "../memory";
 import { RecoveryError } from "./errors";
+import { isNoSpace } from "./files";
 
 export function lockDataDir(dir: string): () => void {
   const file = join(dir, "LOCK");
@@ -23,8 +24,13 @@ export function lockDataDir(dir: string): () => void {
       closeSync(fd);
       continue;
     }
-    ftruncateSync(fd, 0);
-    writeSync(fd, `${process.pid}\n`, 0);
+    try {
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid}\n`, 0);
+    } catch (error) {
+      // The pid is for messages only: the lock holds without it (a full disk must not stop the server here).
+      if (!isNoSpace(error)) throw error;
+    }
     return () => {
       unlinkSync(file);
       closeSync(fd);
