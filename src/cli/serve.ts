@@ -99,6 +99,10 @@ export default defineCommand({
     "tls-cert": { type: "string", valueHint: "file", description: "Serve TLS with this certificate (PEM; its names must include the address clients dial)" },
     "tls-key": { type: "string", valueHint: "file", description: "The certificate's private key (PEM)" },
     "tls-ca": { type: "string", valueHint: "file", description: "Dial peers with TLS, checking their certificates against this CA (PEM)" },
+    rejoin: {
+      type: "boolean",
+      description: "If this server's log or checkpoints are corrupt, move them aside and fetch the state from the other servers (needs --peers; they must be serving)",
+    },
     "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
     ...logArgs,
   },
@@ -123,7 +127,11 @@ export default defineCommand({
         `--session-timeout-ms must be from ${SESSION_TIMEOUT_MS_MIN} to ${SESSION_TIMEOUT_MS_MAX} (got ${sessionTimeoutMs})`,
       );
     }
+    if (args.rejoin && peers.length < 2) {
+      throw new UsageError("--rejoin needs --peers: the state comes from the other servers (alone, restore a checkpoint with pstore restore)");
+    }
     const options = {
+      rejoin: Boolean(args.rejoin),
       listen,
       peers,
       dataDir: args["data-dir"],

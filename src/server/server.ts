@@ -98,11 +98,15 @@ export class Server {
         options.segmentSize,
         options.fsync,
         options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
+        options.rejoin,
       );
       this.durability = durability;
       this.disk = new DiskQueue(durability, options.dataDir, this.log, (actions) => this.afterWrite(actions));
       this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
-      for (const note of recovered.notes) this.log.info(note);
+      for (const note of recovered.notes) {
+        if (note.startsWith("--rejoin")) this.log.warn(note);
+        else this.log.info(note);
+      }
       this.replica = new Replica(
         {
           selfId: this.selfId,

@@ -12,10 +12,10 @@ import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { unlinkSync } from "node:fs";
 import { ensureDirectory, freeBytes, isNoSpace } from "./files";
-import { RecoveryError } from "./errors";
+import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointBytesAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
-import { type Recovered, recover } from "./recovery";
+import { type Recovered, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, encodeSnapshot, needsSync } from "../core";
 import { saveConfig } from "./config";
@@ -36,6 +36,19 @@ const CHECKPOINT_RETRY_MS = 5000;
 /** How long a measure of the free disk space is trusted. */
 const FREE_SPACE_FRESH_MS = 200;
 
+
+function recoverOrSetAside(dir: string, segmentSize: number, syncs: boolean, rejoin: boolean): Recovered {
+  try {
+    return recover(dir, segmentSize, PAGE_SIZE, syncs);
+  } catch (error) {
+    if (!rejoin || !(error instanceof CorruptDataError)) throw error;
+    const aside = moveAside(dir);
+    const recovered = recover(dir, segmentSize, PAGE_SIZE, syncs);
+    const problem = error.message.split("\n")[0];
+    recovered.notes.unshift(`--rejoin: ${problem}; moved the log and checkpoints aside to ${aside}: starting empty, the state comes from the other servers`);
+    return recovered;
+  }
+}
 
 export class Durability {
   private wal: WriteAheadLog;
@@ -72,12 +85,22 @@ export class Durability {
   }
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
-  static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
+  /**
+   * `rejoin`: a log or checkpoint that does not check out is moved aside
+   * (moveAside) and the server starts empty, to get the state from the others.
+   */
+  static open(
+    dir: string,
+    segmentSize: number,
+    fsync: FsyncMode,
+    checkpointBytes: number,
+    rejoin = false,
+  ): { durability: Durability; recovered: Recovered } {
     let unlock: (() => void) | null = null;
     try {
       ensureDirectory(dir);
       unlock = lockDataDir(dir);
-      const recovered = recover(dir, segmentSize, PAGE_SIZE, fsync !== "off");
+      const recovered = recoverOrSetAside(dir, segmentSize, fsync !== "off", rejoin);
       return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();
