@@ -75,6 +75,10 @@ export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 
 /** 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
+/** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */
+export const EPOCH_RUNS_MAX = 4096;
+/** Client requests a head keeps while it takes over a longer history (src/core/replica.ts); past it, they wait for their resend. */
+export const REQUESTS_DEFERRED_MAX = 4096;

@@ -8,6 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update } from "../src/core";
+import { EpochHistory } from "../src/core/epochs";
 import type { Action } from "../src/core/replica";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
 
@@ -1362,4 +1363,61 @@ describe("replicas fed the same updates", () => {
       expect(stats.expiries).toBeGreaterThan(0);
     });
   }
+});
+
+describe("a history is never taken back", () => {
+  /** Updates 1..n of session 5 creating datum `d<seq>`, in `epoch`. */
+  function updates(from: number, to: number, epoch: number): Update[] {
+    const out: Update[] = [];
+    for (let seq = from; seq <= to; seq++) {
+      const op: Op = seq === 1 ? { type: "open_session", timeoutMs: 60_000 } : { type: "create", name: `d${seq}`, size: 1 };
+      out.push({ seq, epoch, session: 5, reqNo: seq, doneBelow: 0, op });
+    }
+    return out;
+  }
+
+  function replicaWith(selfId: number, history: Update[], config: { epoch: number; chain: number[] }): Replica {
+    const state = new StoreState(16 * PS, PS);
+    const epochs = new EpochHistory(0, 0);
+    for (const update of history) {
+      state.apply(update);
+      epochs.note(update.seq, update.epoch);
+    }
+    const lastEpoch = history.at(-1)?.epoch ?? 0;
+    return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS }, state, lastEpoch, config, undefined, epochs);
+  }
+
+  test("a joiner whose history holds the chain's and more is not sent back: the head takes its state", () => {
+    // Server 2 acknowledged seqs 4-5 alone in epoch 129 (two chains after a cut, default mode);
+    // server 1 serves a chain that never went past seq 3.
+    const common = updates(1, 3, 65);
+    const head = replicaWith(1, common, { epoch: 65, chain: [1] });
+    const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] });
+    const byId = new Map([[1, head], [2, joiner]]);
+    const installs: [number, number][] = [];
+    let now = 0;
+    const run = (id: number, actions: Action[]) => {
+      const queue: [number, Action[]][] = [[id, actions]];
+      while (queue.length > 0) {
+        const [from, batch] = queue.shift()!;
+        for (const action of batch) {
+          if (action.kind === "install") installs.push([from, action.seq]);
+          if (action.kind === "send") queue.push([action.to, byId.get(action.to)!.onPeerMessage(action.message, now)]);
+        }
+      }
+    };
+    // Server 1 serves alone first (server 2 is cut off: what is sent to it is lost).
+    for (now = 0; now <= 3000 && !head.isHead; now += 50) head.onTick(now);
+    expect(head.config.chain).toEqual([1]);
+    for (; now <= 8000 && !(joiner.status === "member" && head.state.appliedSeq === 5); now += 50) {
+      run(1, head.onTick(now));
+      run(2, joiner.onTick(now));
+    }
+    expect(installs.filter(([id]) => id === 2).every(([, seq]) => seq >= 5)).toBe(true);
+    expect(head.state.appliedSeq).toBe(5);
+    expect(head.lastEpoch).toBe(129);
+    expect([...head.state.data.keys()].sort()).toEqual(["d2", "d3", "d4", "d5"]);
+    expect(joiner.status).toBe("member");
+    expect(head.config.chain).toEqual([1, 2]);
+  });
 });

@@ -103,6 +103,11 @@ export default defineCommand({
       type: "boolean",
       description: "If this server's log or checkpoints are corrupt, move them aside and fetch the state from the other servers (needs --peers; they must be serving)",
     },
+    "force-boot": {
+      type: "boolean",
+      description:
+        "After a total outage whose other servers are gone for good: form a chain from the servers that answer without waiting for the others. MAY LOSE DATA: what only the missing servers hold (the server logs which servers and from which seq)",
+    },
     "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
     ...logArgs,
   },
@@ -140,6 +145,7 @@ export default defineCommand({
       heartbeatMs,
       suspectMs,
       quorum: args.quorum as "none" | "majority",
+      forceBoot: args["force-boot"] === true,
       fsync: args.fsync as FsyncMode,
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       inboundBufferedBytesMax: _inboundBufferMax(args["inbound-max"]),

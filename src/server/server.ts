@@ -115,11 +115,13 @@ export class Server {
           heartbeatMs: options.heartbeatMs,
           suspectMs: options.suspectMs,
           quorum: options.quorum ?? "none",
+          forceBoot: options.forceBoot ?? false,
         },
         recovered.state,
         recovered.lastEpoch,
         recovered.config ?? undefined,
         recovered.vote ?? undefined,
+        recovered.epochs,
       );
       this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
         onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),

@@ -39,6 +39,14 @@ export type PeerMessage =
   /** The tail tells the head that a joiner has everything: append it to the chain. */
   | { type: "caught_up"; from: number; epoch: number; joiner: number }
   /**
+   * A joiner to the head: my history holds the chain's, which ends at (baseSeq, baseEpoch),
+   * and goes on to appliedSeq — take mine rather than make me go back (updates the chain
+   * acknowledged are in it; the ones after it were acknowledged by a chain of ours).
+   */
+  | { type: "ahead"; from: number; epoch: number; baseSeq: number; baseEpoch: number; appliedSeq: number }
+  /** The head to that joiner: send me your state (a snapshot); I sequence nothing meanwhile. */
+  | { type: "pull"; from: number; epoch: number; baseSeq: number }
+  /**
    * --quorum majority, Paxos phase 1: promise to accept no proposal of a ballot below `ballot`
    * (one that builds on `baseEpoch`), and say which proposal you accepted last.
    */
@@ -80,6 +88,8 @@ const PEER_TYPES = {
   config_prepare: 31,
   config_promise: 32,
   config_refuse: 33,
+  ahead: 34,
+  pull: 35,
 } as const;
 
 const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
@@ -120,7 +130,7 @@ function readFlag(r: Reader): boolean {
 }
 
 export function isPeerFrameType(type: number): boolean {
-  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.config_refuse;
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.pull;
 }
 
 export function encodePeer(m: PeerMessage): Uint8Array {
@@ -174,6 +184,10 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       return frame(PEER_TYPES.config_accept, 2 + 8, (w) => w.u16(m.from).u53(m.ballot));
     case "config_refuse":
       return frame(PEER_TYPES.config_refuse, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.ballot).u53(m.promised));
+    case "ahead":
+      return frame(PEER_TYPES.ahead, 2 + 8 * 4, (w) => w.u16(m.from).u53(m.epoch).u53(m.baseSeq).u53(m.baseEpoch).u53(m.appliedSeq));
+    case "pull":
+      return frame(PEER_TYPES.pull, 2 + 8 * 2, (w) => w.u16(m.from).u53(m.epoch).u53(m.baseSeq));
   }
 }
 
@@ -247,6 +261,10 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "config_accept", from: r.u16(), ballot: r.u53() };
     case PEER_TYPES.config_refuse:
       return { type: "config_refuse", from: r.u16(), ballot: r.u53(), promised: r.u53() };
+    case PEER_TYPES.ahead:
+      return { type: "ahead", from: r.u16(), epoch: r.u53(), baseSeq: r.u53(), baseEpoch: r.u53(), appliedSeq: r.u53() };
+    case PEER_TYPES.pull:
+      return { type: "pull", from: r.u16(), epoch: r.u53(), baseSeq: r.u53() };
     default:
       throw new WireError(`unknown server message type ${type}`);
   }

@@ -101,6 +101,14 @@ export const PEER_MESSAGES: PeerMessage[] = [
   { type: "ack", from: 3, epoch: 65, seq: 119 },
   { type: "join", from: 3, appliedSeq: 50, lastEpoch: 1 },
   { type: "caught_up", from: 3, epoch: 65, joiner: 2 },
+  { type: "config_propose", from: 2, ballot: 130, epoch: 130, chain: [2, 3], baseEpoch: 65, formed: false },
+  { type: "config_accept", from: 3, ballot: 130 },
+  { type: "config_prepare", from: 2, ballot: 194, baseEpoch: 130 },
+  { type: "config_promise", from: 3, ballot: 194, configEpoch: 130, accepted: { ballot: 130, epoch: 130, chain: [2, 3], baseEpoch: 65, formed: true } },
+  { type: "config_promise", from: 1, ballot: 194, configEpoch: 65, accepted: null },
+  { type: "config_refuse", from: 1, ballot: 100, promised: 194 },
+  { type: "ahead", from: 2, epoch: 258, baseSeq: 170, baseEpoch: 65, appliedSeq: 248 },
+  { type: "pull", from: 1, epoch: 258, baseSeq: 170 },
 ];
 
 /** Whole frames (header included), one per corpus message. */
