@@ -29,10 +29,13 @@ export const HANDSHAKES_PER_ADDRESS_MAX = 64;
 /** Client connections of one address after the handshake: one host cannot take every slot. */
 export const CLIENTS_PER_ADDRESS_MAX = 1024;
 /**
- * A client connection on which nothing arrived for its sessions' timeout (the
- * server's --session-timeout-ms when it has none) is closed: clients heartbeat
- * every quarter of it on each connection.
+ * A client connection on which nothing arrived for this many times its
+ * sessions' timeout (the server's --session-timeout-ms when it has none) is
+ * closed: clients heartbeat every quarter of it on each connection, but one
+ * busy taking in a 64 MiB grant on a loaded machine may miss a few.
  */
+export const CLIENT_SILENCE_TIMEOUTS = 2;
+/** How often silent client connections are looked for. */
 export const IDLE_SWEEP_MS = 250;
 /**
  * Bytes a server holds at once for incomplete incoming frames, all client

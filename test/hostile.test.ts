@@ -68,7 +68,7 @@ describe("silent connections", () => {
       await store.releaseRead(read);
 
       // The silent ones were closed by the server, each told why.
-      const closed = await Promise.all(silent.map((connection) => connection.closedWithin(2000)));
+      const closed = await Promise.all(silent.map((connection) => connection.closedWithin(4000)));
       expect(closed.every(Boolean)).toBe(true);
       expect(silent.every((connection) => connection.error()?.code === "ETIMEDOUT")).toBe(true);
 

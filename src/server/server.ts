@@ -12,6 +12,7 @@ import {
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
+  CLIENT_SILENCE_TIMEOUTS,
   IDLE_SWEEP_MS,
   INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
@@ -354,17 +355,20 @@ export class Server {
   }
 
   /**
-   * Closes client connections silent for longer than their sessions' timeout
-   * (the server's default for one with no session yet): live clients heartbeat
-   * every quarter of it, so these are dead or hostile and their slots go to others.
+   * Closes client connections silent for CLIENT_SILENCE_TIMEOUTS times their
+   * sessions' timeout (the server's default for one with no session yet): live
+   * clients heartbeat every quarter of it, so these are dead or hostile and
+   * their slots go to others.
    */
   private closeSilentClients(): void {
     const silenceMsMax = (link: Link): number | null => {
       const role = link.tag as LinkRole;
       if (role.kind !== "client") return null;
+      // A client still taking a large reply from us is busy, not silent.
+      if (link.pendingBytes > 0) return null;
       let timeoutMs = this.options.sessionTimeoutMs;
       for (const id of role.sessions) timeoutMs = Math.max(timeoutMs, this.replica.state.sessions.get(id)?.timeoutMs ?? 0);
-      return timeoutMs;
+      return CLIENT_SILENCE_TIMEOUTS * timeoutMs;
     };
     const now = performance.now();
     // Late by much: this server was blocked (a large frame, a checkpoint), and the
