@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <ucontext.h>
@@ -613,4 +614,12 @@ int pstore_die_with_parent(int expected_parent, char *err) {
      * already, so act as if the signal had come. */
     if (expected_parent > 0 && getppid() != expected_parent) kill(getpid(), SIGTERM);
     return PSTORE_OK;
+}
+
+int pstore_lock_fd(int fd, char *err) {
+    /* flock, not a pid in the file: a pid can be reused by any process, while
+     * the kernel releases the lock the moment its holder dies. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return PSTORE_OK;
+    if (errno == EWOULDBLOCK) return PSTORE_BUSY;
+    return pstore_set_error(err, "flock: %s", strerror(errno));
 }

@@ -62,4 +62,10 @@ uint32_t pstore_faults_opened(void);
  * already gone (getppid() != expected_parent, when > 0), sends it at once. */
 int pstore_die_with_parent(int expected_parent, char *err);
 
+/* Takes an exclusive, non-blocking flock() on `fd`: PSTORE_OK when taken,
+ * PSTORE_BUSY when another open file holds it (another process), PSTORE_ERR
+ * otherwise. The kernel drops it when the fd closes or the process dies. */
+#define PSTORE_BUSY 1
+int pstore_lock_fd(int fd, char *err);
+
 #endif

@@ -29,6 +29,26 @@ export const AGENT_REQUEST_BYTES_MAX = 4 * (DATUM_BYTES_MAX / PAGE_SIZE) + 64 * 
 export const LINK_QUEUED_BYTES_MAX = FRAME_BYTES_MAX + 64 * 1024 * 1024;
 /** Connections a server accepts at once; more are refused. */
 export const CONNECTIONS_MAX = 4096;
+/** Connections of one address still in their handshake: a scanner cannot fill the table. */
+export const HANDSHAKES_PER_ADDRESS_MAX = 64;
+/** Client connections of one address after the handshake: one host cannot take every slot. */
+export const CLIENTS_PER_ADDRESS_MAX = 1024;
+/**
+ * A client connection on which nothing arrived for this many times its
+ * sessions' timeout (the server's --session-timeout-ms when it has none) is
+ * closed: clients heartbeat every quarter of it on each connection, but one
+ * busy taking in a 64 MiB grant on a loaded machine may miss a few.
+ */
+export const CLIENT_SILENCE_TIMEOUTS = 2;
+/** How often silent client connections are looked for. */
+export const IDLE_SWEEP_MS = 250;
+/**
+ * Bytes a server holds at once for incomplete incoming frames, all client
+ * connections together; a frame holds only the bytes that arrived, and the
+ * client whose frame would pass this gets ELIMIT. Twice the largest frame, so
+ * one release of the largest datum always fits beside others.
+ */
+export const INBOUND_BUFFERED_BYTES_MAX = 2 * FRAME_BYTES_MAX;
 
 export const DATA_COUNT_MAX = 1_000_000;
 export const WAITERS_PER_DATUM_MAX = 10_000;
@@ -41,6 +61,14 @@ export const SESSION_TIMEOUT_MS_MIN = 100;
 export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
+/**
+ * Free disk space a server keeps: below it, the head refuses updates that
+ * grow the data (create, a release with pages) with ENOSPC, and no spare log
+ * segment is prepared. Deletes, reads and releases without data go on.
+ */
+export const DISK_FREE_BYTES_MIN = 8 * 1024 * 1024;
+/** While a write failed for lack of space, it is tried again this often. */
+export const DISK_RETRY_MS = 500;
 /** The log size that triggers an automatic checkpoint. */
 export const CHECKPOINT_MB_DEFAULT = 64;
 
@@ -48,6 +76,8 @@ export const CHECKPOINT_MB_DEFAULT = 64;
 export const HOLD_IDS_PER_EPOCH = 2 ** 24;
 /** Server ids are 1..SERVERS_MAX-1 (their place in --peers); epochs embed them. */
 export const SERVERS_MAX = 64;
+/** Connection slots that clients cannot take: peers (two links each way) can always reconnect. */
+export const CONNECTIONS_KEPT_FOR_PEERS = 2 * SERVERS_MAX;
 /** Applied updates a server keeps in memory to resend to a successor that lacks them. */
 export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;

@@ -9,6 +9,7 @@ import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../src/constants";
 import {
   FRAME_HEADER_BYTES,
   type Frame,
+  FrameBudget,
   FrameDecoder,
   helloMessage,
   type Message,
@@ -100,6 +101,7 @@ const ALL_OPS: Op[] = [
   { type: "release", holdId: 2 ** 33 + 1, pages: [page(0, 0xaa), page(4_000_000, 0x55, 4096), { page: 7, bytes: new Uint8Array(0) }] },
   { type: "cancel", acquireReqNo: 0xffff_ffff },
   { type: "expire_session", session: 2 ** 52 + 5 },
+  { type: "refused", code: "ENOSPC", message: "the disk of server 1 is full", holdId: 2 ** 33 + 1 },
 ];
 
 const ALL_REPLIES: Reply[] = [
@@ -270,7 +272,7 @@ describe("round trip", () => {
   });
 
   test("every op type and every reply type is covered", () => {
-    expect(new Set(ALL_OPS.map((op) => op.type)).size).toBe(8);
+    expect(new Set(ALL_OPS.map((op) => op.type)).size).toBe(9);
     expect(new Set(ALL_REPLIES.map((reply) => reply.type)).size).toBe(7);
   });
 
@@ -453,6 +455,52 @@ describe("FrameDecoder", () => {
 });
 
 // ---- bad input -------------------------------------------------------------
+
+describe("FrameDecoder with a budget (a server's clients share one)", () => {
+  const header = (length: number) => {
+    const bytes = new Uint8Array(FRAME_HEADER_BYTES);
+    new DataView(bytes.buffer).setUint32(0, length, true);
+    bytes[4] = MessageType.request;
+    return bytes;
+  };
+
+  test("an announced length costs nothing; the bytes that arrive are charged, and given back when the frame is whole", () => {
+    const budget = new FrameBudget(1000);
+    const decoder = new FrameDecoder(FRAME_BYTES_MAX);
+    decoder.budget = budget;
+    const frames: Frame[] = [];
+    decoder.push(header(1 + 800), (frame) => frames.push(frame));
+    expect(budget.heldBytes).toBe(0);
+    decoder.push(new Uint8Array(300).fill(1), (frame) => frames.push(frame));
+    expect(budget.heldBytes).toBe(300);
+    decoder.push(new Uint8Array(500).fill(2), (frame) => frames.push(frame));
+    expect(budget.heldBytes).toBe(0);
+    expect(frames.length).toBe(1);
+    expect(frames[0]!.body.length).toBe(800);
+    expect([frames[0]!.body[299], frames[0]!.body[300]]).toEqual([1, 2]);
+  });
+
+  test("over the budget: ELIMIT to the decoder that passes it; a discarded frame gives its bytes back", () => {
+    const budget = new FrameBudget(1000);
+    const first = new FrameDecoder(FRAME_BYTES_MAX);
+    const second = new FrameDecoder(FRAME_BYTES_MAX);
+    first.budget = second.budget = budget;
+    first.push(concatBytes([header(1 + 5000), new Uint8Array(700)]), () => {});
+    second.push(header(1 + 5000), () => {});
+    let error: unknown = null;
+    try {
+      second.push(new Uint8Array(400), () => {});
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(WireError);
+    expect((error as WireError).code).toBe("ELIMIT");
+    expect((error as WireError).message).toContain("limit 1000");
+    expect(budget.heldBytes).toBe(700);
+    first.discard();
+    expect(budget.heldBytes).toBe(0);
+  });
+});
 
 describe("bad input is a WireError, never another exception", () => {
   test("every truncation of every message is refused", () => {

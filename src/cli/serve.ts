@@ -8,6 +8,7 @@ import {
   SESSION_TIMEOUT_MS_MIN,
   SUSPECT_MS_DEFAULT,
   CHECKPOINT_MB_DEFAULT,
+  INBOUND_BUFFERED_BYTES_MAX,
 } from "../constants.ts";
 import {
   formatBytes,
@@ -16,6 +17,7 @@ import {
   parseDurationMs,
   parseHostPort,
   parseSegmentSize,
+  parseSize,
   FSYNC_MODES,
   type FsyncMode,
   UsageError,
@@ -88,10 +90,19 @@ export default defineCommand({
       default: String(CHECKPOINT_MB_DEFAULT),
       description: "Write a checkpoint (and drop the log before it) when the log grows past this and twice the last one",
     },
+    "inbound-max": {
+      type: "string",
+      valueHint: "size",
+      description: `Memory that clients' incomplete incoming frames may hold at once (default ${INBOUND_BUFFERED_BYTES_MAX}, twice the largest frame); a client whose frame does not fit gets ELIMIT`,
+    },
     secret: { type: "string", valueHint: "secret", description: "Shared secret of the cluster (default: $PSTORE_SECRET; prefer the variable, argv is visible in ps)" },
     "tls-cert": { type: "string", valueHint: "file", description: "Serve TLS with this certificate (PEM; its names must include the address clients dial)" },
     "tls-key": { type: "string", valueHint: "file", description: "The certificate's private key (PEM)" },
     "tls-ca": { type: "string", valueHint: "file", description: "Dial peers with TLS, checking their certificates against this CA (PEM)" },
+    rejoin: {
+      type: "boolean",
+      description: "If this server's log or checkpoints are corrupt, move them aside and fetch the state from the other servers (needs --peers; they must be serving)",
+    },
     "force-boot": {
       type: "boolean",
       description:
@@ -121,7 +132,11 @@ export default defineCommand({
         `--session-timeout-ms must be from ${SESSION_TIMEOUT_MS_MIN} to ${SESSION_TIMEOUT_MS_MAX} (got ${sessionTimeoutMs})`,
       );
     }
+    if (args.rejoin && peers.length < 2) {
+      throw new UsageError("--rejoin needs --peers: the state comes from the other servers (alone, restore a checkpoint with pstore restore)");
+    }
     const options = {
+      rejoin: Boolean(args.rejoin),
       listen,
       peers,
       dataDir: args["data-dir"],
@@ -133,6 +148,7 @@ export default defineCommand({
       forceBoot: args["force-boot"] === true,
       fsync: args.fsync as FsyncMode,
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
+      inboundBufferedBytesMax: _inboundBufferMax(args["inbound-max"]),
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
       tls: tlsFlags(args["tls-cert"], args["tls-key"], args["tls-ca"]),
     };
@@ -182,6 +198,13 @@ export async function _dieWithParent(logger: { debug: (...args: unknown[]) => vo
   };
   check();
   setInterval(check, 1000).unref();
+}
+
+function _inboundBufferMax(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const bytes = parseSize(text, "--inbound-max");
+  if (bytes < 1024 * 1024) throw new UsageError(`--inbound-max: ${text} is below 1MiB; a client could not send a large release`);
+  return bytes;
 }
 
 const _LISTEN_ERRORS: Record<string, string> = {

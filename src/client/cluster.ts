@@ -95,7 +95,12 @@ export class ClusterLink {
   }
 
   startHeartbeat(everyMs: number): void {
-    this.heartbeat = setInterval(() => this.head?.send({ type: "heartbeat", body: { session: this.session, doneBelow: this.doneBelow() } }), everyMs);
+    this.heartbeat = setInterval(() => {
+      const heartbeat = { type: "heartbeat", body: { session: this.session, doneBelow: this.doneBelow() } } as const;
+      this.head?.send(heartbeat);
+      // The tail ignores it, but closes a connection on which nothing arrives for a session timeout.
+      if (this.tail !== this.head) this.tail?.send(heartbeat);
+    }, everyMs);
     this.heartbeat.unref?.();
   }
 

@@ -16,6 +16,7 @@ export function needsSync(update: Update): boolean {
     case "cancel":
     case "close_session":
     case "checkpoint":
+    case "refused": // its number must not go missing from the session's sequence
       return true;
     default:
       return false;

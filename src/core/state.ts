@@ -269,6 +269,9 @@ export class StoreState {
         return this.release(session, op.holdId, op.pages, update.seq, outputs);
       case "cancel":
         return this.cancel(session, op.acquireReqNo, outputs);
+      case "refused":
+        if (op.holdId > 0) this.release(session, op.holdId, [], update.seq, outputs);
+        return { type: "error", code: op.code, message: op.message };
       case "checkpoint":
         // The state does not change: each replica writes it to disk at this seq.
         return { type: "checkpointed", seq: update.seq };

@@ -1,3 +1,3 @@
 /** The memory layer: the mapped segment, its page protections and dirty pages. */
 export { MappedSegment, faultCounts, type FaultCounts, type HoldMode } from "./segment.ts";
-export { dieWithParent } from "./native.ts";
+export { dieWithParent, lockFd } from "./native.ts";

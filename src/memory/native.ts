@@ -34,6 +34,7 @@ const lib = dlopen(soPath as string, {
   pstore_faults_widened: { args: [], returns: "u32" },
   pstore_faults_opened: { args: [], returns: "u32" },
   pstore_die_with_parent: { args: ["i32", "ptr"], returns: "i32" },
+  pstore_lock_fd: { args: ["i32", "ptr"], returns: "i32" },
 });
 const c = lib.symbols;
 
@@ -140,4 +141,14 @@ export function dieWithParent(expectedParent: number = process.ppid): void {
   if (c.pstore_die_with_parent(expectedParent, errBuffer) !== OK) {
     throw failure("cannot follow the parent");
   }
+}
+
+const BUSY = 1;
+
+/** An exclusive flock on an open file: true when taken, false when another process holds it. */
+export function lockFd(fd: number): boolean {
+  const result = c.pstore_lock_fd(fd, errBuffer);
+  if (result === BUSY) return false;
+  if (result !== OK) throw failure("cannot lock the file");
+  return true;
 }

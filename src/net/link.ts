@@ -5,7 +5,7 @@
  */
 import type { Socket } from "bun";
 import { FRAME_BYTES_MAX, LINK_QUEUED_BYTES_MAX } from "../constants";
-import { type Frame, FrameDecoder, WireError, concatBytes, encodeMessage } from "../wire";
+import { type Frame, type FrameBudget, FrameDecoder, WireError, concatBytes, encodeMessage } from "../wire";
 
 export interface LinkHandlers {
   onFrame(link: Link, frame: Frame): void;
@@ -38,6 +38,8 @@ export class Link {
   private queuedBytesMax = LINK_QUEUED_BYTES_MAX;
   /** Free for the owner: e.g. the session or peer this link serves. */
   tag: unknown = undefined;
+  /** performance.now() when bytes last arrived (or the link opened): silent links are closed. */
+  lastReceivedMs = performance.now();
 
   constructor(
     readonly socket: Socket<Link>,
@@ -49,6 +51,11 @@ export class Link {
 
   setFrameBytesMax(bytes: number): void {
     this.decoder.frameBytesMax = bytes;
+  }
+
+  /** Charges this link's incomplete incoming frames to `budget` (null: no limit but frameBytesMax). */
+  setFrameBudget(budget: FrameBudget | null): void {
+    this.decoder.budget = budget;
   }
 
   get isClosed(): boolean {
@@ -113,6 +120,7 @@ export class Link {
   /** Called from the socket's data handler. A malformed stream closes the link. */
   receive(chunk: Uint8Array): void {
     if (this.closed) return;
+    this.lastReceivedMs = performance.now();
     try {
       this.decoder.push(chunk, (frame) => {
         if (!this.closed) this.handlers.onFrame(this, frame);
@@ -120,7 +128,7 @@ export class Link {
     } catch (error) {
       if (!(error instanceof WireError)) throw error;
       // Tell the peer why before closing: a clear error, never a silent drop.
-      this.send(encodeMessage({ type: "error", body: { code: "EPROTO", message: error.message } }));
+      this.send(encodeMessage({ type: "error", body: { code: error.code, message: error.message } }));
       this.close(`protocol error: ${error.message}`);
     }
   }
@@ -130,6 +138,7 @@ export class Link {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    this.decoder.discard();
     this.socket.end();
     this.handlers.onClose(this, reason);
   }
@@ -138,6 +147,7 @@ export class Link {
   lost(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.decoder.discard();
     this.socket.terminate();
     this.handlers.onClose(this, reason);
   }

@@ -20,6 +20,10 @@ export interface ServerOptions {
   fsync: FsyncMode;
   /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
   checkpointBytes?: number;
+  /** A corrupt log or checkpoint is moved aside and the state fetched from the other servers. */
+  rejoin?: boolean;
+  /** Bytes clients' incomplete frames may hold at once (default INBOUND_BUFFERED_BYTES_MAX). */
+  inboundBufferedBytesMax?: number;
   secret?: string;
   /** Certificate and key to serve TLS; the CA that peers' certificates must chain to. */
   tls?: TlsFiles;

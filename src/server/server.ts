@@ -8,21 +8,26 @@ import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
   CHECKPOINT_MB_DEFAULT,
-  CONNECTIONS_MAX,
+  DISK_FREE_BYTES_MIN,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
+  CLIENT_SILENCE_TIMEOUTS,
+  IDLE_SWEEP_MS,
+  INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
 import { type Action, type Output, Replica } from "../core";
-import { Durability } from "../store";
+import { Durability, isNoSpace } from "../store";
 import { clientProof, makeNonce, sameProof, serverProof } from "../net/auth";
 import { Link, batchSends, linkSocketHandlers } from "../net/link";
 import { clientTls, serverTls } from "../net/tls";
 import {
   type Frame,
+  FrameBudget,
   type Message,
+  type Op,
   type Query,
   WireError,
   decodeMessage,
@@ -31,6 +36,9 @@ import {
   encodePeerParts,
   isPeerFrameType,
 } from "../wire";
+import { Admission, type Refusal } from "./admission";
+import { DiskQueue } from "./diskqueue";
+import { silentClientLinks } from "./idle";
 import type { RunningServer, ServerOptions } from "./options";
 import { PeerLinks } from "./peers";
 import { clusterStatus } from "./status";
@@ -60,6 +68,11 @@ export class Server {
   private readonly peers: PeerLinks;
   private listener: TCPSocketListener<Link> | null = null;
   private ticker: ReturnType<typeof setInterval> | null = null;
+  private idleSweeper: ReturnType<typeof setInterval> | null = null;
+  private lastSweepMs = performance.now();
+  private readonly admission = new Admission();
+  /** What clients' incomplete frames may hold at once, all together. */
+  private readonly clientFrames: FrameBudget;
   private readonly durability: Durability;
   private authFailures = 0;
   private readonly refusalsLogged = new Set<string>();
@@ -69,6 +82,7 @@ export class Server {
   private flushScheduled = false;
   private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   private collectTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly disk: DiskQueue;
   readonly selfId: number;
 
   constructor(private readonly options: ServerOptions) {
@@ -78,43 +92,56 @@ export class Server {
     if (index < 0) throw new Error(`--listen ${self} is not in --peers ${options.peers.join(",")}`);
     this.selfId = index + 1;
     this.peerAddresses = [...options.peers];
-    const { durability, recovered } = Durability.open(
-      options.dataDir,
-      options.segmentSize,
-      options.fsync,
-      options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
-    );
-    this.durability = durability;
-    for (const note of recovered.notes) this.log.info(note);
-    this.replica = new Replica(
-      {
-        selfId: this.selfId,
-        peers: options.peers.map((_, i) => i + 1),
-        sessionTimeoutMsDefault: options.sessionTimeoutMs,
-        heartbeatMs: options.heartbeatMs,
-        suspectMs: options.suspectMs,
-        quorum: options.quorum ?? "none",
-        forceBoot: options.forceBoot ?? false,
-      },
-      recovered.state,
-      recovered.lastEpoch,
-      recovered.config ?? undefined,
-      recovered.vote ?? undefined,
-      recovered.epochs,
-    );
-    this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
-      onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
-      onRefused: (id, code, message) => {
-        if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
-        this.refusedPeers.add(id);
-        this.log.error(`server ${id} (${this.peerAddresses[id - 1]}) refused us: ${code} ${message}`);
-      },
-    });
+    // Bind first: a port in use must not leave a data dir (LOCK, a fresh log) behind.
+    this.listener = this.listen();
+    try {
+      const { durability, recovered } = Durability.open(
+        options.dataDir,
+        options.segmentSize,
+        options.fsync,
+        options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
+        options.rejoin,
+      );
+      this.durability = durability;
+      this.disk = new DiskQueue(durability, options.dataDir, this.log, (actions) => this.afterWrite(actions));
+      this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax ?? INBOUND_BUFFERED_BYTES_MAX);
+      for (const note of recovered.notes) {
+        if (note.startsWith("--rejoin")) this.log.warn(note);
+        else this.log.info(note);
+      }
+      this.replica = new Replica(
+        {
+          selfId: this.selfId,
+          peers: options.peers.map((_, i) => i + 1),
+          sessionTimeoutMsDefault: options.sessionTimeoutMs,
+          heartbeatMs: options.heartbeatMs,
+          suspectMs: options.suspectMs,
+          quorum: options.quorum ?? "none",
+          forceBoot: options.forceBoot ?? false,
+        },
+        recovered.state,
+        recovered.lastEpoch,
+        recovered.config ?? undefined,
+        recovered.vote ?? undefined,
+        recovered.epochs,
+      );
+      this.peers = new PeerLinks(this.selfId, options.peers, this.peerFrameBytesMax(), options.secret, clientTls(options.tls?.ca), {
+        onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+        onRefused: (id, code, message) => {
+          if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
+          this.refusedPeers.add(id);
+          this.log.error(`server ${id} (${this.peerAddresses[id - 1]}) refused us: ${code} ${message}`);
+        },
+      });
+    } catch (error) {
+      this.listener.stop(true);
+      throw error;
+    }
   }
 
-  start(): RunningServer {
+  private listen(): TCPSocketListener<Link> {
     const server = this;
-    this.listener = Bun.listen<Link>({
+    return Bun.listen<Link>({
       hostname: this.options.listen.host,
       port: this.options.listen.port,
       tls: serverTls(this.options.tls),
@@ -130,11 +157,10 @@ export class Server {
           );
           link.tag = { kind: "new" } satisfies LinkRole;
           socket.data = link;
-          if (server.links.size >= CONNECTIONS_MAX) {
-            link.send(encodeMessage({ type: "error", body: { code: "ELIMIT", message: `the server accepts at most ${CONNECTIONS_MAX} connections` } }));
-            return link.close("too many connections");
-          }
+          const admitted = server.admission.accept(link, socket.remoteAddress);
+          if ("refused" in admitted) return server.refuseSlot(link, admitted.refused);
           server.links.add(link);
+          if (admitted.evict) server.refuseSlot(admitted.evict as Link, Admission.evicted);
           // A connection that does not complete its handshake in time is closed (slowloris).
           setTimeout(() => {
             const role = (link.tag as LinkRole).kind;
@@ -143,8 +169,12 @@ export class Server {
         },
       },
     });
+  }
+
+  start(): RunningServer {
     const tickMs = Math.min(TICK_MS_MAX, this.options.heartbeatMs);
     this.ticker = setInterval(() => this.tick(), tickMs);
+    this.idleSweeper = setInterval(() => this.closeSilentClients(), IDLE_SWEEP_MS);
     this.tick();
     const address = `${this.options.listen.host}:${this.listener!.port}`;
     // Listening on port 0 (tests): clients must be told the port we got.
@@ -156,16 +186,29 @@ export class Server {
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
+    if (this.idleSweeper) clearInterval(this.idleSweeper);
+    this.idleSweeper = null;
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
     if (this.collectTimer) clearTimeout(this.collectTimer);
     this.collectTimer = null;
+    this.disk.stop();
     this.peers.closeAll();
     for (const link of this.links) link.close("server stopping");
     this.listener?.stop(true);
     this.listener = null;
     this.flush();
-    this.durability.close();
+    this.disk.stop();
+    if (this.disk.waiting) {
+      // Never forwarded nor acknowledged: no client was told they happened.
+      this.log.warn(`stopping with ${this.disk.waitingCount} actions not written (the disk is full); none was acknowledged`);
+    }
+    try {
+      this.durability.close();
+    } catch (error) {
+      if (!isNoSpace(error)) throw error;
+      this.log.warn(`the log could not be synced at stop (the disk is full): ${(error as Error).message}`);
+    }
   }
 
   private tick(): void {
@@ -176,6 +219,7 @@ export class Server {
 
   private onClose(link: Link, reason: string): void {
     this.links.delete(link);
+    this.admission.release(link);
     const role = link.tag as LinkRole;
     if (role.kind === "client") {
       for (const session of role.sessions) {
@@ -253,21 +297,31 @@ export class Server {
   /** The connection is who it says: a client gets the welcome, a peer too (its link is then ready). */
   private admit(link: Link, role: "client" | "server", senderId: number): void {
     if (role === "server") {
+      this.admission.admitPeer(link);
       link.tag = { kind: "peer", id: senderId } satisfies LinkRole;
       link.setFrameBytesMax(this.peerFrameBytesMax());
     } else {
+      const refusal = this.admission.admitClient(link);
+      if (refusal) return this.refuseSlot(link, refusal);
       link.tag = { kind: "client", sessions: new Set() } satisfies LinkRole;
       link.setFrameBytesMax(FRAME_BYTES_MAX);
+      link.setFrameBudget(this.clientFrames);
     }
     link.send(encodeMessage({ type: "welcome", body: this.welcome() }));
   }
 
   private onClientMessage(link: Link, sessions: Set<number>, message: Message): void {
     switch (message.type) {
-      case "request":
+      case "request": {
         if (!this.replica.isHead) return this.redirect(link);
         if (!this.sessionLinks.has(message.body.session)) this.bindSession(link, sessions, message.body.session);
-        return this.perform(this.replica.onRequest(message.body));
+        const refusal = this.spaceRefusal(message.body.op);
+        // Sequenced all the same (as a "refused" op): the session's request numbers keep no gap.
+        const { op } = message.body;
+        const holdId = op.type === "release" ? op.holdId : 0;
+        const request = refusal ? { ...message.body, op: { type: "refused" as const, code: "ENOSPC", message: refusal, holdId } } : message.body;
+        return this.perform(this.replica.onRequest(request));
+      }
       case "heartbeat":
         if (!this.replica.isHead) return;
         // A client that only heartbeats (it uses cached grants) must still get its recalls here.
@@ -294,9 +348,58 @@ export class Server {
     }
   }
 
+  /**
+   * With the disk (nearly) full, the head refuses what grows the data: a
+   * create, a release that carries pages. Deletes, acquires and releases
+   * without data go on (they free space, or take a few bytes of the log's
+   * preallocated segment); so do reads, which the tail serves from memory.
+   */
+  private spaceRefusal(op: Op): string | null {
+    const bytes = op.type === "create" ? op.size : op.type === "release" ? op.pages.length * PAGE_SIZE : 0;
+    if (bytes === 0) return null;
+    if (!this.disk.waiting && !this.durability.spaceShort(bytes)) return null;
+    const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
+    return `the disk of server ${this.selfId} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
+  }
+
   private bindSession(link: Link, sessions: Set<number>, session: number): void {
     this.sessionLinks.set(session, link);
     sessions.add(session);
+  }
+
+  /** No slot for this connection: say why (the limits are hit by floods, so log at debug level). */
+  private refuseSlot(link: Link, refusal: Refusal): void {
+    this.log.debug(`refusing a connection: ${refusal.code} ${refusal.message}`);
+    link.send(encodeMessage({ type: "error", body: refusal }));
+    link.close(refusal.message);
+  }
+
+  /**
+   * Closes client connections silent for CLIENT_SILENCE_TIMEOUTS times their
+   * sessions' timeout (the server's default for one with no session yet): live
+   * clients heartbeat every quarter of it, so these are dead or hostile and
+   * their slots go to others.
+   */
+  private closeSilentClients(): void {
+    const silenceMsMax = (link: Link): number | null => {
+      const role = link.tag as LinkRole;
+      if (role.kind !== "client") return null;
+      // A client still taking a large reply from us is busy, not silent.
+      if (link.pendingBytes > 0) return null;
+      let timeoutMs = this.options.sessionTimeoutMs;
+      for (const id of role.sessions) timeoutMs = Math.max(timeoutMs, this.replica.state.sessions.get(id)?.timeoutMs ?? 0);
+      return CLIENT_SILENCE_TIMEOUTS * timeoutMs;
+    };
+    const now = performance.now();
+    // Late by much: this server was blocked (a large frame, a checkpoint), and the
+    // data that arrived meanwhile is not read yet. Judge silence at the next sweep.
+    const late = now - this.lastSweepMs > 4 * IDLE_SWEEP_MS;
+    this.lastSweepMs = now;
+    if (late) return;
+    for (const link of silentClientLinks(this.links, now, silenceMsMax)) {
+      link.send(encodeMessage({ type: "error", body: { code: "ETIMEDOUT", message: "nothing received within the session timeout: connection closed" } }));
+      link.close("silent client");
+    }
   }
 
   private redirect(link: Link): void {
@@ -330,17 +433,11 @@ export class Server {
     this.flushScheduled = false;
     const actions = this.queued;
     this.queued = [];
-    const configEpoch = this.replica.config.epoch;
-    for (const action of actions) {
-      if (action.kind === "log") this.durability.append(action.update);
-      else if (action.kind === "checkpoint") {
-        const info = this.durability.checkpoint(action.seq, action.epoch, configEpoch, action.snapshot);
-        this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
-      } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
-      else if (action.kind === "config") this.durability.saveConfig(action.config);
-      else if (action.kind === "vote") this.durability.saveVote(action.vote);
-    }
-    this.durability.commit();
+    this.disk.push(actions, this.replica.config.epoch);
+  }
+
+  /** The batch is on disk (diskqueue.ts): now its messages may leave. */
+  private afterWrite(actions: Action[]): void {
     batchSends(() => this.sendAll(actions));
     if (this.durability.checkpointDue) this.scheduleCheckpoint();
   }
@@ -361,6 +458,7 @@ export class Server {
       // The log must hold every update the state has applied: flush what is queued first.
       this.flush();
       this.checkpointTimer = null;
+      if (this.disk.waiting) return; // the disk is full: no checkpoint now
       this.durability.checkpointInBackground(this.replica.state, this.replica.lastEpoch, this.replica.config.epoch)?.then(
         (info) => info && this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes): the log had grown past its limit`),
         (error) => this.log.warn(`checkpoint failed (the log keeps everything; retried later): ${(error as Error).message}`),

@@ -114,6 +114,9 @@ export function describeUpdate(update: Update | null): string {
     case "cancel":
       what = `cancel ${op.acquireReqNo}`;
       break;
+    case "refused":
+      what = `refused ${op.code}`;
+      break;
     case "expire_session":
       what = `expire session ${op.session}`;
       break;

@@ -13,7 +13,7 @@ import { type StoreState, decodeSnapshot } from "../core";
 import { SnapshotError } from "../core/snapshot";
 import { Reader, Writer } from "../wire";
 import { RecoveryError } from "./errors";
-import { syncDirectory, writeAll } from "./files";
+import { removeOnFailure, removeOnFailureAsync, syncDirectory, writeAll } from "./files";
 
 const MAGIC = new TextEncoder().encode("PSCKPT1\n");
 const HEADER_BYTES = MAGIC.length + 8 * 4 + 4;
@@ -53,14 +53,16 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
   const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
-  const fd = openSync(temporary, "w");
-  try {
-    writeAll(fd, header);
-    writeAll(fd, payload);
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  removeOnFailure(temporary, () => {
+    const fd = openSync(temporary, "w");
+    try {
+      writeAll(fd, header);
+      writeAll(fd, payload);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
   renameSync(temporary, file);
   syncDirectory(dir);
   return { seq, file, bytes: header.length + payload.length };
@@ -81,27 +83,26 @@ export async function writeCheckpointStreamAsync(
 ): Promise<CheckpointInfo | null> {
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
-  const handle = await open(temporary, "w");
   let position = HEADER_BYTES;
-  let crc = 0;
-  const writeAt = async (bytes: Uint8Array, at: number) => {
-    // A write may take less than asked: go on from where it stopped.
-    for (let done = 0; done < bytes.length; ) done += (await handle.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
-  };
-  try {
-    for (const part of parts) {
-      crc = Bun.hash.crc32(part, crc);
-      await writeAt(part, position);
-      position += part.length;
+  await removeOnFailureAsync(temporary, async () => {
+    const handle = await open(temporary, "w");
+    const writeAt = async (bytes: Uint8Array, at: number) => {
+      // A write may take less than asked: go on from where it stopped.
+      for (let done = 0; done < bytes.length; ) done += (await handle.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+    };
+    try {
+      let crc = 0;
+      for (const part of parts) {
+        crc = Bun.hash.crc32(part, crc);
+        await writeAt(part, position);
+        position += part.length;
+      }
+      await writeAt(headerWithCrc(seq, lastEpoch, configEpoch, crc), 0);
+      await handle.datasync();
+    } finally {
+      await handle.close();
     }
-    await writeAt(headerWithCrc(seq, lastEpoch, configEpoch, crc), 0);
-    await handle.datasync();
-  } catch (error) {
-    await handle.close();
-    rmSync(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
+  });
   if (!stillValid()) {
     rmSync(temporary, { force: true });
     return null;

@@ -13,7 +13,7 @@ import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSyn
 import { join } from "node:path";
 import type { ChainConfig, Vote } from "../core";
 import { RecoveryError } from "./errors";
-import { syncDirectory, writeAll } from "./files";
+import { removeOnFailure, syncDirectory, writeAll } from "./files";
 
 const FILE = "config.json";
 
@@ -26,15 +26,17 @@ export interface SavedConfig {
 export function saveConfig(dir: string, saved: SavedConfig): void {
   const file = join(dir, FILE);
   const temporary = `${file}.tmp`;
-  const fd = openSync(temporary, "w");
   const body: Record<string, unknown> = { epoch: saved.config.epoch, chain: saved.config.chain };
   if (saved.vote) body.vote = saved.vote;
-  try {
-    writeAll(fd, new TextEncoder().encode(`${JSON.stringify(body)}\n`));
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  removeOnFailure(temporary, () => {
+    const fd = openSync(temporary, "w");
+    try {
+      writeAll(fd, new TextEncoder().encode(`${JSON.stringify(body)}\n`));
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
   renameSync(temporary, file);
   syncDirectory(dir);
 }

@@ -8,12 +8,14 @@
  *   batch   synced every BATCH_SYNC_MS in the background
  *   off     written to the page cache only; the OS decides
  */
-import { PAGE_SIZE } from "../constants";
+import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
-import { mkdirSync, unlinkSync } from "node:fs";
+import { unlinkSync } from "node:fs";
+import { ensureDirectory, freeBytes, isNoSpace } from "./files";
+import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
-import { type Recovered, recover } from "./recovery";
+import { type Recovered, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
@@ -30,7 +32,24 @@ export const CHECKPOINTS_KEPT = 5;
  * per byte of log however large the data (Redis's AOF rewrite does the same).
  */
 export const CHECKPOINT_LOG_GROWTH = 2;
+/** After a checkpoint failed (a full disk), the next waits this long. */
+const CHECKPOINT_RETRY_MS = 5000;
+/** How long a measure of the free disk space is trusted. */
+const FREE_SPACE_FRESH_MS = 200;
 
+
+function recoverOrSetAside(dir: string, segmentSize: number, syncs: boolean, rejoin: boolean): Recovered {
+  try {
+    return recover(dir, segmentSize, PAGE_SIZE, syncs);
+  } catch (error) {
+    if (!rejoin || !(error instanceof CorruptDataError)) throw error;
+    const aside = moveAside(dir);
+    const recovered = recover(dir, segmentSize, PAGE_SIZE, syncs);
+    const problem = error.message.split("\n")[0];
+    recovered.notes.unshift(`--rejoin: ${problem}; moved the log and checkpoints aside to ${aside}: starting empty, the state comes from the other servers`);
+    return recovered;
+  }
+}
 
 export class Durability {
   private wal: WriteAheadLog;
@@ -45,6 +64,8 @@ export class Durability {
   /** What config.json holds: each save writes both. */
   private config: ChainConfig;
   private vote: Vote | null;
+  private checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
+  private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
 
   private constructor(
     readonly dir: string,
@@ -65,14 +86,28 @@ export class Durability {
   }
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
-  static open(dir: string, segmentSize: number, fsync: FsyncMode, checkpointBytes: number): { durability: Durability; recovered: Recovered } {
-    mkdirSync(dir, { recursive: true });
-    const unlock = lockDataDir(dir);
+  /**
+   * `rejoin`: a log or checkpoint that does not check out is moved aside
+   * (moveAside) and the server starts empty, to get the state from the others.
+   */
+  static open(
+    dir: string,
+    segmentSize: number,
+    fsync: FsyncMode,
+    checkpointBytes: number,
+    rejoin = false,
+  ): { durability: Durability; recovered: Recovered } {
+    let unlock: (() => void) | null = null;
     try {
-      const recovered = recover(dir, segmentSize, PAGE_SIZE, fsync !== "off");
+      ensureDirectory(dir);
+      unlock = lockDataDir(dir);
+      const recovered = recoverOrSetAside(dir, segmentSize, fsync !== "off", rejoin);
       return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
-      unlock();
+      unlock?.();
+      if (isNoSpace(error)) {
+        throw new RecoveryError(`${dir}: the disk is full (${(error as Error).message}); a server needs a few MiB for its log: free some space`);
+      }
       throw error;
     }
   }
@@ -99,6 +134,7 @@ export class Durability {
 
   /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
   get checkpointDue(): boolean {
+    if (performance.now() - this.checkpointFailedAtMs < CHECKPOINT_RETRY_MS) return false;
     const logged = this.wal.bytesSinceCheckpoint;
     return logged >= this.checkpointBytes && logged >= CHECKPOINT_LOG_GROWTH * (this.lastCheckpoint?.bytes ?? 0);
   }
@@ -112,10 +148,15 @@ export class Durability {
   checkpointInBackground(state: StoreState, lastEpoch: number, configEpoch: number): Promise<CheckpointInfo | null> | null {
     if (this.checkpointing || !this.checkpointDue) return null;
     const seq = state.appliedSeq;
+    try {
+      this.wal.startSegment(seq + 1);
+    } catch (error) {
+      this.checkpointFailedAtMs = performance.now();
+      return Promise.reject(error);
+    }
     // The pages as they are now, shared with the state until it writes them: no copy of the data.
     const frozen = state.pages.freeze();
     const snapshot = snapshotParts(state, frozen.pages);
-    this.wal.startSegment(seq + 1);
     this.checkpointing = true;
     const history = this.history;
     // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
@@ -123,10 +164,15 @@ export class Durability {
     return writeCheckpointStreamAsync(this.dir, seq, lastEpoch, configEpoch, snapshot.parts(), stillValid)
       .then((info) => {
         if (info === null) return null;
+        this.checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
         this.wal.dropSegmentsBefore(seq + 1);
         pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
         if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
         return info;
+      })
+      .catch((error: unknown) => {
+        this.checkpointFailedAtMs = performance.now();
+        throw error;
       })
       .finally(() => {
         frozen.thaw();
@@ -153,6 +199,21 @@ export class Durability {
   saveVote(vote: Vote): void {
     this.vote = vote;
     saveConfig(this.dir, { config: this.config, vote });
+  }
+
+  /**
+   * Whether `bytes` more would eat into the space a server keeps free
+   * (DISK_FREE_BYTES_MIN): the head then refuses updates that grow the data.
+   */
+  spaceShort(bytes: number): boolean {
+    const now = performance.now();
+    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: freeBytes(this.dir), atMs: now };
+    return this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
+  }
+
+  /** A write failed for lack of space: measure again at the next question. */
+  forgetFreeSpace(): void {
+    this.freeSpace = { bytes: 0, atMs: performance.now() };
   }
 
   get latestCheckpoint(): CheckpointInfo | null {

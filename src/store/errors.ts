@@ -5,3 +5,11 @@ export class RecoveryError extends Error {
     this.name = "RecoveryError";
   }
 }
+
+/** The log or a checkpoint does not check out (not a lock or a flag problem): --rejoin can set it aside. */
+export class CorruptDataError extends RecoveryError {
+  constructor(message: string) {
+    super(message);
+    this.name = "CorruptDataError";
+  }
+}

@@ -1,5 +1,23 @@
 /** Small durable-file helpers shared by the log and the checkpoints. */
-import { closeSync, fsyncSync, openSync, writeSync, writevSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, statfsSync, writeSync, writevSync } from "node:fs";
+import { RecoveryError } from "./errors";
+
+/** Creates the data dir if needed; a file in its place (or in a parent's) is a clear error, not EEXIST from mkdir. */
+export function ensureDirectory(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EEXIST" && code !== "ENOTDIR") throw error;
+    let isFile = false;
+    try {
+      isFile = !statSync(dir).isDirectory();
+    } catch {
+      // stat fails too: a parent is a file.
+    }
+    throw new RecoveryError(isFile ? `${dir} is not a directory (a file is in the way)` : `${dir}: a parent of it is not a directory`);
+  }
+}
 
 /** writeSync may write less than asked: loop until all is written (at `position`, or appending). */
 export function writeAll(fd: number, bytes: Uint8Array, position?: number): void {
@@ -37,4 +55,35 @@ export function writeAllParts(fd: number, parts: Uint8Array[], position: number)
     }
     skip += written;
   }
+}
+
+/** The disk (or the user's quota) is full. */
+export function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
+}
+
+/** Runs `write`, which creates `file`; if it throws, the partial file is removed: a full disk leaves no half-written file. */
+export function removeOnFailure<T>(file: string, write: () => T): T {
+  try {
+    return write();
+  } catch (error) {
+    rmSync(file, { force: true });
+    throw error;
+  }
+}
+
+export async function removeOnFailureAsync<T>(file: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    rmSync(file, { force: true });
+    throw error;
+  }
+}
+
+/** Bytes an unprivileged writer may still use on the file system of `dir`. */
+export function freeBytes(dir: string): number {
+  const stats = statfsSync(dir);
+  return stats.bavail * stats.bsize;
 }

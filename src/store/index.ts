@@ -5,3 +5,4 @@ export * from "./errors";
 export * from "./lock";
 export * from "./recovery";
 export * from "./wal";
+export { isNoSpace } from "./files";

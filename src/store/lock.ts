@@ -1,48 +1,73 @@
-/** One server per data dir: a LOCK file holding the owner's pid. */
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+/**
+ * One server per data dir: an exclusive flock on its LOCK file, held while the
+ * server runs. The kernel drops it when the server dies, so neither a stale
+ * LOCK nor a reused pid (a LOCK naming pid 1) is ever mistaken for a live
+ * server. The file also holds the owner's pid, for messages only.
+ */
+import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { lockFd } from "../memory";
 import { RecoveryError } from "./errors";
+import { isNoSpace } from "./files";
 
 export function lockDataDir(dir: string): () => void {
   const file = join(dir, "LOCK");
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, "wx");
-      writeSync(fd, `${process.pid}\n`);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const fd = openSync(file, "a+");
+    if (!lockFd(fd)) {
       closeSync(fd);
-      return () => unlinkSync(file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = Number(readFileSync(file, "utf8").trim());
-      if (Number.isInteger(owner) && owner > 0 && isAlive(owner)) {
-        throw new RecoveryError(`${dir} is in use by another pstore server (pid ${owner}); one server per data dir`);
-      }
-      unlinkSync(file); // left by a server that died: take it over
+      const owner = ownerPid(file);
+      throw new RecoveryError(`${dir} is in use by another pstore server${owner ? ` (pid ${owner})` : ""}; one server per data dir`);
     }
+    // The previous owner may have unlinked the file between our open and our lock: lock the file the name points to.
+    if (!sameFile(fd, file)) {
+      closeSync(fd);
+      continue;
+    }
+    try {
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid}\n`, 0);
+    } catch (error) {
+      // The pid is for messages only: the lock holds without it (a full disk must not stop the server here).
+      if (!isNoSpace(error)) throw error;
+    }
+    return () => {
+      unlinkSync(file);
+      closeSync(fd);
+    };
   }
-  throw new RecoveryError(`${dir}: cannot take the LOCK file`);
+  throw new RecoveryError(`${dir}: cannot take the LOCK file (it keeps being replaced)`);
 }
 
+/** The pid of the server running in `dir`, or null when none holds its lock. */
 export function dataDirOwner(dir: string): number | null {
+  const file = join(dir, "LOCK");
+  let fd: number;
   try {
-    const owner = Number(readFileSync(join(dir, "LOCK"), "utf8").trim());
-    return Number.isInteger(owner) && owner > 0 && isAlive(owner) ? owner : null;
+    fd = openSync(file, "r");
+  } catch {
+    return null;
+  }
+  try {
+    return lockFd(fd) ? null : (ownerPid(file) ?? 0);
+  } finally {
+    closeSync(fd); // also drops the lock if we just took it
+  }
+}
+
+function ownerPid(file: string): number | null {
+  try {
+    const pid = Number(readFileSync(file, "utf8").trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
   } catch {
     return null;
   }
 }
 
-function isAlive(pid: number): boolean {
+function sameFile(fd: number, file: string): boolean {
   try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-  // A killed server not yet reaped by its parent is a zombie: it holds nothing.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+    return fstatSync(fd).ino === statSync(file).ino;
   } catch {
-    return true;
+    return false;
   }
 }

@@ -3,13 +3,15 @@
  * last record (a crash in the middle of an append) is cut off; anything else
  * that does not check out is refused with the file and offset, never guessed.
  */
-import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
+import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { ensureDirectory, syncDirectory } from "./files";
 import { type ChainConfig, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
-import { RecoveryError } from "./errors";
+import { CorruptDataError, RecoveryError } from "./errors";
 import {
   RECORD_HEADER_BYTES,
   WAL_HEADER_BYTES,
@@ -38,15 +40,24 @@ export interface Recovered {
 
 /** `syncs`: false when the log will never be synced (--fsync off). */
 export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true): Recovered {
-  mkdirSync(dir, { recursive: true });
+  ensureDirectory(dir);
   const notes: string[] = [];
   const checkpoints = listCheckpoints(dir);
   const checkpoint = checkpoints[checkpoints.length - 1] ?? null;
   let state = new StoreState(segmentSize, pageSize);
   let lastEpoch = 0;
   let configEpoch = 0;
+  // A log or checkpoint that does not check out: say what can be done about it.
+  const asCorrupt = <T>(read: () => T): T => {
+    try {
+      return read();
+    } catch (error) {
+      if (!(error instanceof RecoveryError)) throw error;
+      throw new CorruptDataError(`${error.message}\n${corruptAdvice(dir, checkpoints.map((c) => c.seq))}`);
+    }
+  };
   if (checkpoint) {
-    const loaded = readCheckpoint(checkpoint.file);
+    const loaded = asCorrupt(() => readCheckpoint(checkpoint.file));
     if (loaded.state.segmentSize !== segmentSize || loaded.state.pageSize !== pageSize) {
       throw new RecoveryError(
         `${checkpoint.file}: the data has a segment of ${loaded.state.segmentSize} bytes (pages of ${loaded.state.pageSize}); start with --segment-size ${loaded.state.segmentSize}`,
@@ -62,7 +73,7 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
   let replayed = 0;
   segments.forEach((segment, index) => {
     const last = index === segments.length - 1;
-    const result = replaySegment(segment.file, segment.firstSeq, last, state, epochs);
+    const result = asCorrupt(() => replaySegment(segment.file, segment.firstSeq, last, state, epochs));
     replayed += result.replayed;
     if (result.lastEpoch !== null) lastEpoch = result.lastEpoch;
     if (result.cutAt !== null) {
@@ -75,6 +86,29 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
   const wal = WriteAheadLog.create(dir, state.appliedSeq + 1, syncs);
   return { state, lastEpoch, epochs, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
+}
+
+/** Moves the log, the checkpoints and any temporary file of `dir` into `dir/aside-<time>/` (config.json stays); returns that folder. */
+export function moveAside(dir: string): string {
+  const aside = join(dir, `aside-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+  mkdirSync(aside);
+  for (const name of readdirSync(dir)) {
+    if (/^wal-.*\.(log|tmp)$|\.ckpt(\.tmp)?$|\.tmp$/.test(name)) renameSync(join(dir, name), join(aside, name));
+  }
+  syncDirectory(dir);
+  return aside;
+}
+
+/** What an operator can do about a corrupt data dir: the advice depends on what is there. */
+function corruptAdvice(dir: string, checkpointSeqs: number[]): string {
+  const rejoin =
+    "If the other servers of the cluster are serving (they hold the history), restart this one with `pstore serve --rejoin …`: " +
+    `it moves this dir's log and checkpoints aside (into ${dir}/aside-<time>/) and fetches the whole state from them.`;
+  const restore =
+    checkpointSeqs.length > 0
+      ? `If this dir holds the only copy, \`pstore restore --data-dir ${dir} --checkpoint <seq>\` (checkpoints here: ${checkpointSeqs.join(", ")}) rolls it back to a checkpoint, losing the updates after it.`
+      : "There is no checkpoint here to restore: if this dir holds the only copy, the updates from the corrupt record on are lost.";
+  return `${rejoin}\n${restore}`;
 }
 
 interface SegmentReplay {
@@ -115,7 +149,7 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
     if (Bun.hash.crc32(payload) !== view.getUint32(offset + 4, true)) {
       // Only the last record written can be half-written by a crash: nothing but zeros follows it.
       if (isLast && isZero(bytes, end)) return { ...result, cutAt: offset };
-      throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt (restore a checkpoint with \`pstore restore\`)`);
+      throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt`);
     }
     let update;
     try {

@@ -10,7 +10,8 @@ import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, renameS
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Reader, type Update, Writer, encodeUpdate, readUpdate } from "../wire";
-import { syncDirectory, writeAll, writeAllParts } from "./files";
+import { DISK_FREE_BYTES_MIN } from "../constants";
+import { freeBytes, removeOnFailure, syncDirectory, writeAll, writeAllParts } from "./files";
 
 export const WAL_MAGIC = new TextEncoder().encode("PSWAL01\n");
 export const WAL_HEADER_BYTES = WAL_MAGIC.length + 8;
@@ -168,15 +169,21 @@ export class WriteAheadLog {
     }
   }
 
-  /** Closes the current segment (synced) and continues in one starting at `firstSeq`. */
+  /**
+   * Closes the current segment (synced) and continues in one starting at
+   * `firstSeq`. The new one is opened first: if the disk is full, the log
+   * stays in the current segment, whole, and the caller may try again.
+   */
   private nextSegment(firstSeq: number): void {
     if (this.unsynced && this.syncs) fdatasyncSync(this.fd);
     this.unsynced = false;
-    closeSync(this.fd);
     const spare = this.spareReady ? join(this.dir, SPARE_NAME) : null;
     this.spareReady = false;
-    this.capacity = spare || !this.syncs ? SEGMENT_BYTES : FIRST_SEGMENT_BYTES;
-    this.fd = openSegment(this.dir, firstSeq, spare, this.capacity, this.syncs);
+    const capacity = spare || !this.syncs ? SEGMENT_BYTES : FIRST_SEGMENT_BYTES;
+    const fd = openSegment(this.dir, firstSeq, spare, capacity, this.syncs);
+    closeSync(this.fd);
+    this.fd = fd;
+    this.capacity = capacity;
     this.writeOffset = WAL_HEADER_BYTES;
     this.prepareSpare();
   }
@@ -189,8 +196,10 @@ export class WriteAheadLog {
    */
   private prepareSpare(recycled?: string): void {
     if (this.spareWanted || (recycled === undefined && !this.syncs)) return;
-    this.spareWanted = true;
     const file = join(this.dir, SPARE_NAME);
+    // A disk too small for a spare: do without (the next segment is zero-filled when needed, in line).
+    if (recycled === undefined && freeBytes(this.dir) < SEGMENT_BYTES + DISK_FREE_BYTES_MIN) return;
+    this.spareWanted = true;
     if (recycled !== undefined) renameSync(recycled, file);
     void (async () => {
       try {
@@ -205,7 +214,8 @@ export class WriteAheadLog {
         }
         this.spareReady = true;
       } catch {
-        // No spare (e.g. disk full): the next segment is zero-filled when needed, in line.
+        // No spare (e.g. disk full): the next segment is zero-filled when needed, in line. No partial file stays.
+        rmSync(file, { force: true });
       } finally {
         this.spareWanted = false;
       }
@@ -217,16 +227,24 @@ export class WriteAheadLog {
 function openSegment(dir: string, firstSeq: number, spare: string | null, capacity: number, syncs: boolean): number {
   const file = join(dir, segmentName(firstSeq));
   if (spare) renameSync(spare, file);
-  const fd = openSync(file, spare ? "r+" : "w");
-  const header = new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq);
-  writeAll(fd, header.bytes, 0);
-  if (!syncs) {
-    ftruncateSync(fd, capacity);
-    return fd;
-  }
-  if (!spare) writeAll(fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
-  fdatasyncSync(fd);
-  syncDirectory(dir);
-  return fd;
+  // A full disk leaves no partial segment: recovery would read its zeros as the end of the log, but a later one would not follow.
+  return removeOnFailure(file, () => {
+    const fd = openSync(file, spare ? "r+" : "w");
+    try {
+      const header = new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq);
+      writeAll(fd, header.bytes, 0);
+      if (!syncs) {
+        ftruncateSync(fd, capacity);
+        return fd;
+      }
+      if (!spare) writeAll(fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
+      fdatasyncSync(fd);
+      syncDirectory(dir);
+      return fd;
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
+  });
 }
 

@@ -8,7 +8,11 @@ const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
 export class WireError extends Error {
-  constructor(message: string) {
+  /** The error code the connection reports before closing: EPROTO, or ELIMIT for a frame over a budget. */
+  constructor(
+    message: string,
+    readonly code: "EPROTO" | "ELIMIT" = "EPROTO",
+  ) {
     super(message);
     this.name = "WireError";
   }

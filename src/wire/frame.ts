@@ -2,8 +2,33 @@
  * Frames: u32 length (of what follows, little endian), u8 type, body.
  * The decoder takes arbitrary chunks and hands back whole frames; the length
  * is checked against the limit before any buffer is allocated for the frame.
+ * An incomplete frame holds only the chunks that arrived (an announced length
+ * costs nothing until its bytes come), charged to a budget shared by
+ * connections, and is joined into one buffer once whole.
  */
-import { WireError } from "./codec";
+import { WireError, concatBytes } from "./codec";
+
+/** Bytes held for incomplete frames, shared by many decoders (a server's clients). */
+export class FrameBudget {
+  private held = 0;
+
+  constructor(readonly bytesMax: number) {}
+
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  /** Takes `bytes` if they fit under the limit. */
+  take(bytes: number): boolean {
+    if (this.held + bytes > this.bytesMax) return false;
+    this.held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.held -= bytes;
+  }
+}
 
 export const FRAME_HEADER_BYTES = 5;
 
@@ -14,9 +39,15 @@ export interface Frame {
 }
 
 export class FrameDecoder {
-  /** Bytes of an incomplete frame: its header and what arrived of its body. */
-  private pending: Uint8Array | null = null;
+  /** What arrived of an incomplete frame's body: views of the received chunks, pendingFilled bytes of pendingLength. */
+  private pending: Uint8Array[] | null = null;
   private pendingFilled = 0;
+  private pendingLength = 0;
+  /** The budget this frame's chunks are charged to (the one of the moment it began), and how much. */
+  private charged: FrameBudget | null = null;
+  private chargedBytes = 0;
+  /** Incomplete frames are charged to this, when set; over it the frame is refused (ELIMIT). */
+  budget: FrameBudget | null = null;
   private header = new Uint8Array(FRAME_HEADER_BYTES);
   private headerFilled = 0;
 
@@ -28,8 +59,9 @@ export class FrameDecoder {
     let offset = 0;
     while (offset < chunk.length) {
       if (this.pending) {
-        const take = Math.min(this.pending.length - this.pendingFilled, chunk.length - offset);
-        this.pending.set(chunk.subarray(offset, offset + take), this.pendingFilled);
+        const take = Math.min(this.pendingLength - this.pendingFilled, chunk.length - offset);
+        this.charge(take);
+        this.pending.push(chunk.subarray(offset, offset + take));
         this.pendingFilled += take;
         offset += take;
         this.emitIfComplete(onFrame);
@@ -66,12 +98,37 @@ export class FrameDecoder {
   }
 
   private emitIfComplete(onFrame: (frame: Frame) => void): void {
-    if (this.pending === null || this.pendingFilled !== this.pending.length) return;
-    const body = this.pending;
+    if (this.pending === null || this.pendingFilled !== this.pendingLength) return;
+    const body = this.pending.length === 1 ? this.pending[0]! : concatBytes(this.pending);
     const type = this.header[4]!;
-    this.pending = null;
-    this.headerFilled = 0;
+    this.discard();
     onFrame({ type, body });
+  }
+
+  /** Drops the incomplete frame, if any, and gives its bytes back to the budget (the link closed). */
+  discard(): void {
+    this.charged?.give(this.chargedBytes);
+    this.charged = null;
+    this.chargedBytes = 0;
+    this.pending = null;
+    this.pendingFilled = 0;
+    this.pendingLength = 0;
+    this.headerFilled = 0;
+  }
+
+  /** Charges `bytes` more of an incomplete frame to the budget; over it, the frame is refused (ELIMIT). */
+  private charge(bytes: number): void {
+    const budget = this.charged ?? this.budget;
+    if (budget === null) return;
+    if (!budget.take(bytes)) {
+      throw new WireError(
+        `the server is holding ${budget.heldBytes} bytes of incoming frames (limit ${budget.bytesMax}): ` +
+          `this frame of ${this.pendingLength + 1} bytes does not fit now; retry later`,
+        "ELIMIT",
+      );
+    }
+    this.charged = budget;
+    this.chargedBytes += bytes;
   }
 
   /** True when no partial frame is buffered (a clean place to close). */
@@ -81,7 +138,8 @@ export class FrameDecoder {
 
   private startBody(bodyLength: number): void {
     this.headerFilled = FRAME_HEADER_BYTES;
-    this.pending = new Uint8Array(bodyLength);
+    this.pending = [];
+    this.pendingLength = bodyLength;
     this.pendingFilled = 0;
   }
 

@@ -57,7 +57,15 @@ export type Op =
   /** Issued by the head when a session stops heart-beating. */
   | { type: "expire_session"; session: number }
   /** Every server writes a checkpoint when it applies this: a recovery line at one seq. */
-  | { type: "checkpoint" };
+  | { type: "checkpoint" }
+  /**
+   * Put by the head in place of a request it refuses for a reason of its own
+   * (its disk is full): sequenced like the request, so the session's request
+   * numbers stay without a gap, and answered with this error by every replica.
+   * A refused release (holdId > 0) still ends its hold, without its data: the
+   * client let go of it when it sent the release.
+   */
+  | { type: "refused"; code: string; message: string; holdId: number };
 
 export type OpType = Op["type"];
 
@@ -203,6 +211,7 @@ const OP_CODES: Record<OpType, number> = {
   cancel: 7,
   expire_session: 8,
   checkpoint: 9,
+  refused: 10,
 };
 const OP_BY_CODE = invert(OP_CODES);
 
@@ -327,6 +336,8 @@ export function opSize(op: Op): number {
       return 1 + 8;
     case "checkpoint":
       return 1;
+    case "refused":
+      return 1 + sizeOf.str(op.code) + sizeOf.str(op.message) + 8;
   }
 }
 
@@ -359,6 +370,9 @@ export function writeOp(writer: Writer, op: Op): void {
       return;
     case "checkpoint":
       return;
+    case "refused":
+      writer.str(op.code).str(op.message).u53(op.holdId);
+      return;
   }
 }
 
@@ -389,6 +403,8 @@ export function readOp(reader: Reader): Op {
       return { type, session: reader.u53() };
     case "checkpoint":
       return { type };
+    case "refused":
+      return { type, code: reader.str(), message: reader.str(), holdId: reader.u53() };
   }
 }
 

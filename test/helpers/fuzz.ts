@@ -47,6 +47,7 @@ export const ALL_OPS: Op[] = [
   { type: "cancel", acquireReqNo: 12 },
   { type: "expire_session", session: 2 ** 52 + 5 },
   { type: "checkpoint" },
+  { type: "refused", code: "ENOSPC", message: "the disk is full", holdId: 9 },
 ];
 
 export const ALL_REPLIES: Reply[] = [

@@ -1,0 +1,136 @@
+/**
+ * A full disk (issue 11): a real server on a small tmpfs. It starts without
+ * the 64 MiB spare log segment, refuses data with ENOSPC while the disk is
+ * full, serves reads and deletes meanwhile, holds back (never acknowledges)
+ * what it cannot write, leaves no partial file, and goes on by itself once
+ * space is freed. Needs root for mount(8); without it the test says so.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { PStoreError, type Store, connect } from "../src/index";
+import { type ServerProcess, pstoreCommand, removeDir, spawnChild, startServer, tempDir } from "./helpers/processes";
+
+const root = tempDir("pstore-disk-");
+const mount = spawnSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", root]);
+const mounted = mount.status === 0;
+if (!mounted) {
+  removeDir(root);
+  console.warn(`disk tests skipped: cannot mount a tmpfs (${mount.stderr?.toString().trim()}); they need root`);
+}
+
+/** Fills the disk up to the last byte with a file; returns its path. */
+function fillDisk(name: string): string {
+  const file = join(root, name);
+  const chunk = new Uint8Array(64 * 1024);
+  const fd = openSync(file, "w");
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
+  } finally {
+    closeSync(fd);
+  }
+  // Small writes can still find room in partly used blocks: fill them too.
+  const fd2 = openSync(`${file}.tail`, "w");
+  try {
+    for (;;) writeSync(fd2, new Uint8Array(512));
+  } catch {
+    // full
+  } finally {
+    closeSync(fd2);
+  }
+  return file;
+}
+
+async function code(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return "ok";
+  } catch (error) {
+    if (error instanceof PStoreError) return error.code;
+    throw error;
+  }
+}
+
+describe.if(mounted)("a full disk", () => {
+  let server: ServerProcess;
+  let store: Store;
+  const dataDir = join(root, "data");
+  afterAll(async () => {
+    await store?.close();
+    await server?.stop();
+    spawnSync("umount", [root]);
+    removeDir(root);
+  });
+
+  test("a disk too small for the log: a clear error, no stack trace, no partial file", async () => {
+    const small = join(root, "small");
+    mkdirSync(small);
+    const filler = fillDisk("filler-small");
+    try {
+      const child = spawnChild([...pstoreCommand(), "serve", "--listen", "127.0.0.1:0", "--data-dir", small, "--segment-size", "1MiB", "--die-with-parent"]);
+      expect(await child.proc.exited).toBe(1);
+      expect(child.stderr()).toContain("the disk is full");
+      expect(child.stderr()).not.toContain("    at ");
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      rmSync(filler);
+      rmSync(`${filler}.tail`, { force: true });
+    }
+  });
+
+  test("a 24 MiB disk: the server starts without a spare segment and serves", async () => {
+    mkdirSync(dataDir);
+    server = await startServer({ dataDir, segmentSize: "4MiB" });
+    store = await connect({ servers: server.address, connectTimeoutMs: 5000 });
+    expect(readdirSync(dataDir).sort()).toEqual(["LOCK", "config.json", "wal-0000000000000001.log"]);
+    await store.create("kept", 64 * 1024);
+    await store.create("doomed", 256 * 1024);
+    await store.withWrite("kept", (view) => view.fill(1));
+    await store.withWrite("doomed", (view) => view.fill(2));
+  });
+
+  test("full: data is refused with ENOSPC, reads and deletes are served, a checkpoint waits; freed: it all goes on", async () => {
+    const filler = fillDisk("filler");
+    await Bun.sleep(300); // the server measures free space at most every 200 ms
+    // The server keeps DISK_FREE_BYTES_MIN free: growing the data is refused at the head, with a clear error.
+    expect(await code(store.create("new", 4096))).toBe("ENOSPC");
+    const view = await store.accessReadWrite("kept");
+    view[0] = 9;
+    const refused = await store.releaseReadWrite(view).catch((error: PStoreError) => error);
+    expect(refused).toBeInstanceOf(PStoreError);
+    expect((refused as PStoreError).code).toBe("ENOSPC");
+    expect((refused as PStoreError).message).toContain("disk of server 1 is full");
+    // Reads are served, with the last released value.
+    expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(1);
+    expect((await store.list()).map((datum) => datum.name).sort()).toEqual(["doomed", "kept"]);
+    // A delete frees space in the segment: served.
+    await store.delete("doomed");
+
+    // A checkpoint must write a file: it cannot, so it is not acknowledged, and no partial file stays.
+    let checkpointed = false;
+    const checkpoint = store.checkpoint().then((result) => {
+      checkpointed = true;
+      return result;
+    });
+    await Bun.sleep(1500);
+    expect(checkpointed).toBe(false);
+    expect(readdirSync(dataDir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+    expect(server.stderr()).toContain("is full");
+
+    // Space comes back: the waiting checkpoint lands, and data is accepted again — no restart.
+    rmSync(filler);
+    rmSync(`${filler}.tail`);
+    await Bun.sleep(300);
+    const { seq } = await checkpoint;
+    expect(seq).toBeGreaterThan(0);
+    expect(server.stderr()).toContain("disk space is back");
+    await store.create("new", 4096);
+    await store.withWrite("kept", (bytes) => (bytes[0] = 7));
+    expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(7);
+    expect(server.proc.exitCode).toBeNull();
+  }, 30_000);
+});
+
