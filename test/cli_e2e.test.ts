@@ -170,8 +170,13 @@ describe("serve and a piped shell", () => {
 
     // After kill 2 the table names the servers by number, not by row.
     await cluster.kill(1, "SIGKILL");
+    // Until the others notice (a broken connection, else --suspect-ms) they may still list it in the chain.
+    let table = rows((await runCli(["status", "--servers", servers])).stdout);
+    for (const deadline = performance.now() + 10_000; table.find((row) => row[0] === "2")?.[2] !== "down" && performance.now() < deadline; ) {
+      await Bun.sleep(200);
+      table = rows((await runCli(["status", "--servers", servers])).stdout);
+    }
     const json = JSON.parse((await runCli(["status", "--servers", servers, "--json"])).stdout);
-    const table = rows((await runCli(["status", "--servers", servers])).stdout);
     for (const row of table) {
       const server = json.chain.find((entry: { address: string }) => entry.address === row[1]);
       expect(row[0]).toBe(String(server.id));

@@ -10,8 +10,8 @@ import { type ServerProcess, removeDir, runScript, spawnChild, startServer } fro
 let server: ServerProcess;
 const stores: Store[] = [];
 
-async function client(): Promise<Store> {
-  const store = await connect({ servers: server.address });
+async function client(sessionTimeoutMs?: number): Promise<Store> {
+  const store = await connect({ servers: server.address, sessionTimeoutMs });
   stores.push(store);
   return store;
 }
@@ -166,7 +166,8 @@ describe("sessions", () => {
 
 describe("pages on the wire", () => {
   test("1 changed byte in a 64 MiB datum ships 1 page; re-acquiring unchanged data transfers none", async () => {
-    const [a, b] = [await client(), await client()];
+    // Sessions outlive a 64 MiB copy on a loaded machine (the server's 1 s default here is for the expiry tests).
+    const [a, b] = [await client(10_000), await client(10_000)];
     await a.create("big", 64 * 1024 * 1024);
     const first = await a.accessReadWrite("big");
     const before = a.stats();

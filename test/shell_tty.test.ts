@@ -320,12 +320,14 @@ describe("shell on a terminal through an outage", () => {
       await tty.type("create compteur 4\r");
       await tty.type("write compteur i32 1035\r");
       await tty.type("create kept 4\r");
+      await tty.type("create fresh 4\r");
       await tty.type("acquire-read kept\r");
       await tty.waitFor("pstore [kept:r]> ");
 
       await cluster.stop();
       let mark = tty.screen().length;
-      await tty.type("read compteur i32\r");
+      // A datum this shell never held: no cached grant can serve it, the cluster must.
+      await tty.type("read fresh i32\r");
       // It waits for the chain, not for a holder, and says so.
       await tty.waitFor(/waiting for the cluster: no chain reachable for \d+\.\d s… \(Ctrl-C cancels\)/, mark);
       expect(tty.screen().slice(mark)).not.toContain("waiting for a read hold");
