@@ -41,7 +41,7 @@ export default defineCommand({
     if (!/^\d+$/.test(args["base-port"]) || basePort < 1 || basePort + count - 1 > 65535) {
       throw new UsageError(`--base-port: "${args["base-port"]}" must be a port from 1 to ${65536 - count} for ${count} servers`);
     }
-    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("local");
+    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag("local");
     const { LocalCluster } = await import("./cluster.ts");
     const cluster = new LocalCluster({
       count,

@@ -51,7 +51,7 @@ export default defineCommand({
     checkReadable(args["tls-ca"], "--tls-ca");
     const secret = args.secret ?? (process.env.PSTORE_SECRET || undefined);
     const interactive = process.stdin.isTTY === true;
-    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet }).withTag("shell");
+    const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag("shell");
 
     const stopController = new AbortController();
     const onSignal = () => stopController.abort();
