@@ -78,6 +78,7 @@ const OPEN: [number, Options, string][] = [
   [77003092, { disks: true, partitions: true, quorum: "majority" }, "the same shape, 5 servers: 17@258 acknowledged over 17@193 held by three live servers"],
   [97001306, { disks: true, partitions: true, quorum: "majority" }, "a one-server chain [2] acknowledges 44@258 where 44@65 was acknowledged and is held by live servers 1 and 3"],
   [86001083, { partitions: true, quorum: "majority" }, "liveness: 40 s after the faults a client still waits on a queued acquire that no queue holds any more (cause not found)"],
+  [115006055, { disks: true, quorum: "majority" }, "invariant 2: in epoch 129 [1,2,3] an empty server 1 heads server 2, which has six updates (cause not found; 1 in 14,000 seeds of that mode)"],
   [93000179, { disks: true, freeCrashes: true }, "default mode: a one-server chain [3] acknowledges 33@323 over an acknowledged 33@129 held by live server 2 and server 1's disk"],
   [93001118, { disks: true, freeCrashes: true }, "default mode: chain [3,2] acknowledges 28@194 over an acknowledged 28@449 held by live server 1"],
   [53004585, { disks: true, freeCrashes: true }, "default mode, a partition in effect though no --partitions: server 1, cut from 2 (then paused) and with 3 crashed, removed both and acknowledged alone, then crashed; 2 resumed in the old configuration and served without 1's updates. A default-mode chain cannot tell a removed peer from a dead one (--quorum majority is the answer); 1 seed in 5,000 of --disks --free-crashes"],
