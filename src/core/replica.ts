@@ -340,7 +340,7 @@ export class Replica {
         if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates, message.prevEpoch);
         break;
       case "snapshot":
-        if (this.pulling?.from === message.from && message.epoch === this.config.epoch && this.isHead) this.takeOver(message);
+        if (this.pulling?.from === message.from && message.epoch === this.config.epoch && this.isHead) this.endPull(message.seq > this.state.appliedSeq ? message : null);
         else if (this.acceptsFrom(message.from, message.epoch)) this.onSnapshot(message);
         break;
       case "ahead":
@@ -511,12 +511,8 @@ export class Replica {
     this.send(message.from, { type: "pull", from: this.selfId, epoch: this.config.epoch, baseSeq: message.baseSeq });
   }
 
-  private takeOver(message: Extract<PeerMessage, { type: "snapshot" }>): void {
-    this.endPull(message.seq > this.state.appliedSeq ? message : null);
-  }
-
   /** Stops pulling (with the state pulled, if any) and handles the requests that waited. */
-  private endPull(pulled: Extract<PeerMessage, { type: "snapshot" }> | null = null): void {
+  private endPull(pulled: Extract<PeerMessage, { type: "snapshot" }> | null): void {
     this.pulling = null;
     if (pulled) {
       this.installSnapshot(pulled.bytes, pulled.seq, pulled.lastEpoch);
@@ -772,7 +768,7 @@ export class Replica {
     if (this.isHead && this.hasQuorum && !this.pulling) this.expireSilentSessions();
     if (this.pulling && this.nowMs - this.pulling.sinceMs > this.options.suspectMs) {
       this.out.push({ kind: "note", text: `server ${this.pulling.from} did not send its state: sequencing again` });
-      this.endPull();
+      this.endPull(null);
     }
     this.noteMinority();
     if (this.isIssuer() && !this.proposal) {
