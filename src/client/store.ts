@@ -4,6 +4,7 @@
  * pages (read-only; under a write hold the first write to a page marks it
  * dirty); a write release ships the dirty pages only.
  */
+import { present } from "../assert";
 import { readFileSync } from "node:fs";
 import { DEFAULT_SERVERS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
@@ -73,7 +74,7 @@ class ClientStore implements Store {
 
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
-    const geometry = this.cluster.geometry!;
+    const geometry = present(this.cluster.geometry, "a connected cluster knows its geometry");
     this.segment = MappedSegment.map(geometry.segmentSize, geometry.pageSize);
     let timeoutMs: number;
     try {

@@ -4,6 +4,7 @@
  * of every datum follow raw, with their sequence numbers. Free pages are not
  * sent: they are zeros until a create stamps them.
  */
+import { present } from "../assert";
 import type { Reply } from "../wire/messages";
 import { PageAllocator, type PageRun } from "./allocator";
 import { type Datum, type Hold, type Session, StoreState } from "./state";
@@ -104,8 +105,8 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
   }
   for (const hold of meta.holds) {
     state.holds.set(hold.id, hold);
-    state.data.get(hold.name)!.holders.push(hold);
-    state.sessions.get(hold.session)!.holds.add(hold.id);
+    present(state.data.get(hold.name), `snapshot: hold ${hold.id} on unknown datum ${hold.name}`).holders.push(hold);
+    present(state.sessions.get(hold.session), `snapshot: hold ${hold.id} of unknown session ${hold.session}`).holds.add(hold.id);
   }
   return state;
 }

@@ -3,6 +3,7 @@
  * Every replica applies the same updates in the same order and so reaches
  * the same state and grants the same holds. Pure: no I/O, clock or randomness.
  */
+import { present } from "../assert";
 import {
   DATA_COUNT_MAX,
   HOLD_IDS_PER_EPOCH,
@@ -292,7 +293,7 @@ export class StoreState {
     const hold: Hold = { id: this.nextHoldId++, session: waiter.session, name: datum.name, mode: waiter.mode, reqNo: waiter.reqNo };
     datum.holders.push(hold);
     this.holds.set(hold.id, hold);
-    this.sessions.get(waiter.session)!.holds.add(hold.id);
+    present(this.sessions.get(waiter.session), `granted waiter of unknown session ${waiter.session}`).holds.add(hold.id);
     // A cached version newer than the datum's means the client saw a history this
     // state no longer has (writes lost in an outage): its copy is not to be trusted.
     const cacheValid =
@@ -315,8 +316,8 @@ export class StoreState {
   /** Grants the waiters at the front of the queue that the current holders allow (FIFO). */
   private grantWaiters(datum: Datum, outputs: Output[]): void {
     while (datum.queue.length > 0 && compatible(datum, datum.queue[0]!.mode)) {
-      const waiter = datum.queue.shift()!;
-      const session = this.sessions.get(waiter.session)!;
+      const waiter = present(datum.queue.shift(), "a non-empty queue has a first waiter");
+      const session = present(this.sessions.get(waiter.session), `waiter of unknown session ${waiter.session}`);
       session.waiting.delete(waiter.reqNo);
       const reply = this.grant(datum, waiter);
       session.replies.set(waiter.reqNo, reply);
@@ -329,7 +330,7 @@ export class StoreState {
     if (!hold || hold.session !== session.id) {
       return error("ESTALE", `hold ${holdId} is not a hold of this session (released, expired or never granted)`);
     }
-    const datum = this.data.get(hold.name)!;
+    const datum = present(this.data.get(hold.name), `hold ${hold.id} on unknown datum ${hold.name}`);
     if (pages.length > 0) {
       const problem = hold.mode === "read" ? "a read hold cannot ship pages" : this.pagesProblem(datum, pages);
       if (problem) return error("EINVAL", problem);
@@ -354,7 +355,7 @@ export class StoreState {
   private cancel(session: Session, acquireReqNo: number, outputs: Output[]): Reply {
     const waitingOn = session.waiting.get(acquireReqNo);
     if (waitingOn !== undefined) {
-      const datum = this.data.get(waitingOn)!;
+      const datum = present(this.data.get(waitingOn), `session waits on unknown datum ${waitingOn}`);
       datum.queue = datum.queue.filter((w) => !(w.session === session.id && w.reqNo === acquireReqNo));
       session.waiting.delete(acquireReqNo);
       session.replies.set(acquireReqNo, error("ECANCELED", "the wait was cancelled"));
@@ -367,10 +368,10 @@ export class StoreState {
     // received, so this very request's doneBelow has just made the state forget it; the
     // hold would then never be released while the session lives.
     for (const holdId of session.holds) {
-      const hold = this.holds.get(holdId)!;
+      const hold = present(this.holds.get(holdId), `session lists unknown hold ${holdId}`);
       if (hold.reqNo !== acquireReqNo) continue;
       this.dropHold(hold);
-      this.grantWaiters(this.data.get(hold.name)!, outputs);
+      this.grantWaiters(present(this.data.get(hold.name), `hold ${hold.id} on unknown datum ${hold.name}`), outputs);
       return { type: "ok" };
     }
     // Not applied yet (its copy was refused, EUNAVAILABLE, or is still on its way): the acquire
@@ -383,7 +384,7 @@ export class StoreState {
   }
 
   private dropHold(hold: Hold): void {
-    const datum = this.data.get(hold.name)!;
+    const datum = present(this.data.get(hold.name), `hold ${hold.id} on unknown datum ${hold.name}`);
     datum.holders = datum.holders.filter((h) => h.id !== hold.id);
     this.holds.delete(hold.id);
     this.sessions.get(hold.session)?.holds.delete(hold.id);
@@ -395,17 +396,17 @@ export class StoreState {
     if (!session) return;
     const touched = new Set<string>();
     for (const holdId of session.holds) {
-      const hold = this.holds.get(holdId)!;
+      const hold = present(this.holds.get(holdId), `session lists unknown hold ${holdId}`);
       touched.add(hold.name);
       this.dropHold(hold);
     }
     for (const [reqNo, name] of session.waiting) {
-      const datum = this.data.get(name)!;
+      const datum = present(this.data.get(name), `unknown datum ${name}`);
       datum.queue = datum.queue.filter((w) => !(w.session === id && w.reqNo === reqNo));
       touched.add(name);
     }
     this.sessions.delete(id);
-    for (const name of touched) this.grantWaiters(this.data.get(name)!, outputs);
+    for (const name of touched) this.grantWaiters(present(this.data.get(name), `unknown datum ${name}`), outputs);
   }
 
   // ---- reads of committed state (served by the tail) ----
