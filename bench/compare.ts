@@ -33,7 +33,8 @@ import {
 } from "../src/bench/index.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { connect } from "../src/index.ts";
-import { etcdCycle, type PeerResult, redisContended, redisCycle, redisLarge } from "./peers.ts";
+import { measureBulk, measurePasses } from "./floor.ts";
+import { etcdCycle, type PeerResult, redisContended, redisCycle, redisGet, redisLarge } from "./peers.ts";
 import { type EtcdGroup, Processes, type RedisGroup, startEtcd, startRedis } from "./services.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -87,7 +88,7 @@ function usage(problem: string | null): never {
 
 // ---- what is measured ----
 
-type System = "pstore" | "redis" | "etcd";
+type System = "pstore" | "redis" | "etcd" | "floor";
 
 /** One measurement's numbers, whatever the system. */
 interface Measured {
@@ -185,12 +186,36 @@ function cellGroups(env: Env): Cell[][] {
   const run = (clients: number, size = SIZE, budgetMs = cellMs) => ({ clients, size, budget: { durationMs: budgetMs }, warmupMs });
   const redisOff = () => need(env.redis.off, "redis").primaryPort;
   const redisAlways = () => need(env.redis.always, "redis").primaryPort;
+  const floorPass = (size: number) => async (): Promise<Measured> => {
+    const latency_us = await measurePasses(size, cellMs, warmupMs);
+    return { ops_per_s: 1e6 / latency_us.mean, latency_us, extra: {} };
+  };
   const groups: Cell[][] = [
+    [
+      { key: "floor.pass32", system: "floor", title: "floor: 32 B through 3 bare Bun relays", command: "bun bench/floor.ts", run: floorPass(32) },
+      { key: "floor.pass4k", system: "floor", title: "floor: 4 KiB through 3 bare Bun relays", command: "bun bench/floor.ts", run: floorPass(SIZE) },
+      {
+        key: "floor.bulk",
+        system: "floor",
+        title: "floor: 256 MiB from one Bun process to another",
+        command: "bun bench/floor.ts",
+        run: async () => {
+          const mbPerS = await measureBulk();
+          // A throughput, no latency: NaN prints as "-".
+          const none = { p50: Number.NaN, p90: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
+          return { ops_per_s: Number.NaN, latency_us: none, extra: { bulk_mb_per_s: mbPerS } };
+        },
+      },
+    ],
     [
       pstoreCell(env, "pstore.cycle1.off", "cycle, 1 client, 4 KiB, --fsync off", "off", { workload: "cycle", clients: 1, size: SIZE }),
       peerCell("redis.cycle1.off", "redis", "Redis cycle, 1 client, no persistence", "SET lock NX PX; GET; SET 4 KiB; WAIT 2 0; DEL", (signal) =>
         redisCycle(redisOff(), { ...run(1), signal }, runPrefix()),
       ),
+    ],
+    [
+      pstoreCell(env, "pstore.read1.off", "read, 1 client, 4 KiB unchanged, --fsync off", "off", { workload: "read", clients: 1, size: SIZE }),
+      peerCell("redis.get1", "redis", "Redis GET 4 KiB, 1 client", "GET <4 KiB value>", (signal) => redisGet(redisOff(), { ...run(1), signal }, runPrefix())),
     ],
     [
       pstoreCell(env, "pstore.cycle8.off", "cycle, 8 clients, distinct data, --fsync off", "off", { workload: "cycle", clients: 8, size: SIZE }),
@@ -255,7 +280,33 @@ const p50 = (m: Measured | undefined) => (m ? m.latency_us.p50 : null);
 const ops = (m: Measured | undefined) => (m ? m.ops_per_s : null);
 const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
 
+const extraP50 = (m: Measured | undefined, key: string) => (m ? ((m.extra[key] as LatencySummary | undefined)?.p50 ?? null) : null);
+
 const GOALS: Goal[] = [
+  {
+    text: "pass: a 4 KiB write release (client → head → … → tail → client)",
+    target: "≤ 1.3× the floor",
+    unit: "x",
+    how: "p50 releaseReadWrite in the 1-client cycle / p50 of 4 KiB through 3 bare relays",
+    value: (r) => ratio(extraP50(r.get("pstore.cycle1.off"), "release_us"), p50(r.get("floor.pass4k"))),
+    met: (v) => v <= 1.3,
+  },
+  {
+    text: "pass: an acquire through the chain",
+    target: "≤ 1.3× the floor",
+    unit: "x",
+    how: "p50 accessReadWrite in the 1-client cycle / p50 of 32 B through 3 bare relays",
+    value: (r) => ratio(extraP50(r.get("pstore.cycle1.off"), "access_us"), p50(r.get("floor.pass32"))),
+    met: (v) => v <= 1.3,
+  },
+  {
+    text: "large: whole 64 MiB rewrite vs the bulk loopback floor",
+    target: "≥ 0.25× the floor",
+    unit: "x",
+    how: "pstore MB/s / one Bun process writing to another, MB/s",
+    value: (r) => ratio((r.get("pstore.large.off")?.extra.rewrite_mb_per_s as number) ?? null, (r.get("floor.bulk")?.extra.bulk_mb_per_s as number) ?? null),
+    met: (v) => v >= 0.25,
+  },
   {
     text: "cycle, 4 KiB, 1 client, no persistence",
     target: "≤ 0.5× Redis",
@@ -263,6 +314,14 @@ const GOALS: Goal[] = [
     how: "pstore p50 / Redis p50 (latency)",
     value: (r) => ratio(p50(r.get("pstore.cycle1.off")), p50(r.get("redis.cycle1.off"))),
     met: (v) => v <= 0.5,
+  },
+  {
+    text: "read, 4 KiB, 1 client, unchanged datum",
+    target: "≥ 10× Redis GET",
+    unit: "x",
+    how: "pstore reads/s / Redis GETs/s",
+    value: (r) => ratio(ops(r.get("pstore.read1.off")), ops(r.get("redis.get1"))),
+    met: (v) => v >= 10,
   },
   {
     text: "cycle, 8 clients on distinct data",
@@ -369,6 +428,11 @@ function describe(m: Measured | Error): string {
   if (m instanceof Error) return `FAILED: ${m.message.split("\n")[0]}`;
   const parts = [`${fmt(m.ops_per_s)} ops/s`, `p50 ${fmt(m.latency_us.p50)} µs`, `p99 ${fmt(m.latency_us.p99)} µs`];
   if (m.extra.rewrite_mb_per_s !== undefined) parts.push(`${m.extra.rewrite_mb_per_s} MB/s`);
+  if (m.extra.bulk_mb_per_s !== undefined) parts.push(`${m.extra.bulk_mb_per_s} MB/s`);
+  for (const half of ["access_us", "release_us"] as const) {
+    const summary = m.extra[half] as LatencySummary | undefined;
+    if (summary) parts.push(`${half.replace("_us", "")} p50 ${fmt(summary.p50)} µs`);
+  }
   if (m.extra.release_ratio !== undefined) parts.push(`1-byte/4 KiB release x${m.extra.release_ratio}`);
   if (m.extra.gap_ms !== undefined) parts.push(`gap ${m.extra.gap_ms} ms`);
   return parts.join(", ");
@@ -481,6 +545,9 @@ function cellMedians(report: Report, cell: Cell) {
     p99: pick((m) => m.latency_us.p99),
     extra: [
       ["rewrite MB/s", pick((m) => m.extra.rewrite_mb_per_s as number | undefined)],
+      ["MB/s", pick((m) => m.extra.bulk_mb_per_s as number | undefined)],
+      ["access p50 µs", pick((m) => (m.extra.access_us as LatencySummary | undefined)?.p50)],
+      ["release p50 µs", pick((m) => (m.extra.release_us as LatencySummary | undefined)?.p50)],
       ["1-byte change release p50 µs", pick((m) => (m.extra.release_1byte_us as LatencySummary | undefined)?.p50)],
       ["4 KiB release p50 µs", pick((m) => (m.extra.release_4k_us as LatencySummary | undefined)?.p50)],
       ["gap ms", pick((m) => (m.extra.gap_ms as number | null | undefined) ?? undefined)],
@@ -531,7 +598,7 @@ function markdown(report: Report, notes: string): string {
   out.push("| | |", "|---|---|");
   for (const [key, value] of Object.entries(machine)) out.push(`| ${key} | ${value} |`);
   out.push("");
-  out.push("## Goals (issue 5, item 3)");
+  out.push("## Goals (issues 12 and 13)");
   out.push("");
   out.push("| goal | target | measured | met | per round | what |", "|---|---|---|---|---|---|");
   for (const row of rows) {

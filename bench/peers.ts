@@ -9,6 +9,7 @@
  *                      blpop  BLPOP token (blocks), GET, SET, WAIT 2 0, RPUSH token
  *                      setnx  SET lock NX PX retried at once (spinning), GET, SET, WAIT 2 0, DEL
  *   Redis large      SET of a 64 MiB value + WAIT 2 0
+ *   Redis get        GET of a 4 KiB value (the read workload's peer: a plain read, no lock)
  *   etcd cycle       Lock (with a lease per client), Range, Put, Unlock
  *
  * WAIT 2 0 makes each write reach both replicas before the next step, as a
@@ -64,6 +65,26 @@ async function _wait(client: RespClient): Promise<void> {
 
 async function _lockNx(client: RespClient, key: string, token: string): Promise<void> {
   while ((await client.command("SET", key, token, "NX", "PX", LOCK_TTL_MS)) !== "OK");
+}
+
+export async function redisGet(port: number, run: PeerRun, prefix: string): Promise<PeerResult> {
+  const clients = await _connections(port, run.clients);
+  try {
+    await Promise.all(clients.map((client, index) => client.command("SET", `${prefix}read-${index}`, new Uint8Array(run.size).fill(index + 1))));
+    const result = await runLoop({
+      clients: run.clients,
+      budget: run.budget,
+      warmupMs: run.warmupMs,
+      signal: run.signal,
+      op: async (index) => {
+        const value = await clients[index]!.command("GET", `${prefix}read-${index}`);
+        if (value === null) throw new Error("redis GET found no value");
+      },
+    });
+    return _result(result, run.clients, run.size);
+  } finally {
+    for (const client of clients) client.close();
+  }
 }
 
 export async function redisCycle(port: number, run: PeerRun, prefix: string): Promise<PeerResult> {

@@ -52,9 +52,15 @@ export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 
 /** 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
+/** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */
+export const EPOCH_RUNS_MAX = 4096;
+/** Client requests a head keeps while it takes over a longer history (src/core/replica.ts); past it, they wait for their resend. */
+export const REQUESTS_DEFERRED_MAX = 4096;
+/** A checkpoint is written from the frozen pages in blocks of at most this many bytes (src/core/snapshot.ts). */
+export const SNAPSHOT_BLOCK_BYTES = 1024 * 1024;
 
 /** setTimeout overflows above 2^31-1 ms (about 24.8 days): the largest duration a flag takes. */
 export const TIMER_MS_MAX = 2 ** 31 - 1;
@@ -103,6 +109,7 @@ function checkLimits(): void {
     [(2 ** 53) / HOLD_IDS_PER_EPOCH >= 2 ** 24, "hold ids of many epochs stay exact integers"],
     [COALESCE_BYTES_MAX <= LINK_QUEUED_BYTES_MAX, "a coalesced write is within the queue"],
     [FORWARD_BATCH_MAX > 0 && RETAINED_UPDATES_MAX >= FORWARD_BATCH_MAX, "a forward batch is within what is retained"],
+    [SNAPSHOT_BLOCK_BYTES % PAGE_SIZE === 0, "a checkpoint block is whole pages"],
   ];
   for (const [holds, relation] of relations) {
     if (!holds) throw new Error(`pstore limits are inconsistent: ${relation} (src/constants.ts)`);

@@ -8,6 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update } from "../src/core";
+import { EpochHistory } from "../src/core/epochs";
 import type { Action } from "../src/core/replica";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
 
@@ -822,15 +823,30 @@ describe("deduplication", () => {
     expect(observable(d.state)).toEqual(before);
   });
 
-  test("a waiting acquire survives doneBelow and its grant is still delivered and stored", () => {
+  test("a waiting acquire stays below the lowest request its client still waits on, and its grant is delivered and stored", () => {
     const d = withDatum();
     const w = d.hold(1, "d", "write");
     const a = d.acquire(2, "d", "read");
-    d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo + 1);
+    // The client still waits on the acquire: its doneBelow stays at it (src/client: the lowest pending request).
+    d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo);
     expect(d.state.sessions.get(2)!.replies.get(a.reqNo)).toBeNull();
     const granted = replyTo(d.release(1, w).outputs, 2, a.reqNo);
     expect(granted).toMatchObject({ type: "granted" });
     expect(d.state.sessions.get(2)!.replies.get(a.reqNo)).toEqual(granted!);
+  });
+
+  test("a waiting acquire its client counts as done (its grant was lost with a whole-cluster crash) is withdrawn, and the next waiter goes", () => {
+    const d = withDatum();
+    const w = d.hold(1, "d", "write");
+    const a = d.acquire(2, "d", "write");
+    const b = d.acquire(3, "d", "read");
+    // Session 2 confirms everything up to its acquire: it had a grant this history lost.
+    const next = d.send(2, { type: "create", name: "y", size: 1 }, a.reqNo + 1);
+    expect(d.state.sessions.get(2)!.waiting.size).toBe(0);
+    expect(next.outputs.filter((o) => o.session === 2 && o.reqNo === a.reqNo)).toEqual([]);
+    // The writer's release now grants the reader that waited behind the withdrawn acquire.
+    expect(replyTo(d.release(1, w).outputs, 3, b.reqNo)).toMatchObject({ type: "granted", mode: "read" });
+    expect([...d.state.holds.values()].some((hold) => hold.session === 2)).toBe(false);
   });
 
   test("with doneBelow a session runs forever; without it, the in-flight limit stops it", () => {
@@ -1362,4 +1378,61 @@ describe("replicas fed the same updates", () => {
       expect(stats.expiries).toBeGreaterThan(0);
     });
   }
+});
+
+describe("a history is never taken back", () => {
+  /** Updates 1..n of session 5 creating datum `d<seq>`, in `epoch`. */
+  function updates(from: number, to: number, epoch: number): Update[] {
+    const out: Update[] = [];
+    for (let seq = from; seq <= to; seq++) {
+      const op: Op = seq === 1 ? { type: "open_session", timeoutMs: 60_000 } : { type: "create", name: `d${seq}`, size: 1 };
+      out.push({ seq, epoch, session: 5, reqNo: seq, doneBelow: 0, op });
+    }
+    return out;
+  }
+
+  function replicaWith(selfId: number, history: Update[], config: { epoch: number; chain: number[] }): Replica {
+    const state = new StoreState(16 * PS, PS);
+    const epochs = new EpochHistory(0, 0);
+    for (const update of history) {
+      state.apply(update);
+      epochs.note(update.seq, update.epoch);
+    }
+    const lastEpoch = history.at(-1)?.epoch ?? 0;
+    return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS }, state, lastEpoch, config, undefined, epochs);
+  }
+
+  test("a joiner whose history holds the chain's and more is not sent back: the head takes its state", () => {
+    // Server 2 acknowledged seqs 4-5 alone in epoch 129 (two chains after a cut, default mode);
+    // server 1 serves a chain that never went past seq 3.
+    const common = updates(1, 3, 65);
+    const head = replicaWith(1, common, { epoch: 65, chain: [1] });
+    const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] });
+    const byId = new Map([[1, head], [2, joiner]]);
+    const installs: [number, number][] = [];
+    let now = 0;
+    const run = (id: number, actions: Action[]) => {
+      const queue: [number, Action[]][] = [[id, actions]];
+      while (queue.length > 0) {
+        const [from, batch] = queue.shift()!;
+        for (const action of batch) {
+          if (action.kind === "install") installs.push([from, action.seq]);
+          if (action.kind === "send") queue.push([action.to, byId.get(action.to)!.onPeerMessage(action.message, now)]);
+        }
+      }
+    };
+    // Server 1 serves alone first (server 2 is cut off: what is sent to it is lost).
+    for (now = 0; now <= 3000 && !head.isHead; now += 50) head.onTick(now);
+    expect(head.config.chain).toEqual([1]);
+    for (; now <= 8000 && !(joiner.status === "member" && head.state.appliedSeq === 5); now += 50) {
+      run(1, head.onTick(now));
+      run(2, joiner.onTick(now));
+    }
+    expect(installs.filter(([id]) => id === 2).every(([, seq]) => seq >= 5)).toBe(true);
+    expect(head.state.appliedSeq).toBe(5);
+    expect(head.lastEpoch).toBe(129);
+    expect([...head.state.data.keys()].sort()).toEqual(["d2", "d3", "d4", "d5"]);
+    expect(joiner.status).toBe("member");
+    expect(head.config.chain).toEqual([1, 2]);
+  });
 });

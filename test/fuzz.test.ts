@@ -193,8 +193,9 @@ async function freePort(): Promise<number> {
 
 /**
  * A server whose --peers names a second server that never runs: a "server"
- * hello with id 2 is then one a real peer would send. It serves alone once
- * it stops waiting for that peer (--suspect-ms).
+ * hello with id 2 is then one a real peer would send. A new cluster waits for
+ * every server of --peers before it forms a chain; --force-boot lets it serve
+ * alone once it stops waiting for that peer (--suspect-ms).
  */
 async function startFuzzServer(name: FuzzServer["name"], secret: string | undefined): Promise<FuzzServer> {
   const [port, ghost] = [await freePort(), await freePort()];
@@ -216,6 +217,7 @@ async function startFuzzServer(name: FuzzServer["name"], secret: string | undefi
       "off",
       "--suspect-ms",
       "500",
+      "--force-boot",
       "--die-with-parent",
     ],
     secret === undefined ? {} : { PSTORE_SECRET: secret },
@@ -659,7 +661,7 @@ describe("live servers", () => {
   test("the corpus covers every message type, client and server", () => {
     const types = new Set(CORPUS.map((frame) => frame[4]!));
     for (const type of Object.values(MessageType)) expect(types.has(type)).toBe(true);
-    for (let type = 20; type <= 28; type++) expect(types.has(type)).toBe(true);
+    for (let type = 20; type <= 35; type++) expect(types.has(type)).toBe(true);
     expect(frameOf(1, new Uint8Array(0)).length).toBe(FRAME_HEADER_BYTES);
   });
 });

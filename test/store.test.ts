@@ -7,6 +7,7 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StoreState, encodeSnapshot } from "../src/core";
 import { Durability, RecoveryError, WAL_HEADER_BYTES, listCheckpoints, listSegments, recover } from "../src/store";
+import { readCheckpoint } from "../src/store/checkpoint";
 import type { Op, Update } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
 
@@ -247,6 +248,10 @@ describe("checkpoints", () => {
       expect(listSegments(dir).at(-1)!.firstSeq).toBe(seq + 1);
       const info = (await written)!;
       expect(info.seq).toBe(seq);
+      // The file holds the state at seq, although "a" was rewritten while it was written
+      // (the checkpoint reads the pages frozen at seq; the store copied the chunk it wrote).
+      expect(valueOf(readCheckpoint(info.file).state, "a")).toBe(1);
+      expect(valueOf(writer.state, "a")).toBe(2);
       expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
       // The dropped segment is recycled as the next one (its pages are still in the page cache).
       expect(readdirSync(dir)).toContain("wal-spare.tmp");

@@ -164,9 +164,9 @@ describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
     const expected = hex(`
       2a 00 00 00 | 01  # length 42, type hello
       50 53 54 52  # magic "PSTR"
-      02 00 | 01 | 00 00  # version 2, role client, sender 0
+      03 00 | 01 | 00 00  # version 3, role client, sender 0
       ${"ab ".repeat(32)} # the client's nonce`);
-    expect(PROTOCOL_VERSION).toBe(2);
+    expect(PROTOCOL_VERSION).toBe(3);
     expect(toHex(encodeMessage(HELLO_CLIENT))).toBe(toHex(expected));
     expect(decodeFrame(expected)).toEqual(HELLO_CLIENT);
   });

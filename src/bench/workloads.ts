@@ -96,19 +96,37 @@ function _ownData(target: BenchTarget, spec: WorkloadSpec, hooks: RunHooks, kind
       // Something to read: fill each datum once.
       await Promise.all(stores.map((store, i) => store.withWrite(names[i]!, (view) => view.fill(i + 1))));
     }
-    const op = kind === "cycle" ? cycleOp(stores, names) : readOp(stores, names);
+    // A cycle's two halves apart: each is one chain pass, compared with the relay floor (bench/floor.ts).
+    const phases = kind === "cycle" ? { access: new LatencyRecorder(), release: new LatencyRecorder() } : undefined;
+    const op = kind === "cycle" ? cycleOp(stores, names, phases) : readOp(stores, names);
     const run = await runLoop({ ...loopBase(spec, hooks, kind), op });
-    return resultOf(spec.workload, spec.clients, spec.size, run);
+    const result = resultOf(spec.workload, spec.clients, spec.size, run);
+    if (phases) Object.assign(result, { access_us: phases.access.summary(), release_us: phases.release.summary() });
+    return result;
   });
 }
 
-/** accessReadWrite, rewrite every byte, releaseReadWrite (which ships every page). */
-export function cycleOp(stores: Store[], names: string[]): (client: number, iteration: number) => Promise<void> {
-  return async (client, iteration) => {
+/**
+ * accessReadWrite, rewrite every byte, releaseReadWrite (which ships every
+ * page); with `phases`, each half's latency is recorded once measuring.
+ */
+export function cycleOp(
+  stores: Store[],
+  names: string[],
+  phases?: { access: LatencyRecorder; release: LatencyRecorder },
+): (client: number, iteration: number, measuring?: boolean) => Promise<void> {
+  return async (client, iteration, measuring) => {
     const store = stores[client]!;
+    const t0 = performance.now();
     const view = await store.accessReadWrite(names[client]!);
+    const t1 = performance.now();
     view.fill(iteration & 0xff);
+    const t2 = performance.now();
     await store.releaseReadWrite(view);
+    if (phases && measuring) {
+      phases.access.add((t1 - t0) * 1000);
+      phases.release.add((performance.now() - t2) * 1000);
+    }
   };
 }
 

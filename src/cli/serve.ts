@@ -92,6 +92,11 @@ export default defineCommand({
     "tls-cert": { type: "string", valueHint: "file", description: "Serve TLS with this certificate (PEM; its names must include the address clients dial)" },
     "tls-key": { type: "string", valueHint: "file", description: "The certificate's private key (PEM)" },
     "tls-ca": { type: "string", valueHint: "file", description: "Dial peers with TLS, checking their certificates against this CA (PEM)" },
+    "force-boot": {
+      type: "boolean",
+      description:
+        "After a total outage whose other servers are gone for good: form a chain from the servers that answer without waiting for the others. MAY LOSE DATA: what only the missing servers hold (the server logs which servers and from which seq)",
+    },
     "die-with-parent": { type: "boolean", description: "Exit when the parent process dies (used by pstore local and tests)" },
     ...logArgs,
   },
@@ -125,6 +130,7 @@ export default defineCommand({
       heartbeatMs,
       suspectMs,
       quorum: args.quorum as "none" | "majority",
+      forceBoot: args["force-boot"] === true,
       fsync: args.fsync as FsyncMode,
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),

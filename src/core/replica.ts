@@ -9,11 +9,12 @@
  * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
 import { present } from "../assert";
-import { FORWARD_BATCH_MAX } from "../constants";
-import type { AcceptedProposal, PeerMessage, ReplicaStatus, Request, Update } from "../wire";
+import { FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
+import { type AcceptedProposal, PREV_EPOCH_UNKNOWN, type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
+import { EpochHistory } from "./epochs";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot";
 import type { Output, StoreState } from "./state";
 
@@ -48,6 +49,11 @@ export interface ReplicaOptions {
    * the two sides of a partition never both acknowledge writes.
    */
   quorum?: "none" | "majority";
+  /**
+   * The operator's override after a total outage whose servers are gone for good: form a
+   * chain from the servers heard, without waiting for the others, losing what only they hold.
+   */
+  forceBoot?: boolean;
 }
 
 /**
@@ -111,6 +117,13 @@ export class Replica {
   ackedSeq = 0;
   readonly peerViews = new Map<number, PeerView>();
   private retained: RetainedLog;
+  /** The epoch of each update of our history, as far back as known (restarts included). */
+  private epochs: EpochHistory;
+  /** As head: a server whose history holds ours and more sends us its state; we sequence nothing meanwhile. */
+  private pulling: { from: number; sinceMs: number } | null = null;
+  /** Requests that arrived while pulling, handled once the state came (or the pull was given up). */
+  private deferred: Request[] = [];
+  private lastAheadMs = -Infinity;
   private down: Downstream | null = null;
   /** The server whose forwards this one accepts. */
   private upstream: number | null = null;
@@ -129,6 +142,8 @@ export class Replica {
   /** Servers of the last chain a booting server waits for (noted when it changes). */
   private bootWaitingFor = "";
   private bootStartMs = 0;
+  /** Servers that may hold acknowledged updates we lack, learnt while booting: form no chain without them. */
+  private readonly bootRequired = new Set<number>();
   private lastHeartbeatMs = -Infinity;
   private lastJoinMs = -Infinity;
   private out: Action[] = [];
@@ -151,7 +166,10 @@ export class Replica {
     lastConfig: ChainConfig = NO_CONFIG,
     /** From disk (--quorum majority): what this server promised and accepted. */
     lastVote: Vote = NO_VOTE,
+    /** From disk: the epochs of the recovered history (the checkpoint's, then the replayed log's). */
+    epochs: EpochHistory = new EpochHistory(state.appliedSeq, lastEpoch),
   ) {
+    this.epochs = epochs;
     this.lastEpoch = lastEpoch;
     this.config = lastConfig;
     this.vote = lastVote;
@@ -194,7 +212,12 @@ export class Replica {
 
   /** A client request; only the head sequences (the server redirects the others). */
   onRequest(request: Request): Action[] {
-    if (!this.isHead) return this.finish();
+    this.handleRequest(request);
+    return this.finish();
+  }
+
+  private handleRequest(request: Request): void {
+    if (!this.isHead) return;
     this.monitor.heard(request.session);
     const session = this.state.sessions.get(request.session);
     const stored: Output[] = [];
@@ -202,25 +225,29 @@ export class Replica {
       // Applied already (checked before the quorum: a resent release must not look failed);
       // the tail delivers (or re-delivers on subscribe) its reply.
       if (this.isTail) for (const output of stored) this.out.push({ kind: "reply", output });
-      return this.finish();
+      return;
+    }
+    if (this.pulling) {
+      // Sequenced now, it would fork our history from the one we are taking over.
+      if (this.deferred.length < REQUESTS_DEFERRED_MAX) this.deferred.push(request);
+      return;
     }
     if (!this.hasQuorum) {
       // A minority chain (--quorum majority) acknowledges nothing: the other side may serve.
       const message = `no majority: ${this.liveInChain()} of ${this.options.peers.length} servers in the chain`;
       const reply = { type: "error" as const, code: "EUNAVAILABLE", message };
       this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
-      return this.finish();
+      return;
     }
     if (request.op.type !== "open_session" && !session) {
       // The head has the newest state: a session it does not know is gone.
       const reply = { type: "error" as const, code: "ESESSION", message: "the session expired or is unknown: its holds were released; reconnect" };
       this.out.push({ kind: "reply", output: { session: request.session, reqNo: request.reqNo, reply } });
-      return this.finish();
+      return;
     }
     let op = request.op;
     if (op.type === "open_session" && op.timeoutMs === 0) op = { ...op, timeoutMs: this.options.sessionTimeoutMsDefault };
     this.sequence({ seq: 0, epoch: 0, session: request.session, reqNo: request.reqNo, doneBelow: request.doneBelow, op });
-    return this.finish();
   }
 
 
@@ -233,7 +260,7 @@ export class Replica {
   onClientHeartbeat(session: number, doneBelow: number): Action[] {
     this.monitor.heard(session);
     const known = this.state.sessions.get(session);
-    if (known && this.hasQuorum && this.state.lostRequests(known, doneBelow)) {
+    if (known && this.hasQuorum && !this.pulling && this.state.lostRequests(known, doneBelow)) {
       this.sequence({ seq: 0, epoch: 0, session: 0, reqNo: 0, doneBelow: 0, op: { type: "expire_session", session } });
     }
     return this.finish();
@@ -260,6 +287,16 @@ export class Replica {
       this.bootStartMs += pausedMs;
       this.monitor.shift(pausedMs);
       this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
+      if (pausedMs > this.options.suspectMs && this.status === "member" && !this.majorityMode && this.config.chain.length > 1) {
+        // Long enough for the others to remove us and acknowledge updates without us (we
+        // would then lead a chain on a stale history: sim seed 33001083). Find the chain
+        // again as a booting server does, waiting for the servers of our last chain.
+        this.out.push({ kind: "note", text: "longer than --suspect-ms: the others may have served without us; finding the chain again" });
+        // What we heard before the pause is stale: boot on what the others say from now on.
+        this.advanceClock(nowMs);
+        this.peerViews.clear();
+        this.becomeBooting();
+      }
     }
     this.lastTickMs = nowMs;
     this.advanceClock(nowMs);
@@ -291,13 +328,22 @@ export class Replica {
         }
         break;
       case "forward":
-        if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates);
+        if (this.acceptsFrom(message.from, message.epoch)) this.onForward(message.updates, message.prevEpoch);
         break;
       case "snapshot":
-        if (this.acceptsFrom(message.from, message.epoch)) this.installSnapshot(message.bytes, message.seq, message.lastEpoch);
+        if (this.pulling?.from === message.from && message.epoch === this.config.epoch && this.isHead) this.takeOver(message);
+        else if (this.acceptsFrom(message.from, message.epoch)) this.onSnapshot(message);
+        break;
+      case "ahead":
+        this.onAhead(message);
+        break;
+      case "pull":
+        if (message.epoch === this.config.epoch && message.from === this.config.chain[0] && this.state.appliedSeq > message.baseSeq) {
+          this.send(message.from, this.snapshotMessage());
+        }
         break;
       case "ack":
-        if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq);
+        if (message.epoch === this.config.epoch && this.down?.id === message.from) this.onAck(message.from, message.seq, message.seqEpoch);
         break;
       case "join":
         this.onJoin(message.from, message.appliedSeq, message.lastEpoch);
@@ -357,6 +403,7 @@ export class Replica {
     const outputs = this.state.apply(update);
     this.lastEpoch = update.epoch;
     this.retained.append(update);
+    this.epochs.note(update.seq, update.epoch);
     this.out.push({ kind: "log", update });
     if (update.op.type === "checkpoint") {
       // Taken now, at exactly this seq, on every replica: a recovery line.
@@ -374,8 +421,15 @@ export class Replica {
     if (this.isTail || this.status === "joining") this.ackDue = true;
   }
 
-  private onForward(updates: Update[]): void {
+  private onForward(updates: Update[], prevEpoch: number): void {
     this.lastUpstreamMs = this.nowMs;
+    if (!this.onSameHistory(updates, prevEpoch)) {
+      // The sender's history parts from ours at or before our last update (a snapshot it sent
+      // us was lost: sim seed 58000733): applying its next updates on ours would mix the two.
+      // Tell it where we are: it sends what we need, a snapshot if we diverged.
+      this.sendSyncReply(present(this.upstream, "a sync request comes from the upstream"));
+      return;
+    }
     for (const update of updates) {
       if (update.seq <= this.state.appliedSeq) continue; // a resend after a resync
       if (update.seq !== this.state.appliedSeq + 1) {
@@ -387,6 +441,19 @@ export class Replica {
     }
   }
 
+  /** The sender's history, as far as these updates show it, holds our last update. */
+  private onSameHistory(updates: Update[], prevEpoch: number): boolean {
+    if (updates.length === 0) return true;
+    const mine = this.state.appliedSeq;
+    const first = updates[0]!.seq;
+    const at = Math.min(mine, updates[updates.length - 1]!.seq);
+    if (at < first - 1) return true; // a gap: handled as one
+    const theirs = at === first - 1 ? prevEpoch : updates[at - first]!.epoch;
+    if (theirs === PREV_EPOCH_UNKNOWN) return true;
+    const ours = this.epochs.epochAt(at);
+    return ours === null || ours === theirs;
+  }
+
   private installSnapshot(bytes: Uint8Array, seq: number, epoch: number): void {
     this.lastUpstreamMs = this.nowMs;
     const state = decodeSnapshot(bytes);
@@ -394,6 +461,7 @@ export class Replica {
     this.state = state;
     this.lastEpoch = epoch;
     this.retained.reset(seq, epoch);
+    this.epochs = new EpochHistory(seq, epoch);
     this.out.push({ kind: "install", seq, epoch, snapshot: bytes });
     this.out.push({ kind: "note", text: `installed a snapshot at seq ${seq}` });
     if (this.isTail) this.ackedSeq = seq;
@@ -402,13 +470,69 @@ export class Replica {
     this.ackDue = true;
   }
 
+  /**
+   * A snapshot from upstream. One older than our history that our history holds would take
+   * us back over updates the chain never had, acknowledged by a chain we served in (two
+   * chains after a cut, default mode: sim seed 9104021; or updates only we kept through a
+   * whole-cluster crash: 9702343). We refuse it and offer the head our history instead.
+   */
+  private onSnapshot(message: Extract<PeerMessage, { type: "snapshot" }>): void {
+    const { seq, lastEpoch } = message;
+    if (this.status !== "joining" || seq >= this.state.appliedSeq || !this.epochs.extends(seq, lastEpoch)) {
+      this.installSnapshot(message.bytes, seq, lastEpoch);
+      return;
+    }
+    // Not synced by this tail: our acks must not make it take us for caught up. We join again
+    // later; once the chain has acknowledged past `seq`, its snapshot no longer takes us back.
+    this.upstream = null;
+    if (this.nowMs - this.lastAheadMs < this.options.heartbeatMs) return;
+    this.lastAheadMs = this.nowMs;
+    const head = this.config.chain[0]!;
+    this.out.push({ kind: "note", text: `refusing a snapshot at seq ${seq}: our history holds it and goes on to ${this.state.appliedSeq}; offering ours to the head ${head}` });
+    this.send(head, { type: "ahead", from: this.selfId, epoch: this.config.epoch, baseSeq: seq, baseEpoch: lastEpoch, appliedSeq: this.state.appliedSeq });
+  }
+
+  /** As head: a server says its history holds ours and more. Take it if we sequenced nothing since. */
+  private onAhead(message: Extract<PeerMessage, { type: "ahead" }>): void {
+    if (!this.isHead || message.epoch !== this.config.epoch || this.pulling) return;
+    // Sequenced since the chain's history ended there: the histories part, ours stands.
+    if (this.state.appliedSeq !== message.baseSeq || this.lastEpoch !== message.baseEpoch || message.appliedSeq <= message.baseSeq) return;
+    this.pulling = { from: message.from, sinceMs: this.nowMs };
+    this.out.push({ kind: "note", text: `server ${message.from} holds our history and more (to seq ${message.appliedSeq}): taking its state` });
+    this.send(message.from, { type: "pull", from: this.selfId, epoch: this.config.epoch, baseSeq: message.baseSeq });
+  }
+
+  private takeOver(message: Extract<PeerMessage, { type: "snapshot" }>): void {
+    this.endPull(message.seq > this.state.appliedSeq ? message : null);
+  }
+
+  /** Stops pulling (with the state pulled, if any) and handles the requests that waited. */
+  private endPull(pulled: Extract<PeerMessage, { type: "snapshot" }> | null = null): void {
+    this.pulling = null;
+    if (pulled) {
+      this.installSnapshot(pulled.bytes, pulled.seq, pulled.lastEpoch);
+      this.monitor.reset();
+    }
+    const deferred = this.deferred;
+    this.deferred = [];
+    for (const request of deferred) this.handleRequest(request);
+  }
+
+  private snapshotMessage(): PeerMessage {
+    return { type: "snapshot", from: this.selfId, epoch: this.config.epoch, seq: this.state.appliedSeq, lastEpoch: this.lastEpoch, bytes: encodeSnapshot(this.state) };
+  }
+
   /** A server forwards only to the server that asked it (sync) in the current epoch. */
   private acceptsFrom(from: number, epoch: number): boolean {
     return epoch === this.config.epoch && from === this.upstream && this.status !== "booting";
   }
 
-  private onAck(from: number, seq: number): void {
+  private onAck(from: number, seq: number, seqEpoch: number): void {
     if (this.joiner?.id === from) {
+      // Progress only if its history is a prefix of ours: a joiner still on a history of its
+      // own (a snapshot it refused, or one lost on the way) acks positions we never sent it,
+      // and taken for caught up it became a member that was no prefix (sim seed 58000733).
+      if (!this.epochs.extends(seq, seqEpoch)) return;
       this.joiner.ackedSeq = Math.max(this.joiner.ackedSeq, seq);
       this.noticeCaughtUp();
       return;
@@ -441,19 +565,12 @@ export class Replica {
     const missing = isPrefix ? this.retained.after(seq) : null;
     if (missing) {
       for (let i = 0; i < missing.length; i += FORWARD_BATCH_MAX) {
-        this.send(down.id, { type: "forward", from: this.selfId, epoch: this.config.epoch, updates: missing.slice(i, i + FORWARD_BATCH_MAX) });
+        this.send(down.id, this.forwardMessage(missing.slice(i, i + FORWARD_BATCH_MAX)));
       }
     } else {
       // Diverged, or too far behind what we retain: the whole state (allocated pages only).
       this.out.push({ kind: "note", text: `sending a snapshot at seq ${mine} to server ${down.id} (it is at ${seq}, epoch ${epoch})` });
-      this.send(down.id, {
-        type: "snapshot",
-        from: this.selfId,
-        epoch: this.config.epoch,
-        seq: mine,
-        lastEpoch: this.lastEpoch,
-        bytes: encodeSnapshot(this.state),
-      });
+      this.send(down.id, this.snapshotMessage());
     }
     down.synced = true;
     down.sentUpTo = mine;
@@ -560,21 +677,35 @@ export class Replica {
     if (this.majorityMode && alive.length + 1 < this.majority) return;
     // The servers of the last chain we (or the other booting servers) knew may hold updates
     // we lack, acknowledged before the outage: forming a chain without them could wipe
-    // those updates when they come back. Wait for them all.
-    const required = new Set(this.config.chain);
+    // those updates when they come back. Wait for them all. What we learnt stays learnt
+    // while we boot: the peer that told us may crash again (sim seed 9300508).
+    const required = this.bootRequired;
+    for (const member of this.config.chain) required.add(member);
     for (const id of alive) {
       const view = present(this.peerViews.get(id), `no view of peer ${id}`);
       if (view.status !== "member") for (const member of view.chain) required.add(member);
     }
     required.delete(this.selfId);
-    const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
-    if (missing.length > 0) {
-      const waitingFor = missing.join(",");
-      if (waitingFor !== this.bootWaitingFor) {
-        this.bootWaitingFor = waitingFor;
-        this.out.push({ kind: "note", text: `waiting for server(s) ${waitingFor} of the last chain: they may hold acknowledged updates` });
-      }
+    const noConfigKnown = this.config.epoch === 0 && alive.every((id) => present(this.peerViews.get(id), `no view of peer ${id}`).epoch === 0);
+    if (noConfigKnown && !this.majorityMode && !heardEveryone && !this.options.forceBoot) {
+      // Nobody we hear knows any configuration: either the cluster is new, or the servers we
+      // do not hear formed chains while we were down (and hold what they acknowledged since:
+      // sim seeds 9300244, 9301015). Only all of --peers together can tell.
+      const missing = others.filter((id) => !alive.includes(id));
+      this.noteBootWait(missing, "no configuration known here: waiting for every server of --peers");
       return;
+    }
+    const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
+    if (missing.length > 0 && !this.options.forceBoot) {
+      this.noteBootWait(missing, "of the last chain: they may hold acknowledged updates");
+      return;
+    }
+    if (missing.length > 0 && this.bootWaitingFor !== "forced") {
+      this.bootWaitingFor = "forced";
+      this.out.push({
+        kind: "note",
+        text: `--force-boot: forming a chain without server(s) ${missing.join(",")}; updates they hold after seq ${this.state.appliedSeq} (epoch ${this.lastEpoch}) are lost`,
+      });
     }
     // Nobody serves: the most advanced history among the servers not serving leads. A joining
     // server counts too: it may be the last one holding acknowledged updates (it goes
@@ -593,6 +724,13 @@ export class Replica {
     this.issueConfig(same);
   }
 
+  private noteBootWait(missing: number[], why: string): void {
+    const waitingFor = missing.join(",");
+    if (waitingFor === this.bootWaitingFor) return;
+    this.bootWaitingFor = waitingFor;
+    this.out.push({ kind: "note", text: `waiting for server(s) ${waitingFor} ${why}` });
+  }
+
   private becomeJoining(): void {
     this.status = "joining";
     this.lastJoinMs = -Infinity;
@@ -602,6 +740,7 @@ export class Replica {
   private becomeBooting(): void {
     this.status = "booting";
     this.bootStartMs = this.nowMs;
+    this.bootRequired.clear();
     this.down = null;
     this.upstream = null;
     this.joiner = null;
@@ -621,7 +760,11 @@ export class Replica {
       this.out.push({ kind: "config", config: this.config });
       return;
     }
-    if (this.isHead && this.hasQuorum) this.expireSilentSessions();
+    if (this.isHead && this.hasQuorum && !this.pulling) this.expireSilentSessions();
+    if (this.pulling && this.nowMs - this.pulling.sinceMs > this.options.suspectMs) {
+      this.out.push({ kind: "note", text: `server ${this.pulling.from} did not send its state: sequencing again` });
+      this.endPull();
+    }
     this.noteMinority();
     if (this.isIssuer() && !this.proposal) {
       const failed = this.config.chain.filter((id) => id !== this.selfId && this.hasLeftChain(id));
@@ -1029,6 +1172,11 @@ export class Replica {
 
   // ---- output -------------------------------------------------------------------
 
+  private forwardMessage(updates: Update[]): PeerMessage {
+    const prevEpoch = updates.length === 0 ? PREV_EPOCH_UNKNOWN : (this.epochs.epochAt(updates[0]!.seq - 1) ?? PREV_EPOCH_UNKNOWN);
+    return { type: "forward", from: this.selfId, epoch: this.config.epoch, prevEpoch, updates };
+  }
+
   private send(to: number, message: PeerMessage): void {
     this.out.push({ kind: "send", to, message });
   }
@@ -1037,12 +1185,7 @@ export class Replica {
   private finish(): Action[] {
     if (this.toForward.length > 0 && this.down) {
       for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {
-        this.send(this.down.id, {
-          type: "forward",
-          from: this.selfId,
-          epoch: this.config.epoch,
-          updates: this.toForward.slice(i, i + FORWARD_BATCH_MAX),
-        });
+        this.send(this.down.id, this.forwardMessage(this.toForward.slice(i, i + FORWARD_BATCH_MAX)));
       }
     }
     this.toForward = [];
@@ -1053,7 +1196,8 @@ export class Replica {
       this.lastAckMs = this.nowMs;
       const ackSeq = this.status === "joining" ? this.state.appliedSeq : this.ackedSeq;
       if (this.upstream !== null && (this.status === "joining" || this.status === "member")) {
-        this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq });
+        const seqEpoch = this.epochs.epochAt(ackSeq) ?? 0;
+        this.send(this.upstream, { type: "ack", from: this.selfId, epoch: this.config.epoch, seq: ackSeq, seqEpoch });
       }
       if (this.status === "member") this.retained.trim(this.ackedSeq);
     }

@@ -6,7 +6,9 @@
  */
 import { present } from "../assert";
 import type { Reply } from "../wire/messages";
+import { SNAPSHOT_BLOCK_BYTES } from "../constants";
 import { PageAllocator, type PageRun } from "./allocator";
+import type { FrozenPages } from "./pages";
 import { type Datum, type Hold, type Session, StoreState } from "./state";
 
 interface SnapshotMeta {
@@ -24,8 +26,14 @@ interface SnapshotMeta {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-export function encodeSnapshot(state: StoreState): Uint8Array {
-  const data = [...state.data.values()];
+/**
+ * A snapshot as a stream of parts (metadata, then page records in blocks of at
+ * most SNAPSHOT_BLOCK_BYTES), read from `pages`: a frozen view lets a
+ * checkpoint be written while the state goes on, without a copy of it. Each
+ * part is valid only until the next one is asked for (one buffer is reused).
+ */
+export function snapshotParts(state: StoreState, pages: FrozenPages = livePages(state)): { bytes: number; parts: () => Generator<Uint8Array> } {
+  const data = [...state.data.values()].map(({ holders: _holders, ...rest }) => rest);
   const meta: SnapshotMeta = {
     format: 1,
     segmentSize: state.segmentSize,
@@ -33,7 +41,7 @@ export function encodeSnapshot(state: StoreState): Uint8Array {
     appliedSeq: state.appliedSeq,
     nextHoldId: state.nextHoldId,
     free: state.allocator.freeRuns(),
-    data: data.map(({ holders: _holders, ...rest }) => rest),
+    data,
     holds: [...state.holds.values()],
     sessions: [...state.sessions.values()].map((s) => ({
       id: s.id,
@@ -45,19 +53,44 @@ export function encodeSnapshot(state: StoreState): Uint8Array {
     })),
   };
   const json = encoder.encode(JSON.stringify(meta));
+  const record = 8 + state.pageSize;
   let pageBytes = 0;
-  for (const datum of data) pageBytes += datum.pageCount * (8 + state.pageSize);
-  const out = new Uint8Array(4 + json.length + pageBytes);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, json.length, true);
-  out.set(json, 4);
-  let offset = 4 + json.length;
-  for (const datum of data) {
-    for (let page = datum.firstPage; page < datum.firstPage + datum.pageCount; page++) {
-      view.setFloat64(offset, state.pages.pageSeq[page]!, true);
-      out.set(state.pages.read(page), offset + 8);
-      offset += 8 + state.pageSize;
+  for (const datum of data) pageBytes += datum.pageCount * record;
+  const recordsPerBlock = Math.max(1, Math.floor(SNAPSHOT_BLOCK_BYTES / record));
+  function* parts(): Generator<Uint8Array> {
+    const head = new Uint8Array(4 + json.length);
+    new DataView(head.buffer).setUint32(0, json.length, true);
+    head.set(json, 4);
+    yield head;
+    // One block, reused: a part is valid until the next one is asked for (no garbage per block).
+    const block = new Uint8Array(recordsPerBlock * record);
+    const view = new DataView(block.buffer);
+    for (const datum of data) {
+      const end = datum.firstPage + datum.pageCount;
+      for (let first = datum.firstPage; first < end; first += recordsPerBlock) {
+        const count = Math.min(recordsPerBlock, end - first);
+        for (let i = 0; i < count; i++) {
+          view.setFloat64(i * record, pages.seqOf(first + i), true);
+          block.set(pages.read(first + i), i * record + 8);
+        }
+        yield block.subarray(0, count * record);
+      }
     }
+  }
+  return { bytes: 4 + json.length + pageBytes, parts };
+}
+
+function livePages(state: StoreState): FrozenPages {
+  return { read: (page) => state.pages.read(page), seqOf: (page) => state.pages.pageSeq[page]! };
+}
+
+export function encodeSnapshot(state: StoreState): Uint8Array {
+  const { bytes, parts } = snapshotParts(state);
+  const out = new Uint8Array(bytes);
+  let offset = 0;
+  for (const part of parts()) {
+    out.set(part, offset);
+    offset += part.length;
   }
   return out;
 }

@@ -144,7 +144,7 @@ export class StoreState {
       return outputs;
     }
     session.lastReqNo = Math.max(session.lastReqNo, update.reqNo);
-    this.forgetConfirmed(session, update.doneBelow);
+    this.forgetConfirmed(session, update.doneBelow, outputs);
     if (this.isDuplicate(session, update.reqNo, outputs)) return outputs;
     if (session.replies.size >= INFLIGHT_PER_SESSION_MAX) {
       const reply = error("ELIMIT", `at most ${INFLIGHT_PER_SESSION_MAX} requests of a session in flight`);
@@ -176,12 +176,29 @@ export class StoreState {
     return true;
   }
 
-  private forgetConfirmed(session: Session, doneBelow: number): void {
+  private forgetConfirmed(session: Session, doneBelow: number, outputs: Output[]): void {
     if (doneBelow <= session.doneBelow) return;
     session.doneBelow = doneBelow;
     for (const [reqNo, reply] of session.replies) {
       if (reqNo < doneBelow && reply !== null) session.replies.delete(reqNo);
     }
+    // An acquire still waiting here that the client counts as done was granted in a history
+    // that lost the grant (a whole-cluster crash forgets updates that needed no sync). Granted
+    // again later, to a client that no longer waits for it, it would be held while the session
+    // lives (sim seed 9701089): it is withdrawn, as a cancel does.
+    for (const [reqNo] of session.waiting) {
+      if (reqNo < doneBelow) this.withdrawWait(session, reqNo, outputs);
+    }
+  }
+
+  /** Takes `acquireReqNo` of `session` out of its datum's queue; the waiters it kept back may go. */
+  private withdrawWait(session: Session, acquireReqNo: number, outputs: Output[]): void {
+    const waitingOn = present(session.waiting.get(acquireReqNo), `request ${acquireReqNo} is not waiting`);
+    const datum = present(this.data.get(waitingOn), `session waits on unknown datum ${waitingOn}`);
+    datum.queue = datum.queue.filter((w) => !(w.session === session.id && w.reqNo === acquireReqNo));
+    session.waiting.delete(acquireReqNo);
+    // A writer at the front may have kept readers behind it waiting.
+    this.grantWaiters(datum, outputs);
   }
 
   private openSession(update: Update, timeoutMs: number, outputs: Output[]): void {
@@ -353,14 +370,9 @@ export class StoreState {
   }
 
   private cancel(session: Session, acquireReqNo: number, outputs: Output[]): Reply {
-    const waitingOn = session.waiting.get(acquireReqNo);
-    if (waitingOn !== undefined) {
-      const datum = present(this.data.get(waitingOn), `session waits on unknown datum ${waitingOn}`);
-      datum.queue = datum.queue.filter((w) => !(w.session === session.id && w.reqNo === acquireReqNo));
-      session.waiting.delete(acquireReqNo);
+    if (session.waiting.has(acquireReqNo)) {
       session.replies.set(acquireReqNo, error("ECANCELED", "the wait was cancelled"));
-      // A cancelled writer at the front may have kept readers behind it waiting.
-      this.grantWaiters(datum, outputs);
+      this.withdrawWait(session, acquireReqNo, outputs);
       return { type: "ok" };
     }
     // Granted already: find the hold by the acquire's number, not through its stored reply.

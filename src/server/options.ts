@@ -15,6 +15,8 @@ export interface ServerOptions {
   suspectMs: number;
   /** "majority": configurations need a majority of --peers, and writes a chain holding one (default "none"). */
   quorum?: "none" | "majority";
+  /** --force-boot: form a chain without waiting for servers that may hold acknowledged updates. */
+  forceBoot?: boolean;
   fsync: FsyncMode;
   /** Log bytes after which a checkpoint is written (default CHECKPOINT_MB_DEFAULT MiB). */
   checkpointBytes?: number;

@@ -29,6 +29,12 @@ export class Checker {
   private readonly epochs = new Set<number>();
   /** Acknowledged updates that died with the last server holding them (only with durable storage). */
   lostWithCrashes = 0;
+  /**
+   * After a crash of every server: acknowledged updates from this seq on needed no sync
+   * (holds, sessions) and may be forgotten by the restarted cluster, even if one server
+   * kept them in its page cache (DESIGN §6: a forgotten hold is fenced). Null: none.
+   */
+  private forgivableFrom: number | null = null;
 
   constructor(
     private readonly servers: SimServer[],
@@ -108,12 +114,20 @@ export class Checker {
 
   private checkAcknowledged(crashed: SimServer | null): void {
     const c = this.committed;
+    if (crashed && crashed.storage.durable && this.servers.every((server) => !server.up)) this.noteWholeClusterCrash();
     for (const server of this.servers) {
       if (!server.up || !server.replica.isTail) continue;
       const h = server.history;
       const overlap = Math.min(h.length, c.length);
       if (!h.samePrefix(c, overlap)) {
         const at = h.commonPrefix(c) + 1;
+        if (this.forgivableFrom !== null && at >= this.forgivableFrom) {
+          this.lostWithCrashes += c.length - (at - 1);
+          c.truncate(at - 1);
+          c.extendFrom(h, h.length);
+          this.forgivableFrom = null;
+          continue;
+        }
         this.fail(
           "1",
           `tail ${server.id} (epoch ${server.replica.config.epoch} [${server.replica.config.chain}]) acknowledges ${describeUpdate(h.updateAt(at))} at seq ${at}, ` +
@@ -121,10 +135,18 @@ export class Checker {
         );
         return;
       }
-      if (h.length > c.length) c.extendFrom(h, h.length);
+      if (h.length > c.length) {
+        c.extendFrom(h, h.length);
+        this.forgivableFrom = null; // acknowledged on top of them: they count again
+      }
     }
     const held = this.heldPrefix();
     if (held >= c.length) return;
+    if (this.forgivableFrom !== null && held + 1 >= this.forgivableFrom) {
+      this.lostWithCrashes += c.length - held;
+      c.truncate(held);
+      return;
+    }
     if (crashed && crashed.storage.durable) {
       // Every server that had them lost them in a crash (power lost before a sync). With
       // --fsync always that is allowed only for updates that need no sync (holds, sessions).
@@ -140,6 +162,13 @@ export class Checker {
     }
     const why = crashed ? `server ${crashed.id} crashed holding the last copy (the fault budget should have prevented it)` : "no server crashed in this step";
     this.fail("1", `acknowledged update ${describeUpdate(c.updateAt(held + 1))} (seq ${held + 1} of ${c.length}) is held by no live server any more; ${why}`);
+  }
+
+  private noteWholeClusterCrash(): void {
+    const c = this.committed;
+    let lastSynced = c.length;
+    for (let update = c.updateAt(lastSynced); update && !needsSync(update); update = c.updateAt(lastSynced)) lastSynced--;
+    if (lastSynced < c.length) this.forgivableFrom = Math.min(this.forgivableFrom ?? Infinity, lastSynced + 1);
   }
 
   private checkHoldsOnStates(): void {

@@ -68,7 +68,7 @@ export class SimServer {
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
-    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined);
+    this.replica = new Replica({ selfId: this.id, ...this.settings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
     if (recovered.state.appliedSeq !== this.history.length) {
       this.host.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
     }

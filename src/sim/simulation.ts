@@ -515,6 +515,19 @@ export class Simulation implements ServerHost, ClientHost {
     return this.checker.heldPrefix(server, true) >= this.checker.committed.length;
   }
 
+  /**
+   * --quorum majority without disks: a crash loses the server's history like a lost disk, and
+   * the mode promises nothing once a majority lost theirs (any majority may then form a chain
+   * with none of it: sim seeds 1000952, 9600367). So a crash keeps a majority of live holders
+   * of every acknowledged update. Real servers keep their logs on disk (--disks lifts this).
+   */
+  private majorityKeepsHistory(server: SimServer): boolean {
+    if (this.options.quorum !== "majority" || server.storage.durable) return true;
+    const committed = this.checker.committed;
+    const holders = this.servers.filter((s) => s !== server && s.up && s.history.samePrefix(committed, committed.length));
+    return holders.length >= Math.floor(this.servers.length / 2) + 1;
+  }
+
   // ---- clients ---------------------------------------------------------------------------
 
   timeNs(): number {
@@ -690,7 +703,7 @@ export class Simulation implements ServerHost, ClientHost {
       this.crashCluster();
     } else if (roll < 0.22) {
       const server = upServers.length > 0 ? rng.pick(upServers) : null;
-      if (server && this.mayCrash(server)) this.crashServer(server);
+      if (server && this.mayCrash(server) && this.majorityKeepsHistory(server)) this.crashServer(server);
     } else if (roll < 0.25 && this.options.serverPauses !== false) {
       const running = upServers.filter((s) => !s.paused);
       const server = running.length > 0 ? rng.pick(running) : null;

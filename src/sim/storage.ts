@@ -11,6 +11,7 @@
  * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
  */
 import { needsSync } from "../core/durable";
+import { EpochHistory } from "../core/epochs";
 import { type ChainConfig, StoreState, type Vote, decodeSnapshot } from "../core";
 import type { Update } from "../wire";
 import { AppliedHistory } from "./applied";
@@ -20,6 +21,7 @@ import type { Rng } from "./prng";
 export interface Recovered {
   state: StoreState;
   lastEpoch: number;
+  epochs: EpochHistory;
   /** The last configuration the server knew (store/config.ts), if any. */
   config: ChainConfig | null;
   /** --quorum majority: what the server promised and accepted (config.json too), if anything. */
@@ -92,6 +94,7 @@ export class NoDisk implements Storage {
     return {
       state: new StoreState(this.geometry.segmentSize, this.geometry.pageSize),
       lastEpoch: 0,
+      epochs: new EpochHistory(0, 0),
       config: null,
       vote: this.vote,
       history: new AppliedHistory(),
@@ -173,11 +176,13 @@ export class SimDisk implements Storage {
       state = decodeSnapshot(this.base.snapshot);
       lastEpoch = this.base.epoch;
     }
+    const epochs = new EpochHistory(state.appliedSeq, lastEpoch);
     for (const update of this.records) {
       state.apply(update);
       lastEpoch = update.epoch;
+      epochs.note(update.seq, update.epoch);
     }
-    return { state, lastEpoch, config: this.config, vote: this.vote, history: this.onDisk.prefix(this.onDisk.length) };
+    return { state, lastEpoch, epochs, config: this.config, vote: this.vote, history: this.onDisk.prefix(this.onDisk.length) };
   }
 }
 

@@ -67,6 +67,10 @@ export function describePeerMessage(m: PeerMessage): string {
   switch (m.type) {
     case "heartbeat":
       return `heartbeat e${m.epoch} [${m.chain}] ${m.status} at ${m.appliedSeq}@${m.lastEpoch}`;
+    case "ahead":
+      return `ahead e${m.epoch}: holds ${m.baseSeq}@${m.baseEpoch}, at ${m.appliedSeq}`;
+    case "pull":
+      return `pull e${m.epoch} after ${m.baseSeq}`;
     case "config":
       return `config e${m.epoch} [${m.chain}]${m.issued ? "" : " (completed)"}`;
     case "sync_request":

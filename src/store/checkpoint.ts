@@ -67,50 +67,56 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
 }
 
 /**
- * writeCheckpointBytes on the I/O threads: this thread only renames and syncs
- * the folder at the end, and only if `stillValid()` then (else the file is
- * removed and the result is null).
+ * A checkpoint written from a snapshot's parts as they are produced, on the I/O
+ * threads (a block at a time: no copy of the whole state), the CRC computed on
+ * the way and the header written last. Renamed into place only if `stillValid()`.
  */
-export async function writeCheckpointBytesAsync(
+export async function writeCheckpointStreamAsync(
   dir: string,
   seq: number,
   lastEpoch: number,
   configEpoch: number,
-  payload: Uint8Array,
+  parts: Iterable<Uint8Array>,
   stillValid: () => boolean,
 ): Promise<CheckpointInfo | null> {
-  const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
   const handle = await open(temporary, "w");
-  try {
+  let position = HEADER_BYTES;
+  let crc = 0;
+  const writeAt = async (bytes: Uint8Array, at: number) => {
     // A write may take less than asked: go on from where it stopped.
-    let written = (await handle.writev([header, payload], 0)).bytesWritten;
-    while (written < header.length + payload.length) {
-      const rest = written < header.length ? header.subarray(written) : payload.subarray(written - header.length);
-      written += (await handle.write(rest, 0, rest.length, written)).bytesWritten;
+    for (let done = 0; done < bytes.length; ) done += (await handle.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+  };
+  try {
+    for (const part of parts) {
+      crc = Bun.hash.crc32(part, crc);
+      await writeAt(part, position);
+      position += part.length;
     }
+    await writeAt(headerWithCrc(seq, lastEpoch, configEpoch, crc), 0);
     await handle.datasync();
-  } finally {
+  } catch (error) {
     await handle.close();
+    rmSync(temporary, { force: true });
+    throw error;
   }
+  await handle.close();
   if (!stillValid()) {
     rmSync(temporary, { force: true });
     return null;
   }
   renameSync(temporary, file);
   syncDirectory(dir);
-  return { seq, file, bytes: header.length + payload.length };
+  return { seq, file, bytes: position };
 }
 
 function checkpointHeader(seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): Uint8Array {
-  return new Writer(HEADER_BYTES)
-    .raw(MAGIC)
-    .u53(seq)
-    .u53(lastEpoch)
-    .u53(configEpoch)
-    .u53(Date.now())
-    .u32(Bun.hash.crc32(payload)).bytes;
+  return headerWithCrc(seq, lastEpoch, configEpoch, Bun.hash.crc32(payload));
+}
+
+function headerWithCrc(seq: number, lastEpoch: number, configEpoch: number, crc: number): Uint8Array {
+  return new Writer(HEADER_BYTES).raw(MAGIC).u53(seq).u53(lastEpoch).u53(configEpoch).u53(Date.now()).u32(crc).bytes;
 }
 
 export function readCheckpoint(file: string): LoadedCheckpoint {

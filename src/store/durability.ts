@@ -11,11 +11,12 @@
 import { PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { mkdirSync, unlinkSync } from "node:fs";
-import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointBytesAsync } from "./checkpoint";
+import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, encodeSnapshot, needsSync } from "../core";
+import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, needsSync } from "../core";
+import { snapshotParts } from "../core/snapshot";
 import { saveConfig } from "./config";
 
 export type FsyncMode = "always" | "batch" | "off";
@@ -111,13 +112,15 @@ export class Durability {
   checkpointInBackground(state: StoreState, lastEpoch: number, configEpoch: number): Promise<CheckpointInfo | null> | null {
     if (this.checkpointing || !this.checkpointDue) return null;
     const seq = state.appliedSeq;
-    const payload = encodeSnapshot(state);
+    // The pages as they are now, shared with the state until it writes them: no copy of the data.
+    const frozen = state.pages.freeze();
+    const snapshot = snapshotParts(state, frozen.pages);
     this.wal.startSegment(seq + 1);
     this.checkpointing = true;
     const history = this.history;
     // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
     const stillValid = () => !this.closed && this.history === history;
-    return writeCheckpointBytesAsync(this.dir, seq, lastEpoch, configEpoch, payload, stillValid)
+    return writeCheckpointStreamAsync(this.dir, seq, lastEpoch, configEpoch, snapshot.parts(), stillValid)
       .then((info) => {
         if (info === null) return null;
         this.wal.dropSegmentsBefore(seq + 1);
@@ -126,6 +129,7 @@ export class Durability {
         return info;
       })
       .finally(() => {
+        frozen.thaw();
         this.checkpointing = false;
       });
   }

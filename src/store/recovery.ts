@@ -5,6 +5,7 @@
  */
 import { ftruncateSync, mkdirSync, openSync, closeSync, fdatasyncSync, readFileSync } from "node:fs";
 import { type ChainConfig, StoreState, type Vote } from "../core";
+import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
@@ -22,6 +23,8 @@ export interface Recovered {
   state: StoreState;
   /** Epoch of the update at state.appliedSeq (0 when there is none). */
   lastEpoch: number;
+  /** The epochs of the recovered history: the checkpoint's, then each replayed update's. */
+  epochs: EpochHistory;
   configEpoch: number;
   /** The last chain configuration the server knew (none on a first start). */
   config: ChainConfig | null;
@@ -54,11 +57,12 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
     configEpoch = loaded.configEpoch;
     notes.push(`loaded checkpoint at seq ${loaded.seq}`);
   }
+  const epochs = new EpochHistory(state.appliedSeq, lastEpoch);
   const segments = listSegments(dir);
   let replayed = 0;
   segments.forEach((segment, index) => {
     const last = index === segments.length - 1;
-    const result = replaySegment(segment.file, segment.firstSeq, last, state);
+    const result = replaySegment(segment.file, segment.firstSeq, last, state, epochs);
     replayed += result.replayed;
     if (result.lastEpoch !== null) lastEpoch = result.lastEpoch;
     if (result.cutAt !== null) {
@@ -70,7 +74,7 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
   const saved = loadConfig(dir);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
   const wal = WriteAheadLog.create(dir, state.appliedSeq + 1, syncs);
-  return { state, lastEpoch, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
+  return { state, lastEpoch, epochs, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
 }
 
 interface SegmentReplay {
@@ -80,7 +84,7 @@ interface SegmentReplay {
   cutAt: number | null;
 }
 
-function replaySegment(file: string, firstSeq: number, isLast: boolean, state: StoreState): SegmentReplay {
+function replaySegment(file: string, firstSeq: number, isLast: boolean, state: StoreState, epochs: EpochHistory): SegmentReplay {
   const bytes = new Uint8Array(readFileSync(file));
   const result: SegmentReplay = { replayed: 0, lastEpoch: null, cutAt: null };
   if (bytes.length < WAL_HEADER_BYTES) {
@@ -126,6 +130,7 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
     expectedSeq++;
     if (update.seq === state.appliedSeq + 1) {
       state.apply(update);
+      epochs.note(update.seq, update.epoch);
       result.replayed++;
       result.lastEpoch = update.epoch;
     } else if (update.seq > state.appliedSeq + 1) {

@@ -31,13 +31,27 @@ export type PeerMessage =
   | { type: "sync_request"; from: number; epoch: number; chain: number[] }
   /** Also sent on a gap, to ask for a resend from appliedSeq + 1. */
   | { type: "sync_reply"; from: number; epoch: number; appliedSeq: number; lastEpoch: number }
-  | { type: "forward"; from: number; epoch: number; updates: Update[] }
+  /**
+   * `prevEpoch`: the epoch of the update just before the first one in the sender's history
+   * (PREV_EPOCH_UNKNOWN if it no longer knows): the receiver applies them only on the same
+   * history (Raft's consistency check of AppendEntries).
+   */
+  | { type: "forward"; from: number; epoch: number; prevEpoch: number; updates: Update[] }
   | { type: "snapshot"; from: number; epoch: number; seq: number; lastEpoch: number; bytes: Uint8Array }
-  | { type: "ack"; from: number; epoch: number; seq: number }
+  /** `seqEpoch`: the epoch of the update at `seq` in the sender's history (0 if unknown). */
+  | { type: "ack"; from: number; epoch: number; seq: number; seqEpoch: number }
   /** A server outside the chain asks the tail to bring it up to date. */
   | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
   /** The tail tells the head that a joiner has everything: append it to the chain. */
   | { type: "caught_up"; from: number; epoch: number; joiner: number }
+  /**
+   * A joiner to the head: my history holds the chain's, which ends at (baseSeq, baseEpoch),
+   * and goes on to appliedSeq — take mine rather than make me go back (updates the chain
+   * acknowledged are in it; the ones after it were acknowledged by a chain of ours).
+   */
+  | { type: "ahead"; from: number; epoch: number; baseSeq: number; baseEpoch: number; appliedSeq: number }
+  /** The head to that joiner: send me your state (a snapshot); I sequence nothing meanwhile. */
+  | { type: "pull"; from: number; epoch: number; baseSeq: number }
   /**
    * --quorum majority, Paxos phase 1: promise to accept no proposal of a ballot below `ballot`
    * (one that builds on `baseEpoch`), and say which proposal you accepted last.
@@ -65,6 +79,9 @@ export interface AcceptedProposal {
   formed: boolean;
 }
 
+/** A forward's prevEpoch when the sender no longer knows it: not checked. */
+export const PREV_EPOCH_UNKNOWN = Number.MAX_SAFE_INTEGER;
+
 const PEER_TYPES = {
   heartbeat: 20,
   config: 21,
@@ -80,6 +97,8 @@ const PEER_TYPES = {
   config_prepare: 31,
   config_promise: 32,
   config_refuse: 33,
+  ahead: 34,
+  pull: 35,
 } as const;
 
 const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
@@ -120,7 +139,7 @@ function readFlag(r: Reader): boolean {
 }
 
 export function isPeerFrameType(type: number): boolean {
-  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.config_refuse;
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.pull;
 }
 
 export function encodePeer(m: PeerMessage): Uint8Array {
@@ -151,7 +170,7 @@ export function encodePeer(m: PeerMessage): Uint8Array {
         w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.lastEpoch).blob(m.bytes),
       );
     case "ack":
-      return frame(PEER_TYPES.ack, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq));
+      return frame(PEER_TYPES.ack, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.seqEpoch));
     case "join":
       return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
     case "caught_up":
@@ -174,6 +193,10 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       return frame(PEER_TYPES.config_accept, 2 + 8, (w) => w.u16(m.from).u53(m.ballot));
     case "config_refuse":
       return frame(PEER_TYPES.config_refuse, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.ballot).u53(m.promised));
+    case "ahead":
+      return frame(PEER_TYPES.ahead, 2 + 8 * 4, (w) => w.u16(m.from).u53(m.epoch).u53(m.baseSeq).u53(m.baseEpoch).u53(m.appliedSeq));
+    case "pull":
+      return frame(PEER_TYPES.pull, 2 + 8 * 2, (w) => w.u16(m.from).u53(m.epoch).u53(m.baseSeq));
   }
 }
 
@@ -185,10 +208,10 @@ export function encodePeer(m: PeerMessage): Uint8Array {
 export function encodePeerParts(m: PeerMessage): Uint8Array[] {
   if (m.type !== "forward") return [encodePeer(m)];
   const bodies = m.updates.map(encodeUpdate);
-  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 4);
+  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 8 + 4);
   const total = head.bytes.length + bodies.reduce((n, b) => n + b.length, 0);
   // The frame's length field covers the bodies sent after this head.
-  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u32(m.updates.length);
+  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u53(m.prevEpoch).u32(m.updates.length);
   return [head.bytes, ...bodies];
 }
 
@@ -219,16 +242,17 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
     case PEER_TYPES.forward: {
       const from = r.u16();
       const epoch = r.u53();
+      const prevEpoch = r.u53();
       const count = r.u32();
       if (count * 33 > r.remaining) throw new WireError(`${count} updates do not fit in the frame`);
       const updates: Update[] = [];
       for (let i = 0; i < count; i++) updates.push(readUpdateKeepingBytes(r));
-      return { type: "forward", from, epoch, updates };
+      return { type: "forward", from, epoch, prevEpoch, updates };
     }
     case PEER_TYPES.snapshot:
       return { type: "snapshot", from: r.u16(), epoch: r.u53(), seq: r.u53(), lastEpoch: r.u53(), bytes: r.blob() };
     case PEER_TYPES.ack:
-      return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53() };
+      return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53(), seqEpoch: r.u53() };
     case PEER_TYPES.join:
       return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
     case PEER_TYPES.caught_up:
@@ -247,6 +271,10 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "config_accept", from: r.u16(), ballot: r.u53() };
     case PEER_TYPES.config_refuse:
       return { type: "config_refuse", from: r.u16(), ballot: r.u53(), promised: r.u53() };
+    case PEER_TYPES.ahead:
+      return { type: "ahead", from: r.u16(), epoch: r.u53(), baseSeq: r.u53(), baseEpoch: r.u53(), appliedSeq: r.u53() };
+    case PEER_TYPES.pull:
+      return { type: "pull", from: r.u16(), epoch: r.u53(), baseSeq: r.u53() };
     default:
       throw new WireError(`unknown server message type ${type}`);
   }

@@ -1,0 +1,234 @@
+#!/usr/bin/env bun
+/**
+ * The physical floor of a chain pass on this machine, for docs/benchmarks.md:
+ * what Bun processes cost with no logic at all.
+ *
+ * - pass: client → A → B → C → client, three relay processes that forward
+ *   bytes as they come (Bun.listen/Bun.connect, as pstore's servers), one
+ *   message at a time, 32 B (an acquire's size) and 4 KiB (a one-page release).
+ * - bulk: one process writing 256 MiB to another over loopback, MB/s.
+ *
+ *   bun bench/floor.ts [--seconds 3]     prints the floor
+ *   (bench/compare.ts imports measureFloor and runs it in the same run as pstore)
+ *
+ * The children are this same file run as `relay NEXT_PORT` or `sink`; each
+ * prints `READY <port>` and exits when its input closes.
+ */
+import type { Socket } from "bun";
+import { LatencyRecorder, type LatencySummary } from "../src/bench/index.ts";
+
+const HOST = "127.0.0.1";
+const BULK_BYTES = 256 * 1024 * 1024;
+const BULK_CHUNK = 1024 * 1024;
+const READY_TIMEOUT_MS = 10_000;
+
+export interface FloorResult {
+  pass32_us: LatencySummary;
+  pass4k_us: LatencySummary;
+  bulk_mb_per_s: number;
+}
+
+/** A socket writer that keeps what `write` did not take (Bun keeps nothing: BUN.md). */
+class Outbound {
+  private queue: Uint8Array[] = [];
+  constructor(private readonly socket: Socket<unknown>) {}
+
+  send(bytes: Uint8Array): void {
+    if (this.queue.length > 0) {
+      this.queue.push(bytes.slice());
+      return;
+    }
+    const written = this.socket.write(bytes);
+    if (written < 0) throw new Error("floor: write after close");
+    if (written < bytes.length) this.queue.push(bytes.slice(written));
+  }
+
+  /** From the socket's drain handler. */
+  flush(): void {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      const written = this.socket.write(head);
+      if (written < 0) return;
+      if (written < head.length) {
+        this.queue[0] = head.subarray(written);
+        return;
+      }
+      this.queue.shift();
+    }
+  }
+
+  get pending(): boolean {
+    return this.queue.length > 0;
+  }
+}
+
+// ---- children ----
+
+async function relay(nextPort: number): Promise<void> {
+  let downstream: Outbound | null = null;
+  const next = await Bun.connect({
+    hostname: HOST,
+    port: nextPort,
+    socket: {
+      data() {},
+      drain: () => downstream?.flush(),
+      close: () => process.exit(0),
+    },
+  });
+  downstream = new Outbound(next);
+  const server = Bun.listen({
+    hostname: HOST,
+    port: 0,
+    socket: {
+      data: (_socket, bytes) => downstream!.send(bytes),
+      close: () => process.exit(0),
+    },
+  });
+  process.stdout.write(`READY ${server.port}\n`);
+}
+
+function sink(): void {
+  let expected = -1;
+  let received = 0;
+  const server = Bun.listen({
+    hostname: HOST,
+    port: 0,
+    socket: {
+      data(socket, bytes) {
+        let body = bytes;
+        if (expected < 0) {
+          expected = new DataView(bytes.buffer, bytes.byteOffset, 8).getFloat64(0);
+          body = bytes.subarray(8);
+        }
+        received += body.length;
+        if (received >= expected) socket.write(new Uint8Array([1]));
+      },
+      close: () => process.exit(0),
+    },
+  });
+  process.stdout.write(`READY ${server.port}\n`);
+}
+
+// ---- the measuring side ----
+
+async function spawnChild(args: string[]): Promise<{ port: number; proc: ReturnType<typeof Bun.spawn> }> {
+  const proc = Bun.spawn([process.execPath, import.meta.path, ...args], { stdout: "pipe", stderr: "inherit" });
+  const reader = proc.stdout.getReader();
+  const deadline = setTimeout(() => proc.kill(), READY_TIMEOUT_MS);
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`floor: child ${args.join(" ")} exited before READY`);
+      text += new TextDecoder().decode(value);
+      const match = /READY (\d+)/.exec(text);
+      if (match) return { port: Number(match[1]), proc };
+    }
+  } finally {
+    clearTimeout(deadline);
+    reader.releaseLock();
+  }
+}
+
+/** Round trips of `size`-byte messages through the three relays, for `ms` milliseconds. */
+export async function measurePasses(size: number, ms: number, warmupMs: number): Promise<LatencySummary> {
+  let arrived = 0;
+  let wake: (() => void) | null = null;
+  const back = Bun.listen({
+    hostname: HOST,
+    port: 0,
+    socket: {
+      data(_socket, bytes) {
+        arrived += bytes.length;
+        if (arrived >= size && wake) wake();
+      },
+    },
+  });
+  const children: ReturnType<typeof Bun.spawn>[] = [];
+  try {
+    let next = back.port;
+    for (let i = 0; i < 3; i++) {
+      const child = await spawnChild(["relay", String(next)]);
+      children.push(child.proc);
+      next = child.port;
+    }
+    const head = await Bun.connect({ hostname: HOST, port: next, socket: { data() {} } });
+    const message = new Uint8Array(size).fill(7);
+    const recorder = new LatencyRecorder();
+    const start = performance.now();
+    for (;;) {
+      const now = performance.now();
+      if (now - start > warmupMs + ms) break;
+      arrived = 0;
+      const done = new Promise<void>((resolve) => (wake = resolve));
+      const sent = head.write(message);
+      if (sent !== size) throw new Error(`floor: a ${size}-byte write took ${sent} bytes`);
+      await done;
+      wake = null;
+      if (now - start >= warmupMs) recorder.add((performance.now() - now) * 1000);
+    }
+    head.end();
+    return recorder.summary();
+  } finally {
+    back.stop(true);
+    for (const child of children) child.kill();
+  }
+}
+
+/** One process writing BULK_BYTES to another over loopback, in MB/s. */
+export async function measureBulk(): Promise<number> {
+  const child = await spawnChild(["sink"]);
+  try {
+    let acknowledged: () => void = () => {};
+    const done = new Promise<void>((resolve) => (acknowledged = resolve));
+    let out: Outbound | null = null;
+    let remaining = BULK_BYTES;
+    const chunk = new Uint8Array(BULK_CHUNK).fill(9);
+    const pump = () => {
+      while (remaining > 0 && !out!.pending) {
+        out!.send(chunk);
+        remaining -= chunk.length;
+      }
+    };
+    const socket = await Bun.connect({
+      hostname: HOST,
+      port: child.port,
+      socket: { data: () => acknowledged(), drain: () => (out!.flush(), pump()) },
+    });
+    out = new Outbound(socket);
+    const header = new Uint8Array(8);
+    new DataView(header.buffer).setFloat64(0, BULK_BYTES);
+    const t0 = performance.now();
+    out.send(header);
+    pump();
+    await done;
+    const seconds = (performance.now() - t0) / 1000;
+    socket.end();
+    return Math.round(BULK_BYTES / seconds / 1e6);
+  } finally {
+    child.proc.kill();
+  }
+}
+
+export async function measureFloor(options: { ms: number; warmupMs: number }): Promise<FloorResult> {
+  const pass32_us = await measurePasses(32, options.ms, options.warmupMs);
+  const pass4k_us = await measurePasses(4096, options.ms, options.warmupMs);
+  const bulk_mb_per_s = await measureBulk();
+  return { pass32_us, pass4k_us, bulk_mb_per_s };
+}
+
+if (import.meta.main) {
+  const [mode, arg] = process.argv.slice(2);
+  if (mode === "relay") await relay(Number(arg));
+  else if (mode === "sink") sink();
+  else {
+    const index = process.argv.indexOf("--seconds");
+    const seconds = index === -1 ? 3 : Number(process.argv[index + 1]);
+    if (!(seconds > 0)) throw new Error("--seconds takes a positive number");
+    const floor = await measureFloor({ ms: seconds * 1000, warmupMs: 300 });
+    console.log(`pass 32 B   p50 ${floor.pass32_us.p50} µs  p99 ${floor.pass32_us.p99} µs`);
+    console.log(`pass 4 KiB  p50 ${floor.pass4k_us.p50} µs  p99 ${floor.pass4k_us.p99} µs`);
+    console.log(`bulk        ${floor.bulk_mb_per_s} MB/s`);
+    process.exit(0);
+  }
+}
