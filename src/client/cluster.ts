@@ -95,7 +95,7 @@ export class ClusterLink {
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: performance.now() });
     });
-    this.sendRequest(reqNo, present(this.pending.get(reqNo), `request ${reqNo} was just made pending`));
+    this.sendRequest(reqNo, present(this.pending.get(reqNo), "a request just made pending"));
     this.updateActivity();
     return promise;
   }

@@ -663,7 +663,7 @@ export class Replica {
     const others = this.options.peers.filter((id) => id !== this.selfId);
     const alive = others.filter((id) => this.peerViews.has(id) && !this.suspected(id));
     const serving = alive
-      .map((id) => present(this.peerViews.get(id), `no view of peer ${id}`))
+      .map((id) => present(this.peerViews.get(id), "no view of a live peer"))
       .filter((view) => view.status === "member" && view.epoch > 0)
       .sort((a, b) => b.epoch - a.epoch)[0];
     if (serving) {
@@ -682,11 +682,11 @@ export class Replica {
     const required = this.bootRequired;
     for (const member of this.config.chain) required.add(member);
     for (const id of alive) {
-      const view = present(this.peerViews.get(id), `no view of peer ${id}`);
+      const view = present(this.peerViews.get(id), "no view of a live peer");
       if (view.status !== "member") for (const member of view.chain) required.add(member);
     }
     required.delete(this.selfId);
-    const noConfigKnown = this.config.epoch === 0 && alive.every((id) => present(this.peerViews.get(id), `no view of peer ${id}`).epoch === 0);
+    const noConfigKnown = this.config.epoch === 0 && alive.every((id) => present(this.peerViews.get(id), "no view of a live peer").epoch === 0);
     if (noConfigKnown && !this.majorityMode && !heardEveryone && !this.options.forceBoot) {
       // Nobody we hear knows any configuration: either the cluster is new, or the servers we
       // do not hear formed chains while we were down (and hold what they acknowledged since:
@@ -710,9 +710,9 @@ export class Replica {
     // Nobody serves: the most advanced history among the servers not serving leads. A joining
     // server counts too: it may be the last one holding acknowledged updates (it goes
     // booting once no member of its chain serves, and then forms the chain itself).
-    const candidates = [this.selfId, ...alive.filter((id) => present(this.peerViews.get(id), `no view of peer ${id}`).status !== "member")];
+    const candidates = [this.selfId, ...alive.filter((id) => present(this.peerViews.get(id), "no view of a live peer").status !== "member")];
     const position = (id: number) =>
-      id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : present(this.peerViews.get(id), `no view of peer ${id}`);
+      id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : present(this.peerViews.get(id), "no view of a live peer");
     const best = candidates.reduce((a, b) => {
       const order = compareHistory(position(a), position(b));
       return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
@@ -753,7 +753,7 @@ export class Replica {
     if (witness !== null) {
       // A server of our chain has long served in a configuration without us: ours is stale
       // (we were removed and missed it). Forget it and find the chain as a booting server does.
-      const view = present(this.peerViews.get(witness), `no view of witness ${witness}`);
+      const view = present(this.peerViews.get(witness), "no view of the witness");
       this.out.push({ kind: "note", text: `server ${witness} serves in ${describeConfig(view)} without us: leaving our stale ${describeConfig(this.config)}` });
       this.becomeBooting();
       this.config = NO_CONFIG;

@@ -37,7 +37,7 @@ export class RetainedLog {
   epochAt(seq: number): number | null {
     if (seq === this.baseSeq) return this.baseEpoch;
     if (seq < this.baseSeq || seq > this.lastSeq) return null;
-    return present(this.updates[seq - this.baseSeq - 1], `retained log: no update ${seq} within (${this.baseSeq}, ${this.lastSeq}]`).epoch;
+    return present(this.updates[seq - this.baseSeq - 1], "retained log: a seq within (base, last] has its update").epoch;
   }
 
   /** Updates (after, lastSeq], or null when some of them are no longer retained. */

@@ -138,8 +138,8 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
   }
   for (const hold of meta.holds) {
     state.holds.set(hold.id, hold);
-    present(state.data.get(hold.name), `snapshot: hold ${hold.id} on unknown datum ${hold.name}`).holders.push(hold);
-    present(state.sessions.get(hold.session), `snapshot: hold ${hold.id} of unknown session ${hold.session}`).holds.add(hold.id);
+    present(state.data.get(hold.name), "snapshot: a hold is on a known datum").holders.push(hold);
+    present(state.sessions.get(hold.session), "snapshot: a hold has a session").holds.add(hold.id);
   }
   return state;
 }
