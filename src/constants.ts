@@ -11,7 +11,11 @@ export const NAME_BYTES_MAX = 255;
 export const SEGMENTS_PER_PROCESS_MAX = 64;
 
 export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
-/** Bun's ArrayBuffers stop at 4 GiB, and a client views the whole segment through one. */
+/**
+ * Bun's ArrayBuffers stop at 4 GiB (JavaScriptCore refuses larger with
+ * "RangeError: Out of memory"), and a client views the whole segment through
+ * one; this also keeps page indices well inside C's u32.
+ */
 export const SEGMENT_SIZE_MAX = 4 * 1024 * 1024 * 1024;
 
 /** A release ships a datum's dirty pages in one frame, so a datum fits in one. */
@@ -114,3 +118,58 @@ export const CACHE_LEASE_FRACTION = 0.75;
 export const CACHE_BACKOFF_MS = 50;
 /** A delete that finds the datum cached by another client recalls it and waits at most this long (then EBUSY). */
 export const DELETE_RECALL_WAIT_MS = 2000;
+
+/** setTimeout overflows above 2^31-1 ms (about 24.8 days): the largest duration a flag takes. */
+export const TIMER_MS_MAX = 2 ** 31 - 1;
+/** A server ticks at least this often, whatever its heartbeat. */
+export const TICK_MS_MAX = 50;
+/** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain. */
+export const CHECKPOINT_WAITS_MAX = 1000;
+/** Queued frames a link writes in one socket write. */
+export const COALESCE_BYTES_MAX = 256 * 1024;
+/** Updates in one forward message down the chain. */
+export const FORWARD_BATCH_MAX = 256;
+
+/** `pstore local --servers` and `bench --local`: one machine, a handful of servers. */
+export const LOCAL_SERVERS_MAX = 16;
+/** `bench --clients`. */
+export const BENCH_CLIENTS_MAX = 16;
+/** `bench --ops`. */
+export const BENCH_OPS_MAX = 100_000_000;
+/** `bench --duration`: an hour; longer is a mistake, not a benchmark. */
+export const BENCH_DURATION_MS_MAX = 3_600_000;
+/** Latency samples one bench run keeps: 64 Mi = 512 MiB, almost 2 hours at 10,000 ops/s. */
+export const BENCH_SAMPLES_MAX = 64 * 1024 * 1024;
+/** Steps the linearizability checker searches before it gives up. */
+export const LINEARIZABILITY_STEPS_MAX = 10_000_000;
+
+/**
+ * The relations between the limits, checked once when this module loads
+ * (every entry point imports it): a limit changed alone fails at start-up,
+ * not in a rare path.
+ */
+function checkLimits(): void {
+  const relations: [boolean, string][] = [
+    [FRAME_BYTES_MAX > DATUM_BYTES_MAX, "a frame holds a whole datum"],
+    [LINK_QUEUED_BYTES_MAX >= FRAME_BYTES_MAX, "a link can queue a whole frame"],
+    [HANDSHAKE_FRAME_BYTES_MAX < FRAME_BYTES_MAX, "handshake frames are smaller than frames"],
+    [DATUM_BYTES_MAX <= SEGMENT_SIZE_MAX, "a datum fits in a segment"],
+    [SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX && SEGMENT_SIZE_DEFAULT % PAGE_SIZE === 0, "the default segment is whole pages under the maximum"],
+    [SEGMENT_SIZE_MAX / PAGE_SIZE <= 2 ** 32, "page indices fit C's u32"],
+    [SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT && SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX, "the default session timeout is in range"],
+    [SESSION_TIMEOUT_MS_MAX <= TIMER_MS_MAX, "a session timeout fits a timer"],
+    [HANDSHAKE_TIMEOUT_MS <= TIMER_MS_MAX && BENCH_DURATION_MS_MAX <= TIMER_MS_MAX, "durations fit a timer"],
+    [HEARTBEAT_MS_DEFAULT < SUSPECT_MS_DEFAULT, "a server hears several heartbeats before it suspects"],
+    [SUSPECT_MS_DEFAULT < SESSION_TIMEOUT_MS_DEFAULT, "a failover completes before sessions expire"],
+    [LOCAL_SERVERS_MAX < SERVERS_MAX, "server ids 1..SERVERS_MAX-1 cover a local cluster"],
+    [DEFAULT_SERVERS.length < SERVERS_MAX, "the default cluster has valid ids"],
+    [(2 ** 53) / HOLD_IDS_PER_EPOCH >= 2 ** 24, "hold ids of many epochs stay exact integers"],
+    [COALESCE_BYTES_MAX <= LINK_QUEUED_BYTES_MAX, "a coalesced write is within the queue"],
+    [FORWARD_BATCH_MAX > 0 && RETAINED_UPDATES_MAX >= FORWARD_BATCH_MAX, "a forward batch is within what is retained"],
+    [SNAPSHOT_BLOCK_BYTES % PAGE_SIZE === 0, "a checkpoint block is whole pages"],
+  ];
+  for (const [holds, relation] of relations) {
+    if (!holds) throw new Error(`pstore limits are inconsistent: ${relation} (src/constants.ts)`);
+  }
+}
+checkLimits();

@@ -4,6 +4,7 @@
  * bucketing error — computed by the nearest-rank method on the sorted
  * samples: p(q) is the smallest sample with at least q·n samples at or below it.
  */
+import { BENCH_SAMPLES_MAX } from "../constants.ts";
 
 export interface LatencySummary {
   p50: number;
@@ -13,11 +14,8 @@ export interface LatencySummary {
   mean: number;
 }
 
-/** The buffer starts at this many samples and doubles as needed, up to SAMPLES_MAX. */
+/** The buffer starts at this many samples and doubles as needed, up to BENCH_SAMPLES_MAX. */
 const SAMPLES_INITIAL = 4096;
-/** 64 Mi samples = 512 MiB (almost 2 hours at 10,000 ops/s): past that a run is far longer than a benchmark needs. */
-export const SAMPLES_MAX = 64 * 1024 * 1024;
-
 export class LatencyRecorder {
   private samples = new Float64Array(SAMPLES_INITIAL);
   private length = 0;
@@ -68,10 +66,10 @@ export class LatencyRecorder {
   }
 
   private grow(): void {
-    if (this.samples.length >= SAMPLES_MAX) {
-      throw new RangeError(`more than ${SAMPLES_MAX} latency samples: use a shorter --duration or fewer --ops`);
+    if (this.samples.length >= BENCH_SAMPLES_MAX) {
+      throw new RangeError(`more than ${BENCH_SAMPLES_MAX} latency samples: use a shorter --duration or fewer --ops`);
     }
-    const bigger = new Float64Array(Math.min(SAMPLES_MAX, this.samples.length * 2));
+    const bigger = new Float64Array(Math.min(BENCH_SAMPLES_MAX, this.samples.length * 2));
     bigger.set(this.samples);
     this.samples = bigger;
   }

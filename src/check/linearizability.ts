@@ -27,6 +27,7 @@
  * read or rmw needs a value that differs from the current one and that no
  * pending operation writes any more.
  */
+import { LINEARIZABILITY_STEPS_MAX } from "../constants";
 import { describeOp, type History, type HistoryData, historyData, type OpRecord, type Value } from "./history";
 
 export interface LinearizabilityOptions {
@@ -54,8 +55,6 @@ export type LinearizabilityResult =
       stuck: number[];
     }
   | { ok: "unknown"; key: string; reason: string; steps: number };
-
-export const DEFAULT_MAX_STEPS = 10_000_000;
 
 /** JSON with object keys sorted, so equal values have equal text. */
 export function canonical(v: Value): string {
@@ -96,7 +95,7 @@ export function checkLinearizability(h: History | HistoryData, opts: Linearizabi
     if (!list) byKey.set(r.op.key, (list = []));
     list.push(r);
   }
-  const maxSteps = opts.maxSteps ?? DEFAULT_MAX_STEPS;
+  const maxSteps = opts.maxSteps ?? LINEARIZABILITY_STEPS_MAX;
   let steps = 0;
   let ops = 0;
   let unknown: LinearizabilityResult | undefined;

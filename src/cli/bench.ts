@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchResult, BenchTarget, Progress, ServerRss } from "../bench/index.ts";
 import { VICTIMS, type WorkloadName, WORKLOADS, type WorkloadSpec } from "../bench/spec.ts";
-import { DATUM_BYTES_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
+import { BENCH_CLIENTS_MAX, BENCH_DURATION_MS_MAX, BENCH_OPS_MAX, DATUM_BYTES_MAX, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import {
   formatBytes,
   FSYNC_MODES,
@@ -34,9 +34,6 @@ import { makeStyle, useColor } from "./output.ts";
 import { nextStopSignal } from "./signals.ts";
 
 /** Segments one process can map (c/pstore_mem.c), so clients of one bench process. */
-const CLIENTS_MAX = 16;
-const LOCAL_SERVERS_MAX = 16;
-const OPS_MAX = 100_000_000;
 const DURATION_DEFAULT = "5s";
 const WARMUP_DEFAULT = "1s";
 const WORKLOADS_DEFAULT = "cycle,read,contended,large";
@@ -87,7 +84,7 @@ export default defineCommand({
     clients: {
       type: "string",
       valueHint: "n[,n...]",
-      description: `Clients (1 to ${CLIENTS_MAX}); a list runs each workload at each count (default: 8 for contended and failover, else 1)`,
+      description: `Clients (1 to ${BENCH_CLIENTS_MAX}); a list runs each workload at each count (default: 8 for contended and failover, else 1)`,
     },
     ops: { type: "string", valueHint: "n", description: "Measure this many operations per workload (all clients together)" },
     duration: { type: "string", valueHint: "time", description: `Measure for this long per workload: 10s, 500ms, 1m (default ${DURATION_DEFAULT})` },
@@ -242,10 +239,10 @@ function _plan(args: Record<string, any>, rawArgs: string[]): _Plan {
     if (local < needed) throw new UsageError(`failover with --victim ${args.victim} needs --local ${needed} or more`);
   }
   if (!workloads.includes("failover") && given("victim")) throw new UsageError("--victim only goes with the failover workload");
-  const clientCounts = args.clients === undefined ? null : parseList(args.clients, "--clients").map((text) => parseCount(text, "--clients", CLIENTS_MAX));
+  const clientCounts = args.clients === undefined ? null : parseList(args.clients, "--clients").map((text) => parseCount(text, "--clients", BENCH_CLIENTS_MAX));
   const size = parseSize(args.size, "--size");
   if (size < 1 || size > DATUM_BYTES_MAX) throw new UsageError(`--size: ${args.size} is not from 1 byte to ${formatBytes(DATUM_BYTES_MAX)}`);
-  const budget = args.ops !== undefined ? { ops: parseCount(args.ops, "--ops", OPS_MAX) } : { durationMs: parseDuration(args.duration ?? DURATION_DEFAULT, "--duration", false) };
+  const budget = args.ops !== undefined ? { ops: parseCount(args.ops, "--ops", BENCH_OPS_MAX) } : { durationMs: parseDuration(args.duration ?? DURATION_DEFAULT, "--duration", false) };
   const warmupMs = parseDuration(args.warmup, "--warmup", true);
   const specs = workloads.flatMap((workload) => {
     // large is one client on one datum, pingpong two: a client count list does not multiply them.
@@ -277,8 +274,6 @@ function _parseWorkloads(text: string): WorkloadName[] {
 }
 
 const _DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
-/** An hour: longer is a mistake, not a benchmark. */
-const _DURATION_MS_MAX = 3_600_000;
 
 /** `10s`, `500ms`, `1m`, `2.5s`; a bare number is seconds. `allowZero` for --warmup 0. */
 export function parseDuration(text: string, what: string, allowZero: boolean): number {
@@ -287,6 +282,6 @@ export function parseDuration(text: string, what: string, allowZero: boolean): n
   const ms = Number(match[1]) * _DURATION_UNITS_MS[match[2] ?? "s"]!;
   if (ms === 0 && allowZero) return 0;
   if (ms < 1) throw new UsageError(`${what}: must be at least 1 ms (got "${text}")`);
-  if (ms > _DURATION_MS_MAX) throw new UsageError(`${what}: "${text}" is over an hour`);
+  if (ms > BENCH_DURATION_MS_MAX) throw new UsageError(`${what}: "${text}" is over an hour`);
   return Math.round(ms);
 }

@@ -12,7 +12,7 @@
  */
 import { formatBytes } from "../core/names.ts";
 import type { ArgsDef } from "citty";
-import { PAGE_SIZE, SEGMENT_SIZE_MAX } from "../constants.ts";
+import { PAGE_SIZE, SEGMENT_SIZE_MAX, TIMER_MS_MAX } from "../constants.ts";
 
 export const FSYNC_MODES = ["always", "batch", "off"] as const;
 export type FsyncMode = (typeof FSYNC_MODES)[number];
@@ -206,9 +206,6 @@ export function parseSegmentSize(text: string, what = "--segment-size"): number 
   return bytes;
 }
 
-/** Timers overflow above 2^31-1 ms (about 24.8 days). */
-const _DURATION_MS_MAX = 2 ** 31 - 1;
-
 /** Parses a duration in milliseconds: a positive whole number (`10000`). */
 export function parseDurationMs(text: string, what: string): number {
   if (!/^\s*\d+\s*$/.test(text)) {
@@ -216,7 +213,7 @@ export function parseDurationMs(text: string, what: string): number {
   }
   const ms = Number(text);
   if (ms <= 0) throw new UsageError(`${what}: must be at least 1 ms (got ${text})`);
-  if (ms > _DURATION_MS_MAX) throw new UsageError(`${what}: ${text} ms is over the limit of ${_DURATION_MS_MAX} ms`);
+  if (ms > TIMER_MS_MAX) throw new UsageError(`${what}: ${text} ms is over the limit of ${TIMER_MS_MAX} ms`);
   return ms;
 }
 

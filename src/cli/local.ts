@@ -2,13 +2,12 @@
 import { defineCommand } from "citty";
 import { realpathSync } from "node:fs";
 import { relative, resolve } from "node:path";
-import { DEFAULT_PORT, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
+import { DEFAULT_PORT, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseSegmentSize, UsageError } from "./flags.ts";
 import { selfCommand } from "./cluster.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal } from "./signals.ts";
 
-const SERVERS_MAX = 16;
 
 export const examples = [
   "pstore local                          # 3 servers on 127.0.0.1:7401-7403, data in ./pstore-data",
@@ -21,7 +20,7 @@ export const examples = [
 export default defineCommand({
   meta: { name: "local", description: "Run a local cluster: N servers on loopback, stopped together by Ctrl-C" },
   args: {
-    servers: { type: "string", valueHint: "n", default: "3", description: `How many servers (1 to ${SERVERS_MAX})` },
+    servers: { type: "string", valueHint: "n", default: "3", description: `How many servers (1 to ${LOCAL_SERVERS_MAX})` },
     "base-port": { type: "string", valueHint: "port", default: String(DEFAULT_PORT), description: "Port of server 1; the others follow" },
     "data-dir": { type: "string", valueHint: "dir", default: "./pstore-data", description: "Data of server n goes in <dir>/n (reused on the next start)" },
     "segment-size": {
@@ -36,7 +35,7 @@ export default defineCommand({
     ...logArgs,
   },
   async run({ args }) {
-    const count = parseCount(args.servers, "--servers", SERVERS_MAX);
+    const count = parseCount(args.servers, "--servers", LOCAL_SERVERS_MAX);
     const basePort = Number(args["base-port"]);
     if (!/^\d+$/.test(args["base-port"]) || basePort < 1 || basePort + count - 1 > 65535) {
       throw new UsageError(`--base-port: "${args["base-port"]}" must be a port from 1 to ${65536 - count} for ${count} servers`);

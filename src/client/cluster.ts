@@ -5,6 +5,7 @@
  * reconnects, subscribes again and resends every unanswered request with its
  * original number; the servers deduplicate, so each applies once.
  */
+import { assert, present } from "../assert";
 import { PStoreError } from "../errors";
 import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
 import { formatAddresses } from "../net/address";
@@ -116,7 +117,7 @@ export class ClusterLink {
       const now = performance.now();
       this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now, onQueued });
     });
-    if (this.head) this.sendRequest(reqNo, this.pending.get(reqNo)!);
+    if (this.head) this.sendRequest(reqNo, present(this.pending.get(reqNo), "a request just made pending"));
     else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
     this.updateActivity();
     return promise;
@@ -252,7 +253,7 @@ export class ClusterLink {
     }
     const { chain, epoch } = newest.welcome;
     this.geometry ??= newest.welcome;
-    const mismatch = opened.find((probe) => probe.welcome.segmentSize !== this.geometry!.segmentSize);
+    const mismatch = opened.find((probe) => probe.welcome.segmentSize !== present(this.geometry, "geometry is set from the newest welcome").segmentSize);
     if (mismatch) {
       for (const connection of opened) connection.close();
       throw new PStoreError("EPROTO", `${mismatch.address} has a segment of ${mismatch.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
@@ -265,8 +266,9 @@ export class ClusterLink {
       return connection;
     };
     try {
-      const head = await reuse(chain[0]!);
-      const tail = await reuse(chain[chain.length - 1]!);
+      assert(chain.length > 0, "a served chain is not empty");
+      const head = await reuse(present(chain[0], "chain head"));
+      const tail = await reuse(present(chain[chain.length - 1], "chain tail"));
       for (const connection of opened) if (connection !== head && connection !== tail) connection.close();
       this.install(head, tail, chain, epoch);
       return true;

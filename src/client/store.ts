@@ -4,6 +4,7 @@
  * pages (read-only; under a write hold the first write to a page marks it
  * dirty); a write release ships the dirty pages only.
  */
+import { present } from "../assert";
 import { DEFAULT_SERVERS, DELETE_RECALL_WAIT_MS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
@@ -106,7 +107,7 @@ class ClientStore implements Store {
 
   async open(): Promise<void> {
     await this.cluster.open(randomSessionId());
-    const geometry = this.cluster.geometry!;
+    const geometry = present(this.cluster.geometry, "a connected cluster knows its geometry");
     try {
       this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
     } catch (error) {

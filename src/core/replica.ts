@@ -8,7 +8,8 @@
  * for the server (or the simulator) to carry out, in order. Ordering rule:
  * an update's "log" action comes before any "send" or "reply" that depends on it.
  */
-import { REQUESTS_DEFERRED_MAX } from "../constants";
+import { present } from "../assert";
+import { FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
 import { type AcceptedProposal, PREV_EPOCH_UNKNOWN, type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, describeConfig, issuerOf, nextEpoch, predecessorOf, successorOf, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
@@ -106,7 +107,6 @@ interface Downstream {
   seenAppliedSinceMs: number;
 }
 
-const FORWARD_BATCH_MAX = 256;
 /** At most one ack up the chain per this many ms (and at every tick). */
 const ACK_INTERVAL_MS = 5;
 
@@ -436,14 +436,14 @@ export class Replica {
       // The sender's history parts from ours at or before our last update (a snapshot it sent
       // us was lost: sim seed 58000733): applying its next updates on ours would mix the two.
       // Tell it where we are: it sends what we need, a snapshot if we diverged.
-      this.sendSyncReply(this.upstream!);
+      this.sendSyncReply(present(this.upstream, "a sync request comes from the upstream"));
       return;
     }
     for (const update of updates) {
       if (update.seq <= this.state.appliedSeq) continue; // a resend after a resync
       if (update.seq !== this.state.appliedSeq + 1) {
         // A gap: updates were lost on the way. Ask for a resend from where we are.
-        this.sendSyncReply(this.upstream!);
+        this.sendSyncReply(present(this.upstream, "a sync request comes from the upstream"));
         break;
       }
       this.apply(update);
@@ -564,7 +564,7 @@ export class Replica {
 
   /** The downstream server has applied up to (seq, epoch): send what it lacks. */
   private syncDownstream(seq: number, epoch: number): void {
-    const down = this.down!;
+    const down = present(this.down, "resend needs a downstream");
     const mine = this.state.appliedSeq;
     const isPrefix = seq <= mine && this.retained.epochAt(seq) === epoch;
     const missing = isPrefix ? this.retained.after(seq) : null;
@@ -638,7 +638,7 @@ export class Replica {
     if (!joiner || !this.isTail || joiner.ackedSeq < this.state.appliedSeq) return;
     if (this.nowMs - joiner.lastNoticeMs < this.options.heartbeatMs) return;
     joiner.lastNoticeMs = this.nowMs;
-    this.send(this.config.chain[0]!, { type: "caught_up", from: this.selfId, epoch: this.config.epoch, joiner: joiner.id });
+    this.send(present(this.config.chain[0], "a member tail sees a chain with a head"), { type: "caught_up", from: this.selfId, epoch: this.config.epoch, joiner: joiner.id });
     if (this.config.chain[0] === this.selfId) {
       // A chain of one: this server is head and tail.
       this.issueConfig([...this.config.chain, joiner.id]);
@@ -668,7 +668,7 @@ export class Replica {
     const others = this.options.peers.filter((id) => id !== this.selfId);
     const alive = others.filter((id) => this.peerViews.has(id) && !this.suspected(id));
     const serving = alive
-      .map((id) => this.peerViews.get(id)!)
+      .map((id) => present(this.peerViews.get(id), "no view of a live peer"))
       .filter((view) => view.status === "member" && view.epoch > 0)
       .sort((a, b) => b.epoch - a.epoch)[0];
     if (serving) {
@@ -687,11 +687,11 @@ export class Replica {
     const required = this.bootRequired;
     for (const member of this.config.chain) required.add(member);
     for (const id of alive) {
-      const view = this.peerViews.get(id)!;
+      const view = present(this.peerViews.get(id), "no view of a live peer");
       if (view.status !== "member") for (const member of view.chain) required.add(member);
     }
     required.delete(this.selfId);
-    const noConfigKnown = this.config.epoch === 0 && alive.every((id) => this.peerViews.get(id)!.epoch === 0);
+    const noConfigKnown = this.config.epoch === 0 && alive.every((id) => present(this.peerViews.get(id), "no view of a live peer").epoch === 0);
     if (noConfigKnown && !this.majorityMode && !heardEveryone && !this.options.forceBoot) {
       // Nobody we hear knows any configuration: either the cluster is new, or the servers we
       // do not hear formed chains while we were down (and hold what they acknowledged since:
@@ -715,9 +715,9 @@ export class Replica {
     // Nobody serves: the most advanced history among the servers not serving leads. A joining
     // server counts too: it may be the last one holding acknowledged updates (it goes
     // booting once no member of its chain serves, and then forms the chain itself).
-    const candidates = [this.selfId, ...alive.filter((id) => this.peerViews.get(id)!.status !== "member")];
+    const candidates = [this.selfId, ...alive.filter((id) => present(this.peerViews.get(id), "no view of a live peer").status !== "member")];
     const position = (id: number) =>
-      id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : this.peerViews.get(id)!;
+      id === this.selfId ? { lastEpoch: this.lastEpoch, appliedSeq: this.state.appliedSeq } : present(this.peerViews.get(id), "no view of a live peer");
     const best = candidates.reduce((a, b) => {
       const order = compareHistory(position(a), position(b));
       return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
@@ -758,7 +758,7 @@ export class Replica {
     if (witness !== null) {
       // A server of our chain has long served in a configuration without us: ours is stale
       // (we were removed and missed it). Forget it and find the chain as a booting server does.
-      const view = this.peerViews.get(witness)!;
+      const view = present(this.peerViews.get(witness), "no view of the witness");
       this.out.push({ kind: "note", text: `server ${witness} serves in ${describeConfig(view)} without us: leaving our stale ${describeConfig(this.config)}` });
       this.becomeBooting();
       this.config = NO_CONFIG;

@@ -3,6 +3,7 @@
  * lacks. Contiguous: updates (base, last]. Acknowledged updates beyond the
  * bounds are dropped oldest first; unacknowledged ones never are.
  */
+import { present } from "../assert";
 import { RETAINED_BYTES_MAX, RETAINED_UPDATES_MAX } from "../constants";
 import { type Update, encodeUpdate } from "../wire/messages";
 
@@ -36,7 +37,7 @@ export class RetainedLog {
   epochAt(seq: number): number | null {
     if (seq === this.baseSeq) return this.baseEpoch;
     if (seq < this.baseSeq || seq > this.lastSeq) return null;
-    return this.updates[seq - this.baseSeq - 1]!.epoch;
+    return present(this.updates[seq - this.baseSeq - 1], "retained log: a seq within (base, last] has its update").epoch;
   }
 
   /** Updates (after, lastSeq], or null when some of them are no longer retained. */
@@ -60,7 +61,7 @@ export class RetainedLog {
       drop++;
     }
     if (drop === 0) return;
-    const last = this.updates[drop - 1]!;
+    const last = present(this.updates[drop - 1], "retained log: trim dropped an update it does not hold");
     this.baseSeq = last.seq;
     this.baseEpoch = last.epoch;
     this.updates = this.updates.slice(drop);

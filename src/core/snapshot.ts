@@ -4,6 +4,7 @@
  * of every datum follow raw, with their sequence numbers. Free pages are not
  * sent: they are zeros until a create stamps them.
  */
+import { present } from "../assert";
 import type { Reply } from "../wire/messages";
 import { SNAPSHOT_BLOCK_BYTES } from "../constants";
 import { PageAllocator, type PageRun } from "./allocator";
@@ -141,8 +142,8 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
   for (const stored of meta.holds) {
     const hold = { ...stored, cacheable: stored.cacheable ?? false, cached: stored.cached ?? false };
     state.holds.set(hold.id, hold);
-    state.data.get(hold.name)!.holders.push(hold);
-    state.sessions.get(hold.session)!.holds.add(hold.id);
+    present(state.data.get(hold.name), "snapshot: a hold is on a known datum").holders.push(hold);
+    present(state.sessions.get(hold.session), "snapshot: a hold has a session").holds.add(hold.id);
   }
   return state;
 }

@@ -3,6 +3,7 @@
  * Every replica applies the same updates in the same order and so reaches
  * the same state and grants the same holds. Pure: no I/O, clock or randomness.
  */
+import { present } from "../assert";
 import {
   DATA_COUNT_MAX,
   HOLD_IDS_PER_EPOCH,
@@ -216,7 +217,8 @@ export class StoreState {
 
   /** Takes `acquireReqNo` of `session` out of its datum's queue; the waiters it kept back may go. */
   private withdrawWait(session: Session, acquireReqNo: number, outputs: Output[]): void {
-    const datum = this.data.get(session.waiting.get(acquireReqNo)!)!;
+    const waitingOn = present(session.waiting.get(acquireReqNo), "a waiting acquire knows its datum");
+    const datum = present(this.data.get(waitingOn), "a session waits on a known datum");
     datum.queue = datum.queue.filter((w) => !(w.session === session.id && w.reqNo === acquireReqNo));
     session.waiting.delete(acquireReqNo);
     // A writer at the front may have kept readers behind it waiting.
@@ -357,7 +359,7 @@ export class StoreState {
     };
     datum.holders.push(hold);
     this.holds.set(hold.id, hold);
-    this.sessions.get(waiter.session)!.holds.add(hold.id);
+    present(this.sessions.get(waiter.session), "a granted waiter has a session").holds.add(hold.id);
     // A cached version newer than the datum's means the client saw a history this
     // state no longer has (writes lost in an outage): its copy is not to be trusted.
     const cacheValid =
@@ -380,8 +382,8 @@ export class StoreState {
   /** Grants the waiters at the front of the queue that the current holders allow (FIFO). */
   private grantWaiters(datum: Datum, outputs: Output[]): void {
     while (datum.queue.length > 0 && compatible(datum, datum.queue[0]!.mode)) {
-      const waiter = datum.queue.shift()!;
-      const session = this.sessions.get(waiter.session)!;
+      const waiter = present(datum.queue.shift(), "a non-empty queue has a first waiter");
+      const session = present(this.sessions.get(waiter.session), "a waiter has a session");
       session.waiting.delete(waiter.reqNo);
       const reply = this.grant(datum, waiter);
       session.replies.set(waiter.reqNo, reply);
@@ -394,7 +396,7 @@ export class StoreState {
     if (!hold || hold.session !== session.id) {
       return error("ESTALE", `hold ${holdId} is not a hold of this session (released, expired or never granted)`);
     }
-    const datum = this.data.get(hold.name)!;
+    const datum = present(this.data.get(hold.name), "a hold is on a known datum");
     if (pages.length > 0) {
       const problem = hold.mode === "read" ? "a read hold cannot ship pages" : this.pagesProblem(datum, pages);
       if (problem) return error("EINVAL", problem);
@@ -433,10 +435,10 @@ export class StoreState {
     // received, so this very request's doneBelow has just made the state forget it; the
     // hold would then never be released while the session lives.
     for (const holdId of session.holds) {
-      const hold = this.holds.get(holdId)!;
+      const hold = present(this.holds.get(holdId), "a session lists only known holds");
       if (hold.reqNo !== acquireReqNo) continue;
       this.dropHold(hold);
-      this.grantWaiters(this.data.get(hold.name)!, outputs);
+      this.grantWaiters(present(this.data.get(hold.name), "a hold is on a known datum"), outputs);
       return { type: "ok" };
     }
     // Not applied yet (its copy was refused, EUNAVAILABLE, or is still on its way): the acquire
@@ -449,7 +451,7 @@ export class StoreState {
   }
 
   private dropHold(hold: Hold): void {
-    const datum = this.data.get(hold.name)!;
+    const datum = present(this.data.get(hold.name), "a hold is on a known datum");
     datum.holders = datum.holders.filter((h) => h.id !== hold.id);
     this.holds.delete(hold.id);
     this.sessions.get(hold.session)?.holds.delete(hold.id);
@@ -461,17 +463,17 @@ export class StoreState {
     if (!session) return;
     const touched = new Set<string>();
     for (const holdId of session.holds) {
-      const hold = this.holds.get(holdId)!;
+      const hold = present(this.holds.get(holdId), "a session lists only known holds");
       touched.add(hold.name);
       this.dropHold(hold);
     }
     for (const [reqNo, name] of session.waiting) {
-      const datum = this.data.get(name)!;
+      const datum = present(this.data.get(name), "a touched datum is known");
       datum.queue = datum.queue.filter((w) => !(w.session === id && w.reqNo === reqNo));
       touched.add(name);
     }
     this.sessions.delete(id);
-    for (const name of touched) this.grantWaiters(this.data.get(name)!, outputs);
+    for (const name of touched) this.grantWaiters(present(this.data.get(name), "a touched datum is known"), outputs);
   }
 
   // ---- reads of committed state (served by the tail) ----

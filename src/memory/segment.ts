@@ -8,7 +8,7 @@
  *
  * Not thread-safe: use a segment from the thread that mapped it.
  */
-import { NAME_BYTES_MAX, PAGE_SIZE } from "../constants.ts";
+import { NAME_BYTES_MAX, PAGE_SIZE, SEGMENT_SIZE_MAX } from "../constants.ts";
 import { PStoreError } from "../errors.ts";
 import * as native from "./native.ts";
 
@@ -20,12 +20,6 @@ const HOLD_CODES: Record<HoldMode, number> = {
   write: native.HOLD_WRITE,
 };
 
-/**
- * The segment is one ArrayBuffer, and JavaScriptCore (Bun 1.4) refuses
- * ArrayBuffers over 4 GiB with "RangeError: Out of memory". This also keeps
- * page indices well inside C's u32.
- */
-const SEGMENT_BYTES_MAX = 4 * 1024 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 
@@ -75,8 +69,8 @@ export class MappedSegment {
     if (!Number.isSafeInteger(size) || size <= 0 || size % pageSize !== 0) {
       throw new PStoreError("EINVAL", `segment size ${size} must be a positive multiple of the page size ${pageSize}`);
     }
-    if (size > SEGMENT_BYTES_MAX) {
-      throw new PStoreError("EINVAL", `segment size ${size} is over ${SEGMENT_BYTES_MAX} bytes, the largest ArrayBuffer Bun can make`);
+    if (size > SEGMENT_SIZE_MAX) {
+      throw new PStoreError("EINVAL", `segment size ${size} is over ${SEGMENT_SIZE_MAX} bytes, the largest ArrayBuffer Bun can make`);
     }
   }
 

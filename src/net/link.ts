@@ -4,15 +4,13 @@
  * so every link keeps its own outbound queue, flushed from `drain`.
  */
 import type { Socket } from "bun";
-import { FRAME_BYTES_MAX, LINK_QUEUED_BYTES_MAX } from "../constants";
+import { COALESCE_BYTES_MAX, FRAME_BYTES_MAX, LINK_QUEUED_BYTES_MAX } from "../constants";
 import { type Frame, type FrameBudget, FrameDecoder, WireError, concatBytes, encodeMessage } from "../wire";
 
 export interface LinkHandlers {
   onFrame(link: Link, frame: Frame): void;
   onClose(link: Link, reason: string): void;
 }
-
-const COALESCE_BYTES_MAX = 256 * 1024;
 
 /** While a batch runs, sends are queued and each link writes once at its end. */
 let batching: Set<Link> | null = null;

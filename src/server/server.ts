@@ -4,9 +4,12 @@
  * replica events, and carries out the actions the replica returns. Every
  * state change happens in core/.
  */
+import { present } from "../assert";
 import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
+  CHECKPOINT_WAITS_MAX,
+  TICK_MS_MAX,
   CHECKPOINT_MB_DEFAULT,
   DISK_FREE_BYTES_MIN,
   FRAME_BYTES_MAX,
@@ -43,13 +46,10 @@ import type { RunningServer, ServerOptions } from "./options";
 import { PeerLinks } from "./peers";
 import { clusterStatus } from "./status";
 
-const TICK_MS_MAX = 50;
 /** Frames from this size on make the server announce it will be busy... */
 const BUSY_FRAME_BYTES = 1024 * 1024;
 /** ...for as long as this (slow) rate of processing implies, with margin. */
 const BUSY_BYTES_PER_MS = 8 * 1024;
-/** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain. */
-const CHECKPOINT_WAITS_MAX = 1000;
 
 /** What a connection turned out to be, after its hello (and its proof, with a secret). */
 type LinkRole =
@@ -176,7 +176,7 @@ export class Server {
     this.ticker = setInterval(() => this.tick(), tickMs);
     this.idleSweeper = setInterval(() => this.closeSilentClients(), IDLE_SWEEP_MS);
     this.tick();
-    const address = `${this.options.listen.host}:${this.listener!.port}`;
+    const address = `${this.options.listen.host}:${present(this.listener, "listening").port}`;
     // Listening on port 0 (tests): clients must be told the port we got.
     this.peerAddresses[this.selfId - 1] = address;
     this.log.info(`server ${this.selfId} listening on ${address}, segment ${this.options.segmentSize} bytes, data in ${this.options.dataDir}`);
@@ -283,7 +283,7 @@ export class Server {
   }
 
   private onAuth(link: Link, pending: Extract<LinkRole, { kind: "authenticating" }>, message: Message): void {
-    const expected = clientProof(this.options.secret!, pending.role, pending.serverNonce, pending.clientNonce);
+    const expected = clientProof(present(this.options.secret, "authenticating needs a secret"), pending.role, pending.serverNonce, pending.clientNonce);
     if (message.type !== "auth" || !sameProof(message.body.proof, expected)) {
       this.authFailures++;
       // Logged once per server run (and counted): a scan must not flood the log.
@@ -515,7 +515,7 @@ export class Server {
     const serving = this.replica.status === "member";
     return {
       epoch: this.replica.config.epoch,
-      chain: serving ? this.replica.config.chain.map((id) => this.peerAddresses[id - 1]!) : [],
+      chain: serving ? this.replica.config.chain.map((id) => present(this.peerAddresses[id - 1], `chain member ${id} is not in --peers`)) : [],
     };
   }
 

@@ -1,4 +1,5 @@
 /** The cluster as one server sees it, for `pstore status`. */
+import { present } from "../assert";
 import type { ClusterStatus, ServerStatus } from "../client/types";
 import { PAGE_SIZE } from "../constants";
 import type { Replica } from "../core";
@@ -45,7 +46,7 @@ export function clusterStatus(
               : "middle";
     return {
       id,
-      address: addresses[id - 1]!,
+      address: present(addresses[id - 1], `chain member ${id} is not in --peers`),
       role,
       appliedSeq: applied(id),
       lag: newest - applied(id),
