@@ -27,6 +27,9 @@ export function clusterStatus(
   const upstream = (id: number) => myIndex > 0 && chain.indexOf(id) >= 0 && chain.indexOf(id) < myIndex && isAlive(id);
   const applied = (id: number) => (id === replica.selfId ? mine : upstream(id) ? Math.max(heard(id), mine) : heard(id));
   const newest = Math.max(0, ...addresses.map((_, i) => applied(i + 1)));
+  // A member's last heartbeat may predate the configuration that made it one (just after start):
+  // that status is stale, and the configuration, formed with it, says it serves.
+  const staleView = (view: { epoch: number } | undefined) => view !== undefined && view.epoch < epoch;
   const describe = (id: number): ServerStatus => {
     const view = replica.peerViews.get(id);
     const self = id === replica.selfId;
@@ -50,7 +53,7 @@ export function clusterStatus(
       role,
       appliedSeq: applied(id),
       lag: newest - applied(id),
-      state: !alive ? "down" : index >= 0 && status === "member" ? "serving" : "catching-up",
+      state: !alive ? "down" : index >= 0 && (status === "member" || staleView(view)) ? "serving" : "catching-up",
       lastHeartbeatMsAgo: Number.isFinite(heardMsAgo(id)) ? heardMsAgo(id) : null,
     };
   };
