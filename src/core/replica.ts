@@ -484,10 +484,14 @@ export class Replica {
    * us back over updates the chain never had, acknowledged by a chain we served in (two
    * chains after a cut, default mode: sim seed 9104021; or updates only we kept through a
    * whole-cluster crash: 9702343). We refuse it and offer the head our history instead.
+   * Not with --quorum majority: a history taken so would be acknowledged in a newer
+   * configuration while ranking by its older last epoch, below updates sequenced since and
+   * never acknowledged, which the next boot would prefer (sim seed 77002376). There what only
+   * we hold was never acknowledged (docs/protocol.md, why the last epoch ranks histories).
    */
   private onSnapshot(message: Extract<PeerMessage, { type: "snapshot" }>): void {
     const { seq, lastEpoch } = message;
-    if (this.status !== "joining" || seq >= this.state.appliedSeq || !this.epochs.extends(seq, lastEpoch)) {
+    if (this.majorityMode || this.status !== "joining" || seq >= this.state.appliedSeq || !this.epochs.extends(seq, lastEpoch)) {
       this.installSnapshot(message.bytes, seq, lastEpoch);
       return;
     }
