@@ -133,7 +133,7 @@ export class Replica {
   private upstream: number | null = null;
   private lastUpstreamMs = 0;
   /** As tail: a server catching up behind this one before it joins the chain. */
-  private joiner: { id: number; ackedSeq: number; lastNoticeMs: number } | null = null;
+  private joiner: { id: number; ackedSeq: number; lastNoticeMs: number; caughtUpSinceMs: number | null } | null = null;
   private highestEpochSeen = 0;
   /** When this server adopted its current configuration. */
   private configSinceMs = 0;
@@ -432,6 +432,7 @@ export class Replica {
 
   private onForward(updates: Update[], prevEpoch: number): void {
     this.lastUpstreamMs = this.nowMs;
+    if (this.awaitsJoinerAppended()) return;
     if (!this.onSameHistory(updates, prevEpoch)) {
       // The sender's history parts from ours at or before our last update (a snapshot it sent
       // us was lost: sim seed 58000733): applying its next updates on ours would mix the two.
@@ -633,8 +634,24 @@ export class Replica {
     // that diverged, or that is ahead of us with updates never acknowledged, would else be
     // declared caught up (and made tail) before the snapshot replacing its state reached it.
     const prefix = appliedSeq <= this.state.appliedSeq && this.retained.epochAt(appliedSeq) === lastEpoch;
-    this.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity };
+    this.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity, caughtUpSinceMs: null };
     this.startDownstream(from);
+  }
+
+  /**
+   * As tail: the joiner has everything we have and the head is appending it. Until the new
+   * configuration makes it the tail we apply nothing more: applied here, an update would be
+   * acknowledged by us while the new tail lacks it, and if we and the head then crash before
+   * it reaches the new tail, the survivor never gets it (sim seed 93000179, two crashes of
+   * three). Our upstream resends it: it resynchronises us in the new configuration (or when
+   * our heartbeats show no progress). We resume after suspectMs if the head does not append it.
+   */
+  private awaitsJoinerAppended(): boolean {
+    const since = this.joiner?.caughtUpSinceMs ?? null;
+    if (since === null || !this.isTail) return false;
+    if (this.nowMs - since <= this.options.suspectMs) return true;
+    present(this.joiner, "a joiner caught up").caughtUpSinceMs = null;
+    return false;
   }
 
   private noticeCaughtUp(): void {
@@ -642,6 +659,7 @@ export class Replica {
     if (!joiner || !this.isTail || joiner.ackedSeq < this.state.appliedSeq) return;
     if (this.nowMs - joiner.lastNoticeMs < this.options.heartbeatMs) return;
     joiner.lastNoticeMs = this.nowMs;
+    joiner.caughtUpSinceMs ??= this.nowMs;
     this.send(present(this.config.chain[0], "a member tail sees a chain with a head"), { type: "caught_up", from: this.selfId, epoch: this.config.epoch, joiner: joiner.id });
     if (this.config.chain[0] === this.selfId) {
       // A chain of one: this server is head and tail.
