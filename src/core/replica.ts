@@ -152,6 +152,8 @@ export class Replica {
   /** Until when we told the others we would be busy (they do not suspect us before). */
   private busyUntilMs = -Infinity;
   private lastJoinMs = -Infinity;
+  /** As a joiner: when a member of the chain we join was last seen serving (or we started joining). */
+  private joinedChainSinceMs = 0;
   private out: Action[] = [];
   private toForward: Update[] = [];
   private ackDue = false;
@@ -670,9 +672,13 @@ export class Replica {
   private keepJoining(): void {
     const members = this.config.chain.filter((id) => id !== this.selfId);
     const serves = (id: number) => !this.suspected(id) && this.peerViews.get(id)?.status === "member";
-    if (!members.some(serves)) {
+    if (members.some(serves)) this.joinedChainSinceMs = this.nowMs;
+    else if (this.nowMs - this.joinedChainSinceMs > this.options.suspectMs / 2) {
       // The chain we wanted to join is gone (its servers died or restarted): start over and
       // find (or form) one. Our history may be the most advanced left: tryBoot weighs it.
+      // Not at once: the members' heartbeats saying they serve in a configuration we just
+      // learnt may still be on their way (the issuer's last one said "booting"); a joiner that
+      // booted then formed a chain of its own over the serving one (sim seed 115006055).
       this.becomeBooting();
       return;
     }
@@ -760,6 +766,7 @@ export class Replica {
 
   private becomeJoining(): void {
     this.status = "joining";
+    this.joinedChainSinceMs = this.nowMs;
     this.lastJoinMs = -Infinity;
     this.lastUpstreamMs = -Infinity;
   }
@@ -992,6 +999,7 @@ export class Replica {
     const wasHead = this.isHead;
     const wasTail = this.isTail;
     const inChain = config.chain.includes(this.selfId);
+    const previousChain = this.config.chain;
     this.config = config;
     this.configSinceMs = this.nowMs;
     // A booting server is made a member directly only when it has the issuer's history (a
@@ -1001,7 +1009,11 @@ export class Replica {
     // histories may have changed since it was proposed (a restart), so nobody knows any more
     // which history the chain was formed with (the completing server itself joins too).
     if (this.status === "booting") this.status = inChain && issuer === issuerOf(config.epoch) && this.hasHistoryOf(issuer) ? "member" : "joining";
-    else if (this.status === "member" && !inChain) this.status = "joining";
+    // A member stays one only behind a server that was before it in its chain (a chain derived
+    // from ours: that server's history holds ours). Listed behind any other — a chain a booting
+    // server formed on a stale view of us (sim seed 115006055) — its history could be longer than
+    // its new predecessor's: it joins, and is synchronised as any joiner.
+    else if (this.status === "member" && (!inChain || !keepsPredecessorOrder(previousChain, config.chain, this.selfId))) this.status = "joining";
     // A joiner serves once it is added as the new tail right behind the tail that synced it.
     // Listed anywhere else, the configuration is stale (its issuer missed that we restarted):
     // we stay joining, and the issuer removes us when it sees it.
@@ -1009,6 +1021,7 @@ export class Replica {
     else if (this.status === "joining" && inChain && this.upstream !== null && predecessorOf(config, this.selfId) === this.upstream && tailOf(config) === this.selfId) this.status = "member";
     this.out.push({ kind: "note", text: `now ${this.status} in ${describeConfig(config)}` });
     this.out.push({ kind: "config", config });
+    if (this.status === "joining") this.joinedChainSinceMs = this.nowMs;
     if (this.status !== "member") {
       this.down = null;
       this.joiner = null;
@@ -1245,6 +1258,14 @@ export class Replica {
     this.out = [];
     return actions;
   }
+}
+
+/** `id`'s predecessor in `chain` is none, or a server that was before it in `previous`. */
+function keepsPredecessorOrder(previous: number[], chain: number[], id: number): boolean {
+  const index = chain.indexOf(id);
+  if (index <= 0) return true;
+  const before = previous.indexOf(chain[index - 1]!);
+  return before >= 0 && before < previous.indexOf(id);
 }
 
 function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
