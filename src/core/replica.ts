@@ -297,7 +297,12 @@ export class Replica {
       this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
       // Others suspect us once silent past --suspect-ms, but never within a busy time we
       // announced (a large update on a loaded machine: leaving the chain then stalled it).
-      const othersMaySuspectUs = pausedMs > this.options.suspectMs && nowMs > this.busyUntilMs;
+      // Our silence runs from our last heartbeat, sent up to a heartbeat before our last tick,
+      // and the next may reach them a heartbeat late: a pause of 396 ms kept us silent 487 ms
+      // with --suspect-ms 400, we went on in the chain the others had removed us from, and
+      // served without what they had acknowledged meanwhile (sim seed 53004585).
+      const silentMs = nowMs - this.lastHeartbeatMs + this.options.heartbeatMs;
+      const othersMaySuspectUs = silentMs > this.options.suspectMs && nowMs > this.busyUntilMs;
       if (othersMaySuspectUs && this.status === "member" && !this.majorityMode && this.config.chain.length > 1) {
         // Long enough for the others to remove us and acknowledge updates without us (we
         // would then lead a chain on a stale history: sim seed 33001083). Find the chain
