@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
-import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update } from "../src/core";
+import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, encodeSnapshot } from "../src/core";
 import { EpochHistory } from "../src/core/epochs";
 import type { Action } from "../src/core/replica";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
@@ -1391,7 +1391,7 @@ describe("a history is never taken back", () => {
     return out;
   }
 
-  function replicaWith(selfId: number, history: Update[], config: { epoch: number; chain: number[] }): Replica {
+  function replicaWith(selfId: number, history: Update[], config: { epoch: number; chain: number[] }, more: { peers?: number[]; quorum?: "none" | "majority" } = {}): Replica {
     const state = new StoreState(16 * PS, PS);
     const epochs = new EpochHistory(0, 0);
     for (const update of history) {
@@ -1399,7 +1399,7 @@ describe("a history is never taken back", () => {
       epochs.note(update.seq, update.epoch);
     }
     const lastEpoch = history.at(-1)?.epoch ?? 0;
-    return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS }, state, lastEpoch, config, undefined, epochs);
+    return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS, ...more }, state, lastEpoch, config, undefined, epochs);
   }
 
   test("a joiner whose history holds the chain's and more is not sent back: the head takes its state", () => {
@@ -1434,5 +1434,73 @@ describe("a history is never taken back", () => {
     expect([...head.state.data.keys()].sort()).toEqual(["d2", "d3", "d4", "d5"]);
     expect(joiner.status).toBe("member");
     expect(head.config.chain).toEqual([1, 2]);
+  });
+
+  test("with --quorum majority the joiner installs the tail's snapshot instead: a history taken in would rank by its old last epoch", () => {
+    const common = updates(1, 3, 65);
+    const tailState = replicaWith(1, common, { epoch: 65, chain: [1] }).state;
+    const snapshot = { type: "snapshot" as const, from: 1, epoch: 65, seq: 3, lastEpoch: 65, bytes: encodeSnapshot(tailState) };
+    const joinerIn = (quorum: "none" | "majority") => {
+      const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] }, { peers: [1, 2, 3], quorum });
+      joiner.onTick(0);
+      joiner.onPeerMessage({ type: "heartbeat", from: 1, epoch: 65, chain: [1], status: "member", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+      joiner.onTick(100);
+      expect(joiner.status).toBe("joining");
+      joiner.onPeerMessage({ type: "sync_request", from: 1, epoch: 65, chain: [1] }, 110);
+      return joiner.onPeerMessage(snapshot, 120);
+    };
+    // Default mode: refused, and the head is offered the longer history.
+    const refused = joinerIn("none");
+    expect(refused.some((a) => a.kind === "install")).toBe(false);
+    expect(refused.some((a) => a.kind === "send" && a.message.type === "ahead")).toBe(true);
+    // Majority mode: 4-5 were never acknowledged (every acknowledged update is in the chain's history).
+    const installed = joinerIn("majority");
+    expect(installed.filter((a) => a.kind === "install").map((a) => (a as { seq: number }).seq)).toEqual([3]);
+    expect(installed.some((a) => a.kind === "send" && a.message.type === "ahead")).toBe(false);
+  });
+});
+
+describe("a joiner being appended", () => {
+  /** Server 2, tail of 1→2 at seq 3 (epoch 65), with server 3 joining behind it and caught up. */
+  function tailWithCaughtUpJoiner(): { tail: Replica; caughtUp: Action[] } {
+    const state = new StoreState(16 * PS, PS);
+    const epochs = new EpochHistory(0, 0);
+    for (let seq = 1; seq <= 3; seq++) {
+      const op: Op = seq === 1 ? { type: "open_session", timeoutMs: 60_000 } : { type: "create", name: `d${seq}`, size: 1 };
+      state.apply({ seq, epoch: 65, session: 5, reqNo: seq, doneBelow: 0, op });
+      epochs.note(seq, 65);
+    }
+    const tail = new Replica({ selfId: 2, peers: [1, 2, 3], ...REPLICA_OPTIONS }, state, 65, undefined, undefined, epochs);
+    tail.onTick(0);
+    tail.onPeerMessage({ type: "heartbeat", from: 1, epoch: 0, chain: [], status: "booting", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+    tail.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+    tail.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1, 2], issued: true }, 20);
+    expect(tail.isTail).toBe(true);
+    tail.onPeerMessage({ type: "join", from: 3, appliedSeq: 3, lastEpoch: 65 }, 30);
+    const caughtUp = tail.onTick(100);
+    return { tail, caughtUp };
+  }
+  const create = (seq: number, epoch: number): Update => ({ seq, epoch, session: 5, reqNo: seq, doneBelow: 0, op: { type: "create", name: `d${seq}`, size: 1 } });
+
+  test("the old tail applies nothing more until the configuration makes the joiner the tail, then passes it on", () => {
+    const { tail, caughtUp } = tailWithCaughtUpJoiner();
+    expect(caughtUp).toContainEqual({ kind: "send", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
+    // Applied now, 4 would be acknowledged here while the new tail lacks it.
+    const held = tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 110);
+    expect(logged(held)).toEqual([]);
+    expect(tail.state.appliedSeq).toBe(3);
+    tail.onPeerMessage({ type: "config", from: 1, epoch: 129, chain: [1, 2, 3], issued: true }, 120);
+    expect([tail.status, tail.isTail]).toEqual(["member", false]);
+    // The head resends it in the new configuration: applied, passed on, acknowledged by the new tail only.
+    const passed = tail.onPeerMessage({ type: "forward", from: 1, epoch: 129, prevEpoch: 65, updates: [create(4, 65)] }, 130);
+    expect(logged(passed).map((u) => u.seq)).toEqual([4]);
+    expect(replied(passed)).toEqual([]);
+  });
+
+  test("the old tail goes on after --suspect-ms if the head does not append the joiner", () => {
+    const { tail } = tailWithCaughtUpJoiner();
+    expect(logged(tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 500))).toEqual([]);
+    tail.onPeerMessage({ type: "heartbeat", from: 1, epoch: 65, chain: [1, 2], status: "member", appliedSeq: 4, lastEpoch: 65, busyMs: 0 }, 1000);
+    expect(logged(tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 1150)).map((u) => u.seq)).toEqual([4]);
   });
 });

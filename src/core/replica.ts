@@ -133,7 +133,7 @@ export class Replica {
   private upstream: number | null = null;
   private lastUpstreamMs = 0;
   /** As tail: a server catching up behind this one before it joins the chain. */
-  private joiner: { id: number; ackedSeq: number; lastNoticeMs: number } | null = null;
+  private joiner: { id: number; ackedSeq: number; lastNoticeMs: number; caughtUpSinceMs: number | null } | null = null;
   private highestEpochSeen = 0;
   /** When this server adopted its current configuration. */
   private configSinceMs = 0;
@@ -152,6 +152,8 @@ export class Replica {
   /** Until when we told the others we would be busy (they do not suspect us before). */
   private busyUntilMs = -Infinity;
   private lastJoinMs = -Infinity;
+  /** As a joiner: when a member of the chain we join was last seen serving (or we started joining). */
+  private joinedChainSinceMs = 0;
   private out: Action[] = [];
   private toForward: Update[] = [];
   private ackDue = false;
@@ -295,7 +297,12 @@ export class Replica {
       this.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
       // Others suspect us once silent past --suspect-ms, but never within a busy time we
       // announced (a large update on a loaded machine: leaving the chain then stalled it).
-      const othersMaySuspectUs = pausedMs > this.options.suspectMs && nowMs > this.busyUntilMs;
+      // Our silence runs from our last heartbeat, sent up to a heartbeat before our last tick,
+      // and the next may reach them a heartbeat late: a pause of 396 ms kept us silent 487 ms
+      // with --suspect-ms 400, we went on in the chain the others had removed us from, and
+      // served without what they had acknowledged meanwhile (sim seed 53004585).
+      const silentMs = nowMs - this.lastHeartbeatMs + this.options.heartbeatMs;
+      const othersMaySuspectUs = silentMs > this.options.suspectMs && nowMs > this.busyUntilMs;
       if (othersMaySuspectUs && this.status === "member" && !this.majorityMode && this.config.chain.length > 1) {
         // Long enough for the others to remove us and acknowledge updates without us (we
         // would then lead a chain on a stale history: sim seed 33001083). Find the chain
@@ -432,6 +439,7 @@ export class Replica {
 
   private onForward(updates: Update[], prevEpoch: number): void {
     this.lastUpstreamMs = this.nowMs;
+    if (this.awaitsJoinerAppended()) return;
     if (!this.onSameHistory(updates, prevEpoch)) {
       // The sender's history parts from ours at or before our last update (a snapshot it sent
       // us was lost: sim seed 58000733): applying its next updates on ours would mix the two.
@@ -484,10 +492,14 @@ export class Replica {
    * us back over updates the chain never had, acknowledged by a chain we served in (two
    * chains after a cut, default mode: sim seed 9104021; or updates only we kept through a
    * whole-cluster crash: 9702343). We refuse it and offer the head our history instead.
+   * Not with --quorum majority: a history taken so would be acknowledged in a newer
+   * configuration while ranking by its older last epoch, below updates sequenced since and
+   * never acknowledged, which the next boot would prefer (sim seed 77002376). There what only
+   * we hold was never acknowledged (docs/protocol.md, why the last epoch ranks histories).
    */
   private onSnapshot(message: Extract<PeerMessage, { type: "snapshot" }>): void {
     const { seq, lastEpoch } = message;
-    if (this.status !== "joining" || seq >= this.state.appliedSeq || !this.epochs.extends(seq, lastEpoch)) {
+    if (this.majorityMode || this.status !== "joining" || seq >= this.state.appliedSeq || !this.epochs.extends(seq, lastEpoch)) {
       this.installSnapshot(message.bytes, seq, lastEpoch);
       return;
     }
@@ -629,8 +641,24 @@ export class Replica {
     // that diverged, or that is ahead of us with updates never acknowledged, would else be
     // declared caught up (and made tail) before the snapshot replacing its state reached it.
     const prefix = appliedSeq <= this.state.appliedSeq && this.retained.epochAt(appliedSeq) === lastEpoch;
-    this.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity };
+    this.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity, caughtUpSinceMs: null };
     this.startDownstream(from);
+  }
+
+  /**
+   * As tail: the joiner has everything we have and the head is appending it. Until the new
+   * configuration makes it the tail we apply nothing more: applied here, an update would be
+   * acknowledged by us while the new tail lacks it, and if we and the head then crash before
+   * it reaches the new tail, the survivor never gets it (sim seed 93000179, two crashes of
+   * three). Our upstream resends it: it resynchronises us in the new configuration (or when
+   * our heartbeats show no progress). We resume after suspectMs if the head does not append it.
+   */
+  private awaitsJoinerAppended(): boolean {
+    const since = this.joiner?.caughtUpSinceMs ?? null;
+    if (since === null || !this.isTail) return false;
+    if (this.nowMs - since <= this.options.suspectMs) return true;
+    present(this.joiner, "a joiner caught up").caughtUpSinceMs = null;
+    return false;
   }
 
   private noticeCaughtUp(): void {
@@ -638,6 +666,7 @@ export class Replica {
     if (!joiner || !this.isTail || joiner.ackedSeq < this.state.appliedSeq) return;
     if (this.nowMs - joiner.lastNoticeMs < this.options.heartbeatMs) return;
     joiner.lastNoticeMs = this.nowMs;
+    joiner.caughtUpSinceMs ??= this.nowMs;
     this.send(present(this.config.chain[0], "a member tail sees a chain with a head"), { type: "caught_up", from: this.selfId, epoch: this.config.epoch, joiner: joiner.id });
     if (this.config.chain[0] === this.selfId) {
       // A chain of one: this server is head and tail.
@@ -648,9 +677,13 @@ export class Replica {
   private keepJoining(): void {
     const members = this.config.chain.filter((id) => id !== this.selfId);
     const serves = (id: number) => !this.suspected(id) && this.peerViews.get(id)?.status === "member";
-    if (!members.some(serves)) {
+    if (members.some(serves)) this.joinedChainSinceMs = this.nowMs;
+    else if (this.nowMs - this.joinedChainSinceMs > this.options.suspectMs / 2) {
       // The chain we wanted to join is gone (its servers died or restarted): start over and
       // find (or form) one. Our history may be the most advanced left: tryBoot weighs it.
+      // Not at once: the members' heartbeats saying they serve in a configuration we just
+      // learnt may still be on their way (the issuer's last one said "booting"); a joiner that
+      // booted then formed a chain of its own over the serving one (sim seed 115006055).
       this.becomeBooting();
       return;
     }
@@ -738,6 +771,7 @@ export class Replica {
 
   private becomeJoining(): void {
     this.status = "joining";
+    this.joinedChainSinceMs = this.nowMs;
     this.lastJoinMs = -Infinity;
     this.lastUpstreamMs = -Infinity;
   }
@@ -970,6 +1004,7 @@ export class Replica {
     const wasHead = this.isHead;
     const wasTail = this.isTail;
     const inChain = config.chain.includes(this.selfId);
+    const previousChain = this.config.chain;
     this.config = config;
     this.configSinceMs = this.nowMs;
     // A booting server is made a member directly only when it has the issuer's history (a
@@ -979,7 +1014,11 @@ export class Replica {
     // histories may have changed since it was proposed (a restart), so nobody knows any more
     // which history the chain was formed with (the completing server itself joins too).
     if (this.status === "booting") this.status = inChain && issuer === issuerOf(config.epoch) && this.hasHistoryOf(issuer) ? "member" : "joining";
-    else if (this.status === "member" && !inChain) this.status = "joining";
+    // A member stays one only behind a server that was before it in its chain (a chain derived
+    // from ours: that server's history holds ours). Listed behind any other — a chain a booting
+    // server formed on a stale view of us (sim seed 115006055) — its history could be longer than
+    // its new predecessor's: it joins, and is synchronised as any joiner.
+    else if (this.status === "member" && (!inChain || !keepsPredecessorOrder(previousChain, config.chain, this.selfId))) this.status = "joining";
     // A joiner serves once it is added as the new tail right behind the tail that synced it.
     // Listed anywhere else, the configuration is stale (its issuer missed that we restarted):
     // we stay joining, and the issuer removes us when it sees it.
@@ -987,6 +1026,7 @@ export class Replica {
     else if (this.status === "joining" && inChain && this.upstream !== null && predecessorOf(config, this.selfId) === this.upstream && tailOf(config) === this.selfId) this.status = "member";
     this.out.push({ kind: "note", text: `now ${this.status} in ${describeConfig(config)}` });
     this.out.push({ kind: "config", config });
+    if (this.status === "joining") this.joinedChainSinceMs = this.nowMs;
     if (this.status !== "member") {
       this.down = null;
       this.joiner = null;
@@ -1223,6 +1263,14 @@ export class Replica {
     this.out = [];
     return actions;
   }
+}
+
+/** `id`'s predecessor in `chain` is none, or a server that was before it in `previous`. */
+function keepsPredecessorOrder(previous: number[], chain: number[], id: number): boolean {
+  const index = chain.indexOf(id);
+  if (index <= 0) return true;
+  const before = previous.indexOf(chain[index - 1]!);
+  return before >= 0 && before < previous.indexOf(id);
 }
 
 function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
