@@ -1,9 +1,11 @@
 /**
  * The deterministic simulator (DESIGN §3, §7, §10; TigerBeetle's VOPR): N
- * real Replicas and a few model clients over a seeded network, a virtual
- * clock and one event queue. Faults: message delays and reordering across
- * connections, connection cuts, server crashes (memory lost) and restarts,
- * client crashes and pauses. The invariants are checked after every step;
+ * real server nodes (src/server/node.ts, each with its real Replica) and a
+ * few model clients over a seeded network that carries bytes (framed by the
+ * real codec, cut at arbitrary boundaries), a virtual clock and one event
+ * queue. Faults: message delays and reordering across connections, frames
+ * split anywhere, connection cuts (handshakes included), server crashes
+ * (memory lost) and restarts, client crashes and pauses. The invariants are checked after every step;
  * at the end the faults stop, the network heals, every crashed server
  * restarts, and within a bounded virtual time every client operation must
  * complete and every server converge to one state; then the client history
@@ -19,14 +21,15 @@
  * from the event queue, and iteration only over insertion-ordered maps.
  */
 import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
-import { type Message, type PeerMessage, decodeMessage, encodeMessage, encodePeer } from "../wire";
+import { NONCE_BYTES, type Message, type PeerMessage, type ReplyMessage, decodeMessage, encodeMessage, helloMessage } from "../wire";
+import type { ConnId } from "../server/host";
 import type { AppliedHistory } from "./applied";
 import { type ClientHost, type ClientSettings, SimClient } from "./client";
 import { Checker, stateDigest } from "./invariants";
-import { ClientConn, type Connection, Network, type PeerLink } from "./network";
+import { ServerMachine, type World, datumHash } from "./machine";
+import { type ClientConn, Network, type PeerLink, type Pipe, type SimConn } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
-import { SimServer, type ServerHost } from "./server";
 import { NoDisk, SimDisk, type Storage } from "./storage";
 import { Trace } from "./trace";
 
@@ -118,20 +121,20 @@ const SHARED_COUNTERS = ["c0", "c1"];
 const EXTRAS = ["x0", "x1", "x2"];
 
 type Event =
-  | { type: "tick"; server: SimServer; incarnation: number }
-  | { type: "peer"; link: PeerLink; conn: Connection; frame: Uint8Array; history: AppliedHistory | undefined }
-  | { type: "peer-lost"; server: SimServer; incarnation: number; peer: number }
-  | { type: "peer-open"; link: PeerLink; incarnation: number }
-  | { type: "to-server"; conn: ClientConn; frame: Uint8Array | null }
-  | { type: "to-client"; conn: ClientConn; frame: Uint8Array; expectedHash: number | undefined }
-  | { type: "client-closed"; conn: ClientConn }
-  | { type: "server-closed"; conn: ClientConn }
+  | { type: "tick"; server: ServerMachine; incarnation: number }
+  /** The dial of `link` completes (or fails) at its dialler. */
+  | { type: "dialled"; server: ServerMachine; incarnation: number; link: PeerLink }
+  /** The server takes a new connection. */
+  | { type: "accept"; conn: SimConn }
+  | { type: "bytes"; conn: SimConn; pipe: Pipe; toAcceptor: boolean; chunk: Uint8Array }
+  /** One end learns that its connection closed. */
+  | { type: "closed"; conn: SimConn; atAcceptor: boolean }
   | { type: "wake"; client: SimClient; token: number }
   | { type: "fault" }
-  | { type: "server-restart"; server: SimServer }
+  | { type: "server-restart"; server: ServerMachine }
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
-  | { type: "server-resume"; server: SimServer; incarnation: number }
+  | { type: "server-resume"; server: ServerMachine; incarnation: number }
   | { type: "heal" }
   | { type: "wind-down" }
   | { type: "settle-check" };
@@ -145,13 +148,13 @@ class Failed extends Error {
   }
 }
 
-export class Simulation implements ServerHost, ClientHost {
+export class Simulation implements ClientHost {
   nowMs = 0;
   private nsInMs = 0;
   private lastNsMs = -1;
   readonly history = new History();
   readonly serverIds: number[];
-  private readonly servers: SimServer[];
+  private readonly servers: ServerMachine[];
   private readonly clients: (SimClient | null)[];
   private readonly incarnations: number[];
   private readonly clientRngs: Rng[];
@@ -176,8 +179,12 @@ export class Simulation implements ServerHost, ClientHost {
   private stopping = false;
   private settled = false;
   private nextSession = 1;
-  private crashedThisStep: SimServer | null = null;
+  private crashedThisStep: ServerMachine | null = null;
   private readonly clientConns = new Map<number, Set<ClientConn>>();
+  /** Every open connection, by id. */
+  private readonly conns = new Map<ConnId, SimConn>();
+  /** What the server machines ask of the world. */
+  private readonly world: World;
   readonly stats: SimStats;
 
   constructor(readonly options: SimOptions) {
@@ -200,10 +207,11 @@ export class Simulation implements ServerHost, ClientHost {
     this.net = new Network(this.serverIds, this.netRng);
     this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
-    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
+    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, ...geometry };
+    this.world = this.serverWorld();
     this.servers = this.serverIds.map((id) => {
       const storage = options.storage?.(id, geometry) ?? (options.disks ? new SimDisk(geometry, 0.5) : new NoDisk(geometry));
-      return new SimServer(id, replicaSettings, storage, this, params.range(10, Math.min(50, this.heartbeatMs)));
+      return new ServerMachine(id, replicaSettings, storage, this.world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
     this.clients = new Array(clientCount).fill(null);
@@ -300,31 +308,14 @@ export class Simulation implements ServerHost, ClientHost {
     switch (event.type) {
       case "tick":
         return this.onTick(event.server, event.incarnation);
-      case "peer":
-        return this.onPeerDelivery(event.link, event.conn, event.frame, event.history);
-      case "peer-lost":
-        if (event.server.up && event.server.incarnation === event.incarnation) {
-          this.tracer.add(this.nowMs, `server ${event.server.id}: connection to ${event.peer} lost`);
-          event.server.onPeerLost(event.peer);
-        }
-        return;
-      case "peer-open":
-        return this.onPeerOpen(event.link, event.incarnation);
-      case "to-server":
-        return this.onClientToServer(event.conn, event.frame);
-      case "to-client":
-        if (event.conn.closed) return;
-        return this.clientEvent(event.conn, () => this.onServerToClient(event.conn, event.frame, event.expectedHash));
-      case "client-closed":
-        return this.clientEvent(event.conn, (client) => {
-          this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${event.conn.serverId} closed`);
-          client.onConnClosed(event.conn);
-        });
-      case "server-closed": {
-        const server = this.servers[event.conn.serverId - 1]!;
-        if (server.up && server.incarnation === event.conn.serverIncarnation) server.onClientClosed(event.conn);
-        return;
-      }
+      case "dialled":
+        return this.onDialled(event.server, event.incarnation, event.link);
+      case "accept":
+        return this.onAccept(event.conn);
+      case "bytes":
+        return this.onBytes(event.conn, event.pipe, event.toAcceptor, event.chunk);
+      case "closed":
+        return this.onClosedEnd(event.conn, event.atAcceptor);
       case "wake": {
         const wake = this.wakeTokens.get(event.client);
         if (!wake || wake.token !== event.token) return;
@@ -356,90 +347,216 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   /** The server an event runs on, if any (held while it is paused). */
-  private targetServer(event: Event): SimServer | null {
+  private targetServer(event: Event): ServerMachine | null {
     switch (event.type) {
       case "tick":
-      case "peer-lost":
+      case "dialled":
         return event.server;
-      case "peer":
-        return this.servers[event.link.to - 1]!;
-      case "peer-open":
-        return this.servers[event.link.from - 1]!;
-      case "to-server":
-      case "server-closed":
-        return this.servers[event.conn.serverId - 1]!;
+      case "accept":
+        return this.server(event.conn.serverId);
+      case "bytes":
+        return event.toAcceptor ? this.server(event.conn.serverId) : this.diallerServer(event.conn);
+      case "closed":
+        return event.atAcceptor ? this.server(event.conn.serverId) : this.diallerServer(event.conn);
       default:
         return null;
     }
   }
 
+  private server(id: number): ServerMachine {
+    const server = this.servers[id - 1];
+    if (!server) throw new Failed("sim", `no server ${id}`);
+    return server;
+  }
+
+  private diallerServer(conn: SimConn): ServerMachine | null {
+    return conn.dialler.kind === "server" ? this.server(conn.dialler.id) : null;
+  }
+
   // ---- servers -----------------------------------------------------------------------
 
-  private onTick(server: SimServer, incarnation: number): void {
+  private onTick(server: ServerMachine, incarnation: number): void {
     if (!server.up || server.incarnation !== incarnation) return;
-    this.maintainLinks(server);
-    server.tick();
+    server.run((node) => node.tick());
     this.queue.push(this.nowMs + server.tickMs, { type: "tick", server, incarnation });
   }
 
-  /** As PeerLinks.maintain: re-dial every peer we have no connection to, once per heartbeat. */
-  private maintainLinks(server: SimServer): void {
-    for (const link of this.net.linksFrom(server.id)) {
-      if (link.conn || link.dialling || this.nowMs - link.lastAttemptMs < this.heartbeatMs) continue;
-      link.lastAttemptMs = this.nowMs;
-      link.dialling = true;
-      const rtt = 2 * (0.2 + this.netRng.next() * 2);
-      this.queue.push(this.nowMs + rtt, { type: "peer-open", link, incarnation: server.incarnation });
+  // ---- connections: the world side of what nodes and clients send ---------------------------
+
+  /** The World the server machines live in (machine.ts). */
+  private serverWorld(): World {
+    const sim = this;
+    return {
+      get nowMs() {
+        return sim.nowMs;
+      },
+      send: (from, id, bytes) => this.sendBytes(this.conns.get(id), from.id === this.conns.get(id)?.serverId, bytes),
+      close: (from, id, reason) => this.closeEnd(from, id, reason),
+      dial: (from, peer) => {
+        // As a TCP connect: a round trip later it is open, or refused.
+        const rtt = 2 * (0.2 + this.netRng.next() * 2);
+        this.queue.push(this.nowMs + rtt, { type: "dialled", server: from, incarnation: from.incarnation, link: this.net.link(from.id, peer) });
+      },
+      trace: (what, detail) => this.tracer.add(this.nowMs, what, detail),
+      fail: (invariant, message) => this.fail(invariant, message),
+      sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
+      snapshotHistory: (id, seq) => this.conns.get(id)?.snapshots.get(seq),
+      sentPeer: (from, id, message) => {
+        if (message.type !== "snapshot") return;
+        this.stats.snapshots++;
+        this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
+      },
+      sentReply: (from, id, body) => this.noteGrant(from, id, body),
+      received: (to, id, message) => this.traceReceived(to, id, message),
+    };
+  }
+
+  /** The dial of `link` completes: a connection both ends know, or a refusal. */
+  private onDialled(from: ServerMachine, incarnation: number, link: PeerLink): void {
+    if (!from.up || from.incarnation !== incarnation) return;
+    const to = this.server(link.to);
+    if (!to.up || this.nowMs < link.blockedUntilMs || link.conn) return from.run((node) => node.onDialFailed(link.to));
+    const conn = this.net.newPeerConn({ id: from.id, incarnation }, { id: to.id, incarnation: to.incarnation });
+    this.conns.set(conn.id, conn);
+    link.conn = conn;
+    link.blackHole = false;
+    this.queue.push(this.nowMs, { type: "accept", conn });
+    from.run((node) => node.onDialled(link.to, conn.id));
+  }
+
+  private onAccept(conn: SimConn): void {
+    const server = this.server(conn.serverId);
+    if (!server.up || server.incarnation !== conn.serverIncarnation || conn.acceptorClosed) return;
+    conn.accepted = true;
+    server.run((node) => node.onAccepted(conn.id));
+  }
+
+  /** `bytes` leave one end of `conn` (toward the acceptor when `toAcceptor`), in the chunks the connection cuts them into. */
+  private sendBytes(conn: SimConn | undefined, fromAcceptor: boolean, bytes: Uint8Array): void {
+    if (!conn) return;
+    if (fromAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
+    const pipe = fromAcceptor ? conn.down : conn.up;
+    if (pipe.broken) return;
+    const stallMsMax = conn.dialler.kind === "server" ? this.stallMsMax : 0;
+    for (const chunk of conn.chunks(bytes, this.netRng)) {
+      this.queue.push(pipe.arrival(this.nowMs, this.netRng, stallMsMax), { type: "bytes", conn, pipe, toAcceptor: !fromAcceptor, chunk });
     }
   }
 
-  private onPeerOpen(link: PeerLink, incarnation: number): void {
-    const from = this.servers[link.from - 1]!;
-    if (!from.up || from.incarnation !== incarnation) return;
-    link.dialling = false;
-    const to = this.servers[link.to - 1]!;
-    if (!to.up || this.nowMs < link.blockedUntilMs || link.conn) return;
-    link.conn = this.net.newPeerConnection(link.from, link.to);
-    link.blackHole = false;
+  private onBytes(conn: SimConn, pipe: Pipe, toAcceptor: boolean, chunk: Uint8Array): void {
+    if (pipe.broken) return;
+    if (toAcceptor) {
+      const server = this.server(conn.serverId);
+      if (!server.up || server.incarnation !== conn.serverIncarnation || conn.acceptorClosed || !conn.accepted) return;
+      return server.run((node) => node.onBytes(conn.id, chunk), conn.id);
+    }
+    if (conn.diallerClosed) return;
+    const dialler = conn.dialler;
+    if (dialler.kind === "server") {
+      const server = this.server(dialler.id);
+      if (!server.up || server.incarnation !== dialler.incarnation) return;
+      return server.run((node) => node.onBytes(conn.id, chunk), conn.id);
+    }
+    this.clientEvent(conn, (client) => {
+      // The client's end of the connection: the real frame decoder and codec.
+      conn.clientDecoder.push(chunk, (frame) => {
+        if (conn.diallerClosed || !client.alive) return;
+        const message = decodeMessage(frame.type, frame.body);
+        const expectedHash = message.type === "reply" && message.body.reply.type === "granted" ? conn.expectedHashes.shift() : undefined;
+        this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
+        client.onMessage(conn, message, expectedHash);
+      });
+    });
   }
 
-  sendPeer(from: SimServer, to: number, message: PeerMessage): void {
-    if (to === from.id) return; // PeerLinks has no connection to itself
-    const link = this.net.link(from.id, to);
-    const conn = link.conn;
-    if (!conn) return; // PeerLinks.send drops what it cannot send
-    const frame = encodePeer(message);
-    const history = message.type === "snapshot" ? from.history.prefix(message.seq) : undefined;
-    if (message.type === "snapshot") this.stats.snapshots++;
-    this.queue.push(conn.arrival(this.nowMs, this.netRng, this.stallMsMax), { type: "peer", link, conn, frame, history });
+  /** A node closes its end of a connection: it knows at once; the other end once what was sent before arrives. */
+  private closeEnd(from: ServerMachine, id: ConnId, reason: string): void {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    const atAcceptor = from.id === conn.serverId;
+    if (atAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
+    this.tracer.add(this.nowMs, `server ${from.id}: closes connection ${id} (${reason})`);
+    this.markClosed(conn, atAcceptor);
+    if (from.up) from.node.onClosed(id);
+    const pipe = atAcceptor ? conn.down : conn.up;
+    this.queue.push(pipe.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: !atAcceptor });
   }
 
-  private onPeerDelivery(link: PeerLink, conn: Connection, frame: Uint8Array, history: AppliedHistory | undefined): void {
-    if (conn.broken) return;
-    const to = this.servers[link.to - 1]!;
-    if (!to.up) return;
-    const message = to.onPeerFrame(frame, history);
-    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `${link.from}→${link.to}`, message);
+  private markClosed(conn: SimConn, atAcceptor: boolean): void {
+    if (atAcceptor) conn.acceptorClosed = true;
+    else conn.diallerClosed = true;
+    if (conn.dialler.kind === "server") {
+      const link = this.net.link(conn.dialler.id, conn.serverId);
+      if (link.conn === conn) link.conn = null;
+    } else {
+      this.clientConns.get(conn.serverId)?.delete(conn);
+    }
+    if (conn.acceptorClosed && conn.diallerClosed) this.conns.delete(conn.id);
   }
 
-  sawConfig(server: SimServer, epoch: number, chain: number[]): void {
-    this.checker.sawConfig(server, epoch, chain);
+  /** One end learns its connection closed (the other end closed it, or it broke). */
+  private onClosedEnd(conn: SimConn, atAcceptor: boolean): void {
+    if (atAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
+    if (atAcceptor) {
+      this.markClosed(conn, true);
+      const server = this.server(conn.serverId);
+      if (server.up && server.incarnation === conn.serverIncarnation) server.run((node) => node.onClosed(conn.id));
+      return;
+    }
+    const dialler = conn.dialler;
+    if (dialler.kind === "server") {
+      this.markClosed(conn, false);
+      const server = this.server(dialler.id);
+      if (!server.up || server.incarnation !== dialler.incarnation) return;
+      this.tracer.add(this.nowMs, `server ${server.id}: connection to ${conn.serverId} lost`);
+      return server.run((node) => node.onClosed(conn.id));
+    }
+    this.clientEvent(conn, (client) => {
+      if (conn.diallerClosed) return;
+      this.markClosed(conn, false);
+      this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${conn.serverId} closed`);
+      client.onConnClosed(conn);
+    });
   }
 
-  private restartServer(server: SimServer): void {
+  /** A connection breaks under both ends (a reset): what it carried is lost, both ends hear of it. */
+  private breakConn(conn: SimConn, why: string, notifyDialler = true): void {
+    conn.up.broken = true;
+    conn.down.broken = true;
+    this.tracer.add(this.nowMs, `connection ${conn.id} (${describeDialler(conn)}→${conn.serverId}) broken (${why})`);
+    if (!conn.acceptorClosed) this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "closed", conn, atAcceptor: true });
+    if (!conn.diallerClosed && notifyDialler) this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "closed", conn, atAcceptor: false });
+  }
+
+  /** For a grant leaving `from`: the hash of the datum the client must end up with (checked by the client). */
+  private noteGrant(from: ServerMachine, id: ConnId, body: ReplyMessage): void {
+    const { reply } = body;
+    if (reply.type !== "granted") return;
+    this.conns.get(id)?.expectedHashes.push(datumHash(from.state, reply.offset, reply.size));
+  }
+
+  private traceReceived(to: ServerMachine, id: ConnId, message: Message | PeerMessage): void {
+    if (message.type === "heartbeat") return;
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    const label = to.id === conn.serverId ? `${describeDialler(conn)}→${to.id}` : `${conn.serverId}→${to.id}`;
+    this.tracer.add(this.nowMs, label, message);
+  }
+
+  private restartServer(server: ServerMachine): void {
     if (server.up) return;
     server.start();
     if (server.incarnation > 1) this.stats.restarts++;
     this.tracer.add(this.nowMs, `server ${server.id}: start (incarnation ${server.incarnation}, at seq ${server.history.length})`);
     // Connections that were silently dead (their peer crashed without a reset) break now: the new process resets them.
     for (const link of this.net.linksTo(server.id)) {
-      if (link.blackHole) this.breakPeerLink(link, true);
+      if (link.blackHole) this.breakPeerLink(link);
     }
     this.queue.push(this.nowMs + this.faultRng.next() * server.tickMs, { type: "tick", server, incarnation: server.incarnation });
   }
 
   /** Crashes `server`; it restarts at `restartAtMs` (default: drawn, mostly within 3 s). */
-  private crashServer(server: SimServer, restartAtMs?: number): void {
+  private crashServer(server: ServerMachine, restartAtMs?: number): void {
     const flush = this.faultRng.chance(0.5);
     const silent = this.faultRng.chance(0.25);
     this.tracer.add(this.nowMs, `server ${server.id}: CRASH${silent ? " (silent)" : ""}${flush ? " (sent data flushed)" : ""}`);
@@ -449,21 +566,26 @@ export class Simulation implements ServerHost, ClientHost {
     this.tracer.add(this.nowMs, `server ${server.id}: ${lost}`);
     server.crash();
     for (const link of this.net.linksFrom(server.id)) {
-      // A killed process's kernel may still deliver what it had sent; a lost machine does not.
-      if (link.conn && !flush) link.conn.broken = true;
-      link.conn = null;
-      link.dialling = false;
-      link.lastAttemptMs = -Infinity;
+      const conn = link.conn;
       link.blackHole = false;
+      if (!conn) continue;
+      // A killed process's kernel may still deliver what it had sent (then the close); a lost machine does not.
+      if (!flush) conn.up.broken = true;
+      conn.down.broken = true;
+      this.markClosed(conn, false);
+      if (flush) this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
+      else this.breakConn(conn, "its dialler crashed", false);
     }
     for (const link of this.net.linksTo(server.id)) {
-      if (!link.conn) continue;
+      const conn = link.conn;
+      if (!conn) continue;
       if (silent) {
-        link.conn.broken = true;
+        conn.up.broken = true;
+        conn.down.broken = true;
         link.blackHole = true; // the dialler still thinks it is connected
-      } else this.breakPeerLink(link, true);
+      } else this.breakPeerLink(link);
     }
-    for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.closeClientConn(conn, "server");
+    for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.breakConn(conn, "server crashed");
     const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
     this.queue.push(restartAtMs ?? this.nowMs + downMs, { type: "server-restart", server });
   }
@@ -475,19 +597,15 @@ export class Simulation implements ServerHost, ClientHost {
     for (const server of this.servers) this.crashServer(server, restartAtMs + this.faultRng.next() * (this.suspectMs / 4));
   }
 
-  /** The dialler's connection breaks: what it carried is lost, and the dialler hears of it. */
-  private breakPeerLink(link: PeerLink, notify: boolean): void {
-    if (link.conn) link.conn.broken = true;
-    link.conn = null;
+  /** The dialler's connection breaks: what it carried is lost, and both ends hear of it. */
+  private breakPeerLink(link: PeerLink): void {
+    const conn = link.conn;
     link.blackHole = false;
-    const from = this.servers[link.from - 1]!;
-    if (notify && from.up) {
-      this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "peer-lost", server: from, incarnation: from.incarnation, peer: link.to });
-    }
+    if (conn) this.breakConn(conn, "cut");
   }
 
   /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */
-  private pauseServer(server: SimServer): void {
+  private pauseServer(server: ServerMachine): void {
     const long = this.faultRng.chance(0.3);
     const pauseMs = long ? this.suspectMs * (1 + 2 * this.faultRng.next()) : (this.faultRng.next() * this.suspectMs) / 2;
     this.stats.serverPauses++;
@@ -496,7 +614,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.queue.push(this.nowMs + pauseMs, { type: "server-resume", server, incarnation: server.incarnation });
   }
 
-  private resumeServer(server: SimServer, incarnation: number): void {
+  private resumeServer(server: ServerMachine, incarnation: number): void {
     if (!server.up || server.incarnation !== incarnation || !server.paused) return;
     server.paused = false;
     const held = server.held.splice(0) as Event[];
@@ -508,7 +626,7 @@ export class Simulation implements ServerHost, ClientHost {
    * Whether stopping `server` (crash or pause) keeps the acknowledged history
    * on a running server (the fault budget).
    */
-  private mayCrash(server: SimServer): boolean {
+  private mayCrash(server: ServerMachine): boolean {
     if (server.storage.durable && this.options.freeCrashes) return true;
     const running = this.servers.filter((s) => s.up && !s.paused);
     if (running.length <= 1) return false;
@@ -521,7 +639,7 @@ export class Simulation implements ServerHost, ClientHost {
    * with none of it: sim seeds 1000952, 9600367). So a crash keeps a majority of live holders
    * of every acknowledged update. Real servers keep their logs on disk (--disks lifts this).
    */
-  private majorityKeepsHistory(server: SimServer): boolean {
+  private majorityKeepsHistory(server: ServerMachine): boolean {
     if (this.options.quorum !== "majority" || server.storage.durable) return true;
     const committed = this.checker.committed;
     const holders = this.servers.filter((s) => s !== server && s.up && s.history.samePrefix(committed, committed.length));
@@ -568,71 +686,43 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   dial(client: SimClient, serverId: number): ClientConn {
-    const server = this.servers[serverId - 1]!;
+    const server = this.server(serverId);
     const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
     if (!server.up) {
       // Refused: the client hears of it one round trip later.
-      conn.closed = true;
-      this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "client-closed", conn });
+      conn.acceptorClosed = true;
+      this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "closed", conn, atAcceptor: false });
       return conn;
     }
+    this.conns.set(conn.id, conn);
     let set = this.clientConns.get(serverId);
     if (!set) this.clientConns.set(serverId, (set = new Set()));
     set.add(conn);
-    // The handshake (and its optional secret) is not what this simulates: a hello event stands for it.
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame: null });
+    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "accept", conn });
+    // The client's side of the handshake (no secret in the simulation): its hello, then the server's welcome.
+    const nonce = new Uint8Array(NONCE_BYTES);
+    for (let i = 0; i < nonce.length; i++) nonce[i] = Math.floor(this.netRng.next() * 256);
+    this.sendBytes(conn, false, encodeMessage(helloMessage("client", 0, nonce)));
     return conn;
   }
 
   send(_client: SimClient, conn: ClientConn, message: Message): void {
-    if (conn.closed) return;
-    const frame = encodeMessage(message);
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame });
+    this.sendBytes(conn, false, encodeMessage(message));
   }
 
   close(_client: SimClient, conn: ClientConn): void {
-    if (conn.closed) return;
-    conn.closed = true;
-    this.clientConns.get(conn.serverId)?.delete(conn);
-    this.queue.push(this.nowMs + conn.up.latencyMs, { type: "server-closed", conn });
-  }
-
-  /** A connection breaks under both ends (a reset, or the server died). */
-  private closeClientConn(conn: ClientConn, why: string): void {
-    if (conn.closed) return;
-    conn.closed = true;
-    this.clientConns.get(conn.serverId)?.delete(conn);
-    this.tracer.add(this.nowMs, `connection of client ${conn.clientSlot}.${conn.clientIncarnation} to server ${conn.serverId} broken (${why})`);
-    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "client-closed", conn });
-    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "server-closed", conn });
-  }
-
-  sendClient(_from: SimServer, conn: ClientConn, message: Message, expectedHash?: number): void {
-    if (conn.closed) return;
-    const frame = encodeMessage(message);
-    this.queue.push(conn.down.arrival(this.nowMs, this.netRng, 0), { type: "to-client", conn, frame, expectedHash });
-  }
-
-  private onClientToServer(conn: ClientConn, frame: Uint8Array | null): void {
-    if (conn.closed) return;
-    const server = this.servers[conn.serverId - 1]!;
-    if (!server.up || server.incarnation !== conn.serverIncarnation) return;
-    if (frame === null) return server.onHello(conn);
-    const message = server.onClientFrame(conn, frame);
-    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `client ${conn.clientSlot}.${conn.clientIncarnation}→${conn.serverId}`, message);
-  }
-
-  private onServerToClient(conn: ClientConn, frame: Uint8Array, expectedHash: number | undefined): void {
-    const client = this.clients[conn.clientSlot]!;
-    const message = decodeMessage(frame[4]!, frame.subarray(5));
-    this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
-    client.onMessage(conn, message, expectedHash);
+    if (conn.diallerClosed) return;
+    this.markClosed(conn, false);
+    if (conn.acceptorClosed) return;
+    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
   }
 
   /** Runs `deliver` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
   private clientEvent(conn: ClientConn, deliver: (client: SimClient) => void): void {
-    const client = this.clients[conn.clientSlot];
-    if (!client || client.incarnation !== conn.clientIncarnation || !client.alive) return;
+    const dialler = conn.dialler;
+    if (dialler.kind !== "client") return;
+    const client = this.clients[dialler.slot];
+    if (!client || client.incarnation !== dialler.incarnation || !client.alive) return;
     if (client.paused) {
       client.inbox.push(() => deliver(client));
       return;
@@ -714,7 +804,8 @@ export class Simulation implements ServerHost, ClientHost {
       const conns = this.servers.flatMap((s) => [...(this.clientConns.get(s.id) ?? [])]);
       if (conns.length > 0) {
         this.stats.cuts++;
-        this.closeClientConn(rng.pick(conns), "cut");
+        // Any time, the handshake included: a cut may fall between the hello and the welcome.
+        this.breakConn(rng.pick(conns), "cut");
       }
     } else if (roll < 0.8) {
       if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
@@ -744,7 +835,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
     for (const link of links) {
       link.blockedUntilMs = this.nowMs + blockMs;
-      this.breakPeerLink(link, true);
+      this.breakPeerLink(link);
     }
   }
 
@@ -861,4 +952,9 @@ export class Simulation implements ServerHost, ClientHost {
 
 export function runSeed(options: SimOptions): SimResult {
   return new Simulation(options).run();
+}
+
+function describeDialler(conn: SimConn): string {
+  const d = conn.dialler;
+  return d.kind === "server" ? String(d.id) : `client ${d.slot}.${d.incarnation}`;
 }
