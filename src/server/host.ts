@@ -5,6 +5,7 @@
  * simulator with its network, disks and virtual clock (src/sim/machine.ts).
  * Connections are opaque numbers the host chooses.
  */
+import { FRAME_BYTES_MAX } from "../constants";
 import type { Persist } from "../core";
 import type { Message, PeerMessage, ReplyMessage } from "../wire";
 import type { Refusal } from "./admission";
@@ -76,4 +77,9 @@ export interface NodeOptions {
   inboundBufferedBytesMax: number;
   /** The largest frame a peer may send (a state transfer). */
   peerFrameBytesMax: number;
+}
+
+/** The largest frame a peer may send: a state transfer carries every allocated page plus the metadata. */
+export function peerFrameBytesMax(segmentSize: number): number {
+  return Math.max(FRAME_BYTES_MAX, segmentSize * 1.125 + 64 * 1024 * 1024);
 }

@@ -11,7 +11,6 @@ import {
   CHECKPOINT_WAITS_MAX,
   TICK_MS_MAX,
   CHECKPOINT_MB_DEFAULT,
-  FRAME_BYTES_MAX,
   INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
 } from "../constants";
@@ -24,7 +23,7 @@ import { clientTls, serverTls, tlsErrorText } from "../net/tls";
 import { encodeMessage } from "../wire";
 import { Admission } from "./admission";
 import { DiskQueue } from "./diskqueue";
-import type { ConnId, NodeDisk, NodeHost } from "./host";
+import { type ConnId, type NodeDisk, type NodeHost, peerFrameBytesMax } from "./host";
 import { ServerNode } from "./node";
 import type { RunningServer, ServerOptions } from "./options";
 
@@ -328,7 +327,6 @@ export class Server implements NodeHost {
   }
 
   private peerFrameBytesMax(): number {
-    // A state transfer carries every allocated page plus the metadata.
-    return Math.max(FRAME_BYTES_MAX, this.options.segmentSize * 1.125 + 64 * 1024 * 1024);
+    return peerFrameBytesMax(this.options.segmentSize);
   }
 }

@@ -9,7 +9,8 @@
 import { NONCE_BYTES } from "../wire";
 import type { Message, PeerMessage, ReplyMessage } from "../wire";
 import { type Persist, Replica, type StoreState } from "../core";
-import type { ConnId, NodeDisk, NodeHost, NodeLog, NodeObserver } from "../server/host";
+import { INBOUND_BUFFERED_BYTES_MAX } from "../constants";
+import { type ConnId, type NodeDisk, type NodeHost, type NodeLog, type NodeObserver, peerFrameBytesMax } from "../server/host";
 import { ServerNode } from "../server/node";
 import { AppliedHistory } from "./applied";
 import { fnvBytes } from "./hash";
@@ -104,8 +105,8 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
       sessionTimeoutMs: this.settings.sessionTimeoutMsDefault,
       heartbeatMs: this.settings.heartbeatMs,
       suspectMs: this.settings.suspectMs,
-      inboundBufferedBytesMax: 64 * segmentSize,
-      peerFrameBytesMax: 4 * segmentSize + 64 * 1024,
+      inboundBufferedBytesMax: INBOUND_BUFFERED_BYTES_MAX,
+      peerFrameBytesMax: peerFrameBytesMax(segmentSize),
     };
     this.current = new ServerNode(replica, options, this, this);
     if (recovered.state.appliedSeq !== this.history.length) {

@@ -129,6 +129,8 @@ type Event =
   | { type: "bytes"; conn: SimConn; pipe: Pipe; toAcceptor: boolean; chunk: Uint8Array }
   /** One end learns that its connection closed. */
   | { type: "closed"; conn: SimConn; atAcceptor: boolean }
+  /** A fault: the connection breaks within its first round trip, in its handshake (a client's: if not welcomed yet). */
+  | { type: "handshake-cut"; conn: SimConn }
   | { type: "wake"; client: SimClient; token: number }
   | { type: "fault" }
   | { type: "server-restart"; server: ServerMachine }
@@ -316,6 +318,10 @@ export class Simulation implements ClientHost {
         return this.onBytes(event.conn, event.pipe, event.toAcceptor, event.chunk);
       case "closed":
         return this.onClosedEnd(event.conn, event.atAcceptor);
+      case "handshake-cut":
+        if (event.conn.diallerClosed || event.conn.acceptorClosed || event.conn.welcomed) return;
+        this.stats.cuts++;
+        return this.breakConn(event.conn, "cut in the middle of its handshake");
       case "wake": {
         const wake = this.wakeTokens.get(event.client);
         if (!wake || wake.token !== event.token) return;
@@ -421,6 +427,7 @@ export class Simulation implements ClientHost {
     link.conn = conn;
     link.blackHole = false;
     this.queue.push(this.nowMs, { type: "accept", conn });
+    this.maybeCutHandshake(conn);
     from.run((node) => node.onDialled(link.to, conn.id));
   }
 
@@ -526,6 +533,12 @@ export class Simulation implements ClientHost {
     this.tracer.add(this.nowMs, `connection ${conn.id} (${describeDialler(conn)}→${conn.serverId}) broken (${why})`);
     if (!conn.acceptorClosed) this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "closed", conn, atAcceptor: true });
     if (!conn.diallerClosed && notifyDialler) this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "closed", conn, atAcceptor: false });
+  }
+
+  /** Sometimes (while faults run) a new connection breaks before its welcome can have come back. */
+  private maybeCutHandshake(conn: SimConn): void {
+    if (!this.faultsOn || !this.faultRng.chance(0.03)) return;
+    this.queue.push(this.nowMs + this.faultRng.next() * 2 * conn.up.latencyMs, { type: "handshake-cut", conn });
   }
 
   /** For a grant leaving `from`: the hash of the datum the client must end up with (checked by the client). */
@@ -703,6 +716,7 @@ export class Simulation implements ClientHost {
     const nonce = new Uint8Array(NONCE_BYTES);
     for (let i = 0; i < nonce.length; i++) nonce[i] = Math.floor(this.netRng.next() * 256);
     this.sendBytes(conn, false, encodeMessage(helloMessage("client", 0, nonce)));
+    this.maybeCutHandshake(conn);
     return conn;
   }
 
