@@ -54,7 +54,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   private current: ServerNode | null = null;
   history = new AppliedHistory();
   /** The connection whose bytes the node is handling now: a snapshot installed comes from it. */
-  private deliveringOn: ConnId | null = null;
+  private bytesFrom: ConnId | null = null;
   /** Work the node deferred to the end of the current event (its "microtasks"). */
   private deferred: (() => void)[] = [];
   readonly log: NodeLog;
@@ -124,12 +124,12 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   /** Runs one event on the node, then what it deferred (as the event loop runs microtasks after a callback). */
   run(fn: (node: ServerNode) => void, on: ConnId | null = null): void {
-    this.deliveringOn = on;
+    this.bytesFrom = on;
     try {
       fn(this.node);
       while (this.deferred.length > 0 && this.current) this.deferred.shift()!();
     } finally {
-      this.deliveringOn = null;
+      this.bytesFrom = null;
     }
     if (this.current && this.state.appliedSeq !== this.history.length) {
       this.world.fail("sim", `server ${this.id} is at ${this.state.appliedSeq} but logged ${this.history.length} updates`);
@@ -218,7 +218,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   private install(seq: number, epoch: number, snapshot: Uint8Array): void {
-    const brought = this.deliveringOn === null ? undefined : this.world.snapshotHistory(this.deliveringOn, seq);
+    const brought = this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, seq);
     if (!brought || brought.length !== seq) {
       this.world.fail("sim", `server ${this.id} installed a snapshot at ${seq} with no matching history (${brought?.length})`);
     }

@@ -582,7 +582,7 @@ export class Simulation implements ClientHost {
       const conn = link.conn;
       link.blackHole = false;
       if (!conn) continue;
-      // A killed process's kernel may still deliver what it had sent (then the close); a lost machine does not.
+      // A killed process's kernel may still send on what it had sent (then the close); a lost machine does not.
       if (!flush) conn.up.broken = true;
       conn.down.broken = true;
       this.markClosed(conn, false);
@@ -731,17 +731,17 @@ export class Simulation implements ClientHost {
     this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
   }
 
-  /** Runs `deliver` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
-  private clientEvent(conn: ClientConn, deliver: (client: SimClient) => void): void {
+  /** Runs `handle` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
+  private clientEvent(conn: ClientConn, handle: (client: SimClient) => void): void {
     const dialler = conn.dialler;
     if (dialler.kind !== "client") return;
     const client = this.clients[dialler.slot];
     if (!client || client.incarnation !== dialler.incarnation || !client.alive) return;
     if (client.paused) {
-      client.inbox.push(() => deliver(client));
+      client.inbox.push(() => handle(client));
       return;
     }
-    deliver(client);
+    handle(client);
     this.rewake(client);
   }
 
@@ -782,9 +782,9 @@ export class Simulation implements ClientHost {
     client.paused = false;
     this.tracer.add(this.nowMs, `client ${client.name}: resume`);
     const inbox = client.inbox.splice(0);
-    for (const deliver of inbox) {
+    for (const handle of inbox) {
       if (!client.alive) break;
-      deliver();
+      handle();
     }
     if (client.alive) {
       client.onWake();
