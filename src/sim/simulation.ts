@@ -21,17 +21,16 @@
  * from the event queue, and iteration only over insertion-ordered maps.
  */
 import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
-import { NONCE_BYTES, type Message, type PeerMessage, type ReplyMessage, decodeMessage, encodeMessage, helloMessage } from "../wire";
-import type { ConnId } from "../server/host";
-import type { AppliedHistory } from "./applied";
+import type { Message } from "../wire";
 import { type ClientHost, type ClientSettings, SimClient } from "./client";
 import { Checker, stateDigest } from "./invariants";
-import { ServerMachine, type World, datumHash } from "./machine";
-import { type ClientConn, Network, type PeerLink, type Pipe, type SimConn } from "./network";
+import { ServerMachine } from "./machine";
+import { type ClientConn, Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
 import { NoDisk, SimDisk, type Storage } from "./storage";
 import { Trace } from "./trace";
+import { type WireEvent, Wires } from "./wires";
 
 export interface SimOptions {
   seed: number;
@@ -121,16 +120,8 @@ const SHARED_COUNTERS = ["c0", "c1"];
 const EXTRAS = ["x0", "x1", "x2"];
 
 type Event =
+  | WireEvent
   | { type: "tick"; server: ServerMachine; incarnation: number }
-  /** The dial of `link` completes (or fails) at its dialler. */
-  | { type: "dialled"; server: ServerMachine; incarnation: number; link: PeerLink }
-  /** The server takes a new connection. */
-  | { type: "accept"; conn: SimConn }
-  | { type: "bytes"; conn: SimConn; pipe: Pipe; toAcceptor: boolean; chunk: Uint8Array }
-  /** One end learns that its connection closed. */
-  | { type: "closed"; conn: SimConn; atAcceptor: boolean }
-  /** A fault: the connection breaks within its first round trip, in its handshake (a client's: if not welcomed yet). */
-  | { type: "handshake-cut"; conn: SimConn }
   | { type: "wake"; client: SimClient; token: number }
   | { type: "fault" }
   | { type: "server-restart"; server: ServerMachine }
@@ -163,6 +154,7 @@ export class Simulation implements ClientHost {
   private readonly wakeTokens = new Map<SimClient, { token: number; atMs: number }>();
   private readonly queue = new EventQueue<Event>();
   private readonly net: Network;
+  private readonly wires: Wires;
   private readonly checker: Checker;
   readonly tracer: Trace;
   private readonly rng: Rng;
@@ -176,17 +168,12 @@ export class Simulation implements ClientHost {
   private readonly settleMs: number;
   private readonly faultEveryMs: number;
   private readonly eventsMax: number;
-  private readonly stallMsMax: number;
-  private faultsOn = true;
+  readonly stallMsMax: number;
+  faultsOn = true;
   private stopping = false;
   private settled = false;
   private nextSession = 1;
   private crashedThisStep: ServerMachine | null = null;
-  private readonly clientConns = new Map<number, Set<ClientConn>>();
-  /** Every open connection, by id. */
-  private readonly conns = new Map<ConnId, SimConn>();
-  /** What the server machines ask of the world. */
-  private readonly world: World;
   readonly stats: SimStats;
 
   constructor(readonly options: SimOptions) {
@@ -210,10 +197,34 @@ export class Simulation implements ClientHost {
     this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
     const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, ...geometry };
-    this.world = this.serverWorld();
+    const sim = this;
+    this.wires = new Wires(
+      {
+        get nowMs() {
+          return sim.nowMs;
+        },
+        get faultsOn() {
+          return sim.faultsOn;
+        },
+        stallMsMax: this.stallMsMax,
+        tracer: this.tracer,
+        get stats() {
+          return sim.stats;
+        },
+        push: (atMs, event) => this.queue.push(atMs, event),
+        server: (id) => this.server(id),
+        clientEvent: (conn, handle) => this.clientEvent(conn, handle),
+        sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
+        fail: (invariant, message) => this.fail(invariant, message),
+      },
+      this.net,
+      this.netRng,
+      this.faultRng,
+    );
+    const world = this.wires.world();
     this.servers = this.serverIds.map((id) => {
       const storage = options.storage?.(id, geometry) ?? (options.disks ? new SimDisk(geometry, 0.5) : new NoDisk(geometry));
-      return new ServerMachine(id, replicaSettings, storage, this.world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
+      return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
     this.clients = new Array(clientCount).fill(null);
@@ -311,17 +322,11 @@ export class Simulation implements ClientHost {
       case "tick":
         return this.onTick(event.server, event.incarnation);
       case "dialled":
-        return this.onDialled(event.server, event.incarnation, event.link);
       case "accept":
-        return this.onAccept(event.conn);
       case "bytes":
-        return this.onBytes(event.conn, event.pipe, event.toAcceptor, event.chunk);
       case "closed":
-        return this.onClosedEnd(event.conn, event.atAcceptor);
       case "handshake-cut":
-        if (event.conn.diallerClosed || event.conn.acceptorClosed || event.conn.welcomed) return;
-        this.stats.cuts++;
-        return this.breakConn(event.conn, "cut in the middle of its handshake");
+        return this.wires.handle(event);
       case "wake": {
         const wake = this.wakeTokens.get(event.client);
         if (!wake || wake.token !== event.token) return;
@@ -356,14 +361,13 @@ export class Simulation implements ClientHost {
   private targetServer(event: Event): ServerMachine | null {
     switch (event.type) {
       case "tick":
-      case "dialled":
         return event.server;
+      case "dialled":
       case "accept":
-        return this.server(event.conn.serverId);
       case "bytes":
-        return event.toAcceptor ? this.server(event.conn.serverId) : this.diallerServer(event.conn);
       case "closed":
-        return event.atAcceptor ? this.server(event.conn.serverId) : this.diallerServer(event.conn);
+      case "handshake-cut":
+        return this.wires.target(event);
       default:
         return null;
     }
@@ -375,9 +379,6 @@ export class Simulation implements ClientHost {
     return server;
   }
 
-  private diallerServer(conn: SimConn): ServerMachine | null {
-    return conn.dialler.kind === "server" ? this.server(conn.dialler.id) : null;
-  }
 
   // ---- servers -----------------------------------------------------------------------
 
@@ -387,184 +388,12 @@ export class Simulation implements ClientHost {
     this.queue.push(this.nowMs + server.tickMs, { type: "tick", server, incarnation });
   }
 
-  // ---- connections: the world side of what nodes and clients send ---------------------------
-
-  /** The World the server machines live in (machine.ts). */
-  private serverWorld(): World {
-    const sim = this;
-    return {
-      get nowMs() {
-        return sim.nowMs;
-      },
-      send: (from, id, bytes) => this.sendBytes(this.conns.get(id), from.id === this.conns.get(id)?.serverId, bytes),
-      close: (from, id, reason) => this.closeEnd(from, id, reason),
-      dial: (from, peer) => {
-        // As a TCP connect: a round trip later it is open, or refused.
-        const rtt = 2 * (0.2 + this.netRng.next() * 2);
-        this.queue.push(this.nowMs + rtt, { type: "dialled", server: from, incarnation: from.incarnation, link: this.net.link(from.id, peer) });
-      },
-      trace: (what, detail) => this.tracer.add(this.nowMs, what, detail),
-      fail: (invariant, message) => this.fail(invariant, message),
-      sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
-      snapshotHistory: (id, seq) => this.conns.get(id)?.snapshots.get(seq),
-      sentPeer: (from, id, message) => {
-        if (message.type !== "snapshot") return;
-        this.stats.snapshots++;
-        this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
-      },
-      sentReply: (from, id, body) => this.noteGrant(from, id, body),
-      received: (to, id, message) => this.traceReceived(to, id, message),
-    };
-  }
-
-  /** The dial of `link` completes: a connection both ends know, or a refusal. */
-  private onDialled(from: ServerMachine, incarnation: number, link: PeerLink): void {
-    if (!from.up || from.incarnation !== incarnation) return;
-    const to = this.server(link.to);
-    if (!to.up || this.nowMs < link.blockedUntilMs || link.conn) return from.run((node) => node.onDialFailed(link.to));
-    const conn = this.net.newPeerConn({ id: from.id, incarnation }, { id: to.id, incarnation: to.incarnation });
-    this.conns.set(conn.id, conn);
-    link.conn = conn;
-    link.blackHole = false;
-    this.queue.push(this.nowMs, { type: "accept", conn });
-    this.maybeCutHandshake(conn);
-    from.run((node) => node.onDialled(link.to, conn.id));
-  }
-
-  private onAccept(conn: SimConn): void {
-    const server = this.server(conn.serverId);
-    if (!server.up || server.incarnation !== conn.serverIncarnation || conn.acceptorClosed) return;
-    conn.accepted = true;
-    server.run((node) => node.onAccepted(conn.id));
-  }
-
-  /** `bytes` leave one end of `conn` (toward the acceptor when `toAcceptor`), in the chunks the connection cuts them into. */
-  private sendBytes(conn: SimConn | undefined, fromAcceptor: boolean, bytes: Uint8Array): void {
-    if (!conn) return;
-    if (fromAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
-    const pipe = fromAcceptor ? conn.down : conn.up;
-    if (pipe.broken) return;
-    const stallMsMax = conn.dialler.kind === "server" ? this.stallMsMax : 0;
-    for (const chunk of conn.chunks(bytes, this.netRng)) {
-      this.queue.push(pipe.arrival(this.nowMs, this.netRng, stallMsMax), { type: "bytes", conn, pipe, toAcceptor: !fromAcceptor, chunk });
-    }
-  }
-
-  private onBytes(conn: SimConn, pipe: Pipe, toAcceptor: boolean, chunk: Uint8Array): void {
-    if (pipe.broken) return;
-    if (toAcceptor) {
-      const server = this.server(conn.serverId);
-      if (!server.up || server.incarnation !== conn.serverIncarnation || conn.acceptorClosed || !conn.accepted) return;
-      return server.run((node) => node.onBytes(conn.id, chunk), conn.id);
-    }
-    if (conn.diallerClosed) return;
-    const dialler = conn.dialler;
-    if (dialler.kind === "server") {
-      const server = this.server(dialler.id);
-      if (!server.up || server.incarnation !== dialler.incarnation) return;
-      return server.run((node) => node.onBytes(conn.id, chunk), conn.id);
-    }
-    this.clientEvent(conn, (client) => {
-      // The client's end of the connection: the real frame decoder and codec.
-      conn.clientDecoder.push(chunk, (frame) => {
-        if (conn.diallerClosed || !client.alive) return;
-        const message = decodeMessage(frame.type, frame.body);
-        const expectedHash = message.type === "reply" && message.body.reply.type === "granted" ? conn.expectedHashes.shift() : undefined;
-        this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
-        client.onMessage(conn, message, expectedHash);
-      });
-    });
-  }
-
-  /** A node closes its end of a connection: it knows at once; the other end once what was sent before arrives. */
-  private closeEnd(from: ServerMachine, id: ConnId, reason: string): void {
-    const conn = this.conns.get(id);
-    if (!conn) return;
-    const atAcceptor = from.id === conn.serverId;
-    if (atAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
-    this.tracer.add(this.nowMs, `server ${from.id}: closes connection ${id} (${reason})`);
-    this.markClosed(conn, atAcceptor);
-    if (from.up) from.node.onClosed(id);
-    const pipe = atAcceptor ? conn.down : conn.up;
-    this.queue.push(pipe.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: !atAcceptor });
-  }
-
-  private markClosed(conn: SimConn, atAcceptor: boolean): void {
-    if (atAcceptor) conn.acceptorClosed = true;
-    else conn.diallerClosed = true;
-    if (conn.dialler.kind === "server") {
-      const link = this.net.link(conn.dialler.id, conn.serverId);
-      if (link.conn === conn) link.conn = null;
-    } else {
-      this.clientConns.get(conn.serverId)?.delete(conn);
-    }
-    if (conn.acceptorClosed && conn.diallerClosed) this.conns.delete(conn.id);
-  }
-
-  /** One end learns its connection closed (the other end closed it, or it broke). */
-  private onClosedEnd(conn: SimConn, atAcceptor: boolean): void {
-    if (atAcceptor ? conn.acceptorClosed : conn.diallerClosed) return;
-    if (atAcceptor) {
-      this.markClosed(conn, true);
-      const server = this.server(conn.serverId);
-      if (server.up && server.incarnation === conn.serverIncarnation) server.run((node) => node.onClosed(conn.id));
-      return;
-    }
-    const dialler = conn.dialler;
-    if (dialler.kind === "server") {
-      this.markClosed(conn, false);
-      const server = this.server(dialler.id);
-      if (!server.up || server.incarnation !== dialler.incarnation) return;
-      this.tracer.add(this.nowMs, `server ${server.id}: connection to ${conn.serverId} lost`);
-      return server.run((node) => node.onClosed(conn.id));
-    }
-    this.clientEvent(conn, (client) => {
-      if (conn.diallerClosed) return;
-      this.markClosed(conn, false);
-      this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${conn.serverId} closed`);
-      client.onConnClosed(conn);
-    });
-  }
-
-  /** A connection breaks under both ends (a reset): what it carried is lost, both ends hear of it. */
-  private breakConn(conn: SimConn, why: string, notifyDialler = true): void {
-    conn.up.broken = true;
-    conn.down.broken = true;
-    this.tracer.add(this.nowMs, `connection ${conn.id} (${describeDialler(conn)}→${conn.serverId}) broken (${why})`);
-    if (!conn.acceptorClosed) this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "closed", conn, atAcceptor: true });
-    if (!conn.diallerClosed && notifyDialler) this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "closed", conn, atAcceptor: false });
-  }
-
-  /** Sometimes (while faults run) a new connection breaks before its welcome can have come back. */
-  private maybeCutHandshake(conn: SimConn): void {
-    if (!this.faultsOn || !this.faultRng.chance(0.03)) return;
-    this.queue.push(this.nowMs + this.faultRng.next() * 2 * conn.up.latencyMs, { type: "handshake-cut", conn });
-  }
-
-  /** For a grant leaving `from`: the hash of the datum the client must end up with (checked by the client). */
-  private noteGrant(from: ServerMachine, id: ConnId, body: ReplyMessage): void {
-    const { reply } = body;
-    if (reply.type !== "granted") return;
-    this.conns.get(id)?.expectedHashes.push(datumHash(from.state, reply.offset, reply.size));
-  }
-
-  private traceReceived(to: ServerMachine, id: ConnId, message: Message | PeerMessage): void {
-    if (message.type === "heartbeat") return;
-    const conn = this.conns.get(id);
-    if (!conn) return;
-    const label = to.id === conn.serverId ? `${describeDialler(conn)}→${to.id}` : `${conn.serverId}→${to.id}`;
-    this.tracer.add(this.nowMs, label, message);
-  }
-
   private restartServer(server: ServerMachine): void {
     if (server.up) return;
     server.start();
     if (server.incarnation > 1) this.stats.restarts++;
     this.tracer.add(this.nowMs, `server ${server.id}: start (incarnation ${server.incarnation}, at seq ${server.history.length})`);
-    // Connections that were silently dead (their peer crashed without a reset) break now: the new process resets them.
-    for (const link of this.net.linksTo(server.id)) {
-      if (link.blackHole) this.breakPeerLink(link);
-    }
+    this.wires.restarted(server);
     this.queue.push(this.nowMs + this.faultRng.next() * server.tickMs, { type: "tick", server, incarnation: server.incarnation });
   }
 
@@ -578,27 +407,7 @@ export class Simulation implements ClientHost {
     const lost = server.storage.crash(this.faultRng);
     this.tracer.add(this.nowMs, `server ${server.id}: ${lost}`);
     server.crash();
-    for (const link of this.net.linksFrom(server.id)) {
-      const conn = link.conn;
-      link.blackHole = false;
-      if (!conn) continue;
-      // A killed process's kernel may still send on what it had sent (then the close); a lost machine does not.
-      if (!flush) conn.up.broken = true;
-      conn.down.broken = true;
-      this.markClosed(conn, false);
-      if (flush) this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
-      else this.breakConn(conn, "its dialler crashed", false);
-    }
-    for (const link of this.net.linksTo(server.id)) {
-      const conn = link.conn;
-      if (!conn) continue;
-      if (silent) {
-        conn.up.broken = true;
-        conn.down.broken = true;
-        link.blackHole = true; // the dialler still thinks it is connected
-      } else this.breakPeerLink(link);
-    }
-    for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.breakConn(conn, "server crashed");
+    this.wires.crashed(server, flush, silent);
     const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
     this.queue.push(restartAtMs ?? this.nowMs + downMs, { type: "server-restart", server });
   }
@@ -608,13 +417,6 @@ export class Simulation implements ClientHost {
     this.tracer.add(this.nowMs, "WHOLE-CLUSTER CRASH");
     const restartAtMs = this.nowMs + 200 + this.faultRng.next() * 2000;
     for (const server of this.servers) this.crashServer(server, restartAtMs + this.faultRng.next() * (this.suspectMs / 4));
-  }
-
-  /** The dialler's connection breaks: what it carried is lost, and both ends hear of it. */
-  private breakPeerLink(link: PeerLink): void {
-    const conn = link.conn;
-    link.blackHole = false;
-    if (conn) this.breakConn(conn, "cut");
   }
 
   /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */
@@ -699,36 +501,15 @@ export class Simulation implements ClientHost {
   }
 
   dial(client: SimClient, serverId: number): ClientConn {
-    const server = this.server(serverId);
-    const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
-    if (!server.up) {
-      // Refused: the client hears of it one round trip later.
-      conn.acceptorClosed = true;
-      this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "closed", conn, atAcceptor: false });
-      return conn;
-    }
-    this.conns.set(conn.id, conn);
-    let set = this.clientConns.get(serverId);
-    if (!set) this.clientConns.set(serverId, (set = new Set()));
-    set.add(conn);
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "accept", conn });
-    // The client's side of the handshake (no secret in the simulation): its hello, then the server's welcome.
-    const nonce = new Uint8Array(NONCE_BYTES);
-    for (let i = 0; i < nonce.length; i++) nonce[i] = Math.floor(this.netRng.next() * 256);
-    this.sendBytes(conn, false, encodeMessage(helloMessage("client", 0, nonce)));
-    this.maybeCutHandshake(conn);
-    return conn;
+    return this.wires.dialClient(client, serverId);
   }
 
   send(_client: SimClient, conn: ClientConn, message: Message): void {
-    this.sendBytes(conn, false, encodeMessage(message));
+    this.wires.sendClient(conn, message);
   }
 
   close(_client: SimClient, conn: ClientConn): void {
-    if (conn.diallerClosed) return;
-    this.markClosed(conn, false);
-    if (conn.acceptorClosed) return;
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
+    this.wires.closeClient(conn);
   }
 
   /** Runs `handle` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
@@ -815,11 +596,11 @@ export class Simulation implements ClientHost {
     } else if (roll < 0.55) {
       this.cutPeerLink();
     } else if (roll < 0.7) {
-      const conns = this.servers.flatMap((s) => [...(this.clientConns.get(s.id) ?? [])]);
+      const conns = this.servers.flatMap((s) => this.wires.clientConnsOf(s.id));
       if (conns.length > 0) {
         this.stats.cuts++;
         // Any time, the handshake included: a cut may fall between the hello and the welcome.
-        this.breakConn(rng.pick(conns), "cut");
+        this.wires.breakConn(rng.pick(conns), "cut");
       }
     } else if (roll < 0.8) {
       if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
@@ -849,7 +630,7 @@ export class Simulation implements ClientHost {
     this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
     for (const link of links) {
       link.blockedUntilMs = this.nowMs + blockMs;
-      this.breakPeerLink(link);
+      this.wires.breakPeerLink(link);
     }
   }
 
@@ -966,9 +747,4 @@ export class Simulation implements ClientHost {
 
 export function runSeed(options: SimOptions): SimResult {
   return new Simulation(options).run();
-}
-
-function describeDialler(conn: SimConn): string {
-  const d = conn.dialler;
-  return d.kind === "server" ? String(d.id) : `client ${d.slot}.${d.incarnation}`;
 }
