@@ -71,17 +71,23 @@ const REGRESSIONS: [number, Options, string][] = [
  * its case starts to "fail" here: move it to REGRESSIONS.
  */
 const OPEN: [number, Options, string][] = [
-  [30, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
-  // Found at the end of session 3 on fresh ranges (4,000 seeds a mode on 8addc3f; ~1,400 a mode on a
-  // copy of main of 05:00): causes not found yet. The majority-mode ones break what that mode promises.
-  [77002376, { disks: true, partitions: true, quorum: "majority" }, "a booting server with an unacknowledged 81@387 (a minority chain's) formed a chain over servers holding the acknowledged 81@322: boot ranks histories by last epoch first"],
-  [77003092, { disks: true, partitions: true, quorum: "majority" }, "the same shape, 5 servers: 17@258 acknowledged over 17@193 held by three live servers"],
-  [97001306, { disks: true, partitions: true, quorum: "majority" }, "a one-server chain [2] acknowledges 44@258 where 44@65 was acknowledged and is held by live servers 1 and 3"],
-  [86001083, { partitions: true, quorum: "majority" }, "liveness: 40 s after the faults a client still waits on a queued acquire that no queue holds any more (cause not found)"],
-  [115006055, { disks: true, quorum: "majority" }, "invariant 2: in epoch 129 [1,2,3] an empty server 1 heads server 2, which has six updates (cause not found; 1 in 14,000 seeds of that mode)"],
-  [93000179, { disks: true, freeCrashes: true }, "default mode: a one-server chain [3] acknowledges 33@323 over an acknowledged 33@129 held by live server 2 and server 1's disk"],
-  [93001118, { disks: true, freeCrashes: true }, "default mode: chain [3,2] acknowledges 28@194 over an acknowledged 28@449 held by live server 1"],
-  [53004585, { disks: true, freeCrashes: true }, "default mode, a partition in effect though no --partitions: server 1, cut from 2 (then paused) and with 3 crashed, removed both and acknowledged alone, then crashed; 2 resumed in the old configuration and served without 1's updates. A default-mode chain cannot tell a removed peer from a dead one (--quorum majority is the answer); 1 seed in 5,000 of --disks --free-crashes"],
+  [148000002, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  [147001679, { disks: true, partitions: true, quorum: "majority" }, "a one-server chain [2] acknowledges 21@386 over the acknowledged 21@129 held by live servers 1 and 3 (the shape of 97001306 below)"],
+  [143000056, { disks: true, freeCrashes: true }, "the model client (src/sim/client.ts, to be replaced by the real one) installs a chain whose tail connection a cut closed between its welcome and the install, subscribes on the closed connection, and waits for ever for the grant of its queued acquire"],
+  // Since the simulator runs the real server node over a network of bytes (handshakes, frames split
+  // anywhere, handshake cuts), every seed takes another path, and the seeds of these open bugs no
+  // longer reproduce them. They are not known fixed; fresh seeds are wanted. Found at the end of
+  // session 3 (causes not found then):
+  //   30 {partitions}: both sides of a partition acknowledge (by design; replaced above).
+  //   77002376, 77003092 {disks, partitions, majority}: a booting server with an unacknowledged 81@387
+  //     (a minority chain's) formed a chain over servers holding the acknowledged 81@322.
+  //   97001306 {disks, partitions, majority}: a one-server chain [2] acknowledges 44@258 where 44@65
+  //     was acknowledged and is held by live servers 1 and 3 (147001679 above has the shape).
+  //   86001083 {partitions, majority}: liveness, a queued acquire that no queue holds any more.
+  //   115006055 {disks, majority}: in epoch 129 [1,2,3] an empty server 1 heads server 2 (6 updates).
+  //   93000179, 93001118 {disks, freeCrashes}: default mode, a chain acknowledges over an
+  //     acknowledged update held by a live server.
+  //   53004585 {disks, freeCrashes}: default mode, a removed peer taken for a dead one (by design).
 ];
 
 const BULK_FROM = Number(process.env.PSTORE_SIM_FROM ?? 1_000_001);
