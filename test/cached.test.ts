@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { GrantCache } from "../src/client/cache";
 import { CACHE_LEASE_FRACTION, RECALL_RESEND_MS } from "../src/constants";
 import { type Output, Replica, StoreState } from "../src/core";
-import type { Action } from "../src/core/replica";
+import type { Ready } from "../src/core/ready";
 import { decodeSnapshot, encodeSnapshot } from "../src/core/snapshot";
 import type { Mode, Op, Reply } from "../src/wire";
 
@@ -210,8 +210,8 @@ describe("the replicated state keeps released holds as cached grants", () => {
 
 const OPTIONS = { sessionTimeoutMsDefault: 1000, heartbeatMs: 100, suspectMs: 1000 };
 
-function recalls(actions: Action[]) {
-  return actions.flatMap((a) => (a.kind === "recall" ? [a.recall] : []));
+function recalls(ready: Ready) {
+  return ready.send.flatMap((o) => (o.kind === "recall" ? [o.recall] : []));
 }
 
 function request(session: number, reqNo: number, op: Op) {
@@ -225,7 +225,7 @@ describe("the head recalls cached grants", () => {
     for (const s of [1, 2]) replica.onRequest(request(s, 1, { type: "open_session", timeoutMs: 0 }));
     replica.onRequest(request(1, 2, { type: "create", name: "d", size: 1 }));
     const granted = replica.onRequest(request(1, 3, { type: "acquire", name: "d", mode: "write", knownCreatedSeq: -1, cachedVersion: -1, cache: true }));
-    const holdId = (granted.find((a) => a.kind === "reply")! as Extract<Action, { kind: "reply" }>).output.reply as Extract<Reply, { type: "granted" }>;
+    const holdId = (granted.send.find((o) => o.kind === "reply")! as Extract<Ready["send"][number], { kind: "reply" }>).reply as Extract<Reply, { type: "granted" }>;
     replica.onRequest(request(1, 4, { type: "release", holdId: holdId.holdId, pages: [] }));
     const queued = replica.onRequest(request(2, 2, { type: "acquire", name: "d", mode: "read", knownCreatedSeq: -1, cachedVersion: -1, cache: true }));
     const owed = { session: 1, holdId: holdId.holdId, name: "d" };

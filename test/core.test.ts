@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, encodeSnapshot } from "../src/core";
 import { EpochHistory } from "../src/core/epochs";
-import type { Action } from "../src/core/replica";
+import { type Ready, isEmptyReady } from "../src/core/ready";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
 
 /** Small pages keep every test fast; the core takes the page size as a parameter. */
@@ -933,12 +933,12 @@ function request(session: number, reqNo: number, op: Op, doneBelow = 0): Request
   return { session, reqNo, doneBelow, op };
 }
 
-function logged(actions: Action[]): Update[] {
-  return actions.flatMap((a) => (a.kind === "log" ? [a.update] : []));
+function logged(ready: Ready): Update[] {
+  return ready.persist.flatMap((p) => (p.kind === "log" ? [p.update] : []));
 }
 
-function replied(actions: Action[]): Output[] {
-  return actions.flatMap((a) => (a.kind === "reply" ? [a.output] : []));
+function replied(ready: Ready): Output[] {
+  return ready.send.flatMap((o) => (o.kind === "reply" ? [{ session: o.session, reqNo: o.reqNo, reply: o.reply }] : []));
 }
 
 const REPLICA_OPTIONS = { sessionTimeoutMsDefault: 1000, heartbeatMs: 100, suspectMs: 1000 };
@@ -971,7 +971,9 @@ describe("Replica", () => {
     const open = replica.onRequest(request(5, 1, { type: "open_session", timeoutMs: 0 }));
     expect(logged(open).map((u) => [u.seq, u.op])).toEqual([[1, { type: "open_session", timeoutMs: 1000 }]]);
     expect(replied(open)).toEqual([{ session: 5, reqNo: 1, reply: { type: "session", timeoutMs: 1000 } }]);
-    expect(open.findIndex((a) => a.kind === "log")).toBeLessThan(open.findIndex((a) => a.kind === "reply"));
+    // Persist before send: the update is disk work of the step, its reply goes out after it.
+    expect(open.persist.map((p) => p.kind)).toEqual(["log"]);
+    expect(open.send.map((o) => o.kind)).toEqual(["reply"]);
     const create = replica.onRequest(request(5, 2, { type: "create", name: "a", size: 1 }));
     expect(logged(create).map((u) => u.seq)).toEqual([2]);
     expect(replica.state.appliedSeq).toBe(2);
@@ -1253,13 +1255,13 @@ function runAgreement(seed: number, steps: number): { sequenced: number; grants:
     const where = `seed ${seed} step ${step}`;
     now += 50;
     for (const client of clients) if (client.alive) head.onClientHeartbeat(client.id, 0);
-    let actions: Action[] = head.onTick(now);
+    let actions: Ready = head.onTick(now);
     let op: Op | undefined;
     let sender: Client | undefined;
     let holdName: string | undefined;
     let resend = false;
     let resentReqNo = -1;
-    if (actions.length === 0) {
+    if (isEmptyReady(actions)) {
       const choice = random.next();
       const live = clients.filter((c) => c.alive);
       if (choice < 0.01) {
@@ -1327,7 +1329,7 @@ function runAgreement(seed: number, steps: number): { sequenced: number; grants:
 
 describe("--quorum majority: configurations agreed by Paxos", () => {
   const MAJORITY = { ...REPLICA_OPTIONS, peers: [1, 2, 3], quorum: "majority" as const };
-  const sent = (actions: Action[]) => actions.flatMap((a) => (a.kind === "send" && a.message.type.startsWith("config") ? [a.message] : []));
+  const sent = (ready: Ready) => ready.send.flatMap((o) => (o.kind === "peer" && o.message.type.startsWith("config") ? [o.message] : []));
   const heartbeat = (from: number) => ({ type: "heartbeat" as const, from, epoch: 0, chain: [], status: "booting" as const, appliedSeq: 0, lastEpoch: 0, busyMs: 0 });
 
   test("an acceptor's vote comes back from disk: a lower ballot is refused, a higher one is told what was accepted, and the vote is written before the promise leaves", () => {
@@ -1338,9 +1340,9 @@ describe("--quorum majority: configurations agreed by Paxos", () => {
     ]);
     const actions = replica.onPeerMessage({ type: "config_prepare", from: 2, ballot: 258, baseEpoch: 65 }, 0);
     expect(sent(actions)).toEqual([{ type: "config_promise", from: 3, ballot: 258, configEpoch: 65, accepted }]);
-    const vote = actions.findIndex((a) => a.kind === "vote");
-    expect(actions[vote]).toEqual({ kind: "vote", vote: { promised: 258, accepted } });
-    expect(vote).toBeLessThan(actions.findIndex((a) => a.kind === "send" && a.message.type === "config_promise"));
+    // Persist before send: the vote is disk work of the step, the promise goes out after it.
+    expect(actions.persist).toEqual([{ kind: "vote", vote: { promised: 258, accepted } }]);
+    expect(actions.send.some((o) => o.kind === "peer" && o.message.type === "config_promise")).toBe(true);
     // A proposal under an older ballot than the promise is refused too.
     expect(sent(replica.onPeerMessage({ type: "config_propose", from: 1, ballot: 194, epoch: 194, chain: [1], baseEpoch: 65, formed: false }, 0))[0]!.type).toBe("config_refuse");
   });
@@ -1411,14 +1413,12 @@ describe("a history is never taken back", () => {
     const byId = new Map([[1, head], [2, joiner]]);
     const installs: [number, number][] = [];
     let now = 0;
-    const run = (id: number, actions: Action[]) => {
-      const queue: [number, Action[]][] = [[id, actions]];
+    const run = (id: number, ready: Ready) => {
+      const queue: [number, Ready][] = [[id, ready]];
       while (queue.length > 0) {
         const [from, batch] = queue.shift()!;
-        for (const action of batch) {
-          if (action.kind === "install") installs.push([from, action.seq]);
-          if (action.kind === "send") queue.push([action.to, byId.get(action.to)!.onPeerMessage(action.message, now)]);
-        }
+        for (const item of batch.persist) if (item.kind === "install") installs.push([from, item.seq]);
+        for (const out of batch.send) if (out.kind === "peer") queue.push([out.to, byId.get(out.to)!.onPeerMessage(out.message, now)]);
       }
     };
     // Server 1 serves alone first (server 2 is cut off: what is sent to it is lost).
@@ -1451,18 +1451,18 @@ describe("a history is never taken back", () => {
     };
     // Default mode: refused, and the head is offered the longer history.
     const refused = joinerIn("none");
-    expect(refused.some((a) => a.kind === "install")).toBe(false);
-    expect(refused.some((a) => a.kind === "send" && a.message.type === "ahead")).toBe(true);
+    expect(refused.persist.some((p) => p.kind === "install")).toBe(false);
+    expect(refused.send.some((o) => o.kind === "peer" && o.message.type === "ahead")).toBe(true);
     // Majority mode: 4-5 were never acknowledged (every acknowledged update is in the chain's history).
     const installed = joinerIn("majority");
-    expect(installed.filter((a) => a.kind === "install").map((a) => (a as { seq: number }).seq)).toEqual([3]);
-    expect(installed.some((a) => a.kind === "send" && a.message.type === "ahead")).toBe(false);
+    expect(installed.persist.flatMap((p) => (p.kind === "install" ? [p.seq] : []))).toEqual([3]);
+    expect(installed.send.some((o) => o.kind === "peer" && o.message.type === "ahead")).toBe(false);
   });
 });
 
 describe("a joiner being appended", () => {
   /** Server 2, tail of 1→2 at seq 3 (epoch 65), with server 3 joining behind it and caught up. */
-  function tailWithCaughtUpJoiner(): { tail: Replica; caughtUp: Action[] } {
+  function tailWithCaughtUpJoiner(): { tail: Replica; caughtUp: Ready } {
     const state = new StoreState(16 * PS, PS);
     const epochs = new EpochHistory(0, 0);
     for (let seq = 1; seq <= 3; seq++) {
@@ -1484,7 +1484,7 @@ describe("a joiner being appended", () => {
 
   test("the old tail applies nothing more until the configuration makes the joiner the tail, then passes it on", () => {
     const { tail, caughtUp } = tailWithCaughtUpJoiner();
-    expect(caughtUp).toContainEqual({ kind: "send", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
+    expect(caughtUp.send).toContainEqual({ kind: "peer", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
     // Applied now, 4 would be acknowledged here while the new tail lacks it.
     const held = tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 110);
     expect(logged(held)).toEqual([]);

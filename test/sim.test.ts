@@ -73,6 +73,7 @@ const REGRESSIONS: [number, Options, string][] = [
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).
   [1000952, { quorum: "majority", partitions: true }, "four of five servers restarted empty while the only holder was cut off: that majority formed an empty chain"],
   [9600367, { quorum: "majority", partitions: true }, "the same with two of three"],
+  [147001679, { disks: true, partitions: true, quorum: "majority" }, "a one-server chain [2] acknowledged 21@386 over the acknowledged 21@129 held by live servers 1 and 3 (the shape of 97001306): fixed with it, a majority-mode joiner installs the tail's snapshot, no pull"],
 ];
 
 /**
@@ -80,7 +81,10 @@ const REGRESSIONS: [number, Options, string][] = [
  * its case starts to "fail" here: move it to REGRESSIONS.
  */
 const OPEN: [number, Options, string][] = [
-  [30, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  [148000002, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  // The open seeds of session 3 (77002376, 77003092, 97001306, 115006055, 86001083, 93000179,
+  // 93001118, 53004585) are in REGRESSIONS with their causes, found and fixed on the simulator of
+  // that time; since it carries bytes and runs the real server node their seeds take other paths.
 ];
 
 const BULK_FROM = Number(process.env.PSTORE_SIM_FROM ?? 1_000_001);

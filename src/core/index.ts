@@ -8,3 +8,4 @@ export * from "./chain";
 export * from "./retained";
 export * from "./snapshot";
 export * from "./durable";
+export * from "./ready";

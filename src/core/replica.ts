@@ -4,9 +4,8 @@
  * updates, acknowledges them (as tail), detects failures from heartbeats,
  * issues new configurations, and brings joining servers up to date.
  *
- * Pure: no I/O, clock or randomness. Every public method returns the actions
- * for the server (or the simulator) to carry out, in order. Ordering rule:
- * an update's "log" action comes before any "send" or "reply" that depends on it.
+ * Pure: no I/O, clock or randomness. Every event returns one Ready (ready.ts):
+ * what the host must write, then send, persist before send.
  */
 import { present } from "../assert";
 import { FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
@@ -18,7 +17,9 @@ import { EpochHistory } from "./epochs";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot";
 import { RecallScheduler } from "./cached";
 import type { Output, Recall, StoreState } from "./state";
+import { type ClientView, type Ready, emptyReady, replyOut } from "./ready";
 
+/** What one event made the replica do, in the order done; finish() turns them into the step's Ready. */
 export type Action =
   /** Append to the write-ahead log (issue 4 makes it durable). */
   | { kind: "log"; update: Update }
@@ -219,7 +220,7 @@ export class Replica {
   // ---- events -------------------------------------------------------------
 
   /** A client request; only the head sequences (the server redirects the others). */
-  onRequest(request: Request): Action[] {
+  onRequest(request: Request): Ready {
     this.handleRequest(request);
     return this.finish();
   }
@@ -265,7 +266,7 @@ export class Replica {
    * a partition healed must not keep, for its session's life, holds it released
    * on the side that lost — its session is ended now.
    */
-  onClientHeartbeat(session: number, doneBelow: number): Action[] {
+  onClientHeartbeat(session: number, doneBelow: number): Ready {
     this.monitor.heard(session);
     const known = this.state.sessions.get(session);
     if (known && this.hasQuorum && !this.pulling && this.state.lostRequests(known, doneBelow)) {
@@ -275,7 +276,7 @@ export class Replica {
   }
 
   /** The connection to a peer broke: suspect it now rather than after suspectMs. */
-  onPeerDisconnected(id: number): Action[] {
+  onPeerDisconnected(id: number): Ready {
     const view = this.peerViews.get(id);
     // Our connection to it broke, but its heartbeats come over its own connection to us: a
     // reset alone does not make it dead. Suspecting it at once let both ends of a reset
@@ -284,7 +285,7 @@ export class Replica {
     return this.finish();
   }
 
-  onTick(nowMs: number): Action[] {
+  onTick(nowMs: number): Ready {
     const pausedMs = this.lastTickMs === null ? 0 : nowMs - this.lastTickMs - this.options.heartbeatMs;
     if (pausedMs > this.options.suspectMs / 2) {
       // This process was not running (stopped, swapped, a long GC): it cannot tell
@@ -326,7 +327,7 @@ export class Replica {
   }
 
   /** A message from another server; `nowMs` (when known) keeps the clock current between ticks. */
-  onPeerMessage(message: PeerMessage, nowMs?: number): Action[] {
+  onPeerMessage(message: PeerMessage, nowMs?: number): Ready {
     if (nowMs !== undefined) this.advanceClock(nowMs);
     switch (message.type) {
       case "heartbeat":
@@ -389,16 +390,24 @@ export class Replica {
   }
 
   /** Replies already produced for requests a (re)connecting client still waits on. */
-  storedReplies(sessionId: number, waiting: number[]): Output[] {
+  storedReplies(sessionId: number, waiting: number[]): Ready {
+    const ready = emptyReady();
     const session = this.state.sessions.get(sessionId);
-    if (!session) return [];
-    const outputs: Output[] = [];
+    if (!session) return ready;
     for (const reqNo of waiting) {
       const reply = session.replies.get(reqNo);
-      if (reply) outputs.push({ session: sessionId, reqNo, reply });
-      else if (reply === null) outputs.push({ session: sessionId, reqNo, reply: { type: "queued" } });
+      if (reply) ready.send.push(replyOut(this.state, sessionId, reqNo, reply));
+      else if (reply === null) ready.send.push(replyOut(this.state, sessionId, reqNo, { type: "queued" }));
     }
-    return outputs;
+    return ready;
+  }
+
+  /** The answer to a client's list or stat query (the tail's state is the acknowledged one). */
+  queryAnswer(kind: "list" | "stat", name: string): unknown {
+    if (kind === "list") return this.state.list();
+    const datum = this.state.data.get(name);
+    if (!datum) return { error: { code: "ENOENT", message: `no datum named "${name}"` } };
+    return this.state.info(datum);
   }
 
   private advanceClock(nowMs: number): void {
@@ -895,7 +904,7 @@ export class Replica {
    * forward) and cannot heartbeat meanwhile: tell the others now, so they do
    * not take the silence for a crash.
    */
-  onBusy(expectedMs: number, nowMs: number): Action[] {
+  onBusy(expectedMs: number, nowMs: number): Ready {
     this.advanceClock(nowMs);
     this.busyUntilMs = Math.max(this.busyUntilMs, nowMs + expectedMs);
     this.broadcastHeartbeat(Math.ceil(expectedMs));
@@ -1239,7 +1248,7 @@ export class Replica {
   }
 
   /** Flushes batched forwards and acks, and hands the actions over. */
-  private finish(): Action[] {
+  private finish(): Ready {
     if (this.toForward.length > 0 && this.down) {
       for (let i = 0; i < this.toForward.length; i += FORWARD_BATCH_MAX) {
         this.send(this.down.id, this.forwardMessage(this.toForward.slice(i, i + FORWARD_BATCH_MAX)));
@@ -1261,7 +1270,47 @@ export class Replica {
     this.recallCachedGrants();
     const actions = this.out;
     this.out = [];
-    return actions;
+    return this.readyOf(actions);
+  }
+
+  /** The step's actions as the host must carry them out (ready.ts): disk work first, then what leaves. */
+  private readyOf(actions: Action[]): Ready {
+    const ready = emptyReady();
+    const configEpoch = this.config.epoch;
+    for (const action of actions) {
+      switch (action.kind) {
+        case "log":
+        case "vote":
+          ready.persist.push(action);
+          break;
+        case "install":
+        case "checkpoint":
+          ready.persist.push({ ...action, configEpoch });
+          break;
+        case "config":
+          ready.persist.push(action);
+          ready.send.push({ kind: "announce", view: this.clientView() });
+          break;
+        case "reply":
+          ready.send.push(replyOut(this.state, action.output.session, action.output.reqNo, action.output.reply));
+          break;
+        case "recall":
+          ready.send.push(action);
+          break;
+        case "send":
+          ready.send.push({ kind: "peer", to: action.to, message: action.message });
+          break;
+        case "note":
+          ready.notes.push(action.text);
+          break;
+      }
+    }
+    return ready;
+  }
+
+  /** The chain clients must use: none while this server does not serve. */
+  clientView(): ClientView {
+    return { epoch: this.config.epoch, chain: this.status === "member" ? [...this.config.chain] : [] };
   }
 }
 

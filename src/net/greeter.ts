@@ -12,13 +12,14 @@ export type GreetStep =
   | { kind: "refused"; code: string; message: string };
 
 export class Greeter {
-  private readonly nonce = makeNonce();
   private challenged = false;
 
   constructor(
     private readonly role: "client" | "server",
     private readonly senderId: number,
     private readonly secret: string | undefined,
+    /** Fresh per connection; a simulated host draws it from its seed. */
+    private readonly nonce: Uint8Array = makeNonce(),
   ) {}
 
   hello(): Message {

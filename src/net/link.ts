@@ -12,6 +12,12 @@ export interface LinkHandlers {
   onClose(link: Link, reason: string): void;
 }
 
+/** A link whose owner decodes the bytes itself (a server node has its own frame decoders). */
+export interface ByteLinkHandlers {
+  onBytes(link: Link, chunk: Uint8Array): void;
+  onClose(link: Link, reason: string): void;
+}
+
 /** While a batch runs, sends are queued and each link writes once at its end. */
 let batching: Set<Link> | null = null;
 
@@ -41,7 +47,7 @@ export class Link {
 
   constructor(
     readonly socket: Socket<Link>,
-    private readonly handlers: LinkHandlers,
+    private readonly handlers: LinkHandlers | ByteLinkHandlers,
     frameBytesMax = FRAME_BYTES_MAX,
   ) {
     this.decoder = new FrameDecoder(frameBytesMax);
@@ -119,9 +125,11 @@ export class Link {
   receive(chunk: Uint8Array): void {
     if (this.closed) return;
     this.lastReceivedMs = performance.now();
+    if ("onBytes" in this.handlers) return this.handlers.onBytes(this, chunk);
+    const handlers = this.handlers;
     try {
       this.decoder.push(chunk, (frame) => {
-        if (!this.closed) this.handlers.onFrame(this, frame);
+        if (!this.closed) handlers.onFrame(this, frame);
       });
     } catch (error) {
       if (!(error instanceof WireError)) throw error;

@@ -9,13 +9,21 @@
  */
 import type { ConsolaInstance } from "consola";
 import { DISK_RETRY_MS } from "../constants";
-import type { Action } from "../core";
+import type { Persist } from "../core";
 import { type Durability, isNoSpace } from "../store";
 
+interface Batch {
+  items: Persist[];
+  /** The batch is on disk: its messages may leave. */
+  written: () => void;
+}
+
 export class DiskQueue {
-  /** Actions whose disk work is not done yet (the first `done` of them are), with the epoch of their batch. */
-  private unwritten: { action: Action; configEpoch: number }[] = [];
-  private done = 0;
+  /** Batches whose disk work is not all done and synced yet, oldest first. */
+  private unwritten: Batch[] = [];
+  /** Of them, this many batches are written, and `doneItems` items of the next. */
+  private doneBatches = 0;
+  private doneItems = 0;
   private retry: ReturnType<typeof setTimeout> | null = null;
   private fullSinceMs: number | null = null;
 
@@ -23,22 +31,22 @@ export class DiskQueue {
     private readonly durability: Durability,
     private readonly dataDir: string,
     private readonly log: ConsolaInstance,
-    /** The batch is on disk: send it. */
-    private readonly onWritten: (actions: Action[]) => void,
   ) {}
 
-  /** True while the disk is full and actions wait. */
+  /** True while the disk is full and batches wait. */
   get waiting(): boolean {
     return this.unwritten.length > 0;
   }
 
   get waitingCount(): number {
-    return this.unwritten.length;
+    let count = 0;
+    for (const batch of this.unwritten) count += batch.items.length;
+    return count;
   }
 
-  /** Writes `actions` (after any that wait), then hands them to onWritten. */
-  push(actions: Action[], configEpoch: number): void {
-    for (const action of actions) this.unwritten.push({ action, configEpoch });
+  /** Writes `items` (after any batch that waits), syncs, then calls `written`. */
+  push(items: Persist[], written: () => void): void {
+    this.unwritten.push({ items, written });
     if (this.retry === null) this.writeAll();
   }
 
@@ -51,7 +59,10 @@ export class DiskQueue {
     this.retry = null;
     const pending = this.unwritten;
     try {
-      for (; this.done < pending.length; this.done++) this.write(pending[this.done]!);
+      for (; this.doneBatches < pending.length; this.doneBatches++, this.doneItems = 0) {
+        const items = pending[this.doneBatches]!.items;
+        for (; this.doneItems < items.length; this.doneItems++) this.write(items[this.doneItems]!);
+      }
       this.durability.commit();
     } catch (error) {
       if (!isNoSpace(error)) throw error;
@@ -68,17 +79,26 @@ export class DiskQueue {
       this.fullSinceMs = null;
     }
     this.unwritten = [];
-    this.done = 0;
-    this.onWritten(pending.map((entry) => entry.action));
+    this.doneBatches = 0;
+    this.doneItems = 0;
+    for (const batch of pending) batch.written();
   }
 
-  private write({ action, configEpoch }: { action: Action; configEpoch: number }): void {
-    if (action.kind === "log") this.durability.append(action.update);
-    else if (action.kind === "checkpoint") {
-      const info = this.durability.checkpoint(action.seq, action.epoch, configEpoch, action.snapshot);
-      this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
-    } else if (action.kind === "install") this.durability.install(action.seq, action.epoch, configEpoch, action.snapshot);
-    else if (action.kind === "config") this.durability.saveConfig(action.config);
-    else if (action.kind === "vote") this.durability.saveVote(action.vote);
+  private write(item: Persist): void {
+    switch (item.kind) {
+      case "log":
+        return this.durability.append(item.update);
+      case "checkpoint": {
+        const info = this.durability.checkpoint(item.seq, item.epoch, item.configEpoch, item.snapshot);
+        return this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
+      }
+      case "install":
+        this.durability.install(item.seq, item.epoch, item.configEpoch, item.snapshot);
+        return;
+      case "config":
+        return this.durability.saveConfig(item.config);
+      case "vote":
+        return this.durability.saveVote(item.vote);
+    }
   }
 }

@@ -386,6 +386,8 @@ export class SimClient {
         if (message.body.epoch !== this.epoch || message.body.chain.join() !== this.chain.join()) this.refresh();
         return;
       case "error":
+        // A server closes a connection silent for too long (a long pause): the close follows.
+        if (message.body.code === "ETIMEDOUT") return;
         this.host.fail("sim", `server ${conn.serverId} refused client ${this.name}: ${message.body.code} ${message.body.message}`);
         return;
       default:

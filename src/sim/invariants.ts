@@ -22,7 +22,7 @@ import type { StoreState } from "../core";
 import { AppliedHistory, describeUpdate } from "./applied";
 import { RunningHash, fnvString } from "./hash";
 import { needsSync } from "./storage";
-import type { SimServer } from "./server";
+import type { ServerMachine } from "./machine";
 
 export class Checker {
   readonly committed = new AppliedHistory();
@@ -37,7 +37,7 @@ export class Checker {
   private forgivableFrom: number | null = null;
 
   constructor(
-    private readonly servers: SimServer[],
+    private readonly servers: ServerMachine[],
     private readonly fail: (invariant: string, message: string) => void,
   ) {}
 
@@ -46,7 +46,7 @@ export class Checker {
    * chains under one epoch. (A server restarted without a disk may issue again an
    * epoch it issued before it crashed, when no live server remembers it: harmless.)
    */
-  sawConfig(server: SimServer, epoch: number, chain: number[]): void {
+  sawConfig(server: ServerMachine, epoch: number, chain: number[]): void {
     this.epochs.add(epoch);
     if (epoch === 0) return;
     const key = chain.join(",");
@@ -61,7 +61,7 @@ export class Checker {
     return this.epochs.size;
   }
 
-  afterStep(crashed: SimServer | null): void {
+  afterStep(crashed: ServerMachine | null): void {
     this.checkChainOrder();
     this.checkAcknowledged(crashed);
     this.checkHoldsOnStates();
@@ -72,7 +72,7 @@ export class Checker {
    * `except` holds: in memory if it is up, on its disk if it is down. With
    * `runningOnly`, only servers that are up and not paused count.
    */
-  heldPrefix(except: SimServer | null = null, runningOnly = false): number {
+  heldPrefix(except: ServerMachine | null = null, runningOnly = false): number {
     const c = this.committed;
     let best = 0;
     for (const server of this.servers) {
@@ -112,7 +112,7 @@ export class Checker {
     }
   }
 
-  private checkAcknowledged(crashed: SimServer | null): void {
+  private checkAcknowledged(crashed: ServerMachine | null): void {
     const c = this.committed;
     if (crashed && crashed.storage.durable && this.servers.every((server) => !server.up)) this.noteWholeClusterCrash();
     for (const server of this.servers) {

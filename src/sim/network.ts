@@ -1,26 +1,28 @@
 /**
- * The simulated network. Servers reach each other over one connection per
- * direction, dialled by the sender (as src/server/peers.ts does): messages on
- * one connection arrive in order (TCP), different connections reorder freely.
- * A connection that breaks loses what it still carried; only its dialler
- * learns of it (onPeerDisconnected), and re-dials every heartbeat. Clients
- * hold their own connections to servers, FIFO both ways.
+ * The simulated network: connections that carry bytes. A connection has two
+ * pipes (one per direction), each FIFO with its own latency, as TCP; different
+ * connections reorder freely. What a pipe carries is cut into chunks at
+ * arbitrary byte boundaries on some connections (a frame arrives in pieces,
+ * or one byte at a time), so the receiving FrameDecoder sees what TCP may
+ * give it. A connection that breaks loses what it still carried.
+ *
+ * Servers reach each other over one connection per direction, dialled by the
+ * sender (as src/server/dialer.ts does); clients dial the servers they use.
  */
+import { FrameDecoder } from "../wire";
+import type { AppliedHistory } from "./applied";
 import type { Rng } from "./prng";
 
-/** One TCP connection in one direction: FIFO, with its own latency. */
-export class Connection {
+/** One direction of a connection: FIFO, with its own latency. */
+export class Pipe {
   /** Broken: whatever is still in flight on it is lost. */
   broken = false;
-  /** Arrival time of the last message sent on it: the next one cannot overtake it. */
+  /** Arrival time of the last chunk sent on it: the next one cannot overtake it. */
   lastAtMs = 0;
 
-  constructor(
-    readonly id: number,
-    readonly latencyMs: number,
-  ) {}
+  constructor(readonly latencyMs: number) {}
 
-  /** When a message sent now arrives: latency, jitter, rare stalls; never before the previous one. */
+  /** When a chunk sent now arrives: latency, jitter, rare stalls; never before the previous one. */
   arrival(nowMs: number, rng: Rng, stallMsMax: number): number {
     let delay = this.latencyMs + rng.next() * this.latencyMs;
     if (stallMsMax > 0 && rng.chance(0.002)) delay += rng.next() * stallMsMax;
@@ -30,11 +32,68 @@ export class Connection {
   }
 }
 
+/** Who is at the dialling end of a connection: a server dialling a peer, or a client. */
+export type Dialler = { kind: "server"; id: number; incarnation: number } | { kind: "client"; slot: number; incarnation: number };
+
+/** A connection from its dialler to a server (the acceptor). */
+export class SimConn {
+  /** Dialler to acceptor. */
+  readonly up: Pipe;
+  /** Acceptor to dialler. */
+  readonly down: Pipe;
+  /** Each end's view: it closed or was told of the close (it sends and receives nothing more). */
+  diallerClosed = false;
+  acceptorClosed = false;
+  /** The server has taken the connection (its node knows it). */
+  accepted = false;
+  /** A client's connection: the server welcomed it. */
+  welcomed = false;
+  /** Chunks of at most this many bytes (Infinity: frames go whole). */
+  readonly chunkBytesMax: number;
+  /** A peer connection: snapshots sent on it (by seq), with the history each brings, for the checker. */
+  readonly snapshots = new Map<number, AppliedHistory>();
+  /** A client connection: for each grant on its way down, the hash of the datum the client must end up with. */
+  readonly expectedHashes: number[] = [];
+  /** A client connection: the client's frame decoder (the same as src/client's links use). */
+  readonly clientDecoder = new FrameDecoder(Number.MAX_SAFE_INTEGER);
+
+  constructor(
+    readonly id: number,
+    readonly dialler: Dialler,
+    readonly serverId: number,
+    readonly serverIncarnation: number,
+    latencyMs: number,
+    chunkBytesMax: number,
+  ) {
+    this.up = new Pipe(latencyMs);
+    this.down = new Pipe(latencyMs);
+    this.chunkBytesMax = chunkBytesMax;
+  }
+
+  /** Closed as the dialler (a client) knows it. */
+  get closed(): boolean {
+    return this.diallerClosed;
+  }
+
+  /** `bytes` in the chunks this connection delivers them in (`rng` draws the cuts). */
+  chunks(bytes: Uint8Array, rng: Rng): Uint8Array[] {
+    if (bytes.length <= this.chunkBytesMax && !(this.chunkBytesMax < Infinity && rng.chance(0.5))) return [bytes];
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < bytes.length; ) {
+      const size = Math.max(1, Math.min(bytes.length - at, 1 + Math.floor(rng.next() * this.chunkBytesMax)));
+      chunks.push(bytes.subarray(at, at + size));
+      at += size;
+    }
+    return chunks;
+  }
+}
+
+/** A client's connection to a server. */
+export type ClientConn = SimConn;
+
 /** The connection a server dials to one peer. */
 export class PeerLink {
-  conn: Connection | null = null;
-  dialling = false;
-  lastAttemptMs = -Infinity;
+  conn: SimConn | null = null;
   /** Dials fail until then (a cut that lasts). */
   blockedUntilMs = 0;
   /** The peer died silently: the dialler still thinks this connection is up, but nothing arrives. */
@@ -44,29 +103,6 @@ export class PeerLink {
     readonly from: number,
     readonly to: number,
   ) {}
-}
-
-/** A client's connection to a server (both directions). */
-export class ClientConn {
-  closed = false;
-  /** The server has seen the hello: it knows this connection. */
-  accepted = false;
-  readonly up: Connection;
-  readonly down: Connection;
-  /** What the connection is for, on the client's side. */
-  welcomed = false;
-
-  constructor(
-    readonly id: number,
-    readonly clientSlot: number,
-    readonly clientIncarnation: number,
-    readonly serverId: number,
-    readonly serverIncarnation: number,
-    latencyMs: number,
-  ) {
-    this.up = new Connection(id, latencyMs);
-    this.down = new Connection(id, latencyMs);
-  }
 }
 
 export class Network {
@@ -90,7 +126,9 @@ export class Network {
   }
 
   link(from: number, to: number): PeerLink {
-    return this.links.get(key(from, to))!;
+    const link = this.links.get(key(from, to));
+    if (!link) throw new Error(`no link ${from}>${to}`);
+    return link;
   }
 
   linksFrom(from: number): PeerLink[] {
@@ -101,13 +139,20 @@ export class Network {
     return this.serverIds.filter((id) => id !== to).map((from) => this.link(from, to));
   }
 
-  newPeerConnection(from: number, to: number): Connection {
-    return new Connection(this.nextConnId++, this.latency.get(key(Math.min(from, to), Math.max(from, to)))!);
+  newPeerConn(from: { id: number; incarnation: number }, to: { id: number; incarnation: number }): SimConn {
+    const latencyMs = this.latency.get(key(Math.min(from.id, to.id), Math.max(from.id, to.id))) ?? 1;
+    return new SimConn(this.nextConnId++, { kind: "server", ...from }, to.id, to.incarnation, latencyMs, this.drawChunking());
   }
 
-  newClientConn(slot: number, incarnation: number, serverId: number, serverIncarnation: number): ClientConn {
+  newClientConn(slot: number, incarnation: number, serverId: number, serverIncarnation: number): SimConn {
     const latencyMs = 0.2 + this.rng.next() * (this.rng.chance(0.2) ? 15 : 2);
-    return new ClientConn(this.nextConnId++, slot, incarnation, serverId, serverIncarnation, latencyMs);
+    return new SimConn(this.nextConnId++, { kind: "client", slot, incarnation }, serverId, serverIncarnation, latencyMs, this.drawChunking());
+  }
+
+  /** One connection in five cuts what it carries: into pieces of up to 64 bytes, or single bytes. */
+  private drawChunking(): number {
+    if (!this.rng.chance(0.2)) return Infinity;
+    return this.rng.chance(0.3) ? 1 : 1 + Math.floor(this.rng.next() * 64);
   }
 }
 

@@ -1,9 +1,11 @@
 /**
  * The deterministic simulator (DESIGN §3, §7, §10; TigerBeetle's VOPR): N
- * real Replicas and a few model clients over a seeded network, a virtual
- * clock and one event queue. Faults: message delays and reordering across
- * connections, connection cuts, server crashes (memory lost) and restarts,
- * client crashes and pauses. The invariants are checked after every step;
+ * real server nodes (src/server/node.ts, each with its real Replica) and a
+ * few model clients over a seeded network that carries bytes (framed by the
+ * real codec, cut at arbitrary boundaries), a virtual clock and one event
+ * queue. Faults: message delays and reordering across connections, frames
+ * split anywhere, connection cuts (handshakes included), server crashes
+ * (memory lost) and restarts, client crashes and pauses. The invariants are checked after every step;
  * at the end the faults stop, the network heals, every crashed server
  * restarts, and within a bounded virtual time every client operation must
  * complete and every server converge to one state; then the client history
@@ -19,16 +21,16 @@
  * from the event queue, and iteration only over insertion-ordered maps.
  */
 import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
-import { type Message, type PeerMessage, decodeMessage, encodeMessage, encodePeer } from "../wire";
-import type { AppliedHistory } from "./applied";
+import type { Message } from "../wire";
 import { type ClientHost, type ClientSettings, SimClient } from "./client";
 import { Checker, stateDigest } from "./invariants";
-import { ClientConn, type Connection, Network, type PeerLink } from "./network";
+import { ServerMachine } from "./machine";
+import { type ClientConn, Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
-import { SimServer, type ServerHost } from "./server";
 import { NoDisk, SimDisk, type Storage } from "./storage";
 import { Trace } from "./trace";
+import { type WireEvent, Wires } from "./wires";
 
 export interface SimOptions {
   seed: number;
@@ -118,20 +120,14 @@ const SHARED_COUNTERS = ["c0", "c1"];
 const EXTRAS = ["x0", "x1", "x2"];
 
 type Event =
-  | { type: "tick"; server: SimServer; incarnation: number }
-  | { type: "peer"; link: PeerLink; conn: Connection; frame: Uint8Array; history: AppliedHistory | undefined }
-  | { type: "peer-lost"; server: SimServer; incarnation: number; peer: number }
-  | { type: "peer-open"; link: PeerLink; incarnation: number }
-  | { type: "to-server"; conn: ClientConn; frame: Uint8Array | null }
-  | { type: "to-client"; conn: ClientConn; frame: Uint8Array; expectedHash: number | undefined }
-  | { type: "client-closed"; conn: ClientConn }
-  | { type: "server-closed"; conn: ClientConn }
+  | WireEvent
+  | { type: "tick"; server: ServerMachine; incarnation: number }
   | { type: "wake"; client: SimClient; token: number }
   | { type: "fault" }
-  | { type: "server-restart"; server: SimServer }
+  | { type: "server-restart"; server: ServerMachine }
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
-  | { type: "server-resume"; server: SimServer; incarnation: number }
+  | { type: "server-resume"; server: ServerMachine; incarnation: number }
   | { type: "heal" }
   | { type: "wind-down" }
   | { type: "settle-check" };
@@ -145,19 +141,20 @@ class Failed extends Error {
   }
 }
 
-export class Simulation implements ServerHost, ClientHost {
+export class Simulation implements ClientHost {
   nowMs = 0;
   private nsInMs = 0;
   private lastNsMs = -1;
   readonly history = new History();
   readonly serverIds: number[];
-  private readonly servers: SimServer[];
+  private readonly servers: ServerMachine[];
   private readonly clients: (SimClient | null)[];
   private readonly incarnations: number[];
   private readonly clientRngs: Rng[];
   private readonly wakeTokens = new Map<SimClient, { token: number; atMs: number }>();
   private readonly queue = new EventQueue<Event>();
   private readonly net: Network;
+  private readonly wires: Wires;
   private readonly checker: Checker;
   readonly tracer: Trace;
   private readonly rng: Rng;
@@ -171,13 +168,12 @@ export class Simulation implements ServerHost, ClientHost {
   private readonly settleMs: number;
   private readonly faultEveryMs: number;
   private readonly eventsMax: number;
-  private readonly stallMsMax: number;
-  private faultsOn = true;
+  readonly stallMsMax: number;
+  faultsOn = true;
   private stopping = false;
   private settled = false;
   private nextSession = 1;
-  private crashedThisStep: SimServer | null = null;
-  private readonly clientConns = new Map<number, Set<ClientConn>>();
+  private crashedThisStep: ServerMachine | null = null;
   readonly stats: SimStats;
 
   constructor(readonly options: SimOptions) {
@@ -200,10 +196,35 @@ export class Simulation implements ServerHost, ClientHost {
     this.net = new Network(this.serverIds, this.netRng);
     this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
-    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
+    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, ...geometry };
+    const sim = this;
+    this.wires = new Wires(
+      {
+        get nowMs() {
+          return sim.nowMs;
+        },
+        get faultsOn() {
+          return sim.faultsOn;
+        },
+        stallMsMax: this.stallMsMax,
+        tracer: this.tracer,
+        get stats() {
+          return sim.stats;
+        },
+        push: (atMs, event) => this.queue.push(atMs, event),
+        server: (id) => this.server(id),
+        clientEvent: (conn, handle) => this.clientEvent(conn, handle),
+        sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
+        fail: (invariant, message) => this.fail(invariant, message),
+      },
+      this.net,
+      this.netRng,
+      this.faultRng,
+    );
+    const world = this.wires.world();
     this.servers = this.serverIds.map((id) => {
       const storage = options.storage?.(id, geometry) ?? (options.disks ? new SimDisk(geometry, 0.5) : new NoDisk(geometry));
-      return new SimServer(id, replicaSettings, storage, this, params.range(10, Math.min(50, this.heartbeatMs)));
+      return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
     this.clients = new Array(clientCount).fill(null);
@@ -300,31 +321,12 @@ export class Simulation implements ServerHost, ClientHost {
     switch (event.type) {
       case "tick":
         return this.onTick(event.server, event.incarnation);
-      case "peer":
-        return this.onPeerDelivery(event.link, event.conn, event.frame, event.history);
-      case "peer-lost":
-        if (event.server.up && event.server.incarnation === event.incarnation) {
-          this.tracer.add(this.nowMs, `server ${event.server.id}: connection to ${event.peer} lost`);
-          event.server.onPeerLost(event.peer);
-        }
-        return;
-      case "peer-open":
-        return this.onPeerOpen(event.link, event.incarnation);
-      case "to-server":
-        return this.onClientToServer(event.conn, event.frame);
-      case "to-client":
-        if (event.conn.closed) return;
-        return this.clientEvent(event.conn, () => this.onServerToClient(event.conn, event.frame, event.expectedHash));
-      case "client-closed":
-        return this.clientEvent(event.conn, (client) => {
-          this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${event.conn.serverId} closed`);
-          client.onConnClosed(event.conn);
-        });
-      case "server-closed": {
-        const server = this.servers[event.conn.serverId - 1]!;
-        if (server.up && server.incarnation === event.conn.serverIncarnation) server.onClientClosed(event.conn);
-        return;
-      }
+      case "dialled":
+      case "accept":
+      case "bytes":
+      case "closed":
+      case "handshake-cut":
+        return this.wires.handle(event);
       case "wake": {
         const wake = this.wakeTokens.get(event.client);
         if (!wake || wake.token !== event.token) return;
@@ -356,90 +358,47 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   /** The server an event runs on, if any (held while it is paused). */
-  private targetServer(event: Event): SimServer | null {
+  private targetServer(event: Event): ServerMachine | null {
     switch (event.type) {
       case "tick":
-      case "peer-lost":
         return event.server;
-      case "peer":
-        return this.servers[event.link.to - 1]!;
-      case "peer-open":
-        return this.servers[event.link.from - 1]!;
-      case "to-server":
-      case "server-closed":
-        return this.servers[event.conn.serverId - 1]!;
+      case "dialled":
+      case "accept":
+      case "bytes":
+      case "closed":
+      case "handshake-cut":
+        return this.wires.target(event);
       default:
         return null;
     }
   }
 
+  private server(id: number): ServerMachine {
+    const server = this.servers[id - 1];
+    if (!server) throw new Failed("sim", `no server ${id}`);
+    return server;
+  }
+
+
   // ---- servers -----------------------------------------------------------------------
 
-  private onTick(server: SimServer, incarnation: number): void {
+  private onTick(server: ServerMachine, incarnation: number): void {
     if (!server.up || server.incarnation !== incarnation) return;
-    this.maintainLinks(server);
-    server.tick();
+    server.run((node) => node.tick());
     this.queue.push(this.nowMs + server.tickMs, { type: "tick", server, incarnation });
   }
 
-  /** As PeerLinks.maintain: re-dial every peer we have no connection to, once per heartbeat. */
-  private maintainLinks(server: SimServer): void {
-    for (const link of this.net.linksFrom(server.id)) {
-      if (link.conn || link.dialling || this.nowMs - link.lastAttemptMs < this.heartbeatMs) continue;
-      link.lastAttemptMs = this.nowMs;
-      link.dialling = true;
-      const rtt = 2 * (0.2 + this.netRng.next() * 2);
-      this.queue.push(this.nowMs + rtt, { type: "peer-open", link, incarnation: server.incarnation });
-    }
-  }
-
-  private onPeerOpen(link: PeerLink, incarnation: number): void {
-    const from = this.servers[link.from - 1]!;
-    if (!from.up || from.incarnation !== incarnation) return;
-    link.dialling = false;
-    const to = this.servers[link.to - 1]!;
-    if (!to.up || this.nowMs < link.blockedUntilMs || link.conn) return;
-    link.conn = this.net.newPeerConnection(link.from, link.to);
-    link.blackHole = false;
-  }
-
-  sendPeer(from: SimServer, to: number, message: PeerMessage): void {
-    if (to === from.id) return; // PeerLinks has no connection to itself
-    const link = this.net.link(from.id, to);
-    const conn = link.conn;
-    if (!conn) return; // PeerLinks.send drops what it cannot send
-    const frame = encodePeer(message);
-    const history = message.type === "snapshot" ? from.history.prefix(message.seq) : undefined;
-    if (message.type === "snapshot") this.stats.snapshots++;
-    this.queue.push(conn.arrival(this.nowMs, this.netRng, this.stallMsMax), { type: "peer", link, conn, frame, history });
-  }
-
-  private onPeerDelivery(link: PeerLink, conn: Connection, frame: Uint8Array, history: AppliedHistory | undefined): void {
-    if (conn.broken) return;
-    const to = this.servers[link.to - 1]!;
-    if (!to.up) return;
-    const message = to.onPeerFrame(frame, history);
-    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `${link.from}→${link.to}`, message);
-  }
-
-  sawConfig(server: SimServer, epoch: number, chain: number[]): void {
-    this.checker.sawConfig(server, epoch, chain);
-  }
-
-  private restartServer(server: SimServer): void {
+  private restartServer(server: ServerMachine): void {
     if (server.up) return;
     server.start();
     if (server.incarnation > 1) this.stats.restarts++;
     this.tracer.add(this.nowMs, `server ${server.id}: start (incarnation ${server.incarnation}, at seq ${server.history.length})`);
-    // Connections that were silently dead (their peer crashed without a reset) break now: the new process resets them.
-    for (const link of this.net.linksTo(server.id)) {
-      if (link.blackHole) this.breakPeerLink(link, true);
-    }
+    this.wires.restarted(server);
     this.queue.push(this.nowMs + this.faultRng.next() * server.tickMs, { type: "tick", server, incarnation: server.incarnation });
   }
 
   /** Crashes `server`; it restarts at `restartAtMs` (default: drawn, mostly within 3 s). */
-  private crashServer(server: SimServer, restartAtMs?: number): void {
+  private crashServer(server: ServerMachine, restartAtMs?: number): void {
     const flush = this.faultRng.chance(0.5);
     const silent = this.faultRng.chance(0.25);
     this.tracer.add(this.nowMs, `server ${server.id}: CRASH${silent ? " (silent)" : ""}${flush ? " (sent data flushed)" : ""}`);
@@ -448,22 +407,7 @@ export class Simulation implements ServerHost, ClientHost {
     const lost = server.storage.crash(this.faultRng);
     this.tracer.add(this.nowMs, `server ${server.id}: ${lost}`);
     server.crash();
-    for (const link of this.net.linksFrom(server.id)) {
-      // A killed process's kernel may still deliver what it had sent; a lost machine does not.
-      if (link.conn && !flush) link.conn.broken = true;
-      link.conn = null;
-      link.dialling = false;
-      link.lastAttemptMs = -Infinity;
-      link.blackHole = false;
-    }
-    for (const link of this.net.linksTo(server.id)) {
-      if (!link.conn) continue;
-      if (silent) {
-        link.conn.broken = true;
-        link.blackHole = true; // the dialler still thinks it is connected
-      } else this.breakPeerLink(link, true);
-    }
-    for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.closeClientConn(conn, "server");
+    this.wires.crashed(server, flush, silent);
     const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
     this.queue.push(restartAtMs ?? this.nowMs + downMs, { type: "server-restart", server });
   }
@@ -475,19 +419,8 @@ export class Simulation implements ServerHost, ClientHost {
     for (const server of this.servers) this.crashServer(server, restartAtMs + this.faultRng.next() * (this.suspectMs / 4));
   }
 
-  /** The dialler's connection breaks: what it carried is lost, and the dialler hears of it. */
-  private breakPeerLink(link: PeerLink, notify: boolean): void {
-    if (link.conn) link.conn.broken = true;
-    link.conn = null;
-    link.blackHole = false;
-    const from = this.servers[link.from - 1]!;
-    if (notify && from.up) {
-      this.queue.push(this.nowMs + this.netRng.next() * 5, { type: "peer-lost", server: from, incarnation: from.incarnation, peer: link.to });
-    }
-  }
-
   /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */
-  private pauseServer(server: SimServer): void {
+  private pauseServer(server: ServerMachine): void {
     const long = this.faultRng.chance(0.3);
     const pauseMs = long ? this.suspectMs * (1 + 2 * this.faultRng.next()) : (this.faultRng.next() * this.suspectMs) / 2;
     this.stats.serverPauses++;
@@ -496,7 +429,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.queue.push(this.nowMs + pauseMs, { type: "server-resume", server, incarnation: server.incarnation });
   }
 
-  private resumeServer(server: SimServer, incarnation: number): void {
+  private resumeServer(server: ServerMachine, incarnation: number): void {
     if (!server.up || server.incarnation !== incarnation || !server.paused) return;
     server.paused = false;
     const held = server.held.splice(0) as Event[];
@@ -508,7 +441,7 @@ export class Simulation implements ServerHost, ClientHost {
    * Whether stopping `server` (crash or pause) keeps the acknowledged history
    * on a running server (the fault budget).
    */
-  private mayCrash(server: SimServer): boolean {
+  private mayCrash(server: ServerMachine): boolean {
     if (server.storage.durable && this.options.freeCrashes) return true;
     const running = this.servers.filter((s) => s.up && !s.paused);
     if (running.length <= 1) return false;
@@ -521,7 +454,7 @@ export class Simulation implements ServerHost, ClientHost {
    * with none of it: sim seeds 1000952, 9600367). So a crash keeps a majority of live holders
    * of every acknowledged update. Real servers keep their logs on disk (--disks lifts this).
    */
-  private majorityKeepsHistory(server: SimServer): boolean {
+  private majorityKeepsHistory(server: ServerMachine): boolean {
     if (this.options.quorum !== "majority" || server.storage.durable) return true;
     const committed = this.checker.committed;
     const holders = this.servers.filter((s) => s !== server && s.up && s.history.samePrefix(committed, committed.length));
@@ -568,76 +501,28 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   dial(client: SimClient, serverId: number): ClientConn {
-    const server = this.servers[serverId - 1]!;
-    const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
-    if (!server.up) {
-      // Refused: the client hears of it one round trip later.
-      conn.closed = true;
-      this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "client-closed", conn });
-      return conn;
-    }
-    let set = this.clientConns.get(serverId);
-    if (!set) this.clientConns.set(serverId, (set = new Set()));
-    set.add(conn);
-    // The handshake (and its optional secret) is not what this simulates: a hello event stands for it.
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame: null });
-    return conn;
+    return this.wires.dialClient(client, serverId);
   }
 
   send(_client: SimClient, conn: ClientConn, message: Message): void {
-    if (conn.closed) return;
-    const frame = encodeMessage(message);
-    this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame });
+    this.wires.sendClient(conn, message);
   }
 
   close(_client: SimClient, conn: ClientConn): void {
-    if (conn.closed) return;
-    conn.closed = true;
-    this.clientConns.get(conn.serverId)?.delete(conn);
-    this.queue.push(this.nowMs + conn.up.latencyMs, { type: "server-closed", conn });
+    this.wires.closeClient(conn);
   }
 
-  /** A connection breaks under both ends (a reset, or the server died). */
-  private closeClientConn(conn: ClientConn, why: string): void {
-    if (conn.closed) return;
-    conn.closed = true;
-    this.clientConns.get(conn.serverId)?.delete(conn);
-    this.tracer.add(this.nowMs, `connection of client ${conn.clientSlot}.${conn.clientIncarnation} to server ${conn.serverId} broken (${why})`);
-    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "client-closed", conn });
-    this.queue.push(this.nowMs + this.netRng.next() * 3, { type: "server-closed", conn });
-  }
-
-  sendClient(_from: SimServer, conn: ClientConn, message: Message, expectedHash?: number): void {
-    if (conn.closed) return;
-    const frame = encodeMessage(message);
-    this.queue.push(conn.down.arrival(this.nowMs, this.netRng, 0), { type: "to-client", conn, frame, expectedHash });
-  }
-
-  private onClientToServer(conn: ClientConn, frame: Uint8Array | null): void {
-    if (conn.closed) return;
-    const server = this.servers[conn.serverId - 1]!;
-    if (!server.up || server.incarnation !== conn.serverIncarnation) return;
-    if (frame === null) return server.onHello(conn);
-    const message = server.onClientFrame(conn, frame);
-    if (message.type !== "heartbeat") this.tracer.add(this.nowMs, `client ${conn.clientSlot}.${conn.clientIncarnation}→${conn.serverId}`, message);
-  }
-
-  private onServerToClient(conn: ClientConn, frame: Uint8Array, expectedHash: number | undefined): void {
-    const client = this.clients[conn.clientSlot]!;
-    const message = decodeMessage(frame[4]!, frame.subarray(5));
-    this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
-    client.onMessage(conn, message, expectedHash);
-  }
-
-  /** Runs `deliver` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
-  private clientEvent(conn: ClientConn, deliver: (client: SimClient) => void): void {
-    const client = this.clients[conn.clientSlot];
-    if (!client || client.incarnation !== conn.clientIncarnation || !client.alive) return;
+  /** Runs `handle` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
+  private clientEvent(conn: ClientConn, handle: (client: SimClient) => void): void {
+    const dialler = conn.dialler;
+    if (dialler.kind !== "client") return;
+    const client = this.clients[dialler.slot];
+    if (!client || client.incarnation !== dialler.incarnation || !client.alive) return;
     if (client.paused) {
-      client.inbox.push(() => deliver(client));
+      client.inbox.push(() => handle(client));
       return;
     }
-    deliver(client);
+    handle(client);
     this.rewake(client);
   }
 
@@ -678,9 +563,9 @@ export class Simulation implements ServerHost, ClientHost {
     client.paused = false;
     this.tracer.add(this.nowMs, `client ${client.name}: resume`);
     const inbox = client.inbox.splice(0);
-    for (const deliver of inbox) {
+    for (const handle of inbox) {
       if (!client.alive) break;
-      deliver();
+      handle();
     }
     if (client.alive) {
       client.onWake();
@@ -711,10 +596,11 @@ export class Simulation implements ServerHost, ClientHost {
     } else if (roll < 0.55) {
       this.cutPeerLink();
     } else if (roll < 0.7) {
-      const conns = this.servers.flatMap((s) => [...(this.clientConns.get(s.id) ?? [])]);
+      const conns = this.servers.flatMap((s) => this.wires.clientConnsOf(s.id));
       if (conns.length > 0) {
         this.stats.cuts++;
-        this.closeClientConn(rng.pick(conns), "cut");
+        // Any time, the handshake included: a cut may fall between the hello and the welcome.
+        this.wires.breakConn(rng.pick(conns), "cut");
       }
     } else if (roll < 0.8) {
       if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
@@ -744,7 +630,7 @@ export class Simulation implements ServerHost, ClientHost {
     this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
     for (const link of links) {
       link.blockedUntilMs = this.nowMs + blockMs;
-      this.breakPeerLink(link, true);
+      this.wires.breakPeerLink(link);
     }
   }
 

@@ -1,0 +1,440 @@
+/**
+ * One storage server without its transport: it takes bytes from connections
+ * and ticks from a clock, and gives back bytes, closes, dials and disk writes
+ * through its host (host.ts). It decodes frames, runs the handshake (hello,
+ * the secret's challenge), routes client messages (requests and heartbeats to
+ * the head, subscriptions and queries to the tail), binds sessions to the
+ * connection their replies go on, passes peer messages to the replica, and
+ * carries out the replica's Readys — persist before send — in `release`.
+ * Production (server.ts) and the simulator (src/sim/machine.ts) run this same class.
+ */
+import { present } from "../assert";
+import {
+  CLIENT_SILENCE_TIMEOUTS,
+  DISK_FREE_BYTES_MIN,
+  FRAME_BYTES_MAX,
+  HANDSHAKE_FRAME_BYTES_MAX,
+  HANDSHAKE_TIMEOUT_MS,
+  IDLE_SWEEP_MS,
+  PAGE_SIZE,
+  PROTOCOL_VERSION,
+} from "../constants";
+import type { Outbound, Ready, Replica } from "../core";
+import {
+  type Frame,
+  FrameBudget,
+  FrameDecoder,
+  type Message,
+  type Op,
+  WireError,
+  decodeMessage,
+  decodePeer,
+  encodeMessage,
+  encodePeerParts,
+  isPeerFrameType,
+} from "../wire";
+import { clientProof, sameProof, serverProof } from "../net/auth";
+import { PeerDialer } from "./dialer";
+import type { ConnId, NodeHost, NodeObserver, NodeOptions } from "./host";
+import { clusterStatus } from "./status";
+
+/** Frames from this size on make the server announce it will be busy... */
+const BUSY_FRAME_BYTES = 1024 * 1024;
+/** ...for as long as this (slow) rate of processing implies, with margin. */
+const BUSY_BYTES_PER_MS = 8 * 1024;
+
+/** What a connection turned out to be, after its hello (and its proof, with a secret). */
+type Role =
+  | { kind: "new" }
+  | { kind: "authenticating"; role: "client" | "server"; senderId: number; clientNonce: Uint8Array; serverNonce: Uint8Array }
+  | { kind: "client"; sessions: Set<number> }
+  /** A peer's connection to us: its peer messages. */
+  | { kind: "peer"; id: number }
+  /** Our connection to a peer (dialer.ts): only its handshake answers come back on it. */
+  | { kind: "dialled" };
+
+interface Conn {
+  id: ConnId;
+  decoder: FrameDecoder;
+  role: Role;
+  openedMs: number;
+  lastReceivedMs: number;
+  closed: boolean;
+}
+
+export class ServerNode {
+  private readonly conns = new Map<ConnId, Conn>();
+  /** Which connection delivers the replies (and recalls) of each session. */
+  private readonly sessionConns = new Map<number, ConnId>();
+  private readonly dialer: PeerDialer;
+  /** What clients' incomplete frames may hold at once, all together. */
+  private readonly clientFrames: FrameBudget;
+  private queued: Ready[] = [];
+  private flushScheduled = false;
+  private lastSweepMs: number;
+  authFailures = 0;
+  private readonly refusalsLogged = new Set<string>();
+  private readonly refusedPeers = new Set<number>();
+
+  constructor(
+    readonly replica: Replica,
+    readonly options: NodeOptions,
+    private readonly host: NodeHost,
+    private readonly observer: NodeObserver = {},
+  ) {
+    this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax);
+    this.lastSweepMs = host.nowMs();
+    this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
+      onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+      onRefused: (id, code, message) => {
+        if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
+        this.refusedPeers.add(id);
+        this.host.log.error(`server ${id} (${this.options.addresses[id - 1]}) refused us: ${code} ${message}`);
+      },
+    });
+  }
+
+  get selfId(): number {
+    return this.options.selfId;
+  }
+
+  // ---- events from the host ---------------------------------------------------------
+
+  /** Every tick (at most TICK_MS_MAX apart): peers re-dialled, the replica's timers, handshakes and silent clients. */
+  tick(): void {
+    const now = this.host.nowMs();
+    this.dialer.maintain(now, this.options.heartbeatMs);
+    this.perform(this.replica.onTick(now));
+    for (const conn of this.conns.values()) {
+      // A connection that does not complete its handshake in time is closed (slowloris).
+      const greeting = conn.role.kind === "new" || conn.role.kind === "authenticating";
+      if (greeting && now - conn.openedMs >= HANDSHAKE_TIMEOUT_MS) this.closeConn(conn, "no handshake in time");
+    }
+    if (now - this.lastSweepMs >= IDLE_SWEEP_MS) this.closeSilentClients(now);
+  }
+
+  /** A connection accepted from someone: until it proves who it is, it may send only small frames. */
+  onAccepted(id: ConnId): void {
+    this.addConn(id, { kind: "new" }, HANDSHAKE_FRAME_BYTES_MAX);
+  }
+
+  /** Our connection to peer `peer` is open (after host.dial). */
+  onDialled(peer: number, id: ConnId): void {
+    this.addConn(id, { kind: "dialled" }, this.options.peerFrameBytesMax);
+    const hello = this.dialer.onDialled(peer, id);
+    if (hello) this.host.send(id, encodeMessage(hello));
+  }
+
+  onDialFailed(peer: number): void {
+    this.dialer.onDialFailed(peer);
+  }
+
+  /** Our connection to `peer` was refused below the protocol (e.g. its TLS certificate). */
+  onPeerRefused(peer: number, code: string, message: string): void {
+    if (this.refusedPeers.has(peer)) return;
+    this.refusedPeers.add(peer);
+    this.host.log.error(`server ${peer} (${this.options.addresses[peer - 1]}) refused us: ${code} ${message}`);
+  }
+
+  /** Bytes arrived on `id`, in arbitrary chunks: whole frames are handled in order. */
+  onBytes(id: ConnId, chunk: Uint8Array): void {
+    const conn = this.conns.get(id);
+    if (!conn || conn.closed) return;
+    conn.lastReceivedMs = this.host.nowMs();
+    try {
+      conn.decoder.push(chunk, (frame) => {
+        if (!conn.closed) this.onFrame(conn, frame);
+      });
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error;
+      // Tell the peer why before closing: a clear error, never a silent drop.
+      this.host.send(id, encodeMessage({ type: "error", body: { code: error.code, message: error.message } }));
+      this.closeConn(conn, `protocol error: ${error.message}`);
+    }
+  }
+
+  /** The connection closed, by either end. */
+  onClosed(id: ConnId): void {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    conn.closed = true;
+    conn.decoder.discard();
+    this.conns.delete(id);
+    if (conn.role.kind === "client") {
+      for (const session of conn.role.sessions) if (this.sessionConns.get(session) === id) this.sessionConns.delete(session);
+    }
+    if (conn.role.kind === "dialled") this.dialer.onClosed(id);
+  }
+
+  /** Stops dialling and closes every connection; what is queued is carried out first. */
+  stop(): void {
+    this.flush();
+    this.dialer.closeAll();
+    for (const conn of [...this.conns.values()]) this.closeConn(conn, "server stopping");
+  }
+
+  // ---- frames ----------------------------------------------------------------------------
+
+  private addConn(id: ConnId, role: Role, frameBytesMax: number): void {
+    const now = this.host.nowMs();
+    this.conns.set(id, { id, decoder: new FrameDecoder(frameBytesMax), role, openedMs: now, lastReceivedMs: now, closed: false });
+  }
+
+  private onFrame(conn: Conn, frame: Frame): void {
+    const role = conn.role;
+    if (frame.body.length >= BUSY_FRAME_BYTES && (role.kind === "peer" || role.kind === "client")) {
+      // Decoding, applying, logging and forwarding it blocks this server for a while.
+      this.perform(this.replica.onBusy(frame.body.length / BUSY_BYTES_PER_MS, this.host.nowMs()));
+      this.flush();
+      this.host.largeFrame(frame.body.length);
+    }
+    try {
+      if (role.kind === "peer") {
+        if (!isPeerFrameType(frame.type)) return this.refuse(conn, "EPROTO", `frame type ${frame.type} on a server link`);
+        const message = decodePeer(frame.type, frame.body);
+        this.observer.received?.(conn.id, message);
+        return this.perform(this.replica.onPeerMessage(message, this.host.nowMs()));
+      }
+      const message = decodeMessage(frame.type, frame.body);
+      this.observer.received?.(conn.id, message);
+      if (role.kind === "dialled") {
+        const answer = this.dialer.onMessage(conn.id, message);
+        if (answer) this.host.send(conn.id, encodeMessage(answer));
+        return;
+      }
+      if (role.kind === "new") return this.onHello(conn, message);
+      if (role.kind === "authenticating") return this.onAuth(conn, role, message);
+      this.onClientMessage(conn, role.sessions, message);
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error;
+      this.refuse(conn, "EPROTO", error.message);
+    }
+  }
+
+  // ---- the handshake ---------------------------------------------------------------------
+
+  private onHello(conn: Conn, message: Message): void {
+    if (message.type !== "hello") return this.refuse(conn, "EPROTO", "the first message must be hello");
+    const { version, role, senderId, nonce } = message.body;
+    if (version !== PROTOCOL_VERSION) {
+      return this.refuse(conn, "EPROTO", `protocol version ${version} is not supported (this server speaks ${PROTOCOL_VERSION})`);
+    }
+    if (role === "server" && (senderId < 1 || senderId > this.options.addresses.length || senderId === this.selfId)) {
+      return this.refuse(conn, "EPROTO", `server id ${senderId} is not one of --peers`);
+    }
+    const secret = this.options.secret;
+    if (secret === undefined) return this.admit(conn, role, senderId);
+    // Nothing is read or changed before the peer proves it knows the secret.
+    const serverNonce = this.host.nonce();
+    conn.role = { kind: "authenticating", role, senderId, clientNonce: nonce.slice(), serverNonce };
+    this.host.send(conn.id, encodeMessage({ type: "challenge", body: { nonce: serverNonce, proof: serverProof(secret, nonce, serverNonce) } }));
+  }
+
+  private onAuth(conn: Conn, pending: Extract<Role, { kind: "authenticating" }>, message: Message): void {
+    const expected = clientProof(present(this.options.secret, "authenticating needs a secret"), pending.role, pending.serverNonce, pending.clientNonce);
+    if (message.type !== "auth" || !sameProof(message.body.proof, expected)) {
+      this.authFailures++;
+      // Logged once per server run (and counted): a scan must not flood the log.
+      if (this.authFailures === 1) this.host.log.warn("refused a connection with a wrong or missing secret (EAUTH); further ones are counted in status");
+      this.host.send(conn.id, encodeMessage({ type: "error", body: { code: "EAUTH", message: "wrong or missing secret (--secret or PSTORE_SECRET)" } }));
+      return this.closeConn(conn, "authentication failed");
+    }
+    this.admit(conn, pending.role, pending.senderId);
+  }
+
+  /** The connection is who it says: a client gets the welcome, a peer too (its link is then ready). */
+  private admit(conn: Conn, role: "client" | "server", senderId: number): void {
+    const refusal = this.host.admit(conn.id, role);
+    if (refusal) {
+      this.host.log.debug(`refusing a connection: ${refusal.code} ${refusal.message}`);
+      this.host.send(conn.id, encodeMessage({ type: "error", body: refusal }));
+      return this.closeConn(conn, refusal.message);
+    }
+    if (role === "server") {
+      conn.role = { kind: "peer", id: senderId };
+      conn.decoder.frameBytesMax = this.options.peerFrameBytesMax;
+    } else {
+      conn.role = { kind: "client", sessions: new Set() };
+      conn.decoder.frameBytesMax = FRAME_BYTES_MAX;
+      conn.decoder.budget = this.clientFrames;
+    }
+    const config = this.configForClients();
+    const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config };
+    this.host.send(conn.id, encodeMessage({ type: "welcome", body: welcome }));
+  }
+
+  // ---- clients -----------------------------------------------------------------------
+
+  private onClientMessage(conn: Conn, sessions: Set<number>, message: Message): void {
+    switch (message.type) {
+      case "request": {
+        if (!this.replica.isHead) return this.redirect(conn);
+        if (!this.sessionConns.has(message.body.session)) this.bindSession(conn, sessions, message.body.session);
+        const refusal = this.spaceRefusal(message.body.op);
+        // Sequenced all the same (as a "refused" op): the session's request numbers keep no gap.
+        const { op } = message.body;
+        const holdId = op.type === "release" ? op.holdId : 0;
+        const request = refusal ? { ...message.body, op: { type: "refused" as const, code: "ENOSPC", message: refusal, holdId } } : message.body;
+        return this.perform(this.replica.onRequest(request));
+      }
+      case "heartbeat":
+        if (!this.replica.isHead) return;
+        // A client that only heartbeats (it uses cached grants) must still get its recalls here.
+        if (this.sessionConns.get(message.body.session) !== conn.id) this.bindSession(conn, sessions, message.body.session);
+        return this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
+      case "subscribe":
+        if (!this.replica.isTail) return this.redirect(conn);
+        this.bindSession(conn, sessions, message.body.session);
+        return this.perform(this.replica.storedReplies(message.body.session, message.body.waiting));
+      case "query": {
+        const { queryId, kind, name } = message.body;
+        if (kind !== "status" && !this.replica.isTail) {
+          const error = { code: "EREDIRECT", message: "ask the tail" };
+          this.host.send(conn.id, encodeMessage({ type: "queryReply", body: { queryId, json: JSON.stringify({ error }) } }));
+          return this.redirect(conn);
+        }
+        const answer = kind === "status" ? clusterStatus(this.replica, this.options.addresses, this.host.nowMs(), this.options) : this.replica.queryAnswer(kind, name);
+        return this.host.send(conn.id, encodeMessage({ type: "queryReply", body: { queryId, json: JSON.stringify(answer) } }));
+      }
+      default:
+        return this.refuse(conn, "EPROTO", `a client does not send ${message.type} messages`);
+    }
+  }
+
+  /**
+   * With the disk (nearly) full, the head refuses what grows the data: a
+   * create, a release that carries pages. Deletes, acquires and releases
+   * without data go on (they free space, or take a few bytes of the log's
+   * preallocated segment); so do reads, which the tail serves from memory.
+   */
+  private spaceRefusal(op: Op): string | null {
+    const bytes = op.type === "create" ? op.size : op.type === "release" ? op.pages.length * PAGE_SIZE : 0;
+    if (bytes === 0) return null;
+    if (!this.host.disk.waiting && !this.host.disk.spaceShort(bytes)) return null;
+    const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
+    return `the disk of server ${this.selfId} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
+  }
+
+  private bindSession(conn: Conn, sessions: Set<number>, session: number): void {
+    this.sessionConns.set(session, conn.id);
+    sessions.add(session);
+  }
+
+  /**
+   * Closes client connections silent for CLIENT_SILENCE_TIMEOUTS times their
+   * sessions' timeout (the server's default for one with no session yet): live
+   * clients heartbeat every quarter of it, so these are dead or hostile and
+   * their slots go to others.
+   */
+  private closeSilentClients(now: number): void {
+    // Late by much: this server was blocked (a large frame, a checkpoint), and the
+    // data that arrived meanwhile is not read yet. Judge silence at the next sweep.
+    const late = now - this.lastSweepMs > 4 * IDLE_SWEEP_MS;
+    this.lastSweepMs = now;
+    if (late) return;
+    for (const conn of [...this.conns.values()]) {
+      if (conn.role.kind !== "client") continue;
+      // A client still taking a large reply from us is busy, not silent.
+      if (this.host.pendingBytes(conn.id) > 0) continue;
+      let timeoutMs = this.options.sessionTimeoutMs;
+      for (const id of conn.role.sessions) timeoutMs = Math.max(timeoutMs, this.replica.state.sessions.get(id)?.timeoutMs ?? 0);
+      if (now - conn.lastReceivedMs <= CLIENT_SILENCE_TIMEOUTS * timeoutMs) continue;
+      this.host.send(conn.id, encodeMessage({ type: "error", body: { code: "ETIMEDOUT", message: "nothing received within the session timeout: connection closed" } }));
+      this.closeConn(conn, "silent client");
+    }
+  }
+
+  private redirect(conn: Conn): void {
+    this.host.send(conn.id, encodeMessage({ type: "config", body: this.configForClients() }));
+  }
+
+  private configForClients(view = this.replica.clientView()): { epoch: number; chain: string[] } {
+    return { epoch: view.epoch, chain: view.chain.map((id) => present(this.options.addresses[id - 1], `chain member ${id} is not in --peers`)) };
+  }
+
+  private refuse(conn: Conn, code: string, message: string): void {
+    // Warn once per kind of refusal, then only at debug level: a scanner must not flood the log.
+    const first = !this.refusalsLogged.has(code);
+    this.refusalsLogged.add(code);
+    if (first) this.host.log.warn(`refusing a connection: ${code} ${message} (further ${code} refusals at debug level)`);
+    else this.host.log.debug(`refusing a connection: ${code} ${message}`);
+    this.host.send(conn.id, encodeMessage({ type: "error", body: { code, message } }));
+    this.closeConn(conn, message);
+  }
+
+  private closeConn(conn: Conn, reason: string): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    this.host.close(conn.id, reason);
+  }
+
+  // ---- carrying out the replica's Readys ----------------------------------------------
+
+  /** Queues a step's Ready: the queue is released after the current event, all of it behind one disk sync. */
+  private perform(ready: Ready): void {
+    for (const note of ready.notes) this.host.log.info(note);
+    if (ready.persist.length === 0 && ready.send.length === 0) return;
+    this.queued.push(ready);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    this.host.defer(() => this.flush());
+  }
+
+  /** Releases what is queued now (before a checkpoint, a stop, a long frame). */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.queued.length === 0) return;
+    const readys = this.queued;
+    this.queued = [];
+    this.release(readys);
+  }
+
+  /**
+   * PERSIST BEFORE SEND (core/ready.ts), the one place both hosts obey it: the
+   * disk work of these Readys is written and synced, in order, and only then
+   * does anything they send leave. The disk completes batches in order, so a
+   * later batch's messages never overtake an earlier batch's disk work.
+   */
+  private release(readys: Ready[]): void {
+    const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
+    this.host.disk.write(persist, () =>
+      this.host.batch(() => {
+        for (const ready of readys) for (const out of ready.send) this.sendOut(out);
+      }),
+    );
+  }
+
+  private sendOut(out: Outbound): void {
+    switch (out.kind) {
+      case "peer": {
+        const conn = this.dialer.readyConn(out.to);
+        if (conn === null) return; // dropped: the chain protocol resynchronises
+        this.observer.sentPeer?.(conn, out.to, out.message);
+        for (const part of encodePeerParts(out.message)) this.host.send(conn, part);
+        return;
+      }
+      case "reply": {
+        const conn = this.sessionConns.get(out.session);
+        if (conn === undefined) {
+          this.host.log.debug(`reply to session ${out.session} request ${out.reqNo} dropped: no connection (it subscribes again)`);
+          return;
+        }
+        const body = { session: out.session, reqNo: out.reqNo, reply: out.reply, pages: out.pages };
+        this.observer.sentReply?.(conn, body);
+        return this.host.send(conn, encodeMessage({ type: "reply", body }));
+      }
+      case "recall": {
+        // Over the connection the session's requests or heartbeats come on (we are its head).
+        const conn = this.sessionConns.get(out.recall.session);
+        if (conn !== undefined) this.host.send(conn, encodeMessage({ type: "recall", body: out.recall }));
+        return;
+      }
+      case "announce": {
+        // Clients must learn a new head or tail: tell every connected client.
+        const frame = encodeMessage({ type: "config", body: this.configForClients(out.view) });
+        for (const conn of this.conns.values()) if (conn.role.kind === "client" && !conn.closed) this.host.send(conn.id, frame);
+        return;
+      }
+    }
+  }
+}

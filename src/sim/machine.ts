@@ -1,0 +1,254 @@
+/**
+ * One simulated server machine: the real ServerNode of src/server (with its
+ * real Replica) given the simulation's network, virtual clock and a Storage
+ * as its host. The machine is the world around the node — whether the process
+ * is up or paused, its incarnation, its disk — and what the checks read: the
+ * history of updates it logged (AppliedHistory), taken from the disk writes
+ * the node makes, never from a copy of its logic.
+ */
+import { NONCE_BYTES } from "../wire";
+import type { Message, PeerMessage, ReplyMessage } from "../wire";
+import { type Persist, Replica, type StoreState } from "../core";
+import { INBOUND_BUFFERED_BYTES_MAX } from "../constants";
+import { type ConnId, type NodeDisk, type NodeHost, type NodeLog, type NodeObserver, peerFrameBytesMax } from "../server/host";
+import { ServerNode } from "../server/node";
+import { AppliedHistory } from "./applied";
+import { fnvBytes } from "./hash";
+import type { Rng } from "./prng";
+import type { Storage } from "./storage";
+
+export interface ReplicaSettings {
+  peers: number[];
+  quorum: "none" | "majority";
+  sessionTimeoutMsDefault: number;
+  heartbeatMs: number;
+  suspectMs: number;
+  segmentSize: number;
+  pageSize: number;
+}
+
+/** What a machine asks of the simulated world. */
+export interface World {
+  readonly nowMs: number;
+  send(from: ServerMachine, conn: ConnId, bytes: Uint8Array): void;
+  close(from: ServerMachine, conn: ConnId, reason: string): void;
+  dial(from: ServerMachine, peer: number): void;
+  trace(what: string, detail?: string | (() => string)): void;
+  /** An internal inconsistency of the simulation or a violated invariant seen inside a step. */
+  fail(invariant: string, message: string): never;
+  /** A configuration this server saved (adopted or issued). */
+  sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
+  /** What a snapshot arriving on `conn` at `seq` brings (captured when it was sent). */
+  snapshotHistory(conn: ConnId, seq: number): AppliedHistory | undefined;
+  sentPeer(from: ServerMachine, conn: ConnId, message: PeerMessage): void;
+  sentReply(from: ServerMachine, conn: ConnId, body: ReplyMessage): void;
+  received(to: ServerMachine, conn: ConnId, message: Message | PeerMessage): void;
+}
+
+export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
+  up = false;
+  /** Stopped (SIGSTOP, a long pause): nothing runs; what arrives waits in `held` until it resumes. */
+  paused = false;
+  readonly held: unknown[] = [];
+  incarnation = 0;
+  private current: ServerNode | null = null;
+  history = new AppliedHistory();
+  /** The connection whose bytes the node is handling now: a snapshot installed comes from it. */
+  private bytesFrom: ConnId | null = null;
+  /** Work the node deferred to the end of the current event (its "microtasks"). */
+  private deferred: (() => void)[] = [];
+  readonly log: NodeLog;
+
+  constructor(
+    readonly id: number,
+    private readonly settings: ReplicaSettings,
+    readonly storage: Storage,
+    private readonly world: World,
+    /** Ticks per virtual millisecond differ per server, as timers do. */
+    readonly tickMs: number,
+    private readonly rng: Rng,
+  ) {
+    const trace = (text: string) => this.world.trace(`server ${this.id}:`, text);
+    this.log = { info: trace, warn: trace, error: trace, debug: trace };
+  }
+
+  get node(): ServerNode {
+    if (!this.current) return this.world.fail("sim", `server ${this.id} is down: it has no node`);
+    return this.current;
+  }
+
+  get replica(): Replica {
+    return this.node.replica;
+  }
+
+  get state(): StoreState {
+    return this.node.replica.state;
+  }
+
+  get disk(): NodeDisk {
+    return this;
+  }
+
+  /** A new incarnation from what the storage recovers. */
+  start(): void {
+    const recovered = this.storage.recover();
+    this.incarnation++;
+    this.up = true;
+    this.history = recovered.history;
+    const { segmentSize, pageSize, ...replicaSettings } = this.settings;
+    const replica = new Replica({ selfId: this.id, ...replicaSettings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
+    const options = {
+      selfId: this.id,
+      addresses: this.settings.peers.map(String),
+      segmentSize,
+      pageSize,
+      sessionTimeoutMs: this.settings.sessionTimeoutMsDefault,
+      heartbeatMs: this.settings.heartbeatMs,
+      suspectMs: this.settings.suspectMs,
+      inboundBufferedBytesMax: INBOUND_BUFFERED_BYTES_MAX,
+      peerFrameBytesMax: peerFrameBytesMax(segmentSize),
+    };
+    this.current = new ServerNode(replica, options, this, this);
+    if (recovered.state.appliedSeq !== this.history.length) {
+      this.world.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
+    }
+  }
+
+  crash(): void {
+    this.up = false;
+    this.paused = false;
+    this.held.length = 0;
+    this.current = null;
+    this.deferred = [];
+  }
+
+  /** Runs one event on the node, then what it deferred (as the event loop runs microtasks after a callback). */
+  run(fn: (node: ServerNode) => void, on: ConnId | null = null): void {
+    this.bytesFrom = on;
+    try {
+      fn(this.node);
+      while (this.deferred.length > 0 && this.current) this.deferred.shift()!();
+    } finally {
+      this.bytesFrom = null;
+    }
+    if (this.current && this.state.appliedSeq !== this.history.length) {
+      this.world.fail("sim", `server ${this.id} is at ${this.state.appliedSeq} but logged ${this.history.length} updates`);
+    }
+  }
+
+  // ---- NodeHost -----------------------------------------------------------------------
+
+  nowMs(): number {
+    return this.world.nowMs;
+  }
+
+  send(conn: ConnId, bytes: Uint8Array): void {
+    this.world.send(this, conn, bytes);
+  }
+
+  close(conn: ConnId, reason: string): void {
+    this.world.close(this, conn, reason);
+  }
+
+  dial(peer: number): void {
+    this.world.dial(this, peer);
+  }
+
+  defer(fn: () => void): void {
+    this.deferred.push(fn);
+  }
+
+  batch(fn: () => void): void {
+    fn();
+  }
+
+  pendingBytes(): number {
+    return 0;
+  }
+
+  nonce(): Uint8Array {
+    const bytes = new Uint8Array(NONCE_BYTES);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(this.rng.next() * 256);
+    return bytes;
+  }
+
+  admit(): null {
+    return null;
+  }
+
+  largeFrame(): void {}
+
+  // ---- NodeDisk: the Storage, and the history the checks read -----------------------------
+
+  get waiting(): boolean {
+    return false;
+  }
+
+  spaceShort(): boolean {
+    return false;
+  }
+
+  write(items: Persist[], written: () => void): void {
+    for (const item of items) {
+      switch (item.kind) {
+        case "log": {
+          const problem = this.history.append(item.update);
+          if (problem) this.world.fail("2", `server ${this.id}: ${problem}`);
+          this.storage.log(item.update, this.history);
+          break;
+        }
+        case "install":
+          this.install(item.seq, item.epoch, item.snapshot);
+          break;
+        case "checkpoint":
+          this.storage.checkpoint(item.seq, item.epoch, item.snapshot, this.history);
+          break;
+        case "vote":
+          this.storage.saveVote(item.vote);
+          break;
+        case "config":
+          this.storage.saveConfig(item.config);
+          this.world.sawConfig(this, item.config.epoch, item.config.chain);
+          break;
+      }
+    }
+    // As src/server's DiskQueue: the disk (with its sync) before anything leaves.
+    this.storage.commit();
+    written();
+  }
+
+  private install(seq: number, epoch: number, snapshot: Uint8Array): void {
+    const brought = this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, seq);
+    if (!brought || brought.length !== seq) {
+      this.world.fail("sim", `server ${this.id} installed a snapshot at ${seq} with no matching history (${brought?.length})`);
+    }
+    this.history = brought.prefix(seq);
+    if (seq > 0 && this.history.epochAt(seq) !== epoch) {
+      this.world.fail("2", `server ${this.id} installed a snapshot at ${seq} said to be of epoch ${epoch}, but that update is of epoch ${this.history.epochAt(seq)}`);
+    }
+    this.storage.install(seq, epoch, snapshot, this.history);
+  }
+
+  // ---- NodeObserver ---------------------------------------------------------------------
+
+  received(conn: ConnId, message: Message | PeerMessage): void {
+    this.world.received(this, conn, message);
+  }
+
+  sentReply(conn: ConnId, body: ReplyMessage): void {
+    this.world.sentReply(this, conn, body);
+  }
+
+  sentPeer(conn: ConnId, _to: number, message: PeerMessage): void {
+    this.world.sentPeer(this, conn, message);
+  }
+}
+
+/** Hash of a datum's bytes (whole pages) in a state. */
+export function datumHash(state: StoreState, offset: number, size: number): number {
+  const first = offset / state.pageSize;
+  const count = Math.ceil(size / state.pageSize);
+  let h = 0x811c9dc5;
+  for (let page = first; page < first + count; page++) h = fnvBytes(state.pages.read(page), h);
+  return h;
+}
