@@ -3,19 +3,15 @@
  * It knows nothing about holds or memory; the Store drives it.
  */
 import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../constants";
-import { PStoreError, isErrorCode } from "../errors";
+import { PStoreError } from "../errors";
 import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
 import { Greeter } from "../net/greeter";
 import { clientTls, tlsErrorText } from "../net/tls";
 import { type Message, type Welcome, WireError, decodeMessage, encodeMessage, encodeMessageParts } from "../wire";
+import { type ConnectionEvents, ConnectionRefused, type ServerConnection, remoteError } from "./host";
 
-export interface ConnectionEvents {
-  onMessage(message: Message): void;
-  onClose(reason: string): void;
-}
-
-export class Connection {
+export class Connection implements ServerConnection {
   private link: Link | null = null;
   welcome!: Welcome;
 
@@ -146,13 +142,6 @@ export function parseAddress(address: string): { host: string; port: number } {
   }
 }
 
-/** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
-export class ConnectionRefused extends PStoreError {
-  constructor(readonly address: string) {
-    super("EUNAVAILABLE", `${address}: connection refused`);
-  }
-}
-
 /** A TLS record header: content type 20-23 (alert, handshake, …), then version 3.x. */
 function _looksLikeTls(bytes: Uint8Array | null): boolean {
   return bytes !== null && bytes.length >= 2 && bytes[0]! >= 0x14 && bytes[0]! <= 0x17 && bytes[1] === 0x03;
@@ -161,8 +150,4 @@ function _looksLikeTls(bytes: Uint8Array | null): boolean {
 function _connectFailure(address: string, error: Error): PStoreError {
   if ((error as { code?: unknown }).code === "ECONNREFUSED") return new ConnectionRefused(address);
   return new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`);
-}
-
-export function remoteError(code: string, message: string): PStoreError {
-  return new PStoreError(isErrorCode(code) ? code : "EPROTO", message);
 }

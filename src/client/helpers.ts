@@ -1,4 +1,4 @@
-/** Pure helpers of the client store: grant page runs, the TLS CA, timeouts, session ids. */
+/** Pure helpers of the client store: grant page runs, the TLS CA, session ids. */
 import { readFileSync } from "node:fs";
 import { PStoreError } from "../errors";
 import type { PageWrite } from "../wire";
@@ -38,15 +38,6 @@ export function readCa(ca: string | undefined): string | undefined {
   } catch (error) {
     throw new PStoreError("EINVAL", `cannot read the TLS CA ${ca}: ${(error as Error).message}`);
   }
-}
-
-export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  // setTimeout, cleared on settle: a pending Bun.sleep would keep the process alive.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expiry = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
 }
 
 export function randomSessionId(): number {

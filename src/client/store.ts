@@ -11,14 +11,18 @@ import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import { type Mode, type Op, type PageWrite, type Recall, type Reply, type ReplyMessage, packPages } from "../wire";
+import { bunHost } from "./bun_host";
 import { GrantCache } from "./cache";
-import { pageRuns, randomSessionId, readCa, withTimeout } from "./helpers";
+import { pageRuns, readCa } from "./helpers";
 import { ClusterLink } from "./cluster";
+import type { ClientHost, SegmentMapper, SegmentMemory, TimerHandle } from "./host";
 import { reportUncaughtPStoreErrors } from "./uncaught";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
 const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
+/** How long close waits for the servers to end the session (else it expires). */
+const CLOSE_WAIT_MS = 2000;
 
 interface ClientHold {
   holdId: number;
@@ -47,8 +51,7 @@ export function resolveServers(servers?: string | string[]): string[] {
   return list;
 }
 
-/** Maps the client's segment once the servers told its geometry. */
-export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
+export type { SegmentMapper };
 
 /**
  * `mapSegment` is the agent's seam (src/agent/): it maps a segment shared with
@@ -56,16 +59,23 @@ export type SegmentMapper = (size: number, pageSize: number) => MappedSegment;
  */
 export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
   reportUncaughtPStoreErrors();
-  const store = new ClientStore(options, mapSegment);
+  const host = bunHost(options.secret ?? (process.env.PSTORE_SECRET || undefined), readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)));
+  const store = new ClientStore({ ...options, servers: resolveServers(options.servers) }, host, mapSegment);
   await store.open();
   return store;
 }
 
-class ClientStore implements Store {
+/** A use of a datum begins: granted by the servers, or locally from a cached grant (for the simulator's checks). */
+export interface UseObserver {
+  onUse(use: { name: string; mode: Mode; holdId: number; local: boolean; view: Uint8Array }): void;
+}
+
+/** The store over any host: connect() gives it Bun sockets and mmap, the simulator its network and a page map. */
+export class ClientStore implements Store {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
   private readonly queriesOnly: boolean;
-  private segment!: MappedSegment;
+  private segment!: SegmentMemory;
   /** Current holds by first page (a view's byteOffset finds its hold). */
   private readonly holds = new Map<number, ClientHold>();
   private readonly cache = new Map<string, CacheEntry>();
@@ -82,20 +92,16 @@ class ClientStore implements Store {
   private readonly lostViews = new WeakMap<ArrayBufferView, string>();
 
   constructor(
-    options: ConnectOptions,
+    options: ConnectOptions & { servers: string[] },
+    private readonly host: ClientHost,
     private readonly mapSegment: SegmentMapper,
+    private readonly observer: UseObserver | null = null,
   ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.grants = options.cacheHolds === false ? null : new GrantCache();
     this.queriesOnly = options.queriesOnly === true;
-    this.cluster = new ClusterLink(
-      resolveServers(options.servers),
-      options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
-      options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT,
-      options.secret ?? (process.env.PSTORE_SECRET || undefined),
-      readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)),
-    );
+    this.cluster = new ClusterLink(host, options.servers, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT, options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT);
     if (this.grants) {
       const grants = this.grants;
       this.cluster.onAnswered = (firstSentAtMs) => grants.renewLease(firstSentAtMs);
@@ -106,7 +112,7 @@ class ClientStore implements Store {
   }
 
   async open(): Promise<void> {
-    await this.cluster.open(randomSessionId());
+    await this.cluster.open(this.host.newSessionId());
     const geometry = present(this.cluster.geometry, "a connected cluster knows its geometry");
     try {
       this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
@@ -153,7 +159,7 @@ class ClientStore implements Store {
   private ensureSession(): Promise<void> {
     if (!this.sessionLost) return Promise.resolve();
     this.renewing ??= (async () => {
-      this.cluster.renewSession(randomSessionId());
+      this.cluster.renewSession(this.host.newSessionId());
       await this.openSession();
       this.sessionLost = false;
     })().finally(() => (this.renewing = null));
@@ -277,11 +283,28 @@ class ClientStore implements Store {
     this.grants?.clear();
     if (this.cluster.isOpen && !this.queriesOnly) {
       // Releases our holds at once; without it they go when the session expires.
-      await withTimeout(this.cluster.request({ type: "close_session" }), 2000).catch(() => {});
+      await this.withTimeout(this.cluster.request({ type: "close_session" }), CLOSE_WAIT_MS).catch(() => {});
     }
     this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
     // Views handed out earlier must not be used after close (docs/api.md).
     this.segment.unmap();
+  }
+
+  /** The session in use and the requests in flight (for the simulator's settle check). */
+  get sessionId(): number {
+    return this.cluster.session;
+  }
+
+  get busy(): boolean {
+    return this.cluster.inFlight > 0 || this.settling.size > 0 || this.renewing !== null;
+  }
+
+  private withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+    let timer: TimerHandle | null = null;
+    const expiry = new Promise<never>((_, reject) => {
+      timer = this.host.after(ms, () => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)));
+    });
+    return Promise.race([promise, expiry]).finally(() => timer?.cancel());
   }
 
   // ---- holds ----
@@ -302,7 +325,7 @@ class ClientStore implements Store {
       mode,
       knownCreatedSeq: cached ? cached.createdSeq : -1,
       cachedVersion: cached ? cached.version : -1,
-      cache: this.grants?.shouldCache(name, performance.now()) ?? false,
+      cache: this.grants?.shouldCache(name, this.host.nowMs()) ?? false,
     };
     await this.ensureSession();
     const reqNo = this.cluster.reqNoNext;
@@ -323,7 +346,7 @@ class ClientStore implements Store {
   /** A use of our cached grant, granted here without a message; null when the servers must be asked. */
   private async accessCached(name: string, mode: Mode, grants: GrantCache): Promise<Uint8Array | null> {
     for (;;) {
-      const step = grants.decide(name, mode, performance.now());
+      const step = grants.decide(name, mode, this.host.nowMs());
       if (step.kind === "acquire") return null;
       if (step.kind === "deadlock") throw new PStoreError("EDEADLK", `this session already holds or waits for "${name}": release it first`);
       if (step.kind === "wait") {
@@ -346,13 +369,14 @@ class ClientStore implements Store {
       this.segment.protect(entry.firstPage, entry.pageCount, mode);
       const view = this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
       this.holds.set(entry.firstPage, { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq, view });
+      this.observer?.onUse({ name, mode, holdId: step.grant.holdId, local: true, view });
       return view;
     }
   }
 
   /** Rejects when the wait times out or is aborted, after the cancel is applied (the queue is clean). */
   private watchWait(reqNo: number, options: AccessOptions) {
-    let timer: ReturnType<typeof setTimeout> | null = null;
+    let timer: TimerHandle | null = null;
     let onAbort: (() => void) | null = null;
     const promise = new Promise<never>((_, reject) => {
       const giveUp = (error: PStoreError) => {
@@ -366,7 +390,7 @@ class ClientStore implements Store {
         );
       };
       if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => giveUp(new PStoreError("ETIMEDOUT", `no hold within ${options.timeoutMs} ms`)), options.timeoutMs);
+        timer = this.host.after(options.timeoutMs, () => giveUp(new PStoreError("ETIMEDOUT", `no hold within ${options.timeoutMs} ms`)));
       }
       if (options.signal) {
         onAbort = () => giveUp(new PStoreError("ECANCELED", "the wait was aborted"));
@@ -377,7 +401,7 @@ class ClientStore implements Store {
     return {
       promise,
       dispose: () => {
-        if (timer) clearTimeout(timer);
+        timer?.cancel();
         if (onAbort) options.signal?.removeEventListener("abort", onAbort);
       },
     };
@@ -396,6 +420,7 @@ class ClientStore implements Store {
     this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq, view });
     this.cache.set(reply.name, { firstPage, pageCount, size: reply.size, createdSeq: reply.createdSeq, version: reply.version });
     this.grants?.granted(reply.holdId, reply.name, reply.mode);
+    this.observer?.onUse({ name: reply.name, mode: reply.mode, holdId: reply.holdId, local: false, view });
     return view;
   }
 
@@ -520,7 +545,7 @@ class ClientStore implements Store {
     const grants = this.grants;
     if (!grants || this.closed || this.sessionLost) return;
     this.counters.recalls++;
-    if (!grants.recall(recall.holdId, recall.name, performance.now())) return; // the use's release gives it back
+    if (!grants.recall(recall.holdId, recall.name, this.host.nowMs())) return; // the use's release gives it back
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;
     this.answerRecall(recall.name, recall.holdId, createdSeq, grants);
