@@ -435,8 +435,11 @@ export class ClusterLink {
     if (reply.type === "error" && reply.code === "EUNAVAILABLE") return this.onUnavailable(waiting, reply.message);
     if (reply.type !== "error" && waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);
     this.pending.delete(body.reqNo);
+    // Withdrawn: whatever it got (a grant the cancel releases, the stored ECANCELED a resubscribe
+    // brings back) is not the caller's; the cancel's own answer ends the wait (ETIMEDOUT, ECANCELED).
+    if (waiting.cancelled) return;
     if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
-    else if (!waiting.cancelled) waiting.resolve(body);
+    else waiting.resolve(body);
   }
 
   /**

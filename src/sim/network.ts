@@ -53,8 +53,8 @@ export class ClientConn {
   accepted = false;
   readonly up: Connection;
   readonly down: Connection;
-  /** What the connection is for, on the client's side. */
-  welcomed = false;
+  /** Nobody listened: the dial was refused (ECONNREFUSED). */
+  refused = false;
 
   constructor(
     readonly id: number,

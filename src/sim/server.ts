@@ -117,7 +117,10 @@ export class SimServer {
         this.onRequest(conn, message.body);
         break;
       case "heartbeat":
-        if (this.replica.isHead) this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
+        if (!this.replica.isHead) break;
+        // As src/server: a client that only heartbeats (it uses cached grants) still gets its recalls here.
+        this.sessionConns.set(message.body.session, conn);
+        this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
         break;
       case "subscribe": {
         if (!this.replica.isTail) {
@@ -196,6 +199,12 @@ export class SimServer {
         case "reply":
           this.deliver(action.output);
           break;
+        case "recall": {
+          // As src/server: over the connection the session's requests or heartbeats come on (we are its head).
+          const conn = this.sessionConns.get(action.recall.session);
+          if (conn) this.host.sendClient(this, conn, { type: "recall", body: action.recall });
+          break;
+        }
         case "config":
           this.storage.saveConfig(action.config);
           this.host.sawConfig(this, action.config.epoch, action.config.chain);

@@ -1,6 +1,7 @@
 /**
  * The deterministic simulator (DESIGN §3, §7, §10; TigerBeetle's VOPR): N
- * real Replicas and a few model clients over a seeded network, a virtual
+ * real Replicas and a few real clients (src/client's ClientStore over a
+ * SimClientHost, doing a workload) over a seeded network, a virtual
  * clock and one event queue. Faults: message delays and reordering across
  * connections, connection cuts, server crashes (memory lost) and restarts,
  * client crashes and pauses. The invariants are checked after every step;
@@ -18,10 +19,13 @@
  * Same seed, same run: randomness comes only from the seeded Rng, time only
  * from the event queue, and iteration only over insertion-ordered maps.
  */
+import { drainMicrotasks } from "bun:jsc";
 import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
+import type { StoreState } from "../core";
 import { type Message, type PeerMessage, decodeMessage, encodeMessage, encodePeer } from "../wire";
 import type { AppliedHistory } from "./applied";
-import { type ClientHost, type ClientSettings, SimClient } from "./client";
+import { type ClientSettings, type ClientWorld, SimClient } from "./client";
+import type { ClientNet, SimClientHost } from "./client_host";
 import { Checker, stateDigest } from "./invariants";
 import { ClientConn, type Connection, Network, type PeerLink } from "./network";
 import { Rng } from "./prng";
@@ -29,6 +33,7 @@ import { EventQueue } from "./queue";
 import { SimServer, type ServerHost } from "./server";
 import { NoDisk, SimDisk, type Storage } from "./storage";
 import { Trace } from "./trace";
+import { RecallWatch, UseChecker } from "./uses";
 
 export interface SimOptions {
   seed: number;
@@ -71,6 +76,8 @@ export interface SimOptions {
    * the others are lost when they return (open: a design question).
    */
   freeCrashes?: boolean;
+  /** Clients cache holds (connect's cacheHolds, default true as in production). */
+  cacheHolds?: boolean;
   /** Storage per server, for another disk model (wins over `disks`). */
   storage?: (serverId: number, geometry: { segmentSize: number; pageSize: number }) => Storage;
 }
@@ -101,6 +108,15 @@ export interface SimStats {
   snapshots: number;
   appliedSeq: number;
   linearizability: "ok" | "unknown";
+  /** Accesses granted from a cached grant, without a message. */
+  localGrants: number;
+  /** Recalls clients got. */
+  recalls: number;
+  /** Crashes of a head, middle, tail, or the caching client while a recall was open. */
+  recallCrashesHead: number;
+  recallCrashesMiddle: number;
+  recallCrashesTail: number;
+  recallCrashesClient: number;
 }
 
 export interface SimResult {
@@ -145,7 +161,7 @@ class Failed extends Error {
   }
 }
 
-export class Simulation implements ServerHost, ClientHost {
+export class Simulation implements ServerHost, ClientNet, ClientWorld {
   nowMs = 0;
   private nsInMs = 0;
   private lastNsMs = -1;
@@ -178,6 +194,10 @@ export class Simulation implements ServerHost, ClientHost {
   private nextSession = 1;
   private crashedThisStep: SimServer | null = null;
   private readonly clientConns = new Map<number, Set<ClientConn>>();
+  readonly uses: UseChecker;
+  private readonly recalls = new RecallWatch();
+  /** A violation reported from inside client code (a promise chain): thrown once the step ends. */
+  private reported: Failed | null = null;
   readonly stats: SimStats;
 
   constructor(readonly options: SimOptions) {
@@ -198,7 +218,8 @@ export class Simulation implements ServerHost, ClientHost {
     this.tracer = new Trace(options.traceLines ?? 400);
     this.serverIds = Array.from({ length: serverCount }, (_, i) => i + 1);
     this.net = new Network(this.serverIds, this.netRng);
-    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
+    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false };
+    this.uses = new UseChecker({ currentStates: () => this.currentStates(), report: (invariant, message) => this.report(invariant, message) }, PAGE_SIZE);
     const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
     const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs };
     this.servers = this.serverIds.map((id) => {
@@ -230,13 +251,19 @@ export class Simulation implements ServerHost, ClientHost {
       snapshots: 0,
       appliedSeq: 0,
       linearizability: "ok",
+      localGrants: 0,
+      recalls: 0,
+      recallCrashesHead: 0,
+      recallCrashesMiddle: 0,
+      recallCrashesTail: 0,
+      recallCrashesClient: 0,
     };
   }
 
   describeSetup(): string {
     return (
       `${this.servers.length} servers, ${this.clients.length} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}${this.options.disks ? ", disks" : ""}${this.options.quorum === "majority" ? ", quorum majority" : ""}`
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}${this.options.disks ? ", disks" : ""}${this.options.quorum === "majority" ? ", quorum majority" : ""}${this.settings.cacheHolds ? "" : ", no cached holds"}`
     );
   }
 
@@ -285,7 +312,11 @@ export class Simulation implements ServerHost, ClientHost {
       this.nowMs = item.atMs;
       this.crashedThisStep = null;
       this.handle(item.event);
+      // What the step started in client code (promise continuations) runs to its end now.
+      drainMicrotasks();
+      if (this.reported) throw this.reported;
       this.checker.afterStep(this.crashedThisStep);
+      this.recalls.follow(this.checker.committed.length, (seq) => this.checker.committed.updateAt(seq));
       if (this.settled) return;
     }
     throw new Failed("liveness", `no convergence within ${this.eventsMax} events`);
@@ -318,7 +349,7 @@ export class Simulation implements ServerHost, ClientHost {
       case "client-closed":
         return this.clientEvent(event.conn, (client) => {
           this.tracer.add(this.nowMs, `client ${client.name}: connection to server ${event.conn.serverId} closed`);
-          client.onConnClosed(event.conn);
+          client.host.closed(event.conn);
         });
       case "server-closed": {
         const server = this.servers[event.conn.serverId - 1]!;
@@ -329,7 +360,8 @@ export class Simulation implements ServerHost, ClientHost {
         const wake = this.wakeTokens.get(event.client);
         if (!wake || wake.token !== event.token) return;
         this.wakeTokens.delete(event.client);
-        event.client.onWake();
+        event.client.host.runTimers();
+        drainMicrotasks();
         this.rewake(event.client);
         return;
       }
@@ -464,6 +496,12 @@ export class Simulation implements ServerHost, ClientHost {
       } else this.breakPeerLink(link, true);
     }
     for (const conn of [...(this.clientConns.get(server.id) ?? [])]) this.closeClientConn(conn, "server");
+    if (this.recalls.pending) {
+      const replica = server.replica;
+      if (replica.isHead) this.stats.recallCrashesHead++;
+      else if (replica.isTail) this.stats.recallCrashesTail++;
+      else if (replica.status === "member" && replica.config.chain.includes(server.id)) this.stats.recallCrashesMiddle++;
+    }
     const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
     this.queue.push(restartAtMs ?? this.nowMs + downMs, { type: "server-restart", server });
   }
@@ -543,20 +581,24 @@ export class Simulation implements ServerHost, ClientHost {
   private startClient(slot: number): void {
     if (this.clients[slot]?.alive) return;
     const incarnation = ++this.incarnations[slot]!;
-    const client = new SimClient(slot, incarnation, this.nextSession++ * 7 + 3, this.settings, this, this.clientRngs[slot]!.fork());
+    const client = new SimClient(slot, incarnation, this.settings, this, this, this.clientRngs[slot]!.fork());
     client.stopping = this.stopping;
     this.clients[slot] = client;
-    this.tracer.add(this.nowMs, `client ${client.name}: start (session ${client.session})`);
+    this.tracer.add(this.nowMs, `client ${client.name}: start`);
     client.start();
+    drainMicrotasks();
     this.rewake(client);
+  }
+
+  newSessionId(): number {
+    return this.nextSession++ * 7 + 3;
   }
 
   restartLater(client: SimClient, why: string): void {
     if (!client.alive) return;
     this.tracer.add(this.nowMs, `client ${client.name}: ${why}; starting over`);
-    if (why.includes("ESESSION")) this.stats.sessionsLost++;
     this.absorbClientStats(client);
-    client.retire();
+    client.crash();
     this.queue.push(this.nowMs + 10 + this.faultRng.next() * 200, { type: "client-start", slot: client.slot });
   }
 
@@ -564,15 +606,21 @@ export class Simulation implements ServerHost, ClientHost {
     this.stats.increments += client.stats.increments;
     this.stats.reads += client.stats.reads;
     this.stats.timeouts += client.stats.timeouts;
-    client.stats = { increments: 0, reads: 0, timeouts: 0, refreshes: 0 };
+    client.stats = { increments: 0, reads: 0, timeouts: 0 };
+    const store = client.store.stats();
+    this.stats.sessionsLost += store.sessionsLost - client.absorbed.sessionsLost;
+    this.stats.localGrants += store.localGrants - client.absorbed.localGrants;
+    this.stats.recalls += store.recalls - client.absorbed.recalls;
+    client.absorbed = { sessionsLost: store.sessionsLost, localGrants: store.localGrants, recalls: store.recalls };
   }
 
-  dial(client: SimClient, serverId: number): ClientConn {
+  dial(host: SimClientHost, serverId: number): ClientConn {
     const server = this.servers[serverId - 1]!;
-    const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
+    const conn = this.net.newClientConn(host.slot, host.incarnation, serverId, server.incarnation);
     if (!server.up) {
       // Refused: the client hears of it one round trip later.
       conn.closed = true;
+      conn.refused = true;
       this.queue.push(this.nowMs + 2 * conn.up.latencyMs, { type: "client-closed", conn });
       return conn;
     }
@@ -584,13 +632,13 @@ export class Simulation implements ServerHost, ClientHost {
     return conn;
   }
 
-  send(_client: SimClient, conn: ClientConn, message: Message): void {
+  send(_client: SimClientHost, conn: ClientConn, message: Message): void {
     if (conn.closed) return;
     const frame = encodeMessage(message);
     this.queue.push(conn.up.arrival(this.nowMs, this.netRng, 0), { type: "to-server", conn, frame });
   }
 
-  close(_client: SimClient, conn: ClientConn): void {
+  close(_client: SimClientHost, conn: ClientConn): void {
     if (conn.closed) return;
     conn.closed = true;
     this.clientConns.get(conn.serverId)?.delete(conn);
@@ -609,6 +657,7 @@ export class Simulation implements ServerHost, ClientHost {
 
   sendClient(_from: SimServer, conn: ClientConn, message: Message, expectedHash?: number): void {
     if (conn.closed) return;
+    if (message.type === "recall") this.recalls.sent(message.body);
     const frame = encodeMessage(message);
     this.queue.push(conn.down.arrival(this.nowMs, this.netRng, 0), { type: "to-client", conn, frame, expectedHash });
   }
@@ -626,24 +675,31 @@ export class Simulation implements ServerHost, ClientHost {
     const client = this.clients[conn.clientSlot]!;
     const message = decodeMessage(frame[4]!, frame.subarray(5));
     this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
-    client.onMessage(conn, message, expectedHash);
+    if (message.type === "reply" && message.body.reply.type === "granted" && expectedHash !== undefined) client.expectedHashes.set(message.body.reply.holdId, expectedHash);
+    if (message.type === "recall") this.recalls.delivered(message.body);
+    client.host.deliver(conn, message);
+  }
+
+  expectedHash(client: SimClient, holdId: number): number | undefined {
+    return client.expectedHashes.get(holdId);
   }
 
   /** Runs `deliver` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
   private clientEvent(conn: ClientConn, deliver: (client: SimClient) => void): void {
     const client = this.clients[conn.clientSlot];
     if (!client || client.incarnation !== conn.clientIncarnation || !client.alive) return;
-    if (client.paused) {
-      client.inbox.push(() => deliver(client));
+    if (client.host.paused) {
+      client.host.inbox.push(() => deliver(client));
       return;
     }
     deliver(client);
+    drainMicrotasks();
     this.rewake(client);
   }
 
   private rewake(client: SimClient): void {
     if (!client.alive) return;
-    const atMs = client.nextWakeMs();
+    const atMs = client.host.nextWakeMs();
     const current = this.wakeTokens.get(client);
     if (atMs === Infinity) {
       this.wakeTokens.delete(client);
@@ -657,6 +713,7 @@ export class Simulation implements ServerHost, ClientHost {
 
   private crashClient(client: SimClient): void {
     this.stats.clientCrashes++;
+    if (this.recalls.pendingFor(client.store.sessionId)) this.stats.recallCrashesClient++;
     this.tracer.add(this.nowMs, `client ${client.name}: CRASH`);
     this.absorbClientStats(client);
     client.crash();
@@ -668,24 +725,42 @@ export class Simulation implements ServerHost, ClientHost {
     this.stats.pauses++;
     const pauseMs = this.faultRng.chance(0.7) ? this.faultRng.next() * 500 : this.faultRng.next() * 2.5 * this.sessionTimeoutMs;
     this.tracer.add(this.nowMs, `client ${client.name}: PAUSE for ${pauseMs.toFixed(0)} ms`);
-    client.paused = true;
+    client.host.paused = true;
     this.wakeTokens.delete(client);
     this.queue.push(this.nowMs + pauseMs, { type: "client-resume", client });
   }
 
   private resumeClient(client: SimClient): void {
-    if (!client.paused) return;
-    client.paused = false;
+    if (!client.host.paused) return;
+    client.host.paused = false;
     this.tracer.add(this.nowMs, `client ${client.name}: resume`);
-    const inbox = client.inbox.splice(0);
+    const inbox = client.host.inbox.splice(0);
     for (const deliver of inbox) {
       if (!client.alive) break;
       deliver();
+      drainMicrotasks();
     }
     if (client.alive) {
-      client.onWake();
+      client.host.runTimers();
+      drainMicrotasks();
       this.rewake(client);
     }
+  }
+
+  /**
+   * The servers whose state the clients' view is checked against: up, serving, holding every
+   * acknowledged update, in the newest epoch among those.
+   */
+  private currentStates(): StoreState[] {
+    const committed = this.checker.committed;
+    const serving = this.servers.filter((s) => s.up && s.replica.status === "member" && s.history.samePrefix(committed, committed.length));
+    const newest = Math.max(...serving.map((s) => s.replica.config.epoch));
+    return serving.filter((s) => s.replica.config.epoch === newest).map((s) => s.state);
+  }
+
+  /** A violation seen inside client code: the step fails once it has run. */
+  report(invariant: string, message: string): void {
+    this.reported ??= new Failed(invariant, message);
   }
 
   // ---- faults --------------------------------------------------------------------------
@@ -719,7 +794,7 @@ export class Simulation implements ServerHost, ClientHost {
     } else if (roll < 0.8) {
       if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
     } else if (roll < 0.9) {
-      const running = liveClients.filter((c) => !c.paused);
+      const running = liveClients.filter((c) => !c.host.paused);
       if (running.length > 0) this.pauseClient(rng.pick(running));
     }
     // else: a quiet spell
@@ -758,7 +833,7 @@ export class Simulation implements ServerHost, ClientHost {
       // Close together: a server restarting long before the others (with a stale disk) would form a chain alone.
       if (!server.up) this.queue.push(this.nowMs + this.faultRng.next() * (this.suspectMs / 4), { type: "server-restart", server });
     }
-    for (const client of this.clients) if (client?.paused) this.queue.push(this.nowMs, { type: "client-resume", client });
+    for (const client of this.clients) if (client?.host.paused) this.queue.push(this.nowMs, { type: "client-resume", client });
     for (const server of this.servers) if (server.paused) this.queue.push(this.nowMs, { type: "server-resume", server, incarnation: server.incarnation });
     this.queue.push(this.nowMs + 1000, { type: "wind-down" });
   }
@@ -788,7 +863,7 @@ export class Simulation implements ServerHost, ClientHost {
       if (client.alive && !client.opened) return `client ${client.name} has no session yet`;
       if (client.alive && !client.idle) return `client ${client.name} still waits: ${this.describeWait(client)}`;
     }
-    const live = new Set(this.clients.filter((c) => c?.alive).map((c) => c!.session));
+    const live = new Set(this.clients.filter((c) => c?.alive).map((c) => c!.store.sessionId));
     for (const session of first.state.sessions.keys()) {
       if (!live.has(session)) return `session ${session} of a client that is gone has not expired`;
     }
@@ -800,13 +875,11 @@ export class Simulation implements ServerHost, ClientHost {
   }
 
   private describeWait(client: SimClient): string {
-    const task = client.task;
-    const pending = [...client.pending].map(([reqNo, p]) => `${reqNo}:${p.op.type}${p.queued ? " queued" : ""}${p.cancelled ? " cancelled" : ""}`);
-    let text = `${task?.kind ?? "no task"} ${task?.key ?? ""}, pending [${pending.join(", ")}]`;
-    const datum = task?.key ? this.servers[0]!.state.data.get(task.key) : undefined;
-    if (datum) {
-      const owner = (session: number) => this.clients.find((c) => c?.session === session)?.name ?? "nobody";
-      const holders = datum.holders.map((h) => `${h.mode} hold ${h.id} of session ${h.session} (client ${owner(h.session)}, reqNo ${h.reqNo})`);
+    let text = `${client.task ?? "no task"}${client.store.busy ? ", requests in flight" : ""}`;
+    const owner = (session: number) => this.clients.find((c) => c?.store.sessionId === session)?.name ?? "nobody";
+    for (const datum of this.servers[0]!.state.data.values()) {
+      if (datum.queue.length === 0) continue;
+      const holders = datum.holders.map((h) => `${h.cached ? "cached " : ""}${h.mode} hold ${h.id} of session ${h.session} (client ${owner(h.session)}, reqNo ${h.reqNo})`);
       const queue = datum.queue.map((w) => `${w.mode} ${w.session}/${w.reqNo} (client ${owner(w.session)})`);
       text += `; ${datum.name} held by [${holders.join(", ")}], queue [${queue.join(", ")}]`;
     }
@@ -832,6 +905,9 @@ export class Simulation implements ServerHost, ClientHost {
     for (const [id, hold] of state.holds) {
       if (!state.sessions.has(hold.session)) throw new Failed("3", `hold ${id} on ${hold.name} belongs to session ${hold.session}, which is gone`);
     }
+    const sessions = new Set(state.sessions.keys());
+    const unanswered = this.recalls.unanswered(sessions);
+    if (unanswered) throw new Failed("cache-recall", `the recall of hold ${unanswered.holdId} on ${unanswered.name} (session ${unanswered.session}) was never answered, and its session is still open`);
     const holds = checkHolds(this.history);
     if (holds.ok === false) throw new Failed("3", `clients saw unsafe holds: ${holds.explanation}`);
     const counters = [...SHARED_COUNTERS, ...this.clients.map((_, slot) => `p${slot}`)];
