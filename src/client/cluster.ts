@@ -260,7 +260,8 @@ export class ClusterLink {
       throw new PStoreError("EPROTO", `${mismatch.address} has a segment of ${mismatch.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
     }
     const reuse = async (target: string) => {
-      const existing = opened.find((c) => c.address === target);
+      // A probe may have closed since its welcome (the server died during the grace period).
+      const existing = opened.find((c) => c.address === target && c.isOpen);
       if (existing) return existing;
       const connection = await this.dial(target);
       opened.push(connection);
@@ -270,6 +271,8 @@ export class ClusterLink {
       assert(chain.length > 0, "a served chain is not empty");
       const head = await reuse(present(chain[0], "chain head"));
       const tail = await reuse(present(chain[chain.length - 1], "chain tail"));
+      // Closed already (its onClose came before it was head or tail): installed, it would swallow every request.
+      for (const end of [head, tail]) if (!end.isOpen) throw new PStoreError("EUNAVAILABLE", `${end.address} closed the connection`);
       for (const connection of opened) if (connection !== head && connection !== tail) connection.close();
       this.install(head, tail, chain, epoch);
       return true;

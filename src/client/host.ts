@@ -18,6 +18,8 @@ export interface ConnectionEvents {
 export interface ServerConnection {
   readonly address: string;
   readonly welcome: Welcome;
+  /** False once it closed (either side). */
+  readonly isOpen: boolean;
   send(message: Message): void;
   /** Keeps the process alive while work is in flight, lets it exit when idle. */
   setActive(active: boolean): void;

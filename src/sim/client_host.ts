@@ -40,6 +40,11 @@ class SimConnection implements ServerConnection {
     private readonly host: SimClientHost,
   ) {}
 
+  get isOpen(): boolean {
+    // Until the close reaches the client (as a socket learns of a reset), it is open to it.
+    return this.host.owns(this);
+  }
+
   send(message: Message): void {
     this.host.sendOn(this.conn, message);
   }
@@ -174,6 +179,10 @@ export class SimClientHost implements ClientHost {
   }
 
   // ---- connections ----
+
+  owns(connection: SimConnection): boolean {
+    return this.conns.get(connection.conn.id) === connection;
+  }
 
   sendOn(conn: ClientConn, message: Message): void {
     if (this.alive) this.net.send(this, conn, message);

@@ -617,6 +617,7 @@ export class Simulation implements ServerHost, ClientNet, ClientWorld {
   dial(host: SimClientHost, serverId: number): ClientConn {
     const server = this.servers[serverId - 1]!;
     const conn = this.net.newClientConn(host.slot, host.incarnation, serverId, server.incarnation);
+    this.tracer.add(this.nowMs, `client ${host.name} dials server ${serverId}${server.up ? "" : " (down: refused)"}`);
     if (!server.up) {
       // Refused: the client hears of it one round trip later.
       conn.closed = true;
