@@ -1,5 +1,5 @@
 /**
- * The deterministic simulator over the real core (src/sim): thousands of
+ * The deterministic simulator over the real core and the real client (src/sim): thousands of
  * seeds, every invariant of DESIGN §7 checked after every step, and a replay
  * of a failing seed is `bun run sim --seed S` (plus the flags it names).
  */
@@ -159,13 +159,40 @@ describe("simulator", () => {
   });
 
   test("runs exercise what they claim: crashes, restarts, cuts, failovers, increments, reads, timeouts, expiries, snapshots", () => {
-    const totals = { crashes: 0, restarts: 0, cuts: 0, serverPauses: 0, clientCrashes: 0, pauses: 0, increments: 0, reads: 0, timeouts: 0, configurations: 0, sessionsLost: 0, snapshots: 0 };
+    const totals = { crashes: 0, restarts: 0, cuts: 0, serverPauses: 0, clientCrashes: 0, pauses: 0, increments: 0, reads: 0, timeouts: 0, configurations: 0, sessionsLost: 0, snapshots: 0, localGrants: 0, recalls: 0 };
     for (let seed = 1; seed <= 20; seed++) {
       const r = runSeed({ seed, disks: seed % 2 === 0 });
       expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
       for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r.stats[key];
     }
     for (const [key, value] of Object.entries(totals)) expect([key, value > 0]).toEqual([key, true]);
+  });
+
+  test("cached holds: a head, a middle, a tail and a caching client each crash during a recall in some seeds", () => {
+    const totals = { recallCrashesHead: 0, recallCrashesMiddle: 0, recallCrashesTail: 0, recallCrashesClient: 0, localGrants: 0, recalls: 0 };
+    for (let seed = 1; seed <= 60; seed++) {
+      const r = runSeed({ seed });
+      expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
+      for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r.stats[key];
+    }
+    for (const [key, value] of Object.entries(totals)) expect([key, value > 0]).toEqual([key, true]);
+  }, 120_000);
+
+  test("--no-cache: the clients connect with cacheHolds false, and nothing is granted locally", () => {
+    for (let seed = 1; seed <= 5; seed++) {
+      const r = runSeed({ seed, cacheHolds: false });
+      expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
+      expect([r.stats.localGrants, r.stats.recalls]).toEqual([0, 0]);
+      expect(r.stats.increments).toBeGreaterThan(0);
+    }
+  });
+
+  // The model client this replaced waited on EUNAVAILABLE; the real one retries on a timer
+  // (ClusterLink.onUnavailable) and looks for the chain elsewhere.
+  test("a head without a majority answers EUNAVAILABLE, and the client's retry timer finds the chain", () => {
+    const r = runSeed({ seed: 10, quorum: "majority" });
+    expect([r.ok, r.failure?.message]).toEqual([true, undefined]);
+    expect(r.stats.unavailableReplies).toBeGreaterThan(0);
   });
 
   test.each(REGRESSIONS)("regression seed %d %o: %s", (seed, options) => {

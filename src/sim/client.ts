@@ -11,7 +11,7 @@
  * a datum goes through the UseChecker.
  */
 import type { History } from "../check";
-import { ClientStore } from "../client/store";
+import { ClientStore } from "../client/session";
 import { PStoreError } from "../errors";
 import type { Mode } from "../wire";
 import { type ClientNet, SimClientHost } from "./client_host";

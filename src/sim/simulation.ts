@@ -117,6 +117,8 @@ export interface SimStats {
   recallCrashesMiddle: number;
   recallCrashesTail: number;
   recallCrashesClient: number;
+  /** EUNAVAILABLE answers clients got (a head without a majority): each starts the client's retry timer. */
+  unavailableReplies: number;
 }
 
 export interface SimResult {
@@ -257,6 +259,7 @@ export class Simulation implements ServerHost, ClientNet, ClientWorld {
       recallCrashesMiddle: 0,
       recallCrashesTail: 0,
       recallCrashesClient: 0,
+      unavailableReplies: 0,
     };
   }
 
@@ -678,6 +681,7 @@ export class Simulation implements ServerHost, ClientNet, ClientWorld {
     this.tracer.add(this.nowMs, `${conn.serverId}→client ${client.name}`, message);
     if (message.type === "reply" && message.body.reply.type === "granted" && expectedHash !== undefined) client.expectedHashes.set(message.body.reply.holdId, expectedHash);
     if (message.type === "recall") this.recalls.delivered(message.body);
+    if (message.type === "reply" && message.body.reply.type === "error" && message.body.reply.code === "EUNAVAILABLE") this.stats.unavailableReplies++;
     client.host.deliver(conn, message);
   }
 
