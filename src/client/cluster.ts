@@ -4,6 +4,8 @@
  * request goes unanswered, it fetches the configuration from any live server,
  * reconnects, subscribes again and resends every unanswered request with its
  * original number; the servers deduplicate, so each applies once.
+ * Transport-free: connections, timers and the clock are the ClientHost's (Bun
+ * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
 import { PStoreError } from "../errors";

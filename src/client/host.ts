@@ -7,7 +7,7 @@
  */
 import { PStoreError, isErrorCode } from "../errors";
 import type { HoldMode } from "../memory/segment";
-import type { Message, Welcome } from "../wire";
+import type { Message, Mode, Welcome } from "../wire";
 
 export interface ConnectionEvents {
   onMessage(message: Message): void;
@@ -66,6 +66,11 @@ export interface SegmentMemory {
 
 /** Maps the client's segment once the servers told its geometry. */
 export type SegmentMapper = (size: number, pageSize: number) => SegmentMemory;
+
+/** A use of a datum begins: granted by the servers, or locally from a cached grant (the simulator checks each). */
+export interface UseObserver {
+  onUse(use: { name: string; mode: Mode; holdId: number; local: boolean; view: Uint8Array }): void;
+}
 
 /** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
 export class ConnectionRefused extends PStoreError {

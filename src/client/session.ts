@@ -17,8 +17,8 @@ import { type Mode, type Op, type PageWrite, type Recall, type Reply, type Reply
 import { GrantCache } from "./cache";
 import { pageRuns } from "./helpers";
 import { ClusterLink } from "./cluster";
-import type { ClientHost, SegmentMapper, SegmentMemory, TimerHandle } from "./host";
-import { watchWait } from "./wait";
+import type { ClientHost, SegmentMapper, SegmentMemory, UseObserver } from "./host";
+import { watchWait, withTimeout } from "./wait";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
 const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
@@ -44,11 +44,6 @@ interface CacheEntry {
   size: number;
   createdSeq: number;
   version: number;
-}
-
-/** A use of a datum begins: granted by the servers, or locally from a cached grant (for the simulator's checks). */
-export interface UseObserver {
-  onUse(use: { name: string; mode: Mode; holdId: number; local: boolean; view: Uint8Array }): void;
 }
 
 /** The store over any host: connect() gives it Bun sockets and mmap, the simulator its network and a page map. */
@@ -264,7 +259,7 @@ export class ClientStore implements Store {
     this.grants?.clear();
     if (this.cluster.isOpen && !this.queriesOnly) {
       // Releases our holds at once; without it they go when the session expires.
-      await this.withTimeout(this.cluster.request({ type: "close_session" }), CLOSE_WAIT_MS).catch(() => {});
+      await withTimeout(this.host, this.cluster.request({ type: "close_session" }), CLOSE_WAIT_MS).catch(() => {});
     }
     this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
     // Views handed out earlier must not be used after close (docs/api.md).
@@ -278,14 +273,6 @@ export class ClientStore implements Store {
 
   get busy(): boolean {
     return this.cluster.inFlight > 0 || this.settling.size > 0 || this.renewing !== null;
-  }
-
-  private withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-    let timer: TimerHandle | null = null;
-    const expiry = new Promise<never>((_, reject) => {
-      timer = this.host.after(ms, () => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)));
-    });
-    return Promise.race([promise, expiry]).finally(() => timer?.cancel());
   }
 
   // ---- holds ----

@@ -1,4 +1,4 @@
-/** The end of a wait for a hold: a timeout or an abort withdraws the acquire (a cancel) first. */
+/** Bounded waits: for a hold (a timeout or an abort withdraws the acquire with a cancel first), for a reply. */
 import { PStoreError } from "../errors";
 import type { ClusterLink } from "./cluster";
 import type { ClientHost, TimerHandle } from "./host";
@@ -35,4 +35,13 @@ export function watchWait(host: ClientHost, cluster: ClusterLink, reqNo: number,
       if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     },
   };
+}
+
+/** The promise, or EUNAVAILABLE after `ms`. */
+export function withTimeout<T>(host: ClientHost, promise: Promise<T>, ms: number): Promise<T> {
+  let timer: TimerHandle | null = null;
+  const expiry = new Promise<never>((_, reject) => {
+    timer = host.after(ms, () => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)));
+  });
+  return Promise.race([promise, expiry]).finally(() => timer?.cancel());
 }
