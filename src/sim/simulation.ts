@@ -319,7 +319,7 @@ export class Simulation implements ServerHost, ClientNet, ClientWorld {
       drainMicrotasks();
       if (this.reported) throw this.reported;
       this.checker.afterStep(this.crashedThisStep);
-      this.recalls.follow(this.checker.committed.length, (seq) => this.checker.committed.updateAt(seq));
+      this.recalls.follow(this.checker.committed.length, (seq) => this.checker.committed.updateAt(seq), () => this.currentStates());
       if (this.settled) return;
     }
     throw new Failed("liveness", `no convergence within ${this.eventsMax} events`);

@@ -14,7 +14,9 @@
  *   (its session expired while the client, paused, went on). A fenced write
  *   must then not be acknowledged.
  * - Recalls: every recall a client got is answered (a release of that hold is
- *   acknowledged) or its session ends, by the time the run settles.
+ *   acknowledged, or the servers dropped the hold: the client's own acquire of
+ *   the datum gives its cached grant up) or its session ends, by the time the
+ *   run settles.
  */
 import type { StoreState } from "../core";
 import type { Recall, Update } from "../wire";
@@ -133,8 +135,11 @@ export class RecallWatch {
     if (entry) entry.delivered = true;
   }
 
-  /** Follows the acknowledged history: releases answer recalls, session ends close them. */
-  follow(length: number, updateAt: (seq: number) => Update | null): void {
+  /**
+   * Follows the acknowledged history (releases answer recalls, session ends close them)
+   * and the current servers' states (a hold they no longer have needs no answer).
+   */
+  follow(length: number, updateAt: (seq: number) => Update | null, currentStates: () => StoreState[]): void {
     if (length < this.scanned) this.scanned = length;
     for (let seq = this.scanned + 1; seq <= length; seq++) {
       const update = updateAt(seq);
@@ -147,6 +152,10 @@ export class RecallWatch {
       }
     }
     this.scanned = length;
+    if (this.open.size === 0) return;
+    const states = currentStates();
+    if (states.length === 0) return;
+    for (const holdId of this.open.keys()) if (states.every((state) => !state.holds.has(holdId))) this.open.delete(holdId);
   }
 
   get pending(): boolean {
