@@ -59,6 +59,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [9701089, { disks: true, partitions: true, quorum: "majority" }, "an acquire granted just before a whole-cluster power loss lost its grant (it needed no sync) and was granted again later to a client that no longer waited for it: held for ever (a wait below the client's doneBelow is withdrawn now)"],
   [9205836, { disks: true }, "a joiner still joining 40 s after the faults (reported on the code before the boot changes above, which changed this run: the hang is not reproduced, and no cause was found for it)"],
   [58000733, { disks: true, partitions: true, quorum: "majority" }, "a joiner whose snapshot was lost on the way applied the tail's next updates on its own diverged history and, its acks taken for progress, became a member that was no prefix (forwards now carry the epoch before them, acks the epoch at their seq)"],
+  // Found when the simulator began to run the real client (src/client) instead of a model of it.
+  [2, {}, "a timed-out acquire, cancelled, was brought back with its stored ECANCELED by a resubscribe after a failover: the access failed ECANCELED instead of ETIMEDOUT (a withdrawn request's answer is ignored now)"],
+  [151000206, {}, "a probe connection whose server died during the probe's grace period was installed as head and tail: a queued acquire was resent into it for ever (closed probes are neither reused nor installed now)"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).
