@@ -110,7 +110,7 @@ const WORKERS = 2;
 function flags(options: Options): string {
   return (
     `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
-    `${options.serverPauses === false ? " --no-server-pauses" : ""}`
+    `${options.serverPauses === false ? " --no-server-pauses" : ""}${options.cacheHolds === false ? " --no-cache" : ""}`
   );
 }
 
