@@ -75,6 +75,9 @@ const REGRESSIONS: [number, Options, string][] = [
  */
 const OPEN: [number, Options, string][] = [
   [30, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  // Found on the real client's first bulk (152,000,001–152,003,000 of --disks --free-crashes): server-side, the
+  // shape of 93000179 below (a server restarting alone with a stale disk forms a chain), not cached holds.
+  [152002382, { disks: true, freeCrashes: true }, "default mode: server 3, down since epoch 257 [1,3], restarts after 1 and 2 formed epoch 449 [1,2], and forms the one-server chain [3] (epoch 515) that acknowledges 36@193 over the acknowledged 36@449 held by live servers 1 and 2"],
   [53004585, { disks: true, freeCrashes: true }, "default mode, a partition in effect though no --partitions: server 1, cut from 2 (then paused) and with 3 crashed, removed both and acknowledged alone, then crashed; 2 resumed in the old configuration and served without 1's updates. A default-mode chain cannot tell a removed peer from a dead one (--quorum majority is the answer); 1 seed in 5,000 of --disks --free-crashes"],
 ];
 
