@@ -4,12 +4,14 @@
  * request goes unanswered, it fetches the configuration from any live server,
  * reconnects, subscribes again and resends every unanswered request with its
  * original number; the servers deduplicate, so each applies once.
+ * Transport-free: connections, timers and the clock are the ClientHost's (Bun
+ * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
 import { PStoreError } from "../errors";
 import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
 import { formatAddresses } from "../net/address";
-import { Connection, ConnectionRefused, remoteError } from "./connection";
+import { type ClientHost, ConnectionRefused, type ServerConnection, type TimerHandle, remoteError } from "./host";
 
 /** A request with no reply (nor "queued") for this long makes us look for the chain again. */
 const UNANSWERED_MS = 1500;
@@ -49,8 +51,8 @@ interface PendingQuery {
 }
 
 export class ClusterLink {
-  private head: Connection | null = null;
-  private tail: Connection | null = null;
+  private head: ServerConnection | null = null;
+  private tail: ServerConnection | null = null;
   private chain: string[] = [];
   private epoch = -1;
   private refreshing: Promise<void> | null = null;
@@ -58,9 +60,9 @@ export class ClusterLink {
   private readonly pending = new Map<number, PendingRequest>();
   private nextQueryId = 1;
   private readonly queries = new Map<number, PendingQuery>();
-  private watcher: ReturnType<typeof setInterval> | null = null;
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private watcher: TimerHandle | null = null;
+  private heartbeat: TimerHandle | null = null;
+  private retryTimer: TimerHandle | null = null;
   private closedError: PStoreError | null = null;
   /** When the search for a serving chain began; null while connected to one. */
   private searchingSinceMs: number | null = null;
@@ -79,30 +81,26 @@ export class ClusterLink {
   onChainLost: ((error: PStoreError) => void) | null = null;
 
   constructor(
+    private readonly host: ClientHost,
     private readonly servers: string[],
     private readonly connectTimeoutMs: number,
     /** How long to keep looking for a serving chain after a failure. */
     private readonly failoverTimeoutMs: number,
-    private readonly secret: string | undefined,
-    /** The CA that servers' certificates must chain to; TLS when set. */
-    private readonly tlsCa: string | undefined,
   ) {}
 
   async open(session: number): Promise<void> {
     this.session = session;
     await this.refresh(this.connectTimeoutMs);
-    this.watcher = setInterval(() => this.watchUnanswered(), WATCH_EVERY_MS);
-    this.watcher.unref?.();
+    this.watcher = this.host.every(WATCH_EVERY_MS, () => this.watchUnanswered());
   }
 
   startHeartbeat(everyMs: number): void {
-    this.heartbeat = setInterval(() => {
+    this.heartbeat = this.host.every(everyMs, () => {
       const heartbeat = { type: "heartbeat", body: { session: this.session, doneBelow: this.doneBelow() } } as const;
       this.head?.send(heartbeat);
       // The tail ignores it, but closes a connection on which nothing arrives for a session timeout.
       if (this.tail !== this.head) this.tail?.send(heartbeat);
-    }, everyMs);
-    this.heartbeat.unref?.();
+    });
   }
 
   get reqNoNext(): number {
@@ -114,7 +112,7 @@ export class ClusterLink {
     const reqNo = this.nextReqNo++;
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
-      const now = performance.now();
+      const now = this.host.nowMs();
       this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now, onQueued });
     });
     if (this.head) this.sendRequest(reqNo, present(this.pending.get(reqNo), "a request just made pending"));
@@ -155,17 +153,22 @@ export class ClusterLink {
     return this.closedError === null;
   }
 
+  /** Requests and queries still waiting for an answer. */
+  get inFlight(): number {
+    return this.pending.size + this.queries.size;
+  }
+
   /** How long this link has been looking for a serving chain; null while it has one. */
   get chainMissingMs(): number | null {
-    return this.searchingSinceMs === null ? null : Math.round(performance.now() - this.searchingSinceMs);
+    return this.searchingSinceMs === null ? null : Math.round(this.host.nowMs() - this.searchingSinceMs);
   }
 
   /** Rejects everything in flight and closes the connections. */
   shutdown(error: PStoreError): void {
     if (!this.closedError) this.closedError = error;
-    if (this.watcher) clearInterval(this.watcher);
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.watcher?.cancel();
+    this.heartbeat?.cancel();
+    this.retryTimer?.cancel();
     for (const waiting of this.pending.values()) waiting.reject(this.closedError);
     this.pending.clear();
     for (const waiting of this.queries.values()) waiting.reject(this.closedError);
@@ -179,7 +182,7 @@ export class ClusterLink {
 
   private scheduleRefresh(): void {
     if (this.closedError || this.refreshing) return;
-    this.searchingSinceMs ??= performance.now();
+    this.searchingSinceMs ??= this.host.nowMs();
     this.refresh(this.failoverTimeoutMs).catch((error) => this.giveUpChain(error));
   }
 
@@ -212,7 +215,7 @@ export class ClusterLink {
   }
 
   private async reconnect(budgetMs: number): Promise<void> {
-    const deadline = performance.now() + budgetMs;
+    const deadline = this.host.nowMs() + budgetMs;
     const problems = new Set<string>();
     let pauseMs = 20;
     for (;;) {
@@ -225,11 +228,11 @@ export class ClusterLink {
       if (this.head === null && refused.size === candidates.length) {
         throw new PStoreError("EUNAVAILABLE", `no server at ${formatAddresses(candidates)} (connection refused) — start one with \`pstore local\``);
       }
-      if (performance.now() > deadline) {
+      if (this.host.nowMs() > deadline) {
         const detail = [...problems].slice(-3).join("; ");
         throw new PStoreError("EUNAVAILABLE", `no serving pstore chain reachable via ${candidates.join(",")} (${detail}); is the cluster running? try \`pstore local\``);
       }
-      await sleep(pauseMs);
+      await new Promise<void>((resolve) => this.host.after(pauseMs, resolve));
       pauseMs = Math.min(pauseMs * 2, 200);
     }
   }
@@ -242,7 +245,7 @@ export class ClusterLink {
    */
   private async connectNewestChain(candidates: string[], problems: Set<string>, refused: Set<string>): Promise<boolean> {
     const opened = await this.probeAll(candidates, problems, refused);
-    let newest: Connection | null = null;
+    let newest: ServerConnection | null = null;
     for (const probe of opened) {
       if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
       else if (!newest || probe.welcome.epoch > newest.welcome.epoch) newest = probe;
@@ -259,7 +262,8 @@ export class ClusterLink {
       throw new PStoreError("EPROTO", `${mismatch.address} has a segment of ${mismatch.welcome.segmentSize} bytes, not ${this.geometry.segmentSize}`);
     }
     const reuse = async (target: string) => {
-      const existing = opened.find((c) => c.address === target);
+      // A probe may have closed since its welcome (the server died during the grace period).
+      const existing = opened.find((c) => c.address === target && c.isOpen);
       if (existing) return existing;
       const connection = await this.dial(target);
       opened.push(connection);
@@ -269,6 +273,8 @@ export class ClusterLink {
       assert(chain.length > 0, "a served chain is not empty");
       const head = await reuse(present(chain[0], "chain head"));
       const tail = await reuse(present(chain[chain.length - 1], "chain tail"));
+      // Closed already (its onClose came before it was head or tail): installed, it would swallow every request.
+      for (const end of [head, tail]) if (!end.isOpen) throw new PStoreError("EUNAVAILABLE", `${end.address} closed the connection`);
       for (const connection of opened) if (connection !== head && connection !== tail) connection.close();
       this.install(head, tail, chain, epoch);
       return true;
@@ -284,16 +290,16 @@ export class ClusterLink {
    * PROBE_GRACE_MS more: a paused or unreachable server must not hold up a
    * failover for its whole connect timeout.
    */
-  private probeAll(addresses: string[], problems: Set<string>, refused: Set<string>): Promise<Connection[]> {
+  private probeAll(addresses: string[], problems: Set<string>, refused: Set<string>): Promise<ServerConnection[]> {
     return new Promise((resolve, reject) => {
-      const opened: Connection[] = [];
+      const opened: ServerConnection[] = [];
       let outstanding = addresses.length;
       let done = false;
-      let grace: ReturnType<typeof setTimeout> | null = null;
+      let grace: TimerHandle | null = null;
       const finish = (error?: Error) => {
         if (done) return;
         done = true;
-        if (grace) clearTimeout(grace);
+        grace?.cancel();
         if (error) {
           for (const connection of opened) connection.close();
           reject(error);
@@ -308,7 +314,7 @@ export class ClusterLink {
           (connection) => {
             if (done) return connection.close(); // too late: the choice is made
             opened.push(connection);
-            grace ??= setTimeout(() => finish(), PROBE_GRACE_MS);
+            grace ??= this.host.after(PROBE_GRACE_MS, () => finish());
             settled();
           },
           (error) => {
@@ -323,23 +329,23 @@ export class ClusterLink {
     });
   }
 
-  private dial(address: string): Promise<Connection> {
-    let connection: Connection | null = null;
-    return Connection.open(
-      address,
-      {
-        onMessage: (message) => this.onMessage(message),
-        onClose: () => {
-          if (connection && (connection === this.head || connection === this.tail)) this.scheduleRefresh();
+  private dial(address: string): Promise<ServerConnection> {
+    let connection: ServerConnection | null = null;
+    return this.host
+      .dial(
+        address,
+        {
+          onMessage: (message) => this.onMessage(message),
+          onClose: () => {
+            if (connection && (connection === this.head || connection === this.tail)) this.scheduleRefresh();
+          },
         },
-      },
-      Math.min(PROBE_TIMEOUT_MS, this.connectTimeoutMs),
-      this.secret,
-      this.tlsCa,
-    ).then((c) => (connection = c));
+        Math.min(PROBE_TIMEOUT_MS, this.connectTimeoutMs),
+      )
+      .then((c) => (connection = c));
   }
 
-  private install(head: Connection, tail: Connection, chain: string[], epoch: number): void {
+  private install(head: ServerConnection, tail: ServerConnection, chain: string[], epoch: number): void {
     for (const old of [this.head, this.tail]) if (old && old !== head && old !== tail) old.close();
     this.head = head;
     this.tail = tail;
@@ -348,7 +354,7 @@ export class ClusterLink {
     this.searchingSinceMs = null;
     // Replies come from the tail: tell it who we are and what we still wait for.
     tail.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
-    const now = performance.now();
+    const now = this.host.nowMs();
     for (const [reqNo, waiting] of this.pending) {
       waiting.sentAtMs = now;
       this.sendRequest(reqNo, waiting);
@@ -377,7 +383,7 @@ export class ClusterLink {
   }
 
   private watchUnanswered(): void {
-    const now = performance.now();
+    const now = this.host.nowMs();
     for (const [reqNo, waiting] of this.pending) {
       if (waiting.unavailable && now - waiting.unavailable.sinceMs > this.failoverTimeoutMs) {
         this.pending.delete(reqNo);
@@ -434,8 +440,11 @@ export class ClusterLink {
     if (reply.type === "error" && reply.code === "EUNAVAILABLE") return this.onUnavailable(waiting, reply.message);
     if (reply.type !== "error" && waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);
     this.pending.delete(body.reqNo);
+    // Withdrawn: whatever it got (a grant the cancel releases, the stored ECANCELED a resubscribe
+    // brings back) is not the caller's; the cancel's own answer ends the wait (ETIMEDOUT, ECANCELED).
+    if (waiting.cancelled) return;
     if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
-    else if (!waiting.cancelled) waiting.resolve(body);
+    else waiting.resolve(body);
   }
 
   /**
@@ -445,14 +454,14 @@ export class ClusterLink {
    * elsewhere if the majority formed one — until failoverTimeoutMs has passed.
    */
   private onUnavailable(waiting: PendingRequest, message: string): void {
-    const now = performance.now();
+    const now = this.host.nowMs();
     waiting.unavailable ??= { sinceMs: now, message };
     waiting.sentAtMs = now;
     if (this.retryTimer || this.closedError) return;
-    this.retryTimer = setTimeout(() => {
+    this.retryTimer = this.host.after(UNAVAILABLE_RETRY_MS, () => {
       this.retryTimer = null;
       this.scheduleRefresh();
-    }, UNAVAILABLE_RETRY_MS);
+    });
   }
 
   private onQueryReply(queryId: number, json: string): void {
@@ -477,8 +486,4 @@ export class ClusterLink {
 /** "EUNAVAILABLE: cannot connect…" → "cannot connect…": the summary carries the code once. */
 function withoutCode(message: string): string {
   return message.replace(/^E[A-Z]+: /, "");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

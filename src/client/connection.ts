@@ -1,42 +1,33 @@
 /**
- * One client connection to one server: handshake, then request/reply frames.
- * It knows nothing about holds or memory; the Store drives it.
+ * One client connection to one server over a Bun socket: the bytes go to and
+ * from a ConnectionEnd (handshake, frames, messages), the same the simulator
+ * runs. It knows nothing about holds or memory; the ClusterLink drives it.
  */
-import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../constants";
-import { PStoreError, isErrorCode } from "../errors";
+import { PStoreError } from "../errors";
 import { splitAddress } from "../net/address";
 import { Link, linkSocketHandlers } from "../net/link";
-import { Greeter } from "../net/greeter";
 import { clientTls, tlsErrorText } from "../net/tls";
-import { type Message, type Welcome, WireError, decodeMessage, encodeMessage, encodeMessageParts } from "../wire";
+import type { Message, Welcome } from "../wire";
+import { ConnectionEnd } from "./conn_end";
+import { type ConnectionEvents, ConnectionRefused, type ServerConnection } from "./host";
 
-export interface ConnectionEvents {
-  onMessage(message: Message): void;
-  onClose(reason: string): void;
-}
-
-export class Connection {
+export class Connection implements ServerConnection {
   private link: Link | null = null;
   welcome!: Welcome;
 
-  private constructor(readonly address: string) {}
+  private constructor(
+    readonly address: string,
+    private readonly end: ConnectionEnd,
+  ) {}
 
-  /** Connects and completes the handshake, or throws EUNAVAILABLE/EPROTO/EAUTH. */
+  /** Connects and completes the handshake (conn_end.ts), or throws EUNAVAILABLE/EPROTO/EAUTH. */
   static async open(address: string, events: ConnectionEvents, timeoutMs: number, secret?: string, tlsCa?: string): Promise<Connection> {
-    const connection = new Connection(address);
-    const greeter = new Greeter("client", 0, secret);
+    const end = new ConnectionEnd(address, events, { secret });
+    const connection = new Connection(address, end);
     const { host, port } = parseAddress(address);
-    let settle!: { resolve: (w: Welcome) => void; reject: (e: Error) => void };
-    const welcomed = new Promise<Welcome>((resolve, reject) => (settle = { resolve, reject }));
-    // Bun.connect may throw before `welcomed` is awaited: keep its rejection handled.
-    welcomed.catch(() => {});
-    let greeted = false;
     /** The first bytes the server sent: a TLS record there means a TLS server spoken to in plain TCP. */
     let firstBytes: Uint8Array | null = null;
-    const timer = setTimeout(() => {
-      settle.reject(new PStoreError("EUNAVAILABLE", `no answer from ${address} within ${timeoutMs} ms`));
-      connection.link?.lost("handshake timed out");
-    }, timeoutMs);
+    const timer = setTimeout(() => end.fail(new PStoreError("EUNAVAILABLE", `no answer from ${address} within ${timeoutMs} ms`), "handshake timed out"), timeoutMs);
     try {
       await Bun.connect<Link>({
         hostname: host,
@@ -50,64 +41,33 @@ export class Connection {
           },
           handshake(socket, success, error) {
             if (success) return;
-            settle.reject(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused (${tlsErrorText(error)}); check --tls-ca`));
+            end.fail(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused (${tlsErrorText(error)}); check --tls-ca`), "TLS refused");
             socket.terminate();
           },
           open(socket) {
-            const link = new Link(
-              socket,
-              {
-                onFrame(_l, frame) {
-                  let message: Message;
-                  try {
-                    message = decodeMessage(frame.type, frame.body);
-                  } catch (error) {
-                    if (!(error instanceof WireError)) throw error;
-                    link.lost(`bad frame from ${address}: ${error.message}`);
-                    return;
-                  }
-                  if (!greeted) {
-                    const step = greeter.step(message);
-                    if (step.kind === "send") link.send(encodeMessage(step.message));
-                    else if (step.kind === "welcome") {
-                      greeted = true;
-                      settle.resolve(step.welcome);
-                    } else {
-                      settle.reject(remoteError(step.code, `${address}: ${step.message}`));
-                      link.close("handshake refused");
-                    }
-                    return;
-                  }
-                  events.onMessage(message);
-                },
-                onClose(_l, reason) {
-                  // Closed before the handshake ended: a TLS server spoken to in plain TCP answers with a TLS record.
-                  const hint = !tlsCa && _looksLikeTls(firstBytes) ? " (the server speaks TLS: set PSTORE_TLS_CA or --tls-ca)" : "";
-                  if (!greeted) settle.reject(new PStoreError("EUNAVAILABLE", `${address}: ${reason}${hint}`));
-                  else events.onClose(reason);
-                },
+            const link = new Link(socket, {
+              onBytes: (_l, chunk) => end.receive(chunk),
+              onClose(_l, reason) {
+                // Closed before the handshake ended: a TLS server spoken to in plain TCP answers with a TLS record.
+                const hint = !tlsCa && _looksLikeTls(firstBytes) ? " (the server speaks TLS: set PSTORE_TLS_CA or --tls-ca)" : "";
+                end.closed(reason, new PStoreError("EUNAVAILABLE", `${address}: ${reason}${hint}`));
               },
-              FRAME_BYTES_MAX,
-            );
+            });
             socket.data = link;
             connection.link = link;
-            link.send(encodeMessage(greeter.hello()));
+            end.attach({ send: (bytes) => link.send(bytes), close: (reason) => link.close(reason) });
           },
           connectError(_socket, error) {
-            settle.reject(_connectFailure(address, error));
+            end.fail(_connectFailure(address, error), "not connected");
           },
         },
       });
-      connection.welcome = await welcomed;
+      connection.welcome = await end.welcomed;
     } catch (error) {
       connection.link?.lost("handshake failed");
       throw error instanceof PStoreError ? error : _connectFailure(address, error as Error);
     } finally {
       clearTimeout(timer);
-    }
-    if (connection.welcome.version !== PROTOCOL_VERSION) {
-      connection.close();
-      throw new PStoreError("EPROTO", `${address} speaks protocol ${connection.welcome.version}, this client ${PROTOCOL_VERSION}`);
     }
     return connection;
   }
@@ -117,7 +77,7 @@ export class Connection {
   }
 
   send(message: Message): void {
-    for (const part of encodeMessageParts(message)) this.link?.send(part);
+    this.end.send(message);
   }
 
   sendFrame(frame: Uint8Array): void {
@@ -146,13 +106,6 @@ export function parseAddress(address: string): { host: string; port: number } {
   }
 }
 
-/** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
-export class ConnectionRefused extends PStoreError {
-  constructor(readonly address: string) {
-    super("EUNAVAILABLE", `${address}: connection refused`);
-  }
-}
-
 /** A TLS record header: content type 20-23 (alert, handshake, …), then version 3.x. */
 function _looksLikeTls(bytes: Uint8Array | null): boolean {
   return bytes !== null && bytes.length >= 2 && bytes[0]! >= 0x14 && bytes[0]! <= 0x17 && bytes[1] === 0x03;
@@ -161,8 +114,4 @@ function _looksLikeTls(bytes: Uint8Array | null): boolean {
 function _connectFailure(address: string, error: Error): PStoreError {
   if ((error as { code?: unknown }).code === "ECONNREFUSED") return new ConnectionRefused(address);
   return new PStoreError("EUNAVAILABLE", `cannot connect to ${address}: ${error.message}`);
-}
-
-export function remoteError(code: string, message: string): PStoreError {
-  return new PStoreError(isErrorCode(code) ? code : "EPROTO", message);
 }

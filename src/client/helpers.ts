@@ -1,6 +1,4 @@
-/** Pure helpers of the client store: grant page runs, the TLS CA, timeouts, session ids. */
-import { readFileSync } from "node:fs";
-import { PStoreError } from "../errors";
+/** Pure helpers of the client store: grant page runs. */
 import type { PageWrite } from "../wire";
 
 /**
@@ -28,29 +26,4 @@ export function* pageRuns(pages: PageWrite[], pageSize: number): Generator<{ fir
     yield { firstPage: first.page, count, bytes: new Uint8Array(first.bytes.buffer, first.bytes.byteOffset, length), stride: count > 1 ? stride : pageSize };
     start = end;
   }
-}
-
-/** The CA as PEM text, read once: a bad path is EINVAL now, not a connection failure later. */
-export function readCa(ca: string | undefined): string | undefined {
-  if (ca === undefined || ca.includes("-----BEGIN")) return ca;
-  try {
-    return readFileSync(ca, "utf8");
-  } catch (error) {
-    throw new PStoreError("EINVAL", `cannot read the TLS CA ${ca}: ${(error as Error).message}`);
-  }
-}
-
-export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  // setTimeout, cleared on settle: a pending Bun.sleep would keep the process alive.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expiry = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PStoreError("EUNAVAILABLE", `no reply within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
-}
-
-export function randomSessionId(): number {
-  const words = crypto.getRandomValues(new Uint32Array(2));
-  // 53 bits: exact as a JS number and on the wire (u53); never 0 (the system session).
-  return (words[0]! & 0x1f_ffff) * 0x1_0000_0000 + words[1]! || 1;
 }

@@ -7,7 +7,7 @@
  */
 import { FRAME_BYTES_MAX } from "../constants";
 import type { Persist } from "../core";
-import type { Message, PeerMessage, ReplyMessage } from "../wire";
+import type { Message, PeerMessage, Recall, ReplyMessage } from "../wire";
 import type { Refusal } from "./admission";
 
 export type ConnId = number;
@@ -59,6 +59,8 @@ export interface NodeObserver {
   received?(conn: ConnId, message: Message | PeerMessage): void;
   /** A reply leaves on `conn` (after the disk work it rests on). */
   sentReply?(conn: ConnId, body: ReplyMessage): void;
+  /** A recall leaves on `conn` for the client of its session. */
+  sentRecall?(conn: ConnId, recall: Recall): void;
   /** A message leaves for peer `to` on our connection `conn` to it. */
   sentPeer?(conn: ConnId, to: number, message: PeerMessage): void;
 }

@@ -426,8 +426,9 @@ export class ServerNode {
       case "recall": {
         // Over the connection the session's requests or heartbeats come on (we are its head).
         const conn = this.sessionConns.get(out.recall.session);
-        if (conn !== undefined) this.host.send(conn, encodeMessage({ type: "recall", body: out.recall }));
-        return;
+        if (conn === undefined) return;
+        this.observer.sentRecall?.(conn, out.recall);
+        return this.host.send(conn, encodeMessage({ type: "recall", body: out.recall }));
       }
       case "announce": {
         // Clients must learn a new head or tail: tell every connected client.

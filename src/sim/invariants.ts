@@ -24,6 +24,16 @@ import { RunningHash, fnvString } from "./hash";
 import { needsSync } from "./storage";
 import type { ServerMachine } from "./machine";
 
+/** A violated invariant (or an inconsistency of the simulator): the run fails with it. */
+export class Failed extends Error {
+  constructor(
+    readonly invariant: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export class Checker {
   readonly committed = new AppliedHistory();
   private readonly epochs = new Set<number>();

@@ -7,7 +7,7 @@
  * the node makes, never from a copy of its logic.
  */
 import { NONCE_BYTES } from "../wire";
-import type { Message, PeerMessage, ReplyMessage } from "../wire";
+import type { Message, PeerMessage, Recall, ReplyMessage } from "../wire";
 import { type Persist, Replica, type StoreState } from "../core";
 import { INBOUND_BUFFERED_BYTES_MAX } from "../constants";
 import { type ConnId, type NodeDisk, type NodeHost, type NodeLog, type NodeObserver, peerFrameBytesMax } from "../server/host";
@@ -25,6 +25,8 @@ export interface ReplicaSettings {
   suspectMs: number;
   segmentSize: number;
   pageSize: number;
+  /** The servers' --secret (undefined: no challenge). */
+  secret: string | undefined;
 }
 
 /** What a machine asks of the simulated world. */
@@ -42,6 +44,7 @@ export interface World {
   snapshotHistory(conn: ConnId, seq: number): AppliedHistory | undefined;
   sentPeer(from: ServerMachine, conn: ConnId, message: PeerMessage): void;
   sentReply(from: ServerMachine, conn: ConnId, body: ReplyMessage): void;
+  sentRecall(recall: Recall): void;
   received(to: ServerMachine, conn: ConnId, message: Message | PeerMessage): void;
 }
 
@@ -95,7 +98,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
-    const { segmentSize, pageSize, ...replicaSettings } = this.settings;
+    const { segmentSize, pageSize, secret, ...replicaSettings } = this.settings;
     const replica = new Replica({ selfId: this.id, ...replicaSettings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
     const options = {
       selfId: this.id,
@@ -105,6 +108,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
       sessionTimeoutMs: this.settings.sessionTimeoutMsDefault,
       heartbeatMs: this.settings.heartbeatMs,
       suspectMs: this.settings.suspectMs,
+      secret,
       inboundBufferedBytesMax: INBOUND_BUFFERED_BYTES_MAX,
       peerFrameBytesMax: peerFrameBytesMax(segmentSize),
     };
@@ -237,6 +241,10 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   sentReply(conn: ConnId, body: ReplyMessage): void {
     this.world.sentReply(this, conn, body);
+  }
+
+  sentRecall(_conn: ConnId, recall: Recall): void {
+    this.world.sentRecall(recall);
   }
 
   sentPeer(conn: ConnId, _to: number, message: PeerMessage): void {

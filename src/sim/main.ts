@@ -7,7 +7,8 @@
  * a model of src/store's log and checkpoints; whole-cluster crashes and power
  * losses), --free-crashes (with --disks: no fault budget, servers may restart
  * alone with stale disks), --quorum majority (the replicas' majority mode),
- * --no-server-pauses (no SIGSTOP-like pauses of servers),
+ * --no-server-pauses (no SIGSTOP-like pauses of servers), --no-cache (clients
+ * connect with cacheHolds false; cached holds are on by default, as in production),
  * --faults-ms MS, --trace LINES,
  * --fail-fast, --verbose (one line per seed).
  */
@@ -22,6 +23,7 @@ interface Args {
   freeCrashes: boolean;
   majority: boolean;
   noServerPauses: boolean;
+  noCache: boolean;
   faultMs?: number;
   traceLines: number;
   failFast: boolean;
@@ -30,12 +32,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -68,6 +70,9 @@ function parseArgs(argv: string[]): Args {
       case "--no-server-pauses":
         args.noServerPauses = true;
         break;
+      case "--no-cache":
+        args.noCache = true;
+        break;
       case "--free-crashes":
         args.freeCrashes = true;
         break;
@@ -98,7 +103,8 @@ function summary(r: SimResult): string {
   return (
     `seed ${r.seed}: ${r.ok ? "ok" : `FAILED (${r.failure!.invariant})`} — ${s.servers} servers, ${s.clients} clients, ${s.events} events, ${s.virtualMs} virtual ms, ` +
     `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts, ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
-    `${s.increments} increments, ${s.reads} reads, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, seq ${s.appliedSeq}` +
+    `${s.increments} increments, ${s.reads} reads, ${s.localGrants} local grants, ${s.recalls} recalls, ` +
+    `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, seq ${s.appliedSeq}` +
     `${s.linearizability === "unknown" ? ", linearizability search ran out of steps" : ""}; trace ${r.traceHash}`
   );
 }
@@ -116,8 +122,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

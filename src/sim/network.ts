@@ -9,7 +9,6 @@
  * Servers reach each other over one connection per direction, dialled by the
  * sender (as src/server/dialer.ts does); clients dial the servers they use.
  */
-import { FrameDecoder } from "../wire";
 import type { AppliedHistory } from "./applied";
 import type { Rng } from "./prng";
 
@@ -46,16 +45,16 @@ export class SimConn {
   acceptorClosed = false;
   /** The server has taken the connection (its node knows it). */
   accepted = false;
-  /** A client's connection: the server welcomed it. */
+  /** A client's connection: its handshake completed at the client (a handshake cut no longer applies). */
   welcomed = false;
+  /** A client's connection: nobody listened, the dial was refused (ECONNREFUSED). */
+  refused = false;
   /** Chunks of at most this many bytes (Infinity: frames go whole). */
   readonly chunkBytesMax: number;
   /** A peer connection: snapshots sent on it (by seq), with the history each brings, for the checker. */
   readonly snapshots = new Map<number, AppliedHistory>();
   /** A client connection: for each grant on its way down, the hash of the datum the client must end up with. */
   readonly expectedHashes: number[] = [];
-  /** A client connection: the client's frame decoder (the same as src/client's links use). */
-  readonly clientDecoder = new FrameDecoder(Number.MAX_SAFE_INTEGER);
 
   constructor(
     readonly id: number,
@@ -87,9 +86,6 @@ export class SimConn {
     return chunks;
   }
 }
-
-/** A client's connection to a server. */
-export type ClientConn = SimConn;
 
 /** The connection a server dials to one peer. */
 export class PeerLink {

@@ -1,31 +1,33 @@
 /**
  * The deterministic simulator (DESIGN §3, §7, §10; TigerBeetle's VOPR): N
- * real server nodes (src/server/node.ts, each with its real Replica) and a
- * few model clients over a seeded network that carries bytes (framed by the
- * real codec, cut at arbitrary boundaries), a virtual clock and one event
- * queue. Faults: message delays and reordering across connections, frames
- * split anywhere, connection cuts (handshakes included), server crashes
- * (memory lost) and restarts, client crashes and pauses. The invariants are checked after every step;
- * at the end the faults stop, the network heals, every crashed server
- * restarts, and within a bounded virtual time every client operation must
- * complete and every server converge to one state; then the client history
- * is checked (linearizability of the counters, hold safety, exact counts).
+ * real server nodes (src/server/node.ts, each with its real Replica) and a few
+ * real clients (src/client's ClientStore over a simulated host, doing a
+ * workload) over a seeded network that carries bytes (framed by the real
+ * codec at both ends, cut at arbitrary boundaries; the real handshakes), a
+ * virtual clock and one event queue. Faults (faults.ts): message delays and
+ * reordering across connections, frames split anywhere, connection cuts
+ * (handshakes included), server crashes and restarts, pauses, client crashes
+ * and pauses. The invariants are checked after every step (invariants.ts,
+ * and uses.ts for what the clients see); at the end (ending.ts) the faults
+ * stop, the network heals, every crashed server restarts, and within a
+ * bounded virtual time every client operation must complete and every server
+ * converge to one state; then the client history is checked.
  *
- * Fault budget (invariant 1 must not be vacuous): servers have no disk, so a
- * crash is never allowed to take the last copy of the acknowledged history —
- * a server is crashed only if another live server holds every acknowledged
- * update. The checker still tracks which servers hold them and reports any
- * loss. With a durable Storage (issue 4) the budget lifts.
+ * Here: the options, the run's loop and its event dispatch, the servers'
+ * ticks and restarts. Clients are in clients.ts, connections in wires.ts.
  *
  * Same seed, same run: randomness comes only from the seeded Rng, time only
  * from the event queue, and iteration only over insertion-ordered maps.
  */
-import { History, checkCounter, checkHolds, checkLinearizability } from "../check";
-import type { Message } from "../wire";
-import { type ClientHost, type ClientSettings, SimClient } from "./client";
-import { Checker, stateDigest } from "./invariants";
+import { drainMicrotasks } from "bun:jsc";
+import { History } from "../check";
+import type { SimClient } from "./client";
+import { SimClients } from "./clients";
+import { Ending } from "./ending";
+import { Faults } from "./faults";
+import { Checker, Failed } from "./invariants";
 import { ServerMachine } from "./machine";
-import { type ClientConn, Network } from "./network";
+import { Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
 import { NoDisk, SimDisk, type Storage } from "./storage";
@@ -73,6 +75,8 @@ export interface SimOptions {
    * the others are lost when they return (open: a design question).
    */
   freeCrashes?: boolean;
+  /** Clients cache holds (connect's cacheHolds, default true as in production). */
+  cacheHolds?: boolean;
   /** Storage per server, for another disk model (wins over `disks`). */
   storage?: (serverId: number, geometry: { segmentSize: number; pageSize: number }) => Storage;
 }
@@ -103,6 +107,23 @@ export interface SimStats {
   snapshots: number;
   appliedSeq: number;
   linearizability: "ok" | "unknown";
+  /** Accesses granted from a cached grant, without a message. */
+  localGrants: number;
+  /** Recalls clients got. */
+  recalls: number;
+  /** Crashes of a head, middle, tail, or the caching client while a recall was open. */
+  recallCrashesHead: number;
+  recallCrashesMiddle: number;
+  recallCrashesTail: number;
+  recallCrashesClient: number;
+  /** EUNAVAILABLE answers clients got (a head without a majority): each starts the client's retry timer. */
+  unavailableReplies: number;
+  /** Client connections cut between their hello and the welcome. */
+  clientHandshakeCuts: number;
+  /** Client connections whose bytes arrive one at a time (both ways). */
+  clientConnsByteByByte: number;
+  /** The servers ask for a secret: every handshake is authenticated. */
+  secret: boolean;
 }
 
 export interface SimResult {
@@ -119,7 +140,10 @@ const SEGMENT_PAGES = 96;
 const SHARED_COUNTERS = ["c0", "c1"];
 const EXTRAS = ["x0", "x1", "x2"];
 
-type Event =
+/** The secret of the runs that use one (half of them): clients and peers answer the servers' challenge. */
+const SIM_SECRET = "simulated secret";
+
+export type Event =
   | WireEvent
   | { type: "tick"; server: ServerMachine; incarnation: number }
   | { type: "wake"; client: SimClient; token: number }
@@ -132,48 +156,37 @@ type Event =
   | { type: "wind-down" }
   | { type: "settle-check" };
 
-class Failed extends Error {
-  constructor(
-    readonly invariant: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export class Simulation implements ClientHost {
+export class Simulation {
   nowMs = 0;
-  private nsInMs = 0;
-  private lastNsMs = -1;
   readonly history = new History();
   readonly serverIds: number[];
-  private readonly servers: ServerMachine[];
-  private readonly clients: (SimClient | null)[];
-  private readonly incarnations: number[];
-  private readonly clientRngs: Rng[];
-  private readonly wakeTokens = new Map<SimClient, { token: number; atMs: number }>();
-  private readonly queue = new EventQueue<Event>();
-  private readonly net: Network;
-  private readonly wires: Wires;
-  private readonly checker: Checker;
+  readonly servers: ServerMachine[];
+  readonly clients: SimClients;
+  readonly queue = new EventQueue<Event>();
+  readonly net: Network;
+  readonly wires: Wires;
+  readonly checker: Checker;
+  private readonly faults: Faults;
+  private readonly ending: Ending;
   readonly tracer: Trace;
   private readonly rng: Rng;
-  private readonly netRng: Rng;
-  private readonly faultRng: Rng;
-  private readonly settings: ClientSettings;
-  private readonly heartbeatMs: number;
-  private readonly suspectMs: number;
-  private readonly sessionTimeoutMs: number;
-  private readonly faultMs: number;
-  private readonly settleMs: number;
-  private readonly faultEveryMs: number;
+  readonly netRng: Rng;
+  readonly faultRng: Rng;
+  readonly heartbeatMs: number;
+  readonly suspectMs: number;
+  readonly sessionTimeoutMs: number;
+  readonly faultMs: number;
+  readonly settleMs: number;
+  readonly faultEveryMs: number;
   private readonly eventsMax: number;
   readonly stallMsMax: number;
+  /** What the servers ask clients and peers to prove they know (undefined: no challenge). */
+  readonly secret: string | undefined;
   faultsOn = true;
-  private stopping = false;
   private settled = false;
-  private nextSession = 1;
-  private crashedThisStep: ServerMachine | null = null;
+  crashedThisStep: ServerMachine | null = null;
+  /** A violation reported from inside client code (a promise chain): thrown once the step ends. */
+  private reported: Failed | null = null;
   readonly stats: SimStats;
 
   constructor(readonly options: SimOptions) {
@@ -190,13 +203,13 @@ export class Simulation implements ClientHost {
     this.settleMs = options.settleMs ?? 40_000;
     this.faultEveryMs = params.range(100, 600);
     this.stallMsMax = params.chance(0.3) ? this.heartbeatMs * 2 : 0;
+    this.secret = params.chance(0.5) ? SIM_SECRET : undefined;
     this.eventsMax = options.eventsMax ?? 2_000_000;
     this.tracer = new Trace(options.traceLines ?? 400);
     this.serverIds = Array.from({ length: serverCount }, (_, i) => i + 1);
     this.net = new Network(this.serverIds, this.netRng);
-    this.settings = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE, sharedCounters: SHARED_COUNTERS, extras: EXTRAS };
-    const geometry = { segmentSize: this.settings.segmentSize, pageSize: PAGE_SIZE };
-    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, ...geometry };
+    const geometry = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE };
+    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, secret: this.secret, ...geometry };
     const sim = this;
     this.wires = new Wires(
       {
@@ -213,8 +226,9 @@ export class Simulation implements ClientHost {
         },
         push: (atMs, event) => this.queue.push(atMs, event),
         server: (id) => this.server(id),
-        clientEvent: (conn, handle) => this.clientEvent(conn, handle),
+        clientEvent: (conn, handle) => this.clients.event(conn, handle),
         sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
+        sentRecall: (recall) => this.clients.recalls.sent(recall),
         fail: (invariant, message) => this.fail(invariant, message),
       },
       this.net,
@@ -227,9 +241,10 @@ export class Simulation implements ClientHost {
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
-    this.clients = new Array(clientCount).fill(null);
-    this.incarnations = new Array(clientCount).fill(0);
-    this.clientRngs = Array.from({ length: clientCount }, () => this.rng.fork());
+    const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false };
+    this.clients = new SimClients(this, clientCount, settings, this.rng);
+    this.faults = new Faults(this);
+    this.ending = new Ending(this);
     for (const key of SHARED_COUNTERS) this.history.initial(key, 0);
     for (let slot = 0; slot < clientCount; slot++) this.history.initial(`p${slot}`, 0);
     this.stats = {
@@ -251,13 +266,25 @@ export class Simulation implements ClientHost {
       snapshots: 0,
       appliedSeq: 0,
       linearizability: "ok",
+      localGrants: 0,
+      recalls: 0,
+      recallCrashesHead: 0,
+      recallCrashesMiddle: 0,
+      recallCrashesTail: 0,
+      recallCrashesClient: 0,
+      unavailableReplies: 0,
+      clientHandshakeCuts: 0,
+      clientConnsByteByByte: 0,
+      secret: this.secret !== undefined,
     };
   }
 
   describeSetup(): string {
+    const o = this.options;
     return (
-      `${this.servers.length} servers, ${this.clients.length} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${this.options.partitions ? " with partitions" : ""}${this.options.disks ? ", disks" : ""}${this.options.quorum === "majority" ? ", quorum majority" : ""}`
+      `${this.servers.length} servers, ${this.stats.clients} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? ", disks" : ""}` +
+      `${o.quorum === "majority" ? ", quorum majority" : ""}${o.cacheHolds === false ? ", no cached holds" : ""}${this.secret ? ", a secret" : ""}`
     );
   }
 
@@ -268,10 +295,10 @@ export class Simulation implements ClientHost {
     try {
       this.begin();
       this.loop();
-      this.finalChecks();
+      this.ending.finalChecks();
     } catch (error) {
       if (!(error instanceof Failed)) {
-        // An exception inside the replica (or the simulator) is a failure of this seed too.
+        // An exception inside the replica, the client (or the simulator) is a failure of this seed too.
         const message = error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
         failure = { invariant: "exception", message, atMs: this.nowMs, trace: this.tracer.lines() };
       } else {
@@ -280,7 +307,7 @@ export class Simulation implements ClientHost {
     }
     this.stats.virtualMs = Math.round(this.nowMs);
     this.stats.configurations = this.checker.configurations;
-    for (const client of this.clients) if (client) this.absorbClientStats(client);
+    for (const client of this.clients.list) if (client) this.clients.absorbStats(client);
     this.tracer.hash.add(this.stats.appliedSeq);
     return { seed: this.options.seed, ok: failure === undefined, failure, stats: this.stats, traceHash: this.tracer.hash.hex() };
   }
@@ -290,10 +317,10 @@ export class Simulation implements ClientHost {
     for (const server of this.servers) {
       this.queue.push(this.faultRng.next() * 50, { type: "server-restart", server });
     }
-    for (let slot = 0; slot < this.clients.length; slot++) {
+    for (let slot = 0; slot < this.stats.clients; slot++) {
       this.queue.push(100 + this.faultRng.next() * 400, { type: "client-start", slot });
     }
-    this.queue.push(this.nextFaultDelay(), { type: "fault" });
+    this.queue.push(this.faults.nextDelay(), { type: "fault" });
     this.queue.push(this.faultMs, { type: "heal" });
   }
 
@@ -306,7 +333,11 @@ export class Simulation implements ClientHost {
       this.nowMs = item.atMs;
       this.crashedThisStep = null;
       this.handle(item.event);
+      // What the step started in client code (promise continuations) runs to its end now.
+      drainMicrotasks();
+      if (this.reported) throw this.reported;
       this.checker.afterStep(this.crashedThisStep);
+      this.clients.recalls.follow(this.checker.committed.length, (seq) => this.checker.committed.updateAt(seq), () => this.clients.currentStates());
       if (this.settled) return;
     }
     throw new Failed("liveness", `no convergence within ${this.eventsMax} events`);
@@ -327,33 +358,28 @@ export class Simulation implements ClientHost {
       case "closed":
       case "handshake-cut":
         return this.wires.handle(event);
-      case "wake": {
-        const wake = this.wakeTokens.get(event.client);
-        if (!wake || wake.token !== event.token) return;
-        this.wakeTokens.delete(event.client);
-        event.client.onWake();
-        this.rewake(event.client);
-        return;
-      }
+      case "wake":
+        return this.clients.wake(event.client, event.token);
       case "fault":
         if (!this.faultsOn) return;
-        this.injectFault();
-        this.queue.push(this.nowMs + this.nextFaultDelay(), { type: "fault" });
+        this.faults.inject();
+        this.queue.push(this.nowMs + this.faults.nextDelay(), { type: "fault" });
         return;
       case "server-restart":
         return this.restartServer(event.server);
       case "client-start":
-        return this.startClient(event.slot);
+        return this.clients.start(event.slot);
       case "client-resume":
-        return this.resumeClient(event.client);
+        return this.clients.resume(event.client);
       case "server-resume":
         return this.resumeServer(event.server, event.incarnation);
       case "heal":
-        return this.heal();
+        return this.ending.heal();
       case "wind-down":
-        return this.windDown();
+        return this.ending.windDown();
       case "settle-check":
-        return this.settleCheck();
+        this.settled = this.ending.settleCheck();
+        return;
     }
   }
 
@@ -379,7 +405,6 @@ export class Simulation implements ClientHost {
     return server;
   }
 
-
   // ---- servers -----------------------------------------------------------------------
 
   private onTick(server: ServerMachine, incarnation: number): void {
@@ -397,341 +422,12 @@ export class Simulation implements ClientHost {
     this.queue.push(this.nowMs + this.faultRng.next() * server.tickMs, { type: "tick", server, incarnation: server.incarnation });
   }
 
-  /** Crashes `server`; it restarts at `restartAtMs` (default: drawn, mostly within 3 s). */
-  private crashServer(server: ServerMachine, restartAtMs?: number): void {
-    const flush = this.faultRng.chance(0.5);
-    const silent = this.faultRng.chance(0.25);
-    this.tracer.add(this.nowMs, `server ${server.id}: CRASH${silent ? " (silent)" : ""}${flush ? " (sent data flushed)" : ""}`);
-    this.stats.crashes++;
-    this.crashedThisStep = server;
-    const lost = server.storage.crash(this.faultRng);
-    this.tracer.add(this.nowMs, `server ${server.id}: ${lost}`);
-    server.crash();
-    this.wires.crashed(server, flush, silent);
-    const downMs = this.faultRng.chance(0.85) ? 100 + this.faultRng.next() * 3000 : 5000 + this.faultRng.next() * 5000;
-    this.queue.push(restartAtMs ?? this.nowMs + downMs, { type: "server-restart", server });
-  }
-
-  /** Every server at once (a power cut, or all killed), then all restart close together. */
-  private crashCluster(): void {
-    this.tracer.add(this.nowMs, "WHOLE-CLUSTER CRASH");
-    const restartAtMs = this.nowMs + 200 + this.faultRng.next() * 2000;
-    for (const server of this.servers) this.crashServer(server, restartAtMs + this.faultRng.next() * (this.suspectMs / 4));
-  }
-
-  /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */
-  private pauseServer(server: ServerMachine): void {
-    const long = this.faultRng.chance(0.3);
-    const pauseMs = long ? this.suspectMs * (1 + 2 * this.faultRng.next()) : (this.faultRng.next() * this.suspectMs) / 2;
-    this.stats.serverPauses++;
-    this.tracer.add(this.nowMs, `server ${server.id}: PAUSE for ${pauseMs.toFixed(0)} ms`);
-    server.paused = true;
-    this.queue.push(this.nowMs + pauseMs, { type: "server-resume", server, incarnation: server.incarnation });
-  }
-
   private resumeServer(server: ServerMachine, incarnation: number): void {
     if (!server.up || server.incarnation !== incarnation || !server.paused) return;
     server.paused = false;
     const held = server.held.splice(0) as Event[];
     this.tracer.add(this.nowMs, `server ${server.id}: resume (${held.length} events waited)`);
     for (const event of held) this.handle(event);
-  }
-
-  /**
-   * Whether stopping `server` (crash or pause) keeps the acknowledged history
-   * on a running server (the fault budget).
-   */
-  private mayCrash(server: ServerMachine): boolean {
-    if (server.storage.durable && this.options.freeCrashes) return true;
-    const running = this.servers.filter((s) => s.up && !s.paused);
-    if (running.length <= 1) return false;
-    return this.checker.heldPrefix(server, true) >= this.checker.committed.length;
-  }
-
-  /**
-   * --quorum majority without disks: a crash loses the server's history like a lost disk, and
-   * the mode promises nothing once a majority lost theirs (any majority may then form a chain
-   * with none of it: sim seeds 1000952, 9600367). So a crash keeps a majority of live holders
-   * of every acknowledged update. Real servers keep their logs on disk (--disks lifts this).
-   */
-  private majorityKeepsHistory(server: ServerMachine): boolean {
-    if (this.options.quorum !== "majority" || server.storage.durable) return true;
-    const committed = this.checker.committed;
-    const holders = this.servers.filter((s) => s !== server && s.up && s.history.samePrefix(committed, committed.length));
-    return holders.length >= Math.floor(this.servers.length / 2) + 1;
-  }
-
-  // ---- clients ---------------------------------------------------------------------------
-
-  timeNs(): number {
-    // Several events share a virtual millisecond: number them so the History keeps their order.
-    if (this.nowMs !== this.lastNsMs) {
-      this.lastNsMs = this.nowMs;
-      this.nsInMs = 0;
-    }
-    this.nsInMs++;
-    return Math.round(this.nowMs * 1e6) + this.nsInMs;
-  }
-
-  private startClient(slot: number): void {
-    if (this.clients[slot]?.alive) return;
-    const incarnation = ++this.incarnations[slot]!;
-    const client = new SimClient(slot, incarnation, this.nextSession++ * 7 + 3, this.settings, this, this.clientRngs[slot]!.fork());
-    client.stopping = this.stopping;
-    this.clients[slot] = client;
-    this.tracer.add(this.nowMs, `client ${client.name}: start (session ${client.session})`);
-    client.start();
-    this.rewake(client);
-  }
-
-  restartLater(client: SimClient, why: string): void {
-    if (!client.alive) return;
-    this.tracer.add(this.nowMs, `client ${client.name}: ${why}; starting over`);
-    if (why.includes("ESESSION")) this.stats.sessionsLost++;
-    this.absorbClientStats(client);
-    client.retire();
-    this.queue.push(this.nowMs + 10 + this.faultRng.next() * 200, { type: "client-start", slot: client.slot });
-  }
-
-  private absorbClientStats(client: SimClient): void {
-    this.stats.increments += client.stats.increments;
-    this.stats.reads += client.stats.reads;
-    this.stats.timeouts += client.stats.timeouts;
-    client.stats = { increments: 0, reads: 0, timeouts: 0, refreshes: 0 };
-  }
-
-  dial(client: SimClient, serverId: number): ClientConn {
-    return this.wires.dialClient(client, serverId);
-  }
-
-  send(_client: SimClient, conn: ClientConn, message: Message): void {
-    this.wires.sendClient(conn, message);
-  }
-
-  close(_client: SimClient, conn: ClientConn): void {
-    this.wires.closeClient(conn);
-  }
-
-  /** Runs `handle` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
-  private clientEvent(conn: ClientConn, handle: (client: SimClient) => void): void {
-    const dialler = conn.dialler;
-    if (dialler.kind !== "client") return;
-    const client = this.clients[dialler.slot];
-    if (!client || client.incarnation !== dialler.incarnation || !client.alive) return;
-    if (client.paused) {
-      client.inbox.push(() => handle(client));
-      return;
-    }
-    handle(client);
-    this.rewake(client);
-  }
-
-  private rewake(client: SimClient): void {
-    if (!client.alive) return;
-    const atMs = client.nextWakeMs();
-    const current = this.wakeTokens.get(client);
-    if (atMs === Infinity) {
-      this.wakeTokens.delete(client);
-      return;
-    }
-    if (current && current.atMs === atMs) return;
-    const token = (current?.token ?? 0) + 1;
-    this.wakeTokens.set(client, { token, atMs });
-    this.queue.push(Math.max(atMs, this.nowMs), { type: "wake", client, token });
-  }
-
-  private crashClient(client: SimClient): void {
-    this.stats.clientCrashes++;
-    this.tracer.add(this.nowMs, `client ${client.name}: CRASH`);
-    this.absorbClientStats(client);
-    client.crash();
-    this.wakeTokens.delete(client);
-    if (this.faultRng.chance(0.8)) this.queue.push(this.nowMs + 50 + this.faultRng.next() * 3000, { type: "client-start", slot: client.slot });
-  }
-
-  private pauseClient(client: SimClient): void {
-    this.stats.pauses++;
-    const pauseMs = this.faultRng.chance(0.7) ? this.faultRng.next() * 500 : this.faultRng.next() * 2.5 * this.sessionTimeoutMs;
-    this.tracer.add(this.nowMs, `client ${client.name}: PAUSE for ${pauseMs.toFixed(0)} ms`);
-    client.paused = true;
-    this.wakeTokens.delete(client);
-    this.queue.push(this.nowMs + pauseMs, { type: "client-resume", client });
-  }
-
-  private resumeClient(client: SimClient): void {
-    if (!client.paused) return;
-    client.paused = false;
-    this.tracer.add(this.nowMs, `client ${client.name}: resume`);
-    const inbox = client.inbox.splice(0);
-    for (const handle of inbox) {
-      if (!client.alive) break;
-      handle();
-    }
-    if (client.alive) {
-      client.onWake();
-      this.rewake(client);
-    }
-  }
-
-  // ---- faults --------------------------------------------------------------------------
-
-  private nextFaultDelay(): number {
-    return this.faultRng.next() * 2 * this.faultEveryMs;
-  }
-
-  private injectFault(): void {
-    const rng = this.faultRng;
-    const roll = rng.next();
-    const upServers = this.servers.filter((s) => s.up);
-    const liveClients = this.clients.filter((c): c is SimClient => c !== null && c.alive);
-    if (roll < 0.02 && this.options.disks && upServers.length === this.servers.length) {
-      this.crashCluster();
-    } else if (roll < 0.22) {
-      const server = upServers.length > 0 ? rng.pick(upServers) : null;
-      if (server && this.mayCrash(server) && this.majorityKeepsHistory(server)) this.crashServer(server);
-    } else if (roll < 0.25 && this.options.serverPauses !== false) {
-      const running = upServers.filter((s) => !s.paused);
-      const server = running.length > 0 ? rng.pick(running) : null;
-      if (server && this.mayCrash(server)) this.pauseServer(server);
-    } else if (roll < 0.55) {
-      this.cutPeerLink();
-    } else if (roll < 0.7) {
-      const conns = this.servers.flatMap((s) => this.wires.clientConnsOf(s.id));
-      if (conns.length > 0) {
-        this.stats.cuts++;
-        // Any time, the handshake included: a cut may fall between the hello and the welcome.
-        this.wires.breakConn(rng.pick(conns), "cut");
-      }
-    } else if (roll < 0.8) {
-      if (liveClients.length > 0) this.crashClient(rng.pick(liveClients));
-    } else if (roll < 0.9) {
-      const running = liveClients.filter((c) => !c.paused);
-      if (running.length > 0) this.pauseClient(rng.pick(running));
-    }
-    // else: a quiet spell
-  }
-
-  private cutPeerLink(): void {
-    const rng = this.faultRng;
-    const from = rng.pick(this.serverIds);
-    const to = rng.pick(this.serverIds.filter((id) => id !== from));
-    const links = [this.net.link(from, to)];
-    let blockMs = rng.next() * this.heartbeatMs;
-    if (this.options.partitions && rng.chance(0.5)) {
-      // A partition between two servers: both directions, for long enough to be suspected.
-      links.push(this.net.link(to, from));
-      blockMs = rng.next() * 3 * this.suspectMs;
-    }
-    // Without --partitions a cut is a reset of one connection: never while the other direction
-    // is down too (two cuts overlapping would be a short partition between the two servers).
-    const reverse = this.net.link(to, from);
-    if (!this.options.partitions && (reverse.conn === null || this.nowMs < reverse.blockedUntilMs)) return;
-    this.stats.cuts++;
-    this.tracer.add(this.nowMs, `CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
-    for (const link of links) {
-      link.blockedUntilMs = this.nowMs + blockMs;
-      this.wires.breakPeerLink(link);
-    }
-  }
-
-  // ---- the end: heal, wind down, converge --------------------------------------------------
-
-  private heal(): void {
-    this.faultsOn = false;
-    this.tracer.add(this.nowMs, "HEAL: faults stop, links heal, crashed servers restart");
-    for (const link of this.net.links.values()) link.blockedUntilMs = 0;
-    for (const server of this.servers) {
-      // Close together: a server restarting long before the others (with a stale disk) would form a chain alone.
-      if (!server.up) this.queue.push(this.nowMs + this.faultRng.next() * (this.suspectMs / 4), { type: "server-restart", server });
-    }
-    for (const client of this.clients) if (client?.paused) this.queue.push(this.nowMs, { type: "client-resume", client });
-    for (const server of this.servers) if (server.paused) this.queue.push(this.nowMs, { type: "server-resume", server, incarnation: server.incarnation });
-    this.queue.push(this.nowMs + 1000, { type: "wind-down" });
-  }
-
-  private windDown(): void {
-    this.stopping = true;
-    this.tracer.add(this.nowMs, "WIND DOWN: clients finish what they do and start nothing new");
-    for (const client of this.clients) if (client) client.stopping = true;
-    this.queue.push(this.nowMs + 100, { type: "settle-check" });
-  }
-
-  /** What still keeps the run from being settled, or null. */
-  private unsettled(): string | null {
-    const first = this.servers[0]!;
-    for (const server of this.servers) {
-      if (!server.up) return `server ${server.id} is down`;
-      if (server.replica.status !== "member") return `server ${server.id} is ${server.replica.status}`;
-      if (server.replica.config.epoch !== first.replica.config.epoch) return `servers ${first.id} and ${server.id} are in epochs ${first.replica.config.epoch} and ${server.replica.config.epoch}`;
-    }
-    if (first.replica.config.chain.length !== this.servers.length) return `the chain [${first.replica.config.chain}] lacks servers`;
-    for (const server of this.servers) {
-      if (server.state.appliedSeq !== first.state.appliedSeq) return `server ${server.id} is at ${server.state.appliedSeq}, server ${first.id} at ${first.state.appliedSeq}`;
-    }
-    for (let slot = 0; slot < this.clients.length; slot++) {
-      const client = this.clients[slot];
-      if (!client) continue;
-      if (client.alive && !client.opened) return `client ${client.name} has no session yet`;
-      if (client.alive && !client.idle) return `client ${client.name} still waits: ${this.describeWait(client)}`;
-    }
-    const live = new Set(this.clients.filter((c) => c?.alive).map((c) => c!.session));
-    for (const session of first.state.sessions.keys()) {
-      if (!live.has(session)) return `session ${session} of a client that is gone has not expired`;
-    }
-    const digest = stateDigest(first.state);
-    for (const server of this.servers) {
-      if (stateDigest(server.state) !== digest) return `server ${server.id}'s state differs from server ${first.id}'s at the same seq`;
-    }
-    return null;
-  }
-
-  private describeWait(client: SimClient): string {
-    const task = client.task;
-    const pending = [...client.pending].map(([reqNo, p]) => `${reqNo}:${p.op.type}${p.queued ? " queued" : ""}${p.cancelled ? " cancelled" : ""}`);
-    let text = `${task?.kind ?? "no task"} ${task?.key ?? ""}, pending [${pending.join(", ")}]`;
-    const datum = task?.key ? this.servers[0]!.state.data.get(task.key) : undefined;
-    if (datum) {
-      const owner = (session: number) => this.clients.find((c) => c?.session === session)?.name ?? "nobody";
-      const holders = datum.holders.map((h) => `${h.mode} hold ${h.id} of session ${h.session} (client ${owner(h.session)}, reqNo ${h.reqNo})`);
-      const queue = datum.queue.map((w) => `${w.mode} ${w.session}/${w.reqNo} (client ${owner(w.session)})`);
-      text += `; ${datum.name} held by [${holders.join(", ")}], queue [${queue.join(", ")}]`;
-    }
-    return text;
-  }
-
-  private settleCheck(): void {
-    const problem = this.unsettled();
-    if (problem === null) {
-      this.settled = true;
-      this.tracer.add(this.nowMs, "SETTLED");
-      return;
-    }
-    if (this.nowMs > this.faultMs + this.settleMs) {
-      throw new Failed("liveness", `${this.settleMs} ms after the faults stopped, the run has not settled: ${problem}`);
-    }
-    this.queue.push(this.nowMs + 100, { type: "settle-check" });
-  }
-
-  private finalChecks(): void {
-    const state = this.servers[0]!.state;
-    this.stats.appliedSeq = state.appliedSeq;
-    for (const [id, hold] of state.holds) {
-      if (!state.sessions.has(hold.session)) throw new Failed("3", `hold ${id} on ${hold.name} belongs to session ${hold.session}, which is gone`);
-    }
-    const holds = checkHolds(this.history);
-    if (holds.ok === false) throw new Failed("3", `clients saw unsafe holds: ${holds.explanation}`);
-    const counters = [...SHARED_COUNTERS, ...this.clients.map((_, slot) => `p${slot}`)];
-    const lin = checkLinearizability(this.history, { keys: counters, maxSteps: 2_000_000 });
-    if (lin.ok === false) throw new Failed("4", lin.explanation);
-    if (lin.ok === "unknown") this.stats.linearizability = "unknown";
-    for (const key of counters) {
-      const datum = state.data.get(key);
-      if (!datum) continue;
-      const bytes = state.pages.read(datum.firstPage);
-      const value = new DataView(bytes.buffer, bytes.byteOffset, 4).getInt32(0, true);
-      const counted = checkCounter(this.history, key, value);
-      if (!counted.ok) throw new Failed("4", counted.explanation);
-    }
   }
 
   // ---- host services -------------------------------------------------------------------------
@@ -742,6 +438,11 @@ export class Simulation implements ClientHost {
 
   fail(invariant: string, message: string): never {
     throw new Failed(invariant, message);
+  }
+
+  /** A violation seen inside client code: the step fails once it has run. */
+  report(invariant: string, message: string): void {
+    this.reported ??= new Failed(invariant, message);
   }
 }
 

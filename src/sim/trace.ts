@@ -114,7 +114,7 @@ export function describeMessage(m: Message): string {
     }
     case "reply": {
       const r = m.body.reply;
-      const detail = r.type === "error" ? ` ${r.code}` : r.type === "granted" ? ` ${r.mode} ${r.name} hold ${r.holdId} v${r.version}` : r.type === "released" ? ` v${r.version}` : "";
+      const detail = r.type === "error" ? ` ${r.code}` : r.type === "granted" ? ` ${r.mode} ${r.name} hold ${r.holdId} v${r.version}` : r.type === "released" ? ` v${r.version}${r.cached ? " cached" : ""}` : "";
       return `reply s${m.body.session}/${m.body.reqNo} ${r.type}${detail}`;
     }
     case "subscribe":
@@ -125,6 +125,10 @@ export function describeMessage(m: Message): string {
       return `welcome from ${m.body.serverId} e${m.body.epoch} [${m.body.chain}]`;
     case "heartbeat":
       return `heartbeat s${m.body.session}`;
+    case "recall":
+      return `recall s${m.body.session} hold ${m.body.holdId} ${m.body.name}`;
+    case "error":
+      return `error ${m.body.code}: ${m.body.message}`;
     default:
       return m.type;
   }

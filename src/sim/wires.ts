@@ -6,11 +6,11 @@
  * (the history a snapshot brings, the bytes a grant must leave a client
  * with) is noted here from the nodes' observer hooks.
  */
-import { NONCE_BYTES, type Message, type PeerMessage, type ReplyMessage, decodeMessage, encodeMessage, helloMessage } from "../wire";
+import type { Message, PeerMessage, Recall, ReplyMessage } from "../wire";
 import type { ConnId } from "../server/host";
 import type { SimClient } from "./client";
 import { type ServerMachine, type World, datumHash } from "./machine";
-import type { ClientConn, Network, PeerLink, Pipe, SimConn } from "./network";
+import type { Network, PeerLink, Pipe, SimConn } from "./network";
 import type { Rng } from "./prng";
 import type { SimStats } from "./simulation";
 import type { Trace } from "./trace";
@@ -37,8 +37,10 @@ export interface WireContext {
   push(atMs: number, event: WireEvent): void;
   server(id: number): ServerMachine;
   /** Runs `handle` for the client incarnation that owns `conn`, now or when it resumes from a pause. */
-  clientEvent(conn: ClientConn, handle: (client: SimClient) => void): void;
+  clientEvent(conn: SimConn, handle: (client: SimClient) => void): void;
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
+  /** A head sent a recall to the client of its session. */
+  sentRecall(recall: Recall): void;
   fail(invariant: string, message: string): never;
 }
 
@@ -46,7 +48,7 @@ export class Wires {
   /** Every open connection, by id. */
   private readonly conns = new Map<ConnId, SimConn>();
   /** The client connections of each server. */
-  private readonly clientConns = new Map<number, Set<ClientConn>>();
+  private readonly clientConns = new Map<number, Set<SimConn>>();
 
   constructor(
     private readonly ctx: WireContext,
@@ -84,12 +86,13 @@ export class Wires {
       case "handshake-cut":
         if (event.conn.diallerClosed || event.conn.acceptorClosed || event.conn.welcomed) return;
         this.ctx.stats.cuts++;
+        if (event.conn.dialler.kind === "client") this.ctx.stats.clientHandshakeCuts++;
         return this.breakConn(event.conn, "cut in the middle of its handshake");
     }
   }
 
   /** The client connections of server `id` (open at its end). */
-  clientConnsOf(id: number): ClientConn[] {
+  clientConnsOf(id: number): SimConn[] {
     return [...(this.clientConns.get(id) ?? [])];
   }
 
@@ -121,6 +124,7 @@ export class Wires {
         this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
       },
       sentReply: (from, id, body) => this.noteGrant(from, id, body),
+      sentRecall: (recall) => this.ctx.sentRecall(recall),
       received: (to, id, message) => this.traceReceived(to, id, message),
     };
   }
@@ -172,15 +176,9 @@ export class Wires {
       if (!server.up || server.incarnation !== dialler.incarnation) return;
       return server.run((node) => node.onBytes(conn.id, chunk), conn.id);
     }
+    // The client's end of the connection (its frame decoder, handshake and codec: src/client's ConnectionEnd).
     this.ctx.clientEvent(conn, (client) => {
-      // The client's end of the connection: the real frame decoder and codec.
-      conn.clientDecoder.push(chunk, (frame) => {
-        if (conn.diallerClosed || !client.alive) return;
-        const message = decodeMessage(frame.type, frame.body);
-        const expectedHash = message.type === "reply" && message.body.reply.type === "granted" ? conn.expectedHashes.shift() : undefined;
-        this.ctx.tracer.add(this.ctx.nowMs, `${conn.serverId}→client ${client.name}`, message);
-        client.onMessage(conn, message, expectedHash);
-      });
+      if (!conn.diallerClosed) client.host.receive(conn, chunk);
     });
   }
 
@@ -230,7 +228,7 @@ export class Wires {
       if (conn.diallerClosed) return;
       this.markClosed(conn, false);
       this.ctx.tracer.add(this.ctx.nowMs, `client ${client.name}: connection to server ${conn.serverId} closed`);
-      client.onConnClosed(conn);
+      client.host.closed(conn);
     });
   }
 
@@ -265,38 +263,42 @@ export class Wires {
   }
 
 
-  /** A client dials `serverId` and says hello. */
-  dialClient(client: SimClient, serverId: number): ClientConn {
+  /** A client dials `serverId`: the connection is accepted, or refused (the client hears of it one round trip later). */
+  dialClient(slot: number, incarnation: number, serverId: number): SimConn {
     const server = this.ctx.server(serverId);
-    const conn = this.net.newClientConn(client.slot, client.incarnation, serverId, server.incarnation);
+    const conn = this.net.newClientConn(slot, incarnation, serverId, server.incarnation);
+    this.ctx.tracer.add(this.ctx.nowMs, `client ${slot}.${incarnation} dials server ${serverId}${server.up ? "" : " (down: refused)"}`);
     if (!server.up) {
-      // Refused: the client hears of it one round trip later.
       conn.acceptorClosed = true;
+      conn.refused = true;
       this.ctx.push(this.ctx.nowMs + 2 * conn.up.latencyMs, { type: "closed", conn, atAcceptor: false });
       return conn;
     }
     this.conns.set(conn.id, conn);
+    if (conn.chunkBytesMax === 1) this.ctx.stats.clientConnsByteByByte++;
     let set = this.clientConns.get(serverId);
     if (!set) this.clientConns.set(serverId, (set = new Set()));
     set.add(conn);
     this.ctx.push(conn.up.arrival(this.ctx.nowMs, this.netRng, 0), { type: "accept", conn });
-    // The client's side of the handshake (no secret in the simulation): its hello, then the server's welcome.
-    const nonce = new Uint8Array(NONCE_BYTES);
-    for (let i = 0; i < nonce.length; i++) nonce[i] = Math.floor(this.netRng.next() * 256);
-    this.sendBytes(conn, false, encodeMessage(helloMessage("client", 0, nonce)));
     this.maybeCutHandshake(conn);
     return conn;
   }
 
-  sendClient(conn: ClientConn, message: Message): void {
-    this.sendBytes(conn, false, encodeMessage(message));
+  sendClient(conn: SimConn, bytes: Uint8Array): void {
+    this.sendBytes(conn, false, bytes);
   }
 
-  closeClient(conn: ClientConn): void {
+  closeClient(conn: SimConn): void {
     if (conn.diallerClosed) return;
     this.markClosed(conn, false);
     if (conn.acceptorClosed) return;
     this.ctx.push(conn.up.arrival(this.ctx.nowMs, this.netRng, 0), { type: "closed", conn, atAcceptor: true });
+  }
+
+  /** A message the client `name` decoded on `conn`: traced; for a grant, the hash noted when it left the tail. */
+  clientReceived(name: string, conn: SimConn, message: Message): number | undefined {
+    this.ctx.tracer.add(this.ctx.nowMs, `${conn.serverId}→client ${name}`, message);
+    return message.type === "reply" && message.body.reply.type === "granted" ? conn.expectedHashes.shift() : undefined;
   }
 
   /** A server crashed: its connections break (`flush`: its kernel still sends what it had sent; `silent`: its peers are not told). */

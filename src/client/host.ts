@@ -1,0 +1,84 @@
+/**
+ * What the client's session logic (ClusterLink, ClientStore, GrantCache) asks of the
+ * world: connections to servers that carry decoded messages, timers, a clock, session
+ * ids and the memory its data are mapped into. Production gives it Bun sockets and
+ * mmap (bun_host.ts, src/memory); the simulator its network, virtual clock and a page
+ * map (src/sim/client_host.ts, src/sim/memory.ts): the same client code runs in both.
+ */
+import { PStoreError, isErrorCode } from "../errors";
+import type { HoldMode } from "../memory/segment";
+import type { Message, Mode, Welcome } from "../wire";
+
+export interface ConnectionEvents {
+  onMessage(message: Message): void;
+  onClose(reason: string): void;
+}
+
+/** One handshaken connection to a server. */
+export interface ServerConnection {
+  readonly address: string;
+  readonly welcome: Welcome;
+  /** False once it closed (either side). */
+  readonly isOpen: boolean;
+  send(message: Message): void;
+  /** Keeps the process alive while work is in flight, lets it exit when idle. */
+  setActive(active: boolean): void;
+  close(): void;
+}
+
+export interface TimerHandle {
+  cancel(): void;
+}
+
+export interface ClientHost {
+  /** Monotonic milliseconds. */
+  nowMs(): number;
+  /** Runs `fn` once after `ms` (keeps a process alive until then). */
+  after(ms: number, fn: () => void): TimerHandle;
+  /** Runs `fn` every `ms` (does not keep a process alive on its own). */
+  every(ms: number, fn: () => void): TimerHandle;
+  /**
+   * Connects and completes the handshake within `timeoutMs`, or rejects with a
+   * PStoreError: EUNAVAILABLE (ConnectionRefused when nobody listens), EPROTO, EAUTH.
+   */
+  dial(address: string, events: ConnectionEvents, timeoutMs: number): Promise<ServerConnection>;
+  /** A fresh session id: 53 bits, never 0. */
+  newSessionId(): number;
+}
+
+/** The client's mapped segment: MappedSegment in production, a page map in the simulator. */
+export interface SegmentMemory {
+  readonly size: number;
+  readonly pageSize: number;
+  /** One buffer under every view handed out. */
+  readonly buffer: ArrayBuffer;
+  view(offset: number, length: number): Uint8Array;
+  /** Labels the pages with a datum name (for fault messages). */
+  setName(firstPage: number, pageCount: number, name: string): void;
+  /** Copies pages in whatever their protection; page i of the run is at bytes[i * stride]. */
+  writePagesStrided(firstPage: number, pageCount: number, bytes: Uint8Array, stride: number): void;
+  /** Sets the pages' hold mode and clears their dirty marks. */
+  protect(firstPage: number, pageCount: number, mode: HoldMode): void;
+  /** Absolute indices of the pages of the range written under the write hold, ascending. */
+  dirtyPages(firstPage: number, pageCount: number): Uint32Array;
+  unmap(): void;
+}
+
+/** Maps the client's segment once the servers told its geometry. */
+export type SegmentMapper = (size: number, pageSize: number) => SegmentMemory;
+
+/** A use of a datum begins: granted by the servers, or locally from a cached grant (the simulator checks each). */
+export interface UseObserver {
+  onUse(use: { name: string; mode: Mode; holdId: number; local: boolean; view: Uint8Array }): void;
+}
+
+/** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */
+export class ConnectionRefused extends PStoreError {
+  constructor(readonly address: string) {
+    super("EUNAVAILABLE", `${address}: connection refused`);
+  }
+}
+
+export function remoteError(code: string, message: string): PStoreError {
+  return new PStoreError(isErrorCode(code) ? code : "EPROTO", message);
+}
