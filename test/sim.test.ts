@@ -73,6 +73,7 @@ const REGRESSIONS: [number, Options, string][] = [
   [151000206, {}, "a probe connection whose server died during the probe's grace period was installed as head and tail: a queued acquire was resent into it for ever (closed probes are neither reused nor installed now)"],
   // Found on the real client's first bulk (simclient branch, on the core before c946ad9); it passes here, where the run differs.
   [152002382, { disks: true, freeCrashes: true }, "server 3, restarted with a stale disk, joined epoch 449 [1,2] and gave that chain up 61 ms later (--suspect-ms 800) to form the one-server chain [3] over the acknowledged 36@449 of live servers 1 and 2: the shape of 115006055 and 93001118, fixed with them (c946ad9: a joiner gives its chain up only after half --suspect-ms)"],
+  [1258, {}, "a client paused past twice its session timeout got the server's ETIMEDOUT for its silence, and the store shut down for good: every later call failed ETIMEDOUT (the client now reconnects and renews its session; the simulator fails a store that closes itself)"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).

@@ -276,6 +276,8 @@ export class ClusterLink {
       // Closed already (its onClose came before it was head or tail): installed, it would swallow every request.
       for (const end of [head, tail]) if (!end.isOpen) throw new PStoreError("EUNAVAILABLE", `${end.address} closed the connection`);
       for (const connection of opened) if (connection !== head && connection !== tail) connection.close();
+      // Shut down while we dialled: installed, they would stay open on a closed link.
+      if (this.closedError) throw this.closedError;
       this.install(head, tail, chain, epoch);
       return true;
     } catch (error) {
@@ -419,8 +421,10 @@ export class ClusterLink {
         if (message.body.epoch !== this.epoch || message.body.chain.join() !== this.chain.join()) this.scheduleRefresh();
         break;
       case "error":
-        // The server refused the connection itself (protocol, authentication): not worth retrying.
-        this.shutdown(remoteError(message.body.code, message.body.message));
+        // The server closes this connection after saying why. Silence (ETIMEDOUT: this process was
+        // stopped past its session timeout) is worth a reconnect: the close makes us find the chain
+        // again, and an expired session is renewed. A refusal (protocol, authentication) is not.
+        if (message.body.code !== "ETIMEDOUT") this.shutdown(remoteError(message.body.code, message.body.message));
         break;
     }
     this.updateActivity();

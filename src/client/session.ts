@@ -271,6 +271,11 @@ export class ClientStore implements Store {
     return this.cluster.session;
   }
 
+  /** False once closed: by close(), or by a refusal that retrying cannot fix (authentication, protocol). */
+  get isOpen(): boolean {
+    return !this.closed && this.cluster.isOpen;
+  }
+
   get busy(): boolean {
     return this.cluster.inFlight > 0 || this.settling.size > 0 || this.renewing !== null;
   }

@@ -312,6 +312,8 @@ export class SimClient {
 
   private expect(error: unknown, what: string): void {
     const failed = code(error);
+    // Nothing the simulation does warrants giving the store up: it must reconnect, or renew its session.
+    if (!this.store.isOpen && this.host.alive) this.world.report("sim", `client ${this.name}: ${what}: the store closed itself (${describe(error)})`);
     if (failed !== null && EXPECTED.has(failed)) return;
     this.world.report("sim", `client ${this.name}: ${what}: ${describe(error)}`);
   }
