@@ -13,11 +13,11 @@ import { DELETE_RECALL_WAIT_MS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants"
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
-import { type Mode, type Op, type PageWrite, type Recall, type Reply, type ReplyMessage, packPages } from "../wire";
+import type { Mode, Op, PageWrite, Recall, Reply, ReplyMessage } from "../wire";
 import { GrantCache } from "./cache";
-import { pageRuns } from "./helpers";
 import { ClusterLink } from "./cluster";
-import type { ClientHost, SegmentMapper, SegmentMemory, UseObserver } from "./host";
+import { type ClientHold, SegmentHolds } from "./holds";
+import type { ClientHost, SegmentMapper, UseObserver } from "./host";
 import { watchWait, withTimeout } from "./wait";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
@@ -26,46 +26,22 @@ const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
 /** How long close waits for the servers to end the session (else it expires). */
 const CLOSE_WAIT_MS = 2000;
 
-interface ClientHold {
-  holdId: number;
-  name: string;
-  mode: Mode;
-  firstPage: number;
-  pageCount: number;
-  createdSeq: number;
-  /** The view handed out: if the session is lost, releasing it says so. */
-  view: Uint8Array;
-}
-
-/** Which version of a datum's bytes the mapped segment holds. */
-interface CacheEntry {
-  firstPage: number;
-  pageCount: number;
-  size: number;
-  createdSeq: number;
-  version: number;
-}
-
 /** The store over any host: connect() gives it Bun sockets and mmap, the simulator its network and a page map. */
 export class ClientStore implements Store {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
   private readonly queriesOnly: boolean;
-  private segment!: SegmentMemory;
-  /** Current holds by first page (a view's byteOffset finds its hold). */
-  private readonly holds = new Map<number, ClientHold>();
-  private readonly cache = new Map<string, CacheEntry>();
+  /** The mapped segment and what it holds (once open). */
+  private mapped!: SegmentHolds;
   private closed = false;
   /** The servers answered ESESSION: holds are gone; the next call opens a new session. */
   private sessionLost = false;
   private renewing: Promise<void> | null = null;
-  private readonly counters = { pagesSent: 0, pagesReceived: 0, recalls: 0, sessionsLost: 0 };
+  private readonly counters = { pagesSent: 0, recalls: 0, sessionsLost: 0 };
   /** Cached holds (null: cacheHolds false): which grants this session keeps after release. */
   private readonly grants: GrantCache | null;
   /** A release or give-back in flight per datum: an access waits for it before deciding. */
   private readonly settling = new Map<string, Promise<void>>();
-  /** Views of holds voided with a lost session, to their datum's name: releasing one says why it is gone. */
-  private readonly lostViews = new WeakMap<ArrayBufferView, string>();
 
   constructor(
     options: ConnectOptions & { servers: string[] },
@@ -91,7 +67,7 @@ export class ClientStore implements Store {
     await this.cluster.open(this.host.newSessionId());
     const geometry = present(this.cluster.geometry, "a connected cluster knows its geometry");
     try {
-      this.segment = this.mapSegment(geometry.segmentSize, geometry.pageSize);
+      this.mapped = new SegmentHolds(this.mapSegment(geometry.segmentSize, geometry.pageSize));
     } catch (error) {
       // The agent maps one segment per program: past its limit, this is not the last connection open.
       this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
@@ -103,7 +79,7 @@ export class ClientStore implements Store {
       timeoutMs = await this.openSession();
     } catch (error) {
       this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
-      this.segment.unmap();
+      this.mapped.segment.unmap();
       throw error;
     }
     this.cluster.startHeartbeat(Math.max(50, Math.floor(timeoutMs / 4)));
@@ -123,13 +99,7 @@ export class ClientStore implements Store {
     // Its cached grants went with it: nothing more is granted locally.
     this.grants?.clear();
     this.counters.sessionsLost++;
-    for (const hold of this.holds.values()) {
-      this.lostViews.set(hold.view, hold.name);
-      this.segment.protect(hold.firstPage, hold.pageCount, "none");
-      // Bytes written under a lost write hold never reached the servers.
-      if (hold.mode === "write") this.cache.delete(hold.name);
-    }
-    this.holds.clear();
+    this.mapped.loseAll();
   }
 
   private ensureSession(): Promise<void> {
@@ -147,7 +117,7 @@ export class ClientStore implements Store {
   async create(name: string, size: number): Promise<void> {
     checkName(name);
     // Checked here too: a negative or fractional size cannot even be encoded.
-    const badSize = sizeProblem(size, this.segment.size);
+    const badSize = sizeProblem(size, this.mapped.segment.size);
     if (badSize) throw new PStoreError(badSize.code, badSize.message);
     await this.request({ type: "create", name, size });
   }
@@ -172,7 +142,7 @@ export class ClientStore implements Store {
     checkName(name);
     if (this.grants) await this.deleteCached(name, this.grants);
     else await this.request({ type: "delete", name });
-    this.cache.delete(name);
+    this.mapped.forget(name);
   }
 
   /** The servers drop our own cached grant with the datum; another client's is recalled first. */
@@ -248,14 +218,13 @@ export class ClientStore implements Store {
   }
 
   stats(): ClientStats {
-    return { requests: this.cluster.requestsSent, ...this.counters, localGrants: this.grants?.localGrants ?? 0, chainMissingMs: this.cluster.chainMissingMs };
+    return { requests: this.cluster.requestsSent, ...this.counters, pagesReceived: this.mapped?.pagesReceived ?? 0, localGrants: this.grants?.localGrants ?? 0, chainMissingMs: this.cluster.chainMissingMs };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const hold of this.holds.values()) this.segment.protect(hold.firstPage, hold.pageCount, "none");
-    this.holds.clear();
+    this.mapped.closeAll();
     this.grants?.clear();
     if (this.cluster.isOpen && !this.queriesOnly) {
       // Releases our holds at once; without it they go when the session expires.
@@ -263,7 +232,7 @@ export class ClientStore implements Store {
     }
     this.cluster.shutdown(new PStoreError("ECLOSED", "the store was closed"));
     // Views handed out earlier must not be used after close (docs/api.md).
-    this.segment.unmap();
+    this.mapped.segment.unmap();
   }
 
   /** The session in use and the requests in flight (for the simulator's settle check). */
@@ -291,13 +260,11 @@ export class ClientStore implements Store {
       const local = await this.accessCached(name, mode, this.grants);
       if (local) return local;
     }
-    const cached = this.cache.get(name);
     const op: Op = {
       type: "acquire",
       name,
       mode,
-      knownCreatedSeq: cached ? cached.createdSeq : -1,
-      cachedVersion: cached ? cached.version : -1,
+      ...this.mapped.known(name),
       cache: this.grants?.shouldCache(name, this.host.nowMs()) ?? false,
     };
     await this.ensureSession();
@@ -332,90 +299,44 @@ export class ClientStore implements Store {
         await inFlight;
         continue;
       }
-      const entry = this.cache.get(name);
-      if (!entry) {
+      const hold = this.mapped.openLocal(name, mode, step.grant.holdId);
+      if (!hold) {
         // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
         grants.forget(name);
         return null;
       }
       grants.useLocally(step.grant, mode);
-      this.segment.protect(entry.firstPage, entry.pageCount, mode);
-      const view = this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
-      this.holds.set(entry.firstPage, { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq, view });
-      this.observer?.onUse({ name, mode, holdId: step.grant.holdId, local: true, view });
-      return view;
+      this.observer?.onUse({ name, mode, holdId: hold.holdId, local: true, view: hold.view });
+      return hold.view;
     }
   }
 
   private mapGrant(reply: Extract<Reply, { type: "granted" }>, pages: PageWrite[]): Uint8Array {
-    const pageSize = this.segment.pageSize;
-    const firstPage = reply.offset / pageSize;
-    const pageCount = Math.ceil(reply.size / pageSize);
-    this.forgetOverlapping(reply.name, firstPage, pageCount);
-    this.segment.setName(firstPage, pageCount, reply.name);
-    for (const run of pageRuns(pages, pageSize)) this.segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
-    this.counters.pagesReceived += pages.length;
-    this.segment.protect(firstPage, pageCount, reply.mode);
-    const view = this.segment.view(reply.offset, reply.size);
-    this.holds.set(firstPage, { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq, view });
-    this.cache.set(reply.name, { firstPage, pageCount, size: reply.size, createdSeq: reply.createdSeq, version: reply.version });
+    const { hold, overwritten } = this.mapped.mapGrant(reply, pages);
+    for (const name of overwritten) this.grants?.forget(name);
     this.grants?.granted(reply.holdId, reply.name, reply.mode);
-    this.observer?.onUse({ name: reply.name, mode: reply.mode, holdId: reply.holdId, local: false, view });
-    return view;
-  }
-
-  /** Pages now given to `name` may hold bytes of a deleted datum: that cache is gone. */
-  private forgetOverlapping(name: string, firstPage: number, pageCount: number): void {
-    for (const [other, entry] of this.cache) {
-      if (other === name) continue;
-      if (entry.firstPage < firstPage + pageCount && firstPage < entry.firstPage + entry.pageCount) {
-        this.cache.delete(other);
-        this.grants?.forget(other);
-      }
-    }
-  }
-
-  private holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
-    if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {
-      throw new PStoreError("EINVAL", "release takes the view that access returned");
-    }
-    // Checked first: a lost view must not release a newer hold on the same pages.
-    const lost = this.lostViews.get(view);
-    if (lost !== undefined) {
-      throw new PStoreError("ESTALE", `the hold on "${lost}" was lost with its session (the cluster was out of reach, or the session expired); access it again`);
-    }
-    const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
-    if (!hold) throw new PStoreError("ESTALE", "this view holds nothing (already released?)");
-    if (hold.mode !== mode) {
-      const right = hold.mode === "read" ? "releaseRead" : "releaseReadWrite";
-      throw new PStoreError("EINVAL", `"${hold.name}" is held for ${hold.mode === "read" ? "reading" : "writing"}: use ${right}`);
-    }
-    return hold;
+    this.observer?.onUse({ name: reply.name, mode: reply.mode, holdId: reply.holdId, local: false, view: hold.view });
+    return hold.view;
   }
 
   private async release(view: ArrayBufferView, mode: Mode): Promise<void> {
     this.throwIfClosed();
-    const hold = this.holdOf(view, mode);
-    if (this.grants) return this.releaseCached(hold, mode, this.grants);
+    const hold = this.mapped.holdOf(view, mode);
+    if (this.grants) return this.releaseCached(hold, this.grants);
     // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
-    const pages: PageWrite[] =
-      mode === "write"
-        ? packPages(this.segment.dirtyPages(hold.firstPage, hold.pageCount), this.segment.pageSize, new Uint8Array(this.segment.buffer))
-        : [];
-    this.holds.delete(hold.firstPage);
+    const pages = this.mapped.take(hold);
     this.counters.pagesSent += pages.length;
     // Sent first (the pages are copied into the frame), then the protection drops while
     // the release travels the chain: for a large datum the mprotect costs as much as the trip.
     const released = this.send({ type: "release", holdId: hold.holdId, pages });
-    this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    this.mapped.shut(hold);
     try {
       const message = await released;
       const reply = message.reply as Extract<Reply, { type: "released" }>;
-      const entry = this.cache.get(hold.name);
-      if (entry && entry.createdSeq === hold.createdSeq) entry.version = reply.version;
+      this.mapped.released(hold.name, hold.createdSeq, reply.version);
     } catch (error) {
       // The servers did not take these bytes: the local copy is no longer theirs.
-      if (mode === "write") this.cache.delete(hold.name);
+      if (mode === "write") this.mapped.forget(hold.name);
       throw error;
     }
   }
@@ -425,20 +346,16 @@ export class ClientStore implements Store {
    * always); a read of a grant the servers record as cached sends nothing; a recalled grant
    * goes back. The servers say in the reply whether the grant stays cached.
    */
-  private async releaseCached(hold: ClientHold, mode: Mode, grants: GrantCache): Promise<void> {
-    const pages: PageWrite[] =
-      mode === "write"
-        ? packPages(this.segment.dirtyPages(hold.firstPage, hold.pageCount), this.segment.pageSize, new Uint8Array(this.segment.buffer))
-        : [];
-    this.holds.delete(hold.firstPage);
+  private async releaseCached(hold: ClientHold, grants: GrantCache): Promise<void> {
+    const pages = this.mapped.take(hold);
     const step = grants.endUse(hold.name);
     if (step === "nothing") {
-      this.segment.protect(hold.firstPage, hold.pageCount, "none");
+      this.mapped.shut(hold);
       return;
     }
     this.counters.pagesSent += pages.length;
     const returned = this.giveBack(hold.name, hold.holdId, pages, hold.createdSeq, grants);
-    this.segment.protect(hold.firstPage, hold.pageCount, "none");
+    this.mapped.shut(hold);
     await returned;
   }
 
@@ -456,13 +373,12 @@ export class ClientStore implements Store {
       try {
         const message = await this.send({ type: "release", holdId, pages });
         const reply = message.reply as Extract<Reply, { type: "released" }>;
-        const entry = this.cache.get(name);
-        if (entry && entry.createdSeq === createdSeq) entry.version = reply.version;
+        this.mapped.released(name, createdSeq, reply.version);
         again = grants.released(holdId, reply.cached) === "give-back";
       } catch (error) {
         if (tracked) grants.forget(name);
         // The servers did not take these bytes: the local copy is no longer theirs.
-        if (pages.length > 0) this.cache.delete(name);
+        if (pages.length > 0) this.mapped.forget(name);
         throw error;
       } finally {
         if (this.settling.get(name) === settled) this.settling.delete(name);
@@ -487,16 +403,14 @@ export class ClientStore implements Store {
     this.counters.recalls++;
     if (!grants.recall(recall.holdId, recall.name, this.host.nowMs())) return; // the use's release gives it back
     const known = grants.get(recall.name);
-    const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;
+    const createdSeq = known?.holdId === recall.holdId ? this.mapped.createdSeqOf(recall.name) : -1;
     this.answerRecall(recall.name, recall.holdId, createdSeq, grants);
   }
 
   /** Drops a write hold without shipping: the local bytes are discarded. */
   private async abandon(view: ArrayBufferView): Promise<void> {
-    const hold = this.holdOf(view, "write");
-    this.segment.protect(hold.firstPage, hold.pageCount, "none");
-    this.holds.delete(hold.firstPage);
-    this.cache.delete(hold.name);
+    const hold = this.mapped.holdOf(view, "write");
+    this.mapped.abandon(hold);
     // The local bytes are not the servers': never granted locally again.
     this.grants?.forget(hold.name);
     await this.request({ type: "release", holdId: hold.holdId, pages: [] });
