@@ -74,6 +74,8 @@ const REGRESSIONS: [number, Options, string][] = [
   // Found on the real client's first bulk (simclient branch, on the core before c946ad9); it passes here, where the run differs.
   [152002382, { disks: true, freeCrashes: true }, "server 3, restarted with a stale disk, joined epoch 449 [1,2] and gave that chain up 61 ms later (--suspect-ms 800) to form the one-server chain [3] over the acknowledged 36@449 of live servers 1 and 2: the shape of 115006055 and 93001118, fixed with them (c946ad9: a joiner gives its chain up only after half --suspect-ms)"],
   [1258, {}, "a client paused past twice its session timeout got the server's ETIMEDOUT for its silence, and the store shut down for good: every later call failed ETIMEDOUT (the client now reconnects and renews its session; the simulator fails a store that closes itself)"],
+  [162000289, { disks: true }, "a client installed the chain twice within 7 ms: its first subscribe (on a connection it then closed) reached the tail after the second, so the tail bound the session to the closed connection, lost the binding at its close, and dropped the grant of a queued acquire; the client waited for ever (the queued-acquire recheck now also subscribes again, which binds the live connection and brings back the stored grant)"],
+  [162001442, { disks: true }, "the same, a read hold of x0"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).

@@ -386,6 +386,7 @@ export class ClusterLink {
 
   private watchUnanswered(): void {
     const now = this.host.nowMs();
+    let rechecked = false;
     for (const [reqNo, waiting] of this.pending) {
       if (waiting.unavailable && now - waiting.unavailable.sinceMs > this.failoverTimeoutMs) {
         this.pending.delete(reqNo);
@@ -396,12 +397,17 @@ export class ClusterLink {
         // whole-cluster crash rolled back.
         waiting.sentAtMs = now;
         this.sendRequest(reqNo, waiting);
+        rechecked = true;
       } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
         waiting.sentAtMs = now;
         this.scheduleRefresh();
         return;
       }
     }
+    // The tail may have lost which connection is ours: two subscribes of the session crossed on
+    // two connections and the later-arriving one's connection (closed by us) took the binding with
+    // it, so the grant was dropped. Subscribing again binds this one and brings back what was answered.
+    if (rechecked) this.tail?.send({ type: "subscribe", body: { session: this.session, waiting: [...this.pending.keys()] } });
   }
 
   // ---- replies --------------------------------------------------------------
