@@ -65,7 +65,7 @@ class SimConnection implements ServerConnection {
 export class SimClientHost implements ClientHost {
   alive = true;
   paused = false;
-  /** Deliveries held back while the process is paused. */
+  /** What arrived (bytes, closes) while the process was paused: handled when it resumes. */
   readonly inbox: (() => void)[] = [];
   private readonly timers: Timer[] = [];
   private nextOrder = 0;

@@ -92,9 +92,9 @@ export class SimClients implements ClientNet, ClientWorld {
     if (!client.host.paused) return;
     client.host.paused = false;
     this.sim.trace(`client ${client.name}: resume`);
-    for (const deliver of client.host.inbox.splice(0)) {
+    for (const handle of client.host.inbox.splice(0)) {
       if (!client.alive) break;
-      deliver();
+      handle();
       drainMicrotasks();
     }
     if (!client.alive) return;
