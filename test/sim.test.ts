@@ -76,6 +76,8 @@ const REGRESSIONS: [number, Options, string][] = [
   [1258, {}, "a client paused past twice its session timeout got the server's ETIMEDOUT for its silence, and the store shut down for good: every later call failed ETIMEDOUT (the client now reconnects and renews its session; the simulator fails a store that closes itself)"],
   [162000289, { disks: true }, "a client installed the chain twice within 7 ms: its first subscribe (on a connection it then closed) reached the tail after the second, so the tail bound the session to the closed connection, lost the binding at its close, and dropped the grant of a queued acquire; the client waited for ever (the queued-acquire recheck now also subscribes again, which binds the live connection and brings back the stored grant)"],
   [162001442, { disks: true }, "the same, a read hold of x0"],
+  [163000724, { disks: true, freeCrashes: true }, "a joiner of the one-server chain [5] got its snapshot and forwards, but 5's heartbeats saying it serves were queued behind them on a stalled connection: after half --suspect-ms it gave the chain up, booted and formed [1] beside [5], which went on acknowledging: both acknowledged a different #111 (a joiner now counts a sync request, snapshot or forward of its configuration from a member as that member serving)"],
+  [163002720, { disks: true, freeCrashes: true }, "the same, chains [2] and [1,3] acknowledging two #304"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).

@@ -329,6 +329,11 @@ export class Replica {
   /** A message from another server; `nowMs` (when known) keeps the clock current between ticks. */
   onPeerMessage(message: PeerMessage, nowMs?: number): Ready {
     if (nowMs !== undefined) this.advanceClock(nowMs);
+    // A joiner that sees a member of its chain at work in its configuration (syncing it, sending
+    // it a snapshot or forwards) knows that chain serves, whatever that member's last heartbeat
+    // said: heartbeats queue behind such traffic, and a joiner that gave up a serving chain while
+    // one was late formed a chain of its own beside it (sim seed 163000724).
+    if (this.status === "joining" && showsServing(message, this.config)) this.joinedChainSinceMs = this.nowMs;
     switch (message.type) {
       case "heartbeat":
         this.onHeartbeat(message);
@@ -1312,6 +1317,12 @@ export class Replica {
   clientView(): ClientView {
     return { epoch: this.config.epoch, chain: this.status === "member" ? [...this.config.chain] : [] };
   }
+}
+
+/** A message only a member serving in `config` sends: a sync request, a snapshot, forwards. */
+function showsServing(message: PeerMessage, config: ChainConfig): boolean {
+  if (message.type !== "sync_request" && message.type !== "snapshot" && message.type !== "forward") return false;
+  return message.epoch === config.epoch && config.chain.includes(message.from);
 }
 
 /** `id`'s predecessor in `chain` is none, or a server that was before it in `previous`. */
