@@ -4,6 +4,8 @@
  * pages (read-only; under a write hold the first write to a page marks it
  * dirty); a write release ships the dirty pages only. With cached holds it
  * grants locally, answers recalls and gives grants back (GrantCache decides).
+ * What the segment holds (holds in use, the version of each datum's bytes) is
+ * kept in holds.ts; the requests and the chain in cluster.ts.
  *
  * Transport-free: it runs over a ClientHost and a SegmentMemory, so connect()
  * (store.ts: Bun sockets, mmap) and the simulator (src/sim) run this same code.
