@@ -78,6 +78,7 @@ const REGRESSIONS: [number, Options, string][] = [
   [162001442, { disks: true }, "the same, a read hold of x0"],
   [163000724, { disks: true, freeCrashes: true }, "a joiner of the one-server chain [5] got its snapshot and forwards, but 5's heartbeats saying it serves were queued behind them on a stalled connection: after half --suspect-ms it gave the chain up, booted and formed [1] beside [5], which went on acknowledging: both acknowledged a different #111 (a joiner now counts a sync request, snapshot or forward of its configuration from a member as that member serving)"],
   [163002720, { disks: true, freeCrashes: true }, "the same, chains [2] and [1,3] acknowledging two #304"],
+  [167003449, { disks: true, partitions: true, quorum: "majority" }, "the give-back of session 17's cached grant of c1 stayed pending through the session's loss and renewal (59), and was answered ESESSION after c1 was granted again to 59 for a write: the store took that ESESSION for its live session's (voiding its holds), and the give-back's failure forgot the new grant, so the write release sent nothing; the hold stayed with session 59, heartbeated, for ever (only an ESESSION of the session in use voids it now, and a failed give-back forgets only its own grant)"],
   // Outside what --quorum majority promises: without disks a restart loses the server's history
   // like a lost disk, and a majority that lost theirs may form a chain with none of it. The
   // simulator's fault budget now keeps a majority of live holders in that mode (src/sim).

@@ -378,7 +378,10 @@ export class ClientStore implements Store {
         this.mapped.released(name, createdSeq, reply.version);
         again = grants.released(holdId, reply.cached) === "give-back";
       } catch (error) {
-        if (tracked) grants.forget(name);
+        // Only if the grant is still this one: a give-back of an older session's grant fails
+        // ESESSION after the datum was granted again (sim seed 167003449: forgetting the new grant
+        // in use made its write release send nothing, and the hold stayed with the live session).
+        if (grants.get(name)?.holdId === holdId) grants.forget(name);
         // The servers did not take these bytes: the local copy is no longer theirs.
         if (pages.length > 0) this.mapped.forget(name);
         throw error;
@@ -424,12 +427,17 @@ export class ClientStore implements Store {
     return this.send(op);
   }
 
-  /** Sends under the current session; an ESESSION answer marks the session lost. */
+  /** Sends under the current session; an ESESSION answer about it marks it lost. */
   private async send(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
+    const session = this.cluster.session;
     try {
       return await this.cluster.request(op, onQueued);
     } catch (error) {
-      if (error instanceof PStoreError && error.code === "ESESSION") this.loseSession();
+      // Only news of the session in use voids its holds: a request of an older session (resent
+      // after a failover, its session renewed meanwhile) hears ESESSION of that one. Taken for
+      // ours, the holds of the live session were dropped here while the servers kept them,
+      // heartbeated, for ever (sim seed 167003449).
+      if (error instanceof PStoreError && error.code === "ESESSION" && session === this.cluster.session) this.loseSession();
       throw error;
     }
   }
