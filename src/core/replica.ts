@@ -94,6 +94,8 @@ export interface PeerView {
   busyUntilMs: number;
   /** Since when it has kept reporting that it serves in a configuration without us (null: it does not). */
   servesWithoutUsSinceMs: number | null;
+  /** Its disk is full, as its last heartbeat said. */
+  diskFull: boolean;
 }
 
 /** The server this one forwards to: its successor, or (as tail) a joiner. */
@@ -152,6 +154,8 @@ export class Replica {
   private lastHeartbeatMs = -Infinity;
   /** Until when we told the others we would be busy (they do not suspect us before). */
   private busyUntilMs = -Infinity;
+  /** Our disk is full (the host says so): our heartbeats tell the head. */
+  private diskFull = false;
   private lastJoinMs = -Infinity;
   /** As a joiner: when a member of the chain we join was last seen serving (or we started joining). */
   private joinedChainSinceMs = 0;
@@ -919,6 +923,7 @@ export class Replica {
       wasMember,
       busyUntilMs: message.busyMs > 0 ? this.nowMs + message.busyMs : (previous?.busyUntilMs ?? 0),
       servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? this.nowMs) : null,
+      diskFull: message.diskFull ?? false,
       lastHeardMs: this.nowMs,
       epoch: message.epoch,
       chain: message.chain,
@@ -959,7 +964,29 @@ export class Replica {
       appliedSeq: this.state.appliedSeq,
       lastEpoch: this.lastEpoch,
       busyMs,
+      diskFull: this.diskFull,
     });
+  }
+
+  /**
+   * The host says whether its disk is full: told to the others with the heartbeats,
+   * so that a head refuses data that a successor could not log (the chain would stall).
+   */
+  setDiskFull(full: boolean, nowMs: number): Ready {
+    this.advanceClock(nowMs);
+    if (full !== this.diskFull) {
+      this.diskFull = full;
+      this.broadcastHeartbeat();
+    }
+    return this.finish();
+  }
+
+  /** A live member of our chain, other than us, whose disk is full (null: none). */
+  memberWithFullDisk(): number | null {
+    for (const id of this.config.chain) {
+      if (id !== this.selfId && this.peerViews.get(id)?.diskFull && !this.suspected(id)) return id;
+    }
+    return null;
   }
 
   // ---- configurations -----------------------------------------------------------
