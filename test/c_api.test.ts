@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
+import { AGENT_PROTOCOL_VERSION } from "../src/agent/protocol";
 import { SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
 import { type Store, connect } from "../src/index";
 import { type Child, ROOT, finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
@@ -266,7 +267,7 @@ test("the agent refuses a socket directory others may write to", async () => {
 
 test("past the agent's 64 programs a program gets ELIMIT, and the agent still serves the others", async () => {
   const servers = new TextEncoder().encode(env.PSTORE_SERVERS!);
-  const hello = frame([1, 1, 0, 0, 0, servers.length & 0xff, servers.length >> 8, ...servers, 0, 0, 0, 0]);
+  const hello = frame([1, AGENT_PROTOCOL_VERSION, 0, 0, 0, servers.length & 0xff, servers.length >> 8, ...servers, 0, 0, 0, 0]);
   const sockets: Array<{ end(): void }> = [];
   const codes: number[] = [];
   try {
