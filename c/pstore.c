@@ -102,14 +102,20 @@ const char *p_strerror(int code) {
 
 static void drop_connection(void);
 
-/* Sends the request (its first 4 bytes are room for the length) and reads the
- * reply into out. Returns 0 with r over the reply's fields, or -1 (error set). */
-static int call(buf *request, uint8_t *out, reader *r) {
-    if (request->len == SIZE_MAX) return fail(P_ELIMIT, "out of memory for the request");
+/* Sends the request (its first 4 bytes are room for the length), closes the
+ * count pages from first (if any) while the agent works, and reads the reply
+ * into out. Returns 0 with r over the reply's fields, or -1 (error set). */
+static int call_closing(buf *request, uint8_t *out, reader *r, uint32_t first, uint32_t count) {
+    if (request->len == SIZE_MAX) {
+        if (count > 0) pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+        return fail(P_ELIMIT, "out of memory for the request");
+    }
     uint32_t body = (uint32_t)(request->len - 4);
     memcpy(request->bytes, &body, 4);
     uint32_t reply_len;
-    if (write_all(agent_fd, request->bytes, request->len) != 0 || read_all(agent_fd, (uint8_t *)&reply_len, 4) != 0 ||
+    int sent = write_all(agent_fd, request->bytes, request->len);
+    if (count > 0) pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+    if (sent != 0 || read_all(agent_fd, (uint8_t *)&reply_len, 4) != 0 ||
         reply_len > REPLY_BYTES_MAX || read_all(agent_fd, out, reply_len) != 0) {
         drop_connection();
         return fail(P_ECLOSED, "the pstore agent closed the connection (did it die?); call init_persistant() again");
@@ -131,6 +137,10 @@ static int call(buf *request, uint8_t *out, reader *r) {
         return -1;
     }
     return 0;
+}
+
+static int call(buf *request, uint8_t *out, reader *r) {
+    return call_closing(request, out, r, 0, 0);
 }
 
 static void request_start(buf *b, uint8_t op) {
@@ -388,18 +398,23 @@ static int release_locked(void *p, uint8_t mode) {
         put(&b, pages, (size_t)dirty * sizeof(uint32_t));
         free(pages);
     }
-    /* Closed before the agent ships: the program cannot change a page while it travels. */
-    pstore_protect(seg, h->first_page, h->page_count, PSTORE_HOLD_NONE, NULL);
     lend_use lent = h->lent;
+    uint32_t first = h->first_page, count = h->page_count;
     hold_remove(h);
-    if (lent.slot >= 0 && dirty == 0 && lend_return(table, &lent) == 0) {
-        /* A lent use that shipped nothing goes back idle: no message (else a recall waits for it). */
-        free(b.bytes);
-        return 0;
+    if (lent.slot >= 0 && dirty == 0) {
+        /* A lent use that shipped nothing goes back idle with no message, closed
+         * first; if a recall came meanwhile, the agent is told (it gives the grant back). */
+        pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+        if (lend_return(table, &lent) == 0) {
+            free(b.bytes);
+            return 0;
+        }
     }
     uint8_t reply[REPLY_BYTES_MAX];
     reader r;
-    int rc = call(&b, reply, &r);
+    /* Closed while the agent ships, as the TypeScript client does: the page
+     * list is taken, and a write from now on is a write outside a hold. */
+    int rc = call_closing(&b, reply, &r, first, count);
     free(b.bytes);
     return rc;
 }

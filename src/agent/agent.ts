@@ -152,10 +152,11 @@ class Program {
         return [{ u64: view.byteOffset }, { u64: view.length }, { u32: NO_SLOT }, { u32: 0 }];
       }
       case "release": {
-        const lent = lending.viewAt(request.offset);
+        const lent = lending.lentAt(request.offset);
         if (lent) {
-          this.checkPages(lent, request.pages);
+          this.checkPages(lent.view, request.pages);
           await lending.returned(request.offset, request.pages);
+          lending.lend(lent.name);
           return [];
         }
         const hold = this.holds.get(request.offset);
@@ -168,7 +169,8 @@ class Program {
           this.segment!.markDirty(request.pages);
           await store.releaseReadWrite(hold.view);
         }
-        // Kept cached by the servers: the program's next use needs no message.
+        // Kept cached by the servers: the program's next use needs no message. Lent before
+        // the reply: lent after it, the program's next access comes first (measured) and asks.
         lending.lend(hold.name);
         return [];
       }

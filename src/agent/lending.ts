@@ -99,8 +99,8 @@ export class Lending {
     fields.setUint32(at + MODE, mode === "write" ? 2 : 1, true);
     fields.setUint32(at + FIRST_PAGE, view.byteOffset / pageSize, true);
     fields.setUint32(at + PAGE_COUNT, Math.ceil(view.length / pageSize), true);
-    fields.setBigUint64(at + OFFSET, BigInt(view.byteOffset), true);
-    fields.setBigUint64(at + SIZE, BigInt(view.length), true);
+    setU64(fields, at + OFFSET, view.byteOffset);
+    setU64(fields, at + SIZE, view.length);
     fields.setUint16(at + NAME_LEN, bytes.length, true);
     this.table.bytes.set(bytes, at + NAME);
     this.byName.set(name, lent);
@@ -156,8 +156,8 @@ export class Lending {
   }
 
   /** The lent use at `offset`, if one is. */
-  viewAt(offset: number): Uint8Array | undefined {
-    return this.byOffset.get(offset)?.view;
+  lentAt(offset: number): { name: string; view: Uint8Array } | undefined {
+    return this.byOffset.get(offset);
   }
 
   /** Takes back an idle lend of `name` (before a delete); EBUSY when the program is in it. */
@@ -173,8 +173,8 @@ export class Lending {
 
   /**
    * The program ended a lent use with a message (it wrote pages, or a recall
-   * is pending): the store's use ends with those pages, then is lent again if
-   * the store keeps the grant. False when nothing is lent at `offset`.
+   * is pending): the store's use ends with those pages (the caller lends the
+   * datum again). False when nothing is lent at `offset`.
    */
   async returned(offset: number, pages: Uint32Array): Promise<boolean> {
     const lent = this.byOffset.get(offset);
@@ -188,7 +188,6 @@ export class Lending {
     this.table.store32(state, nextGeneration(word) | EMPTY);
     this.segment.markDirty(pages);
     await this.giveBack(lent);
-    this.lend(lent.name);
     return true;
   }
 
@@ -204,6 +203,12 @@ export class Lending {
     this.freeSlots.push(lent.slot);
     return lent.mode === "read" ? this.store.releaseRead(lent.view) : this.store.releaseReadWrite(lent.view);
   }
+}
+
+/** Two halves: no BigInt on the hot path (offsets and sizes are below 2^53). */
+function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % 2 ** 32, true);
+  view.setUint32(at + 4, Math.floor(value / 2 ** 32), true);
 }
 
 function nextGeneration(word: number): number {
