@@ -52,6 +52,7 @@ static pid_t owner_pid; /* the process that connected: a forked child is not it 
 static int seg = -1;
 static char *base;
 static lend_table *table; /* shared with the agent, after the segment in its file */
+static unsigned long local_grants;
 static uint64_t segment_size;
 static uint32_t page_size;
 static hold *holds;
@@ -95,6 +96,12 @@ static int fail(int code, const char *fmt, ...) {
 }
 
 int p_errcode(void) { return last_code; }
+unsigned long p_local_grants(void) {
+    pthread_mutex_lock(&lock);
+    unsigned long n = local_grants;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
 const char *p_errmsg(void) { return last_msg; }
 const char *p_strerror(int code) {
     return code >= 0 && code < CODE_COUNT ? code_texts[code] : "unknown pstore error code";
@@ -216,6 +223,7 @@ static int init_locked(void) {
     unmap_segment();
     if (open_agent() != 0) return -1;
     owner_pid = getpid();
+    local_grants = 0;
 
     buf b = {0};
     uint8_t reply[REPLY_BYTES_MAX];
@@ -321,6 +329,7 @@ static void *access_locked(const char *name, uint8_t mode) {
     uint64_t offset, size;
     if (lend_take(table, name, mode, &lent) == 0) {
         /* The agent's idle use of a cached grant: ours with no message. */
+        local_grants++;
         offset = lent.offset;
         size = lent.size;
     } else {

@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { LocalCluster } from "../src/cli/cluster";
+import { LocalCluster, outputLines } from "../src/cli/cluster";
 import { AGENT_PROTOCOL_VERSION } from "../src/agent/protocol";
-import { SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
+import { CACHE_BACKOFF_MS, SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
 import { type Store, connect } from "../src/index";
 import { type Child, ROOT, finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
@@ -124,6 +124,93 @@ test("a C program killed with SIGKILL while it holds the write hold: another cli
   const start = performance.now();
   const view = await store.accessReadWrite("killed", { timeoutMs: 5000 });
   const waitedMs = performance.now() - start;
+  await store.releaseReadWrite(view);
+  expect(waitedMs).toBeLessThan(1000);
+}, 30_000);
+
+// ---- uses the agent lends (src/agent/lending.ts): granted with no message ----
+
+test("a C program and a TypeScript program take turns on one datum, both caching: the counter is exact", async () => {
+  await store.create("turns", 4);
+  const rounds = 8;
+  const perTurn = 5;
+  const proc = Bun.spawn([join(dir, "c_tool"), "steps", "turns", String(perTurn)], {
+    env: { ...process.env, ...env },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const lines = outputLines(proc.stdout);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 50_000);
+  let localGrants = 0;
+  try {
+    const cTurn = async () => {
+      proc.stdin.write("go\n");
+      proc.stdin.flush();
+      const { value: line } = await lines.next();
+      expect(line).toMatch(/^DONE \d+$/);
+      localGrants = Number(line!.split(" ")[1]);
+    };
+    const tsTurn = async () => {
+      for (let i = 0; i < perTurn; i++) {
+        await store.withWrite("turns", (view) => {
+          const data = new DataView(view.buffer, view.byteOffset, 4);
+          data.setInt32(0, data.getInt32(0, true) + 1, true);
+        });
+      }
+    };
+    const recallsBefore = store.stats().recalls;
+    for (let round = 0; round < rounds; round++) {
+      // A client recalled from does not cache for a while: past it, each turn caches again.
+      await Bun.sleep(CACHE_BACKOFF_MS + 20);
+      await cTurn();
+      await Bun.sleep(CACHE_BACKOFF_MS + 20);
+      await tsTurn();
+    }
+    // Each turn's first access asks the servers (the other side had it); the others are lent.
+    expect(localGrants).toBeGreaterThanOrEqual(rounds * (perTurn - 2));
+    // Taking the datum from the C program recalled its grant (lent by the agent) every round.
+    expect(store.stats().recalls - recallsBefore).toBeGreaterThanOrEqual(rounds - 1);
+    // And at the same time: every recall lands on a lent use idle or in use.
+    for (let round = 0; round < rounds; round++) await Promise.all([cTurn(), tsTurn()]);
+  } finally {
+    proc.stdin.end();
+    await proc.exited;
+    clearTimeout(timer);
+  }
+  expect(proc.exitCode).toBe(0);
+  expect(await readInt("turns")).toBe(rounds * perTurn * 4);
+}, 60_000);
+
+test("a C program in a lent write hold keeps it: another client waits until the C release", async () => {
+  await store.create("lent-held", 4);
+  const writer = runC(["lendhold", "lent-held"]);
+  const [held] = await writer.waitFor(/HELD \d+/, 15_000);
+  expect(held).toBe("HELD 1"); // the second access was lent: no message
+  let read: number | null = null;
+  const reading = readInt("lent-held").then((value) => (read = value));
+  await Bun.sleep(500);
+  expect(read).toBeNull();
+  writer.proc.kill("SIGUSR1");
+  await reading;
+  expect(read!).toBe(2);
+  const result = await writer.done();
+  expect(result.stdout).toContain("RELEASED 2");
+  expect(result.code).toBe(0);
+}, 60_000);
+
+test("a C program killed with SIGKILL in a lent write hold: another client gets the datum within 1 s", async () => {
+  await store.create("lent-killed", 4);
+  const writer = runC(["lendhold", "lent-killed"]);
+  const [held] = await writer.waitFor(/HELD \d+/, 15_000);
+  expect(held).toBe("HELD 1");
+  writer.proc.kill("SIGKILL");
+  await writer.proc.exited;
+  const start = performance.now();
+  const view = await store.accessReadWrite("lent-killed", { timeoutMs: 5000 });
+  const waitedMs = performance.now() - start;
+  // The first cycle's +1 was acknowledged; the lent hold's write never left the program.
+  expect(new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true)).toBe(1);
   await store.releaseReadWrite(view);
   expect(waitedMs).toBeLessThan(1000);
 }, 30_000);
