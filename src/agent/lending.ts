@@ -62,6 +62,8 @@ export class Lending {
   private readonly byOffset = new Map<number, Lent>();
   private readonly freeSlots: number[] = [];
   private readonly timer: ReturnType<typeof setInterval>;
+  /** The table is about to be unmapped: nothing is written to it any more. */
+  private closed = false;
 
   constructor(
     private readonly table: SharedRegion,
@@ -76,13 +78,14 @@ export class Lending {
 
   /** The lease, in the clock the program reads (CLOCK_MONOTONIC µs); 0 stops every take. */
   publishLease(): void {
+    if (this.closed) return;
     const leftMs = this.store.localGrantsUntilMs() - performance.now();
     this.table.store64(0, leftMs > 0 ? (monotonicMs() + leftMs) * 1000 : 0);
   }
 
   /** Lends `name` if the store grants a use of it here, with no message. */
   lend(name: string): void {
-    if (this.byName.has(name) || this.freeSlots.length === 0) return;
+    if (this.closed || this.byName.has(name) || this.freeSlots.length === 0) return;
     let mode: "read" | "write" = "write";
     let view = this.store.accessLocal(name, "write");
     if (!view) {
@@ -121,7 +124,7 @@ export class Lending {
       if (kind === FREE) {
         if (this.table.cas32(state, word, nextGeneration(word) | EMPTY) !== word) continue;
         // Ended now, before the store decides: it gives the grant back (the program never had it).
-        this.giveBack(lent).catch(() => {});
+        void this.takenBack(lent);
         return;
       }
       if (kind === EMPTY || (word & RECALLED) !== 0) return;
@@ -148,7 +151,7 @@ export class Lending {
         return { offset: lent.view.byteOffset, size: lent.view.length, slot: lent.slot, word: used >>> 0 };
       }
     } else if (this.table.cas32(state, word, nextGeneration(word) | EMPTY) === word) {
-      await this.giveBack(lent);
+      await this.takenBack(lent);
       return null;
     }
     // The word changed under us: a recall took it back meanwhile, or the program took it.
@@ -168,7 +171,7 @@ export class Lending {
     const word = this.table.load32(state);
     if ((word & KIND_MASK) !== FREE) throw new PStoreError("EBUSY", `"${name}" is held by this program; delete it once it is released`);
     if (this.table.cas32(state, word, nextGeneration(word) | EMPTY) !== word) return this.takeBack(name);
-    await this.giveBack(lent);
+    await this.takenBack(lent);
   }
 
   /**
@@ -194,6 +197,15 @@ export class Lending {
   close(): void {
     clearInterval(this.timer);
     this.table.store64(0, 0);
+    this.closed = true;
+  }
+
+  /**
+   * Ends an idle lent use the agent took back, before a call of its own on the datum: a
+   * failure (the session lost with its holds) is that call's to report, not this one's.
+   */
+  private takenBack(lent: Lent): Promise<void> {
+    return this.giveBack(lent).catch(() => {});
   }
 
   /** Ends the store's lent use (the slot is EMPTY already): a write use ships the pages marked dirty. */
