@@ -198,7 +198,7 @@ class Program {
         // The lending table follows the segment in the same file.
         ftruncateSync(fd, size + LEND_TABLE_BYTES);
         this.table = SharedRegion.map(fd, size, LEND_TABLE_BYTES);
-        this.segment = MappedSegment.mapShared(fd, size, pageSize);
+        this.segment = MappedSegment.mapSharedReadable(fd, size, pageSize);
         return this.segment;
       } finally {
         closeSync(fd);

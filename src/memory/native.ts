@@ -21,7 +21,7 @@ const ERR_LEN = 256;
 
 const lib = dlopen(soPath as string, {
   pstore_segment_map: { args: ["u32", "u32", "ptr"], returns: "i32" },
-  pstore_segment_map_fd: { args: ["u32", "u32", "i32", "ptr"], returns: "i32" },
+  pstore_segment_map_fd_readable: { args: ["u32", "u32", "i32", "ptr"], returns: "i32" },
   pstore_segment_base: { args: ["i32"], returns: "ptr" },
   pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
@@ -65,9 +65,12 @@ export function segmentMap(pageCount: number, pageSize: number): number {
   return seg;
 }
 
-/** Maps the open file `fd` shared, with no rights (another process maps the same bytes). Returns its id. */
-export function segmentMapFd(pageCount: number, pageSize: number, fd: number): number {
-  const seg = c.pstore_segment_map_fd(pageCount, pageSize, fd, errBuffer);
+/**
+ * Maps the open file `fd` shared (another process maps the same bytes), readable
+ * throughout: holds change the bookkeeping, not the protection. Returns its id.
+ */
+export function segmentMapFdReadable(pageCount: number, pageSize: number, fd: number): number {
+  const seg = c.pstore_segment_map_fd_readable(pageCount, pageSize, fd, errBuffer);
   if (seg < 0) throw failure("cannot map the shared segment");
   return seg;
 }
