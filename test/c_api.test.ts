@@ -62,6 +62,16 @@ async function readInt(name: string): Promise<number> {
   return store.withRead(name, (view) => new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true));
 }
 
+/** Reads `name` while the C `writer` holds it: nothing comes for `waitMs`; SIGUSR1 releases, and the read gets what it wrote. */
+async function readOnceReleased(name: string, writer: ReturnType<typeof runC>, waitMs: number): Promise<number> {
+  let read: number | null = null;
+  const reading = readInt(name).then((value) => (read = value));
+  await Bun.sleep(waitMs);
+  expect(read).toBeNull();
+  writer.proc.kill("SIGUSR1");
+  return reading;
+}
+
 test("the specification's example, verbatim in C, writes 1035; a second C program reads it", async () => {
   const proc = Bun.spawn([join(dir, "seed_example")], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
   const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
@@ -96,13 +106,7 @@ test("a C writer holds a datum while a TypeScript reader waits, and the reverse"
   await store.create("c-vs-ts", 4);
   const writer = runC(["hold", "c-vs-ts"]);
   await writer.waitFor(/HELD/, 15_000);
-  let read: number | null = null;
-  const reading = readInt("c-vs-ts").then((value) => (read = value));
-  await Bun.sleep(300);
-  expect(read).toBeNull();
-  writer.proc.kill("SIGUSR1");
-  await reading;
-  expect(read!).toBe(7);
+  expect(await readOnceReleased("c-vs-ts", writer, 300)).toBe(7);
   expect((await writer.done()).stdout).toContain("RELEASED");
 
   const view = await store.accessReadWrite("c-vs-ts");
@@ -187,13 +191,7 @@ test("a C program in a lent write hold keeps it: another client waits until the 
   const writer = runC(["lendhold", "lent-held"]);
   const [held] = await writer.waitFor(/HELD \d+/, 15_000);
   expect(held).toBe("HELD 1"); // the second access was lent: no message
-  let read: number | null = null;
-  const reading = readInt("lent-held").then((value) => (read = value));
-  await Bun.sleep(500);
-  expect(read).toBeNull();
-  writer.proc.kill("SIGUSR1");
-  await reading;
-  expect(read!).toBe(2);
+  expect(await readOnceReleased("lent-held", writer, 500)).toBe(2);
   const result = await writer.done();
   expect(result.stdout).toContain("RELEASED 2");
   expect(result.code).toBe(0);
