@@ -197,6 +197,27 @@ test("a C program in a lent write hold keeps it: another client waits until the 
   expect(result.code).toBe(0);
 }, 60_000);
 
+test("reads of a read-cached datum are lent (no message); a writer waits until the C program's lent read ends", async () => {
+  await store.create("lent-read", 4);
+  await store.withWrite("lent-read", (view) => new DataView(view.buffer, view.byteOffset, 4).setInt32(0, 5, true));
+  const reader = runC(["lendread", "lent-read", "10"]);
+  const [held] = await reader.waitFor(/HELD \d+ -?\d+/, 15_000);
+  // The first read asks the servers; its release makes the grant cached; the ten others are lent.
+  expect(held).toBe("HELD 10 5");
+  const start = performance.now();
+  let waitedMs = -1;
+  const writing = store
+    .withWrite("lent-read", (view) => new DataView(view.buffer, view.byteOffset, 4).setInt32(0, 6, true))
+    .then(() => (waitedMs = performance.now() - start));
+  await Bun.sleep(500);
+  expect(waitedMs).toBe(-1);
+  // The recall found the program in its lent read: its release (no longer a local swap) gives the grant back.
+  reader.proc.kill("SIGUSR1");
+  await writing;
+  expect((await reader.done()).stdout).toContain("RELEASED");
+  expect(await readInt("lent-read")).toBe(6);
+}, 60_000);
+
 test("a C program killed with SIGKILL in a lent write hold: another client gets the datum within 1 s", async () => {
   await store.create("lent-killed", 4);
   const writer = runC(["lendhold", "lent-killed"]);
