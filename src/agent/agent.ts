@@ -85,8 +85,7 @@ class Program {
       // One request at a time, in order: the library waits for each reply anyway.
       // Nothing pending: answered now, not one promise turn later.
       this.busy++;
-      const answer = () => this.answer(request).finally(() => this.busy--);
-      this.queue = this.busy === 1 ? answer() : this.queue.then(answer);
+      this.queue = this.busy === 1 ? this.answer(request) : this.queue.then(() => this.answer(request));
     }
     this.inbound = at === data.length ? EMPTY : data.slice(at);
   }
@@ -101,6 +100,7 @@ class Program {
       const message = known ? error.message : `EPROTO: ${(error as Error).message}`;
       reply = encodeReply([], { code: known ? error.code : "EPROTO", message });
     }
+    this.busy--;
     this.send(reply);
   }
 
