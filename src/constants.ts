@@ -118,6 +118,11 @@ export const CACHE_LEASE_FRACTION = 0.75;
 export const CACHE_BACKOFF_MS = 50;
 /** A delete that finds the datum cached by another client recalls it and waits at most this long (then EBUSY). */
 export const DELETE_RECALL_WAIT_MS = 2000;
+/**
+ * The agent republishes its store's lease to the C program this often (src/agent/lending.ts):
+ * a program reading lent data with no message sees a renewal within this long.
+ */
+export const LEND_LEASE_REFRESH_MS = 1000;
 
 /** setTimeout overflows above 2^31-1 ms (about 24.8 days): the largest duration a flag takes. */
 export const TIMER_MS_MAX = 2 ** 31 - 1;

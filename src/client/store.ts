@@ -11,7 +11,7 @@ import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import { type Mode, type Op, type PageWrite, type Recall, type Reply, type ReplyMessage, packPages } from "../wire";
-import { GrantCache } from "./cache";
+import { type CachedGrant, GrantCache } from "./cache";
 import { pageRuns, randomSessionId, readCa, withTimeout } from "./helpers";
 import { ClusterLink } from "./cluster";
 import { reportUncaughtPStoreErrors } from "./uncaught";
@@ -61,7 +61,27 @@ export async function connect(options: ConnectOptions = {}, mapSegment: SegmentM
   return store;
 }
 
-class ClientStore implements Store {
+/**
+ * What `pstore agent` needs to lend this session's idle cached grants to the C
+ * program it serves (src/agent/lending.ts): a lent grant is a use granted here,
+ * which the program takes and returns through shared memory.
+ */
+export interface GrantLender {
+  /** A use of `name` granted here now with no message, or null (then nothing was done). */
+  accessLocal(name: string, mode: Mode): Uint8Array | null;
+  /** Until when (performance.now() ms) uses may be granted here: the lease. */
+  localGrantsUntilMs(): number;
+}
+
+/** As connect, for the agent; `onRecalling(name)` runs before the store answers a recall of name's grant. */
+export async function connectLender(options: ConnectOptions, mapSegment: SegmentMapper, onRecalling: (name: string) => void): Promise<Store & GrantLender> {
+  reportUncaughtPStoreErrors();
+  const store = new ClientStore(options, mapSegment, onRecalling);
+  await store.open();
+  return store;
+}
+
+class ClientStore implements Store, GrantLender {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
   private readonly queriesOnly: boolean;
@@ -84,6 +104,7 @@ class ClientStore implements Store {
   constructor(
     options: ConnectOptions,
     private readonly mapSegment: SegmentMapper,
+    private readonly onRecalling?: (name: string) => void,
   ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
@@ -336,18 +357,33 @@ class ClientStore implements Store {
         await inFlight;
         continue;
       }
-      const entry = this.cache.get(name);
-      if (!entry) {
-        // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
-        grants.forget(name);
-        return null;
-      }
-      grants.useLocally(step.grant, mode);
-      this.segment.protect(entry.firstPage, entry.pageCount, mode);
-      const view = this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
-      this.holds.set(entry.firstPage, { holdId: step.grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq, view });
-      return view;
+      return this.useLocally(step.grant, name, mode, grants);
     }
+  }
+
+  private useLocally(grant: CachedGrant, name: string, mode: Mode, grants: GrantCache): Uint8Array | null {
+    const entry = this.cache.get(name);
+    if (!entry) {
+      // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
+      grants.forget(name);
+      return null;
+    }
+    grants.useLocally(grant, mode);
+    this.segment.protect(entry.firstPage, entry.pageCount, mode);
+    const view = this.segment.view(entry.firstPage * this.segment.pageSize, entry.size);
+    this.holds.set(entry.firstPage, { holdId: grant.holdId, name, mode, firstPage: entry.firstPage, pageCount: entry.pageCount, createdSeq: entry.createdSeq, view });
+    return view;
+  }
+
+  accessLocal(name: string, mode: Mode): Uint8Array | null {
+    const grants = this.grants;
+    if (!grants || this.closed || this.sessionLost || this.queriesOnly) return null;
+    const grant = grants.localGrant(name, mode, performance.now());
+    return grant ? this.useLocally(grant, name, mode, grants) : null;
+  }
+
+  localGrantsUntilMs(): number {
+    return this.grants && !this.sessionLost && !this.closed ? this.grants.leaseEndMs : -Infinity;
   }
 
   /** Rejects when the wait times out or is aborted, after the cancel is applied (the queue is clean). */
@@ -520,6 +556,8 @@ class ClientStore implements Store {
     const grants = this.grants;
     if (!grants || this.closed || this.sessionLost) return;
     this.counters.recalls++;
+    // The agent takes back a use it lent, if the program is not in it (then its release answers).
+    this.onRecalling?.(recall.name);
     if (!grants.recall(recall.holdId, recall.name, performance.now())) return; // the use's release gives it back
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? (this.cache.get(recall.name)?.createdSeq ?? -1) : -1;
