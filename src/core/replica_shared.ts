@@ -4,13 +4,14 @@
  * parts (flow, membership, configuration, paxos, cached) are functions taking it
  * explicitly; the Replica holds it privately and hosts see only its read-only getters.
  */
-import { type AcceptedProposal, type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
+import { type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, tailOf } from "./chain";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
 import { EpochHistory } from "./epochs";
 import { RecallScheduler } from "./cached";
 import type { Output, Recall, StoreState } from "./state";
+import type { Proposal } from "./paxos";
 
 /** What one event made the replica do, in the order done; finish() turns them into the step's Ready. */
 export type Action =
@@ -51,23 +52,6 @@ export interface ReplicaOptions {
    * chain from the servers heard, without waiting for the others, losing what only they hold.
    */
   forceBoot?: boolean;
-}
-
-/**
- * --quorum majority: a configuration this server proposes (Paxos, one ballot). Phase 1
- * gathers promises from a majority; phase 2 proposes the value: the pending proposal with
- * the highest ballot among the promises (one that may have been chosen), else `own`.
- */
-export interface Proposal {
-  ballot: number;
-  /** What this server wants (new chain, and the configuration it builds on). */
-  own: { chain: number[]; baseEpoch: number; formed: boolean };
-  /** Phase 1: the promises, with each acceptor's configuration epoch and last accepted proposal. */
-  promises: Map<number, { configEpoch: number; accepted: AcceptedProposal | null }>;
-  /** Phase 2 (null in phase 1): the value proposed, and who accepted it. */
-  value: Omit<AcceptedProposal, "ballot"> | null;
-  accepted: Set<number>;
-  sinceMs: number;
 }
 
 /** What this replica last heard from another server. */
