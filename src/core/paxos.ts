@@ -8,7 +8,8 @@
 import { type AcceptedProposal } from "../wire";
 import { type Vote, describeConfig, nextEpoch } from "./chain";
 import { type ReplicaShared } from "./replica_shared";
-import { commitConfig, sendHeartbeat } from "./replica";
+import { commitConfig } from "./configuration";
+import { sendHeartbeat } from "./membership";
 
 /** A proposal is dropped if it has not gathered a majority within this many heartbeats. */
 const PROPOSAL_HEARTBEATS = 5;
