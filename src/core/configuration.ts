@@ -8,7 +8,7 @@ import { type ChainConfig, describeConfig, issuerOf, nextEpoch, predecessorOf, s
 import { type ReplicaShared } from "./replica_shared";
 import { propose } from "./paxos";
 import { broadcastHeartbeat, foreignHasLasted, hasHistoryOf } from "./membership";
-import { startDownstream } from "./replica";
+import { startDownstream } from "./flow";
 
 /** `id`'s predecessor in `chain` is none, or a server that was before it in `previous`. */
 export function keepsPredecessorOrder(previous: number[], chain: number[], id: number): boolean {

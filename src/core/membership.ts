@@ -10,7 +10,7 @@ import { NO_CONFIG, describeConfig, tailOf } from "./chain";
 import { type ReplicaShared } from "./replica_shared";
 import { adoptConfig, issueConfig } from "./configuration";
 import { noteMinority } from "./paxos";
-import { endPull, sequence, startDownstream } from "./replica";
+import { endPull, sequence, startDownstream } from "./flow";
 
 export function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
   return a.lastEpoch - b.lastEpoch || a.appliedSeq - b.appliedSeq;
