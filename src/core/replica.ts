@@ -6,6 +6,17 @@
  *
  * Pure: no I/O, clock or randomness. Every event returns one Ready (ready.ts):
  * what the host must write, then send, persist before send.
+ *
+ * This file is what hosts drive: the events, dispatched to the parts, and the
+ * step's actions turned into its Ready. The parts are functions over one
+ * ReplicaShared (replica_shared.ts) they take explicitly — flow.ts (sequencing,
+ * forward/ack/sync), membership.ts (heartbeats, suspicion, boot, join),
+ * configuration.ts (issue and adopt configurations), paxos.ts (--quorum
+ * majority), cached.ts (the head's recalls). One shared state, not classes
+ * owning their fields: the concerns read each other's fields at every step
+ * (adopting a configuration resets the downstream and the joiner), so split
+ * ownership would add getters without making a part smaller. Hosts see only
+ * the read-only getters below.
  */
 import { type PeerMessage, type Request } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, tailOf } from "./chain";
