@@ -342,15 +342,3 @@ export class Replica {
     return { epoch: this.s.config.epoch, chain: this.s.status === "member" ? [...this.s.config.chain] : [] };
   }
 }
-
-// ---- applying updates -----------------------------------------------------
-
-// ---- downstream: the server this one forwards to --------------------------
-
-// ---- joining ------------------------------------------------------------
-
-// ---- booting: find a chain, or form one --------------------------------------
-
-// ---- serving: failure detection and reconfiguration --------------------------
-
-// ---- configurations -----------------------------------------------------------
