@@ -7,7 +7,9 @@
  * cycle (access for writing → +1 → release) in alternating blocks, which one
  * first alternating too: a load spike hits both sides alike. Prints the
  * medians of all cycles (and of the access half), and the median of the
- * per-block ratios.
+ * per-block ratios. Each block also times bare round trips of an 8-byte
+ * message between the C program and a Bun process echoing on a Unix socket:
+ * the floor of one C → agent → C hop, whatever the agent does.
  *
  *   bun bench/c_vs_ts.ts [--blocks 40] [--ops 25] [--fsync always|batch|off]
  *
@@ -44,17 +46,22 @@ if (built.exitCode !== 0) throw new Error("bench/c_cycle.c did not compile");
 
 const cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: join(work, "data"), command: [join(DIST, "pstore")], segmentSize: 64 * 1024 * 1024, serveArgs: ["--fsync", fsync] });
 const socket = join(work, "agent.sock");
+const pingSocket = join(work, "ping.sock");
+// The bare Bun side of the ping-pong: echoes what it reads, as the agent's socket handler would.
+const echoScript = `Bun.listen({ unix: ${JSON.stringify(pingSocket)}, socket: { data(s, chunk) { s.write(chunk); } } }); console.log("READY");`;
+const echo = Bun.spawn([process.execPath, "-e", echoScript], { stdout: "pipe", stderr: "inherit" });
 const agent = Bun.spawn([join(DIST, "pstore"), "agent", "--socket", socket, "--die-with-parent"], { stdout: "pipe", stderr: "inherit" });
 let c: Subprocess<"pipe", "pipe", "inherit"> | null = null;
 try {
   await cluster.start();
   const agentLines = outputLines(agent.stdout);
   for await (const line of agentLines) if (line.startsWith("READY")) break;
+  for await (const line of outputLines(echo.stdout)) if (line.startsWith("READY")) break;
   const store = await connect({ servers: cluster.servers });
   await store.create("c", 4);
   await store.create("ts", 4);
   c = Bun.spawn([program, "c"], {
-    env: { ...process.env, PSTORE_SERVERS: cluster.servers.join(","), PSTORE_AGENT_SOCKET: socket },
+    env: { ...process.env, PSTORE_SERVERS: cluster.servers.join(","), PSTORE_AGENT_SOCKET: socket, PSTORE_PING_SOCKET: pingSocket },
     stdin: "pipe",
     stdout: "pipe",
     stderr: "inherit",
@@ -63,6 +70,18 @@ try {
   const cycles = { c: [] as number[], ts: [] as number[] };
   const access = { c: [] as number[], ts: [] as number[] };
   const ratios: number[] = [];
+  const pings: number[] = [];
+
+  const runPing = async (): Promise<void> => {
+    c!.stdin.write(`P ${ops}\n`);
+    c!.stdin.flush();
+    for (;;) {
+      const { value: line, done } = await cLines.next();
+      if (done) throw new Error("the C program stopped");
+      if (line === "DONE") break;
+      pings.push(Number(line));
+    }
+  };
 
   const runC = async (): Promise<number> => {
     const times: number[] = [];
@@ -108,11 +127,13 @@ try {
       cMedian = await runC();
     }
     ratios.push(cMedian / tsMedian);
+    await runPing();
   }
   const f = (n: number) => n.toFixed(0);
   console.log(`fsync ${fsync}; ${blocks} alternating blocks of ${ops} cycles a side; load (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`);
   console.log(`cycle p50: C ${f(median(cycles.c))} µs, TypeScript ${f(median(cycles.ts))} µs, ratio ${(median(cycles.c) / median(cycles.ts)).toFixed(2)}`);
   console.log(`access p50: C ${f(median(access.c))} µs, TypeScript ${f(median(access.ts))} µs`);
+  console.log(`C ↔ Bun Unix-socket round trip (8 bytes, the floor of one agent hop) p50: ${f(median(pings))} µs`);
   console.log(`median of the per-block ratios: ${median(ratios).toFixed(2)} (blocks: ${[...ratios].sort((a, b) => a - b).map((r) => r.toFixed(2)).join(" ")})`);
   c.stdin.end();
   await c.exited;
@@ -120,6 +141,7 @@ try {
 } finally {
   c?.kill();
   agent.kill();
+  echo.kill();
   await cluster.stop();
   rmSync(work, { recursive: true, force: true });
 }

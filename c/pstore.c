@@ -9,6 +9,8 @@
  * no rights, and pstore_mem.c (compiled into this library too) opens a held
  * datum's pages, records first writes and kills a write under a read hold.
  * A write release sends the agent the list of pages written, which it ships.
+ * An idle use the agent lends (pstore_lend.h: a cached grant) is taken and,
+ * when nothing was written, returned through shared memory with no message.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,14 +22,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pstore.h"
 #include "pstore_agent.h"
+#include "pstore_lend.h"
 #include "pstore_mem.h"
 
 /* Keep in step with src/agent/protocol.ts. */
-#define AGENT_PROTOCOL_VERSION 1
+#define AGENT_PROTOCOL_VERSION 2
 enum { OP_HELLO = 1, OP_CREATE = 2, OP_ACCESS = 3, OP_RELEASE = 4, OP_DELETE = 5 };
 enum { MODE_READ = 1, MODE_WRITE = 2 };
 /* The agent's longest reply is small; a request carries at most a page list. */
@@ -39,6 +43,7 @@ typedef struct hold {
     uint32_t page_count;
     uint64_t offset;
     uint8_t mode;
+    lend_use lent; /* lent.slot < 0: granted by the agent, not taken from the table */
 } hold;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +51,8 @@ static int agent_fd = -1;
 static pid_t owner_pid; /* the process that connected: a forked child is not it */
 static int seg = -1;
 static char *base;
+static lend_table *table; /* shared with the agent, after the segment in its file */
+static unsigned long local_grants;
 static uint64_t segment_size;
 static uint32_t page_size;
 static hold *holds;
@@ -89,6 +96,12 @@ static int fail(int code, const char *fmt, ...) {
 }
 
 int p_errcode(void) { return last_code; }
+unsigned long p_local_grants(void) {
+    pthread_mutex_lock(&lock);
+    unsigned long n = local_grants;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
 const char *p_errmsg(void) { return last_msg; }
 const char *p_strerror(int code) {
     return code >= 0 && code < CODE_COUNT ? code_texts[code] : "unknown pstore error code";
@@ -96,14 +109,20 @@ const char *p_strerror(int code) {
 
 static void drop_connection(void);
 
-/* Sends the request (its first 4 bytes are room for the length) and reads the
- * reply into out. Returns 0 with r over the reply's fields, or -1 (error set). */
-static int call(buf *request, uint8_t *out, reader *r) {
-    if (request->len == SIZE_MAX) return fail(P_ELIMIT, "out of memory for the request");
+/* Sends the request (its first 4 bytes are room for the length), closes the
+ * count pages from first (if any) while the agent works, and reads the reply
+ * into out. Returns 0 with r over the reply's fields, or -1 (error set). */
+static int call_closing(buf *request, uint8_t *out, reader *r, uint32_t first, uint32_t count) {
+    if (request->len == SIZE_MAX) {
+        if (count > 0) pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+        return fail(P_ELIMIT, "out of memory for the request");
+    }
     uint32_t body = (uint32_t)(request->len - 4);
     memcpy(request->bytes, &body, 4);
     uint32_t reply_len;
-    if (write_all(agent_fd, request->bytes, request->len) != 0 || read_all(agent_fd, (uint8_t *)&reply_len, 4) != 0 ||
+    int sent = write_all(agent_fd, request->bytes, request->len);
+    if (count > 0) pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+    if (sent != 0 || read_all(agent_fd, (uint8_t *)&reply_len, 4) != 0 ||
         reply_len > REPLY_BYTES_MAX || read_all(agent_fd, out, reply_len) != 0) {
         drop_connection();
         return fail(P_ECLOSED, "the pstore agent closed the connection (did it die?); call init_persistant() again");
@@ -125,6 +144,10 @@ static int call(buf *request, uint8_t *out, reader *r) {
         return -1;
     }
     return 0;
+}
+
+static int call(buf *request, uint8_t *out, reader *r) {
+    return call_closing(request, out, r, 0, 0);
 }
 
 static void request_start(buf *b, uint8_t op) {
@@ -162,6 +185,8 @@ static void unmap_segment(void) {
     if (seg >= 0) pstore_segment_unmap(seg, NULL);
     seg = -1;
     base = NULL;
+    if (table != NULL) munmap(table, LEND_TABLE_BYTES);
+    table = NULL;
 }
 
 static int open_agent(void) {
@@ -198,6 +223,7 @@ static int init_locked(void) {
     unmap_segment();
     if (open_agent() != 0) return -1;
     owner_pid = getpid();
+    local_grants = 0;
 
     buf b = {0};
     uint8_t reply[REPLY_BYTES_MAX];
@@ -230,12 +256,22 @@ static int init_locked(void) {
     unlink(path); /* the agent removes it too if we die first */
     char err[PSTORE_ERR_LEN] = "";
     seg = pstore_segment_map_fd((uint32_t)(segment_size / page_size), page_size, fd, err);
-    close(fd);
     if (seg < 0) {
+        close(fd);
         drop_connection();
         return fail(P_ELIMIT, "%s", err);
     }
     base = pstore_segment_base(seg);
+    void *shared = mmap(NULL, LEND_TABLE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)segment_size);
+    if (shared == MAP_FAILED) {
+        int saved = errno;
+        close(fd);
+        drop_connection();
+        unmap_segment();
+        return fail(P_ELIMIT, "cannot map the agent's lending table: %s", strerror(saved));
+    }
+    close(fd);
+    table = shared;
     return 0;
 }
 
@@ -289,22 +325,37 @@ static void *access_locked(const char *name, uint8_t mode) {
         holds = grown;
         hold_cap = cap;
     }
-    buf b = {0};
-    uint8_t reply[REPLY_BYTES_MAX];
-    reader r;
-    request_start(&b, OP_ACCESS);
-    put_u8(&b, mode);
-    put_str(&b, name);
-    int rc = call(&b, reply, &r);
-    free(b.bytes);
-    if (rc != 0) return NULL;
-    uint64_t offset = take_u64(&r);
-    uint64_t size = take_u64(&r);
-    if (r.bad || offset % page_size != 0 || size == 0 || offset + size > segment_size) {
+    lend_use lent = {.slot = -1};
+    uint64_t offset, size;
+    if (lend_take(table, name, mode, &lent) == 0) {
+        /* The agent's idle use of a cached grant: ours with no message. */
+        local_grants++;
+        offset = lent.offset;
+        size = lent.size;
+    } else {
+        buf b = {0};
+        uint8_t reply[REPLY_BYTES_MAX];
+        reader r;
+        request_start(&b, OP_ACCESS);
+        put_u8(&b, mode);
+        put_str(&b, name);
+        int rc = call(&b, reply, &r);
+        free(b.bytes);
+        if (rc != 0) return NULL;
+        offset = take_u64(&r);
+        size = take_u64(&r);
+        uint32_t slot = take_u32(&r);
+        lent.word = take_u32(&r);
+        lent.slot = slot < LEND_SLOTS ? (int)slot : -1;
+        if (r.bad) size = 0;
+    }
+    if (offset % page_size != 0 || size == 0 || size > segment_size || offset > segment_size - size) {
+        /* The agent holds it for us still: the connection's end frees it. */
+        drop_connection();
         fail(P_EPROTO, "a malformed grant from the agent");
         return NULL;
     }
-    hold h = {(uint32_t)(offset / page_size), (uint32_t)((size + page_size - 1) / page_size), offset, mode};
+    hold h = {(uint32_t)(offset / page_size), (uint32_t)((size + page_size - 1) / page_size), offset, mode, lent};
     char err[PSTORE_ERR_LEN] = "";
     if (pstore_set_name(seg, h.first_page, h.page_count, name, (uint32_t)strlen(name), err) != PSTORE_OK ||
         pstore_protect(seg, h.first_page, h.page_count, mode == MODE_READ ? PSTORE_HOLD_READ : PSTORE_HOLD_WRITE, err) != PSTORE_OK) {
@@ -343,9 +394,10 @@ static int release_locked(void *p, uint8_t mode) {
     request_start(&b, OP_RELEASE);
     put_u8(&b, mode);
     put_u64(&b, h->offset);
+    int dirty = 0;
     if (mode == MODE_WRITE) {
         uint32_t *pages = malloc((size_t)h->page_count * sizeof(uint32_t));
-        int dirty = pages ? pstore_dirty_pages(seg, h->first_page, h->page_count, pages, NULL) : -1;
+        dirty = pages ? pstore_dirty_pages(seg, h->first_page, h->page_count, pages, NULL) : -1;
         if (dirty < 0) {
             free(pages);
             free(b.bytes);
@@ -355,12 +407,23 @@ static int release_locked(void *p, uint8_t mode) {
         put(&b, pages, (size_t)dirty * sizeof(uint32_t));
         free(pages);
     }
-    /* Closed before the agent ships: the program cannot change a page while it travels. */
-    pstore_protect(seg, h->first_page, h->page_count, PSTORE_HOLD_NONE, NULL);
+    lend_use lent = h->lent;
+    uint32_t first = h->first_page, count = h->page_count;
     hold_remove(h);
+    if (lent.slot >= 0 && dirty == 0) {
+        /* A lent use that shipped nothing goes back idle with no message, closed
+         * first; if a recall came meanwhile, the agent is told (it gives the grant back). */
+        pstore_protect(seg, first, count, PSTORE_HOLD_NONE, NULL);
+        if (lend_return(table, &lent) == 0) {
+            free(b.bytes);
+            return 0;
+        }
+    }
     uint8_t reply[REPLY_BYTES_MAX];
     reader r;
-    int rc = call(&b, reply, &r);
+    /* Closed while the agent ships, as the TypeScript client does: the page
+     * list is taken, and a write from now on is a write outside a hold. */
+    int rc = call_closing(&b, reply, &r, first, count);
     free(b.bytes);
     return rc;
 }

@@ -79,6 +79,10 @@ PSTORE_API const char *p_errmsg(void);
 /* A fixed text for a code. */
 PSTORE_API const char *p_strerror(int code);
 
+/* Accesses granted since init_persistant with no message to the agent (a
+ * cached grant it lent: docs/c.md#speed), for tests and benchmarks. */
+PSTORE_API unsigned long p_local_grants(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,6 +45,9 @@ typedef struct pstore_segment {
      * last run opened, and how many pages the streak has opened so far. */
     uint32_t streak_end;
     uint32_t streak_pages;
+    /* The agent's mapping of a program's segment: readable throughout, holds
+     * change only the bookkeeping (the program's mapping enforces them). */
+    uint8_t readable;
 } pstore_segment;
 
 static pstore_segment segments[PSTORE_SEGMENTS_MAX];
@@ -365,7 +368,7 @@ static void pstore_segment_release(pstore_segment *s) {
 
 /* Maps the segment: anonymous private memory when fd < 0, else the file fd,
  * shared (the agent and a C program see the same bytes through it). */
-static int pstore_segment_map_any(uint32_t page_count, uint32_t page_size, int fd, char *err) {
+static int pstore_segment_map_any(uint32_t page_count, uint32_t page_size, int fd, uint8_t readable, char *err) {
     long system_page = sysconf(_SC_PAGESIZE);
     int seg;
 
@@ -396,24 +399,31 @@ static int pstore_segment_map_any(uint32_t page_count, uint32_t page_size, int f
     }
     /* PROT_NONE: no rights until a hold. MAP_NORESERVE: the segment does not
      * count against overcommit until its pages are written. */
-    void *base = fd < 0 ? mmap(NULL, s->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-                        : mmap(NULL, s->size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    int prot = readable ? PROT_READ : PROT_NONE;
+    void *base = fd < 0 ? mmap(NULL, s->size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                        : mmap(NULL, s->size, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (base == MAP_FAILED) {
         int saved = errno;
         pstore_segment_release(s);
         return pstore_set_error(err, "mmap of %u pages: %s", page_count, strerror(saved));
     }
+    s->readable = readable;
     s->base = base; /* last: from now on the handler sees a complete segment */
     return seg;
 }
 
 int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err) {
-    return pstore_segment_map_any(page_count, page_size, -1, err);
+    return pstore_segment_map_any(page_count, page_size, -1, 0, err);
 }
 
 int pstore_segment_map_fd(uint32_t page_count, uint32_t page_size, int fd, char *err) {
     if (fd < 0) return pstore_set_error(err, "file descriptor %d is not open", fd);
-    return pstore_segment_map_any(page_count, page_size, fd, err);
+    return pstore_segment_map_any(page_count, page_size, fd, 0, err);
+}
+
+int pstore_segment_map_fd_readable(uint32_t page_count, uint32_t page_size, int fd, char *err) {
+    if (fd < 0) return pstore_set_error(err, "file descriptor %d is not open", fd);
+    return pstore_segment_map_any(page_count, page_size, fd, 1, err);
 }
 
 static pstore_segment *pstore_segment_get(int seg, char *err) {
@@ -543,6 +553,7 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
     }
     s->streak_end = 0;
     s->streak_pages = 0;
+    if (s->readable) return PSTORE_OK; /* two mprotects a hold saved: the agent reads, never writes */
     return pstore_apply_protection(s, first, count, err);
 }
 
@@ -563,6 +574,10 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *b
     for (uint32_t i = 0; i < count; i++) {
         memcpy(start + (size_t)i * s->page_size, bytes + (size_t)i * stride, s->page_size);
     }
+    if (s->readable && mprotect(start, len, PROT_READ) != 0) {
+        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
+    }
+    if (s->readable) return PSTORE_OK;
     return pstore_apply_protection(s, first, count, err);
 }
 

@@ -28,6 +28,11 @@ int pstore_segment_map(uint32_t page_count, uint32_t page_size, char *err);
 /* As pstore_segment_map, over the file fd, MAP_SHARED: another process that
  * maps the same file sees the same bytes (the agent and a C program). */
 int pstore_segment_map_fd(uint32_t page_count, uint32_t page_size, int fd, char *err);
+/* As pstore_segment_map_fd, readable throughout: holds change the pages'
+ * bookkeeping (modes, dirty bits), not their protection. The agent's mapping
+ * of a program's segment, which only the agent's own code reads (and
+ * pstore_write_pages writes): the program's mapping is the one that guards. */
+int pstore_segment_map_fd_readable(uint32_t page_count, uint32_t page_size, int fd, char *err);
 /* Address of the first byte of the segment, NULL if the id is not mapped. */
 void *pstore_segment_base(int seg);
 int pstore_segment_unmap(int seg, char *err);

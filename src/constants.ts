@@ -90,7 +90,7 @@ export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
  * 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: the
  * messages of issue 11 (docs/protocol.md). 4: cached holds (recall, released.cached).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */
@@ -118,6 +118,11 @@ export const CACHE_LEASE_FRACTION = 0.75;
 export const CACHE_BACKOFF_MS = 50;
 /** A delete that finds the datum cached by another client recalls it and waits at most this long (then EBUSY). */
 export const DELETE_RECALL_WAIT_MS = 2000;
+/**
+ * The agent republishes its store's lease to the C program this often (src/agent/lending.ts):
+ * a program reading lent data with no message sees a renewal within this long.
+ */
+export const LEND_LEASE_REFRESH_MS = 1000;
 
 /** setTimeout overflows above 2^31-1 ms (about 24.8 days): the largest duration a flag takes. */
 export const TIMER_MS_MAX = 2 ** 31 - 1;

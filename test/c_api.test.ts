@@ -7,8 +7,9 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { LocalCluster } from "../src/cli/cluster";
-import { SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
+import { LocalCluster, outputLines } from "../src/cli/cluster";
+import { AGENT_PROTOCOL_VERSION } from "../src/agent/protocol";
+import { CACHE_BACKOFF_MS, SEGMENTS_PER_PROCESS_MAX } from "../src/constants";
 import { type Store, connect } from "../src/index";
 import { type Child, ROOT, finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
@@ -61,6 +62,16 @@ async function readInt(name: string): Promise<number> {
   return store.withRead(name, (view) => new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true));
 }
 
+/** Reads `name` while the C `writer` holds it: nothing comes for `waitMs`; SIGUSR1 releases, and the read gets what it wrote. */
+async function readOnceReleased(name: string, writer: ReturnType<typeof runC>, waitMs: number): Promise<number> {
+  let read: number | null = null;
+  const reading = readInt(name).then((value) => (read = value));
+  await Bun.sleep(waitMs);
+  expect(read).toBeNull();
+  writer.proc.kill("SIGUSR1");
+  return reading;
+}
+
 test("the specification's example, verbatim in C, writes 1035; a second C program reads it", async () => {
   const proc = Bun.spawn([join(dir, "seed_example")], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
   const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
@@ -95,13 +106,7 @@ test("a C writer holds a datum while a TypeScript reader waits, and the reverse"
   await store.create("c-vs-ts", 4);
   const writer = runC(["hold", "c-vs-ts"]);
   await writer.waitFor(/HELD/, 15_000);
-  let read: number | null = null;
-  const reading = readInt("c-vs-ts").then((value) => (read = value));
-  await Bun.sleep(300);
-  expect(read).toBeNull();
-  writer.proc.kill("SIGUSR1");
-  await reading;
-  expect(read!).toBe(7);
+  expect(await readOnceReleased("c-vs-ts", writer, 300)).toBe(7);
   expect((await writer.done()).stdout).toContain("RELEASED");
 
   const view = await store.accessReadWrite("c-vs-ts");
@@ -123,6 +128,108 @@ test("a C program killed with SIGKILL while it holds the write hold: another cli
   const start = performance.now();
   const view = await store.accessReadWrite("killed", { timeoutMs: 5000 });
   const waitedMs = performance.now() - start;
+  await store.releaseReadWrite(view);
+  expect(waitedMs).toBeLessThan(1000);
+}, 30_000);
+
+// ---- uses the agent lends (src/agent/lending.ts): granted with no message ----
+
+test("a C program and a TypeScript program take turns on one datum, both caching: the counter is exact", async () => {
+  await store.create("turns", 4);
+  const rounds = 8;
+  const perTurn = 5;
+  const proc = Bun.spawn([join(dir, "c_tool"), "steps", "turns", String(perTurn)], {
+    env: { ...process.env, ...env },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const lines = outputLines(proc.stdout);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 50_000);
+  let localGrants = 0;
+  try {
+    const cTurn = async () => {
+      proc.stdin.write("go\n");
+      proc.stdin.flush();
+      const { value: line } = await lines.next();
+      expect(line).toMatch(/^DONE \d+$/);
+      localGrants = Number(line!.split(" ")[1]);
+    };
+    const tsTurn = async () => {
+      for (let i = 0; i < perTurn; i++) {
+        await store.withWrite("turns", (view) => {
+          const data = new DataView(view.buffer, view.byteOffset, 4);
+          data.setInt32(0, data.getInt32(0, true) + 1, true);
+        });
+      }
+    };
+    const recallsBefore = store.stats().recalls;
+    for (let round = 0; round < rounds; round++) {
+      // A client recalled from does not cache for a while: past it, each turn caches again.
+      await Bun.sleep(CACHE_BACKOFF_MS + 20);
+      await cTurn();
+      await Bun.sleep(CACHE_BACKOFF_MS + 20);
+      await tsTurn();
+    }
+    // Each turn's first access asks the servers (the other side had it); the others are lent.
+    expect(localGrants).toBeGreaterThanOrEqual(rounds * (perTurn - 2));
+    // Taking the datum from the C program recalled its grant (lent by the agent) every round.
+    expect(store.stats().recalls - recallsBefore).toBeGreaterThanOrEqual(rounds - 1);
+    // And at the same time: every recall lands on a lent use idle or in use.
+    for (let round = 0; round < rounds; round++) await Promise.all([cTurn(), tsTurn()]);
+  } finally {
+    proc.stdin.end();
+    await proc.exited;
+    clearTimeout(timer);
+  }
+  expect(proc.exitCode).toBe(0);
+  expect(await readInt("turns")).toBe(rounds * perTurn * 4);
+}, 60_000);
+
+test("a C program in a lent write hold keeps it: another client waits until the C release", async () => {
+  await store.create("lent-held", 4);
+  const writer = runC(["lendhold", "lent-held"]);
+  const [held] = await writer.waitFor(/HELD \d+/, 15_000);
+  expect(held).toBe("HELD 1"); // the second access was lent: no message
+  expect(await readOnceReleased("lent-held", writer, 500)).toBe(2);
+  const result = await writer.done();
+  expect(result.stdout).toContain("RELEASED 2");
+  expect(result.code).toBe(0);
+}, 60_000);
+
+test("reads of a read-cached datum are lent (no message); a writer waits until the C program's lent read ends", async () => {
+  await store.create("lent-read", 4);
+  await store.withWrite("lent-read", (view) => new DataView(view.buffer, view.byteOffset, 4).setInt32(0, 5, true));
+  const reader = runC(["lendread", "lent-read", "10"]);
+  const [held] = await reader.waitFor(/HELD \d+ -?\d+/, 15_000);
+  // The first read asks the servers; its release makes the grant cached; the ten others are lent.
+  expect(held).toBe("HELD 10 5");
+  const start = performance.now();
+  let waitedMs = -1;
+  const writing = store
+    .withWrite("lent-read", (view) => new DataView(view.buffer, view.byteOffset, 4).setInt32(0, 6, true))
+    .then(() => (waitedMs = performance.now() - start));
+  await Bun.sleep(500);
+  expect(waitedMs).toBe(-1);
+  // The recall found the program in its lent read: its release (no longer a local swap) gives the grant back.
+  reader.proc.kill("SIGUSR1");
+  await writing;
+  expect((await reader.done()).stdout).toContain("RELEASED");
+  expect(await readInt("lent-read")).toBe(6);
+}, 60_000);
+
+test("a C program killed with SIGKILL in a lent write hold: another client gets the datum within 1 s", async () => {
+  await store.create("lent-killed", 4);
+  const writer = runC(["lendhold", "lent-killed"]);
+  const [held] = await writer.waitFor(/HELD \d+/, 15_000);
+  expect(held).toBe("HELD 1");
+  writer.proc.kill("SIGKILL");
+  await writer.proc.exited;
+  const start = performance.now();
+  const view = await store.accessReadWrite("lent-killed", { timeoutMs: 5000 });
+  const waitedMs = performance.now() - start;
+  // The first cycle's +1 was acknowledged; the lent hold's write never left the program.
+  expect(new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true)).toBe(1);
   await store.releaseReadWrite(view);
   expect(waitedMs).toBeLessThan(1000);
 }, 30_000);
@@ -266,7 +373,7 @@ test("the agent refuses a socket directory others may write to", async () => {
 
 test("past the agent's 64 programs a program gets ELIMIT, and the agent still serves the others", async () => {
   const servers = new TextEncoder().encode(env.PSTORE_SERVERS!);
-  const hello = frame([1, 1, 0, 0, 0, servers.length & 0xff, servers.length >> 8, ...servers, 0, 0, 0, 0]);
+  const hello = frame([1, AGENT_PROTOCOL_VERSION, 0, 0, 0, servers.length & 0xff, servers.length >> 8, ...servers, 0, 0, 0, 0]);
   const sockets: Array<{ end(): void }> = [];
   const codes: number[] = [];
   try {

@@ -1504,3 +1504,27 @@ describe("a joiner being appended", () => {
     expect(logged(tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 1150)).map((u) => u.seq)).toEqual([4]);
   });
 });
+
+describe("a joiner whose member's heartbeats are late", () => {
+  // Sim seeds 163000724, 163002720: heartbeats queue behind the snapshot and forwards a member
+  // sends its joiner; counting heartbeats only, the joiner gave the serving chain up after half
+  // --suspect-ms and formed a chain of its own beside it.
+  test("keeps joining while a member of its chain syncs it and forwards to it, and gives up once that stops", () => {
+    const joiner = new Replica({ selfId: 2, peers: [1, 2], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    joiner.onTick(0);
+    joiner.onPeerMessage({ type: "heartbeat", from: 1, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    joiner.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1], issued: true }, 20);
+    expect(joiner.status).toBe("joining");
+    joiner.onPeerMessage({ type: "sync_request", from: 1, epoch: 65, chain: [1] }, 30);
+    const open: Update = { seq: 1, epoch: 65, session: 5, reqNo: 1, doneBelow: 0, op: { type: "open_session", timeoutMs: 60_000 } };
+    joiner.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 0, updates: [open] }, 400);
+    joiner.onTick(600);
+    expect(joiner.status).toBe("joining");
+    joiner.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [] }, 700);
+    joiner.onTick(900);
+    expect(joiner.status).toBe("joining");
+    // Nothing from the chain for more than half --suspect-ms: it is gone, the joiner starts over.
+    joiner.onTick(1250);
+    expect(joiner.status).not.toBe("joining");
+  });
+});

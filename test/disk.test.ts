@@ -7,8 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { LocalCluster } from "../src/cli/cluster";
 import { PStoreError, type Store, connect } from "../src/index";
 import { type ServerProcess, pstoreCommand, removeDir, spawnChild, startServer, tempDir } from "./helpers/processes";
 
@@ -22,7 +23,11 @@ if (!mounted) {
 
 /** Fills the disk up to the last byte with a file; returns its path. */
 function fillDisk(name: string): string {
-  const file = join(root, name);
+  return fillDiskAt(root, name);
+}
+
+function fillDiskAt(dir: string, name: string): string {
+  const file = join(dir, name);
   const chunk = new Uint8Array(64 * 1024);
   const fd = openSync(file, "w");
   try {
@@ -134,3 +139,65 @@ describe.if(mounted)("a full disk", () => {
   }, 30_000);
 });
 
+
+/**
+ * A full disk on a follower: the head's own disk has room, but a successor
+ * that cannot log would hold the whole chain back (nothing forwarded is
+ * acknowledged). Its heartbeats say its disk is full, and the head refuses
+ * growth with ENOSPC naming it, as for its own disk.
+ */
+describe.if(mounted)("a full disk on a follower", () => {
+  const followerRoot = tempDir("pstore-disk-follower-");
+  const clusterDir = tempDir("pstore-disk-cluster-");
+  let cluster: LocalCluster | null = null;
+  let store: Store | null = null;
+  beforeAll(() => {
+    expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", followerRoot]).status).toBe(0);
+    // Server 2 keeps its data on the small disk (the cluster puts server n's data in <dir>/<n>).
+    mkdirSync(join(followerRoot, "2"));
+    symlinkSync(join(followerRoot, "2"), join(clusterDir, "2"));
+  });
+  afterAll(async () => {
+    await store?.close();
+    await cluster?.stop();
+    spawnSync("umount", [followerRoot]);
+    removeDir(followerRoot);
+    removeDir(clusterDir);
+  });
+
+  test("the head refuses data with ENOSPC naming the follower, reads go on; freed: writes go on", async () => {
+    cluster = new LocalCluster({ count: 3, basePort: 0, dataDir: clusterDir, command: pstoreCommand(), fsync: "off", segmentSize: 4 * 1024 * 1024, serveArgs: ["--heartbeat-ms", "50"] });
+    await cluster.start();
+    store = await connect({ servers: cluster.servers });
+    await store.create("kept", 4096);
+    await store.withWrite("kept", (bytes) => (bytes[0] = 1));
+
+    const filler = fillDiskAt(followerRoot, "filler");
+    let refusal: unknown = null;
+    for (const deadline = Date.now() + 5000; refusal === null && Date.now() < deadline; ) {
+      refusal = await store.create(`grown-${Date.now()}`, 4096).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      if (refusal === null) await Bun.sleep(100);
+    }
+    expect(refusal).toBeInstanceOf(PStoreError);
+    expect((refusal as PStoreError).code).toBe("ENOSPC");
+    expect((refusal as PStoreError).message).toContain("disk of server 2 is full");
+    expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(1);
+
+    rmSync(filler);
+    rmSync(`${filler}.tail`);
+    let created = false;
+    for (const deadline = Date.now() + 5000; !created && Date.now() < deadline; ) {
+      created = await store.create("after", 4096).then(
+        () => true,
+        () => false,
+      );
+      if (!created) await Bun.sleep(100);
+    }
+    expect(created).toBe(true);
+    await store.withWrite("kept", (bytes) => (bytes[0] = 7));
+    expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(7);
+  }, 30_000);
+});

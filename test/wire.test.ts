@@ -169,9 +169,9 @@ describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
     const expected = hex(`
       2a 00 00 00 | 01  # length 42, type hello
       50 53 54 52  # magic "PSTR"
-      04 00 | 01 | 00 00  # version 4, role client, sender 0
+      05 00 | 01 | 00 00  # version 5, role client, sender 0
       ${"ab ".repeat(32)} # the client's nonce`);
-    expect(PROTOCOL_VERSION).toBe(4);
+    expect(PROTOCOL_VERSION).toBe(5);
     expect(toHex(encodeMessage(HELLO_CLIENT))).toBe(toHex(expected));
     expect(decodeFrame(expected)).toEqual(HELLO_CLIENT);
   });

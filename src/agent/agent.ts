@@ -6,17 +6,19 @@
  * grants land in the program's memory, and the pages it wrote (it sends their
  * numbers) are shipped from the same bytes. When a program's connection
  * closes (exit, crash, SIGKILL) its store closes and the servers free its
- * holds at once.
+ * holds at once. Uses of cached grants are lent to the program through shared
+ * memory (lending.ts), so that most accesses need no message.
  */
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Socket, UnixSocketListener } from "bun";
-import { connect } from "../client/store.ts";
+import { type GrantLender, connectLender } from "../client/store.ts";
 import type { Store } from "../client/types.ts";
 import { PStoreError } from "../errors.ts";
-import { MappedSegment } from "../memory/index.ts";
+import { MappedSegment, SharedRegion } from "../memory/index.ts";
 import { AGENT_REQUEST_BYTES_MAX } from "../constants.ts";
-import { AGENT_PROTOCOL_VERSION, decodeRequest, encodeReply, type Request } from "./protocol.ts";
+import { LEND_TABLE_BYTES, Lending } from "./lending.ts";
+import { AGENT_PROTOCOL_VERSION, decodeRequest, encodeReply, type ReplyField, type Request } from "./protocol.ts";
 
 export interface AgentOptions {
   socketPath: string;
@@ -26,6 +28,8 @@ export interface AgentOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/** An access reply's slot when the use was not lent. */
+const NO_SLOT = 0xffffffff;
 
 function decodeOrError(body: Uint8Array): Request | PStoreError {
   try {
@@ -44,10 +48,12 @@ let segmentFiles = 0;
 
 /** One program's connection: its store, its segment, its holds by offset. */
 class Program {
-  store: Store | null = null;
+  store: (Store & GrantLender) | null = null;
   segment: MappedSegment | null = null;
+  private table: SharedRegion | null = null;
+  private lending: Lending | null = null;
   segmentPath = "";
-  readonly holds = new Map<number, { view: Uint8Array; mode: "read" | "write" }>();
+  readonly holds = new Map<number, { name: string; view: Uint8Array; mode: "read" | "write" }>();
   private inbound = new Uint8Array(0);
   private queue: Promise<void> = Promise.resolve();
   /** Requests received and not yet answered. */
@@ -79,8 +85,7 @@ class Program {
       // One request at a time, in order: the library waits for each reply anyway.
       // Nothing pending: answered now, not one promise turn later.
       this.busy++;
-      const answer = () => this.answer(request).finally(() => this.busy--);
-      this.queue = this.busy === 1 ? answer() : this.queue.then(answer);
+      this.queue = this.busy === 1 ? this.answer(request) : this.queue.then(() => this.answer(request));
     }
     this.inbound = at === data.length ? EMPTY : data.slice(at);
   }
@@ -95,6 +100,7 @@ class Program {
       const message = known ? error.message : `EPROTO: ${(error as Error).message}`;
       reply = encodeReply([], { code: known ? error.code : "EPROTO", message });
     }
+    this.busy--;
     this.send(reply);
   }
 
@@ -120,35 +126,42 @@ class Program {
     }
   }
 
-  private async serve(request: Request): Promise<Array<{ u64: number } | { u32: number } | { str: string }>> {
+  private async serve(request: Request): Promise<ReplyField[]> {
     if (request.op === "hello") return this.hello(request);
     const store = this.store;
-    if (!store) throw new PStoreError("EPROTO", "the program spoke before hello");
+    const lending = this.lending;
+    if (!store || !lending) throw new PStoreError("EPROTO", "the program spoke before hello");
     switch (request.op) {
       case "create":
         await store.create(request.name, request.size);
         return [];
       case "delete":
+        await lending.takeBack(request.name);
         await store.delete(request.name);
         return [];
       case "access": {
+        const handed = await lending.handOver(request.name, request.mode);
+        if (handed) return [{ u64: handed.offset }, { u64: handed.size }, { u32: handed.slot }, { u32: handed.word }];
         const view = request.mode === "read" ? await store.accessRead(request.name) : await store.accessReadWrite(request.name);
         if (this.closed) {
           // The program went while it waited: give the hold straight back.
           await (request.mode === "read" ? store.releaseRead(view) : store.releaseReadWrite(view)).catch(() => {});
           return [];
         }
-        this.holds.set(view.byteOffset, { view, mode: request.mode });
-        return [{ u64: view.byteOffset }, { u64: view.length }];
+        this.holds.set(view.byteOffset, { name: request.name, view, mode: request.mode });
+        return [{ u64: view.byteOffset }, { u64: view.length }, { u32: NO_SLOT }, { u32: 0 }];
       }
       case "release": {
+        const lent = lending.lentAt(request.offset);
+        if (lent) {
+          this.checkPages(lent.view, request.pages);
+          await lending.returned(request.offset, request.pages);
+          lending.lend(lent.name);
+          return [];
+        }
         const hold = this.holds.get(request.offset);
         if (!hold || hold.mode !== request.mode) throw new PStoreError("ESTALE", "the program released a hold it does not have");
-        const first = request.offset / this.segment!.pageSize;
-        const count = Math.ceil(hold.view.length / this.segment!.pageSize);
-        for (const page of request.pages) {
-          if (page < first || page >= first + count) throw new PStoreError("EINVAL", `page ${page} is not a page of the released datum`);
-        }
+        this.checkPages(hold.view, request.pages);
         this.holds.delete(request.offset);
         if (hold.mode === "read") {
           await store.releaseRead(hold.view);
@@ -156,12 +169,24 @@ class Program {
           this.segment!.markDirty(request.pages);
           await store.releaseReadWrite(hold.view);
         }
+        // Kept cached by the servers: the program's next use needs no message. Lent before
+        // the reply: lent after it, the program's next access comes first (measured) and asks.
+        lending.lend(hold.name);
         return [];
       }
     }
   }
 
-  private async hello(request: Extract<Request, { op: "hello" }>): Promise<Array<{ u64: number } | { u32: number } | { str: string }>> {
+  private checkPages(view: Uint8Array, pages: Uint32Array): void {
+    const pageSize = this.segment!.pageSize;
+    const first = view.byteOffset / pageSize;
+    const count = Math.ceil(view.length / pageSize);
+    for (const page of pages) {
+      if (page < first || page >= first + count) throw new PStoreError("EINVAL", `page ${page} is not a page of the released datum`);
+    }
+  }
+
+  private async hello(request: Extract<Request, { op: "hello" }>): Promise<ReplyField[]> {
     if (request.version !== AGENT_PROTOCOL_VERSION) {
       throw new PStoreError("EPROTO", `libpstore speaks agent protocol ${request.version}, this agent ${AGENT_PROTOCOL_VERSION}: use the library and binary of one pstore`);
     }
@@ -170,26 +195,32 @@ class Program {
     const mapShared = (size: number, pageSize: number): MappedSegment => {
       const fd = openSync(this.segmentPath, "wx+", 0o600);
       try {
-        ftruncateSync(fd, size);
-        this.segment = MappedSegment.mapShared(fd, size, pageSize);
+        // The lending table follows the segment in the same file.
+        ftruncateSync(fd, size + LEND_TABLE_BYTES);
+        this.table = SharedRegion.map(fd, size, LEND_TABLE_BYTES);
+        this.segment = MappedSegment.mapSharedReadable(fd, size, pageSize);
         return this.segment;
       } finally {
         closeSync(fd);
       }
     };
-    let store: Store;
+    let store: Store & GrantLender;
     try {
-      store = await connect({ servers: request.servers || undefined, secret: request.secret || undefined, tlsCa: request.tlsCa || undefined }, mapShared);
+      const options = { servers: request.servers || undefined, secret: request.secret || undefined, tlsCa: request.tlsCa || undefined };
+      store = await connectLender(options, mapShared, (name) => this.lending?.recalling(name));
     } catch (error) {
+      this.table?.unmap();
       this.removeSegmentFile();
       throw error;
     }
     if (this.closed) {
       await store.close();
+      this.table?.unmap();
       this.removeSegmentFile();
       return [];
     }
     this.store = store;
+    this.lending = new Lending(this.table!, store, this.segment!);
     return [{ u64: this.segment!.size }, { u32: this.segment!.pageSize }, { str: this.segmentPath }];
   }
 
@@ -211,8 +242,12 @@ class Program {
     // the session is what takes its wait (and its holds) off the servers.
     const store = this.store;
     this.store = null;
+    this.lending?.close();
+    this.lending = null;
     await store?.close().catch(() => {});
     await this.queue.catch(() => {});
+    this.table?.unmap();
+    this.table = null;
   }
 }
 

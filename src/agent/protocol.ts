@@ -4,11 +4,13 @@
  * is an op byte and its fields; a reply is a code byte (0 = ok, else the index
  * of the error in ERROR_CODES plus one), a message, then the op's fields.
  * Strings are a u16 length and UTF-8 bytes. No page bytes travel here: they
- * are in the segment file both sides map.
+ * are in the segment file both sides map. An access's reply ends with the
+ * lending-table slot the use came from (0xffffffff: none) and its state word
+ * (src/agent/lending.ts).
  */
 import { ERROR_CODES, type ErrorCode, PStoreError } from "../errors.ts";
 
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
 
 export const OP = { hello: 1, create: 2, access: 3, release: 4, delete: 5 } as const;
 export const MODE = { read: 1, write: 2 } as const;
@@ -107,44 +109,53 @@ export function decodeRequest(body: Uint8Array): Request {
   return request;
 }
 
-/** A reply frame: ok, then u64 numbers and strings in the order the op defines. */
+export type ReplyField = { u64: number } | { u32: number } | { str: string };
+
 /** The reply of every op that returns nothing, sent as it is. */
 const OK_EMPTY = new Uint8Array([3, 0, 0, 0, 0, 0, 0]);
+const MESSAGE_BYTES_MAX = 400;
 
-export function encodeReply(fields: Array<{ u64: number } | { u32: number } | { str: string }>, error?: { code: ErrorCode; message: string }): Uint8Array {
+/** A reply frame: ok, then the fields in the order the op defines; or an error and its message. One allocation. */
+export function encodeReply(fields: ReplyField[], error?: { code: ErrorCode; message: string }): Uint8Array {
   if (!error && fields.length === 0) return OK_EMPTY;
-  const parts: Uint8Array[] = [];
-  const message = encoder.encode(error?.message ?? "").subarray(0, 400);
-  const head = new Uint8Array(4 + 1 + 2);
-  const headView = new DataView(head.buffer);
-  headView.setUint8(4, error ? ERROR_CODES.indexOf(error.code) + 1 : 0);
-  headView.setUint16(5, message.length, true);
-  parts.push(head, message);
+  const message = error ? encoder.encode(error.message).subarray(0, MESSAGE_BYTES_MAX) : OK_EMPTY.subarray(0, 0);
+  const texts: Uint8Array[] = [];
+  let total = 4 + 1 + 2 + message.length;
   if (!error) {
     for (const field of fields) {
-      if ("u64" in field) {
-        const bytes = new Uint8Array(8);
-        new DataView(bytes.buffer).setBigUint64(0, BigInt(field.u64), true);
-        parts.push(bytes);
-      } else if ("u32" in field) {
-        const bytes = new Uint8Array(4);
-        new DataView(bytes.buffer).setUint32(0, field.u32, true);
-        parts.push(bytes);
-      } else {
+      if ("u64" in field) total += 8;
+      else if ("u32" in field) total += 4;
+      else {
         const text = encoder.encode(field.str);
-        const length = new Uint8Array(2);
-        new DataView(length.buffer).setUint16(0, text.length, true);
-        parts.push(length, text);
+        texts.push(text);
+        total += 2 + text.length;
       }
     }
   }
-  const total = parts.reduce((sum, part) => sum + part.length, 0);
   const frame = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    frame.set(part, at);
-    at += part.length;
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, total - 4, true);
+  view.setUint8(4, error ? ERROR_CODES.indexOf(error.code) + 1 : 0);
+  view.setUint16(5, message.length, true);
+  frame.set(message, 7);
+  let at = 7 + message.length;
+  if (error) return frame;
+  let text = 0;
+  for (const field of fields) {
+    if ("u64" in field) {
+      // Two halves: no BigInt on the hot path (values are at most 2^53).
+      view.setUint32(at, field.u64 % 2 ** 32, true);
+      view.setUint32(at + 4, Math.floor(field.u64 / 2 ** 32), true);
+      at += 8;
+    } else if ("u32" in field) {
+      view.setUint32(at, field.u32, true);
+      at += 4;
+    } else {
+      const bytes = texts[text++]!;
+      view.setUint16(at, bytes.length, true);
+      frame.set(bytes, at + 2);
+      at += 2 + bytes.length;
+    }
   }
-  new DataView(frame.buffer).setUint32(0, total - 4, true);
   return frame;
 }

@@ -66,16 +66,28 @@ export class GrantCache {
     return this.grants.get(name);
   }
 
+  /** Until when local grants are allowed (the lease), in the clock of renewLease. */
+  get leaseEndMs(): number {
+    return this.leaseUntilMs;
+  }
+
   decide(name: string, mode: Mode, nowMs: number): AccessStep {
     const grant = this.grants.get(name);
     if (!grant) return { kind: "acquire" };
     if (grant.using) return { kind: "deadlock" };
     if (grant.inFlight) return { kind: "wait" };
-    const allows = grant.mode === "write" || mode === "read";
-    if (grant.serverCached && !grant.recalled && allows && this.leaseValid(nowMs)) return { kind: "local", grant };
+    if (this.localGrant(name, mode, nowMs)) return { kind: "local", grant };
     // The acquire gives the cached grant up at the servers (StoreState.acquire).
     this.forget(name);
     return { kind: "acquire" };
+  }
+
+  /** The grant an access of `name` may use here now, or null; changes nothing (decide does). */
+  localGrant(name: string, mode: Mode, nowMs: number): CachedGrant | null {
+    const grant = this.grants.get(name);
+    if (!grant || grant.using || grant.inFlight) return null;
+    const allows = grant.mode === "write" || mode === "read";
+    return grant.serverCached && !grant.recalled && allows && this.leaseValid(nowMs) ? grant : null;
   }
 
   /** Whether an acquire of `name` asks to keep the grant after release (not right after a recall of it). */

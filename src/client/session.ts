@@ -16,7 +16,7 @@ import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
 import type { Mode, Op, PageWrite, Recall, Reply, ReplyMessage } from "../wire";
-import { GrantCache } from "./cache";
+import { type CachedGrant, GrantCache } from "./cache";
 import { ClusterLink } from "./cluster";
 import { type ClientHold, SegmentHolds } from "./holds";
 import type { ClientHost, SegmentMapper, UseObserver } from "./host";
@@ -28,8 +28,20 @@ const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
 /** How long close waits for the servers to end the session (else it expires). */
 const CLOSE_WAIT_MS = 2000;
 
+/**
+ * What `pstore agent` needs to lend this session's idle cached grants to the C
+ * program it serves (src/agent/lending.ts): a lent grant is a use granted here,
+ * which the program takes and returns through shared memory.
+ */
+export interface GrantLender {
+  /** A use of `name` granted here now with no message, or null (then nothing was done). */
+  accessLocal(name: string, mode: Mode): Uint8Array | null;
+  /** Until when (the host's clock: performance.now() ms in production) uses may be granted here: the lease. */
+  localGrantsUntilMs(): number;
+}
+
 /** The store over any host: connect() gives it Bun sockets and mmap, the simulator its network and a page map. */
-export class ClientStore implements Store {
+export class ClientStore implements Store, GrantLender {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
   private readonly queriesOnly: boolean;
@@ -50,6 +62,8 @@ export class ClientStore implements Store {
     private readonly host: ClientHost,
     private readonly mapSegment: SegmentMapper,
     private readonly observer: UseObserver | null = null,
+    /** The agent's: runs before a recall of `name`'s grant is answered (it takes back a use it lent). */
+    private readonly onRecalling?: (name: string) => void,
   ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
@@ -301,16 +315,33 @@ export class ClientStore implements Store {
         await inFlight;
         continue;
       }
-      const hold = this.mapped.openLocal(name, mode, step.grant.holdId);
-      if (!hold) {
-        // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
-        grants.forget(name);
-        return null;
-      }
-      grants.useLocally(step.grant, mode);
-      this.observer?.onUse({ name, mode, holdId: hold.holdId, local: true, view: hold.view });
-      return hold.view;
+      return this.useLocally(step.grant, name, mode, grants);
     }
+  }
+
+  private useLocally(grant: CachedGrant, name: string, mode: Mode, grants: GrantCache): Uint8Array | null {
+    const hold = this.mapped.openLocal(name, mode, grant.holdId);
+    if (!hold) {
+      // Our copy of its bytes is gone (e.g. a datum created over its pages): ask the servers.
+      grants.forget(name);
+      return null;
+    }
+    grants.useLocally(grant, mode);
+    this.observer?.onUse({ name, mode, holdId: hold.holdId, local: true, view: hold.view });
+    return hold.view;
+  }
+
+  /** GrantLender: a use granted here now, with no message, or null. */
+  accessLocal(name: string, mode: Mode): Uint8Array | null {
+    const grants = this.grants;
+    if (!grants || this.closed || this.sessionLost || this.queriesOnly) return null;
+    const grant = grants.localGrant(name, mode, this.host.nowMs());
+    return grant ? this.useLocally(grant, name, mode, grants) : null;
+  }
+
+  /** GrantLender: until when (the host's clock) uses may be granted here. */
+  localGrantsUntilMs(): number {
+    return this.grants && !this.sessionLost && !this.closed ? this.grants.leaseEndMs : -Infinity;
   }
 
   private mapGrant(reply: Extract<Reply, { type: "granted" }>, pages: PageWrite[]): Uint8Array {
@@ -406,6 +437,8 @@ export class ClientStore implements Store {
     const grants = this.grants;
     if (!grants || this.closed || this.sessionLost) return;
     this.counters.recalls++;
+    // The agent takes back a use it lent, if the program is not in it (then its release answers).
+    this.onRecalling?.(recall.name);
     if (!grants.recall(recall.holdId, recall.name, this.host.nowMs())) return; // the use's release gives it back
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? this.mapped.createdSeqOf(recall.name) : -1;

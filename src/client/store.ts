@@ -1,13 +1,14 @@
 /**
  * connect(): the client store over Bun sockets and the process's own mapped
- * segment (or the agent's shared one). The store itself is session.ts.
+ * segment (or the agent's shared one; connectLender also lends its cached
+ * grants to the agent's C program). The store itself is session.ts.
  */
 import { DEFAULT_SERVERS } from "../constants";
 import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import { bunHost, readCa } from "./bun_host";
 import type { SegmentMapper } from "./host";
-import { ClientStore } from "./session";
+import { ClientStore, type GrantLender } from "./session";
 import type { ConnectOptions, Store } from "./types";
 import { reportUncaughtPStoreErrors } from "./uncaught";
 
@@ -18,7 +19,7 @@ export function resolveServers(servers?: string | string[]): string[] {
   return list;
 }
 
-export type { SegmentMapper };
+export type { GrantLender, SegmentMapper };
 
 /**
  * `mapSegment` is the agent's seam (src/agent/): it maps a segment shared with
@@ -26,9 +27,19 @@ export type { SegmentMapper };
  */
 export async function connect(options: ConnectOptions = {}, mapSegment: SegmentMapper = MappedSegment.map): Promise<Store> {
   reportUncaughtPStoreErrors();
-  const host = bunHost(options.secret ?? (process.env.PSTORE_SECRET || undefined), readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)));
-  const store = new ClientStore({ ...options, servers: resolveServers(options.servers) }, host, mapSegment);
+  const store = new ClientStore({ ...options, servers: resolveServers(options.servers) }, hostFor(options), mapSegment);
   await store.open();
   return store;
 }
 
+function hostFor(options: ConnectOptions) {
+  return bunHost(options.secret ?? (process.env.PSTORE_SECRET || undefined), readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)));
+}
+
+/** As connect, for the agent; `onRecalling(name)` runs before the store answers a recall of name's grant. */
+export async function connectLender(options: ConnectOptions, mapSegment: SegmentMapper, onRecalling: (name: string) => void): Promise<Store & GrantLender> {
+  reportUncaughtPStoreErrors();
+  const store = new ClientStore({ ...options, servers: resolveServers(options.servers) }, hostFor(options), mapSegment, null, onRecalling);
+  await store.open();
+  return store;
+}

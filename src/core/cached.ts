@@ -8,6 +8,7 @@
  */
 import { RECALL_RESEND_MS } from "../constants";
 import type { Recall, StoreState } from "./state";
+import type { ReplicaShared } from "./replica_shared";
 
 export class RecallScheduler {
   /** Hold id → when its recall was last sent (soft state: a new head starts empty). */
@@ -33,4 +34,15 @@ export class RecallScheduler {
   reset(): void {
     this.sentAtMs.clear();
   }
+}
+
+/**
+ * As head: recall the cached grants that block a waiter (docs/protocol.md#cached-holds),
+ * after every event — an acquire that queued is answered by its recalls at once — and again
+ * on ticks until given back. Derived from the state, so a new head resends what is owed.
+ */
+export function recallCachedGrants(r: ReplicaShared): void {
+  if (!r.isHead) return r.recalls.reset();
+  if (r.state.contended.size === 0) return;
+  for (const recall of r.recalls.due(r.state, r.nowMs)) r.out.push({ kind: "recall", recall });
 }

@@ -21,7 +21,7 @@ const ERR_LEN = 256;
 
 const lib = dlopen(soPath as string, {
   pstore_segment_map: { args: ["u32", "u32", "ptr"], returns: "i32" },
-  pstore_segment_map_fd: { args: ["u32", "u32", "i32", "ptr"], returns: "i32" },
+  pstore_segment_map_fd_readable: { args: ["u32", "u32", "i32", "ptr"], returns: "i32" },
   pstore_segment_base: { args: ["i32"], returns: "ptr" },
   pstore_segment_unmap: { args: ["i32", "ptr"], returns: "i32" },
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
@@ -35,6 +35,13 @@ const lib = dlopen(soPath as string, {
   pstore_faults_opened: { args: [], returns: "u32" },
   pstore_die_with_parent: { args: ["i32", "ptr"], returns: "i32" },
   pstore_lock_fd: { args: ["i32", "ptr"], returns: "i32" },
+  pstore_shared_map: { args: ["i32", "f64", "u32", "ptr"], returns: "ptr" },
+  pstore_shared_unmap: { args: ["ptr", "u32", "ptr"], returns: "i32" },
+  pstore_shared_load32: { args: ["ptr", "u32"], returns: "u32" },
+  pstore_shared_store32: { args: ["ptr", "u32", "u32"], returns: "void" },
+  pstore_shared_cas32: { args: ["ptr", "u32", "u32", "u32"], returns: "u32" },
+  pstore_shared_store64: { args: ["ptr", "u32", "f64"], returns: "void" },
+  pstore_monotonic_ms: { args: [], returns: "f64" },
 });
 const c = lib.symbols;
 
@@ -58,9 +65,12 @@ export function segmentMap(pageCount: number, pageSize: number): number {
   return seg;
 }
 
-/** Maps the open file `fd` shared, with no rights (another process maps the same bytes). Returns its id. */
-export function segmentMapFd(pageCount: number, pageSize: number, fd: number): number {
-  const seg = c.pstore_segment_map_fd(pageCount, pageSize, fd, errBuffer);
+/**
+ * Maps the open file `fd` shared (another process maps the same bytes), readable
+ * throughout: holds change the bookkeeping, not the protection. Returns its id.
+ */
+export function segmentMapFdReadable(pageCount: number, pageSize: number, fd: number): number {
+  const seg = c.pstore_segment_map_fd_readable(pageCount, pageSize, fd, errBuffer);
   if (seg < 0) throw failure("cannot map the shared segment");
   return seg;
 }
@@ -152,3 +162,27 @@ export function lockFd(fd: number): boolean {
   if (result !== OK) throw failure("cannot lock the file");
   return true;
 }
+
+/** Maps `bytes` of the open file `fd` from `offset`, shared read-write; returns its address. */
+export function sharedMap(fd: number, offset: number, bytes: number): Pointer {
+  const p = c.pstore_shared_map(fd, offset, bytes, errBuffer);
+  if (p === null) throw failure("cannot map the shared table");
+  return p as Pointer;
+}
+
+export function sharedUnmap(p: Pointer, bytes: number): void {
+  if (c.pstore_shared_unmap(p, bytes, errBuffer) !== OK) throw failure("cannot unmap the shared table");
+}
+
+/** A view of `bytes` at `p`, for the fields another process reads only after an atomic word says so. */
+export function sharedBuffer(p: Pointer, bytes: number): ArrayBuffer {
+  return toArrayBuffer(p, 0, bytes);
+}
+
+export const sharedLoad32 = (p: Pointer, offset: number): number => c.pstore_shared_load32(p, offset);
+export const sharedStore32 = (p: Pointer, offset: number, value: number): void => c.pstore_shared_store32(p, offset, value);
+/** Returns the value found: equal to `expected` when it swapped. */
+export const sharedCas32 = (p: Pointer, offset: number, expected: number, desired: number): number => c.pstore_shared_cas32(p, offset, expected, desired);
+export const sharedStore64 = (p: Pointer, offset: number, value: number): void => c.pstore_shared_store64(p, offset, value);
+/** CLOCK_MONOTONIC, the clock every process of the host shares, in ms. */
+export const monotonicMs = (): number => c.pstore_monotonic_ms();

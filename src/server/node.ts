@@ -105,6 +105,8 @@ export class ServerNode {
     const now = this.host.nowMs();
     this.dialer.maintain(now, this.options.heartbeatMs);
     this.perform(this.replica.onTick(now));
+    // Below the free space it keeps, this server tells the head (which then refuses growth).
+    this.perform(this.replica.setDiskFull(this.host.disk.waiting || this.host.disk.spaceShort(0), now));
     for (const conn of this.conns.values()) {
       // A connection that does not complete its handshake in time is closed (slowloris).
       const greeting = conn.role.kind === "new" || conn.role.kind === "authenticating";
@@ -310,9 +312,11 @@ export class ServerNode {
   private spaceRefusal(op: Op): string | null {
     const bytes = op.type === "create" ? op.size : op.type === "release" ? op.pages.length * PAGE_SIZE : 0;
     if (bytes === 0) return null;
-    if (!this.host.disk.waiting && !this.host.disk.spaceShort(bytes)) return null;
+    // A successor that cannot log would hold the whole chain back: its full disk counts as ours.
+    const full = this.host.disk.waiting || this.host.disk.spaceShort(bytes) ? this.selfId : this.replica.memberWithFullDisk();
+    if (full === null) return null;
     const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
-    return `the disk of server ${this.selfId} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
+    return `the disk of server ${full} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
   }
 
   private bindSession(conn: Conn, sessions: Set<number>, session: number): void {

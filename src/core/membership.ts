@@ -1,0 +1,330 @@
+/**
+ * Membership: who is alive and who serves. Heartbeats (sent and heard) and suspicion;
+ * booting (find a serving chain, or form one from the most advanced history once every
+ * server that may hold acknowledged updates is heard); joining behind the tail until
+ * caught up; and, while serving, removing failed servers and leaving a stale chain.
+ */
+import { present } from "../assert";
+import { type PeerMessage } from "../wire";
+import { NO_CONFIG, describeConfig, tailOf } from "./chain";
+import { type ReplicaShared } from "./replica_shared";
+import { adoptConfig, issueConfig } from "./configuration";
+import { noteMinority } from "./paxos";
+import { endPull, sequence, startDownstream } from "./flow";
+
+export function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
+  return a.lastEpoch - b.lastEpoch || a.appliedSeq - b.appliedSeq;
+}
+
+export function onJoin(r: ReplicaShared, from: number, appliedSeq: number, lastEpoch: number): void {
+  if (!r.isTail || r.config.chain.includes(from)) return;
+  // One joiner at a time; another one retries and finds the new tail.
+  if (r.joiner && r.joiner.id !== from && !r.suspected(r.joiner.id)) return;
+  if (r.joiner?.id === from && r.down?.id === from && !r.down.synced) return;
+  // Its position counts as progress only if its history is a prefix of ours. A joiner
+  // that diverged, or that is ahead of us with updates never acknowledged, would else be
+  // declared caught up (and made tail) before the snapshot replacing its state reached it.
+  const prefix = appliedSeq <= r.state.appliedSeq && r.retained.epochAt(appliedSeq) === lastEpoch;
+  r.joiner = { id: from, ackedSeq: prefix ? appliedSeq : -1, lastNoticeMs: -Infinity, caughtUpSinceMs: null };
+  startDownstream(r, from);
+}
+
+/**
+ * As tail: the joiner has everything we have and the head is appending it. Until the new
+ * configuration makes it the tail we apply nothing more: applied here, an update would be
+ * acknowledged by us while the new tail lacks it, and if we and the head then crash before
+ * it reaches the new tail, the survivor never gets it (sim seed 93000179, two crashes of
+ * three). Our upstream resends it: it resynchronises us in the new configuration (or when
+ * our heartbeats show no progress). We resume after suspectMs if the head does not append it.
+ */
+export function awaitsJoinerAppended(r: ReplicaShared): boolean {
+  const since = r.joiner?.caughtUpSinceMs ?? null;
+  if (since === null || !r.isTail) return false;
+  if (r.nowMs - since <= r.options.suspectMs) return true;
+  present(r.joiner, "a joiner caught up").caughtUpSinceMs = null;
+  return false;
+}
+
+export function noticeCaughtUp(r: ReplicaShared): void {
+  const joiner = r.joiner;
+  if (!joiner || !r.isTail || joiner.ackedSeq < r.state.appliedSeq) return;
+  if (r.nowMs - joiner.lastNoticeMs < r.options.heartbeatMs) return;
+  joiner.lastNoticeMs = r.nowMs;
+  joiner.caughtUpSinceMs ??= r.nowMs;
+  r.send(present(r.config.chain[0], "a member tail sees a chain with a head"), { type: "caught_up", from: r.selfId, epoch: r.config.epoch, joiner: joiner.id });
+  if (r.config.chain[0] === r.selfId) {
+    // A chain of one: this server is head and tail.
+    issueConfig(r, [...r.config.chain, joiner.id]);
+  }
+}
+
+/**
+ * A joiner that sees a member of its chain at work in its configuration (syncing it, sending it
+ * a snapshot or forwards) knows that chain serves, whatever that member's last heartbeat said:
+ * heartbeats queue behind such traffic, and a joiner that counted only heartbeats gave up a
+ * serving chain while one was late, and formed a chain of its own beside it (sim seeds
+ * 163000724, 163002720).
+ */
+export function noteChainAtWork(r: ReplicaShared, message: PeerMessage): void {
+  if (r.status !== "joining") return;
+  if (message.type !== "sync_request" && message.type !== "snapshot" && message.type !== "forward") return;
+  if (message.epoch === r.config.epoch && r.config.chain.includes(message.from)) r.joinedChainSinceMs = r.nowMs;
+}
+
+export function keepJoining(r: ReplicaShared): void {
+  const members = r.config.chain.filter((id) => id !== r.selfId);
+  const serves = (id: number) => !r.suspected(id) && r.peerViews.get(id)?.status === "member";
+  if (members.some(serves)) r.joinedChainSinceMs = r.nowMs;
+  else if (r.nowMs - r.joinedChainSinceMs > r.options.suspectMs / 2) {
+    // The chain we wanted to join is gone (its servers died or restarted): start over and
+    // find (or form) one. Our history may be the most advanced left: tryBoot weighs it.
+    // Not at once: the members' heartbeats saying they serve in a configuration we just
+    // learnt may still be on their way (the issuer's last one said "booting"); a joiner that
+    // booted then formed a chain of its own over the serving one (sim seed 115006055).
+    becomeBooting(r);
+    return;
+  }
+  const tail = tailOf(r.config);
+  const quiet = r.nowMs - r.lastUpstreamMs > r.options.suspectMs;
+  if (tail !== null && tail !== r.selfId && quiet && r.nowMs - r.lastJoinMs > r.options.suspectMs / 2) {
+    r.lastJoinMs = r.nowMs;
+    r.send(tail, { type: "join", from: r.selfId, appliedSeq: r.state.appliedSeq, lastEpoch: r.lastEpoch });
+  }
+}
+
+export function tryBoot(r: ReplicaShared): void {
+  const others = r.options.peers.filter((id) => id !== r.selfId);
+  const alive = others.filter((id) => r.peerViews.has(id) && !r.suspected(id));
+  const serving = alive
+    .map((id) => present(r.peerViews.get(id), "no view of a live peer"))
+    .filter((view) => view.status === "member" && view.epoch > 0)
+    .sort((a, b) => b.epoch - a.epoch)[0];
+  if (serving) {
+    if (serving.epoch > r.config.epoch) adoptConfig(r, { epoch: serving.epoch, chain: serving.chain }, null);
+    else becomeJoining(r); // a configuration we know already: we were removed from it
+    return;
+  }
+  const heardEveryone = alive.length === others.length;
+  if (!heardEveryone && r.nowMs - r.bootStartMs < r.options.suspectMs) return;
+  // --quorum majority: a chain is formed only by a side that hears a majority of --peers.
+  if (r.majorityMode && alive.length + 1 < r.majority) return;
+  // The servers of the last chain we (or the other booting servers) knew may hold updates
+  // we lack, acknowledged before the outage: forming a chain without them could wipe
+  // those updates when they come back. Wait for them all. What we learnt stays learnt
+  // while we boot: the peer that told us may crash again (sim seed 9300508).
+  const required = r.bootRequired;
+  for (const member of r.config.chain) required.add(member);
+  for (const id of alive) {
+    const view = present(r.peerViews.get(id), "no view of a live peer");
+    if (view.status !== "member") for (const member of view.chain) required.add(member);
+  }
+  required.delete(r.selfId);
+  const noConfigKnown = r.config.epoch === 0 && alive.every((id) => present(r.peerViews.get(id), "no view of a live peer").epoch === 0);
+  if (noConfigKnown && !r.majorityMode && !heardEveryone && !r.options.forceBoot) {
+    // Nobody we hear knows any configuration: either the cluster is new, or the servers we
+    // do not hear formed chains while we were down (and hold what they acknowledged since:
+    // sim seeds 9300244, 9301015). Only all of --peers together can tell.
+    const missing = others.filter((id) => !alive.includes(id));
+    noteBootWait(r, missing, "no configuration known here: waiting for every server of --peers");
+    return;
+  }
+  const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
+  if (missing.length > 0 && !r.options.forceBoot) {
+    noteBootWait(r, missing, "of the last chain: they may hold acknowledged updates");
+    return;
+  }
+  if (missing.length > 0 && r.bootWaitingFor !== "forced") {
+    r.bootWaitingFor = "forced";
+    r.out.push({
+      kind: "note",
+      text: `--force-boot: forming a chain without server(s) ${missing.join(",")}; updates they hold after seq ${r.state.appliedSeq} (epoch ${r.lastEpoch}) are lost`,
+    });
+  }
+  // Nobody serves: the most advanced history among the servers not serving leads. A joining
+  // server counts too: it may be the last one holding acknowledged updates (it goes
+  // booting once no member of its chain serves, and then forms the chain itself).
+  const candidates = [r.selfId, ...alive.filter((id) => present(r.peerViews.get(id), "no view of a live peer").status !== "member")];
+  const position = (id: number) =>
+    id === r.selfId ? { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq } : present(r.peerViews.get(id), "no view of a live peer");
+  const best = candidates.reduce((a, b) => {
+    const order = compareHistory(position(a), position(b));
+    return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
+  });
+  if (best !== r.selfId || r.proposal) return;
+  const mine = position(r.selfId);
+  const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
+  r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
+  issueConfig(r, same);
+}
+
+export function noteBootWait(r: ReplicaShared, missing: number[], why: string): void {
+  const waitingFor = missing.join(",");
+  if (waitingFor === r.bootWaitingFor) return;
+  r.bootWaitingFor = waitingFor;
+  r.out.push({ kind: "note", text: `waiting for server(s) ${waitingFor} ${why}` });
+}
+
+export function becomeJoining(r: ReplicaShared): void {
+  r.status = "joining";
+  r.joinedChainSinceMs = r.nowMs;
+  r.lastJoinMs = -Infinity;
+  r.lastUpstreamMs = -Infinity;
+}
+
+export function becomeBooting(r: ReplicaShared): void {
+  r.status = "booting";
+  r.bootStartMs = r.nowMs;
+  r.bootRequired.clear();
+  r.down = null;
+  r.upstream = null;
+  r.joiner = null;
+}
+
+export function keepServing(r: ReplicaShared): void {
+  const witness = staleWitness(r);
+  if (witness !== null) {
+    // A server of our chain has long served in a configuration without us: ours is stale
+    // (we were removed and missed it). Forget it and find the chain as a booting server does.
+    const view = present(r.peerViews.get(witness), "no view of the witness");
+    r.out.push({ kind: "note", text: `server ${witness} serves in ${describeConfig(view)} without us: leaving our stale ${describeConfig(r.config)}` });
+    becomeBooting(r);
+    r.config = NO_CONFIG;
+    r.out.push({ kind: "config", config: r.config });
+    return;
+  }
+  if (r.isHead && r.hasQuorum && !r.pulling) expireSilentSessions(r);
+  if (r.pulling && r.nowMs - r.pulling.sinceMs > r.options.suspectMs) {
+    r.out.push({ kind: "note", text: `server ${r.pulling.from} did not send its state: sequencing again` });
+    endPull(r, null);
+  }
+  noteMinority(r);
+  if (isIssuer(r) && !r.proposal) {
+    const failed = r.config.chain.filter((id) => id !== r.selfId && hasLeftChain(r, id));
+    if (failed.length > 0) {
+      r.out.push({ kind: "note", text: `removing server(s) ${failed.join(",")} from the chain` });
+      issueConfig(r, r.config.chain.filter((id) => !failed.includes(id)));
+    }
+  }
+  const down = r.down;
+  if (down && !down.synced && r.nowMs - down.lastSyncRequestMs > 2 * r.options.heartbeatMs) {
+    down.lastSyncRequestMs = r.nowMs;
+    r.send(down.id, { type: "sync_request", from: r.selfId, epoch: r.config.epoch, chain: r.config.chain });
+  }
+  if (down?.synced && down.seenApplied < down.sentUpTo && r.nowMs - down.seenAppliedSinceMs > r.options.suspectMs / 2) {
+    // Its heartbeats show no progress towards what we sent: the link lost updates.
+    startDownstream(r, down.id);
+  }
+  if (r.joiner && r.suspected(r.joiner.id)) {
+    if (r.down?.id === r.joiner.id) r.down = null;
+    r.joiner = null;
+  }
+  noticeCaughtUp(r);
+}
+
+export function expireSilentSessions(r: ReplicaShared): void {
+  for (const session of r.monitor.expired(r.state.sessions)) {
+    sequence(r, { seq: 0, epoch: 0, session: 0, reqNo: 0, doneBelow: 0, op: { type: "expire_session", session } });
+  }
+}
+
+/** Notes one more sighting of a configuration from outside our chain; true once they have lasted 2 × suspectMs. */
+export function foreignHasLasted(r: ReplicaShared): boolean {
+  const gapMs = 2 * r.options.heartbeatMs;
+  if (!r.foreign || r.nowMs - r.foreign.lastMs > gapMs) r.foreign = { sinceMs: r.nowMs, lastMs: r.nowMs };
+  r.foreign.lastMs = r.nowMs;
+  return r.nowMs - r.foreign.sinceMs > 2 * r.options.suspectMs;
+}
+
+/** Our history ends where `id` last said its own does (same seq, same epoch). */
+export function hasHistoryOf(r: ReplicaShared, id: number): boolean {
+  if (id === r.selfId) return true;
+  const view = r.peerViews.get(id);
+  return view !== undefined && view.appliedSeq === r.state.appliedSeq && view.lastEpoch === r.lastEpoch;
+}
+
+/** A live server of our chain that has served for longer than suspectMs in another configuration that leaves us out. */
+export function staleWitness(r: ReplicaShared): number | null {
+  for (const id of r.config.chain) {
+    if (id === r.selfId || r.suspected(id)) continue;
+    const view = r.peerViews.get(id);
+    if (!view || view.servesWithoutUsSinceMs === null || view.epoch === r.config.epoch) continue;
+    if (r.nowMs - Math.max(view.servesWithoutUsSinceMs, r.configSinceMs) > r.options.suspectMs) return id;
+  }
+  return null;
+}
+
+/** The first server of the chain that has not left it issues configurations. */
+export function isIssuer(r: ReplicaShared): boolean {
+  if (r.status !== "member") return false;
+  for (const id of r.config.chain) {
+    if (id === r.selfId) return true;
+    // A head that restarted before anyone suspected it is alive but serves no more:
+    // waiting for it to be suspected would leave the chain without a head for good.
+    if (!hasLeftChain(r, id)) return false;
+  }
+  return false;
+}
+
+/** Suspected, or it says itself that it does not serve in our configuration (it restarted). */
+export function hasLeftChain(r: ReplicaShared, id: number): boolean {
+  if (r.suspected(id)) return true;
+  const view = r.peerViews.get(id);
+  // What it said before we adopted this configuration is no news: a joiner this very
+  // configuration added last reported "booting" or "joining".
+  if (!view || view.lastHeardMs < r.configSinceMs) return false;
+  // Booting before ever serving is a server still starting up with the others, not a restart.
+  return (view.status === "booting" && view.wasMember) || (view.status === "joining" && view.epoch >= r.config.epoch);
+}
+
+export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { type: "heartbeat" }>): void {
+  const previous = r.peerViews.get(message.from);
+  const wasMember = (previous?.wasMember ?? false) || message.status === "member";
+  const withoutUs = message.status === "member" && !message.chain.includes(r.selfId);
+  r.peerViews.set(message.from, {
+    wasMember,
+    busyUntilMs: message.busyMs > 0 ? r.nowMs + message.busyMs : (previous?.busyUntilMs ?? 0),
+    servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? r.nowMs) : null,
+    diskFull: message.diskFull ?? false,
+    lastHeardMs: r.nowMs,
+    epoch: message.epoch,
+    chain: message.chain,
+    status: message.status,
+    appliedSeq: message.appliedSeq,
+    lastEpoch: message.lastEpoch,
+  });
+  r.highestEpochSeen = Math.max(r.highestEpochSeen, message.epoch);
+  const down = r.down;
+  if (down?.id === message.from && message.appliedSeq !== down.seenApplied) {
+    down.seenApplied = message.appliedSeq;
+    down.seenAppliedSinceMs = r.nowMs;
+  }
+  // With --quorum majority every configuration a server holds was agreed by a majority, so
+  // a member learns a newer one from anybody: a stale member whose proposals are refused as
+  // built on an old configuration learns the current one from the refusal's heartbeat, even
+  // when nobody serves in it any more (its servers restarted), and joins or forms a chain.
+  const agreed = message.status === "member" || (r.majorityMode && r.status === "member");
+  if (message.epoch > r.config.epoch && agreed) {
+    adoptConfig(r, { epoch: message.epoch, chain: message.chain }, null);
+  }
+}
+
+export function broadcastHeartbeat(r: ReplicaShared, busyMs = 0): void {
+  r.lastHeartbeatMs = r.nowMs;
+  for (const id of r.options.peers) {
+    if (id !== r.selfId) sendHeartbeat(r, id, busyMs);
+  }
+}
+
+export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): void {
+  r.send(to, {
+    type: "heartbeat",
+    from: r.selfId,
+    epoch: r.config.epoch,
+    chain: r.config.chain,
+    status: r.status,
+    appliedSeq: r.state.appliedSeq,
+    lastEpoch: r.lastEpoch,
+    busyMs,
+    diskFull: r.diskFull,
+  });
+}
