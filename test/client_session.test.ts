@@ -1,0 +1,176 @@
+/**
+ * The client's session logic (src/client: ClusterLink, ClientStore) over a
+ * scripted host: one fake server whose answers the test chooses, virtual
+ * timers, the simulator's page map. For orders of events a live cluster
+ * seldom gives; each case was first found by the simulator (test/sim.test.ts).
+ */
+import { describe, expect, test } from "bun:test";
+import type { ClientHost, ConnectionEvents, ServerConnection, TimerHandle } from "../src/client/host";
+import { ClientStore } from "../src/client/session";
+import { PROTOCOL_VERSION } from "../src/constants";
+import { PageMemory } from "../src/sim/memory";
+import type { Message, Reply, ReplyMessage, Request } from "../src/wire";
+
+const PAGE = 64;
+
+/** One server at address "1", head and tail; `answer` says what it replies to each request (undefined: nothing yet). */
+class ScriptedHost implements ClientHost {
+  now = 0;
+  readonly sent: Message[] = [];
+  private readonly timers: { at: number; every: number; fn: () => void; live: boolean }[] = [];
+  private events: ConnectionEvents | null = null;
+  private nextSession = 100;
+
+  constructor(private readonly answer: (request: Request) => Reply | undefined) {}
+
+  nowMs(): number {
+    return this.now;
+  }
+
+  after(ms: number, fn: () => void): TimerHandle {
+    return this.timer(ms, 0, fn);
+  }
+
+  every(ms: number, fn: () => void): TimerHandle {
+    return this.timer(ms, ms, fn);
+  }
+
+  newSessionId(): number {
+    return this.nextSession++;
+  }
+
+  dial(address: string, events: ConnectionEvents): Promise<ServerConnection> {
+    this.events = events;
+    const host = this;
+    const welcome = { version: PROTOCOL_VERSION, serverId: 1, segmentSize: 16 * PAGE, pageSize: PAGE, epoch: 65, chain: ["1"] };
+    return Promise.resolve({
+      address,
+      welcome,
+      isOpen: true,
+      send(message: Message) {
+        host.sent.push(message);
+        if (message.type !== "request") return;
+        const reply = host.answer(message.body);
+        if (reply) queueMicrotask(() => host.reply(message.body, reply));
+      },
+      setActive() {},
+      close() {},
+    });
+  }
+
+  /** The server answers `request` now. */
+  reply(request: Request, reply: Reply): void {
+    const body: ReplyMessage = { session: request.session, reqNo: request.reqNo, reply, pages: [] };
+    this.events?.onMessage({ type: "reply", body });
+  }
+
+  /** The server says why it closes the connection, then closes it. */
+  error(code: string, message: string): void {
+    const events = this.events;
+    events?.onMessage({ type: "error", body: { code, message } });
+    events?.onClose("closed by the server");
+  }
+
+  /** Moves the clock, running the timers that fall due. */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      const due = this.timers.filter((t) => t.live && t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!due) break;
+      this.now = due.at;
+      if (due.every > 0) due.at += due.every;
+      else due.live = false;
+      due.fn();
+    }
+    this.now = end;
+  }
+
+  requests(): Request[] {
+    return this.sent.flatMap((m) => (m.type === "request" ? [m.body] : []));
+  }
+
+  private timer(ms: number, every: number, fn: () => void): TimerHandle {
+    const timer = { at: this.now + ms, every, fn, live: true };
+    this.timers.push(timer);
+    return { cancel: () => (timer.live = false) };
+  }
+}
+
+function granted(holdId: number, name: string): Reply {
+  return { type: "granted", holdId, mode: "write", name, offset: 0, size: 4, createdSeq: 1, version: 1, sendAfter: -1 };
+}
+
+function store(host: ScriptedHost): ClientStore {
+  return new ClientStore({ servers: ["1"] }, host, (size, pageSize) => new PageMemory(size, pageSize, (message) => {
+    throw new Error(message);
+  }));
+}
+
+describe("client session logic over a scripted server", () => {
+  // Sim seed 1258: a process stopped past twice its session timeout hears ETIMEDOUT from the server.
+  test("a server's ETIMEDOUT for silence closes the connection, not the store", async () => {
+    const host = new ScriptedHost((request) => (request.op.type === "open_session" ? { type: "session", timeoutMs: 60_000 } : request.op.type === "create" ? { type: "created", offset: 0, size: 4, createdSeq: 2 } : undefined));
+    const client = store(host);
+    await client.open();
+    host.error("ETIMEDOUT", "nothing received within the session timeout: connection closed");
+    expect(client.isOpen).toBe(true);
+    await client.create("d", 4); // the link found the chain again
+    host.error("EPROTO", "a refusal");
+    expect(client.isOpen).toBe(false);
+  });
+
+  // Sim seeds 162000289, 162001442: two subscribes of one session crossed on two connections; the
+  // tail bound the session to the closed one and dropped the grant of a queued acquire.
+  test("a queued acquire's recheck subscribes again at the tail, which brings back its stored grant", async () => {
+    const host = new ScriptedHost((request) => (request.op.type === "open_session" ? { type: "session", timeoutMs: 60_000 } : request.op.type === "acquire" ? { type: "queued" } : undefined));
+    const client = store(host);
+    await client.open();
+    const access = client.accessReadWrite("d");
+    await Bun.sleep(0);
+    const acquire = host.requests().find((r) => r.op.type === "acquire")!;
+    const subscribes = () => host.sent.filter((m) => m.type === "subscribe").map((m) => (m.type === "subscribe" ? m.body.waiting : []));
+    expect(subscribes()).toEqual([[]]);
+    host.advance(3_500);
+    expect(subscribes()).toEqual([[], [acquire.reqNo]]);
+    // What the tail sends on that subscribe: the stored grant.
+    host.reply(acquire, granted(7, "d"));
+    expect((await access).length).toBe(4);
+  });
+
+  // Sim seed 167003449: the give-back of an old session's cached grant was answered ESESSION after
+  // the datum had been granted again to the new session, and the write release then sent nothing.
+  test("an ESESSION for an old session's give-back leaves the new session's hold of the same datum alone", async () => {
+    let oldRelease: Request | null = null;
+    let sessions = 0;
+    const host = new ScriptedHost((request) => {
+      const op = request.op;
+      if (op.type === "open_session") return { type: "session", timeoutMs: 60_000 };
+      if (op.type === "acquire" && op.name === "a") return granted(sessions++ === 0 ? 10 : 30, "a");
+      if (op.type === "acquire") return { type: "error", code: "ESESSION", message: "no such session" };
+      if (op.type === "release" && op.holdId === 10) {
+        oldRelease = request; // answered below, late
+        return undefined;
+      }
+      if (op.type === "release") return { type: "released", version: 2, cached: false };
+      return undefined;
+    });
+    const client = store(host);
+    await client.open();
+    const first = await client.accessReadWrite("a");
+    first[0] = 1;
+    const firstRelease = client.releaseReadWrite(first).catch((error) => error);
+    await Bun.sleep(0);
+    expect(oldRelease).not.toBeNull();
+    // The session is lost (another request hears ESESSION); the next access opens a new one.
+    expect(await client.accessReadWrite("b").catch((error) => error.code)).toBe("ESESSION");
+    const again = await client.accessReadWrite("a");
+    expect(client.sessionId).not.toBe(oldRelease!.session);
+    // Now the old session's release is answered: its session is gone.
+    host.reply(oldRelease!, { type: "error", code: "ESESSION", message: "no such session" });
+    expect((await firstRelease).code).toBe("ESESSION");
+    again[0] = 2;
+    await client.releaseReadWrite(again);
+    const releases = host.requests().filter((r) => r.op.type === "release" && r.op.holdId === 30);
+    expect(releases.map((r) => r.session)).toEqual([client.sessionId]);
+  });
+});
