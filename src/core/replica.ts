@@ -278,11 +278,11 @@ export class Replica {
    * so that a head refuses data that a successor could not log (the chain would stall).
    */
   setDiskFull(full: boolean, nowMs: number): Ready {
+    // Asked every tick: a step (and its Ready) only when the answer changes.
+    if (full === this.s.diskFull) return emptyReady();
     this.s.advanceClock(nowMs);
-    if (full !== this.s.diskFull) {
-      this.s.diskFull = full;
-      broadcastHeartbeat(this.s);
-    }
+    this.s.diskFull = full;
+    broadcastHeartbeat(this.s);
     return this.finish();
   }
 
