@@ -5,27 +5,21 @@
  * and counters stay exact with the head killed while recalls are in flight.
  */
 import { afterEach, expect, test } from "bun:test";
-import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
-import { type ServerProcess, pstoreCommand, removeDir, spawnChild, startServer, tempDir } from "./helpers/processes";
+import { clusterPerTest } from "./helpers/cluster";
+import { type ServerProcess, removeDir, spawnChild, startServer } from "./helpers/processes";
 
-let cluster: LocalCluster | null = null;
+const clusters = clusterPerTest({ segmentSize: 16 * 1024 * 1024, serveArgs: ["--session-timeout-ms", "5000"] });
+const startCluster = () => clusters.start();
+const stores = clusters.stores;
 let server: ServerProcess | null = null;
-let stores: Store[] = [];
-let dataDir = "";
 
 afterEach(async () => {
-  for (const store of stores) await store.close().catch(() => {});
-  stores = [];
-  await cluster?.stop();
-  cluster = null;
   if (server) {
     await server.stop();
     removeDir(server.dataDir);
     server = null;
   }
-  if (dataDir) removeDir(dataDir);
-  dataDir = "";
 });
 
 async function client(servers: string | string[], options: Parameters<typeof connect>[0] = {}): Promise<Store> {
@@ -149,20 +143,6 @@ test("a caching client paused past its session's expiry sees the newer write whe
     await poller.proc.exited;
   }
 }, 30_000);
-
-async function startCluster(): Promise<LocalCluster> {
-  dataDir = tempDir();
-  cluster = new LocalCluster({
-    count: 3,
-    basePort: 0,
-    dataDir,
-    command: pstoreCommand(),
-    segmentSize: 16 * 1024 * 1024,
-    serveArgs: ["--session-timeout-ms", "5000"],
-  });
-  await cluster.start();
-  return cluster;
-}
 
 async function headIndex(store: Store, servers: string[]): Promise<number> {
   const deadline = performance.now() + 15_000;

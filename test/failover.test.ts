@@ -4,41 +4,18 @@
  * SIGKILL and restarted. No acknowledged increment may be lost, no two
  * writers may overlap, and the clients must all finish.
  */
-import { afterEach, expect, test } from "bun:test";
-import { LocalCluster } from "../src/cli/cluster";
+import { expect, test } from "bun:test";
 import { type Store, connect } from "../src/index";
-import { pstoreCommand, removeDir, tempDir } from "./helpers/processes";
+import { clusterPerTest } from "./helpers/cluster";
 import { IncrementWorkload, verifyCounters } from "./helpers/workload";
 
 const CLIENTS = 8;
-let cluster: LocalCluster | null = null;
-let stores: Store[] = [];
-let dataDir = "";
-
-afterEach(async () => {
-  for (const store of stores) await store.close().catch(() => {});
-  stores = [];
-  await cluster?.stop();
-  cluster = null;
-  removeDir(dataDir);
-});
-
-async function startCluster(): Promise<LocalCluster> {
-  dataDir = tempDir();
-  cluster = new LocalCluster({
-    count: 3,
-    basePort: 0,
-    dataDir,
-    command: pstoreCommand(),
-    segmentSize: 16 * 1024 * 1024,
-    serveArgs: ["--session-timeout-ms", "5000"],
-  });
-  await cluster.start();
-  return cluster;
-}
+const clusters = clusterPerTest({ segmentSize: 16 * 1024 * 1024, serveArgs: ["--session-timeout-ms", "5000"] });
+const startCluster = () => clusters.start();
 
 async function clients(servers: string[]): Promise<Store[]> {
-  stores = await Promise.all(Array.from({ length: CLIENTS }, () => connect({ servers, failoverTimeoutMs: 20_000 })));
+  const stores = await Promise.all(Array.from({ length: CLIENTS }, () => connect({ servers, failoverTimeoutMs: 20_000 })));
+  clusters.stores.push(...stores);
   // On a loaded machine the third server may still be joining: start from a full chain.
   await waitServing(stores[0]!, 3, 15_000);
   return stores;

@@ -3,37 +3,14 @@
  * 1), at the API level: it must find the cluster again when it comes back;
  * the holds it had are reported lost, nothing else.
  */
-import { afterEach, expect, test } from "bun:test";
-import { LocalCluster } from "../src/cli/cluster";
+import { expect, test } from "bun:test";
 import { type Store, connect, PStoreError } from "../src/index";
 import { codeOf } from "./helpers/errors";
-import { pstoreCommand, removeDir, tempDir } from "./helpers/processes";
+import { clusterPerTest } from "./helpers/cluster";
 
-let cluster: LocalCluster | null = null;
-let stores: Store[] = [];
-let dataDir = "";
-
-afterEach(async () => {
-  for (const store of stores) await store.close().catch(() => {});
-  stores = [];
-  await cluster?.stop();
-  cluster = null;
-  removeDir(dataDir);
-});
-
-async function startCluster(): Promise<LocalCluster> {
-  dataDir = tempDir();
-  cluster = new LocalCluster({
-    count: 3,
-    basePort: 0,
-    dataDir,
-    command: pstoreCommand(),
-    segmentSize: 1024 * 1024,
-    serveArgs: ["--session-timeout-ms", "1000"],
-  });
-  await cluster.start();
-  return cluster;
-}
+const clusters = clusterPerTest({ segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });
+const startCluster = () => clusters.start();
+const stores = clusters.stores;
 
 test("after a whole-cluster stop and start, the same store works again; its holds are reported lost", async () => {
   const c = await startCluster();

@@ -1,0 +1,38 @@
+/**
+ * A 3-server local cluster per test, and the stores the test opens: after
+ * each test the stores are closed, exactly that cluster's servers stopped and
+ * its data removed.
+ */
+import { afterEach } from "bun:test";
+import { LocalCluster, type LocalClusterOptions } from "../../src/cli/cluster";
+import type { Store } from "../../src/index";
+import { pstoreCommand, removeDir, tempDir } from "./processes";
+
+export interface ClusterPerTest {
+  /** Starts the test's cluster (servers from the built binary when it exists). */
+  start(): Promise<LocalCluster>;
+  /** Stores to close after the test. */
+  readonly stores: Store[];
+}
+
+export function clusterPerTest(options: Pick<LocalClusterOptions, "segmentSize" | "serveArgs" | "fsync">): ClusterPerTest {
+  let cluster: LocalCluster | null = null;
+  let dataDir = "";
+  const stores: Store[] = [];
+  afterEach(async () => {
+    for (const store of stores.splice(0)) await store.close().catch(() => {});
+    await cluster?.stop();
+    cluster = null;
+    if (dataDir) removeDir(dataDir);
+    dataDir = "";
+  }, 30_000);
+  return {
+    stores,
+    async start() {
+      dataDir = tempDir();
+      cluster = new LocalCluster({ count: 3, basePort: 0, dataDir, command: pstoreCommand(), ...options });
+      await cluster.start();
+      return cluster;
+    },
+  };
+}
