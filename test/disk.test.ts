@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
+import { codeOf } from "./helpers/errors";
 import { PStoreError, type Store, connect } from "../src/index";
 import { type ServerProcess, pstoreCommand, removeDir, spawnChild, startServer, tempDir } from "./helpers/processes";
 
@@ -49,15 +50,6 @@ function fillDiskAt(dir: string, name: string): string {
   return file;
 }
 
-async function code(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "ok";
-  } catch (error) {
-    if (error instanceof PStoreError) return error.code;
-    throw error;
-  }
-}
 
 describe.if(mounted)("a full disk", () => {
   let server: ServerProcess;
@@ -101,7 +93,7 @@ describe.if(mounted)("a full disk", () => {
     const filler = fillDisk("filler");
     await Bun.sleep(300); // the server measures free space at most every 200 ms
     // The server keeps DISK_FREE_BYTES_MIN free: growing the data is refused at the head, with a clear error.
-    expect(await code(store.create("new", 4096))).toBe("ENOSPC");
+    expect(await codeOf(store.create("new", 4096))).toBe("ENOSPC");
     const view = await store.accessReadWrite("kept");
     view[0] = 9;
     const refused = await store.releaseReadWrite(view).catch((error: PStoreError) => error);
