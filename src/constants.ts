@@ -124,6 +124,24 @@ export const DELETE_RECALL_WAIT_MS = 2000;
  */
 export const LEND_LEASE_REFRESH_MS = 1000;
 
+// ---- the client's watch over its requests (src/client/cluster.ts) ----
+
+/**
+ * A request with no reply (nor "queued") for this long makes the client look for the chain
+ * again, unless part of a frame is arriving from the tail (a large grant takes seconds).
+ */
+export const UNANSWERED_MS = 1500;
+/** How often the client looks for unanswered requests. */
+export const WATCH_EVERY_MS = 250;
+/** A queued acquire is sent again this often (a no-op unless its session or the acquire was lost). */
+export const QUEUED_RECHECK_MS = 3000;
+/** How long a probe for the chain waits for a server's answer. */
+export const PROBE_TIMEOUT_MS = 1000;
+/** After the first server answers a probe, how long the others may take. */
+export const PROBE_GRACE_MS = 150;
+/** A head that cannot serve (no majority) is asked again, or another one found, after this pause. */
+export const UNAVAILABLE_RETRY_MS = 100;
+
 /** setTimeout overflows above 2^31-1 ms (about 24.8 days): the largest duration a flag takes. */
 export const TIMER_MS_MAX = 2 ** 31 - 1;
 /** A server ticks at least this often, whatever its heartbeat. */

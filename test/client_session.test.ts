@@ -17,6 +17,10 @@ const PAGE = 64;
 class ScriptedHost implements ClientHost {
   now = 0;
   readonly sent: Message[] = [];
+  /** Connections dialled so far (a refresh dials again). */
+  dials = 0;
+  /** Whether the connection is in the middle of receiving a frame. */
+  receivingFrame = false;
   private readonly timers: { at: number; every: number; fn: () => void; live: boolean }[] = [];
   private events: ConnectionEvents | null = null;
   private nextSession = 100;
@@ -41,12 +45,16 @@ class ScriptedHost implements ClientHost {
 
   dial(address: string, events: ConnectionEvents): Promise<ServerConnection> {
     this.events = events;
+    this.dials++;
     const host = this;
     const welcome = { version: PROTOCOL_VERSION, serverId: 1, segmentSize: 16 * PAGE, pageSize: PAGE, epoch: 65, chain: ["1"] };
     return Promise.resolve({
       address,
       welcome,
       isOpen: true,
+      get receivingFrame() {
+        return host.receivingFrame;
+      },
       send(message: Message) {
         host.sent.push(message);
         if (message.type !== "request") return;
@@ -135,6 +143,25 @@ describe("client session logic over a scripted server", () => {
     // What the tail sends on that subscribe: the stored grant.
     host.reply(acquire, granted(7, "d"));
     expect((await access).length).toBe(4);
+  });
+
+  // test/server.test.ts's 64 MiB grant timed out under load: 1.5 s after the acquire, with the
+  // grant still arriving, the client looked for the chain again and the tail sent it anew.
+  test("a request is not taken for unanswered while its answer is arriving", async () => {
+    const host = new ScriptedHost((request) => (request.op.type === "open_session" ? { type: "session", timeoutMs: 60_000 } : undefined));
+    const client = store(host);
+    await client.open();
+    void client.accessReadWrite("d").catch(() => {});
+    await Bun.sleep(0);
+    const dialled = host.dials;
+    host.receivingFrame = true;
+    host.advance(5_000);
+    expect(host.dials).toBe(dialled);
+    // Nothing arriving any more: now it is unanswered.
+    host.receivingFrame = false;
+    host.advance(2_000);
+    await Bun.sleep(0);
+    expect(host.dials).toBeGreaterThan(dialled);
   });
 
   // Sim seed 167003449: the give-back of an old session's cached grant was answered ESESSION after

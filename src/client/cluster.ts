@@ -8,21 +8,12 @@
  * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
+import { PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
 import { PStoreError } from "../errors";
 import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
 import { formatAddresses } from "../net/address";
 import { type ClientHost, ConnectionRefused, type ServerConnection, type TimerHandle, remoteError } from "./host";
 
-/** A request with no reply (nor "queued") for this long makes us look for the chain again. */
-const UNANSWERED_MS = 1500;
-const WATCH_EVERY_MS = 250;
-/** A queued acquire is sent again this often (a no-op unless its session or the acquire was lost). */
-const QUEUED_RECHECK_MS = 3000;
-const PROBE_TIMEOUT_MS = 1000;
-/** After the first server answers a probe, how long the others may take. */
-const PROBE_GRACE_MS = 150;
-/** A head that cannot serve (no majority) is asked again, or another one found, after this pause. */
-const UNAVAILABLE_RETRY_MS = 100;
 
 interface PendingRequest {
   op: Op;
@@ -398,6 +389,9 @@ export class ClusterLink {
         waiting.sentAtMs = now;
         this.sendRequest(reqNo, waiting);
         rechecked = true;
+      } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS && this.tail?.receivingFrame) {
+        // A large answer is arriving (64 MiB take seconds): a refresh would drop it and ask for it again.
+        waiting.sentAtMs = now;
       } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
         waiting.sentAtMs = now;
         this.scheduleRefresh();

@@ -64,6 +64,11 @@ export class ConnectionEnd {
     for (const part of encodeMessageParts(message)) this.transport.send(part);
   }
 
+  /** Part of a frame has arrived, the rest is on its way (a large grant takes seconds). */
+  get receivingFrame(): boolean {
+    return this.decoder.receiving;
+  }
+
   /** Bytes from the server, in whatever pieces the transport delivers them. */
   receive(chunk: Uint8Array): void {
     if (this.ended) return;

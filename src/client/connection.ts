@@ -76,6 +76,10 @@ export class Connection implements ServerConnection {
     return this.link !== null && !this.link.isClosed;
   }
 
+  get receivingFrame(): boolean {
+    return this.end.receivingFrame;
+  }
+
   send(message: Message): void {
     this.end.send(message);
   }

@@ -20,6 +20,8 @@ export interface ServerConnection {
   readonly welcome: Welcome;
   /** False once it closed (either side). */
   readonly isOpen: boolean;
+  /** Part of a frame has arrived from the server and the rest has not. */
+  readonly receivingFrame: boolean;
   send(message: Message): void;
   /** Keeps the process alive while work is in flight, lets it exit when idle. */
   setActive(active: boolean): void;

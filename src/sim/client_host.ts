@@ -46,6 +46,10 @@ class SimConnection implements ServerConnection {
     private readonly host: SimClientHost,
   ) {}
 
+  get receivingFrame(): boolean {
+    return this.end.receivingFrame;
+  }
+
   get isOpen(): boolean {
     // Until the close reaches the client (as a socket learns of a reset), it is open to it.
     return this.host.owns(this);

@@ -54,6 +54,11 @@ export class FrameDecoder {
   /** Raised for server links after their hello: a state transfer is larger than any client frame. */
   constructor(public frameBytesMax: number) {}
 
+  /** True while part of a frame has arrived and the rest has not. */
+  get receiving(): boolean {
+    return this.pending !== null || this.headerFilled > 0;
+  }
+
   /** Calls onFrame once per whole frame in order; throws WireError on a bad length. */
   push(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {
     let offset = 0;
