@@ -4,7 +4,7 @@
  * 127.0.0.1, lives in temp dirs, and is stopped by pid.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { alive, runCli, startCli, tempDir, waitGone, type Running } from "./fixtures/cli_helpers.ts";
@@ -55,6 +55,19 @@ describe("serve and a piped shell", () => {
     expect(server.stdout()).toBe(`READY ${address}\n`);
     expect(await server.stop("SIGTERM")).toBe(0);
     expect(server.stdout()).toBe(`READY ${address}\n`);
+  });
+
+  // src/cli/self.ts: the allocator option must be in the environment at start, so serve
+  // executes itself once more with it, in the same process (tests and users stop it by PID).
+  test("serve runs in the PID it was started as, keeping freed memory unless the user chose otherwise", async () => {
+    const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    const { server } = await serve();
+    expect(environ(server.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=-1");
+    const chosen = start(["serve", "--listen", "127.0.0.1:0", "--data-dir", tempDir(), "--segment-size", "1MiB", "--die-with-parent"], { MIMALLOC_PURGE_DELAY: "0" });
+    await chosen.waitFor(/^READY /m);
+    expect(environ(chosen.proc.pid)).toContain("MIMALLOC_PURGE_DELAY=0");
+    expect(await server.stop("SIGTERM")).toBe(0);
+    expect(await chosen.stop("SIGTERM")).toBe(0);
   });
 
   test("SIGINT stops serve cleanly too", async () => {

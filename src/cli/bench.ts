@@ -154,7 +154,8 @@ type _Local = { cluster: LocalCluster; dataDir: string };
 
 /** A temporary cluster in a fresh folder of the system's temp dir, on free ports. */
 async function _startLocal(plan: _Plan, verbose: boolean): Promise<_Local> {
-  const { LocalCluster, selfCommand } = await import("./cluster.ts");
+  const { LocalCluster } = await import("./cluster.ts");
+  const { selfCommand } = await import("./self.ts");
   const dataDir = mkdtempSync(join(tmpdir(), "pstore-bench-"));
   const cluster = new LocalCluster({
     count: plan.local!,

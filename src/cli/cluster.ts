@@ -13,9 +13,9 @@
 import type { Subprocess } from "bun";
 import { mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import type { FsyncMode } from "./flags.ts";
+import { selfCommand } from "./self.ts";
 import { PARENT_PID_ENV } from "./signals.ts";
 
 export interface LocalClusterOptions {
@@ -56,15 +56,6 @@ interface _Child {
 }
 
 const _RECENT_LOG_LINES = 20;
-
-/** The command line that runs this very program: the compiled binary, or bun + main.ts. */
-export function selfCommand(): string[] {
-  // In a `bun build --compile` binary modules live under /$bunfs/ (B:/~BUN/ on Windows)
-  // and process.argv[1] is not a script path: the executable is the program.
-  const compiled = import.meta.path.startsWith("/$bunfs/") || import.meta.path.includes("~BUN");
-  if (compiled) return [process.execPath];
-  return [process.execPath, fileURLToPath(new URL("./main.ts", import.meta.url))];
-}
 
 export class LocalCluster {
   readonly host: string;

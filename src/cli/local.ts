@@ -4,7 +4,7 @@ import { realpathSync } from "node:fs";
 import { relative, resolve } from "node:path";
 import { DEFAULT_PORT, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
 import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseSegmentSize, UsageError } from "./flags.ts";
-import { selfCommand } from "./cluster.ts";
+import { selfCommand } from "./self.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal } from "./signals.ts";
 

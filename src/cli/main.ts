@@ -16,12 +16,16 @@ import packageJson from "../../package.json" with { type: "json" };
 import { checkFlags, UsageError } from "./flags.ts";
 import { renderCommandHelp } from "./help.ts";
 import { makeStyle, stripAnsi, useColor } from "./output.ts";
+import { keepFreedMemory } from "./self.ts";
 
 interface CommandModule {
   default: CommandDef<any>;
   /** Lines shown under EXAMPLES in `--help`. */
   examples: string[];
 }
+
+/** Commands that run servers or measure them: they keep freed memory for reuse (self.ts). */
+const KEEP_FREED_MEMORY = new Set(["serve", "local", "bench", "agent"]);
 
 // Loaded on demand, so `pstore shell` never loads the server's code.
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
@@ -105,7 +109,9 @@ async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (name.startsWith("-")) throw new UsageError(`unknown flag ${name} (flags go after the command: pstore <command> ${name})`);
-  const module = await _lookup(name).load();
+  const command = _lookup(name);
+  if (KEEP_FREED_MEMORY.has(name) && !_wantsHelp(rest)) keepFreedMemory();
+  const module = await command.load();
   if (_wantsHelp(rest)) {
     _print(_commandHelp(name, module), process.stdout);
     return 0;
