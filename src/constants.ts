@@ -148,6 +148,10 @@ export const TIMER_MS_MAX = 2 ** 31 - 1;
 export const TICK_MS_MAX = 50;
 /** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain. */
 export const CHECKPOINT_WAITS_MAX = 1000;
+/** From this body length on, a frame arriving in chunks is copied into one buffer as it comes (src/wire/frame.ts). */
+export const FRAME_ASSEMBLE_BYTES_MIN = 256 * 1024;
+/** Before making the buffer of an incoming frame this large, a server collects garbage (src/server/server.ts). */
+export const COLLECT_BEFORE_FRAME_BYTES = 8 * 1024 * 1024;
 /** Queued frames a link writes in one socket write. */
 export const COALESCE_BYTES_MAX = 256 * 1024;
 /** Updates in one forward message down the chain. */

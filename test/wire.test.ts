@@ -5,7 +5,7 @@
  * exception, never a big allocation on a lying length prefix).
  */
 import { describe, expect, test } from "bun:test";
-import { FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../src/constants";
+import { FRAME_ASSEMBLE_BYTES_MIN, FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../src/constants";
 import {
   FRAME_HEADER_BYTES,
   type Frame,
@@ -24,6 +24,7 @@ import {
   encodeMessageParts,
   packPages,
   utf8Length,
+  writeFrameHeader,
 } from "../src/wire";
 
 // ---- helpers ---------------------------------------------------------------
@@ -395,6 +396,36 @@ describe("FrameDecoder", () => {
       }
       expect([seed, decodeAll(new FrameDecoder(FRAME_BYTES_MAX), chunks)]).toEqual([seed, messages]);
     }
+  });
+
+  test("a large frame in random chunks arrives whole, holding no chunk, its budget following the bytes", () => {
+    const bodyLength = FRAME_ASSEMBLE_BYTES_MIN * 3 + 17;
+    const random = prng(7);
+    const frame = new Uint8Array(5 + bodyLength);
+    for (let i = 5; i < frame.length; i++) frame[i] = Math.floor(random() * 256);
+    writeFrameHeader(frame, 9);
+    const budget = new FrameBudget(bodyLength);
+    const decoder = new FrameDecoder(FRAME_BYTES_MAX);
+    decoder.budget = budget;
+    decoder.assembleLarge = true;
+    const frames: Frame[] = [];
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < frame.length; ) {
+      const chunk = frame.slice(at, at + 1 + Math.floor(random() * 100_000));
+      at += chunk.length;
+      decoder.push(chunk, (f) => frames.push(f));
+      chunks.push(chunk);
+      // The decoder keeps no chunk of a large frame (they can be freed and reused at once).
+      chunk.fill(0);
+      // What arrived of the body, and no more, is held against the budget.
+      if (frames.length === 0) expect(budget.heldBytes).toBe(Math.max(0, at - 5));
+    }
+    expect(chunks.length).toBeGreaterThan(5);
+    expect(frames.length).toBe(1);
+    expect(frames[0]!.type).toBe(9);
+    expect(Buffer.compare(frames[0]!.body, frame.subarray(5))).toBe(0);
+    expect(budget.heldBytes).toBe(0);
+    expect(decoder.idle).toBe(true);
   });
 
   test("a frame of exactly the limit passes; one byte more is refused", () => {

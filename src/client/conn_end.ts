@@ -66,7 +66,7 @@ export class ConnectionEnd {
 
   /** Part of a frame has arrived, the rest is on its way (a large grant takes seconds). */
   get receivingFrame(): boolean {
-    return this.decoder.receiving;
+    return !this.decoder.idle;
   }
 
   /** Bytes from the server, in whatever pieces the transport delivers them. */

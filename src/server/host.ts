@@ -50,6 +50,8 @@ export interface NodeHost {
   admit(conn: ConnId, role: "client" | "server"): Refusal | null;
   /** A frame of `bytes` is being handled; a host may free memory after it. */
   largeFrame(bytes: number): void;
+  /** The buffer a large incoming frame of `bytes` is assembled in (src/wire/frame.ts). */
+  frameBuffer(bytes: number): Uint8Array;
   readonly disk: NodeDisk;
   readonly log: NodeLog;
 }

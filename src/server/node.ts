@@ -12,6 +12,7 @@ import { present } from "../assert";
 import {
   CLIENT_SILENCE_TIMEOUTS,
   DISK_FREE_BYTES_MIN,
+  FRAME_ASSEMBLE_BYTES_MIN,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
@@ -122,7 +123,7 @@ export class ServerNode {
 
   /** Our connection to peer `peer` is open (after host.dial). */
   onDialled(peer: number, id: ConnId): void {
-    this.addConn(id, { kind: "dialled" }, this.options.peerFrameBytesMax);
+    this.addConn(id, { kind: "dialled" }, this.options.peerFrameBytesMax).decoder.assembleLarge = true;
     const hello = this.dialer.onDialled(peer, id);
     if (hello) this.host.send(id, encodeMessage(hello));
   }
@@ -160,6 +161,8 @@ export class ServerNode {
     const conn = this.conns.get(id);
     if (!conn) return;
     conn.closed = true;
+    // The part of a large frame that came is garbage now: let the host collect it.
+    if (conn.decoder.heldBytes >= FRAME_ASSEMBLE_BYTES_MIN) this.host.largeFrame(conn.decoder.heldBytes);
     conn.decoder.discard();
     this.conns.delete(id);
     if (conn.role.kind === "client") {
@@ -177,9 +180,12 @@ export class ServerNode {
 
   // ---- frames ----------------------------------------------------------------------------
 
-  private addConn(id: ConnId, role: Role, frameBytesMax: number): void {
+  private addConn(id: ConnId, role: Role, frameBytesMax: number): Conn {
     const now = this.host.nowMs();
-    this.conns.set(id, { id, decoder: new FrameDecoder(frameBytesMax), role, openedMs: now, lastReceivedMs: now, closed: false });
+    const decoder = new FrameDecoder(frameBytesMax, (bytes) => this.host.frameBuffer(bytes));
+    const conn = { id, decoder, role, openedMs: now, lastReceivedMs: now, closed: false };
+    this.conns.set(id, conn);
+    return conn;
   }
 
   private onFrame(conn: Conn, frame: Frame): void {
@@ -255,6 +261,7 @@ export class ServerNode {
     if (role === "server") {
       conn.role = { kind: "peer", id: senderId };
       conn.decoder.frameBytesMax = this.options.peerFrameBytesMax;
+      conn.decoder.assembleLarge = true;
     } else {
       conn.role = { kind: "client", sessions: new Set() };
       conn.decoder.frameBytesMax = FRAME_BYTES_MAX;

@@ -182,6 +182,10 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   largeFrame(): void {}
 
+  frameBuffer(bytes: number): Uint8Array {
+    return new Uint8Array(bytes);
+  }
+
   // ---- NodeDisk: the Storage, and the history the checks read -----------------------------
 
   get waiting(): boolean {
