@@ -143,6 +143,31 @@ describe("write-ahead log", () => {
     expect(statSync(file).size).toBe(goodLength);
   });
 
+  test("a last segment of zeros (created, then a crash before its header) holds nothing and recovers", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.write("x", 2);
+    const appliedSeq = writer.state.appliedSeq;
+    writer.durability.close();
+    const next = join(dir, `wal-${String(appliedSeq + 1).padStart(16, "0")}.log`);
+    writeFileSync(next, new Uint8Array(SEGMENT));
+    expect(listSegments(dir).at(-1)!.file).toBe(next);
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(appliedSeq);
+    expect(valueOf(recovered.state, "x")).toBe(2);
+    // The log goes on from there.
+    const again = open(dir).writer;
+    again.do({ type: "open_session", timeoutMs: 10_000 });
+    again.durability.close();
+    const last = recover(dir, SEGMENT, PAGE);
+    last.wal.close();
+    expect(last.state.appliedSeq).toBe(appliedSeq + 1);
+    expect(valueOf(last.state, "x")).toBe(2);
+  });
+
   test("a whole last record with a bad checksum at the very end counts as torn", () => {
     const dir = freshDir();
     const { writer } = open(dir);

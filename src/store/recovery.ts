@@ -125,6 +125,9 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
     if (isLast) return { ...result, cutAt: 0 };
     throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
   }
+  // Zeros only: the last segment was created and the crash came before its header (a
+  // server of an older version named its spare first). Nothing was logged in it.
+  if (isLast && isZero(bytes, 0)) return { ...result, cutAt: 0 };
   if (!WAL_MAGIC.every((byte, i) => bytes[i] === byte)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
   const headerSeq = new Reader(bytes, WAL_MAGIC.length, WAL_HEADER_BYTES).u53();
   if (headerSeq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${headerSeq}, the file name ${firstSeq}`);

@@ -223,22 +223,28 @@ export class WriteAheadLog {
   }
 }
 
-/** A segment file for records from `firstSeq`: the spare renamed, or a new zero-filled (unsynced: sparse) file. */
+/**
+ * A segment file for records from `firstSeq`: the spare renamed, or a new zero-filled (unsynced: sparse) file.
+ * The spare gets its header before its name, so a crash never leaves a named segment of zeros
+ * (a kill -9 between the rename and the header did: recovery refused the dir, "bad magic").
+ */
 function openSegment(dir: string, firstSeq: number, spare: string | null, capacity: number, syncs: boolean): number {
   const file = join(dir, segmentName(firstSeq));
-  if (spare) renameSync(spare, file);
+  const path = spare ?? file;
   // A full disk leaves no partial segment: recovery would read its zeros as the end of the log, but a later one would not follow.
-  return removeOnFailure(file, () => {
-    const fd = openSync(file, spare ? "r+" : "w");
+  return removeOnFailure(path, () => {
+    const fd = openSync(path, spare ? "r+" : "w");
     try {
       const header = new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq);
       writeAll(fd, header.bytes, 0);
       if (!syncs) {
         ftruncateSync(fd, capacity);
+        if (spare) renameSync(spare, file);
         return fd;
       }
       if (!spare) writeAll(fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
       fdatasyncSync(fd);
+      if (spare) renameSync(spare, file);
       syncDirectory(dir);
       return fd;
     } catch (error) {
