@@ -14,7 +14,7 @@ import {
   WAITERS_PER_DATUM_MAX,
 } from "../constants";
 import type { ErrorCode } from "../errors";
-import type { Mode, Op, PageWrite, Reply, Update } from "../wire/messages";
+import type { Mode, Op, PageWrite, Reply, Update } from "../wire";
 import { PageAllocator } from "./allocator";
 import { nameProblem, sizeProblem } from "./names";
 import { PageStore } from "./pages";
