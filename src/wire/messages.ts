@@ -1,7 +1,8 @@
 /**
  * The messages between clients and servers, and their binary encodings.
  * One encode/decode pair per message; page bytes travel raw, never as JSON
- * (JSON carries only small metadata answers: list, stat, status).
+ * (JSON carries only small metadata answers: list, stat, status). The ops and
+ * updates a request carries are in ops.ts, replies in replies.ts, page lists in pages.ts.
  */
 import { PROTOCOL_VERSION } from "../constants";
 import { Reader, Writer, WireError, decodeCode, invert, sizeOf } from "./codec";
