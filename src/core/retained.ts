@@ -5,7 +5,7 @@
  */
 import { present } from "../assert";
 import { RETAINED_BYTES_MAX, RETAINED_UPDATES_MAX } from "../constants";
-import { type Update, encodeUpdate } from "../wire/messages";
+import { type Update, encodeUpdate } from "../wire/ops";
 
 export class RetainedLog {
   private updates: Update[] = [];

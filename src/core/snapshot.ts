@@ -5,7 +5,7 @@
  * sent: they are zeros until a create stamps them.
  */
 import { present } from "../assert";
-import type { Reply } from "../wire/messages";
+import type { Reply } from "../wire/replies";
 import { SNAPSHOT_BLOCK_BYTES } from "../constants";
 import { PageAllocator, type PageRun } from "./allocator";
 import type { FrozenPages } from "./pages";

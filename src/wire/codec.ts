@@ -214,3 +214,14 @@ export function concatBytes(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** A code table the other way round: code → name, for decoding. */
+export function invert<K extends string>(codes: Record<K, number>): Map<number, K> {
+  return new Map(Object.entries(codes).map(([name, code]) => [code as number, name as K]));
+}
+
+export function decodeCode<K>(table: Map<number, K>, code: number, what: string): K {
+  const name = table.get(code);
+  if (name === undefined) throw new WireError(`unknown ${what} code ${code}`);
+  return name;
+}

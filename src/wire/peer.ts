@@ -5,7 +5,8 @@
  */
 import { Reader, WireError, Writer, concatBytes } from "./codec";
 import { FRAME_HEADER_BYTES } from "./frame";
-import { type Update, encodeUpdate, frame, readUpdateKeepingBytes } from "./messages";
+import { frame } from "./messages";
+import { type Update, encodeUpdate, readUpdateKeepingBytes } from "./ops";
 
 export type ReplicaStatus = "booting" | "joining" | "member";
 
