@@ -126,6 +126,13 @@ export const LEND_LEASE_REFRESH_MS = 1000;
 
 // ---- the client's watch over its requests (src/client/cluster.ts) ----
 
+/** connect(): how long to wait for a server's answer (ConnectOptions.connectTimeoutMs). */
+export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
+/** connect(): how long a request waits for a serving chain before EUNAVAILABLE (failoverTimeoutMs). */
+export const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
+/** How long close() waits for the servers to end the session (else it expires). */
+export const CLOSE_WAIT_MS = 2000;
+
 /**
  * A request with no reply (nor "queued") for this long makes the client look for the chain
  * again, unless part of a frame is arriving from the tail (a large grant takes seconds).

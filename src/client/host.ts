@@ -84,3 +84,15 @@ export class ConnectionRefused extends PStoreError {
 export function remoteError(code: string, message: string): PStoreError {
   return new PStoreError(isErrorCode(code) ? code : "EPROTO", message);
 }
+
+/**
+ * What `pstore agent` needs to lend this session's idle cached grants to the C
+ * program it serves (src/agent/lending.ts): a lent grant is a use granted here,
+ * which the program takes and returns through shared memory.
+ */
+export interface GrantLender {
+  /** A use of `name` granted here now with no message, or null (then nothing was done). */
+  accessLocal(name: string, mode: Mode): Uint8Array | null;
+  /** Until when (the host's clock: performance.now() ms in production) uses may be granted here: the lease. */
+  localGrantsUntilMs(): number;
+}

@@ -11,7 +11,7 @@
  * (store.ts: Bun sockets, mmap) and the simulator (src/sim) run this same code.
  */
 import { present } from "../assert";
-import { DELETE_RECALL_WAIT_MS, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
+import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILOVER_TIMEOUT_MS_DEFAULT, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
@@ -19,26 +19,11 @@ import type { Mode, Op, PageWrite, Recall, Reply, ReplyMessage } from "../wire";
 import { type CachedGrant, GrantCache } from "./cache";
 import { ClusterLink } from "./cluster";
 import { type ClientHold, SegmentHolds } from "./holds";
-import type { ClientHost, SegmentMapper, UseObserver } from "./host";
+import type { ClientHost, GrantLender, SegmentMapper, UseObserver } from "./host";
+import { withReadUse, withWriteUse } from "./scoped";
 import { watchWait, withTimeout } from "./wait";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
 
-const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
-const FAILOVER_TIMEOUT_MS_DEFAULT = 30_000;
-/** How long close waits for the servers to end the session (else it expires). */
-const CLOSE_WAIT_MS = 2000;
-
-/**
- * What `pstore agent` needs to lend this session's idle cached grants to the C
- * program it serves (src/agent/lending.ts): a lent grant is a use granted here,
- * which the program takes and returns through shared memory.
- */
-export interface GrantLender {
-  /** A use of `name` granted here now with no message, or null (then nothing was done). */
-  accessLocal(name: string, mode: Mode): Uint8Array | null;
-  /** Until when (the host's clock: performance.now() ms in production) uses may be granted here: the lease. */
-  localGrantsUntilMs(): number;
-}
 
 /** The store over any host: connect() gives it Bun sockets and mmap, the simulator its network and a page map. */
 export class ClientStore implements Store, GrantLender {
@@ -203,27 +188,12 @@ export class ClientStore implements Store, GrantLender {
     return JSON.parse(await this.query("status", ""));
   }
 
-  async withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
-    const view = await this.accessRead(name, options);
-    try {
-      return await fn(view);
-    } finally {
-      await this.releaseRead(view);
-    }
+  withRead<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
+    return withReadUse(this, name, fn, options);
   }
 
-  async withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
-    const view = await this.accessReadWrite(name, options);
-    let result: T;
-    try {
-      result = await fn(view);
-    } catch (error) {
-      // The write did not complete: drop the hold without shipping anything.
-      await this.abandon(view).catch(() => {});
-      throw error;
-    }
-    await this.releaseReadWrite(view);
-    return result;
+  withWrite<T>(name: string, fn: (view: Uint8Array) => T | Promise<T>, options?: AccessOptions): Promise<T> {
+    return withWriteUse(this, (view) => this.abandon(view), name, fn, options);
   }
 
   async checkpoint(): Promise<{ seq: number }> {

@@ -8,7 +8,8 @@ import { PStoreError } from "../errors";
 import { MappedSegment } from "../memory";
 import { bunHost, readCa } from "./bun_host";
 import type { SegmentMapper } from "./host";
-import { ClientStore, type GrantLender } from "./session";
+import type { GrantLender } from "./host";
+import { ClientStore } from "./session";
 import type { ConnectOptions, Store } from "./types";
 import { reportUncaughtPStoreErrors } from "./uncaught";
 
