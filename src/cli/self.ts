@@ -3,6 +3,7 @@
  * with the allocator setting below).
  */
 import { fileURLToPath } from "node:url";
+import { present } from "../assert.ts";
 
 /** The command line that runs this very program: the compiled binary, or bun + main.ts. */
 export function selfCommand(): string[] {
@@ -31,5 +32,6 @@ export function keepFreedMemory(): void {
   const execve = (process as { execve?: (file: string, args: string[], env: Record<string, string | undefined>) => never }).execve;
   if (typeof execve !== "function") return;
   const [program, ...script] = selfCommand();
-  execve(program!, [program!, ...script, ...process.argv.slice(2)], { ...process.env, [PURGE_DELAY_ENV]: "-1" });
+  const file = present(program, "selfCommand() names the program");
+  execve(file, [file, ...script, ...process.argv.slice(2)], { ...process.env, [PURGE_DELAY_ENV]: "-1" });
 }
