@@ -164,6 +164,19 @@ describe("client session logic over a scripted server", () => {
     expect(host.dials).toBeGreaterThan(dialled);
   });
 
+  // Sim seed 223011839: after a crash of every server rolled back the grant the client was using,
+  // the servers applied its resent acquire again and granted it a second hold, which nobody released.
+  test("a grant that answers no waiting request, for no hold in use, is given back", async () => {
+    const host = new ScriptedHost((request) => (request.op.type === "open_session" ? { type: "session", timeoutMs: 60_000 } : undefined));
+    const client = store(host);
+    await client.open();
+    const session = host.requests()[0]!.session;
+    host.reply({ session, reqNo: 42, doneBelow: 1, op: { type: "acquire", name: "d", mode: "write", knownCreatedSeq: -1, cachedVersion: -1, cache: false } }, granted(9, "d"));
+    await Bun.sleep(0);
+    const releases = host.requests().filter((r) => r.op.type === "release");
+    expect(releases.map((r) => r.op)).toEqual([{ type: "release", holdId: 9, pages: [] }]);
+  });
+
   // Sim seed 167003449: the give-back of an old session's cached grant was answered ESESSION after
   // the datum had been granted again to the new session, and the write release then sent nothing.
   test("an ESESSION for an old session's give-back leaves the new session's hold of the same datum alone", async () => {

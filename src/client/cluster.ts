@@ -65,6 +65,8 @@ export class ClusterLink {
   onAnswered: ((firstSentAtMs: number) => void) | null = null;
   /** The head recalls a cached grant of the current session. */
   onRecall: ((recall: Recall) => void) | null = null;
+  /** A grant for the current session that answers no request waiting (see onReply). */
+  onStrayGrant: ((reply: Extract<ReplyMessage["reply"], { type: "granted" }>) => void) | null = null;
   /**
    * Called when no serving chain was found within failoverTimeoutMs: what was
    * in flight failed, and the session is given up (see giveUpChain).
@@ -432,7 +434,12 @@ export class ClusterLink {
 
   private onReply(body: ReplyMessage): void {
     const waiting = this.pending.get(body.reqNo);
-    if (!waiting || body.session !== waiting.session) return; // a duplicate after failover
+    if (!waiting || body.session !== waiting.session) {
+      // A duplicate after failover, or a second grant of an acquire applied again after a rollback
+      // (sim seed 223011839): a hold nobody here uses, that would block the datum while we live.
+      if (body.reply.type === "granted" && body.session === this.session) this.onStrayGrant?.(body.reply);
+      return;
+    }
     const { reply } = body;
     if (reply.type === "queued") {
       if (waiting.session === this.session) this.onAnswered?.(waiting.firstSentAtMs);

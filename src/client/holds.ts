@@ -82,6 +82,12 @@ export class SegmentHolds {
     return hold;
   }
 
+  /** Whether a use in progress rests on hold `holdId`. */
+  isInUse(holdId: number): boolean {
+    for (const hold of this.holds.values()) if (hold.holdId === holdId) return true;
+    return false;
+  }
+
   /** The hold `view` was handed out for, released in `mode`. */
   holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
     if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {

@@ -62,6 +62,7 @@ export class ClientStore implements Store, GrantLender {
     }
     // The chain stayed out of reach: continue under a new session once it is back.
     this.cluster.onChainLost = () => this.loseSession();
+    this.cluster.onStrayGrant = (grant) => this.giveBackStray(grant.holdId, grant.name);
   }
 
   async open(): Promise<void> {
@@ -237,10 +238,7 @@ export class ClientStore implements Store, GrantLender {
 
   // ---- holds ----
 
-  /**
-   * A use of our cached grant is granted here at once, with no message and no async
-   * frame (the read of a cached datum is the one use that costs no message); else the servers are asked.
-   */
+  /** A use of our cached grant is granted here at once (no message, no async frame); else the servers are asked. */
   private access(name: string, mode: Mode, options: AccessOptions = {}): Promise<Uint8Array> {
     const grants = this.grants;
     if (grants && !this.closed && !this.queriesOnly && !options.signal?.aborted && grants.localGrant(name, mode, this.host.nowMs())) {
@@ -444,6 +442,12 @@ export class ClientStore implements Store, GrantLender {
     const known = grants.get(recall.name);
     const createdSeq = known?.holdId === recall.holdId ? this.mapped.createdSeqOf(recall.name) : -1;
     this.answerRecall(recall.name, recall.holdId, createdSeq, grants);
+  }
+
+  /** A grant no use or cached grant of ours rests on goes back at once. */
+  private giveBackStray(holdId: number, name: string): void {
+    if (this.closed || this.mapped.isInUse(holdId) || this.grants?.get(name)?.holdId === holdId) return;
+    this.request({ type: "release", holdId, pages: [] }).catch(() => {});
   }
 
   /** Drops a write hold without shipping: the local bytes are discarded. */
