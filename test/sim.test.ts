@@ -95,6 +95,8 @@ const REGRESSIONS: [number, Options, string][] = [
 const OPEN: [number, Options, string][] = [
   [148000002, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
   [223017606, { disks: true, freeCrashes: true }, "the one-server chain [2] (epoch 386) acknowledged #88@322, a hold update (acquire), forwarded it to joiner 1 and lost it in a power loss (hold updates are not synced); servers 2 and 3 booted without joiner 1, which holds it on disk, and acknowledged another #88@514. Losing an unsynced hold update in a crash of every member is what docs/recovery.md accepts (the hold is fenced): the checker counts a joiner's disk as holding the history. Decide: checker or boot rule"],
+  [233005543, { disks: true, freeCrashes: true }, "the same family: #26@257, an acquire acknowledged by tail 3 of [1,3], lost in 3's power loss after 3 had removed paused server 1 (epoch 323 [3]); 3 rebooted alone and acknowledged another #26@387 while paused 1 still holds the first"],
+  [233016097, { disks: true, freeCrashes: true }, "the same family: #78@195, an acquire, lost with its holders and applied again as #78@259 (the same request, s17/35, resent); server 1's disk holds the first"],
   // The open seeds of session 3 (77002376, 77003092, 97001306, 115006055, 86001083, 93000179,
   // 93001118, 53004585) are in REGRESSIONS with their causes, found and fixed on the simulator of
   // that time; since it carries bytes and runs the real server node their seeds take other paths.
