@@ -10,6 +10,9 @@
  *    some live server must still hold all of it. Only a crash may take the last
  *    copy away, and the fault budget (see simulation.ts) never crashes the last
  *    server holding it when servers have no disk — so any loss is a violation.
+ *    With disks, a power loss may take updates that need no sync (holds,
+ *    sessions) once every live member of the newest chain has lost them, as
+ *    docs/recovery.md accepts; anything needing a sync is still a violation.
  * 2. Each member's history is a prefix of its predecessor's in their common
  *    configuration (same updates, same order); gaps and duplicates are caught
  *    as updates are logged (AppliedHistory.append).
@@ -40,9 +43,11 @@ export class Checker {
   /** Acknowledged updates that died with the last server holding them (only with durable storage). */
   lostWithCrashes = 0;
   /**
-   * After a crash of every server: acknowledged updates from this seq on needed no sync
-   * (holds, sessions) and may be forgotten by the restarted cluster, even if one server
-   * kept them in its page cache (DESIGN §6: a forgotten hold is fenced). Null: none.
+   * After a crash of every server of the newest chain that held them: acknowledged updates
+   * from this seq on needed no sync (holds, sessions) and may be forgotten by the chain that
+   * restarts, even if a server outside it (a joiner, a removed or paused server) or one
+   * crashed process kept them (DESIGN §6, docs/recovery.md: a forgotten hold is fenced).
+   * Null: none.
    */
   private forgivableFrom: number | null = null;
 
@@ -124,7 +129,7 @@ export class Checker {
 
   private checkAcknowledged(crashed: ServerMachine | null): void {
     const c = this.committed;
-    if (crashed && crashed.storage.durable && this.servers.every((server) => !server.up)) this.noteWholeClusterCrash();
+    if (crashed && crashed.storage.durable && !this.newestChainHoldsAll()) this.noteUnsyncedSuffixAtRisk();
     for (const server of this.servers) {
       if (!server.up || !server.replica.isTail) continue;
       const h = server.history;
@@ -174,7 +179,25 @@ export class Checker {
     this.fail("1", `acknowledged update ${describeUpdate(c.updateAt(held + 1))} (seq ${held + 1} of ${c.length}) is held by no live server any more; ${why}`);
   }
 
-  private noteWholeClusterCrash(): void {
+  /**
+   * Whether a live member of the newest chain any server knows (in memory, or saved on a
+   * crashed server's disk) still holds the whole acknowledged history. When none does, the
+   * chain that serves next may restart from a disk that lost the unsynced suffix.
+   */
+  private newestChainHoldsAll(): boolean {
+    let newest: { epoch: number; chain: number[] } | null = null;
+    for (const server of this.servers) {
+      const config = server.up ? server.replica.config : server.storage.savedConfig;
+      if (config && (!newest || config.epoch > newest.epoch)) newest = config;
+    }
+    if (!newest) return this.servers.some((server) => server.up && server.history.samePrefix(this.committed, this.committed.length));
+    return newest.chain.some((id) => {
+      const server = this.servers[id - 1]!;
+      return server.up && server.history.samePrefix(this.committed, this.committed.length);
+    });
+  }
+
+  private noteUnsyncedSuffixAtRisk(): void {
     const c = this.committed;
     let lastSynced = c.length;
     for (let update = c.updateAt(lastSynced); update && !needsSync(update); update = c.updateAt(lastSynced)) lastSynced--;

@@ -35,6 +35,8 @@ export interface Storage {
    * budget may then crash the last server holding them (DESIGN §7, invariant 1).
    */
   readonly durable: boolean;
+  /** The configuration a restart recovers, if the storage keeps one across a crash. */
+  readonly savedConfig: ChainConfig | null;
   /** A "log" action, in order; `history` is the server's, this update included. */
   log(update: Update, history: AppliedHistory): void;
   /** The server flushed its actions (disk before network): the fsync policy applies. */
@@ -67,6 +69,7 @@ export interface Geometry {
  */
 export class NoDisk implements Storage {
   readonly durable = false;
+  readonly savedConfig = null;
   readonly onDisk = new AppliedHistory();
   private vote: Vote | null = null;
 
@@ -117,6 +120,11 @@ export class SimDisk implements Storage {
   onDisk = new AppliedHistory();
   private config: ChainConfig | null = null;
   private vote: Vote | null = null;
+
+  /** The configuration a restart recovers (saved and synced at once: a crash keeps it). */
+  get savedConfig(): ChainConfig | null {
+    return this.config;
+  }
 
   constructor(
     private readonly geometry: Geometry,
