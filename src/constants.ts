@@ -89,8 +89,9 @@ export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
 /**
  * 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: the
  * messages of issue 11 (docs/protocol.md). 4: cached holds (recall, released.cached).
+ * 6: forwards say how far the chain before the sender has synced (--fsync always).
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */

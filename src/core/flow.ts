@@ -15,6 +15,8 @@ import type { Output } from "./state";
 import { type ReplicaShared } from "./replica_shared";
 import { adoptConfig } from "./configuration";
 import { awaitsJoinerAppended, noticeCaughtUp } from "./membership";
+import { durableToSay, isReplyHeld, noteUpstreamDurable, replyWhenDurable } from "./chain_sync";
+import { needsSync } from "./durable";
 
 /** At most one ack up the chain per this many ms (and at every tick). */
 const ACK_INTERVAL_MS = 5;
@@ -27,7 +29,7 @@ export function handleRequest(r: ReplicaShared, request: Request): void {
   if (request.op.type !== "open_session" && session && r.state.isDuplicate(session, request.reqNo, stored)) {
     // Applied already (checked before the quorum: a resent release must not look failed);
     // the tail delivers (or re-delivers on subscribe) its reply.
-    if (r.isTail) for (const output of stored) r.out.push({ kind: "reply", output });
+    if (r.isTail) for (const output of stored) if (!isReplyHeld(r, output.session, output.reqNo)) replyWhenDurable(r, output);
     return;
   }
   if (r.pulling) {
@@ -65,12 +67,16 @@ export function apply(r: ReplicaShared, update: Update): void {
   r.retained.append(update);
   r.epochs.note(update.seq, update.epoch);
   r.out.push({ kind: "log", update });
+  if (needsSync(update)) {
+    r.lastSyncNeededSeq = update.seq;
+    if (r.options.awaitSync) r.undurable.push(update.seq);
+  }
   if (update.op.type === "checkpoint") {
     // Taken now, at exactly this seq, on every replica: a recovery line.
     r.out.push({ kind: "checkpoint", seq: update.seq, epoch: update.epoch, snapshot: encodeSnapshot(r.state) });
   }
   if (r.isTail) {
-    for (const output of outputs) r.out.push({ kind: "reply", output });
+    for (const output of outputs) replyWhenDurable(r, output);
     r.ackedSeq = update.seq;
   }
   if (r.down?.synced) {
@@ -81,7 +87,8 @@ export function apply(r: ReplicaShared, update: Update): void {
   if (r.isTail || r.status === "joining") r.ackDue = true;
 }
 
-export function onForward(r: ReplicaShared, updates: Update[], prevEpoch: number): void {
+export function onForward(r: ReplicaShared, message: Extract<PeerMessage, { type: "forward" }>): void {
+  const { updates, prevEpoch } = message;
   r.lastUpstreamMs = r.nowMs;
   if (awaitsJoinerAppended(r)) return;
   if (!onSameHistory(r, updates, prevEpoch)) {
@@ -100,6 +107,7 @@ export function onForward(r: ReplicaShared, updates: Update[], prevEpoch: number
     }
     apply(r, update);
   }
+  noteUpstreamDurable(r, message);
 }
 
 /** The sender's history, as far as these updates show it, holds our last update. */
@@ -123,6 +131,10 @@ export function installSnapshot(r: ReplicaShared, bytes: Uint8Array, seq: number
   r.lastEpoch = epoch;
   r.retained.reset(seq, epoch);
   r.epochs = new EpochHistory(seq, epoch);
+  // A new history: durable once the host has written (and synced) the snapshot.
+  r.durableSeq = 0;
+  r.lastSyncNeededSeq = seq;
+  r.undurable = r.options.awaitSync ? [seq] : [];
   r.out.push({ kind: "install", seq, epoch, snapshot: bytes });
   r.out.push({ kind: "note", text: `installed a snapshot at seq ${seq}` });
   if (r.isTail) r.ackedSeq = seq;
@@ -209,6 +221,7 @@ export function startDownstream(r: ReplicaShared, id: number): void {
     id,
     synced: false,
     sentUpTo: 0,
+    durableSent: 0,
     lastSyncRequestMs: r.nowMs,
     seenApplied: -1,
     seenAppliedSinceMs: r.nowMs,
@@ -280,6 +293,11 @@ export function flushForwardsAndAcks(r: ReplicaShared): void {
     }
   }
   r.toForward = [];
+  const durable = r.down?.synced ? durableToSay(r) : undefined;
+  if (durable && durable.seq > present(r.down, "a notice needs a downstream").durableSent) {
+    // Our sync (or our predecessor's) moved the chain's durable point: the tail waits for it.
+    r.send(present(r.down, "a notice needs a downstream").id, forwardMessage(r, []));
+  }
   // Acks are not on any client's path (the tail replies itself): coalesce them, so
   // a stream of updates does not wake every upstream server once per update.
   if (r.ackDue && r.nowMs - r.lastAckMs >= ACK_INTERVAL_MS) {
@@ -296,5 +314,8 @@ export function flushForwardsAndAcks(r: ReplicaShared): void {
 
 export function forwardMessage(r: ReplicaShared, updates: Update[]): PeerMessage {
   const prevEpoch = updates.length === 0 ? PREV_EPOCH_UNKNOWN : (r.epochs.epochAt(updates[0]!.seq - 1) ?? PREV_EPOCH_UNKNOWN);
-  return { type: "forward", from: r.selfId, epoch: r.config.epoch, prevEpoch, updates };
+  const durable = durableToSay(r);
+  if (!durable) return { type: "forward", from: r.selfId, epoch: r.config.epoch, prevEpoch, updates };
+  if (r.down) r.down.durableSent = Math.max(r.down.durableSent, durable.seq);
+  return { type: "forward", from: r.selfId, epoch: r.config.epoch, prevEpoch, updates, durable };
 }

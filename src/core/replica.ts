@@ -26,6 +26,7 @@ import { type ClientView, type Ready, emptyReady, replyOut } from "./ready";
 import { type Action, type ReplicaOptions, ReplicaShared } from "./replica_shared";
 import { acceptsFrom, endPull, flushForwardsAndAcks, handleRequest, onAck, onAhead, onForward, onSnapshot, onSyncRequest, sequence, snapshotMessage, syncDownstream } from "./flow";
 import { recallCachedGrants } from "./cached";
+import { acknowledgedSeq, isReplyHeld, noteDurable, releaseDurableReplies, replyWhenDurable } from "./chain_sync";
 import { adoptConfig, issueConfig } from "./configuration";
 import { becomeBooting, broadcastHeartbeat, keepJoining, keepServing, noteChainAtWork, onHeartbeat, onJoin, tryBoot } from "./membership";
 import { dropStaleProposal, onAccept, onPrepare, onPromise, onPropose } from "./paxos";
@@ -100,6 +101,16 @@ export class Replica {
 
   get isTail() {
     return this.s.isTail;
+  }
+
+  /** As tail: the updates up to here are acknowledged, their replies sent or free to go (for the simulator's checks). */
+  get acknowledgedSeq(): number {
+    return acknowledgedSeq(this.s);
+  }
+
+  /** The host must say when its syncs are done (onDurable): --fsync always. */
+  get awaitsSync(): boolean {
+    return this.s.options.awaitSync === true;
   }
 
   // ---- events -------------------------------------------------------------
@@ -196,7 +207,7 @@ export class Replica {
         }
         break;
       case "forward":
-        if (acceptsFrom(this.s, message.from, message.epoch)) onForward(this.s, message.updates, message.prevEpoch);
+        if (acceptsFrom(this.s, message.from, message.epoch)) onForward(this.s, message);
         break;
       case "snapshot":
         if (this.s.pulling?.from === message.from && message.epoch === this.s.config.epoch && this.s.isHead) endPull(this.s, message.seq > this.s.state.appliedSeq ? message : null);
@@ -240,17 +251,27 @@ export class Replica {
     return this.finish();
   }
 
-  /** Replies already produced for requests a (re)connecting client still waits on. */
+  /**
+   * Replies already produced for requests a (re)connecting client still waits on. With
+   * --fsync always they too wait until the chain has synced what they rest on (a server that
+   * just became tail may hold updates its predecessors have not synced yet).
+   */
   storedReplies(sessionId: number, waiting: number[]): Ready {
-    const ready = emptyReady();
     const session = this.s.state.sessions.get(sessionId);
-    if (!session) return ready;
+    if (!session) return emptyReady();
     for (const reqNo of waiting) {
+      if (isReplyHeld(this.s, sessionId, reqNo)) continue; // it leaves when the chain has synced
       const reply = session.replies.get(reqNo);
-      if (reply) ready.send.push(replyOut(this.s.state, sessionId, reqNo, reply));
-      else if (reply === null) ready.send.push(replyOut(this.s.state, sessionId, reqNo, { type: "queued" }));
+      if (reply) replyWhenDurable(this.s, { session: sessionId, reqNo, reply });
+      else if (reply === null) this.s.out.push({ kind: "reply", output: { session: sessionId, reqNo, reply: { type: "queued" } } });
     }
-    return ready;
+    return this.finish();
+  }
+
+  /** The host has synced every update it logged up to `seq` (--fsync always: see chain_sync.ts). */
+  onDurable(seq: number): Ready {
+    noteDurable(this.s, seq);
+    return this.finish();
   }
 
   /** The answer to a client's list or stat query (the tail's state is the acknowledged one). */
@@ -296,6 +317,7 @@ export class Replica {
 
   /** Flushes batched forwards and acks, recalls cached grants, and hands the actions over. */
   private finish(): Ready {
+    releaseDurableReplies(this.s);
     flushForwardsAndAcks(this.s);
     recallCachedGrants(this.s);
     const actions = this.s.out;

@@ -52,6 +52,12 @@ export interface ReplicaOptions {
    * chain from the servers heard, without waiting for the others, losing what only they hold.
    */
   forceBoot?: boolean;
+  /**
+   * The host syncs updates that need it (--fsync always) and says so (Replica.onDurable):
+   * forwards leave before the sync, and the tail replies once the whole chain has synced
+   * (chain_sync.ts). False: what the host writes counts as done at once.
+   */
+  awaitSync?: boolean;
 }
 
 /** What this replica last heard from another server. */
@@ -78,6 +84,8 @@ export interface Downstream {
   /** Its position is known and the missing part was sent: new updates flow. */
   synced: boolean;
   sentUpTo: number;
+  /** The `durable` seq last told it (--fsync always, chain_sync.ts). */
+  durableSent: number;
   lastSyncRequestMs: number;
   /** Progress seen in its heartbeats, to resync a link that silently lost updates. */
   seenApplied: number;
@@ -133,6 +141,16 @@ export class ReplicaShared {
   joinedChainSinceMs = 0;
   out: Action[] = [];
   toForward: Update[] = [];
+  /** --fsync always (chain_sync.ts): our log is synced through this seq (what needs a sync). */
+  durableSeq: number;
+  /** What our predecessor `from` said in `epoch`: it and the servers before it are durable through `seq`. */
+  upstreamDurable = { from: -1, epoch: -1, seq: 0 };
+  /** The last update applied that needs a sync: a reply produced now rests on it. */
+  lastSyncNeededSeq: number;
+  /** Updates applied that need a sync and that the chain up to us has not all synced yet, in order. */
+  undurable: number[] = [];
+  /** As tail: replies waiting for the chain to sync what they rest on (`needs`), in order. */
+  heldReplies: { needs: number; output: Output }[] = [];
   ackDue = false;
   lastAckMs = -Infinity;
   /** --quorum majority: our proposal waiting for a majority. */
@@ -159,6 +177,9 @@ export class ReplicaShared {
     this.config = lastConfig;
     this.vote = lastVote;
     this.retained = new RetainedLog(state.appliedSeq, lastEpoch);
+    // What a server recovers is what it had written: it counts as synced (see chain_sync.ts).
+    this.durableSeq = state.appliedSeq;
+    this.lastSyncNeededSeq = state.appliedSeq;
     this.highestEpochSeen = Math.max(lastEpoch, lastConfig.epoch, lastVote.promised);
   }
 

@@ -16,6 +16,8 @@ interface Batch {
   items: Persist[];
   /** The batch is on disk: its messages may leave. */
   written: () => void;
+  /** The batch is written, not yet synced: what may leave before the sync leaves (once). */
+  unsynced?: () => void;
 }
 
 export class DiskQueue {
@@ -44,9 +46,9 @@ export class DiskQueue {
     return count;
   }
 
-  /** Writes `items` (after any batch that waits), syncs, then calls `written`. */
-  push(items: Persist[], written: () => void): void {
-    this.unwritten.push({ items, written });
+  /** Writes `items` (after any batch that waits), calls `unsynced`, syncs, then calls `written`. */
+  push(items: Persist[], written: () => void, unsynced?: () => void): void {
+    this.unwritten.push({ items, written, unsynced });
     if (this.retry === null) this.writeAll();
   }
 
@@ -62,6 +64,12 @@ export class DiskQueue {
       for (; this.doneBatches < pending.length; this.doneBatches++, this.doneItems = 0) {
         const items = pending[this.doneBatches]!.items;
         for (; this.doneItems < items.length; this.doneItems++) this.write(items[this.doneItems]!);
+      }
+      this.durability.flush();
+      for (const batch of pending) {
+        const unsynced = batch.unsynced;
+        batch.unsynced = undefined;
+        unsynced?.();
       }
       this.durability.commit();
     } catch (error) {

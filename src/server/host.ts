@@ -14,10 +14,11 @@ export type ConnId = number;
 
 export interface NodeDisk {
   /**
-   * Writes `items` in order, syncs, then calls `written`. Calls complete in the
-   * order made: a batch the disk cannot take now (full) keeps the later ones behind it.
+   * Writes `items` in order, calls `unsynced` (if given) once they are written, syncs, then
+   * calls `written`. Calls complete in the order made: a batch the disk cannot take now
+   * (full) keeps the later ones behind it.
    */
-  write(items: Persist[], written: () => void): void;
+  write(items: Persist[], written: () => void, unsynced?: () => void): void;
   /** True while batches wait for the disk (it is full). */
   readonly waiting: boolean;
   /** Whether `bytes` more would leave the disk short of its free-space reserve. */
@@ -38,7 +39,11 @@ export interface NodeHost {
   close(conn: ConnId, reason: string): void;
   /** Opens a connection to peer `id`: the host answers with node.onDialled, or node.onDialFailed. */
   dial(peer: number): void;
-  /** Runs `fn` after the current event (a microtask): the Readys of one turn share one disk sync. */
+  /**
+   * Runs `fn` after the current event, at the latest once the events that are ready now have
+   * run (production: setImmediate, after every socket callback of the turn): the Readys of
+   * those events share one disk write, one sync and one write per connection.
+   */
   defer(fn: () => void): void;
   /** Runs `fn`, whose sends may be coalesced into one write per connection. */
   batch(fn: () => void): void;

@@ -20,7 +20,7 @@ import {
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
-import type { Outbound, Ready, Replica } from "../core";
+import type { Outbound, Persist, Ready, Replica } from "../core";
 import {
   type Frame,
   FrameBudget,
@@ -381,7 +381,7 @@ export class ServerNode {
 
   // ---- carrying out the replica's Readys ----------------------------------------------
 
-  /** Queues a step's Ready: the queue is released after the current event, all of it behind one disk sync. */
+  /** Queues a step's Ready: the queue is released once the events ready now have run, all of it behind one disk sync. */
   private perform(ready: Ready): void {
     for (const note of ready.notes) this.host.log.info(note);
     if (ready.persist.length === 0 && ready.send.length === 0) return;
@@ -408,11 +408,35 @@ export class ServerNode {
    */
   private release(readys: Ready[]): void {
     const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
-    this.host.disk.write(persist, () =>
-      this.host.batch(() => {
-        for (const ready of readys) for (const out of ready.send) this.sendOut(out);
-      }),
+    const send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
+    if (!this.replica.awaitsSync) {
+      this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, 0)));
+      return;
+    }
+    // --fsync always (core/chain_sync.ts): the forwards that lead the batch leave once it is
+    // written, so the next server writes and syncs while we sync; the rest waits for our sync,
+    // and the replica then learns how far we are durable (the tail's replies wait for that).
+    let early = 0;
+    while (early < send.length && isForward(send[early]!)) early++;
+    const durableThrough = lastSeqOf(persist);
+    this.host.disk.write(
+      persist,
+      () => {
+        this.host.batch(() => this.sendRange(send, early));
+        if (durableThrough > 0) this.releaseNow(this.replica.onDurable(durableThrough));
+      },
+      early > 0 ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
     );
+  }
+
+  /** Carries out a Ready at once (it follows a disk sync: nothing to wait for before it). */
+  private releaseNow(ready: Ready): void {
+    for (const note of ready.notes) this.host.log.info(note);
+    if (ready.persist.length > 0 || ready.send.length > 0) this.release([ready]);
+  }
+
+  private sendRange(send: Outbound[], from: number): void {
+    for (let i = from; i < send.length; i++) this.sendOut(send[i]!);
   }
 
   private sendOut(out: Outbound): void {
@@ -449,4 +473,18 @@ export class ServerNode {
       }
     }
   }
+}
+
+function isForward(out: Outbound): boolean {
+  return out.kind === "peer" && out.message.type === "forward";
+}
+
+/** The last sequence number a batch of disk work writes (0: none). */
+function lastSeqOf(persist: Persist[]): number {
+  let seq = 0;
+  for (const item of persist) {
+    if (item.kind === "log") seq = Math.max(seq, item.update.seq);
+    else if (item.kind === "install" || item.kind === "checkpoint") seq = Math.max(seq, item.seq);
+  }
+  return seq;
 }

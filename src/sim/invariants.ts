@@ -4,7 +4,8 @@
  * 1. No acknowledged update is lost while a server that had it survives.
  *    An update is acknowledged once a tail has applied it (the tail replies
  *    and acks up the chain; a server that becomes tail acknowledges all it
- *    has). `committed` is the acknowledged history, one sequence. Every step:
+ *    has) — with disks, once the whole chain has also synced it (the tail's
+ *    replies wait for that: core/chain_sync.ts). `committed` is the acknowledged history, one sequence. Every step:
  *    a tail's history must agree with it (a tail that acknowledges a different
  *    update at a committed sequence number means one of the two is lost), and
  *    some live server must still hold all of it. Only a crash may take the last
@@ -139,7 +140,7 @@ export class Checker {
         if (this.forgivableFrom !== null && at >= this.forgivableFrom) {
           this.lostWithCrashes += c.length - (at - 1);
           c.truncate(at - 1);
-          c.extendFrom(h, h.length);
+          c.extendFrom(h, Math.min(h.length, server.replica.acknowledgedSeq));
           this.forgivableFrom = null;
           continue;
         }
@@ -150,8 +151,10 @@ export class Checker {
         );
         return;
       }
-      if (h.length > c.length) {
-        c.extendFrom(h, h.length);
+      // With disks (--fsync always) a tail replies once the chain has synced: acknowledged is less than applied.
+      const acknowledged = Math.min(h.length, server.replica.acknowledgedSeq);
+      if (acknowledged > c.length) {
+        c.extendFrom(h, acknowledged);
         this.forgivableFrom = null; // acknowledged on top of them: they count again
       }
     }

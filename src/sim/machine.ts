@@ -17,6 +17,9 @@ import { fnvBytes } from "./hash";
 import type { Rng } from "./prng";
 import type { Storage } from "./storage";
 
+/** A disk's sync takes up to this long (simulated ms): forwards and other servers' work go on meanwhile. */
+const SYNC_MS_MAX = 2;
+
 export interface ReplicaSettings {
   peers: number[];
   quorum: "none" | "majority";
@@ -36,6 +39,8 @@ export interface World {
   close(from: ServerMachine, conn: ConnId, reason: string): void;
   dial(from: ServerMachine, peer: number): void;
   trace(what: string, detail?: string | (() => string)): void;
+  /** Calls the server's onSynced `afterMs` from now (if it is still the same incarnation). */
+  syncLater(from: ServerMachine, afterMs: number): void;
   /** An internal inconsistency of the simulation or a violated invariant seen inside a step. */
   fail(invariant: string, message: string): never;
   /** A configuration this server saved (adopted or issued). */
@@ -99,7 +104,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.up = true;
     this.history = recovered.history;
     const { segmentSize, pageSize, secret, ...replicaSettings } = this.settings;
-    const replica = new Replica({ selfId: this.id, ...replicaSettings }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
+    const replica = new Replica({ selfId: this.id, ...replicaSettings, awaitSync: this.storage.durable }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
     const options = {
       selfId: this.id,
       addresses: this.settings.peers.map(String),
@@ -124,9 +129,14 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.held.length = 0;
     this.current = null;
     this.deferred = [];
+    this.syncing = [];
   }
 
-  /** Runs one event on the node, then what it deferred (as the event loop runs microtasks after a callback). */
+  /**
+   * Runs one event on the node, then what it deferred: the earliest the host contract allows
+   * (production waits for the other events ready in the same turn too, which only delays
+   * sends, as the simulated network may).
+   */
   run(fn: (node: ServerNode) => void, on: ConnId | null = null): void {
     this.bytesFrom = on;
     try {
@@ -196,7 +206,19 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     return false;
   }
 
-  write(items: Persist[], written: () => void): void {
+  /**
+   * Batches written and waiting for their sync, oldest first (with disks the servers run as
+   * with --fsync always: forwards leave before the sync, so a crash may fall between).
+   */
+  private syncing: (() => void)[] = [];
+
+  /** The oldest sync under way completes (an event of its own, drawn a little later). */
+  onSynced(): void {
+    const done = this.syncing.shift();
+    if (done) this.run(() => done());
+  }
+
+  write(items: Persist[], written: () => void, unsynced?: () => void): void {
     for (const item of items) {
       switch (item.kind) {
         case "log": {
@@ -220,9 +242,19 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
           break;
       }
     }
-    // As src/server's DiskQueue: the disk (with its sync) before anything leaves.
-    this.storage.commit();
-    written();
+    // As src/server's DiskQueue: the disk (with its sync) before anything leaves, but for
+    // the forwards the node lets go once the batch is written.
+    unsynced?.();
+    if (!this.storage.durable || (items.length === 0 && this.syncing.length === 0)) {
+      this.storage.commit();
+      written();
+      return;
+    }
+    this.syncing.push(() => {
+      this.storage.commit();
+      written();
+    });
+    this.world.syncLater(this, this.rng.next() * SYNC_MS_MAX);
   }
 
   private install(seq: number, epoch: number, snapshot: Uint8Array): void {

@@ -152,6 +152,8 @@ export type Event =
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
   | { type: "server-resume"; server: ServerMachine; incarnation: number }
+  /** A sync of the server's disk completes (--disks: the servers run as with --fsync always). */
+  | { type: "disk-synced"; server: ServerMachine; incarnation: number }
   | { type: "heal" }
   | { type: "wind-down" }
   | { type: "settle-check" };
@@ -229,6 +231,7 @@ export class Simulation {
         clientEvent: (conn, handle) => this.clients.event(conn, handle),
         sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
         sentRecall: (recall) => this.clients.recalls.sent(recall),
+        diskSyncAt: (server, atMs) => this.queue.push(atMs, { type: "disk-synced", server, incarnation: server.incarnation }),
         fail: (invariant, message) => this.fail(invariant, message),
       },
       this.net,
@@ -373,6 +376,9 @@ export class Simulation {
         return this.clients.resume(event.client);
       case "server-resume":
         return this.resumeServer(event.server, event.incarnation);
+      case "disk-synced":
+        if (event.server.up && event.server.incarnation === event.incarnation) event.server.onSynced();
+        return;
       case "heal":
         return this.ending.heal();
       case "wind-down":
@@ -387,6 +393,7 @@ export class Simulation {
   private targetServer(event: Event): ServerMachine | null {
     switch (event.type) {
       case "tick":
+      case "disk-synced":
         return event.server;
       case "dialled":
       case "accept":

@@ -41,6 +41,8 @@ export interface WireContext {
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
   /** A head sent a recall to the client of its session. */
   sentRecall(recall: Recall): void;
+  /** The disk of `server` finishes its oldest sync at `atMs` (ServerMachine.onSynced). */
+  diskSyncAt(server: ServerMachine, atMs: number): void;
   fail(invariant: string, message: string): never;
 }
 
@@ -115,6 +117,7 @@ export class Wires {
         this.ctx.push(this.ctx.nowMs + rtt, { type: "dialled", server: from, incarnation: from.incarnation, link: this.net.link(from.id, peer) });
       },
       trace: (what, detail) => this.ctx.tracer.add(this.ctx.nowMs, what, detail),
+      syncLater: (from, afterMs) => this.ctx.diskSyncAt(from, this.ctx.nowMs + afterMs),
       fail: (invariant, message) => this.ctx.fail(invariant, message),
       sawConfig: (server, epoch, chain) => this.ctx.sawConfig(server, epoch, chain),
       snapshotHistory: (id, seq) => this.conns.get(id)?.snapshots.get(seq),

@@ -117,6 +117,11 @@ export class Durability {
     if (needsSync(update)) this.syncDue = true;
   }
 
+  /** Writes the queued records (to the system, not synced). */
+  flush(): void {
+    this.wal.flush();
+  }
+
   /** Writes the queued records, and syncs them if the mode and the records ask for it. */
   commit(): void {
     if (this.fsync === "always" && this.syncDue) this.wal.sync();

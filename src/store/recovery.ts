@@ -79,6 +79,10 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
     if (result.cutAt !== null) {
       cutFile(segment.file, result.cutAt);
       notes.push(`cut a torn record at the end of ${segment.file} (offset ${result.cutAt})`);
+    } else if (syncs && result.replayed > 0) {
+      // Records a killed process wrote but never synced are still only in the system's cache:
+      // synced now, since the replica counts what it recovers as durable (core/chain_sync.ts).
+      syncFile(segment.file);
     }
   });
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
@@ -181,6 +185,15 @@ function replaySegment(file: string, firstSeq: number, isLast: boolean, state: S
 function isZero(bytes: Uint8Array, from: number): boolean {
   for (let i = from; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;
+}
+
+function syncFile(file: string): void {
+  const fd = openSync(file, "r");
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function cutFile(file: string, length: number): void {

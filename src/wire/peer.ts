@@ -39,7 +39,20 @@ export type PeerMessage =
    * (PREV_EPOCH_UNKNOWN if it no longer knows): the receiver applies them only on the same
    * history (Raft's consistency check of AppendEntries).
    */
-  | { type: "forward"; from: number; epoch: number; prevEpoch: number; updates: Update[] }
+  | {
+      type: "forward";
+      from: number;
+      epoch: number;
+      prevEpoch: number;
+      updates: Update[];
+      /**
+       * --fsync always: the sender and every server before it in the chain have synced every
+       * update up to `seq` that needs a sync (`epoch`: the epoch at `seq` in the sender's
+       * history). With no updates, the forward only says this (the tail replies once the
+       * chain has synced what it acknowledges). Absent: nothing said.
+       */
+      durable?: { seq: number; epoch: number };
+    }
   | { type: "snapshot"; from: number; epoch: number; seq: number; lastEpoch: number; bytes: Uint8Array }
   /** `seqEpoch`: the epoch of the update at `seq` in the sender's history (0 if unknown). */
   | { type: "ack"; from: number; epoch: number; seq: number; seqEpoch: number }
@@ -211,10 +224,11 @@ export function encodePeer(m: PeerMessage): Uint8Array {
 export function encodePeerParts(m: PeerMessage): Uint8Array[] {
   if (m.type !== "forward") return [encodePeer(m)];
   const bodies = m.updates.map(encodeUpdate);
-  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 8 + 4);
+  const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 8 + 8 + 8 + 4);
   const total = head.bytes.length + bodies.reduce((n, b) => n + b.length, 0);
   // The frame's length field covers the bodies sent after this head.
-  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u53(m.prevEpoch).u32(m.updates.length);
+  head.u32(total - 4).u8(PEER_TYPES.forward).u16(m.from).u53(m.epoch).u53(m.prevEpoch);
+  head.u53(m.durable?.seq ?? 0).u53(m.durable?.epoch ?? 0).u32(m.updates.length);
   return [head.bytes, ...bodies];
 }
 
@@ -246,11 +260,14 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const from = r.u16();
       const epoch = r.u53();
       const prevEpoch = r.u53();
+      const durableSeq = r.u53();
+      const durableEpoch = r.u53();
       const count = r.u32();
       if (count * 33 > r.remaining) throw new WireError(`${count} updates do not fit in the frame`);
       const updates: Update[] = [];
       for (let i = 0; i < count; i++) updates.push(readUpdateKeepingBytes(r));
-      return { type: "forward", from, epoch, prevEpoch, updates };
+      if (durableSeq === 0) return { type: "forward", from, epoch, prevEpoch, updates };
+      return { type: "forward", from, epoch, prevEpoch, updates, durable: { seq: durableSeq, epoch: durableEpoch } };
     }
     case PEER_TYPES.snapshot:
       return { type: "snapshot", from: r.u16(), epoch: r.u53(), seq: r.u53(), lastEpoch: r.u53(), bytes: r.blob() };
