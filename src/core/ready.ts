@@ -8,7 +8,10 @@
  * successor hold what we might lose), a promise on the vote saved with it.
  * Readys are carried out in the order they were made; the sends of a later
  * Ready never overtake the disk work of an earlier one. Both hosts obey this
- * through one function: ServerNode.release (src/server/node.ts).
+ * through one function: ServerNode.release (src/server/node.ts). One exception,
+ * when the replica awaits syncs (--fsync always): the forwards that lead a batch
+ * leave once it is written, before its sync, and what rests on the sync (the
+ * tail's replies) waits for the whole chain's instead (chain_sync.ts).
  *
  * The host never reads the replica's state back to build what it sends:
  * a reply carries its pages, an announcement the chain clients must see.
