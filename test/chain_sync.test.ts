@@ -77,6 +77,30 @@ describe("the tail replies once the whole chain has synced", () => {
     expect(repliedReqNos(tail.onPeerMessage(forward([], { seq: 2, epoch: 65 }), 33))).toEqual([2]);
   });
 
+  test("a notice lost in a cut is repaired by the predecessor's next heartbeat (sim seed 263005729 waited for ever)", () => {
+    const tail = member(2);
+    tail.onPeerMessage(forward([create(2)]), 30);
+    tail.onDurable(2);
+    // The empty forward saying "durable through 2" was lost; the tail has all updates, so no gap shows.
+    const heartbeat = (durable?: { seq: number; epoch: number }): PeerMessage => ({
+      type: "heartbeat", from: 1, epoch: 65, chain: [1, 2], status: "member", appliedSeq: 2, lastEpoch: 65, busyMs: 0, ...(durable ? { durable } : {}),
+    });
+    expect(repliedReqNos(tail.onPeerMessage(heartbeat(), 130))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(heartbeat({ seq: 2, epoch: 65 }), 230))).toEqual([2]);
+  });
+
+  test("a successor that asks where it stands (sync_reply) is told the durable point again", () => {
+    const head = member(1);
+    head.onPeerMessage({ type: "sync_reply", from: 2, epoch: 65, appliedSeq: 1, lastEpoch: 65 }, 25);
+    head.onRequest({ session: 5, reqNo: 2, doneBelow: 0, op: { type: "create", name: "d", size: 1 } });
+    expect(forwards(head.onDurable(2)).map((f) => f.durable)).toEqual([{ seq: 2, epoch: 65 }]);
+    const again = head.onPeerMessage({ type: "sync_reply", from: 2, epoch: 65, appliedSeq: 2, lastEpoch: 65 }, 40);
+    expect(forwards(again).map((f) => f.durable)).toEqual([{ seq: 2, epoch: 65 }]);
+    // Its heartbeats to the successor say it as well.
+    const beats = head.onTick(200).send.flatMap((out) => (out.kind === "peer" && out.message.type === "heartbeat" && out.to === 2 ? [out.message] : []));
+    expect(beats.map((b) => b.type === "heartbeat" && b.durable)).toEqual([{ seq: 2, epoch: 65 }]);
+  });
+
   test("a client that subscribes again gets a stored reply only once the chain has synced it", () => {
     const tail = member(2);
     tail.onPeerMessage(forward([create(2)]), 30);

@@ -11,7 +11,6 @@
  * "Durable through s" means every update up to s that needs a sync (core/durable.ts) is
  * synced; updates that need none (holds, sessions) wait for nothing of their own.
  */
-import type { PeerMessage } from "../wire";
 import type { Output } from "./state";
 import type { ReplicaShared } from "./replica_shared";
 
@@ -77,12 +76,14 @@ export function noteDurable(r: ReplicaShared, seq: number): void {
   if (seq > r.durableSeq) r.durableSeq = Math.min(seq, r.state.appliedSeq);
 }
 
-/** What a forward from our predecessor says of the chain before us, if it speaks of our history. */
-export function noteUpstreamDurable(r: ReplicaShared, message: Extract<PeerMessage, { type: "forward" }>): void {
-  const durable = message.durable;
+/**
+ * What our predecessor `from` says (in a forward, or again in a heartbeat) of the chain
+ * before us in `epoch`, if it speaks of our history.
+ */
+export function noteUpstreamDurable(r: ReplicaShared, from: number, epoch: number, durable: { seq: number; epoch: number } | undefined): void {
   if (!durable || durable.seq > r.state.appliedSeq || r.epochs.epochAt(durable.seq) !== durable.epoch) return;
   const upstream = r.upstreamDurable;
-  if (upstream.from !== message.from || upstream.epoch !== message.epoch) r.upstreamDurable = { from: message.from, epoch: message.epoch, seq: durable.seq };
+  if (upstream.from !== from || upstream.epoch !== epoch) r.upstreamDurable = { from, epoch, seq: durable.seq };
   else upstream.seq = Math.max(upstream.seq, durable.seq);
 }
 

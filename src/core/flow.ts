@@ -107,7 +107,7 @@ export function onForward(r: ReplicaShared, message: Extract<PeerMessage, { type
     }
     apply(r, update);
   }
-  noteUpstreamDurable(r, message);
+  noteUpstreamDurable(r, message.from, message.epoch, message.durable);
 }
 
 /** The sender's history, as far as these updates show it, holds our last update. */
@@ -232,6 +232,7 @@ export function startDownstream(r: ReplicaShared, id: number): void {
 /** The downstream server has applied up to (seq, epoch): send what it lacks. */
 export function syncDownstream(r: ReplicaShared, seq: number, epoch: number): void {
   const down = present(r.down, "resend needs a downstream");
+  down.durableSent = 0; // it asked where it stands: what it lacks, and how far we are durable
   const mine = r.state.appliedSeq;
   const isPrefix = seq <= mine && r.retained.epochAt(seq) === epoch;
   const missing = isPrefix ? r.retained.after(seq) : null;

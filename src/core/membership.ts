@@ -11,6 +11,7 @@ import { type ReplicaShared } from "./replica_shared";
 import { adoptConfig, issueConfig } from "./configuration";
 import { noteMinority } from "./paxos";
 import { endPull, sequence, startDownstream } from "./flow";
+import { durableToSay, noteUpstreamDurable } from "./chain_sync";
 
 export function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
   return a.lastEpoch - b.lastEpoch || a.appliedSeq - b.appliedSeq;
@@ -277,6 +278,7 @@ export function hasLeftChain(r: ReplicaShared, id: number): boolean {
 }
 
 export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { type: "heartbeat" }>): void {
+  if (message.durable && message.from === r.upstream && message.epoch === r.config.epoch) noteUpstreamDurable(r, message.from, message.epoch, message.durable);
   const previous = r.peerViews.get(message.from);
   const wasMember = (previous?.wasMember ?? false) || message.status === "member";
   const withoutUs = message.status === "member" && !message.chain.includes(r.selfId);
@@ -316,6 +318,8 @@ export function broadcastHeartbeat(r: ReplicaShared, busyMs = 0): void {
 }
 
 export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): void {
+  // Our successor hears how far the chain up to us is durable (a lost notice is repaired here).
+  const durable = r.down?.id === to && r.down.synced ? durableToSay(r) : undefined;
   r.send(to, {
     type: "heartbeat",
     from: r.selfId,
@@ -326,5 +330,6 @@ export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): voi
     lastEpoch: r.lastEpoch,
     busyMs,
     diskFull: r.diskFull,
+    ...(durable ? { durable } : {}),
   });
 }

@@ -128,35 +128,50 @@ export class Checker {
     }
   }
 
+  /**
+   * A tail sent a reply: what it acknowledges counts now, though the step may go on to make
+   * it something else (a tail paused past --suspect-ms replies to what waited for it, then
+   * its first tick makes it boot: sim seed 261005760 counted nothing it had acknowledged).
+   */
+  tailReplied(server: ServerMachine): void {
+    if (server.up && server.replica.isTail) this.acknowledgedBy(server);
+  }
+
+  /** Takes in what tail `server` acknowledges; false when that contradicts what was acknowledged before. */
+  private acknowledgedBy(server: ServerMachine): boolean {
+    const c = this.committed;
+    const h = server.history;
+    // With disks (--fsync always) a tail replies once the chain has synced: acknowledged is less than applied.
+    const acknowledged = Math.min(h.length, server.replica.acknowledgedSeq);
+    const overlap = Math.min(h.length, c.length);
+    if (!h.samePrefix(c, overlap)) {
+      const at = h.commonPrefix(c) + 1;
+      if (this.forgivableFrom !== null && at >= this.forgivableFrom) {
+        this.lostWithCrashes += c.length - (at - 1);
+        c.truncate(at - 1);
+        c.extendFrom(h, acknowledged);
+        this.forgivableFrom = null;
+        return true;
+      }
+      this.fail(
+        "1",
+        `tail ${server.id} (epoch ${server.replica.config.epoch} [${server.replica.config.chain}]) acknowledges ${describeUpdate(h.updateAt(at))} at seq ${at}, ` +
+          `where ${describeUpdate(c.updateAt(at))} was acknowledged before (still held by ${this.holdersOf(at)}): one of them is lost`,
+      );
+      return false;
+    }
+    if (acknowledged > c.length) {
+      c.extendFrom(h, acknowledged);
+      this.forgivableFrom = null; // acknowledged on top of them: they count again
+    }
+    return true;
+  }
+
   private checkAcknowledged(crashed: ServerMachine | null): void {
     const c = this.committed;
     if (crashed && crashed.storage.durable && !this.newestChainHoldsAll()) this.noteUnsyncedSuffixAtRisk();
     for (const server of this.servers) {
-      if (!server.up || !server.replica.isTail) continue;
-      const h = server.history;
-      const overlap = Math.min(h.length, c.length);
-      if (!h.samePrefix(c, overlap)) {
-        const at = h.commonPrefix(c) + 1;
-        if (this.forgivableFrom !== null && at >= this.forgivableFrom) {
-          this.lostWithCrashes += c.length - (at - 1);
-          c.truncate(at - 1);
-          c.extendFrom(h, Math.min(h.length, server.replica.acknowledgedSeq));
-          this.forgivableFrom = null;
-          continue;
-        }
-        this.fail(
-          "1",
-          `tail ${server.id} (epoch ${server.replica.config.epoch} [${server.replica.config.chain}]) acknowledges ${describeUpdate(h.updateAt(at))} at seq ${at}, ` +
-            `where ${describeUpdate(c.updateAt(at))} was acknowledged before (still held by ${this.holdersOf(at)}): one of them is lost`,
-        );
-        return;
-      }
-      // With disks (--fsync always) a tail replies once the chain has synced: acknowledged is less than applied.
-      const acknowledged = Math.min(h.length, server.replica.acknowledgedSeq);
-      if (acknowledged > c.length) {
-        c.extendFrom(h, acknowledged);
-        this.forgivableFrom = null; // acknowledged on top of them: they count again
-      }
+      if (server.up && server.replica.isTail && !this.acknowledgedBy(server)) return;
     }
     const held = this.heldPrefix();
     if (held >= c.length) return;

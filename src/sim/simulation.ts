@@ -231,6 +231,7 @@ export class Simulation {
         clientEvent: (conn, handle) => this.clients.event(conn, handle),
         sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
         sentRecall: (recall) => this.clients.recalls.sent(recall),
+        tailReplied: (server) => this.checker.tailReplied(server),
         diskSyncAt: (server, atMs) => this.queue.push(atMs, { type: "disk-synced", server, incarnation: server.incarnation }),
         fail: (invariant, message) => this.fail(invariant, message),
       },

@@ -41,6 +41,8 @@ export interface WireContext {
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
   /** A head sent a recall to the client of its session. */
   sentRecall(recall: Recall): void;
+  /** A server sent a client a reply (as tail, it acknowledges what it applied). */
+  tailReplied(server: ServerMachine): void;
   /** The disk of `server` finishes its oldest sync at `atMs` (ServerMachine.onSynced). */
   diskSyncAt(server: ServerMachine, atMs: number): void;
   fail(invariant: string, message: string): never;
@@ -126,7 +128,10 @@ export class Wires {
         this.ctx.stats.snapshots++;
         this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
       },
-      sentReply: (from, id, body) => this.noteGrant(from, id, body),
+      sentReply: (from, id, body) => {
+        this.ctx.tailReplied(from);
+        this.noteGrant(from, id, body);
+      },
       sentRecall: (recall) => this.ctx.sentRecall(recall),
       received: (to, id, message) => this.traceReceived(to, id, message),
     };

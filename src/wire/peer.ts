@@ -24,6 +24,8 @@ export type PeerMessage =
       busyMs: number;
       /** The sender's disk is full (or nearly): a head refuses what grows the data (ENOSPC). Absent: false. */
       diskFull?: boolean;
+      /** As a forward's `durable`, said again every heartbeat: a notice lost in a cut is not waited for. Absent: nothing said. */
+      durable?: { seq: number; epoch: number };
     }
   /**
    * A configuration that takes effect. `issued`: the sender issued it itself, from the
@@ -161,10 +163,11 @@ export function isPeerFrameType(type: number): boolean {
 export function encodePeer(m: PeerMessage): Uint8Array {
   switch (m.type) {
     case "heartbeat":
-      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1, (w) => {
+      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1 + 8 + 8, (w) => {
         w.u16(m.from).u53(m.epoch);
         writeChain(w, m.chain);
         w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch).u32(m.busyMs).u8(m.diskFull ? 1 : 0);
+        w.u53(m.durable?.seq ?? 0).u53(m.durable?.epoch ?? 0);
       });
     case "config":
       return frame(PEER_TYPES.config, 2 + 8 + chainSize(m.chain) + 1, (w) => {
@@ -248,7 +251,10 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const chain = readChain(r);
       const status = STATUS_BY_CODE.get(r.u8());
       if (!status) throw new WireError("unknown replica status");
-      return { type: "heartbeat", from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53(), busyMs: r.u32(), diskFull: readFlag(r) };
+      const heartbeat = { type: "heartbeat" as const, from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53(), busyMs: r.u32(), diskFull: readFlag(r) };
+      const durableSeq = r.u53();
+      const durableEpoch = r.u53();
+      return durableSeq === 0 ? heartbeat : { ...heartbeat, durable: { seq: durableSeq, epoch: durableEpoch } };
     }
     case PEER_TYPES.config:
       return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r), issued: readFlag(r) };
