@@ -90,6 +90,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [223017606, { disks: true, freeCrashes: true }, "the one-server chain [2] acknowledged #88@322, an acquire (hold updates are not synced), forwarded it to joiner 1 and lost it in a power loss; 2 and 3 booted without the joiner and acknowledged another #88@514. Losing unsynced hold updates in a crash of every member of the newest chain is what docs/recovery.md accepts (the hold is fenced); the checker forgave it only after a crash of every server, counting a joiner's disk as a holder (it now forgives after a crash of every member of the newest chain that held them)"],
   [233005543, { disks: true, freeCrashes: true }, "the same: #26@257, an acquire acknowledged by tail 3 of [1,3], lost in 3's power loss after 3 had removed paused server 1 (epoch 323 [3]); 3 rebooted alone and acknowledged another #26@387 while the removed 1 still held the first"],
   [233016097, { disks: true, freeCrashes: true }, "the same: #78@195, an acquire, lost with its chain and applied again as #78@259 (the same request, resent); server 1's disk, outside that chain, held the first"],
+  // Session 6, on the overlapping syncs of --fsync always (74a43dd); both take other paths since heartbeats carry the durable point.
+  [261005760, {}, "a tail paused past --suspect-ms replied to what waited for it (an acknowledged release of c0), then its first tick made it boot in the same step: the checker, reading tails after the step, counted nothing, and its fault budget crashed the last holder; a later use saw c0 lose the write (the checker now counts what a tail acknowledges when it replies)"],
+  [263005729, { disks: true, freeCrashes: true }, "the empty forward saying the chain was durable through 57 went in a 46 ms cut; the tail had every update, so nothing looked missing, and it held the reply to the release for ever (heartbeats to the successor now say the durable point again)"],
 ];
 
 /**
