@@ -1528,3 +1528,20 @@ describe("a joiner whose member's heartbeats are late", () => {
     expect(joiner.status).not.toBe("joining");
   });
 });
+
+describe("a configuration that never served", () => {
+  // Sim seed 272007723 (default mode, --disks): server 2 issued epoch 258 [2,3] and crashed with
+  // 3; server 1, removed without knowing it, went on alone in 257 [1]. Restarted, 2 and 3 found
+  // 1 serving in an older epoch, kept their own and joined each other for ever.
+  test("a booting server that hears a chain serving in an older epoch than its own joins that chain", () => {
+    const booting = new Replica({ selfId: 2, peers: [1, 2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS), 0, { epoch: 258, chain: [2, 3] });
+    booting.onTick(0);
+    booting.onPeerMessage({ type: "heartbeat", from: 1, epoch: 257, chain: [1], status: "member", appliedSeq: 9, lastEpoch: 257, busyMs: 0 }, 10);
+    booting.onPeerMessage({ type: "heartbeat", from: 3, epoch: 258, chain: [2, 3], status: "joining", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    const step = booting.onTick(120);
+    expect([booting.status, booting.config]).toEqual(["joining", { epoch: 257, chain: [1] }]);
+    expect(step.persist).toContainEqual({ kind: "config", config: { epoch: 257, chain: [1] } });
+    const joins = booting.onTick(240).send.filter((out) => out.kind === "peer" && out.message.type === "join");
+    expect(joins.map((out) => out.kind === "peer" && out.to)).toEqual([1]);
+  });
+});

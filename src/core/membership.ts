@@ -10,7 +10,7 @@ import { NO_CONFIG, describeConfig, tailOf } from "./chain";
 import { type ReplicaShared } from "./replica_shared";
 import { adoptConfig, issueConfig } from "./configuration";
 import { noteMinority } from "./paxos";
-import { endPull, sequence, startDownstream } from "./flow";
+import { endPull, followTail, sequence, startDownstream } from "./flow";
 import { durableToSay, noteUpstreamDurable } from "./chain_sync";
 
 export function compareHistory(a: { lastEpoch: number; appliedSeq: number }, b: { lastEpoch: number; appliedSeq: number }): number {
@@ -101,8 +101,17 @@ export function tryBoot(r: ReplicaShared): void {
     .filter((view) => view.status === "member" && view.epoch > 0)
     .sort((a, b) => b.epoch - a.epoch)[0];
   if (serving) {
-    if (serving.epoch > r.config.epoch) adoptConfig(r, { epoch: serving.epoch, chain: serving.chain }, null);
-    else becomeJoining(r); // a configuration we know already: we were removed from it
+    const config = { epoch: serving.epoch, chain: serving.chain };
+    if (serving.epoch > r.config.epoch) adoptConfig(r, config, null);
+    else {
+      // Older than ours: ours was issued and never served (its servers crashed, default
+      // mode), while a server that never heard of it went on alone. Waiting in ours would
+      // wait for ever — its other servers boot into it too and join each other (sim seed
+      // 272007723): join the chain that serves, as a joiner whose tail answers from an
+      // older configuration does. Equal: a configuration we know already (we were removed).
+      if (serving.epoch < r.config.epoch && !r.majorityMode) followTail(r, config);
+      becomeJoining(r);
+    }
     return;
   }
   const heardEveryone = alive.length === others.length;
