@@ -94,6 +94,7 @@ const REGRESSIONS: [number, Options, string][] = [
   [261005760, {}, "a tail paused past --suspect-ms replied to what waited for it (an acknowledged release of c0), then its first tick made it boot in the same step: the checker, reading tails after the step, counted nothing, and its fault budget crashed the last holder; a later use saw c0 lose the write (the checker now counts what a tail acknowledges when it replies)"],
   [263005729, { disks: true, freeCrashes: true }, "the empty forward saying the chain was durable through 57 went in a 46 ms cut; the tail had every update, so nothing looked missing, and it held the reply to the release for ever (heartbeats to the successor now say the durable point again)"],
   [272007723, { disks: true }, "liveness: server 2 issued epoch 258 [2,3] and crashed with 3; server 1, removed without knowing it, went on alone in 257 [1]. Restarted, 2 and 3 heard 1 serving in an older epoch, kept their own 258 and joined each other for ever (a booting server now joins the chain that serves when its own configuration is newer and never served, default mode)"],
+  [283019540, { disks: true, freeCrashes: true }, "a killed server restarted with a release it had written but not synced (#49), counted what it recovered as durable and answered the client's resent release from its stored reply; a power loss then took #49 (the server now syncs the log it replays before it serves: src/store/recovery.ts; the simulator's disk does the same)"],
 ];
 
 /**

@@ -190,6 +190,9 @@ export class SimDisk implements Storage {
       lastEpoch = update.epoch;
       epochs.note(update.seq, update.epoch);
     }
+    // As src/store/recovery.ts: the log replayed is synced before the server serves (a killed
+    // process's unsynced records would otherwise count as durable: sim seed 283019540).
+    this.synced = this.records.length;
     return { state, lastEpoch, epochs, config: this.config, vote: this.vote, history: this.onDisk.prefix(this.onDisk.length) };
   }
 }
