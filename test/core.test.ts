@@ -1545,3 +1545,22 @@ describe("a configuration that never served", () => {
     expect(joins.map((out) => out.kind === "peer" && out.to)).toEqual([1]);
   });
 });
+
+describe("after a pause past --suspect-ms", () => {
+  // Sim seed 283024131: the configuration that waited in our sockets while we were stopped made
+  // us a member of a chain whose other servers had died; we removed them and served a history
+  // older than one a later chain had acknowledged.
+  test("a configuration that arrives with the resume makes the server a joiner, not a member", () => {
+    const server = new Replica({ selfId: 3, peers: [2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    server.onTick(0);
+    server.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    server.onPeerMessage({ type: "config", from: 2, epoch: 66, chain: [2, 3], issued: true }, 20);
+    expect(server.status).toBe("member");
+    server.onTick(100);
+    server.onTick(5000); // stopped for almost 5 s
+    expect(server.status).toBe("booting");
+    server.onPeerMessage({ type: "heartbeat", from: 2, epoch: 66, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 5000);
+    server.onPeerMessage({ type: "config", from: 2, epoch: 130, chain: [2, 3], issued: true }, 5000);
+    expect([server.status, server.config.epoch]).toEqual(["joining", 130]);
+  });
+});

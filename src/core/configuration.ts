@@ -76,7 +76,12 @@ export function adoptConfig(r: ReplicaShared, config: ChainConfig, issuer: numbe
   // So must it when a proposal is completed (--quorum majority), even by its own issuer: the
   // histories may have changed since it was proposed (a restart), so nobody knows any more
   // which history the chain was formed with (the completing server itself joins too).
-  if (r.status === "booting") r.status = inChain && issuer === issuerOf(config.epoch) && hasHistoryOf(r, issuer) ? "member" : "joining";
+  // Nor right after a pause that sent us back to booting: the configuration may be one that
+  // waited in our sockets while we were stopped, its issuer since gone, and the chain moved on
+  // without us (sim seed 283024131: made a member of a stale chain, we removed its dead servers
+  // and served a history older than one acknowledged meanwhile). Joining checks with the tail.
+  const freshFromPause = r.nowMs - r.resumedAtMs <= 2 * r.options.heartbeatMs;
+  if (r.status === "booting") r.status = inChain && issuer === issuerOf(config.epoch) && hasHistoryOf(r, issuer) && !freshFromPause ? "member" : "joining";
   // A member stays one only behind a server that was before it in its chain (a chain derived
   // from ours: that server's history holds ours). Listed behind any other — a chain a booting
   // server formed on a stale view of us (sim seed 115006055) — its history could be longer than

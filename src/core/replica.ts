@@ -173,6 +173,7 @@ export class Replica {
         // What we heard before the pause is stale: boot on what the others say from now on.
         this.s.advanceClock(nowMs);
         this.s.peerViews.clear();
+        this.s.resumedAtMs = nowMs;
         becomeBooting(this.s);
       }
     }

@@ -132,6 +132,8 @@ export class ReplicaShared {
   /** Servers that may hold acknowledged updates we lack, learnt while booting: form no chain without them. */
   readonly bootRequired = new Set<number>();
   lastHeartbeatMs = -Infinity;
+  /** When we went back to booting after a pause past --suspect-ms (what waited for us since is stale). */
+  resumedAtMs = -Infinity;
   /** Until when we told the others we would be busy (they do not suspect us before). */
   busyUntilMs = -Infinity;
   /** Our disk is full (the host says so): our heartbeats tell the head. */
