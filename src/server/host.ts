@@ -39,11 +39,7 @@ export interface NodeHost {
   close(conn: ConnId, reason: string): void;
   /** Opens a connection to peer `id`: the host answers with node.onDialled, or node.onDialFailed. */
   dial(peer: number): void;
-  /**
-   * Runs `fn` after the current event, at the latest once the events that are ready now have
-   * run (production: setImmediate, after every socket callback of the turn): the Readys of
-   * those events share one disk write, one sync and one write per connection.
-   */
+  /** Runs `fn` after the current event (a microtask): the Readys of one turn share one disk sync. */
   defer(fn: () => void): void;
   /** Runs `fn`, whose sends may be coalesced into one write per connection. */
   batch(fn: () => void): void;

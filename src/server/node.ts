@@ -381,7 +381,7 @@ export class ServerNode {
 
   // ---- carrying out the replica's Readys ----------------------------------------------
 
-  /** Queues a step's Ready: the queue is released once the events ready now have run, all of it behind one disk sync. */
+  /** Queues a step's Ready: the queue is released after the current event, all of it behind one disk sync. */
   private perform(ready: Ready): void {
     for (const note of ready.notes) this.host.log.info(note);
     if (ready.persist.length === 0 && ready.send.length === 0) return;

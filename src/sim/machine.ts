@@ -132,11 +132,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.syncing = [];
   }
 
-  /**
-   * Runs one event on the node, then what it deferred: the earliest the host contract allows
-   * (production waits for the other events ready in the same turn too, which only delays
-   * sends, as the simulated network may).
-   */
+  /** Runs one event on the node, then what it deferred (as the event loop runs microtasks after a callback). */
   run(fn: (node: ServerNode) => void, on: ConnId | null = null): void {
     this.bytesFrom = on;
     try {
