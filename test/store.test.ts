@@ -123,7 +123,8 @@ describe("write-ahead log", () => {
     expect(valueOf(recovered.state, "d0")).toBe(1498);
   });
 
-  test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
+  /** A data dir whose log holds a session and two writes of "x" (1, then 2), closed. */
+  function closedAfterTwoWrites(): { dir: string; appliedSeq: number } {
     const dir = freshDir();
     const { writer } = open(dir);
     startSession(writer);
@@ -131,6 +132,11 @@ describe("write-ahead log", () => {
     writer.write("x", 2);
     const appliedSeq = writer.state.appliedSeq;
     writer.durability.close();
+    return { dir, appliedSeq };
+  }
+
+  test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
+    const { dir, appliedSeq } = closedAfterTwoWrites();
     const file = lastSegment(dir);
     const goodLength = dataEnd(file);
     // Half a record where the next one goes: a length saying 100 bytes, a checksum, then only 10 bytes.
@@ -144,13 +150,7 @@ describe("write-ahead log", () => {
   });
 
   test("a last segment of zeros (created, then a crash before its header) holds nothing and recovers", () => {
-    const dir = freshDir();
-    const { writer } = open(dir);
-    startSession(writer);
-    writer.write("x", 1);
-    writer.write("x", 2);
-    const appliedSeq = writer.state.appliedSeq;
-    writer.durability.close();
+    const { dir, appliedSeq } = closedAfterTwoWrites();
     const next = join(dir, `wal-${String(appliedSeq + 1).padStart(16, "0")}.log`);
     writeFileSync(next, new Uint8Array(SEGMENT));
     expect(listSegments(dir).at(-1)!.file).toBe(next);

@@ -294,10 +294,11 @@ export function flushForwardsAndAcks(r: ReplicaShared): void {
     }
   }
   r.toForward = [];
-  const durable = r.down?.synced ? durableToSay(r) : undefined;
-  if (durable && durable.seq > present(r.down, "a notice needs a downstream").durableSent) {
+  const down = r.down;
+  const durable = down?.synced ? durableToSay(r) : undefined;
+  if (down && durable && durable.seq > down.durableSent) {
     // Our sync (or our predecessor's) moved the chain's durable point: the tail waits for it.
-    r.send(present(r.down, "a notice needs a downstream").id, forwardMessage(r, []));
+    r.send(down.id, forwardMessage(r, []));
   }
   // Acks are not on any client's path (the tail replies itself): coalesce them, so
   // a stream of updates does not wake every upstream server once per update.
