@@ -213,4 +213,29 @@ describe("client session logic over a scripted server", () => {
     const releases = host.requests().filter((r) => r.op.type === "release" && r.op.holdId === 30);
     expect(releases.map((r) => r.session)).toEqual([client.sessionId]);
   });
+
+  // Sim seed 293003982: a grant that needed no sync was rolled back by a power loss of every
+  // server; the restarted chain granted the same acquire again (a hold the client never heard
+  // of), the client's release of its hold got ESTALE, and the session kept the new hold for ever.
+  test("a release the servers do not know withdraws the acquire that was granted it, before the next request", async () => {
+    const host = new ScriptedHost((request) => {
+      const op = request.op;
+      if (op.type === "open_session") return { type: "session", timeoutMs: 60_000 };
+      if (op.type === "acquire") return granted(5, "d");
+      if (op.type === "release") return { type: "error", code: "ESTALE", message: "hold 5 is not a hold of this session" };
+      if (op.type === "cancel") return { type: "ok" };
+      return undefined;
+    });
+    const client = new ClientStore({ servers: ["1"], cacheHolds: false }, host, (size, pageSize) => new PageMemory(size, pageSize, (message) => {
+      throw new Error(message);
+    }));
+    await client.open();
+    const view = await client.accessReadWrite("d");
+    const acquire = host.requests().find((r) => r.op.type === "acquire")!;
+    expect((await client.releaseReadWrite(view).catch((error) => error)).code).toBe("ESTALE");
+    await client.accessRead("d").then((again) => client.releaseRead(again)).catch(() => {});
+    const after = host.requests().filter((r) => r.reqNo > acquire.reqNo).map((r) => r.op.type);
+    expect(after.slice(0, 3)).toEqual(["release", "cancel", "acquire"]);
+    expect(host.requests().find((r) => r.op.type === "cancel")!.op).toEqual({ type: "cancel", acquireReqNo: acquire.reqNo });
+  });
 });

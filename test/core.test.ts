@@ -1564,3 +1564,64 @@ describe("after a pause past --suspect-ms", () => {
     expect([server.status, server.config.epoch]).toEqual(["joining", 130]);
   });
 });
+
+describe("silence as the others see it (default mode)", () => {
+  /** Server 2, head of [2,3], with 3's heartbeat heard at `nowMs`. */
+  function headOfTwo(): Replica {
+    const head = new Replica({ selfId: 2, peers: [2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    head.onTick(0);
+    head.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    head.onPeerMessage({ type: "config", from: 3, epoch: 67, chain: [2, 3], issued: true }, 20);
+    expect([head.status, head.config.chain]).toEqual(["member", [2, 3]]);
+    return head;
+  }
+  const heartbeatOf3 = { type: "heartbeat", from: 3, epoch: 67, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 } as const;
+
+  // Sim seed 281005851: our connection to 3 broke, then we were stopped 185 ms (< --suspect-ms / 2);
+  // at the resume the tick ran before 3's heartbeat waiting in our socket, we removed 3 and
+  // served alone while 3 removed us: two chains.
+  test("a server paused shortly after a broken connection reads what waited before it suspects", () => {
+    const head = headOfTwo();
+    for (let t = 50; t <= 700; t += 50) {
+      head.onTick(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+    head.onPeerDisconnected(3);
+    head.onTick(750);
+    const resumed = head.onTick(1150); // stopped 400 ms: 3's heartbeats wait unread
+    expect(resumed.notes.some((note) => note.includes("removing"))).toBe(false);
+    head.onPeerMessage(heartbeatOf3, 1150);
+    head.onTick(1200);
+    expect(head.config.chain).toEqual([2, 3]);
+  });
+
+  test("the same silence without a pause still suspects the peer two heartbeats after the break", () => {
+    const head = headOfTwo();
+    for (let t = 50; t <= 700; t += 50) {
+      head.onTick(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+    head.onPeerDisconnected(3);
+    for (let t = 750; t <= 1000; t += 50) head.onTick(t);
+    expect(head.config.chain).toEqual([2]);
+  });
+
+  test("heartbeats go out at least every --heartbeat-ms though ticks do not divide it", () => {
+    const head = headOfTwo();
+    const sentAt: number[] = [];
+    for (let t = 47; t <= 2000; t += 47) {
+      const step = head.onTick(t);
+      if (step.send.some((out) => out.kind === "peer" && out.to === 3 && out.message.type === "heartbeat")) sentAt.push(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+    const gaps = sentAt.slice(1).map((t, i) => t - sentAt[i]!);
+    expect(gaps.length).toBeGreaterThan(15);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(REPLICA_OPTIONS.heartbeatMs);
+  });
+
+  test("a peer we reconnect to hears from us at once", () => {
+    const head = headOfTwo();
+    const step = head.onPeerConnected(3);
+    expect(step.send.some((out) => out.kind === "peer" && out.to === 3 && out.message.type === "heartbeat")).toBe(true);
+  });
+});

@@ -41,6 +41,8 @@ export class ClientStore implements Store, GrantLender {
   private readonly grants: GrantCache | null;
   /** A release or give-back in flight per datum: an access waits for it before deciding. */
   private readonly settling = new Map<string, Promise<void>>();
+  /** Hold id → the acquire request that was granted it: a release the servers do not know withdraws it. */
+  private readonly acquireOf = new Map<number, number>();
 
   constructor(
     options: ConnectOptions & { servers: string[] },
@@ -100,6 +102,7 @@ export class ClientStore implements Store, GrantLender {
     this.sessionLost = true;
     // Its cached grants went with it: nothing more is granted locally.
     this.grants?.clear();
+    this.acquireOf.clear();
     this.counters.sessionsLost++;
     this.mapped.loseAll();
   }
@@ -282,6 +285,7 @@ export class ClientStore implements Store, GrantLender {
       stop.dispose();
     }
     const reply = message.reply as Extract<Reply, { type: "granted" }>;
+    this.acquireOf.set(reply.holdId, reqNo);
     return this.mapGrant(reply, message.pages);
   }
 
@@ -469,8 +473,11 @@ export class ClientStore implements Store, GrantLender {
   private async send(op: Op, onQueued?: () => void): Promise<ReplyMessage> {
     const session = this.cluster.session;
     try {
-      return await this.cluster.request(op, onQueued);
+      const message = await this.cluster.request(op, onQueued);
+      if (op.type === "release" && !(message.reply.type === "released" && message.reply.cached)) this.acquireOf.delete(op.holdId);
+      return message;
     } catch (error) {
+      if (op.type === "release" && error instanceof PStoreError && error.code === "ESTALE") this.withdrawAcquireOf(op.holdId);
       // Only news of the session in use voids its holds: a request of an older session (resent
       // after a failover, its session renewed meanwhile) hears ESESSION of that one. Taken for
       // ours, the holds of the live session were dropped here while the servers kept them,
@@ -478,6 +485,19 @@ export class ClientStore implements Store, GrantLender {
       if (error instanceof PStoreError && error.code === "ESESSION" && session === this.cluster.session) this.loseSession();
       throw error;
     }
+  }
+
+  /**
+   * The servers do not know a hold we released: an outage rolled back the update that granted
+   * it (an expiry's grant needs no sync). The restarted chain may have granted the same acquire
+   * again, a hold we never heard of, or may still have it queued: withdraw it, before the
+   * caller's next request, or the session keeps it for ever (sim seed 293003982).
+   */
+  private withdrawAcquireOf(holdId: number): void {
+    const acquireReqNo = this.acquireOf.get(holdId);
+    if (acquireReqNo === undefined) return;
+    this.acquireOf.delete(holdId);
+    this.send({ type: "cancel", acquireReqNo }).catch(() => {});
   }
 
   private query(kind: "list" | "stat" | "status", name: string): Promise<string> {

@@ -28,7 +28,7 @@ import { acceptsFrom, endPull, flushForwardsAndAcks, handleRequest, onAck, onAhe
 import { recallCachedGrants } from "./cached";
 import { acknowledgedSeq, isReplyHeld, noteDurable, releaseDurableReplies, replyWhenDurable } from "./chain_sync";
 import { adoptConfig, issueConfig } from "./configuration";
-import { becomeBooting, broadcastHeartbeat, keepJoining, keepServing, noteChainAtWork, onHeartbeat, onJoin, tryBoot } from "./membership";
+import { becomeBooting, broadcastHeartbeat, keepJoining, keepServing, noteChainAtWork, onHeartbeat, onJoin, sendHeartbeat, tryBoot } from "./membership";
 import { dropStaleProposal, onAccept, onPrepare, onPromise, onPropose } from "./paxos";
 
 export type { Action, PeerView, ReplicaOptions } from "./replica_shared";
@@ -146,16 +146,30 @@ export class Replica {
     return this.finish();
   }
 
+  /** Our connection to a peer is up again: it hears from us now, not a heartbeat later. */
+  onPeerConnected(id: number): Ready {
+    // After a cut, the next heartbeat could be ~a heartbeat away and the one before it went
+    // nowhere: cuts of 37 and 32 ms around a pause kept server 3 without word from 2 past
+    // --suspect-ms, and each removed the other (sim seed 281005851).
+    sendHeartbeat(this.s, id, 0);
+    return this.finish();
+  }
+
   onTick(nowMs: number): Ready {
-    const pausedMs = this.s.lastTickMs === null ? 0 : nowMs - this.s.lastTickMs - this.s.options.heartbeatMs;
-    if (pausedMs > this.s.options.suspectMs / 2) {
-      // This process was not running (stopped, swapped, a long GC): it cannot tell
-      // whether the others were silent, so it does not suspect them for that time.
+    const tickGapMs = this.s.lastTickMs === null ? 0 : nowMs - this.s.lastTickMs;
+    const pausedMs = tickGapMs - this.s.options.heartbeatMs;
+    if (pausedMs > 0) {
+      // This process was not running (stopped, swapped, a long GC): it cannot tell whether
+      // the others were silent, so it does not suspect them for that time. Even a short pause:
+      // what they sent meanwhile waits unread in our sockets, read only after this tick (a
+      // 185 ms pause made server 2 remove 3 at its resume, 3's heartbeat unread: seed 281005851).
       for (const view of this.s.peerViews.values()) view.lastHeardMs += pausedMs;
       // Nor did it wait for them while booting (it would form a chain alone, though what the
       // others sent waits unread in its sockets), nor hear its clients (their heartbeats too).
       this.s.bootStartMs += pausedMs;
       this.s.monitor.shift(pausedMs);
+    }
+    if (pausedMs > this.s.options.suspectMs / 2) {
       this.s.out.push({ kind: "note", text: `this server was paused for ${Math.round(pausedMs)} ms` });
       // Others suspect us once silent past --suspect-ms, but never within a busy time we
       // announced (a large update on a loaded machine: leaving the chain then stalled it).
@@ -180,7 +194,9 @@ export class Replica {
     this.s.lastTickMs = nowMs;
     this.s.advanceClock(nowMs);
     if (this.s.bootStartMs === 0) this.s.bootStartMs = nowMs;
-    if (nowMs - this.s.lastHeartbeatMs >= this.s.options.heartbeatMs) broadcastHeartbeat(this.s);
+    // Due, or due before the next tick (ticks need not divide --heartbeat-ms: with ticks 47 ms
+    // apart, waiting for a full heartbeat sent one every 141 ms).
+    if (nowMs - this.s.lastHeartbeatMs + tickGapMs > this.s.options.heartbeatMs) broadcastHeartbeat(this.s);
     dropStaleProposal(this.s);
     if (this.s.status === "booting") tryBoot(this.s);
     else if (this.s.status === "joining") keepJoining(this.s);

@@ -24,6 +24,8 @@ interface Outbound {
 export interface DialerEvents {
   /** An established connection to the peer broke. */
   onLost(id: number): void;
+  /** The peer welcomed us: messages to it flow again. */
+  onReady(id: number): void;
   /** The peer refused us (e.g. EAUTH: a different secret). */
   onRefused(id: number, code: string, message: string): void;
 }
@@ -95,6 +97,7 @@ export class PeerDialer {
     if (step.kind === "welcome") {
       peer.ready = true;
       peer.greeter = null;
+      this.events.onReady(peer.id);
       return null;
     }
     this.events.onRefused(peer.id, step.code, step.message);

@@ -87,6 +87,7 @@ export class ServerNode {
     this.lastSweepMs = host.nowMs();
     this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
       onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+      onReady: (id) => this.perform(this.replica.onPeerConnected(id)),
       onRefused: (id, code, message) => {
         if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
         this.refusedPeers.add(id);
