@@ -6,7 +6,7 @@
  */
 import { expect, test } from "bun:test";
 import { type Store, connect } from "../src/index";
-import { clusterPerTest } from "./helpers/cluster";
+import { clusterPerTest, waitServing } from "./helpers/cluster";
 import { IncrementWorkload, verifyCounters } from "./helpers/workload";
 
 const CLIENTS = 8;
@@ -43,19 +43,6 @@ async function waitConverged(store: Store, count: number, timeoutMs: number): Pr
     await Bun.sleep(100);
   }
   throw new Error(`servers did not converge within ${timeoutMs} ms: ${last}`);
-}
-
-/** Waits (bounded) until `count` servers serve, whatever their applied sequence numbers. */
-async function waitServing(store: Store, count: number, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  let last = "";
-  while (performance.now() < deadline) {
-    const status = await store.status();
-    last = JSON.stringify(status.chain);
-    if (status.chain.filter((server) => server.state === "serving").length === count) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`${count} servers were not serving within ${timeoutMs} ms: ${last}`);
 }
 
 async function createCounters(store: Store, workload: IncrementWorkload, keys: string[]): Promise<void> {

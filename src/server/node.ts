@@ -409,7 +409,8 @@ export class ServerNode {
    */
   private release(readys: Ready[]): void {
     const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
-    const send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
+    let send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
+    if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
     if (!this.replica.awaitsSync) {
       this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, 0)));
       return;
@@ -428,6 +429,21 @@ export class ServerNode {
       },
       early > 0 ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
     );
+  }
+
+  /**
+   * While the disk is full, what must be written waits, and what it sends with it; a heartbeat
+   * does not. It says what this server holds (its durable point only what is synced) and that
+   * its disk is full; held back, the server fell silent and the others removed it from the
+   * chain instead of refusing new data (test/disk.test.ts, a full disk on a follower).
+   */
+  private sendHeartbeatsNow(send: Outbound[]): Outbound[] {
+    const rest: Outbound[] = [];
+    for (const out of send) {
+      if (out.kind === "peer" && out.message.type === "heartbeat") this.sendOut(out);
+      else rest.push(out);
+    }
+    return rest;
   }
 
   /** Carries out a Ready at once (it follows a disk sync: nothing to wait for before it). */

@@ -36,3 +36,16 @@ export function clusterPerTest(options: Pick<LocalClusterOptions, "segmentSize" 
     },
   };
 }
+
+/** Waits (bounded) until `count` servers serve, whatever their applied sequence numbers. */
+export async function waitServing(store: Store, count: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let last = "";
+  while (performance.now() < deadline) {
+    const status = await store.status();
+    last = JSON.stringify(status.chain);
+    if (status.chain.filter((server) => server.state === "serving").length === count) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`${count} servers were not serving within ${timeoutMs} ms: ${last}`);
+}
