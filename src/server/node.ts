@@ -404,22 +404,31 @@ export class ServerNode {
   /**
    * PERSIST BEFORE SEND (core/ready.ts), the one place both hosts obey it: the
    * disk work of these Readys is written and synced, in order, and only then
-   * does anything they send leave. The disk completes batches in order, so a
-   * later batch's messages never overtake an earlier batch's disk work.
+   * does anything they send leave (but the leading forwards: core/ready.ts). The
+   * disk completes batches in order, so a later batch's messages never overtake
+   * an earlier batch's disk work.
    */
   private release(readys: Ready[]): void {
     const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
     let send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
     if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
+    let early = 0;
+    while (early < send.length && isForward(send[early]!)) early++;
     if (!this.replica.awaitsSync) {
-      this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, 0)));
+      // --fsync off/batch promise what survives a crash of N-1 servers, or of every process
+      // once the tail has written: the forwards that lead a batch of log records leave before
+      // our own write (one system call less on the chain's path per hop); the tail's reply and
+      // our acknowledgement still wait for it. Not while the disk is full (updates wait), nor
+      // before a configuration or checkpoint is on disk.
+      if (early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log")) {
+        this.host.batch(() => this.sendRange(send.slice(0, early), 0));
+      } else early = 0;
+      this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, early)));
       return;
     }
     // --fsync always (core/chain_sync.ts): the forwards that lead the batch leave once it is
     // written, so the next server writes and syncs while we sync; the rest waits for our sync,
     // and the replica then learns how far we are durable (the tail's replies wait for that).
-    let early = 0;
-    while (early < send.length && isForward(send[early]!)) early++;
     const durableThrough = lastSeqOf(persist);
     this.host.disk.write(
       persist,
