@@ -10,7 +10,7 @@ import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, encodeSnapshot } from "../src/core";
 import { EpochHistory } from "../src/core/epochs";
 import { type Ready, isEmptyReady } from "../src/core/ready";
-import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
+import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type PeerMessage, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
 
 /** Small pages keep every test fast; the core takes the page size as a parameter. */
 const PS = 64;
@@ -1575,17 +1575,21 @@ describe("silence as the others see it (default mode)", () => {
     expect([head.status, head.config.chain]).toEqual(["member", [2, 3]]);
     return head;
   }
-  const heartbeatOf3 = { type: "heartbeat", from: 3, epoch: 67, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 } as const;
+  const heartbeatOf3: PeerMessage = { type: "heartbeat", from: 3, epoch: 67, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 };
+  /** Ticks every 50 ms until `untilMs`, hearing 3 at each. */
+  function hearing3Until(head: Replica, untilMs: number): void {
+    for (let t = 50; t <= untilMs; t += 50) {
+      head.onTick(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+  }
 
   // Sim seed 281005851: our connection to 3 broke, then we were stopped 185 ms (< --suspect-ms / 2);
   // at the resume the tick ran before 3's heartbeat waiting in our socket, we removed 3 and
   // served alone while 3 removed us: two chains.
   test("a server paused shortly after a broken connection reads what waited before it suspects", () => {
     const head = headOfTwo();
-    for (let t = 50; t <= 700; t += 50) {
-      head.onTick(t);
-      head.onPeerMessage(heartbeatOf3, t);
-    }
+    hearing3Until(head, 700);
     head.onPeerDisconnected(3);
     head.onTick(750);
     const resumed = head.onTick(1150); // stopped 400 ms: 3's heartbeats wait unread
@@ -1597,10 +1601,7 @@ describe("silence as the others see it (default mode)", () => {
 
   test("the same silence without a pause still suspects the peer two heartbeats after the break", () => {
     const head = headOfTwo();
-    for (let t = 50; t <= 700; t += 50) {
-      head.onTick(t);
-      head.onPeerMessage(heartbeatOf3, t);
-    }
+    hearing3Until(head, 700);
     head.onPeerDisconnected(3);
     for (let t = 750; t <= 1000; t += 50) head.onTick(t);
     expect(head.config.chain).toEqual([2]);

@@ -150,6 +150,7 @@ export default defineCommand({
       checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
       inboundBufferedBytesMax: _inboundBufferMax(args["inbound-max"]),
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+      passProfileDir: process.env.PSTORE_PASS_PROFILE || undefined,
       tls: tlsFlags(args["tls-cert"], args["tls-key"], args["tls-ca"]),
     };
     const tag = peers.length > 1 ? `server:${peers.indexOf(listenAddress) + 1}` : "server";

@@ -25,6 +25,8 @@ export interface ServerOptions {
   /** Bytes clients' incomplete frames may hold at once (default INBOUND_BUFFERED_BYTES_MAX). */
   inboundBufferedBytesMax?: number;
   secret?: string;
+  /** Stamps of each request and update, written here at stop (bench/pass_profile.ts; $PSTORE_PASS_PROFILE). */
+  passProfileDir?: string;
   /** Certificate and key to serve TLS; the CA that peers' certificates must chain to. */
   tls?: TlsFiles;
   logger?: ConsolaInstance;

@@ -15,7 +15,7 @@ import {
   INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
 } from "../constants";
-import { Replica } from "../core";
+import { type Persist, Replica } from "../core";
 import { Durability, isNoSpace } from "../store";
 import { makeNonce } from "../net/auth";
 import { splitAddress } from "../net/address";
@@ -26,6 +26,7 @@ import { Admission } from "./admission";
 import { DiskQueue } from "./diskqueue";
 import { type ConnId, type NodeDisk, type NodeHost, peerFrameBytesMax } from "./host";
 import { ServerNode } from "./node";
+import { PassProfile } from "./pass_profile";
 import type { RunningServer, ServerOptions } from "./options";
 
 export class Server implements NodeHost {
@@ -42,6 +43,8 @@ export class Server implements NodeHost {
   private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   private collectTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly diskQueue: DiskQueue;
+  /** Stamps for bench/pass_profile.ts, when asked for (null: none). */
+  private readonly profile: PassProfile | null;
   readonly selfId: number;
 
   constructor(private readonly options: ServerOptions) {
@@ -51,6 +54,7 @@ export class Server implements NodeHost {
     if (index < 0) throw new Error(`--listen ${self} is not in --peers ${options.peers.join(",")}`);
     this.selfId = index + 1;
     this.peerAddresses = [...options.peers];
+    this.profile = options.passProfileDir ? new PassProfile(options.passProfileDir, this.selfId) : null;
     // Bind first: a port in use must not leave a data dir (LOCK, a fresh log) behind.
     this.listener = this.listen();
     try {
@@ -69,6 +73,7 @@ export class Server implements NodeHost {
           diskQueue.push(
             items,
             () => {
+              this.profile?.written(lastLogSeq(items));
               written();
               if (durability.checkpointDue) this.scheduleCheckpoint();
             },
@@ -115,6 +120,7 @@ export class Server implements NodeHost {
           peerFrameBytesMax: this.peerFrameBytesMax(),
         },
         this,
+        this.profile ?? undefined,
       );
     } catch (error) {
       this.listener.stop(true);
@@ -158,7 +164,10 @@ export class Server implements NodeHost {
   private addLink(socket: import("bun").Socket<Link>): Link {
     const id = this.nextConn++;
     const link = new Link(socket, {
-      onBytes: (_link, chunk) => this.node.onBytes(id, chunk),
+      onBytes: (_link, chunk) => {
+        this.profile?.bytes(id);
+        this.node.onBytes(id, chunk);
+      },
       onClose: (closed, reason) => {
         this.links.delete(id);
         this.admission.release(closed);
@@ -195,6 +204,7 @@ export class Server implements NodeHost {
     this.listener?.stop(true);
     this.listener = null;
     this.diskQueue.stop();
+    this.profile?.save();
     if (this.diskQueue.waiting) {
       // Never forwarded nor acknowledged: no client was told they happened.
       this.log.warn(`stopping with ${this.diskQueue.waitingCount} actions not written (the disk is full); none was acknowledged`);
@@ -350,4 +360,11 @@ export class Server implements NodeHost {
   private peerFrameBytesMax(): number {
     return peerFrameBytesMax(this.options.segmentSize);
   }
+}
+
+/** The last sequence number a batch of disk work logs (0: none). */
+function lastLogSeq(items: Persist[]): number {
+  let seq = 0;
+  for (const item of items) if (item.kind === "log") seq = Math.max(seq, item.update.seq);
+  return seq;
 }
