@@ -85,6 +85,8 @@ export const CONNECTIONS_KEPT_FOR_PEERS = 2 * SERVERS_MAX;
 /** Applied updates a server keeps in memory to resend to a successor that lacks them. */
 export const RETAINED_UPDATES_MAX = 100_000;
 export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
+/** Stamps a server keeps for bench/pass_profile.ts (PSTORE_PASS_PROFILE): a minute of one client's cycles. */
+export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
 
 /**
  * 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: the

@@ -6,11 +6,9 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { PASS_PROFILE_STAMPS_MAX } from "../constants";
 import type { Message, PeerMessage, ReplyMessage } from "../wire";
 import type { ConnId, NodeObserver } from "./host";
-
-/** Enough for a minute of one client's cycles; later stamps are dropped. */
-const STAMPS_MAX = 1_000_000;
 
 /** µs on a clock every process of the machine shares (the wall clock, with performance.now's resolution). */
 function nowUs(): number {
@@ -57,6 +55,7 @@ export class PassProfile implements NodeObserver {
   }
 
   private add(stamp: (string | number)[]): void {
-    if (this.stamps.length < STAMPS_MAX) this.stamps.push(stamp);
+    // Past the bound, later stamps are dropped (the profile reads the first minute).
+    if (this.stamps.length < PASS_PROFILE_STAMPS_MAX) this.stamps.push(stamp);
   }
 }
