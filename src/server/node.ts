@@ -73,6 +73,8 @@ export class ServerNode {
   private queued: Ready[] = [];
   private flushScheduled = false;
   private lastSweepMs: number;
+  /** When tick() last ran: input that comes long after it waits for a tick first (overdueTick). */
+  private lastTickMs = Number.NEGATIVE_INFINITY;
   authFailures = 0;
   private readonly refusalsLogged = new Set<string>();
   private readonly refusedPeers = new Set<number>();
@@ -105,6 +107,7 @@ export class ServerNode {
   /** Every tick (at most TICK_MS_MAX apart): peers re-dialled, the replica's timers, handshakes and silent clients. */
   tick(): void {
     const now = this.host.nowMs();
+    this.lastTickMs = now;
     this.dialer.maintain(now, this.options.heartbeatMs);
     this.perform(this.replica.onTick(now));
     // Below the free space it keeps, this server tells the head (which then refuses growth).
@@ -115,6 +118,17 @@ export class ServerNode {
       if (greeting && now - conn.openedMs >= HANDSHAKE_TIMEOUT_MS) this.closeConn(conn, "no handshake in time");
     }
     if (now - this.lastSweepMs >= IDLE_SWEEP_MS) this.closeSilentClients(now);
+  }
+
+  /**
+   * A process that was stopped (SIGSTOP, swapped out) reads what waited in its sockets in
+   * whatever order its event loop picks; the tick that notices the pause must come first. A
+   * head stopped 713 ms handled a joiner's news before it, issued a configuration (which
+   * heartbeats), so the tick found it just heard from and it served on as head of a chain the
+   * others had left; they acknowledged updates it then overwrote (sim seed 323016180).
+   */
+  private overdueTick(): void {
+    if (this.host.nowMs() - this.lastTickMs > this.options.heartbeatMs) this.tick();
   }
 
   /** A connection accepted from someone: until it proves who it is, it may send only small frames. */
@@ -142,6 +156,7 @@ export class ServerNode {
 
   /** Bytes arrived on `id`, in arbitrary chunks: whole frames are handled in order. */
   onBytes(id: ConnId, chunk: Uint8Array): void {
+    this.overdueTick();
     const conn = this.conns.get(id);
     if (!conn || conn.closed) return;
     conn.lastReceivedMs = this.host.nowMs();
@@ -159,6 +174,7 @@ export class ServerNode {
 
   /** The connection closed, by either end. */
   onClosed(id: ConnId): void {
+    this.overdueTick();
     const conn = this.conns.get(id);
     if (!conn) return;
     conn.closed = true;
