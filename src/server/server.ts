@@ -232,10 +232,9 @@ export class Server implements NodeHost {
   }
 
   defer(fn: () => void): void {
-    // After this callback. (setImmediate — after every socket callback of the turn, so that
-    // several clients' updates share one write — gained 10–20% for 8 clients with --fsync
-    // off, but test/disk.test.ts's full-follower case then failed in 2 of 4 full suites;
-    // left out until that is understood: docs/benchmarks.md, session 6.)
+    // After this callback. (setImmediate, after every socket callback of the turn, let several
+    // clients' updates share one write; measured against this in session 7 it gained nothing
+    // beyond the noise: docs/benchmarks.md.)
     queueMicrotask(fn);
   }
 
