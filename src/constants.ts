@@ -160,6 +160,8 @@ export const TICK_MS_MAX = 50;
 export const CHECKPOINT_WAITS_MAX = 1000;
 /** From this body length on, a frame arriving in chunks is copied into one buffer as it comes (src/wire/frame.ts). */
 export const FRAME_ASSEMBLE_BYTES_MIN = 256 * 1024;
+/** A write release whose pages take this many bytes is logged and forwarded as its header and the pages' encoding as received (no copy into one buffer). */
+export const UPDATE_PARTS_BYTES_MIN = 256 * 1024;
 /** Before making the buffer of an incoming frame this large, a server collects garbage (src/server/server.ts). */
 export const COLLECT_BEFORE_FRAME_BYTES = 8 * 1024 * 1024;
 /** Queued frames a link writes in one socket write. */

@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { StoreState, encodeSnapshot } from "../src/core";
 import { Durability, RecoveryError, WAL_HEADER_BYTES, listCheckpoints, listSegments, recover } from "../src/store";
 import { readCheckpoint } from "../src/store/checkpoint";
-import type { Op, Update } from "../src/wire";
+import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
+import { type Op, type Update, packPages } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
 
 const SEGMENT = 1024 * 1024;
@@ -104,6 +105,25 @@ describe("write-ahead log", () => {
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
     expect([0, 1, 2, 3, 4].map((i) => valueOf(recovered.state, `d${i}`))).toEqual([50, 46, 47, 48, 49]);
     expect(recovered.lastEpoch).toBe(65);
+  });
+
+  test("a large write release, logged as its header and its packed pages, recovers byte for byte", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    const pageCount = Math.ceil(UPDATE_PARTS_BYTES_MIN / PAGE) + 2;
+    writer.do({ type: "create", name: "big", size: pageCount * PAGE });
+    writer.do({ type: "acquire", name: "big", mode: "write", knownCreatedSeq: -1, cachedVersion: -1 });
+    const holdId = [...writer.state.holds.values()].find((hold) => hold.name === "big")!.id;
+    const first = writer.state.data.get("big")!.firstPage;
+    const source = new Uint8Array(SEGMENT).map((_, i) => (i * 31) & 0xff);
+    const pages = packPages(Array.from({ length: pageCount }, (_, i) => first + i), PAGE, source);
+    writer.do({ type: "release", holdId, pages });
+    writer.durability.close();
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(writer.state.appliedSeq);
+    for (let i = 0; i < pageCount; i++) expect(recovered.state.pages.read(first + i)).toEqual(source.subarray((first + i) * PAGE, (first + i + 1) * PAGE));
   });
 
   test("a log that spans several segments recovers whole", async () => {

@@ -5,7 +5,7 @@
  * exception, never a big allocation on a lying length prefix).
  */
 import { describe, expect, test } from "bun:test";
-import { FRAME_ASSEMBLE_BYTES_MIN, FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../src/constants";
+import { FRAME_ASSEMBLE_BYTES_MIN, FRAME_BYTES_MAX, PROTOCOL_VERSION, UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import {
   FRAME_HEADER_BYTES,
   type Frame,
@@ -20,8 +20,12 @@ import {
   Writer,
   concatBytes,
   decodeMessage,
+  decodePeer,
   encodeMessage,
   encodeMessageParts,
+  encodePeerParts,
+  encodeUpdate,
+  encodeUpdateParts,
   packPages,
   utf8Length,
   writeFrameHeader,
@@ -303,6 +307,28 @@ describe("round trip", () => {
       expect(toHex(concatBytes(parts))).toBe(toHex(encodeMessage(plain)));
       expect(toHex(encodeMessage(message))).toBe(toHex(encodeMessage(plain)));
     }
+  });
+
+  test("a large release from a client's frame is logged and forwarded as its header and the frame's own page bytes", () => {
+    const pageSize = 4096;
+    const pageCount = Math.ceil(UPDATE_PARTS_BYTES_MIN / pageSize) + 1;
+    const source = new Uint8Array(pageCount * pageSize).map((_, i) => (i * 7) & 0xff);
+    const pages = packPages(Array.from({ length: pageCount }, (_, i) => i), pageSize, source);
+    const frame = concatBytes(encodeMessageParts({ type: "request", body: { session: 9, reqNo: 4, doneBelow: 2, op: { type: "release", holdId: 77, pages } } }));
+    const decoded = decodeMessage(MessageType.request, frame.subarray(FRAME_HEADER_BYTES));
+    if (decoded.type !== "request") throw new Error("wrong message");
+    // As the head sequences it: the request's op in an update of its own.
+    const update = { seq: 12, epoch: 65, session: 9, reqNo: 4, doneBelow: 2, op: decoded.body.op };
+    const parts = encodeUpdateParts(update);
+    expect(parts.length).toBe(2);
+    expect(parts[1]!.buffer).toBe(frame.buffer); // not copied
+    const plain = { ...update, op: { type: "release" as const, holdId: 77, pages: pages.map((p) => ({ ...p })) } };
+    expect(toHex(concatBytes(parts))).toBe(toHex(encodeUpdate(plain)));
+    // And a follower decodes the forward made of those parts back to the same update.
+    const forward = concatBytes(encodePeerParts({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [update] }));
+    const received = decodePeer(forward[FRAME_HEADER_BYTES - 1]!, forward.subarray(FRAME_HEADER_BYTES));
+    if (received.type !== "forward") throw new Error("wrong message");
+    expect(received.updates[0]!.op).toEqual(plain.op);
   });
 
   test("utf8Length agrees with TextEncoder, including lone surrogates", () => {

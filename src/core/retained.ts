@@ -5,7 +5,7 @@
  */
 import { present } from "../assert";
 import { RETAINED_BYTES_MAX, RETAINED_UPDATES_MAX } from "../constants";
-import { type Update, encodeUpdate } from "../wire/ops";
+import { type Update, encodeUpdateParts } from "../wire/ops";
 
 export class RetainedLog {
   private updates: Update[] = [];
@@ -79,5 +79,7 @@ export class RetainedLog {
 
 /** The update's encoded length: the encoding is cached and reused to log and forward it. */
 function encodedSize(update: Update): number {
-  return encodeUpdate(update).length;
+  let bytes = 0;
+  for (const part of encodeUpdateParts(update)) bytes += part.length;
+  return bytes;
 }

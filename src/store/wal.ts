@@ -9,7 +9,7 @@
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { Reader, type Update, Writer, encodeUpdate, readUpdate } from "../wire";
+import { Reader, type Update, Writer, encodeUpdateParts, readUpdate } from "../wire";
 import { DISK_FREE_BYTES_MIN } from "../constants";
 import { freeBytes, removeOnFailure, syncDirectory, writeAll, writeAllParts } from "./files";
 
@@ -31,14 +31,20 @@ export function listSegments(dir: string): { file: string; firstSeq: number }[] 
     .sort((a, b) => a.firstSeq - b.firstSeq);
 }
 
-/** A record as its 8-byte header and its payload (the update's own encoding, not copied). */
-export function encodeRecord(update: Update): [Uint8Array, Uint8Array] {
-  const payload = encodeUpdate(update);
+/** A record as its 8-byte header and its payload (the update's own encoding, in parts, not copied). */
+export function encodeRecord(update: Update): Uint8Array[] {
+  const payload = encodeUpdateParts(update);
+  let length = 0;
+  let crc = 0;
+  for (const part of payload) {
+    length += part.length;
+    crc = Bun.hash.crc32(part, crc);
+  }
   const header = new Uint8Array(RECORD_HEADER_BYTES);
   const view = new DataView(header.buffer);
-  view.setUint32(0, payload.length, true);
-  view.setUint32(4, Bun.hash.crc32(payload), true);
-  return [header, payload];
+  view.setUint32(0, length, true);
+  view.setUint32(4, crc, true);
+  return [header, ...payload];
 }
 
 export function decodeRecordPayload(payload: Uint8Array): Update {
@@ -100,9 +106,10 @@ export class WriteAheadLog {
 
   /** Queues a record; `flush()` writes every queued record with one system call. */
   append(update: Update): void {
-    const [header, payload] = encodeRecord(update);
-    this.pending.push(header, payload);
-    this.pendingBytes += header.length + payload.length;
+    for (const part of encodeRecord(update)) {
+      this.pending.push(part);
+      this.pendingBytes += part.length;
+    }
     this.pendingRecords++;
     this.nextSeq = update.seq + 1;
   }

@@ -4,7 +4,8 @@
  * carries an op, the chain forwards and logs updates.
  */
 import { Reader, Writer, WireError, decodeCode, invert, sizeOf } from "./codec";
-import { type PageWrite, pagesSize, readPages, writePages } from "./pages";
+import { UPDATE_PARTS_BYTES_MIN } from "../constants";
+import { type PageWrite, packedSections, pagesSize, readPages, writePages } from "./pages";
 
 export type Mode = "read" | "write";
 
@@ -181,6 +182,32 @@ export function encodeUpdate(update: Update): Uint8Array {
     encodings.set(update, bytes);
   }
   return bytes;
+}
+
+/** Large write releases' encodings as [header, pages as received]: see encodeUpdateParts. */
+const partedEncodings = new WeakMap<Update, Uint8Array[]>();
+
+/**
+ * The bytes of writeUpdate(update) as buffers to write one after the other. A write release
+ * whose pages came packed (the client's frame, at the head) is its header and those very
+ * bytes: a 64 MiB release is logged and forwarded without a new 64 MiB buffer (whose pages
+ * the system would fault in, ~11 µs each on our VM) nor a copy.
+ */
+export function encodeUpdateParts(update: Update): Uint8Array[] {
+  const whole = encodings.get(update);
+  if (whole) return [whole];
+  const op = update.op;
+  const section = op.type === "release" ? packedSections.get(op.pages) : undefined;
+  if (op.type !== "release" || !section || section.length < UPDATE_PARTS_BYTES_MIN) return [encodeUpdate(update)];
+  let parts = partedEncodings.get(update);
+  if (!parts) {
+    const head = new Writer(8 + 8 + 8 + 4 + 4 + 1 + 8);
+    head.u53(update.seq).u53(update.epoch).u53(update.session).u32(update.reqNo).u32(update.doneBelow);
+    head.u8(OP_CODES.release).u53(op.holdId); // writeOp's release, up to its pages
+    parts = [head.bytes, section];
+    partedEncodings.set(update, parts);
+  }
+  return parts;
 }
 
 /** Reads an update and remembers the bytes it came from. */

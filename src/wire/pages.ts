@@ -54,11 +54,14 @@ export function writePages(writer: Writer, pages: PageWrite[]): void {
   for (const page of pages) writer.u32(page.page).blob(page.bytes);
 }
 
+/** Reads a page list; its encoding, a view of the frame, stays known (writePages sends it as it is). */
 export function readPages(reader: Reader): PageWrite[] {
+  const start = reader.offset;
   const count = reader.u32();
   // Each page needs at least 8 bytes of header: refuse counts the frame cannot hold.
   if (count * 8 > reader.remaining) throw new WireError(`page count ${count} does not fit in the frame`);
   const pages: PageWrite[] = [];
   for (let i = 0; i < count; i++) pages.push({ page: reader.u32(), bytes: reader.blob() });
+  if (count > 0) packedSections.set(pages, reader.bytes.subarray(start, reader.offset));
   return pages;
 }

@@ -6,7 +6,7 @@
 import { Reader, WireError, Writer, concatBytes } from "./codec";
 import { FRAME_HEADER_BYTES } from "./frame";
 import { frame } from "./messages";
-import { type Update, encodeUpdate, readUpdateKeepingBytes } from "./ops";
+import { type Update, encodeUpdateParts, readUpdateKeepingBytes } from "./ops";
 
 export type ReplicaStatus = "booting" | "joining" | "member";
 
@@ -226,7 +226,7 @@ export function encodePeer(m: PeerMessage): Uint8Array {
  */
 export function encodePeerParts(m: PeerMessage): Uint8Array[] {
   if (m.type !== "forward") return [encodePeer(m)];
-  const bodies = m.updates.map(encodeUpdate);
+  const bodies = m.updates.flatMap(encodeUpdateParts);
   const head = new Writer(FRAME_HEADER_BYTES + 2 + 8 + 8 + 8 + 8 + 4);
   const total = head.bytes.length + bodies.reduce((n, b) => n + b.length, 0);
   // The frame's length field covers the bodies sent after this head.
