@@ -7,9 +7,11 @@
  * stretch of the pass, from the head's first byte to the tail's reply.
  *
  *   bun bench/pass_profile.ts [--binary dist/pstore] [--fsync off] [--seconds 6] [--clients 1]
+ *                             [--workload cycle|contended]
  *
  * The bench's release p50 minus the servers' span is the client's own share and its two
- * hops (client → head, tail → client).
+ * hops (client → head, tail → client). "tail's reply → the client's next request at the head"
+ * is a client's turn: with `contended`, a grant's hand-over to the client that waited.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,7 +33,7 @@ interface ServerStamps {
   id: number;
   requestAt: Map<string, { bytes: number; decoded: number }>;
   forwardIn: Map<number, { bytes: number; decoded: number }>;
-  forwardOut: Map<number, { at: number; key: string }>;
+  forwardOut: Map<number, { at: number; key: string; op: string }>;
   replyAt: Map<string, number>;
   /** [seq, at], ascending: a write covers every seq up to its own. */
   written: [number, number][];
@@ -51,10 +53,10 @@ function load(dir: string, id: number): ServerStamps {
         stamps.forwardIn.set(n(1), { bytes: n(2), decoded: n(3) });
         break;
       case "forward-out":
-        if (!stamps.forwardOut.has(n(1))) stamps.forwardOut.set(n(1), { at: n(4), key: `${n(2)}/${n(3)}` });
+        if (!stamps.forwardOut.has(n(1))) stamps.forwardOut.set(n(1), { at: n(4), key: `${n(2)}/${n(3)}`, op: s[5] as string });
         break;
-      case "reply":
-        if (!stamps.replyAt.has(`${n(1)}/${n(2)}`)) stamps.replyAt.set(`${n(1)}/${n(2)}`, n(3));
+      case "reply": // the last one: an acquire's "queued", then its grant
+        stamps.replyAt.set(`${n(1)}/${n(2)}`, n(3));
         break;
       case "written":
         stamps.written.push([n(1), n(2)]);
@@ -84,7 +86,8 @@ function median(values: number[]): number {
 const binary = resolve(option("--binary", join(ROOT, "dist/pstore")));
 const fsync = option("--fsync", "off") as "off" | "always" | "batch";
 const seconds = Number(option("--seconds", "6"));
-const clients = Number(option("--clients", "1"));
+const workload = option("--workload", "cycle") as "cycle" | "contended";
+const clients = Number(option("--clients", workload === "contended" ? "8" : "1"));
 const stampDir = mkdtempSync(join(tmpdir(), "pstore-pass-"));
 const dataDir = mkdtempSync(join(tmpdir(), "pstore-pass-data-"));
 process.env.PSTORE_PASS_PROFILE = stampDir;
@@ -93,7 +96,7 @@ try {
   await cluster.start();
   const result = await runWorkload(
     { servers: cluster.servers, cluster, prefix: runPrefix() },
-    { workload: "cycle", clients, size: 4096, budget: { durationMs: seconds * 1000 }, warmupMs: 500, victim: "head" },
+    { workload, clients, size: 4096, budget: { durationMs: seconds * 1000 }, warmupMs: 500, victim: "head" },
   );
   await cluster.stop(); // SIGTERM: each server writes its stamps
   const servers = [1, 2, 3].map((id) => load(stampDir, id));
@@ -106,7 +109,7 @@ try {
   const head = servers.find((s) => s.requestAt.size > 0 && s.forwardOut.size > 0)!;
   const middle = servers.find((s) => s !== head && s.forwardIn.size > 0 && s.forwardOut.size > 0)!;
   const tail = servers.find((s) => s !== head && s !== middle)!;
-  let passes = 0;
+  let passes = 0; // write releases joined across the three servers
   for (const [seq, out] of head.forwardOut) {
     const request = head.requestAt.get(out.key);
     const midIn = middle.forwardIn.get(seq);
@@ -114,7 +117,8 @@ try {
     const tailIn = tail.forwardIn.get(seq);
     const reply = tail.replyAt.get(out.key);
     const tailWritten = writtenAt(tail, seq);
-    if (!request || !midIn || !midOut || !tailIn || reply === undefined || tailWritten === null) continue;
+    // Releases only: an acquire's last reply may be a grant long after (contended).
+    if (out.op !== "release" || !request || !midIn || !midOut || !tailIn || reply === undefined || tailWritten === null) continue;
     passes++;
     add("head: bytes in → request decoded", request.decoded - request.bytes);
     add("head: decoded → forward leaves (core, encode)", out.at - request.decoded);
@@ -129,7 +133,12 @@ try {
     const headWritten = writtenAt(head, seq);
     if (headWritten !== null) add("(head: forward sent → own log written)", headWritten - out.at);
   }
-  console.log(`${binary}, --fsync ${fsync}, ${clients} client(s), ${seconds} s: ${passes} passes joined; chain ${head.id} → ${middle.id} → ${tail.id}`);
+  for (const [key, at] of tail.replyAt) {
+    const [session, reqNo] = key.split("/").map(Number);
+    const next = head.requestAt.get(`${session}/${reqNo! + 1}`);
+    if (next && next.bytes > at) add("tail's reply → the client's next request at the head", next.bytes - at);
+  }
+  console.log(`${binary}, ${workload}, --fsync ${fsync}, ${clients} client(s), ${seconds} s: ${passes} passes joined; chain ${head.id} → ${middle.id} → ${tail.id}`);
   for (const [name, values] of stretches) console.log(`${name.padEnd(52)} ${median(values).toFixed(1).padStart(7)} µs`);
   const release = (result as { release_us?: { p50: number } }).release_us?.p50;
   const span = median(stretches.get("servers' span: head's first byte → tail's reply") ?? []);

@@ -37,7 +37,7 @@ export class PassProfile implements NodeObserver {
 
   sentPeer(_conn: ConnId, _to: number, message: PeerMessage): void {
     if (message.type !== "forward") return;
-    for (const update of message.updates) this.add(["forward-out", update.seq, update.session, update.reqNo, nowUs()]);
+    for (const update of message.updates) this.add(["forward-out", update.seq, update.session, update.reqNo, nowUs(), update.op.type]);
   }
 
   sentReply(_conn: ConnId, body: ReplyMessage): void {
