@@ -59,6 +59,8 @@ export const WAITERS_PER_DATUM_MAX = 10_000;
 export const SESSIONS_MAX = 10_000;
 /** Requests of one session applied but whose reply the client has not confirmed. */
 export const INFLIGHT_PER_SESSION_MAX = 1024;
+/** Holds a client remembers the granting acquire of (to cancel it if a release hears ESTALE); the oldest are forgotten past it. */
+export const GRANTING_ACQUIRES_KEPT_MAX = 4096;
 
 export const SESSION_TIMEOUT_MS_DEFAULT = 10_000;
 export const SESSION_TIMEOUT_MS_MIN = 100;

@@ -11,7 +11,7 @@
  * (store.ts: Bun sockets, mmap) and the simulator (src/sim) run this same code.
  */
 import { present } from "../assert";
-import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILOVER_TIMEOUT_MS_DEFAULT, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
+import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILOVER_TIMEOUT_MS_DEFAULT, GRANTING_ACQUIRES_KEPT_MAX, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
@@ -286,6 +286,9 @@ export class ClientStore implements Store, GrantLender {
     }
     const reply = message.reply as Extract<Reply, { type: "granted" }>;
     this.acquireOf.set(reply.holdId, reqNo);
+    // A cached grant dropped without a release (its datum deleted, the copy overwritten) leaves
+    // its entry: the oldest go first (a release that then hears ESTALE just cancels nothing).
+    if (this.acquireOf.size > GRANTING_ACQUIRES_KEPT_MAX) this.acquireOf.delete(this.acquireOf.keys().next().value!);
     return this.mapGrant(reply, message.pages);
   }
 
