@@ -136,12 +136,13 @@ export class Replica {
     return this.finish();
   }
 
-  /** The connection to a peer broke: suspect it now rather than after suspectMs. */
+  /** No connection with a peer is left (ours to it and its own to us broke): suspect it sooner than suspectMs. */
   onPeerDisconnected(id: number): Ready {
     const view = this.s.peerViews.get(id);
-    // Our connection to it broke, but its heartbeats come over its own connection to us: a
-    // reset alone does not make it dead. Suspecting it at once let both ends of a reset
-    // remove each other and serve as two chains. Suspect it if it stays silent two heartbeats.
+    // A killed process closes both; the host does not call this for a reset of one of them
+    // (the peer's heartbeats come on its own connection). Not at once even so: suspecting at
+    // once let both ends of a reset remove each other and serve as two chains. Suspect it if
+    // it stays silent two heartbeats.
     if (view) view.lastHeardMs = Math.min(view.lastHeardMs, this.s.nowMs - this.s.options.suspectMs + 2 * this.s.options.heartbeatMs);
     return this.finish();
   }

@@ -88,7 +88,7 @@ export class ServerNode {
     this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax);
     this.lastSweepMs = host.nowMs();
     this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
-      onLost: (id) => this.perform(this.replica.onPeerDisconnected(id)),
+      onLost: (id) => this.lostLinkTo(id),
       onReady: (id) => this.perform(this.replica.onPeerConnected(id)),
       onRefused: (id, code, message) => {
         if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
@@ -186,6 +186,20 @@ export class ServerNode {
       for (const session of conn.role.sessions) if (this.sessionConns.get(session) === id) this.sessionConns.delete(session);
     }
     if (conn.role.kind === "dialled") this.dialer.onClosed(id);
+    if (conn.role.kind === "peer") this.lostLinkTo(conn.role.id);
+  }
+
+  /**
+   * A connection with peer `id` closed. Only when neither ours to it nor its own to us is left
+   * may the replica suspect it early (a killed process closes both): a reset of one connection
+   * says nothing of the peer, whose heartbeats come on the other. Taken for a death, a cut of
+   * server 2's connection while 1's heartbeats to it were delayed 200 ms made 2 remove 1, which
+   * served on: two chains (sim seed 333005106).
+   */
+  private lostLinkTo(id: number): void {
+    if (this.dialer.readyConn(id) !== null) return;
+    for (const conn of this.conns.values()) if (conn.role.kind === "peer" && conn.role.id === id && !conn.closed) return;
+    this.perform(this.replica.onPeerDisconnected(id));
   }
 
   /** Stops dialling and closes every connection; what is queued is carried out first. */
