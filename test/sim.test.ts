@@ -236,8 +236,10 @@ describe("simulator", () => {
   // The model client this replaced waited on EUNAVAILABLE; the real one retries on a timer
   // (ClusterLink.onUnavailable) and looks for the chain elsewhere.
   test("a head without a majority answers EUNAVAILABLE, and the client's retry timer finds the chain", () => {
+    // Seeds until one has a head answer EUNAVAILABLE (seed 11 does today; which ones do moves
+    // with the code: session 7's fewer false suspicions took it out of seeds 1-10), at most 100.
     let unavailable = 0;
-    for (let seed = 1; seed <= 10; seed++) {
+    for (let seed = 1; seed <= 100 && unavailable === 0; seed++) {
       const r = runSeed({ seed, quorum: "majority" });
       expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
       unavailable += r.stats.unavailableReplies;
