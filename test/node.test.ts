@@ -31,22 +31,33 @@ function scriptedHost(clock: { now: number }): NodeHost {
   };
 }
 
+/** Server 1 of [1, 2], ticked once at the clock's time. */
+function nodeOf1(clock: { now: number }): { node: ServerNode; replica: Replica } {
+  const replica = new Replica({ selfId: 1, peers: [1, 2], ...OPTIONS }, new StoreState(16 * PAGE, PAGE));
+  const node = new ServerNode(
+    replica,
+    { selfId: 1, addresses: ["a:1", "a:2"], segmentSize: 16 * PAGE, pageSize: PAGE, sessionTimeoutMs: 1000, heartbeatMs: 100, suspectMs: 500, inboundBufferedBytesMax: 1 << 20, peerFrameBytesMax: 1 << 20 },
+    scriptedHost(clock),
+  );
+  node.tick();
+  return { node, replica };
+}
+
+/** Server 2 forms [2, 1] with us: we are its tail. */
+function joinChainOf2(replica: Replica): void {
+  replica.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+  replica.onPeerMessage({ type: "config", from: 2, epoch: 66, chain: [2, 1], issued: true }, 20);
+  expect([replica.status, replica.config.chain]).toEqual(["member", [2, 1]]);
+}
+
 describe("a server node", () => {
   // Sim seed 323016180: a head stopped 713 ms read a joiner's news before its tick, issued a
   // configuration (which heartbeats), and the tick then found it had just spoken: it served on
   // as head of a chain the others had left, and overwrote what they acknowledged meanwhile.
   test("input that arrives long after the last tick waits for a tick first: a pause is noticed before anything is read", () => {
     const clock = { now: 0 };
-    const replica = new Replica({ selfId: 1, peers: [1, 2], ...OPTIONS }, new StoreState(16 * PAGE, PAGE));
-    const node = new ServerNode(
-      replica,
-      { selfId: 1, addresses: ["a:1", "a:2"], segmentSize: 16 * PAGE, pageSize: PAGE, sessionTimeoutMs: 1000, heartbeatMs: 100, suspectMs: 500, inboundBufferedBytesMax: 1 << 20, peerFrameBytesMax: 1 << 20 },
-      scriptedHost(clock),
-    );
-    node.tick();
-    replica.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
-    replica.onPeerMessage({ type: "config", from: 2, epoch: 66, chain: [2, 1], issued: true }, 20);
-    expect(replica.status).toBe("member");
+    const { node, replica } = nodeOf1(clock);
+    joinChainOf2(replica);
     clock.now = 50;
     node.tick();
     clock.now = 800; // stopped 750 ms: past --suspect-ms, the others may have removed us
@@ -56,20 +67,12 @@ describe("a server node", () => {
 
   /** Server 1, tail of [2,1], linked to 2 both ways (its own connection 11 to 2, 2's connection 10 to it). */
   function tailLinkedTo2(clock: { now: number }): { node: ServerNode; replica: Replica } {
-    const replica = new Replica({ selfId: 1, peers: [1, 2], ...OPTIONS }, new StoreState(16 * PAGE, PAGE));
-    const node = new ServerNode(
-      replica,
-      { selfId: 1, addresses: ["a:1", "a:2"], segmentSize: 16 * PAGE, pageSize: PAGE, sessionTimeoutMs: 1000, heartbeatMs: 100, suspectMs: 500, inboundBufferedBytesMax: 1 << 20, peerFrameBytesMax: 1 << 20 },
-      scriptedHost(clock),
-    );
-    node.tick();
+    const { node, replica } = nodeOf1(clock);
     node.onAccepted(10);
     node.onBytes(10, encodeMessage(helloMessage("server", 2, new Uint8Array(32))));
     node.onDialled(2, 11);
     node.onBytes(11, encodeMessage({ type: "welcome", body: { version: PROTOCOL_VERSION, serverId: 2, segmentSize: 16 * PAGE, pageSize: PAGE, epoch: 0, chain: [] } }));
-    replica.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
-    replica.onPeerMessage({ type: "config", from: 2, epoch: 66, chain: [2, 1], issued: true }, 20);
-    expect([replica.status, replica.config.chain]).toEqual(["member", [2, 1]]);
+    joinChainOf2(replica);
     return { node, replica };
   }
   const heartbeatOf2: PeerMessage = { type: "heartbeat", from: 2, epoch: 66, chain: [2, 1], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 };
