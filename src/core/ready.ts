@@ -70,3 +70,13 @@ export function replyOut(state: StoreState, session: number, reqNo: number, repl
   const pages = reply.type === "granted" ? state.pagesAfter(reply.offset, reply.size, reply.sendAfter, reply.version) : [];
   return { kind: "reply", session, reqNo, reply, pages };
 }
+
+/** The last sequence number a batch of disk work writes (0: none). */
+export function lastSeqOf(persist: Persist[]): number {
+  let seq = 0;
+  for (const item of persist) {
+    if (item.kind === "log") seq = Math.max(seq, item.update.seq);
+    else if (item.kind === "install" || item.kind === "checkpoint") seq = Math.max(seq, item.seq);
+  }
+  return seq;
+}

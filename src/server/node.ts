@@ -20,7 +20,7 @@ import {
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
-import type { Outbound, Persist, Ready, Replica } from "../core";
+import { type Outbound, type Ready, type Replica, lastSeqOf } from "../core";
 import {
   type Frame,
   FrameBudget,
@@ -535,12 +535,3 @@ function isForward(out: Outbound): boolean {
   return out.kind === "peer" && out.message.type === "forward";
 }
 
-/** The last sequence number a batch of disk work writes (0: none). */
-function lastSeqOf(persist: Persist[]): number {
-  let seq = 0;
-  for (const item of persist) {
-    if (item.kind === "log") seq = Math.max(seq, item.update.seq);
-    else if (item.kind === "install" || item.kind === "checkpoint") seq = Math.max(seq, item.seq);
-  }
-  return seq;
-}

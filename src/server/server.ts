@@ -15,7 +15,7 @@ import {
   INBOUND_BUFFERED_BYTES_MAX,
   PAGE_SIZE,
 } from "../constants";
-import { type Persist, Replica } from "../core";
+import { Replica, lastSeqOf } from "../core";
 import { Durability, isNoSpace } from "../store";
 import { makeNonce } from "../net/auth";
 import { splitAddress } from "../net/address";
@@ -73,7 +73,7 @@ export class Server implements NodeHost {
           diskQueue.push(
             items,
             () => {
-              this.profile?.written(lastLogSeq(items));
+              this.profile?.written(lastSeqOf(items));
               written();
               if (durability.checkpointDue) this.scheduleCheckpoint();
             },
@@ -359,11 +359,4 @@ export class Server implements NodeHost {
   private peerFrameBytesMax(): number {
     return peerFrameBytesMax(this.options.segmentSize);
   }
-}
-
-/** The last sequence number a batch of disk work logs (0: none). */
-function lastLogSeq(items: Persist[]): number {
-  let seq = 0;
-  for (const item of items) if (item.kind === "log") seq = Math.max(seq, item.update.seq);
-  return seq;
 }

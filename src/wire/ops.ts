@@ -202,7 +202,7 @@ export function encodeUpdateParts(update: Update): Uint8Array[] {
   let parts = partedEncodings.get(update);
   if (!parts) {
     const head = new Writer(8 + 8 + 8 + 4 + 4 + 1 + 8);
-    head.u53(update.seq).u53(update.epoch).u53(update.session).u32(update.reqNo).u32(update.doneBelow);
+    writeUpdateHead(head, update);
     head.u8(OP_CODES.release).u53(op.holdId); // writeOp's release, up to its pages
     parts = [head.bytes, section];
     partedEncodings.set(update, parts);
@@ -223,8 +223,13 @@ export function updateSize(update: Update): number {
 }
 
 export function writeUpdate(writer: Writer, update: Update): void {
-  writer.u53(update.seq).u53(update.epoch).u53(update.session).u32(update.reqNo).u32(update.doneBelow);
+  writeUpdateHead(writer, update);
   writeOp(writer, update.op);
+}
+
+/** Where the update sits in the order: what precedes its op in the encoding. */
+function writeUpdateHead(writer: Writer, update: Update): void {
+  writer.u53(update.seq).u53(update.epoch).u53(update.session).u32(update.reqNo).u32(update.doneBelow);
 }
 
 export function readUpdate(reader: Reader): Update {
