@@ -68,6 +68,12 @@ export const SESSION_TIMEOUT_MS_MAX = 24 * 60 * 60 * 1000;
 export const HEARTBEAT_MS_DEFAULT = 100;
 export const SUSPECT_MS_DEFAULT = 1000;
 /**
+ * Heartbeats a server waits, once no connection with a peer is left, before it suspects the
+ * peer (sooner than --suspect-ms: a killed process closes both at once). Not at once: both ends
+ * of a reset would remove each other and serve as two chains.
+ */
+export const EARLY_SUSPECT_HEARTBEATS = 2;
+/**
  * Free disk space a server keeps: below it, the head refuses updates that
  * grow the data (create, a release with pages) with ENOSPC, and no spare log
  * segment is prepared. Deletes, reads and releases without data go on.

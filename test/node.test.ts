@@ -105,4 +105,29 @@ describe("a server node", () => {
     run(node, replica, clock, 350, 600, 0);
     expect(replica.config.chain).toEqual([1]);
   });
+
+  // Sim seed 351002008: a cut each way, the second while the first's new connection was still in
+  // its handshake; both ends suspected early and served as two chains though a connection came back.
+  test("a connection that completes its handshake, either way, ends the early suspicion", () => {
+    const welcomeOf2 = encodeMessage({ type: "welcome", body: { version: PROTOCOL_VERSION, serverId: 2, segmentSize: 16 * PAGE, pageSize: PAGE, epoch: 66, chain: ["a:2", "a:1"] } });
+    for (const reconnect of ["ours", "theirs"] as const) {
+      const clock = { now: 0 };
+      const { node, replica } = tailLinkedTo2(clock);
+      run(node, replica, clock, 50, 300, 300);
+      node.onClosed(11);
+      node.onClosed(10);
+      clock.now = 320;
+      if (reconnect === "ours") {
+        node.onDialled(2, 12);
+        node.onBytes(12, welcomeOf2);
+      } else {
+        node.onAccepted(13);
+        node.onBytes(13, encodeMessage(helloMessage("server", 2, new Uint8Array(32))));
+      }
+      run(node, replica, clock, 350, 750, 0); // 450 ms without a heartbeat: < --suspect-ms 500
+      expect(replica.config.chain).toEqual([2, 1]);
+      run(node, replica, clock, 800, 900, 0); // past --suspect-ms: suspected as ever
+      expect(replica.config.chain).toEqual([1]);
+    }
+  });
 });

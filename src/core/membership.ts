@@ -297,6 +297,7 @@ export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { ty
     servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? r.nowMs) : null,
     diskFull: message.diskFull ?? false,
     lastHeardMs: r.nowMs,
+    linksLostAtMs: null,
     epoch: message.epoch,
     chain: message.chain,
     status: message.status,

@@ -140,15 +140,20 @@ export class Replica {
   onPeerDisconnected(id: number): Ready {
     const view = this.s.peerViews.get(id);
     // A killed process closes both; the host does not call this for a reset of one of them
-    // (the peer's heartbeats come on its own connection). Not at once even so: suspecting at
-    // once let both ends of a reset remove each other and serve as two chains. Suspect it if
-    // it stays silent two heartbeats.
-    if (view) view.lastHeardMs = Math.min(view.lastHeardMs, this.s.nowMs - this.s.options.suspectMs + 2 * this.s.options.heartbeatMs);
+    // (the peer's heartbeats come on its own connection). Not at once even so (ReplicaShared.suspected).
+    if (view && view.linksLostAtMs === null) view.linksLostAtMs = this.s.nowMs;
     return this.finish();
   }
 
-  /** Our connection to a peer is up again: it hears from us now, not a heartbeat later. */
+  /**
+   * A connection with a peer completed its handshake, ours to it or its own to us: the peer
+   * lives, so a suspicion from lost connections ends (--suspect-ms still applies). Two resets
+   * overlapping, each end's new connection still in its handshake when the other broke, made
+   * servers 1 and 3 suspect each other early and serve as two chains (sim seed 351002008).
+   */
   onPeerConnected(id: number): Ready {
+    const view = this.s.peerViews.get(id);
+    if (view) view.linksLostAtMs = null;
     // After a cut, the next heartbeat could be ~a heartbeat away and the one before it went
     // nowhere: cuts of 37 and 32 ms around a pause kept server 3 without word from 2 past
     // --suspect-ms, and each removed the other (sim seed 281005851).
@@ -164,7 +169,10 @@ export class Replica {
       // the others were silent, so it does not suspect them for that time. Even a short pause:
       // what they sent meanwhile waits unread in our sockets, read only after this tick (a
       // 185 ms pause made server 2 remove 3 at its resume, 3's heartbeat unread: seed 281005851).
-      for (const view of this.s.peerViews.values()) view.lastHeardMs += pausedMs;
+      for (const view of this.s.peerViews.values()) {
+        view.lastHeardMs += pausedMs;
+        if (view.linksLostAtMs !== null) view.linksLostAtMs += pausedMs;
+      }
       // Nor did it wait for them while booting (it would form a chain alone, though what the
       // others sent waits unread in its sockets), nor hear its clients (their heartbeats too).
       this.s.bootStartMs += pausedMs;

@@ -6,6 +6,7 @@
  */
 import { type PeerMessage, type ReplicaStatus, type Request, type Update } from "../wire";
 import { type ChainConfig, NO_CONFIG, NO_VOTE, type Vote, tailOf } from "./chain";
+import { EARLY_SUSPECT_HEARTBEATS } from "../constants";
 import { RetainedLog } from "./retained";
 import { SessionMonitor } from "./sessions";
 import { EpochHistory } from "./epochs";
@@ -76,6 +77,11 @@ export interface PeerView {
   servesWithoutUsSinceMs: number | null;
   /** Its disk is full, as its last heartbeat said. */
   diskFull: boolean;
+  /**
+   * Since when no connection with it is left (null: one is, or we heard it since): it is
+   * suspected two heartbeats later unless a connection comes back (Replica.onPeerConnected).
+   */
+  linksLostAtMs: number | null;
 }
 
 /** The server this one forwards to: its successor, or (as tail) a joiner. */
@@ -226,6 +232,7 @@ export class ReplicaShared {
     const view = this.peerViews.get(id);
     const last = view ? view.lastHeardMs : this.bootStartMs;
     if (view && this.nowMs < view.busyUntilMs) return false; // it said it would be busy
+    if (view?.linksLostAtMs != null && this.nowMs - view.linksLostAtMs > EARLY_SUSPECT_HEARTBEATS * this.options.heartbeatMs) return true;
     return this.nowMs - last > this.options.suspectMs;
   }
 

@@ -301,6 +301,8 @@ export class ServerNode {
     const config = this.configForClients();
     const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config };
     this.host.send(conn.id, encodeMessage({ type: "welcome", body: welcome }));
+    // The peer just proved it lives: a suspicion from lost connections ends.
+    if (role === "server") this.perform(this.replica.onPeerConnected(senderId));
   }
 
   // ---- clients -----------------------------------------------------------------------
