@@ -14,7 +14,7 @@ import { join } from "node:path";
 const ROOT = import.meta.dir;
 const DIST = join(ROOT, "dist");
 const LIBRARY = join(DIST, "libpstore_mem.so");
-const LIBRARY_SOURCES = ["c/pstore_mem.c", "c/pstore_shared.c"];
+const LIBRARY_SOURCES = ["c/pstore_mem.c", "c/pstore_shared.c", "c/pstore_large.c"];
 /** The C API (pstore.h): the client library, with the same page-fault code compiled in. */
 const CLIENT_LIBRARY = join(DIST, "libpstore.so");
 const CLIENT_LIBRARY_SOURCES = ["c/pstore.c", "c/pstore_agent.c", "c/pstore_lend.c", "c/pstore_mem.c"];
@@ -45,7 +45,7 @@ function buildLibrary(): void {
   if (cc === null) {
     fail(`no C compiler: \`${name}\` is not on PATH. Install one (Debian/Ubuntu: apt-get install gcc; Alpine: apk add build-base) or set CC.`);
   }
-  const flags = ["-O2", "-Wall", "-Wextra", "-fPIC", "-shared"];
+  const flags = ["-O2", "-Wall", "-Wextra", "-fPIC", "-shared", "-pthread"];
   if (!run([cc, ...flags, "-o", LIBRARY, ...LIBRARY_SOURCES])) fail("the C library did not compile (see above)");
   console.log(`built ${LIBRARY} (${humanSize(LIBRARY)})`);
   // Hidden by default: a program sees pstore.h's functions, not our helpers (put, take, …).

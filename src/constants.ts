@@ -170,8 +170,18 @@ export const CHECKPOINT_WAITS_MAX = 1000;
 export const FRAME_ASSEMBLE_BYTES_MIN = 256 * 1024;
 /** A write release whose pages take this many bytes is logged and forwarded as its header and the pages' encoding as received (no copy into one buffer). */
 export const UPDATE_PARTS_BYTES_MIN = 256 * 1024;
-/** Before making the buffer of an incoming frame this large, a server collects garbage (src/server/server.ts). */
-export const COLLECT_BEFORE_FRAME_BYTES = 8 * 1024 * 1024;
+/**
+ * From this body length on, an incoming frame's buffer is a mapping apart from the allocator,
+ * made after a garbage collection (src/server/server.ts, c/pstore_large.h), and a client's
+ * frame too is copied into it as it comes.
+ */
+export const LARGE_FRAME_BYTES_MIN = 8 * 1024 * 1024;
+/** While a large frame arrives, a server collects garbage after every this many bytes of it (the socket's chunks). */
+export const LARGE_FRAME_COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
+/** A server gives back the large-frame buffer it keeps once no large frame came for this long. */
+export const LARGE_FRAME_IDLE_MS = 1000;
+/** A server keeps one collected large-frame buffer up to this size for the next (a 64 MiB release and its header). */
+export const LARGE_FRAME_KEPT_BYTES_MAX = 72 * 1024 * 1024;
 /** Queued frames a link writes in one socket write. */
 export const COALESCE_BYTES_MAX = 256 * 1024;
 /** Updates in one forward message down the chain. */

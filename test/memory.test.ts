@@ -157,6 +157,21 @@ describe("JavaScriptCore's own faults still work with our handler installed", ()
   });
 });
 
+describe("large-frame buffers (a server's 64 MiB frames)", () => {
+  test("mapped apart, zeroed, kept once collected for the next, given back to the system when released", async () => {
+    const seen = await childResult("large");
+    expect(seen.zeroed).toBe(true);
+    expect(seen.length).toBe(48 * 1024 * 1024 + 5);
+    expect(seen.filled).toBeGreaterThanOrEqual(40); // the pages written are the process's
+    expect(seen.afterFirst).toMatchObject({ mapped: 1, unmapped: 0, inUse: 0 });
+    expect(seen.afterFirst.keptBytes).toBeGreaterThanOrEqual(48 * 1024 * 1024 + 5);
+    expect(seen.reused).toBe(true);
+    expect(seen.released).toMatchObject({ mapped: 1, unmapped: 1, keptBytes: 0, inUse: 0 });
+    expect(seen.afterBig).toMatchObject({ mapped: 2, unmapped: 2, keptBytes: 0, inUse: 0 });
+    expect(seen.rssAfter).toBeLessThan(20); // 48 and 80 MiB written, none of it held now
+  });
+});
+
 describe("dieWithParent", () => {
   test("a child that asked for it dies when its parent is killed", async () => {
     const parent = Bun.spawn([process.execPath, CHILD, "parent"], { stdout: "pipe", stderr: "inherit" });

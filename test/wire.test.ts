@@ -433,7 +433,7 @@ describe("FrameDecoder", () => {
     const budget = new FrameBudget(bodyLength);
     const decoder = new FrameDecoder(FRAME_BYTES_MAX);
     decoder.budget = budget;
-    decoder.assembleLarge = true;
+    decoder.assembleBytesMin = FRAME_ASSEMBLE_BYTES_MIN;
     const frames: Frame[] = [];
     const chunks: Uint8Array[] = [];
     for (let at = 0; at < frame.length; ) {
@@ -451,6 +451,22 @@ describe("FrameDecoder", () => {
     expect(frames[0]!.type).toBe(9);
     expect(Buffer.compare(frames[0]!.body, frame.subarray(5))).toBe(0);
     expect(budget.heldBytes).toBe(0);
+    expect(decoder.idle).toBe(true);
+  });
+
+  test("a large frame whose buffer cannot be had (the host says null) keeps its chunks and still arrives whole", () => {
+    const bodyLength = FRAME_ASSEMBLE_BYTES_MIN * 2 + 3;
+    const frame = new Uint8Array(5 + bodyLength);
+    for (let i = 5; i < frame.length; i++) frame[i] = i % 251;
+    writeFrameHeader(frame, 9);
+    const asked: number[] = [];
+    const decoder = new FrameDecoder(FRAME_BYTES_MAX, (bytes) => (asked.push(bytes), null));
+    decoder.assembleBytesMin = FRAME_ASSEMBLE_BYTES_MIN;
+    const frames: Frame[] = [];
+    for (let at = 0; at < frame.length; at += 65_536) decoder.push(frame.slice(at, at + 65_536), (f) => frames.push(f));
+    expect(asked).toEqual([bodyLength, bodyLength]); // at its header, and again to join the chunks
+    expect(frames.length).toBe(1);
+    expect(Buffer.compare(frames[0]!.body, frame.subarray(5))).toBe(0);
     expect(decoder.idle).toBe(true);
   });
 

@@ -42,6 +42,12 @@ const lib = dlopen(soPath as string, {
   pstore_shared_cas32: { args: ["ptr", "u32", "u32", "u32"], returns: "u32" },
   pstore_shared_store64: { args: ["ptr", "u32", "f64"], returns: "void" },
   pstore_monotonic_ms: { args: [], returns: "f64" },
+  pstore_large_alloc: { args: ["f64", "f64", "ptr", "ptr"], returns: "ptr" },
+  pstore_large_free_fn: { args: [], returns: "ptr" },
+  pstore_large_mapped: { args: [], returns: "f64" },
+  pstore_large_unmapped: { args: [], returns: "f64" },
+  pstore_large_kept_bytes: { args: [], returns: "f64" },
+  pstore_large_release_kept: { args: [], returns: "void" },
 });
 const c = lib.symbols;
 
@@ -186,3 +192,34 @@ export const sharedCas32 = (p: Pointer, offset: number, expected: number, desire
 export const sharedStore64 = (p: Pointer, offset: number, value: number): void => c.pstore_shared_store64(p, offset, value);
 /** CLOCK_MONOTONIC, the clock every process of the host shares, in ms. */
 export const monotonicMs = (): number => c.pstore_monotonic_ms();
+
+const largeCapacity = new Float64Array(1);
+const largeFree = c.pstore_large_free_fn() as Pointer;
+
+/**
+ * A buffer of `bytes` for a large frame, mapped apart from the allocator (c/pstore_large.h):
+ * once collected, its memory goes back to the system, but for one buffer of at most
+ * `keepBytesMax` kept (pages in) for the next large frame. Null if it cannot be mapped.
+ */
+export function largeBuffer(bytes: number, keepBytesMax: number): Uint8Array | null {
+  const p = c.pstore_large_alloc(bytes, keepBytesMax, largeCapacity, errBuffer);
+  if (p === null) {
+    errBuffer.fill(0);
+    return null;
+  }
+  // The capacity rides as the deallocator's context: what pstore_large_free unmaps or keeps.
+  const capacity = largeCapacity[0]!;
+  const withDeallocator = toArrayBuffer as unknown as (p: Pointer, offset: number, bytes: number, context: number, free: Pointer) => ArrayBuffer;
+  return new Uint8Array(withDeallocator(p as Pointer, 0, capacity, capacity, largeFree), 0, bytes);
+}
+
+/** Unmaps the large-frame buffer kept for the next frame, if any, and keeps none until the next largeBuffer. */
+export const releaseKeptLargeBuffer = (): void => c.pstore_large_release_kept();
+
+/** Large-frame buffers mapped and unmapped so far, the bytes of the one kept, and how many are in use (not yet collected). */
+export function largeBufferCounts(): { mapped: number; unmapped: number; keptBytes: number; inUse: number } {
+  const mapped = c.pstore_large_mapped();
+  const unmapped = c.pstore_large_unmapped();
+  const keptBytes = c.pstore_large_kept_bytes();
+  return { mapped, unmapped, keptBytes, inUse: mapped - unmapped - (keptBytes > 0 ? 1 : 0) };
+}

@@ -51,8 +51,10 @@ export interface NodeHost {
   admit(conn: ConnId, role: "client" | "server"): Refusal | null;
   /** A frame of `bytes` is being handled; a host may free memory after it. */
   largeFrame(bytes: number): void;
-  /** The buffer a large incoming frame of `bytes` is assembled in (src/wire/frame.ts). */
-  frameBuffer(bytes: number): Uint8Array;
+  /** The buffer a large incoming frame of `bytes` is assembled in (src/wire/frame.ts); null: none now, keep its chunks. */
+  frameBuffer(bytes: number): Uint8Array | null;
+  /** `bytes` more of a large frame (LARGE_FRAME_BYTES_MIN on) arrived and were copied into its buffer. */
+  largeFrameArrived(bytes: number): void;
   readonly disk: NodeDisk;
   readonly log: NodeLog;
 }

@@ -13,6 +13,7 @@ import {
   CLIENT_SILENCE_TIMEOUTS,
   DISK_FREE_BYTES_MIN,
   FRAME_ASSEMBLE_BYTES_MIN,
+  LARGE_FRAME_BYTES_MIN,
   FRAME_BYTES_MAX,
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_TIMEOUT_MS,
@@ -138,7 +139,7 @@ export class ServerNode {
 
   /** Our connection to peer `peer` is open (after host.dial). */
   onDialled(peer: number, id: ConnId): void {
-    this.addConn(id, { kind: "dialled" }, this.options.peerFrameBytesMax).decoder.assembleLarge = true;
+    this.addConn(id, { kind: "dialled" }, this.options.peerFrameBytesMax).decoder.assembleBytesMin = FRAME_ASSEMBLE_BYTES_MIN;
     const hello = this.dialer.onDialled(peer, id);
     if (hello) this.host.send(id, encodeMessage(hello));
   }
@@ -164,6 +165,7 @@ export class ServerNode {
       conn.decoder.push(chunk, (frame) => {
         if (!conn.closed) this.onFrame(conn, frame);
       });
+      if (conn.decoder.assemblingBytes >= LARGE_FRAME_BYTES_MIN) this.host.largeFrameArrived(chunk.length);
     } catch (error) {
       if (!(error instanceof WireError)) throw error;
       // Tell the peer why before closing: a clear error, never a silent drop.
@@ -292,11 +294,12 @@ export class ServerNode {
     if (role === "server") {
       conn.role = { kind: "peer", id: senderId };
       conn.decoder.frameBytesMax = this.options.peerFrameBytesMax;
-      conn.decoder.assembleLarge = true;
+      conn.decoder.assembleBytesMin = FRAME_ASSEMBLE_BYTES_MIN;
     } else {
       conn.role = { kind: "client", sessions: new Set() };
       conn.decoder.frameBytesMax = FRAME_BYTES_MAX;
       conn.decoder.budget = this.clientFrames;
+      conn.decoder.assembleBytesMin = LARGE_FRAME_BYTES_MIN;
     }
     const config = this.configForClients();
     const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config };

@@ -9,7 +9,10 @@ import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
   CHECKPOINT_WAITS_MAX,
-  COLLECT_BEFORE_FRAME_BYTES,
+  LARGE_FRAME_BYTES_MIN,
+  LARGE_FRAME_COLLECT_EVERY_BYTES,
+  LARGE_FRAME_IDLE_MS,
+  LARGE_FRAME_KEPT_BYTES_MAX,
   TICK_MS_MAX,
   CHECKPOINT_MB_DEFAULT,
   INBOUND_BUFFERED_BYTES_MAX,
@@ -21,6 +24,7 @@ import { makeNonce } from "../net/auth";
 import { splitAddress } from "../net/address";
 import { Link, batchSends, linkSocketHandlers } from "../net/link";
 import { clientTls, serverTls, tlsErrorText } from "../net/tls";
+import { largeBuffer, largeBufferCounts, releaseKeptLargeBuffer } from "../memory";
 import { encodeMessage } from "../wire";
 import { Admission } from "./admission";
 import { DiskQueue } from "./diskqueue";
@@ -42,6 +46,9 @@ export class Server implements NodeHost {
   private readonly durability: Durability;
   private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   private collectTimer: ReturnType<typeof setTimeout> | null = null;
+  private idleReleaseTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Bytes of large frames arrived since the last collection (largeFrameArrived). */
+  private largeBytesSinceCollect = 0;
   private readonly diskQueue: DiskQueue;
   /** Stamps for bench/pass_profile.ts, when asked for (null: none). */
   private readonly profile: PassProfile | null;
@@ -199,6 +206,8 @@ export class Server implements NodeHost {
     this.checkpointTimer = null;
     if (this.collectTimer) clearTimeout(this.collectTimer);
     this.collectTimer = null;
+    if (this.idleReleaseTimer) clearTimeout(this.idleReleaseTimer);
+    this.idleReleaseTimer = null;
     this.diskQueue.stop();
     this.node.stop();
     this.listener?.stop(true);
@@ -266,6 +275,7 @@ export class Server implements NodeHost {
    * RSS then held several copies of a 64 MiB update for seconds. Collect once it is handled.
    */
   largeFrame(): void {
+    this.scheduleIdleRelease();
     if (this.collectTimer !== null) return;
     this.collectTimer = setTimeout(() => {
       this.collectTimer = null;
@@ -274,14 +284,49 @@ export class Server implements NodeHost {
   }
 
   /**
-   * The last large frame's buffers are garbage by now (applied, logged, forwarded) but the
-   * collector, which runs by the JavaScript heap's size, does not see them: collected first,
-   * their memory is what this frame reuses — kept by the allocator (src/cli/self.ts), so
-   * no fresh pages to fault in (~11 µs each on our VM) and no new peak.
+   * The large-frame buffer kept for the next one (frameBuffer) goes back to the system once no
+   * large frame came for LARGE_FRAME_IDLE_MS: a stream of large releases reuses it, pages in,
+   * and an idle server does not hold 64 MiB for a frame that may never come. A buffer still
+   * in use then (its update not yet acknowledged downstream) goes at a later check.
    */
-  frameBuffer(bytes: number): Uint8Array {
-    if (bytes >= COLLECT_BEFORE_FRAME_BYTES) Bun.gc(true);
-    return new Uint8Array(bytes);
+  private scheduleIdleRelease(): void {
+    if (this.idleReleaseTimer !== null) clearTimeout(this.idleReleaseTimer);
+    this.idleReleaseTimer = setTimeout(() => {
+      this.idleReleaseTimer = null;
+      Bun.gc(true); // the last frame's buffer, garbage by now, is collected (and unmapped)
+      releaseKeptLargeBuffer();
+      if (largeBufferCounts().inUse > 0) this.scheduleIdleRelease();
+    }, LARGE_FRAME_IDLE_MS);
+    this.idleReleaseTimer.unref();
+  }
+
+  /**
+   * The socket hands each chunk (up to 512 KiB) in a buffer of its own, copied into the large
+   * frame's and garbage at once; the collector, run by the JavaScript heap's size, did not see
+   * them, and a 64 MiB frame's chunks all stayed in the RSS (kept by the allocator). Collected
+   * every few MiB, their memory is what the next chunks reuse (and no fresh pages to fault in).
+   */
+  largeFrameArrived(bytes: number): void {
+    this.largeBytesSinceCollect += bytes;
+    if (this.largeBytesSinceCollect < LARGE_FRAME_COLLECT_EVERY_BYTES) return;
+    this.largeBytesSinceCollect = 0;
+    Bun.gc(false);
+  }
+
+  /**
+   * A large frame's buffer is a mapping apart from the allocator (c/pstore_large.h): kept by
+   * the allocator (src/cli/self.ts), each collected 64 MiB frame stayed in the RSS, two or
+   * three beyond the data. The last large frame's buffer is garbage by now (applied, logged,
+   * forwarded) but the collector, which runs by the JavaScript heap's size, does not see it:
+   * collected first, it is the one kept for this frame, its pages in (a fault costs ~11 µs
+   * on our VM).
+   */
+  frameBuffer(bytes: number): Uint8Array | null {
+    if (bytes < LARGE_FRAME_BYTES_MIN) return new Uint8Array(bytes);
+    Bun.gc(true);
+    // No mapping (address space or overcommit limits): the frame keeps its chunks instead,
+    // charged as they come, rather than a buffer of the announced length failing at once.
+    return largeBuffer(bytes, LARGE_FRAME_KEPT_BYTES_MAX);
   }
 
   dial(peer: number): void {

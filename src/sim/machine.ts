@@ -187,6 +187,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   largeFrame(): void {}
+  largeFrameArrived(): void {}
 
   frameBuffer(bytes: number): Uint8Array {
     return new Uint8Array(bytes);

@@ -4,14 +4,16 @@
  * is checked against the limit before any buffer is allocated for the frame.
  * What arrives of an incomplete frame is charged to a budget shared by
  * connections. A frame keeps its chunks and joins them once whole (an
- * announced length costs nothing until its bytes come). On a link that
- * assembles (servers' links, which have no budget), a large frame is instead
- * copied as it comes into one buffer of its announced length, which the system
- * backs with memory only as bytes are written into it, so each chunk is freed
- * at once and reused for the next: no second copy of a 64 MiB frame, and no
- * fresh pages for its chunks (a page fault costs ~11 µs on our VM). Not for
- * budgeted links: pages written into a buffer that is then dropped are reused
- * only by later allocations, and a client could spread its bytes over many.
+ * announced length costs nothing until its bytes come). From `assembleBytesMin`
+ * on, a frame is instead copied as it comes into one buffer of its announced
+ * length, which the system backs with memory only as bytes are written into
+ * it, so each chunk is freed at once and reused for the next: no second copy
+ * of a 64 MiB frame, and no fresh pages for its chunks (a page fault costs
+ * ~11 µs on our VM). Servers' links assemble from 256 KiB; clients' links
+ * (budgeted) only frames whose buffer the server maps apart and gives back
+ * to the system once collected: a buffer from the allocator, written and
+ * dropped, would stay with the process, and a client could spread its bytes
+ * over many.
  */
 import { FRAME_ASSEMBLE_BYTES_MIN } from "../constants";
 import { WireError, concatBytes } from "./codec";
@@ -58,19 +60,20 @@ export class FrameDecoder {
   private chargedBytes = 0;
   /** Incomplete frames are charged to this, when set; over it the frame is refused (ELIMIT). */
   budget: FrameBudget | null = null;
-  /** A large frame is copied into one buffer as it arrives (see above). */
-  assembleLarge = false;
+  /** From this body length on, a frame is copied into one buffer as it arrives (see above). */
+  assembleBytesMin = Infinity;
   private header = new Uint8Array(FRAME_HEADER_BYTES);
   private headerFilled = 0;
 
   /**
    * frameBytesMax is raised for server links after their hello (a state transfer is larger
    * than any client frame); `allocate` makes the buffer of a large frame (a host may first
-   * collect the garbage of the last one, so that its memory is reused rather than fresh).
+   * collect the garbage of the last one, so that its memory is reused rather than fresh), or
+   * says null when it cannot: the frame then keeps its chunks.
    */
   constructor(
     public frameBytesMax: number,
-    private readonly allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
+    private readonly allocate: (bytes: number) => Uint8Array | null = (bytes) => new Uint8Array(bytes),
   ) {}
 
   /** Calls onFrame once per whole frame in order; throws WireError on a bad length. */
@@ -129,12 +132,18 @@ export class FrameDecoder {
     if (chunks.length === 1) return chunks[0]!;
     if (this.pendingLength < FRAME_ASSEMBLE_BYTES_MIN) return concatBytes(chunks);
     const body = this.allocate(this.pendingLength);
+    if (body === null) return concatBytes(chunks);
     let at = 0;
     for (const chunk of chunks) {
       body.set(chunk, at);
       at += chunk.length;
     }
     return body;
+  }
+
+  /** The announced body length of the frame being copied into one buffer (0: none). */
+  get assemblingBytes(): number {
+    return this.assembly === null ? 0 : this.pendingLength;
   }
 
   /** Bytes of the incomplete frame received so far. */
@@ -176,8 +185,8 @@ export class FrameDecoder {
 
   private startBody(bodyLength: number): void {
     this.headerFilled = FRAME_HEADER_BYTES;
-    if (this.assembleLarge && bodyLength >= FRAME_ASSEMBLE_BYTES_MIN) this.assembly = this.allocate(bodyLength);
-    else this.pending = [];
+    this.assembly = bodyLength >= this.assembleBytesMin ? this.allocate(bodyLength) : null;
+    if (this.assembly === null) this.pending = [];
     this.pendingLength = bodyLength;
     this.pendingFilled = 0;
   }
