@@ -1,7 +1,8 @@
 /*
  * What this machine charges for the operations pstore's hot paths are made of
  * (docs/benchmarks.md, "Session 5"): a system call, two mprotects of a page
- * (a hold's open and close), a first touch of fresh memory (a page fault),
+ * (a hold's open and close) inside a larger mapping and as a mapping of its
+ * own (c/pstore_mem.c's pstore_isolate), a first touch of fresh memory (a page fault),
  * copying into memory already faulted in.
  *
  *   cc -O2 -o /tmp/vm_costs bench/vm_costs.c -lpthread && /tmp/vm_costs
@@ -50,6 +51,13 @@ int main(void) {
     mprotect(page, 4096, PROT_NONE);
     printf("two mprotects of a page               %6.2f us\n", mprotect_pair(page, 0, rounds));
     printf("two mprotects and a read between      %6.2f us\n", mprotect_pair(page, 1, rounds));
+    /* A page in the middle of a PROT_NONE mapping: each mprotect splits the mapping or merges it
+     * back. The same page with an access advice its neighbours lack is a mapping of its own. */
+    char *segment = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *datum = segment + 100 * 4096;
+    printf("two mprotects, page inside a mapping  %6.2f us\n", mprotect_pair(datum, 0, rounds));
+    madvise(datum, 4096, MADV_SEQUENTIAL);
+    printf("two mprotects, page a mapping its own %6.2f us\n", mprotect_pair(datum, 0, rounds));
     pthread_t spinner;
     pthread_create(&spinner, NULL, spin, NULL);
     printf("two mprotects, another thread running %6.2f us\n", mprotect_pair(page, 0, rounds / 4));

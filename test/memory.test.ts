@@ -157,6 +157,13 @@ describe("JavaScriptCore's own faults still work with our handler installed", ()
   });
 });
 
+describe("each datum is a mapping of its own", () => {
+  test("three adjacent data make four more mappings, and opening one splits none", async () => {
+    const seen = await childResult("isolated");
+    expect(seen).toEqual({ named: 4, split: 0 });
+  });
+});
+
 describe("large-frame buffers (a server's 64 MiB frames)", () => {
   test("mapped apart, zeroed, kept once collected for the next, given back to the system when released", async () => {
     const seen = await childResult("large");
