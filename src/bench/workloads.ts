@@ -31,6 +31,8 @@ export const SMALL_BYTES = 4096;
 export const COUNTER_BYTES = 4;
 /** Bytes in a megabyte for MB/s (decimal, as network and disk rates are quoted). */
 const MB = 1_000_000;
+/** The failover workload waits this long at most for every server to be in the chain before it starts. */
+const FAILOVER_CHAIN_WAIT_MS = 15_000;
 
 /** A cluster whose servers the failover workload may kill (LocalCluster fits). */
 export interface KillableCluster {
@@ -250,6 +252,7 @@ async function _failover(target: BenchTarget, spec: WorkloadSpec, hooks: RunHook
   if (!cluster) throw new Error("the failover workload needs a local cluster (--local)");
   const names = Array.from({ length: spec.clients }, (_, i) => `${target.prefix}failover-${i}`);
   return _withStores(target, hooks, spec.clients, names, spec.size, async (stores) => {
+    await _waitWholeChain(stores[0]!, cluster.servers.length);
     const acks: number[] = [];
     let kill: Promise<{ atMs: number; index: number }> | null = null;
     const base = loopBase(spec, hooks, `failover (kill -9 the ${spec.victim})`);
@@ -280,6 +283,25 @@ async function _failover(target: BenchTarget, spec: WorkloadSpec, hooks: RunHook
       acks_after_kill: after.length,
     };
   });
+}
+
+/**
+ * Waits (FAILOVER_CHAIN_WAIT_MS at most) until every server is a member of the chain: a server
+ * that formed it alone at start-up while the others came up late has them join it, under the
+ * clients' load, and a kill before then finds no middle or tail (compare.ts, session 8).
+ */
+async function _waitWholeChain(store: Store, servers: number): Promise<void> {
+  const deadline = performance.now() + FAILOVER_CHAIN_WAIT_MS;
+  for (;;) {
+    const { chain } = await store.status();
+    const members = chain.filter((server) => server.role === "head" || server.role === "middle" || server.role === "tail").length;
+    if (members === servers) return;
+    if (performance.now() > deadline) {
+      const roles = chain.map((server) => `${server.address} ${server.role}`).join(", ");
+      throw new Error(`the chain did not take in every server within ${FAILOVER_CHAIN_WAIT_MS} ms (${roles})`);
+    }
+    await Bun.sleep(50);
+  }
 }
 
 /** Finds which server plays `victim` now and kills it with SIGKILL; resolves with when and which. */
