@@ -50,6 +50,8 @@ typedef struct pstore_segment {
     /* The agent's mapping of a program's segment: readable throughout, holds
      * change only the bookkeeping (the program's mapping enforces them). */
     uint8_t readable;
+    /* Mapped from a file (shared with another process): dropping pages does not zero them. */
+    uint8_t shared;
     /* Names whose pages were given a mapping of their own, and the most that may be. */
     uint32_t isolated;
     uint32_t isolated_max;
@@ -413,6 +415,7 @@ static int pstore_segment_map_any(uint32_t page_count, uint32_t page_size, int f
         return pstore_set_error(err, "mmap of %u pages: %s", page_count, strerror(saved));
     }
     s->readable = readable;
+    s->shared = fd >= 0;
     s->base = base; /* last: from now on the handler sees a complete segment */
     return seg;
 }
@@ -639,6 +642,31 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *b
     for (uint32_t i = 0; i < count; i++) {
         memcpy(start + (size_t)i * s->page_size, bytes + (size_t)i * stride, s->page_size);
     }
+    if (s->readable && mprotect(start, len, PROT_READ) != 0) {
+        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
+    }
+    if (s->readable) return PSTORE_OK;
+    return pstore_apply_protection(s, first, count, err);
+}
+
+int pstore_zero_pages(int seg, uint32_t first, uint32_t count, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    if (count == 0) return PSTORE_OK;
+
+    char *start = s->base + (size_t)first * s->page_size;
+    size_t len = (size_t)count * s->page_size;
+    if (!s->shared) {
+        /* Private anonymous memory: no copy, no fault now; the protection is unchanged. */
+        if (madvise(start, len, MADV_DONTNEED) != 0) {
+            return pstore_set_error(err, "madvise of pages [%u, %u): %s", first, first + count, strerror(errno));
+        }
+        return PSTORE_OK;
+    }
+    if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
+        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
+    }
+    memset(start, 0, len);
     if (s->readable && mprotect(start, len, PROT_READ) != 0) {
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }

@@ -46,6 +46,11 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
  * page size), whatever the protection, which is then restored. */
 int pstore_write_pages(int seg, uint32_t first, uint32_t count,
                        const uint8_t *bytes, uint32_t stride, char *err);
+/* Makes count pages zeros, whatever the protection, which is kept (a grant's
+ * pages untouched since the datum was created). Private memory is dropped
+ * (it reads back as zeros and goes back to the system); a shared mapping's
+ * pages are cleared. */
+int pstore_zero_pages(int seg, uint32_t first, uint32_t count, char *err);
 /* Stores the indices of the dirty pages of the range in out (room for count
  * entries), ascending; returns how many, or PSTORE_ERR. */
 int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err);

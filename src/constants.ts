@@ -101,7 +101,7 @@ export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
  * messages of issue 11 (docs/protocol.md). 4: cached holds (recall, released.cached).
  * 6: forwards say how far the chain before the sender has synced (--fsync always).
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */

@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, encodeSnapshot } from "../src/core";
 import { EpochHistory } from "../src/core/epochs";
-import { type Ready, isEmptyReady } from "../src/core/ready";
+import { type Ready, isEmptyReady, replyOut } from "../src/core/ready";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type PeerMessage, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
 
 /** Small pages keep every test fast; the core takes the page size as a parameter. */
@@ -877,14 +877,17 @@ describe("grants carry what the client's cache lacks", () => {
     return { d, e, createdSeq, firstVersion: e.version };
   }
 
-  test("no cache: sendAfter -1 and every page of the datum", () => {
+  test("no cache: sendAfter -1 and every page written since the creation (the others are zeros the client makes)", () => {
     const { d, e } = scenario();
     const reply = d.acquire(2, "e", "read").reply;
     expect(reply).toMatchObject({ type: "granted", sendAfter: -1, version: e.version, offset: e.firstPage * PS, size: 3 * PS });
     if (reply?.type !== "granted") throw new Error("not granted");
-    const pages = d.state.pagesAfter(reply.offset, reply.size, reply.sendAfter);
-    expect(pages.map((p) => p.page)).toEqual([e.firstPage, e.firstPage + 1, e.firstPage + 2]);
-    expect(pages[1]!.bytes).toEqual(new Uint8Array(PS).fill(0x11));
+    const out = replyOut(d.state, 2, 1, reply);
+    const pages = out.kind === "reply" ? out.pages : [];
+    expect(pages.map((p) => p.page)).toEqual([e.firstPage + 1]);
+    expect(pages[0]!.bytes).toEqual(new Uint8Array(PS).fill(0x11));
+    // Without the creation's seq (as before): every page.
+    expect(d.state.pagesAfter(reply.offset, reply.size, reply.sendAfter).map((p) => p.page)).toEqual([e.firstPage, e.firstPage + 1, e.firstPage + 2]);
   });
 
   test("a cache of an older version gets only the pages written after it", () => {
@@ -918,6 +921,8 @@ describe("grants carry what the client's cache lacks", () => {
     const pages = d.state.pagesAfter(reply.offset, reply.size, reply.sendAfter);
     expect(pages.length).toBe(3);
     expect(pages.every((p) => p.bytes.every((b) => b === 0))).toBe(true);
+    // A fresh datum: nothing written since its creation, no page travels.
+    expect(d.state.pagesAfter(reply.offset, reply.size, reply.sendAfter, reply.version, reply.createdSeq)).toEqual([]);
   });
 
   test("a cache that claims the right creation but no version gets everything", () => {

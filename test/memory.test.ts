@@ -157,6 +157,16 @@ describe("JavaScriptCore's own faults still work with our handler installed", ()
   });
 });
 
+describe("zeroPages (a grant's pages untouched since the datum's creation)", () => {
+  test("reads back zeros, leaves its neighbours and its protection alone", async () => {
+    const run = await runChild("zeroed");
+    const line = run.stdout.split("\n").find((text) => text.startsWith("RESULT "))!;
+    expect(JSON.parse(line.slice("RESULT ".length))).toEqual({ before: 9, zeroed: true, after: 9 });
+    expect(run.stdout).toContain("ARMED");
+    expect(run.signalCode).toBe("SIGSEGV");
+  });
+});
+
 describe("each datum is a mapping of its own", () => {
   test("three adjacent data make four more mappings, and opening one splits none", async () => {
     const seen = await childResult("isolated");

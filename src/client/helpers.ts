@@ -27,3 +27,14 @@ export function* pageRuns(pages: PageWrite[], pageSize: number): Generator<{ fir
     start = end;
   }
 }
+
+/** The runs of pages of [firstPage, firstPage + pageCount) that `pages` (ascending) leaves out. */
+export function* pageGaps(pages: PageWrite[], firstPage: number, pageCount: number): Generator<{ firstPage: number; count: number }> {
+  let next = firstPage;
+  for (const { page } of pages) {
+    if (page > next) yield { firstPage: next, count: page - next };
+    next = Math.max(next, page + 1);
+  }
+  const end = firstPage + pageCount;
+  if (end > next) yield { firstPage: next, count: end - next };
+}

@@ -7,7 +7,7 @@
  */
 import { PStoreError } from "../errors";
 import { type Mode, type PageWrite, type Reply, packPages } from "../wire";
-import { pageRuns } from "./helpers";
+import { pageGaps, pageRuns } from "./helpers";
 import type { SegmentMemory } from "./host";
 
 export interface ClientHold {
@@ -61,6 +61,9 @@ export class SegmentHolds {
     const pageCount = Math.ceil(reply.size / pageSize);
     const overwritten = this.forgetOverlapping(reply.name, firstPage, pageCount);
     segment.setName(firstPage, pageCount, reply.name);
+    // A whole copy (no valid one here) leaves out the pages untouched since the datum's
+    // creation: they are zeros (our pages may hold a deleted datum's bytes).
+    if (reply.sendAfter < 0) for (const gap of pageGaps(pages, firstPage, pageCount)) segment.zeroPages(gap.firstPage, gap.count);
     for (const run of pageRuns(pages, pageSize)) segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
     this.pagesReceived += pages.length;
     segment.protect(firstPage, pageCount, reply.mode);

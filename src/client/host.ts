@@ -59,6 +59,8 @@ export interface SegmentMemory {
   setName(firstPage: number, pageCount: number, name: string): void;
   /** Copies pages in whatever their protection; page i of the run is at bytes[i * stride]. */
   writePagesStrided(firstPage: number, pageCount: number, bytes: Uint8Array, stride: number): void;
+  /** Makes the pages zeros in whatever their protection. */
+  zeroPages(firstPage: number, pageCount: number): void;
   /** Sets the pages' hold mode and clears their dirty marks. */
   protect(firstPage: number, pageCount: number, mode: HoldMode): void;
   /** Absolute indices of the pages of the range written under the write hold, ascending. */

@@ -67,7 +67,7 @@ export function isEmptyReady(ready: Ready): boolean {
 
 /** One reply as it leaves: a grant with the pages written after the client's copy (`sendAfter`). */
 export function replyOut(state: StoreState, session: number, reqNo: number, reply: Reply): Outbound {
-  const pages = reply.type === "granted" ? state.pagesAfter(reply.offset, reply.size, reply.sendAfter, reply.version) : [];
+  const pages = reply.type === "granted" ? state.pagesAfter(reply.offset, reply.size, reply.sendAfter, reply.version, reply.createdSeq) : [];
   return { kind: "reply", session, reqNo, reply, pages };
 }
 

@@ -178,8 +178,13 @@ export class StoreState {
     return [...this.data.values()].map((datum) => this.info(datum)).sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Pages of the datum at (offset, size) written after `sendAfter` (all when -1), for a grant. */
-  pagesAfter(offset: number, size: number, sendAfter: number, version?: number): PageWrite[] {
+  /**
+   * Pages of the datum at (offset, size) written after `sendAfter`, for a grant. With -1 (the
+   * client has no valid copy), every page written since the datum's creation at `createdSeq`:
+   * the others are zeros and the client zeroes them (a fresh 64 MiB datum's first grant carried
+   * 64 MiB of zeros, and the tail kept a 64 MiB reply buffer).
+   */
+  pagesAfter(offset: number, size: number, sendAfter: number, version?: number, createdSeq = -1): PageWrite[] {
     // Nothing was written after the client's copy (the datum's version says so): skip the scan.
     if (version !== undefined && sendAfter >= version) return [];
     const first = offset / this.pageSize;
@@ -187,7 +192,7 @@ export class StoreState {
     const seqs = this.pages.pageSeq;
     const pages: PageWrite[] = [];
     for (let page = first; page < end; page++) {
-      if (sendAfter < 0 || seqs[page]! > sendAfter) pages.push({ page, bytes: this.pages.read(page) });
+      if (sendAfter < 0 ? seqs[page] !== createdSeq : seqs[page]! > sendAfter) pages.push({ page, bytes: this.pages.read(page) });
     }
     return pages;
   }

@@ -27,6 +27,7 @@ const lib = dlopen(soPath as string, {
   pstore_set_name: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_protect: { args: ["i32", "u32", "u32", "i32", "ptr"], returns: "i32" },
   pstore_write_pages: { args: ["i32", "u32", "u32", "ptr", "u32", "ptr"], returns: "i32" },
+  pstore_zero_pages: { args: ["i32", "u32", "u32", "ptr"], returns: "i32" },
   pstore_mark_dirty: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   pstore_dirty_pages: { args: ["i32", "u32", "u32", "ptr", "ptr"], returns: "i32" },
   pstore_faults_upgraded: { args: [], returns: "u32" },
@@ -111,6 +112,12 @@ export function writePages(seg: number, firstPage: number, pageCount: number, by
   if (c.pstore_write_pages(seg, firstPage, pageCount, bytes, stride, errBuffer) !== OK) {
     throw failure("cannot write the pages");
   }
+}
+
+/** Makes the pages zeros whatever their protection (kept); dirty bits unchanged. */
+export function zeroPages(seg: number, firstPage: number, pageCount: number): void {
+  if (pageCount === 0) return;
+  if (c.pstore_zero_pages(seg, firstPage, pageCount, errBuffer) !== OK) throw failure("cannot zero the pages");
 }
 
 /** Marks write-held pages dirty (written through another process's mapping of a shared segment). */

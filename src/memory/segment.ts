@@ -121,6 +121,12 @@ export class MappedSegment {
     native.writePages(this.#seg, firstPage, pageCount, bytes, stride);
   }
 
+  /** Makes the pages zeros whatever their protection (a grant's pages untouched since the datum's creation). */
+  zeroPages(firstPage: number, pageCount: number): void {
+    this.#checkRange(firstPage, pageCount);
+    native.zeroPages(this.#seg, firstPage, pageCount);
+  }
+
   /** Sets the hold mode of the pages and clears their dirty bits. */
   protect(firstPage: number, pageCount: number, mode: HoldMode): void {
     this.#checkRange(firstPage, pageCount);

@@ -46,6 +46,12 @@ export class PageMemory implements SegmentMemory {
     }
   }
 
+  zeroPages(firstPage: number, pageCount: number): void {
+    this.checkRange(firstPage, pageCount);
+    this.bytes.fill(0, firstPage * this.pageSize, (firstPage + pageCount) * this.pageSize);
+    this.shadow.fill(0, firstPage * this.pageSize, (firstPage + pageCount) * this.pageSize);
+  }
+
   protect(firstPage: number, pageCount: number, mode: HoldMode): void {
     this.checkRange(firstPage, pageCount);
     for (let page = firstPage; page < firstPage + pageCount; page++) {
