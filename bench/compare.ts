@@ -120,6 +120,8 @@ interface Env {
 
 const SIZE = 4096;
 const LARGE_DATUM_BYTES = 64 * 1024 * 1024;
+/** When the memory check reads the servers' RSS at rest (after the writes). */
+const MEMORY_REST_MS = 2500;
 
 function pstoreCell(
   env: Env,
@@ -504,6 +506,8 @@ interface MemoryReport {
   segment: number;
   idle: ServerRss[];
   loaded: ServerRss[];
+  /** MEMORY_REST_MS after the writes: a server gives back the large-frame buffer it kept once idle. */
+  rest: ServerRss[];
   dataBytes: number;
 }
 
@@ -594,7 +598,8 @@ function memoryLine(memory: MemoryReport): string {
   const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
   const idle = memory.idle.map((entry) => mib(entry.rss_kib)).join(" / ");
   const loaded = memory.loaded.map((entry) => mib(entry.rss_kib)).join(" / ");
-  return `idle ${idle}; with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB of data ${loaded}`;
+  const rest = memory.rest.map((entry) => mib(entry.rss_kib)).join(" / ");
+  return `idle ${idle}; with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB of data ${loaded}, at rest ${rest}`;
 }
 
 function markdown(report: Report, notes: string): string {
@@ -640,15 +645,19 @@ function markdown(report: Report, notes: string): string {
     out.push("", "## Server memory (issue 5, item 4)", "");
     out.push(
       `Three servers with \`--segment-size 1GiB --fsync off --suspect-ms 10000\`; RSS (VmRSS) idle, then with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB`,
-      `of data written (${memory.dataBytes / LARGE_DATUM_BYTES} data of 64 MiB, each written once by one client):`,
+      `of data written (${memory.dataBytes / LARGE_DATUM_BYTES} data of 64 MiB, each written once by one client), 0.5 s after the last write`,
+      `and at rest ${MEMORY_REST_MS / 1000} s after it (a server keeps one 64 MiB frame buffer for the next large frame until none came for 1 s).`,
+      `Goal (issue 13, item 6): data + 25% + 64 MiB = ${((memory.dataBytes * 1.25) / 1024 ** 2 + 64).toFixed(0)} MiB.`,
       "",
-      "| server | RSS idle | RSS with data | RSS − data |",
-      "|---|---:|---:|---:|",
+      "| server | RSS idle | RSS with data, 0.5 s | RSS − data | RSS at rest | RSS − data |",
+      "|---|---:|---:|---:|---:|---:|",
     );
+    const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
+    const over = (kib: number) => `${((kib * 1024 - memory.dataBytes) / 1024 ** 2).toFixed(0)} MiB`;
     for (const entry of memory.loaded) {
       const idle = memory.idle.find((other) => other.server === entry.server);
-      const overhead = entry.rss_kib * 1024 - memory.dataBytes;
-      out.push(`| ${entry.server} | ${idle ? `${(idle.rss_kib / 1024).toFixed(0)} MiB` : "-"} | ${(entry.rss_kib / 1024).toFixed(0)} MiB | ${(overhead / 1024 ** 2).toFixed(0)} MiB |`);
+      const rest = memory.rest.find((other) => other.server === entry.server);
+      out.push(`| ${entry.server} | ${idle ? mib(idle.rss_kib) : "-"} | ${mib(entry.rss_kib)} | ${over(entry.rss_kib)} | ${rest ? mib(rest.rss_kib) : "-"} | ${rest ? over(rest.rss_kib) : "-"} |`);
     }
   }
   out.push("", "## Commands", "");
@@ -721,7 +730,9 @@ async function measureMemory(env: Env): Promise<MemoryReport> {
         await store.withWrite(`memory-${i}`, (view) => view.fill(i + 1));
       }
       await Bun.sleep(500);
-      return { segment, idle, loaded: serversRss(cluster.pids), dataBytes: env.options.memoryData * datumBytes };
+      const loaded = serversRss(cluster.pids);
+      await Bun.sleep(MEMORY_REST_MS - 500);
+      return { segment, idle, loaded, rest: serversRss(cluster.pids), dataBytes: env.options.memoryData * datumBytes };
     } finally {
       await store.close();
     }
