@@ -178,6 +178,8 @@ export const UPDATE_PARTS_BYTES_MIN = 256 * 1024;
 export const LARGE_FRAME_BYTES_MIN = 8 * 1024 * 1024;
 /** While a large frame arrives, a server collects garbage after every this many bytes of it (the socket's chunks). */
 export const LARGE_FRAME_COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
+/** A server collects garbage before making a large frame's buffer at most this often. */
+export const LARGE_FRAME_GC_INTERVAL_MS = 50;
 /** A server gives back the large-frame buffer it keeps once no large frame came for this long. */
 export const LARGE_FRAME_IDLE_MS = 1000;
 /** A server keeps one collected large-frame buffer up to this size for the next (a 64 MiB release and its header). */

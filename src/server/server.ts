@@ -11,6 +11,7 @@ import {
   CHECKPOINT_WAITS_MAX,
   LARGE_FRAME_BYTES_MIN,
   LARGE_FRAME_COLLECT_EVERY_BYTES,
+  LARGE_FRAME_GC_INTERVAL_MS,
   LARGE_FRAME_IDLE_MS,
   LARGE_FRAME_KEPT_BYTES_MAX,
   TICK_MS_MAX,
@@ -49,6 +50,8 @@ export class Server implements NodeHost {
   private idleReleaseTimer: ReturnType<typeof setTimeout> | null = null;
   /** Bytes of large frames arrived since the last collection (largeFrameArrived). */
   private largeBytesSinceCollect = 0;
+  /** When frameBuffer last collected garbage before making a buffer. */
+  private frameGcAtMs = -Infinity;
   private readonly diskQueue: DiskQueue;
   /** Stamps for bench/pass_profile.ts, when asked for (null: none). */
   private readonly profile: PassProfile | null;
@@ -323,7 +326,13 @@ export class Server implements NodeHost {
    */
   frameBuffer(bytes: number): Uint8Array | null {
     if (bytes < LARGE_FRAME_BYTES_MIN) return new Uint8Array(bytes);
-    Bun.gc(true);
+    // Not when the kept buffer will do, nor more often than every LARGE_FRAME_GC_INTERVAL_MS:
+    // a client announcing large frames one after another must not keep the server collecting.
+    const now = performance.now();
+    if (largeBufferCounts().keptBytes < bytes && now - this.frameGcAtMs >= LARGE_FRAME_GC_INTERVAL_MS) {
+      this.frameGcAtMs = now;
+      Bun.gc(true);
+    }
     // No mapping (address space or overcommit limits): the frame keeps its chunks instead,
     // charged as they come, rather than a buffer of the announced length failing at once.
     return largeBuffer(bytes, LARGE_FRAME_KEPT_BYTES_MAX);
