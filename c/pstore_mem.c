@@ -52,9 +52,8 @@ typedef struct pstore_segment {
     uint8_t readable;
     /* Mapped from a file (shared with another process): dropping pages does not zero them. */
     uint8_t shared;
-    /* Names whose pages were given a mapping of their own, and the most that may be. */
+    /* Names whose pages were given a mapping of their own. */
     uint32_t isolated;
-    uint32_t isolated_max;
 } pstore_segment;
 
 static pstore_segment segments[PSTORE_SEGMENTS_MAX];
@@ -510,19 +509,24 @@ static uint32_t pstore_name_alloc(pstore_segment *s) {
 
 static const int pstore_colour_advice[3] = {MADV_NORMAL, MADV_SEQUENTIAL, MADV_RANDOM};
 
+/* The most data of one segment given a mapping of their own: read once per process. */
 static uint32_t pstore_isolated_max(void) {
+    static uint32_t max = 0;
+    static int known = 0;
+    if (known) return max;
+    known = 1;
     long max_map_count = 65530;
     FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
     if (f != NULL) {
         if (fscanf(f, "%ld", &max_map_count) != 1) max_map_count = 65530;
         fclose(f);
     }
-    return max_map_count > 4 ? (uint32_t)(max_map_count / 4) : 0;
+    max = max_map_count > 4 ? (uint32_t)(max_map_count / 4) : 0;
+    return max;
 }
 
 static void pstore_isolate(pstore_segment *s, uint32_t first, uint32_t count, pstore_name *n) {
     if (s->readable || count == 0) return; /* the agent's mapping is never protected page by page */
-    if (s->isolated_max == 0) s->isolated_max = pstore_isolated_max();
     uint32_t end = first + count;
     uint8_t left = first > 0 ? s->pages[first - 1].colour : PSTORE_COLOUR_NONE;
     uint8_t right = end < s->page_count ? s->pages[end].colour : PSTORE_COLOUR_NONE;
@@ -535,7 +539,7 @@ static void pstore_isolate(pstore_segment *s, uint32_t first, uint32_t count, ps
         s->isolated++;
         return;
     }
-    if (s->isolated >= s->isolated_max) return;
+    if (s->isolated >= pstore_isolated_max()) return;
     uint8_t colour = PSTORE_COLOUR_SEQUENTIAL;
     while (colour == left || colour == right) colour = (uint8_t)((colour + 1) % 3);
     if (madvise(s->base + (size_t)first * s->page_size, (size_t)count * s->page_size, pstore_colour_advice[colour]) != 0) {
@@ -625,21 +629,18 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
     return pstore_apply_protection(s, first, count, err);
 }
 
-int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
-    pstore_segment *s = pstore_segment_get(seg, err);
-    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
-    if (count == 0) return PSTORE_OK;
-    if (stride < s->page_size) return pstore_set_error(err, "stride %u is less than a page (%u)", stride, s->page_size);
-
+/* Opens the pages whatever their hold, copies `bytes` (page i at bytes + i *
+ * stride; zeros when NULL), then gives them back the protection their hold
+ * implies. A write that arrives this way is not the holder's, so it leaves the
+ * dirty bits alone. */
+static int pstore_fill_pages(pstore_segment *s, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
     char *start = s->base + (size_t)first * s->page_size;
     size_t len = (size_t)count * s->page_size;
-    /* Open the pages whatever their hold, copy, then give them back the
-     * protection their hold implies. A write that arrives this way is not the
-     * holder's, so it leaves the dirty bits alone. */
     if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
-    for (uint32_t i = 0; i < count; i++) {
+    if (bytes == NULL) memset(start, 0, len);
+    for (uint32_t i = 0; bytes != NULL && i < count; i++) {
         memcpy(start + (size_t)i * s->page_size, bytes + (size_t)i * stride, s->page_size);
     }
     if (s->readable && mprotect(start, len, PROT_READ) != 0) {
@@ -649,29 +650,28 @@ int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *b
     return pstore_apply_protection(s, first, count, err);
 }
 
+int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
+    pstore_segment *s = pstore_segment_get(seg, err);
+    if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    if (count == 0) return PSTORE_OK;
+    if (stride < s->page_size) return pstore_set_error(err, "stride %u is less than a page (%u)", stride, s->page_size);
+
+    return pstore_fill_pages(s, first, count, bytes, stride, err);
+}
+
 int pstore_zero_pages(int seg, uint32_t first, uint32_t count, char *err) {
     pstore_segment *s = pstore_segment_get(seg, err);
     if (s == NULL || pstore_check_range(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
     if (count == 0) return PSTORE_OK;
 
+    if (s->shared) return pstore_fill_pages(s, first, count, NULL, 0, err);
     char *start = s->base + (size_t)first * s->page_size;
     size_t len = (size_t)count * s->page_size;
-    if (!s->shared) {
-        /* Private anonymous memory: no copy, no fault now; the protection is unchanged. */
-        if (madvise(start, len, MADV_DONTNEED) != 0) {
-            return pstore_set_error(err, "madvise of pages [%u, %u): %s", first, first + count, strerror(errno));
-        }
-        return PSTORE_OK;
+    /* Private anonymous memory: no copy, no fault now; the protection is unchanged. */
+    if (madvise(start, len, MADV_DONTNEED) != 0) {
+        return pstore_set_error(err, "madvise of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
-    if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
-        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
-    }
-    memset(start, 0, len);
-    if (s->readable && mprotect(start, len, PROT_READ) != 0) {
-        return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
-    }
-    if (s->readable) return PSTORE_OK;
-    return pstore_apply_protection(s, first, count, err);
+    return PSTORE_OK;
 }
 
 int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, char *err) {
