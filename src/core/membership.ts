@@ -49,6 +49,11 @@ export function awaitsJoinerAppended(r: ReplicaShared): boolean {
 export function noticeCaughtUp(r: ReplicaShared): void {
   const joiner = r.joiner;
   if (!joiner || !r.isTail || joiner.ackedSeq < r.state.appliedSeq) return;
+  // Not before our sync with it is done: until it answered our sync_request in this
+  // configuration we are not its upstream, and appended behind us it stays joining. An
+  // empty tail took an empty joiner's `join` for caught up at once, paused (awaitsJoinerAppended),
+  // and the head appended and removed the joiner for 40 s (sim seed 386002363).
+  if (r.down?.id !== joiner.id || !r.down.synced) return;
   if (r.nowMs - joiner.lastNoticeMs < r.options.heartbeatMs) return;
   joiner.lastNoticeMs = r.nowMs;
   joiner.caughtUpSinceMs ??= r.nowMs;
