@@ -1467,7 +1467,7 @@ describe("a history is never taken back", () => {
 
 describe("a joiner being appended", () => {
   /** Server 2, tail of 1→2 at seq 3 (epoch 65), with server 3 joining behind it and caught up. */
-  function tailWithCaughtUpJoiner(): { tail: Replica; caughtUp: Ready } {
+  function tailWithCaughtUpJoiner(answeredOurSync = true): { tail: Replica; caughtUp: Ready } {
     const state = new StoreState(16 * PS, PS);
     const epochs = new EpochHistory(0, 0);
     for (let seq = 1; seq <= 3; seq++) {
@@ -1482,6 +1482,8 @@ describe("a joiner being appended", () => {
     tail.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1, 2], issued: true }, 20);
     expect(tail.isTail).toBe(true);
     tail.onPeerMessage({ type: "join", from: 3, appliedSeq: 3, lastEpoch: 65 }, 30);
+    // Our sync_request answered: we are its upstream in epoch 65.
+    if (answeredOurSync) tail.onPeerMessage({ type: "sync_reply", from: 3, epoch: 65, appliedSeq: 3, lastEpoch: 65 }, 40);
     const caughtUp = tail.onTick(100);
     return { tail, caughtUp };
   }
@@ -1500,6 +1502,15 @@ describe("a joiner being appended", () => {
     const passed = tail.onPeerMessage({ type: "forward", from: 1, epoch: 129, prevEpoch: 65, updates: [create(4, 65)] }, 130);
     expect(logged(passed).map((u) => u.seq)).toEqual([4]);
     expect(replied(passed)).toEqual([]);
+  });
+
+  // Sim seed 386002363: an empty tail took an empty joiner's join for caught up; appended before
+  // we ever synced it, the joiner stayed joining and was removed, over and over.
+  test("a joiner whose join shows our position is not caught up before it answered our sync", () => {
+    const { tail, caughtUp } = tailWithCaughtUpJoiner(false);
+    expect(caughtUp.send.some((out) => out.kind === "peer" && out.message.type === "caught_up")).toBe(false);
+    tail.onPeerMessage({ type: "sync_reply", from: 3, epoch: 65, appliedSeq: 3, lastEpoch: 65 }, 110);
+    expect(tail.onTick(250).send).toContainEqual({ kind: "peer", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
   });
 
   test("the old tail goes on after --suspect-ms if the head does not append the joiner", () => {
