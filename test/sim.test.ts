@@ -112,6 +112,7 @@ const REGRESSIONS: [number, Options, string][] = [
 const OPEN: [number, Options, string][] = [
   // 148000007 showed it until session 7's heartbeat changes moved its path; 311000001: tail 3 of [3] (epoch 195) acknowledges #21 over the #21 server 1's side acknowledged.
   [311000001, { partitions: true }, "default (availability) mode: both sides of a partition acknowledge writes (by design; --quorum majority is the answer)"],
+  [403004127, { disks: true, freeCrashes: true }, "found by session 8's last bulk: 3 issued e387 [3,2] (from e321) and crashed before 2 adopted it; 2, which had seen only e321, removed 1 and 3 and issued e386 [2], and acknowledged up to #69; after a total outage 3 (45@387) and 2 (69@386) boot, and compareHistory ranks 3's history first by its higher last epoch, though nothing of e387 was ever acknowledged (its tail 2 never adopted it): 3 forms [3] and acknowledges its own #44. Sibling epochs issued from the same base are not ordered by their numbers"],
   // The open seeds of session 3 (77002376, 77003092, 97001306, 115006055, 86001083, 93000179,
   // 93001118, 53004585) are in REGRESSIONS with their causes, found and fixed on the simulator of
   // that time; since it carries bytes and runs the real server node their seeds take other paths.
