@@ -161,10 +161,7 @@ export function tryBoot(r: ReplicaShared): void {
   const candidates = [r.selfId, ...alive.filter((id) => present(r.peerViews.get(id), "no view of a live peer").status !== "member")];
   const position = (id: number) =>
     id === r.selfId ? { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq } : present(r.peerViews.get(id), "no view of a live peer");
-  const configOf = (id: number) => (id === r.selfId ? r.config : present(r.peerViews.get(id), "no view of a live peer"));
   const best = candidates.reduce((a, b) => {
-    if (unacknowledgedSuffix(a, b, position(a).lastEpoch, configOf(a), configOf(b).epoch)) return b;
-    if (unacknowledgedSuffix(b, a, position(b).lastEpoch, configOf(b), configOf(a).epoch)) return a;
     const order = compareHistory(position(a), position(b));
     return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
   });
@@ -173,19 +170,6 @@ export function tryBoot(r: ReplicaShared): void {
   const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
   r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
   issueConfig(r, same);
-}
-
-/**
- * Whether `x`'s updates in its last configuration were never acknowledged because that
- * configuration's tail `t` never adopted it (its own configuration is older): then t holds
- * everything acknowledged that x holds, whatever the epochs' numbers say. Two servers that
- * each outlived the other issue configurations from the same base, numbered by issuer:
- * 3 issued e387 [3,2] and crashed before 2 adopted it, 2 issued e386 [2] and acknowledged
- * updates in it, and after a total outage 3's unacknowledged suffix in e387 outranked them
- * (sim seed 403004127).
- */
-function unacknowledgedSuffix(x: number, t: number, xLastEpoch: number, xConfig: { epoch: number; chain: number[] }, tEpoch: number): boolean {
-  return x !== t && tailOf(xConfig) === t && xLastEpoch === xConfig.epoch && tEpoch < xConfig.epoch;
 }
 
 export function noteBootWait(r: ReplicaShared, missing: number[], why: string): void {
