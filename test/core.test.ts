@@ -1562,6 +1562,37 @@ describe("a configuration that never served", () => {
   });
 });
 
+describe("sibling configurations at boot", () => {
+  // Sim seed 403004127 (--disks --free-crashes): 3 issued e387 [3,2] from e321 and crashed
+  // before 2 adopted it; 2, which knew only e321, issued e386 [2] and acknowledged updates up to
+  // 69. After a total outage 3 (45@387) outranked 2 (69@386) by its epoch's number alone.
+  function restarted(selfId: number, appliedSeq: number, lastEpoch: number, config: { epoch: number; chain: number[] }): Replica {
+    const state = new StoreState(16 * PS, PS);
+    state.appliedSeq = appliedSeq;
+    const replica = new Replica({ selfId, peers: [2, 3], ...REPLICA_OPTIONS }, state, lastEpoch, config);
+    replica.onTick(0);
+    return replica;
+  }
+  const issued = (step: ReturnType<Replica["onTick"]>) => step.persist.filter((p) => p.kind === "config");
+
+  test("a history whose last configuration's tail never adopted it ranks below that tail's", () => {
+    const three = restarted(3, 45, 387, { epoch: 387, chain: [3, 2] });
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 386, chain: [2], status: "booting", appliedSeq: 69, lastEpoch: 386, busyMs: 0 }, 10);
+    expect(issued(three.onTick(120))).toEqual([]);
+    const two = restarted(2, 69, 386, { epoch: 386, chain: [2] });
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 387, chain: [3, 2], status: "booting", appliedSeq: 45, lastEpoch: 387, busyMs: 0 }, 10);
+    expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  // Sim seed 421000723 (default mode): a tail that restarted empty may have acknowledged the
+  // updates and lost them: the other server's copy is the only one left.
+  test("a tail that restarted empty does not outrank the history of a configuration it may have served", () => {
+    const three = restarted(3, 45, 387, { epoch: 387, chain: [3, 2] });
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
+  });
+});
+
 describe("after a pause past --suspect-ms", () => {
   // Sim seed 283024131: the configuration that waited in our sockets while we were stopped made
   // us a member of a chain whose other servers had died; we removed them and served a history

@@ -72,8 +72,10 @@ export class ChaosCluster {
 
   /** Picks ports, starts the proxies, then every server; resolves when all printed READY. */
   async start(): Promise<void> {
-    const ports = await freePorts(this.count);
-    this.addresses = ports.map((port) => `127.0.0.1:${port}`);
+    // The servers' ports stay taken while the proxies pick theirs: a proxy that took a port
+    // just freed for a server made --peers list it twice.
+    const held = holdFreePorts(this.count);
+    this.addresses = held.ports.map((port) => `127.0.0.1:${port}`);
     this.proxies = this.addresses.map((_, i) =>
       this.addresses.map((target, j) => {
         if (i === j) return null;
@@ -82,6 +84,7 @@ export class ChaosCluster {
         return proxy;
       }),
     );
+    held.release();
     await Promise.all(this.addresses.map((_, i) => this.spawn(i)));
   }
 
@@ -271,10 +274,13 @@ export class ChaosCluster {
   }
 }
 
-/** Ports free right now (a small race remains: acceptable on loopback). */
-async function freePorts(count: number): Promise<number[]> {
+/** Free ports, held until `release` (a small race remains after it: acceptable on loopback). */
+function holdFreePorts(count: number): { ports: number[]; release: () => void } {
   const listeners = Array.from({ length: count }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
-  const ports = listeners.map((listener) => listener.port);
-  for (const listener of listeners) listener.stop(true);
-  return ports;
+  return {
+    ports: listeners.map((listener) => listener.port),
+    release: () => {
+      for (const listener of listeners) listener.stop(true);
+    },
+  };
 }

@@ -159,17 +159,63 @@ export function tryBoot(r: ReplicaShared): void {
   // server counts too: it may be the last one holding acknowledged updates (it goes
   // booting once no member of its chain serves, and then forms the chain itself).
   const candidates = [r.selfId, ...alive.filter((id) => present(r.peerViews.get(id), "no view of a live peer").status !== "member")];
-  const position = (id: number) =>
-    id === r.selfId ? { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq } : present(r.peerViews.get(id), "no view of a live peer");
+  const viewOf = (id: number): BootView => {
+    if (id !== r.selfId) return present(r.peerViews.get(id), "no view of a live peer");
+    return { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq, epoch: r.config.epoch, chain: r.config.chain };
+  };
+  const rank = (id: number) => bootRank(id, viewOf, (peer) => peer === r.selfId || alive.includes(peer));
   const best = candidates.reduce((a, b) => {
-    const order = compareHistory(position(a), position(b));
+    const order = compareRank(rank(a), rank(b));
     return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
   });
   if (best !== r.selfId || r.proposal) return;
-  const mine = position(r.selfId);
-  const same = candidates.filter((id) => compareHistory(position(id), mine) === 0).sort((a, b) => a - b);
-  r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${mine.appliedSeq}` });
+  const mine = rank(r.selfId);
+  const same = candidates.filter((id) => compareRank(rank(id), mine) === 0).sort((a, b) => a - b);
+  r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${r.state.appliedSeq}` });
   issueConfig(r, same);
+}
+
+/** What a booting server knows of a candidate: its history's position and its configuration. */
+interface BootView {
+  lastEpoch: number;
+  appliedSeq: number;
+  epoch: number;
+  chain: number[];
+}
+
+/** A candidate's place in the boot order: its history's position, and whether it was ranked down. */
+interface BootRank {
+  lastEpoch: number;
+  appliedSeq: number;
+  /** 1 as it is; 0 ranked just below the tail of its last configuration (see bootRank). */
+  standing: number;
+}
+
+function compareRank(a: BootRank, b: BootRank): number {
+  return compareHistory(a, b) || a.standing - b.standing;
+}
+
+/**
+ * A candidate ranks by its history's position, except when the updates of its last
+ * configuration can never have been acknowledged: that configuration's tail is alive and
+ * serves, with updates of its own, in an older configuration that does not list it — it
+ * never adopted ours, and only a configuration's tail acknowledges. Such a candidate ranks
+ * just below that tail, whatever the epochs' numbers say: two servers that each outlived the
+ * other issue configurations from the same base, numbered by issuer. 3 issued e387 [3,2]
+ * and crashed before 2 adopted it; 2 issued e386 [2] and acknowledged updates in it; after a
+ * total outage 3's unacknowledged suffix in e387 outranked them (sim seed 403004127).
+ * A tail that restarted empty (epoch 0, no disks) proves nothing: it may have acknowledged
+ * and lost them, and the candidate holds the only copy (sim seed 421000723).
+ */
+function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean): BootRank {
+  const view = viewOf(id);
+  const own = { lastEpoch: view.lastEpoch, appliedSeq: view.appliedSeq, standing: 1 };
+  const tail = tailOf(view);
+  if (tail === null || tail === id || !view.chain.includes(id) || view.lastEpoch !== view.epoch || !isAlive(tail)) return own;
+  const tailView = viewOf(tail);
+  const neverAdopted = tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id);
+  if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
+  return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0 };
 }
 
 export function noteBootWait(r: ReplicaShared, missing: number[], why: string): void {
