@@ -197,9 +197,10 @@ function compareRank(a: BootRank, b: BootRank): number {
 
 /**
  * A candidate ranks by its history's position, except when the updates of its last
- * configuration can never have been acknowledged: that configuration's tail is alive and
- * serves, with updates of its own, in an older configuration that does not list it — it
- * never adopted ours, and only a configuration's tail acknowledges. Such a candidate ranks
+ * configuration can never have been acknowledged: that configuration's tail is alive, and its
+ * own last configuration is older, holds updates sequenced in it and does not list the
+ * candidate — it never adopted the candidate's (a server's configurations only grow), and
+ * only a configuration's tail acknowledges. Such a candidate ranks
  * just below that tail, whatever the epochs' numbers say: two servers that each outlived the
  * other issue configurations from the same base, numbered by issuer. 3 issued e387 [3,2]
  * and crashed before 2 adopted it; 2 issued e386 [2] and acknowledged updates in it; after a
