@@ -65,6 +65,8 @@ test("after a total outage the server with the oldest configuration does not ser
   });
   await cluster.start();
   store = await connect({ servers: cluster.servers, failoverTimeoutMs: 20_000 });
+  // All three serve before 3 dies, as the test assumes: 3 must know a chain of 1, 2 and 3.
+  await until(15_000, "a chain of servers 1, 2 and 3", async () => (await serving(store!)).length === 3);
   await store.create("counter", 4);
   await increment(store, "counter", 20);
 
