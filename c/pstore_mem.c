@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -21,6 +22,7 @@ typedef struct pstore_page {
     uint8_t dirty;  /* written since the last pstore_protect() of the page */
     uint8_t opened; /* write-held and read since then: PROT_READ until written */
     uint8_t colour; /* PSTORE_COLOUR_*: the access advice its mapping was given (pstore_isolate) */
+    uint8_t shadowed; /* write-held, open read-write, with a copy to compare (pstore_shadow_open) */
     uint32_t name; /* index into the segment's name table, 0 = no name */
 } pstore_page;
 
@@ -54,6 +56,9 @@ typedef struct pstore_segment {
     uint8_t shared;
     /* Names whose pages were given a mapping of their own. */
     uint32_t isolated;
+    /* A small write hold's pages as they were at its start, one page each (see
+     * pstore_shadow_open); NULL until the first such hold. */
+    uint8_t **shadows;
 } pstore_segment;
 
 static pstore_segment segments[PSTORE_SEGMENTS_MAX];
@@ -366,7 +371,13 @@ static void *pstore_table_map(size_t bytes) {
     return table == MAP_FAILED ? NULL : table;
 }
 
+static void pstore_shadow_drop(pstore_segment *s, uint32_t first, uint32_t count);
+
 static void pstore_segment_release(pstore_segment *s) {
+    if (s->shadows != NULL) {
+        pstore_shadow_drop(s, 0, s->page_count);
+        munmap(s->shadows, (size_t)s->page_count * sizeof(uint8_t *));
+    }
     if (s->pages != NULL) munmap(s->pages, (size_t)s->page_count * sizeof(pstore_page));
     if (s->names != NULL) munmap(s->names, (size_t)s->names_cap * sizeof(pstore_name));
     memset(s, 0, sizeof(*s));
@@ -581,10 +592,50 @@ int pstore_set_name(int seg, uint32_t first, uint32_t count,
 }
 
 #define PSTORE_EAGER_PAGES_MAX 16
+#define PSTORE_SHADOW_PAGES_MAX 4
+
+/* A small write hold of private memory opens its pages read-write at once
+ * and keeps a copy of each: the release compares them (pstore_dirty_pages)
+ * instead of taking the first write to each page as a fault, which costs a
+ * signal and an mprotect (~5 us on a VM against ~1.5 for a page's copy and
+ * comparison). Not for shared mappings: another process writes them. */
+static int pstore_shadow_open(pstore_segment *s, uint32_t first, uint32_t count) {
+    if (count > PSTORE_SHADOW_PAGES_MAX || s->shared || s->readable) return 0;
+    if (s->shadows == NULL) {
+        s->shadows = pstore_table_map((size_t)s->page_count * sizeof(uint8_t *));
+        if (s->shadows == NULL) return 0;
+    }
+    for (uint32_t i = first; i < first + count; i++) {
+        if (s->shadows[i] == NULL) s->shadows[i] = malloc(s->page_size);
+        if (s->shadows[i] == NULL) {
+            pstore_shadow_drop(s, first, count);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void pstore_shadow_drop(pstore_segment *s, uint32_t first, uint32_t count) {
+    if (s->shadows == NULL) return;
+    for (uint32_t i = first; i < first + count; i++) {
+        free(s->shadows[i]);
+        s->shadows[i] = NULL;
+    }
+}
+
+/* The pages now hold what the hold started from (its grant's bytes, zeros): copy them. */
+static void pstore_shadow_take(pstore_segment *s, uint32_t first, uint32_t count) {
+    if (s->shadows == NULL) return;
+    for (uint32_t i = first; i < first + count; i++) {
+        if (s->shadows[i] != NULL) memcpy(s->shadows[i], s->base + (size_t)i * s->page_size, s->page_size);
+    }
+}
 
 static int pstore_prot_of(const pstore_page *p) {
     if (p->mode == PSTORE_HOLD_READ) return PROT_READ;
-    if (p->mode == PSTORE_HOLD_WRITE) return p->dirty ? PROT_READ | PROT_WRITE : p->opened ? PROT_READ : PROT_NONE;
+    if (p->mode == PSTORE_HOLD_WRITE) {
+        return p->dirty || p->shadowed ? PROT_READ | PROT_WRITE : p->opened ? PROT_READ : PROT_NONE;
+    }
     return PROT_NONE;
 }
 
@@ -618,15 +669,20 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
      * closes only those (an mprotect costs ~40 ns a resident page: 0.6 ms for
      * 64 MiB); a small one opens them for reading at once, saving the faults. */
     uint8_t opened = mode == PSTORE_HOLD_WRITE && count <= PSTORE_EAGER_PAGES_MAX;
+    uint8_t shadowed = mode == PSTORE_HOLD_WRITE && pstore_shadow_open(s, first, count);
+    if (!shadowed) pstore_shadow_drop(s, first, count);
     for (uint32_t i = first; i < first + count; i++) {
         s->pages[i].mode = (uint8_t)mode;
         s->pages[i].dirty = 0;
         s->pages[i].opened = opened;
+        s->pages[i].shadowed = shadowed;
     }
     s->streak_end = 0;
     s->streak_pages = 0;
     if (s->readable) return PSTORE_OK; /* two mprotects a hold saved: the agent reads, never writes */
-    return pstore_apply_protection(s, first, count, err);
+    if (pstore_apply_protection(s, first, count, err) != PSTORE_OK) return PSTORE_ERR;
+    pstore_shadow_take(s, first, count);
+    return PSTORE_OK;
 }
 
 /* Opens the pages whatever their hold, copies `bytes` (page i at bytes + i *
@@ -647,6 +703,7 @@ static int pstore_fill_pages(pstore_segment *s, uint32_t first, uint32_t count, 
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
     if (s->readable) return PSTORE_OK;
+    pstore_shadow_take(s, first, count); /* bytes fetched, not the holder's writes */
     return pstore_apply_protection(s, first, count, err);
 }
 
@@ -671,6 +728,9 @@ int pstore_zero_pages(int seg, uint32_t first, uint32_t count, char *err) {
     if (madvise(start, len, MADV_DONTNEED) != 0) {
         return pstore_set_error(err, "madvise of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
+    for (uint32_t i = first; s->shadows != NULL && i < first + count; i++) {
+        if (s->shadows[i] != NULL) memset(s->shadows[i], 0, s->page_size);
+    }
     return PSTORE_OK;
 }
 
@@ -680,7 +740,12 @@ int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, c
 
     int found = 0;
     for (uint32_t i = first; i < first + count; i++) {
-        if (s->pages[i].dirty) out[found++] = i;
+        pstore_page *p = &s->pages[i];
+        if (!p->dirty && p->shadowed && p->mode == PSTORE_HOLD_WRITE &&
+            memcmp(s->shadows[i], s->base + (size_t)i * s->page_size, s->page_size) != 0) {
+            p->dirty = 1;
+        }
+        if (p->dirty) out[found++] = i;
     }
     return found;
 }

@@ -92,6 +92,15 @@ describe("under a write hold, only the pages written are dirty", () => {
     expect(seen.faults.upgraded).toBe(4);
   });
 
+  test("a small write hold: no fault, only the pages whose bytes changed are dirty, and a new hold starts clean", async () => {
+    const seen = await childResult("small-write");
+    expect(seen.changedOnly).toEqual([4]);
+    expect(seen.later).toEqual([3, 4]);
+    expect(seen.reacquired).toEqual([]);
+    expect(seen.kept).toEqual([7, 9, 8]);
+    expect(seen.faults).toBe(0);
+  });
+
   test("writePages shows fetched bytes under any hold without making them dirty", async () => {
     const seen = await childResult("write-pages");
     expect(seen.visible).toBe(true);
