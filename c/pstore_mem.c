@@ -22,7 +22,6 @@ typedef struct pstore_page {
     uint8_t dirty;  /* written since the last pstore_protect() of the page */
     uint8_t opened; /* write-held and read since then: PROT_READ until written */
     uint8_t colour; /* PSTORE_COLOUR_*: the access advice its mapping was given (pstore_isolate) */
-    uint8_t shadowed; /* write-held, open read-write, with a copy to compare (pstore_shadow_open) */
     uint32_t name; /* index into the segment's name table, 0 = no name */
 } pstore_page;
 
@@ -623,6 +622,11 @@ static void pstore_shadow_drop(pstore_segment *s, uint32_t first, uint32_t count
     }
 }
 
+/* Whether page i is under a small write hold that keeps a copy (open read-write, compared at release). */
+static int pstore_shadowed(const pstore_segment *s, uint32_t i) {
+    return s->shadows != NULL && s->shadows[i] != NULL;
+}
+
 /* The pages now hold what the hold started from (its grant's bytes, zeros): copy them. */
 static void pstore_shadow_take(pstore_segment *s, uint32_t first, uint32_t count) {
     if (s->shadows == NULL) return;
@@ -631,10 +635,11 @@ static void pstore_shadow_take(pstore_segment *s, uint32_t first, uint32_t count
     }
 }
 
-static int pstore_prot_of(const pstore_page *p) {
+static int pstore_prot_of(const pstore_segment *s, uint32_t i) {
+    const pstore_page *p = &s->pages[i];
     if (p->mode == PSTORE_HOLD_READ) return PROT_READ;
     if (p->mode == PSTORE_HOLD_WRITE) {
-        return p->dirty || p->shadowed ? PROT_READ | PROT_WRITE : p->opened ? PROT_READ : PROT_NONE;
+        return p->dirty || pstore_shadowed(s, i) ? PROT_READ | PROT_WRITE : p->opened ? PROT_READ : PROT_NONE;
     }
     return PROT_NONE;
 }
@@ -645,9 +650,9 @@ static int pstore_apply_protection(pstore_segment *s, uint32_t first, uint32_t c
     uint32_t run = first;
 
     while (run < end) {
-        int prot = pstore_prot_of(&s->pages[run]);
+        int prot = pstore_prot_of(s, run);
         uint32_t next = run + 1;
-        while (next < end && pstore_prot_of(&s->pages[next]) == prot) next++;
+        while (next < end && pstore_prot_of(s, next) == prot) next++;
         if (mprotect(s->base + (size_t)run * s->page_size, (size_t)(next - run) * s->page_size, prot) != 0) {
             /* ENOMEM here means the mapping split into more pieces than
              * vm.max_map_count allows. */
@@ -669,13 +674,11 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
      * closes only those (an mprotect costs ~40 ns a resident page: 0.6 ms for
      * 64 MiB); a small one opens them for reading at once, saving the faults. */
     uint8_t opened = mode == PSTORE_HOLD_WRITE && count <= PSTORE_EAGER_PAGES_MAX;
-    uint8_t shadowed = mode == PSTORE_HOLD_WRITE && pstore_shadow_open(s, first, count);
-    if (!shadowed) pstore_shadow_drop(s, first, count);
+    if (mode != PSTORE_HOLD_WRITE || !pstore_shadow_open(s, first, count)) pstore_shadow_drop(s, first, count);
     for (uint32_t i = first; i < first + count; i++) {
         s->pages[i].mode = (uint8_t)mode;
         s->pages[i].dirty = 0;
         s->pages[i].opened = opened;
-        s->pages[i].shadowed = shadowed;
     }
     s->streak_end = 0;
     s->streak_pages = 0;
@@ -728,9 +731,7 @@ int pstore_zero_pages(int seg, uint32_t first, uint32_t count, char *err) {
     if (madvise(start, len, MADV_DONTNEED) != 0) {
         return pstore_set_error(err, "madvise of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
-    for (uint32_t i = first; s->shadows != NULL && i < first + count; i++) {
-        if (s->shadows[i] != NULL) memset(s->shadows[i], 0, s->page_size);
-    }
+    pstore_shadow_take(s, first, count); /* a held page reads as zeros now: so does its copy */
     return PSTORE_OK;
 }
 
@@ -741,7 +742,7 @@ int pstore_dirty_pages(int seg, uint32_t first, uint32_t count, uint32_t *out, c
     int found = 0;
     for (uint32_t i = first; i < first + count; i++) {
         pstore_page *p = &s->pages[i];
-        if (!p->dirty && p->shadowed && p->mode == PSTORE_HOLD_WRITE &&
+        if (!p->dirty && pstore_shadowed(s, i) &&
             memcmp(s->shadows[i], s->base + (size_t)i * s->page_size, s->page_size) != 0) {
             p->dirty = 1;
         }

@@ -163,7 +163,9 @@ export function tryBoot(r: ReplicaShared): void {
     if (id !== r.selfId) return present(r.peerViews.get(id), "no view of a live peer");
     return { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq, epoch: r.config.epoch, chain: r.config.chain };
   };
-  const rank = (id: number) => bootRank(id, viewOf, (peer) => peer === r.selfId || alive.includes(peer));
+  const isAlive = (peer: number) => peer === r.selfId || alive.includes(peer);
+  const ranks = new Map(candidates.map((id) => [id, bootRank(id, viewOf, isAlive)]));
+  const rank = (id: number) => present(ranks.get(id), "a candidate's rank");
   const best = candidates.reduce((a, b) => {
     const order = compareRank(rank(a), rank(b));
     return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
