@@ -5,9 +5,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { StoreState, encodeSnapshot } from "../src/core";
-import { Durability, RecoveryError, WAL_HEADER_BYTES, listCheckpoints, listSegments, recover } from "../src/store";
-import { readCheckpoint } from "../src/store/checkpoint";
+import { StoreState, encodeSnapshot, snapshotParts } from "../src/core";
+import { Durability, RecoveryError, WAL_HEADER_BYTES, WriteAheadLog, listCheckpoints, listSegments, recover } from "../src/store";
+import { pruneCheckpoints, readCheckpoint, writeCheckpointStreamAsync } from "../src/store/checkpoint";
 import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import { type Op, type Update, packPages } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
@@ -310,6 +310,71 @@ describe("checkpoints", () => {
       expect([valueOf(recovered.state, "a"), valueOf(recovered.state, "b")]).toEqual([2, 3]);
     }
   });
+
+  test("the oldest checkpoint pruned is overwritten by the next one (same file, cut to its size), which reads back whole", async () => {
+    const dir = freshDir();
+    const stateAt = (seq: number, pages: number) => {
+      const state = new StoreState(SEGMENT, PAGE);
+      state.appliedSeq = seq;
+      if (pages > 0) state.apply({ seq: seq, epoch: 65, session: 0, reqNo: 0, doneBelow: 0, op: { type: "checkpoint" } });
+      return state;
+    };
+    const write = async (state: StoreState) => (await writeCheckpointStreamAsync(dir, state.appliedSeq, 65, 65, snapshotParts(state).parts(), () => true))!;
+    // A large state first (a datum of 64 pages written), then small ones.
+    const large = new StoreState(SEGMENT, PAGE);
+    const writer = new Writer({ append() {}, commit() {} } as unknown as Durability);
+    Object.assign(writer, { state: large });
+    startSession(writer);
+    writer.do({ type: "create", name: "big", size: 64 * PAGE });
+    const first = await write(large);
+    const small = await write(stateAt(first.seq + 1, 0));
+    expect(small.bytes).toBeLessThan(first.bytes);
+    const inode = statSync(first.file).ino;
+    pruneCheckpoints(dir, 1);
+    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([small.seq]);
+    expect(readdirSync(dir)).toContain("checkpoint-spare.tmp");
+    const next = await write(stateAt(first.seq + 2, 0));
+    expect(statSync(next.file).ino).toBe(inode);
+    expect(statSync(next.file).size).toBe(next.bytes);
+    expect(readCheckpoint(next.file).seq).toBe(first.seq + 2);
+    expect(readdirSync(dir)).not.toContain("checkpoint-spare.tmp");
+  });
+
+  test("segments a checkpoint drops are kept (a spare and up to two more) and become the next segments, never files anew", async () => {
+    const dir = freshDir();
+    const wal = WriteAheadLog.create(dir, 1, false);
+    // Records of 40 MiB: each one after the first starts a segment of its own (64 MiB each).
+    const bytes = new Uint8Array(PAGE).fill(3);
+    const pages = Array.from({ length: (40 * 1024 * 1024) / PAGE }, (_, i) => ({ page: i, bytes }));
+    let seq = 0;
+    // Each once the spare is ready, as between releases: the I/O threads zero-fill it meanwhile.
+    const appendRecords = async (count: number, spareFirst: boolean) => {
+      for (let i = 0; i < count; i++) {
+        for (let waited = 0; spareFirst && !wal.spareIsReady && waited < 10_000; waited += 20) await Bun.sleep(20);
+        seq++;
+        wal.append({ seq, epoch: 65, session: 1, reqNo: seq, doneBelow: 0, op: { type: "release", holdId: 1, pages } });
+        wal.flush();
+      }
+    };
+    await appendRecords(4, false);
+    const dropped = new Set(listSegments(dir).map((segment) => statSync(segment.file).ino));
+    expect(dropped.size).toBeGreaterThanOrEqual(4);
+    wal.rotate(seq);
+    await appendRecords(4, true);
+    // The rotation opened a new segment (no spare yet); the three after it are dropped ones.
+    const after = listSegments(dir).filter((segment) => segment.firstSeq > seq - 3).map((segment) => statSync(segment.file).ino);
+    expect(after.length).toBe(3);
+    expect(after.every((ino) => dropped.has(ino))).toBe(true);
+    wal.close();
+    expect(readdirSync(dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+    // Each recycled segment holds its one record, then zeros: nothing of the record it held before.
+    for (const segment of listSegments(dir).filter((s) => s.firstSeq > seq - 3)) {
+      const bytes = new Uint8Array(readFileSync(segment.file));
+      const end = dataEnd(segment.file);
+      expect(new DataView(bytes.buffer).getUint32(WAL_HEADER_BYTES, true) + 8 + WAL_HEADER_BYTES).toBe(end);
+      expect(bytes.subarray(end).every((byte) => byte === 0)).toBe(true);
+    }
+  }, 30_000);
 
   test("a background checkpoint of a history that a state transfer replaced meanwhile never lands", async () => {
     const dir = freshDir();

@@ -6,7 +6,7 @@
  *   | u53 written at (ms since 1970) | u32 CRC-32 of the payload | payload
  * The payload is a snapshot (src/core/snapshot.ts).
  */
-import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { type StoreState, decodeSnapshot } from "../core";
@@ -18,6 +18,12 @@ import { removeOnFailure, removeOnFailureAsync, syncDirectory, writeAll } from "
 const MAGIC = new TextEncoder().encode("PSCKPT1\n");
 const HEADER_BYTES = MAGIC.length + 8 * 4 + 4;
 const NAME = /^checkpoint-(\d{16})\.ckpt$/;
+/**
+ * The oldest checkpoint, pruned, waits under this name to be overwritten by the next one:
+ * its pages stay in the page cache, where a new file's would be faulted in afresh (on our
+ * VM, ~11 µs a page: a 64 MiB file took 250–360 ms to write new against 5 ms in place).
+ */
+const SPARE = "checkpoint-spare.tmp";
 
 export interface CheckpointInfo {
   seq: number;
@@ -84,8 +90,9 @@ export async function writeCheckpointStreamAsync(
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
   let position = HEADER_BYTES;
+  const reused = takeSpare(dir, temporary);
   await removeOnFailureAsync(temporary, async () => {
-    const handle = await open(temporary, "w");
+    const handle = await open(temporary, reused ? "r+" : "w");
     const writeAt = async (bytes: Uint8Array, at: number) => {
       // A write may take less than asked: go on from where it stopped.
       for (let done = 0; done < bytes.length; ) done += (await handle.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
@@ -98,6 +105,7 @@ export async function writeCheckpointStreamAsync(
         position += part.length;
       }
       await writeAt(headerWithCrc(seq, lastEpoch, configEpoch, crc), 0);
+      if (reused) await handle.truncate(position);
       await handle.datasync();
     } finally {
       await handle.close();
@@ -146,9 +154,23 @@ export function readCheckpoint(file: string): LoadedCheckpoint {
   return { state, seq, lastEpoch, configEpoch, writtenAtMs };
 }
 
-/** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then). */
+/** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then); the first dropped is the next one's spare. */
 export function pruneCheckpoints(dir: string, keep: number): void {
   const all = listCheckpoints(dir);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) unlinkSync(old.file);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) {
+    if (existsSync(join(dir, SPARE))) unlinkSync(old.file);
+    else renameSync(old.file, join(dir, SPARE));
+  }
+}
+
+/** Renames the spare, if any, to `temporary`: true if it did. */
+function takeSpare(dir: string, temporary: string): boolean {
+  try {
+    renameSync(join(dir, SPARE), temporary);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw error;
+  }
 }
 
