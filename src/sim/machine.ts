@@ -187,6 +187,8 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   largeFrame(): void {}
+
+  stagesApplied(): void {}
   largeFrameArrived(): void {}
 
   frameBuffer(bytes: number): Uint8Array {
