@@ -100,9 +100,8 @@ export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
  * 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: the
  * messages of issue 11 (docs/protocol.md). 4: cached holds (recall, released.cached).
  * 6: forwards say how far the chain before the sender has synced (--fsync always).
- * 8: large releases in stages (op stage, a release with staged pages).
  */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 7;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */
@@ -192,14 +191,6 @@ export const LARGE_FRAME_KEPT_BYTES_MAX = 72 * 1024 * 1024;
  * while the next arrives, instead of each waiting for the whole release.
  */
 export const STAGE_PART_BYTES = 512 * 1024;
-/** A server collects garbage after a release that applied this many bytes of staged pages (src/server/server.ts)... */
-export const STAGED_COLLECT_BYTES_MIN = 8 * 1024 * 1024;
-/** ...this long after it: once the chain has acknowledged the stages, whose frames its retained log holds until then. */
-export const STAGED_COLLECT_DELAY_MS = 20;
-/** A server's allocator gives memory back to the system once it has been free this long (src/cli/self.ts). */
-export const FREED_MEMORY_KEPT_MS = 1000;
-/** A client keeps the buffers of a large release's parts for the next one, up to this many bytes. */
-export const PART_BUFFERS_KEPT_BYTES_MAX = 64 * 1024 * 1024;
 /** Queued frames a link writes in one socket write. */
 export const COALESCE_BYTES_MAX = 256 * 1024;
 /** Updates in one forward message down the chain. */

@@ -25,7 +25,6 @@ function scriptedHost(clock: { now: number }): NodeHost {
     nonce: () => new Uint8Array(32),
     admit: () => null,
     largeFrame() {},
-    stagesApplied() {},
     largeFrameArrived() {},
     frameBuffer: (bytes) => new Uint8Array(bytes),
     disk: { write: (_items, written, unsynced) => (unsynced?.(), written()), waiting: false, spaceShort: () => false },

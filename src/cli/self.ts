@@ -4,7 +4,6 @@
  */
 import { fileURLToPath } from "node:url";
 import { present } from "../assert.ts";
-import { FREED_MEMORY_KEPT_MS } from "../constants.ts";
 
 /** The command line that runs this very program: the compiled binary, or bun + main.ts. */
 export function selfCommand(): string[] {
@@ -23,10 +22,8 @@ export const PURGE_DELAY_ENV = "MIMALLOC_PURGE_DELAY";
  * By default mimalloc gives freed pages back to the system (an madvise, whose TLB
  * shootdown reaches every thread) and the next use faults them in again: ~11 µs a page
  * on the VM of docs/benchmarks.md, 2 to 5 pages an update per server, about 20% of a
- * server's CPU on a busy chain. With purging delayed by a second, what a busy server frees
- * is reused long before; what it freed after a burst (a large write's stages) goes back
- * once the burst is over (docs/benchmarks.md, "memory": with purging off, each 64 MiB
- * write in stages left ~25 MiB more in the RSS for good). The option must be in the environment when the
+ * server's CPU on a busy chain. With purging off a process keeps its peak heap instead
+ * (docs/benchmarks.md, "memory"). The option must be in the environment when the
  * process starts, so the process executes itself once more with it: the same PID
  * (execve), before it opened anything. A value the user set is kept (0: give back at once).
  */
@@ -36,5 +33,5 @@ export function keepFreedMemory(): void {
   if (typeof execve !== "function") return;
   const [program, ...script] = selfCommand();
   const file = present(program, "selfCommand() names the program");
-  execve(file, [file, ...script, ...process.argv.slice(2)], { ...process.env, [PURGE_DELAY_ENV]: String(FREED_MEMORY_KEPT_MS) });
+  execve(file, [file, ...script, ...process.argv.slice(2)], { ...process.env, [PURGE_DELAY_ENV]: "-1" });
 }

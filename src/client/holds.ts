@@ -5,9 +5,8 @@
  * what changed). Pages are opened here in a hold's mode and closed when it
  * ends; when, and what the servers are told, is the session's (session.ts).
  */
-import { PART_BUFFERS_KEPT_BYTES_MAX } from "../constants";
 import { PStoreError } from "../errors";
-import { type Mode, type PageWrite, type Reply, packPages, packedBytes, packedSections } from "../wire";
+import { type Mode, type PageWrite, type Reply, packPages } from "../wire";
 import { pageGaps, pageRuns } from "./helpers";
 import type { SegmentMemory } from "./host";
 
@@ -38,13 +37,6 @@ export class SegmentHolds {
   /** Views of holds voided with a lost session, to their datum's name: releasing one says why it is gone. */
   private readonly lostViews = new WeakMap<ArrayBufferView, string>();
   pagesReceived = 0;
-
-  /**
-   * Buffers of large releases' parts, given back once their release is answered (recycle):
-   * the next large release packs into them instead of into new memory, whose pages the
-   * system faults in (~11 µs a page on our VM: 64 MiB of new parts cost more than sending them).
-   */
-  private readonly partBuffers: Uint8Array[] = [];
 
   constructor(readonly segment: SegmentMemory) {}
 
@@ -133,22 +125,9 @@ export class SegmentHolds {
     const perPart = Math.max(1, Math.floor(partBytes / segment.pageSize));
     const parts: PageWrite[][] = [];
     for (let first = 0; first < dirty.length; first += perPart) {
-      const indices = dirty.subarray(first, first + perPart);
-      const spare = indices.length === perPart && dirty.length > perPart ? this.partBuffers.pop() : undefined;
-      parts.push(packPages(indices, segment.pageSize, source, spare));
+      parts.push(packPages(dirty.subarray(first, first + perPart), segment.pageSize, source));
     }
     return parts;
-  }
-
-  /** A release of `parts` (made by take) was answered, or failed: their buffers are free to use again. */
-  recycle(parts: PageWrite[][], partBytes: number): void {
-    if (parts.length < 2) return;
-    const full = packedBytes(Math.max(1, Math.floor(partBytes / this.segment.pageSize)), this.segment.pageSize);
-    for (const part of parts) {
-      const section = packedSections.get(part);
-      if (!section || section.byteLength !== full || (this.partBuffers.length + 1) * full > PART_BUFFERS_KEPT_BYTES_MAX) continue;
-      this.partBuffers.push(new Uint8Array(section.buffer, section.byteOffset, full));
-    }
   }
 
   /** Ends a write without shipping it: the hold leaves the table, its pages close, the local bytes are not the servers'. */

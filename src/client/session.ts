@@ -482,16 +482,11 @@ export class ClientStore implements Store, GrantLender {
     if (parts.length <= 1) return this.send({ type: "release", holdId, pages: last });
     let staged = 0;
     let stageError: unknown = null;
-    const sent: Promise<unknown>[] = [];
     for (const pages of parts.slice(0, -1)) {
       staged += pages.length;
-      sent.push(this.send({ type: "stage", holdId, pages }).catch((error: unknown) => (stageError ??= error)));
+      this.send({ type: "stage", holdId, pages }).catch((error: unknown) => (stageError ??= error));
     }
-    const released = this.send({ type: "release", holdId, pages: last, staged });
-    sent.push(released.catch(() => {}));
-    // Once nothing can send them again, the parts' buffers serve the next large release.
-    void Promise.all(sent).then(() => this.mapped.recycle(parts, this.stagePartBytes));
-    return released.catch((error: unknown) => {
+    return this.send({ type: "release", holdId, pages: last, staged }).catch((error: unknown) => {
       throw stageError ?? error;
     });
   }

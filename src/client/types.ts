@@ -21,7 +21,7 @@ export interface ConnectOptions {
   cacheHolds?: boolean;
   /**
    * A write release whose changed pages take more bytes than this goes in parts of at most
-   * this size, which the servers forward and log one while the next arrives (default 512 KiB;
+   * this size, which the servers forward and log one while the next arrives (default 1 MiB;
    * docs/protocol.md "Large releases in stages"). For tests and tuning.
    */
   stagePartBytes?: number;

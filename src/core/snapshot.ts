@@ -81,13 +81,7 @@ export function snapshotParts(state: StoreState, pages: FrozenPages = livePages(
         yield block.subarray(0, count * record);
       }
     }
-    // Staged pages, raw, through the same block: a checkpoint writes blocks, not 4 KiB parts.
-    const pagesPerBlock = Math.max(1, Math.floor(block.length / state.pageSize));
-    for (let first = 0; first < stagedBytes.length; first += pagesPerBlock) {
-      const count = Math.min(pagesPerBlock, stagedBytes.length - first);
-      for (let i = 0; i < count; i++) block.set(stagedBytes[first + i]!, i * state.pageSize);
-      yield block.subarray(0, count * state.pageSize);
-    }
+    yield* stagedBytes;
   }
   return { bytes: 4 + json.length + pageBytes, parts };
 }

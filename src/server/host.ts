@@ -51,8 +51,6 @@ export interface NodeHost {
   admit(conn: ConnId, role: "client" | "server"): Refusal | null;
   /** A frame of `bytes` is being handled; a host may free memory after it. */
   largeFrame(bytes: number): void;
-  /** A release applied `bytes` of staged pages: their frames are garbage once the chain acknowledges it; a host may free memory then. */
-  stagesApplied(bytes: number): void;
   /** The buffer a large incoming frame of `bytes` is assembled in (src/wire/frame.ts); null: none now, keep its chunks. */
   frameBuffer(bytes: number): Uint8Array | null;
   /** `bytes` more of a large frame (LARGE_FRAME_BYTES_MIN on) arrived and were copied into its buffer. */

@@ -446,9 +446,6 @@ export class ServerNode {
    */
   private release(readys: Ready[]): void {
     const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
-    for (const item of persist) {
-      if (item.kind === "log" && item.update.op.type === "release" && item.update.op.staged) this.host.stagesApplied(item.update.op.staged * PAGE_SIZE);
-    }
     let send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
     if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
     let early = 0;

@@ -14,8 +14,6 @@ import {
   LARGE_FRAME_GC_INTERVAL_MS,
   LARGE_FRAME_IDLE_MS,
   LARGE_FRAME_KEPT_BYTES_MAX,
-  STAGED_COLLECT_BYTES_MIN,
-  STAGED_COLLECT_DELAY_MS,
   TICK_MS_MAX,
   CHECKPOINT_MB_DEFAULT,
   INBOUND_BUFFERED_BYTES_MAX,
@@ -49,7 +47,6 @@ export class Server implements NodeHost {
   private readonly durability: Durability;
   private checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   private collectTimer: ReturnType<typeof setTimeout> | null = null;
-  private stagedCollectTimer: ReturnType<typeof setTimeout> | null = null;
   private idleReleaseTimer: ReturnType<typeof setTimeout> | null = null;
   /** Bytes of large frames arrived since the last collection (largeFrameArrived). */
   private largeBytesSinceCollect = 0;
@@ -212,8 +209,6 @@ export class Server implements NodeHost {
     this.checkpointTimer = null;
     if (this.collectTimer) clearTimeout(this.collectTimer);
     this.collectTimer = null;
-    if (this.stagedCollectTimer) clearTimeout(this.stagedCollectTimer);
-    this.stagedCollectTimer = null;
     if (this.idleReleaseTimer) clearTimeout(this.idleReleaseTimer);
     this.idleReleaseTimer = null;
     this.diskQueue.stop();
@@ -289,22 +284,6 @@ export class Server implements NodeHost {
       this.collectTimer = null;
       Bun.gc(true);
     }, 0);
-  }
-
-  /**
-   * A release applied its staged pages: the stages' frames (a 64 MiB write's, in 512 KiB
-   * parts) are garbage once the chain acknowledged them (the retained log holds them until
-   * then). The collector, run by the JavaScript heap's size, does not see them, and the
-   * allocator keeps what it frees for the process (src/cli/self.ts): collected soon, they are
-   * the memory the next large write's stages reuse; left, each such write added its size to
-   * the RSS (454–512 MiB with 256 MiB of data, against 337 before stages).
-   */
-  stagesApplied(bytes: number): void {
-    if (bytes < STAGED_COLLECT_BYTES_MIN || this.stagedCollectTimer !== null) return;
-    this.stagedCollectTimer = setTimeout(() => {
-      this.stagedCollectTimer = null;
-      Bun.gc(true);
-    }, STAGED_COLLECT_DELAY_MS);
   }
 
   /**

@@ -187,8 +187,6 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   largeFrame(): void {}
-
-  stagesApplied(): void {}
   largeFrameArrived(): void {}
 
   frameBuffer(bytes: number): Uint8Array {

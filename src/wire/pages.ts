@@ -25,9 +25,8 @@ export const packedSections = new WeakMap<PageWrite[], Uint8Array>();
  * pages with this one copy (encodeMessageParts sends the buffer as it is).
  * The returned list must not be changed.
  */
-export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array, into?: Uint8Array): PageWrite[] {
-  const bytes = packedBytes(indices.length, pageSize);
-  const section = into && into.length >= bytes ? into.subarray(0, bytes) : new Uint8Array(bytes);
+export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array): PageWrite[] {
+  const section = new Uint8Array(4 + indices.length * (8 + pageSize));
   const view = new DataView(section.buffer);
   view.setUint32(0, indices.length, true);
   const pages: PageWrite[] = [];
@@ -43,11 +42,6 @@ export function packPages(indices: ArrayLike<number>, pageSize: number, source: 
   }
   packedSections.set(pages, section);
   return pages;
-}
-
-/** The length of packPages' encoding of `count` pages. */
-export function packedBytes(count: number, pageSize: number): number {
-  return 4 + count * (8 + pageSize);
 }
 
 export function writePages(writer: Writer, pages: PageWrite[]): void {
