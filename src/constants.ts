@@ -184,13 +184,6 @@ export const LARGE_FRAME_GC_INTERVAL_MS = 50;
 export const LARGE_FRAME_IDLE_MS = 1000;
 /** A server keeps one collected large-frame buffer up to this size for the next (a 64 MiB release and its header). */
 export const LARGE_FRAME_KEPT_BYTES_MAX = 72 * 1024 * 1024;
-/**
- * A write release whose changed pages take more than this goes in parts of at most this
- * many bytes of pages: stages, then the release (docs/protocol.md "Large releases in
- * stages"). Each part travels the chain on its own, so the servers forward and log one
- * while the next arrives, instead of each waiting for the whole release.
- */
-export const STAGE_PART_BYTES = 512 * 1024;
 /** Queued frames a link writes in one socket write. */
 export const COALESCE_BYTES_MAX = 256 * 1024;
 /** Updates in one forward message down the chain. */

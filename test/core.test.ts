@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { DATUM_BYTES_MAX, INFLIGHT_PER_SESSION_MAX } from "../src/constants";
-import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, decodeSnapshot, encodeSnapshot } from "../src/core";
+import { type Output, PageAllocator, Replica, SessionMonitor, StoreState, type Update, encodeSnapshot } from "../src/core";
 import { EpochHistory } from "../src/core/epochs";
 import { type Ready, isEmptyReady, replyOut } from "../src/core/ready";
 import { FRAME_HEADER_BYTES, type Mode, type Op, type PageWrite, type PeerMessage, type Reply, type Request, decodeMessage, encodeMessage } from "../src/wire";
@@ -612,84 +612,6 @@ describe("releases", () => {
     d.open(1); // the same client reconnects under the same id
     expect(codeOf(d.release(1, w, [pageOf(d.datum("d").firstPage, 3)]).reply)).toBe("ESTALE");
     expect(d.bytes("d")).toEqual(new Uint8Array(2 * PS));
-  });
-});
-
-describe("large releases in stages", () => {
-  /** A 4-page datum "d" write-held by session 1: the driver and the hold id. */
-  function writing(): { d: Driver; w: number; first: number } {
-    const d = new Driver(8);
-    d.open(1);
-    d.open(2);
-    d.create(1, "d", 4 * PS);
-    return { d, w: d.hold(1, "d", "write"), first: d.datum("d").firstPage };
-  }
-
-  test("staged pages change nothing until the release, which applies them with its own at its seq", () => {
-    const { d, w, first } = writing();
-    const created = d.datum("d").version;
-    expect(d.send(1, { type: "stage", holdId: w, pages: [pageOf(first, 1), pageOf(first + 1, 2)] }).reply).toEqual({ type: "ok" });
-    expect(d.send(1, { type: "stage", holdId: w, pages: [pageOf(first + 2, 3)] }).reply).toEqual({ type: "ok" });
-    expect(d.bytes("d")).toEqual(new Uint8Array(4 * PS));
-    expect(d.datum("d").version).toBe(created);
-    const step = d.send(1, { type: "release", holdId: w, pages: [pageOf(first + 3, 4)], staged: 3 });
-    expect(step.reply).toEqual({ type: "released", version: d.state.appliedSeq, cached: false });
-    expect([...d.bytes("d")].filter((_, i) => i % PS === 0)).toEqual([1, 2, 3, 4]);
-    expect(d.state.pages.pageSeq[first]).toBe(d.state.appliedSeq);
-    expect(d.state.staged.size).toBe(0);
-  });
-
-  test("a release that finds another count of staged pages applies none and ends the hold (the next waiter is granted)", () => {
-    const { d, w, first } = writing();
-    const waiting = d.acquire(2, "d", "write");
-    expect(codeOf(waiting.reply)).toBe("waiting");
-    d.send(1, { type: "stage", holdId: w, pages: [pageOf(first, 1)] });
-    const step = d.send(1, { type: "release", holdId: w, pages: [pageOf(first + 1, 2)], staged: 2 });
-    expect(codeOf(step.reply)).toBe("ESTALE");
-    expect(d.bytes("d")).toEqual(new Uint8Array(4 * PS));
-    expect(codeOf(replyTo(step.outputs, 2, waiting.reqNo))).toBe("granted");
-    expect(d.state.staged.size).toBe(0);
-    // A plain release (no count) of a hold with staged pages is a mismatch too: a refused release is one.
-    const w2 = holdIdOf(replyTo(step.outputs, 2, waiting.reqNo));
-    d.send(2, { type: "stage", holdId: w2, pages: [pageOf(first, 9)] });
-    expect(codeOf(d.release(2, w2, [pageOf(first + 1, 9)]).reply)).toBe("ESTALE");
-    expect(d.bytes("d")).toEqual(new Uint8Array(4 * PS));
-  });
-
-  test("a stage is refused for a read hold, another session's hold, pages outside the datum, or more pages than it has", () => {
-    const { d, w, first } = writing();
-    const before = everything(d.state);
-    expect(codeOf(d.send(2, { type: "stage", holdId: w, pages: [pageOf(first, 1)] }).reply)).toBe("ESTALE");
-    expect(codeOf(d.send(1, { type: "stage", holdId: w, pages: [pageOf(first + 4, 1)] }).reply)).toBe("EINVAL");
-    expect(codeOf(d.send(1, { type: "stage", holdId: w, pages: [0, 1, 2, 3, 0].map((i) => pageOf(first + i, 1)) }).reply)).toBe("EINVAL");
-    expect(d.state.staged.size).toBe(0);
-    expect(observable(d.state).pages).toEqual(before.pages);
-    d.release(1, w);
-    const r = d.hold(2, "d", "read");
-    expect(codeOf(d.send(2, { type: "stage", holdId: r, pages: [pageOf(first, 1)] }).reply)).toBe("EINVAL");
-    expect(d.state.staged.size).toBe(0);
-    expect(observable(d.state).pages).toEqual(before.pages);
-  });
-
-  test("staged pages go with the hold: an expired session's never land", () => {
-    const { d, w, first } = writing();
-    d.send(1, { type: "stage", holdId: w, pages: [pageOf(first, 1)] });
-    d.expire(1);
-    expect(d.state.staged.size).toBe(0);
-    expect(d.bytes("d")).toEqual(new Uint8Array(4 * PS));
-  });
-
-  test("a snapshot keeps staged pages: a server restarted from it applies the same release", () => {
-    const { d, w, first } = writing();
-    d.send(1, { type: "stage", holdId: w, pages: [pageOf(first + 1, 5), pageOf(first + 2, 6)] });
-    const restored = decodeSnapshot(encodeSnapshot(d.state));
-    expect([...restored.staged.keys()]).toEqual([w]);
-    const release: Op = { type: "release", holdId: w, pages: [pageOf(first, 4)], staged: 2 };
-    const update = { seq: d.state.appliedSeq + 1, epoch: 1, session: 1, reqNo: 99, doneBelow: 0, op: release };
-    d.state.apply(update);
-    restored.apply(update);
-    expect(everything(restored)).toEqual(everything(d.state));
-    expect([...d.bytes("d")].filter((_, i) => i % PS === 0)).toEqual([4, 5, 6, 0]);
   });
 });
 

@@ -15,7 +15,6 @@ import {
   type Message,
   MessageType,
   type Op,
-  type PagedOp,
   type Reply,
   WireError,
   Writer,
@@ -105,9 +104,6 @@ const ALL_OPS: Op[] = [
   { type: "acquire", name: "c", mode: "read", knownCreatedSeq: 4, cachedVersion: 9, cache: true },
   { type: "release", holdId: 9, pages: [] },
   { type: "release", holdId: 2 ** 33 + 1, pages: [page(0, 0xaa), page(4_000_000, 0x55, 4096), { page: 7, bytes: new Uint8Array(0) }] },
-  { type: "release", holdId: 12, pages: [page(3, 0x11)], staged: 0xffff_ffff },
-  { type: "release", holdId: 13, pages: [], staged: 0 },
-  { type: "stage", holdId: 2 ** 33 + 1, pages: [page(1, 0x22), page(2, 0x33)] },
   { type: "cancel", acquireReqNo: 0xffff_ffff },
   { type: "expire_session", session: 2 ** 52 + 5 },
   { type: "refused", code: "ENOSPC", message: "the disk of server 1 is full", holdId: 2 ** 33 + 1 },
@@ -281,9 +277,7 @@ describe("round trip", () => {
   });
 
   test("every op type and every reply type is covered", () => {
-    // Every op type but checkpoint (asked through its own path) and the release with staged pages.
-    expect(new Set(ALL_OPS.map((op) => op.type)).size).toBe(10);
-    expect(ALL_OPS.some((op) => op.type === "release" && op.staged !== undefined)).toBe(true);
+    expect(new Set(ALL_OPS.map((op) => op.type)).size).toBe(9);
     expect(new Set(ALL_REPLIES.map((reply) => reply.type)).size).toBe(7);
   });
 
@@ -306,21 +300,12 @@ describe("round trip", () => {
       const pages = packPages(indices, pageSize, source);
       expect(pages.map((p) => p.page)).toEqual(indices);
       for (const p of pages) expect(p.bytes).toEqual(source.subarray(p.page * pageSize, (p.page + 1) * pageSize));
-      // A release, a release with staged pages and a stage: each op that carries pages.
-      const ops: PagedOp[] = [
-        { type: "release", holdId: 77, pages },
-        { type: "release", holdId: 77, pages, staged: 123 },
-        { type: "stage", holdId: 77, pages },
-      ];
-      for (const op of ops) {
-        const message: Message = { type: "request", body: { session: 9, reqNo: 4, doneBelow: 2, op } };
-        const plain: Message = { type: "request", body: { ...message.body, op: { ...op, pages: pages.map((p) => ({ ...p })) } } };
-        const parts = encodeMessageParts(message);
-        expect(parts.length).toBe(indices.length >= 16 ? 2 : 1);
-        expect(toHex(concatBytes(parts))).toBe(toHex(encodeMessage(plain)));
-        expect(toHex(encodeMessage(message))).toBe(toHex(encodeMessage(plain)));
-        expect(decodeMessage(MessageType.request, concatBytes(parts).subarray(FRAME_HEADER_BYTES))).toEqual(plain);
-      }
+      const message: Message = { type: "request", body: { session: 9, reqNo: 4, doneBelow: 2, op: { type: "release", holdId: 77, pages } } };
+      const plain: Message = { type: "request", body: { ...message.body, op: { type: "release", holdId: 77, pages: pages.map((p) => ({ ...p })) } } };
+      const parts = encodeMessageParts(message);
+      expect(parts.length).toBe(indices.length >= 16 ? 2 : 1);
+      expect(toHex(concatBytes(parts))).toBe(toHex(encodeMessage(plain)));
+      expect(toHex(encodeMessage(message))).toBe(toHex(encodeMessage(plain)));
     }
   });
 
@@ -617,7 +602,7 @@ describe("bad input is a WireError, never another exception", () => {
 
   test("unknown op, reply, mode, query and role codes", () => {
     const header = "07 00 00 00 00 00 00 00 | 01 00 00 00 | 00 00 00 00";
-    for (const op of ["00", "0d", "7f", "ff"]) expectWireError(() => decodeMessage(MessageType.request, hex(`${header} ${op}`)), /unknown operation/);
+    for (const op of ["00", "7f", "ff"]) expectWireError(() => decodeMessage(MessageType.request, hex(`${header} ${op}`)), /unknown operation/);
     const replyHeader = "07 00 00 00 00 00 00 00 | 01 00 00 00";
     for (const code of ["00", "80", "ff"]) {
       expectWireError(() => decodeMessage(MessageType.reply, hex(`${replyHeader} ${code} 00 00 00 00`)), /unknown reply/);

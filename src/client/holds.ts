@@ -112,22 +112,13 @@ export class SegmentHolds {
 
   /**
    * Ends a use: the hold leaves the table, and a write's changed pages are copied
-   * now (into their wire encoding), in parts of at most `partBytes` of pages (a large
-   * release goes in stages); none for a read or an unchanged datum. The pages stay
-   * open until `shut`.
+   * now (into their wire encoding). The pages stay open until `shut`.
    */
-  take(hold: ClientHold, partBytes: number): PageWrite[][] {
+  take(hold: ClientHold): PageWrite[] {
     const segment = this.segment;
+    const pages = hold.mode === "write" ? packPages(segment.dirtyPages(hold.firstPage, hold.pageCount), segment.pageSize, new Uint8Array(segment.buffer)) : [];
     this.holds.delete(hold.firstPage);
-    if (hold.mode !== "write") return [];
-    const dirty = segment.dirtyPages(hold.firstPage, hold.pageCount);
-    const source = new Uint8Array(segment.buffer);
-    const perPart = Math.max(1, Math.floor(partBytes / segment.pageSize));
-    const parts: PageWrite[][] = [];
-    for (let first = 0; first < dirty.length; first += perPart) {
-      parts.push(packPages(dirty.subarray(first, first + perPart), segment.pageSize, source));
-    }
-    return parts;
+    return pages;
   }
 
   /** Ends a write without shipping it: the hold leaves the table, its pages close, the local bytes are not the servers'. */

@@ -11,7 +11,7 @@
  * (store.ts: Bun sockets, mmap) and the simulator (src/sim) run this same code.
  */
 import { present } from "../assert";
-import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILOVER_TIMEOUT_MS_DEFAULT, GRANTING_ACQUIRES_KEPT_MAX, SESSION_TIMEOUT_MS_DEFAULT, STAGE_PART_BYTES } from "../constants";
+import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILOVER_TIMEOUT_MS_DEFAULT, GRANTING_ACQUIRES_KEPT_MAX, SESSION_TIMEOUT_MS_DEFAULT } from "../constants";
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
@@ -30,7 +30,6 @@ export class ClientStore implements Store, GrantLender {
   private readonly cluster: ClusterLink;
   private readonly sessionTimeoutMs: number;
   private readonly queriesOnly: boolean;
-  private readonly stagePartBytes: number;
   /** The mapped segment and what it holds (once open). */
   private mapped!: SegmentHolds;
   private closed = false;
@@ -55,10 +54,6 @@ export class ClientStore implements Store, GrantLender {
   ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
-    this.stagePartBytes = options.stagePartBytes ?? STAGE_PART_BYTES;
-    if (!Number.isSafeInteger(this.stagePartBytes) || this.stagePartBytes <= 0) {
-      throw new PStoreError("EINVAL", `stagePartBytes must be a positive whole number of bytes, not ${options.stagePartBytes}`);
-    }
     this.grants = options.cacheHolds === false ? null : new GrantCache();
     this.queriesOnly = options.queriesOnly === true;
     this.cluster = new ClusterLink(host, options.servers, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT, options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT);
@@ -368,10 +363,11 @@ export class ClientStore implements Store, GrantLender {
 
   private async releaseAsking(hold: ClientHold, mode: Mode): Promise<void> {
     // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
-    const parts = this.mapped.take(hold, this.stagePartBytes);
+    const pages = this.mapped.take(hold);
+    this.counters.pagesSent += pages.length;
     // Sent first (the pages are copied into the frame), then the protection drops while
     // the release travels the chain: for a large datum the mprotect costs as much as the trip.
-    const released = this.sendRelease(hold.holdId, parts);
+    const released = this.send({ type: "release", holdId: hold.holdId, pages });
     this.mapped.shut(hold);
     try {
       const message = await released;
@@ -390,13 +386,14 @@ export class ClientStore implements Store, GrantLender {
    * goes back. The servers say in the reply whether the grant stays cached.
    */
   private releaseCached(hold: ClientHold, grants: GrantCache): Promise<void> {
-    const parts = this.mapped.take(hold, this.stagePartBytes);
+    const pages = this.mapped.take(hold);
     const step = grants.endUse(hold.name);
     if (step === "nothing") {
       this.mapped.shut(hold);
       return Promise.resolve();
     }
-    const returned = this.giveBack(hold.name, hold.holdId, parts, hold.createdSeq, grants);
+    this.counters.pagesSent += pages.length;
+    const returned = this.giveBack(hold.name, hold.holdId, pages, hold.createdSeq, grants);
     this.mapped.shut(hold);
     return returned;
   }
@@ -406,14 +403,14 @@ export class ClientStore implements Store, GrantLender {
    * its answer: the grant stays cached or goes; a recall that came meanwhile is answered.
    * Until the answer, accesses of the datum wait (the servers decide whether it stays ours).
    */
-  private giveBack(name: string, holdId: number, parts: PageWrite[][], createdSeq: number, grants: GrantCache): Promise<void> {
+  private giveBack(name: string, holdId: number, pages: PageWrite[], createdSeq: number, grants: GrantCache): Promise<void> {
     // A grant we forgot is given back without holding up the datum's accesses (they do not rest on it).
     const tracked = grants.get(name)?.holdId === holdId;
     let settled: Promise<void> | undefined;
     const done = (async () => {
       let again = false;
       try {
-        const message = await this.sendRelease(holdId, parts);
+        const message = await this.send({ type: "release", holdId, pages });
         const reply = message.reply as Extract<Reply, { type: "released" }>;
         this.mapped.released(name, createdSeq, reply.version);
         again = grants.released(holdId, reply.cached) === "give-back";
@@ -423,7 +420,7 @@ export class ClientStore implements Store, GrantLender {
         // in use made its write release send nothing, and the hold stayed with the live session).
         if (grants.get(name)?.holdId === holdId) grants.forget(name);
         // The servers did not take these bytes: the local copy is no longer theirs.
-        if (parts.length > 0) this.mapped.forget(name);
+        if (pages.length > 0) this.mapped.forget(name);
         throw error;
       } finally {
         if (this.settling.get(name) === settled) this.settling.delete(name);
@@ -467,28 +464,6 @@ export class ClientStore implements Store, GrantLender {
     // The local bytes are not the servers': never granted locally again.
     this.grants?.forget(hold.name);
     await this.request({ type: "release", holdId: hold.holdId, pages: [] });
-  }
-
-  /**
-   * Sends the release of `holdId` with its changed pages: one request, or, for a large
-   * write, the parts but the last as stages and the release with the last and their count
-   * (docs/protocol.md "Large releases in stages"). All go at once, in order; the chain
-   * forwards and logs each part while the next arrives. If a stage failed, so does the
-   * release (it finds a page short), and the stage's error says why.
-   */
-  private sendRelease(holdId: number, parts: PageWrite[][]): Promise<ReplyMessage> {
-    for (const part of parts) this.counters.pagesSent += part.length;
-    const last = parts.at(-1) ?? [];
-    if (parts.length <= 1) return this.send({ type: "release", holdId, pages: last });
-    let staged = 0;
-    let stageError: unknown = null;
-    for (const pages of parts.slice(0, -1)) {
-      staged += pages.length;
-      this.send({ type: "stage", holdId, pages }).catch((error: unknown) => (stageError ??= error));
-    }
-    return this.send({ type: "release", holdId, pages: last, staged }).catch((error: unknown) => {
-      throw stageError ?? error;
-    });
   }
 
   private async request(op: Op): Promise<ReplyMessage> {

@@ -20,12 +20,6 @@ export interface ConnectOptions {
    */
   cacheHolds?: boolean;
   /**
-   * A write release whose changed pages take more bytes than this goes in parts of at most
-   * this size, which the servers forward and log one while the next arrives (default 1 MiB;
-   * docs/protocol.md "Large releases in stages"). For tests and tuning.
-   */
-  stagePartBytes?: number;
-  /**
    * Queries only (list, stat, status): no session is opened, so connecting and
    * closing write nothing to the servers' log; any other call fails with EINVAL.
    */

@@ -20,8 +20,6 @@ interface SnapshotMeta {
   free: PageRun[];
   data: Omit<Datum, "holders">[];
   holds: Hold[];
-  /** Pages staged for holds' releases: [hold id, page indices]; their bytes follow the data's pages. Absent from older snapshots. */
-  staged?: [number, number[]][];
   sessions: { id: number; timeoutMs: number; doneBelow: number; lastReqNo?: number; replies: [number, Reply | null][]; waiting: [number, string][] }[];
 }
 
@@ -45,7 +43,6 @@ export function snapshotParts(state: StoreState, pages: FrozenPages = livePages(
     free: state.allocator.freeRuns(),
     data,
     holds: [...state.holds.values()],
-    staged: [...state.staged].map(([holdId, pages]) => [holdId, pages.map((page) => page.page)]),
     sessions: [...state.sessions.values()].map((s) => ({
       id: s.id,
       timeoutMs: s.timeoutMs,
@@ -57,9 +54,7 @@ export function snapshotParts(state: StoreState, pages: FrozenPages = livePages(
   };
   const json = encoder.encode(JSON.stringify(meta));
   const record = 8 + state.pageSize;
-  // The lists as they are now (a checkpoint reads them later); their bytes never change.
-  const stagedBytes = [...state.staged.values()].flatMap((pages) => pages.map((page) => page.bytes));
-  let pageBytes = stagedBytes.length * state.pageSize;
+  let pageBytes = 0;
   for (const datum of data) pageBytes += datum.pageCount * record;
   const recordsPerBlock = Math.max(1, Math.floor(SNAPSHOT_BLOCK_BYTES / record));
   function* parts(): Generator<Uint8Array> {
@@ -81,7 +76,6 @@ export function snapshotParts(state: StoreState, pages: FrozenPages = livePages(
         yield block.subarray(0, count * record);
       }
     }
-    yield* stagedBytes;
   }
   return { bytes: 4 + json.length + pageBytes, parts };
 }
@@ -119,8 +113,7 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
   state.appliedSeq = meta.appliedSeq;
   state.nextHoldId = meta.nextHoldId;
   let offset = 4 + jsonLength;
-  const stagedCount = (meta.staged ?? []).reduce((n, [, pages]) => n + pages.length, 0);
-  const expected = offset + meta.data.reduce((n, d) => n + d.pageCount * (8 + meta.pageSize), 0) + stagedCount * meta.pageSize;
+  const expected = offset + meta.data.reduce((n, d) => n + d.pageCount * (8 + meta.pageSize), 0);
   if (expected !== bytes.length) throw new SnapshotError(`snapshot has ${bytes.length} bytes, its metadata says ${expected}`);
   for (const datum of meta.data) {
     // Fields added with cached holds are absent from older checkpoints.
@@ -151,17 +144,6 @@ export function decodeSnapshot(bytes: Uint8Array): StoreState {
     state.holds.set(hold.id, hold);
     present(state.data.get(hold.name), "snapshot: a hold is on a known datum").holders.push(hold);
     present(state.sessions.get(hold.session), "snapshot: a hold has a session").holds.add(hold.id);
-  }
-  for (const [holdId, pages] of meta.staged ?? []) {
-    if (!state.holds.has(holdId)) throw new SnapshotError(`snapshot: pages staged for hold ${holdId}, which it does not list`);
-    state.staged.set(
-      holdId,
-      pages.map((page) => {
-        const bytesOfPage = bytes.slice(offset, offset + meta.pageSize);
-        offset += meta.pageSize;
-        return { page, bytes: bytesOfPage };
-      }),
-    );
   }
   return state;
 }

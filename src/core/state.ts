@@ -9,7 +9,7 @@ import { HOLD_IDS_PER_EPOCH, INFLIGHT_PER_SESSION_MAX } from "../constants";
 import type { PageWrite, Reply, Update } from "../wire";
 import { PageAllocator } from "./allocator";
 import { PageStore } from "./pages";
-import { acquire, cancel, create, deleteDatum, release, stage } from "./state_holds";
+import { acquire, cancel, create, deleteDatum, release } from "./state_holds";
 import { endSession, forgetConfirmed, openSession } from "./state_sessions";
 import { type Datum, type DatumInfo, type Hold, type Output, type Recall, type Session, errorReply } from "./state_types";
 
@@ -23,8 +23,6 @@ export class StoreState {
   readonly data = new Map<string, Datum>();
   readonly sessions = new Map<number, Session>();
   readonly holds = new Map<number, Hold>();
-  /** Pages staged for a write hold's release (a large release's parts), by hold id; they go with the hold. */
-  readonly staged = new Map<number, PageWrite[]>();
   /** Names of data whose queue may be non-empty: where recalls can be due (pruned by recallsDue). */
   readonly contended = new Set<string>();
   nextHoldId = 1;
@@ -119,9 +117,7 @@ export class StoreState {
       case "acquire":
         return acquire(this, session, update.reqNo, op, outputs);
       case "release":
-        return release(this, session, op.holdId, op.pages, update.seq, outputs, op.staged ?? 0);
-      case "stage":
-        return stage(this, session, op.holdId, op.pages);
+        return release(this, session, op.holdId, op.pages, update.seq, outputs);
       case "cancel":
         return cancel(this, session, op.acquireReqNo, outputs);
       case "refused":

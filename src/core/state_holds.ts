@@ -129,32 +129,16 @@ export function grantWaiters(state: StoreState, datum: Datum, outputs: Output[])
   }
 }
 
-/**
- * Ends a use of `holdId`: a write's pages (those staged before, `staged` of them, then its
- * own) become the datum's. A release that does not find exactly `staged` staged pages (a
- * stage was refused or lost) applies none of them and ends the hold, as a refused release
- * does: the client let go of the hold when it sent the release.
- */
-export function release(state: StoreState, session: Session, holdId: number, pages: PageWrite[], seq: number, outputs: Output[], staged = 0): Reply {
+export function release(state: StoreState, session: Session, holdId: number, pages: PageWrite[], seq: number, outputs: Output[]): Reply {
   const hold = state.holds.get(holdId);
   if (!hold || hold.session !== session.id) {
     return errorReply("ESTALE", `hold ${holdId} is not a hold of this session (released, expired or never granted)`);
   }
   const datum = present(state.data.get(hold.name), "a hold is on a known datum");
-  const stagedPages = state.staged.get(holdId) ?? [];
-  if (stagedPages.length !== staged) {
-    dropHold(state, hold);
-    grantWaiters(state, datum, outputs);
-    return errorReply("ESTALE", `the release of "${datum.name}" expected ${staged} staged pages and found ${stagedPages.length}: the write was not applied and its hold is released`);
-  }
   if (pages.length > 0) {
     const problem = hold.mode === "read" ? "a read hold cannot ship pages" : pagesProblem(state, datum, pages);
     if (problem) return errorReply("EINVAL", problem);
-  }
-  if (pages.length > 0 || staged > 0) {
-    for (const page of stagedPages) state.pages.write(page.page, page.bytes, seq);
     for (const page of pages) state.pages.write(page.page, page.bytes, seq);
-    state.staged.delete(holdId);
     datum.version = seq;
   }
   if (hold.cacheable && datum.queue.length === 0) {
@@ -166,28 +150,6 @@ export function release(state: StoreState, session: Session, holdId: number, pag
   dropHold(state, hold);
   grantWaiters(state, datum, outputs);
   return { type: "released", version: datum.version, cached: false };
-}
-
-/**
- * Keeps pages of a write hold for its release (a large release's parts, sent ahead so the
- * chain forwards one while the next arrives). Nothing changes until the release applies
- * them; a hold that ends without it drops them. At most the datum's page count are kept.
- */
-export function stage(state: StoreState, session: Session, holdId: number, pages: PageWrite[]): Reply {
-  const hold = state.holds.get(holdId);
-  if (!hold || hold.session !== session.id) {
-    return errorReply("ESTALE", `hold ${holdId} is not a hold of this session (released, expired or never granted)`);
-  }
-  const datum = present(state.data.get(hold.name), "a hold is on a known datum");
-  const problem = hold.mode === "read" ? "a read hold cannot ship pages" : pagesProblem(state, datum, pages);
-  if (problem) return errorReply("EINVAL", problem);
-  const stagedPages = state.staged.get(holdId) ?? [];
-  if (stagedPages.length + pages.length > datum.pageCount) {
-    return errorReply("EINVAL", `more pages staged for "${datum.name}" than it has (${datum.pageCount})`);
-  }
-  stagedPages.push(...pages);
-  state.staged.set(holdId, stagedPages);
-  return { type: "ok" };
 }
 
 function pagesProblem(state: StoreState, datum: Datum, pages: PageWrite[]): string | null {
@@ -230,7 +192,6 @@ export function dropHold(state: StoreState, hold: Hold): void {
   const datum = present(state.data.get(hold.name), "a hold is on a known datum");
   datum.holders = datum.holders.filter((h) => h.id !== hold.id);
   state.holds.delete(hold.id);
-  state.staged.delete(hold.id);
   state.sessions.get(hold.session)?.holds.delete(hold.id);
 }
 

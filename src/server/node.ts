@@ -318,7 +318,6 @@ export class ServerNode {
         const refusal = this.spaceRefusal(message.body.op);
         // Sequenced all the same (as a "refused" op): the session's request numbers keep no gap.
         const { op } = message.body;
-        // A refused stage ends nothing: its release, finding a page short, ends the hold.
         const holdId = op.type === "release" ? op.holdId : 0;
         const request = refusal ? { ...message.body, op: { type: "refused" as const, code: "ENOSPC", message: refusal, holdId } } : message.body;
         return this.perform(this.replica.onRequest(request));
@@ -354,12 +353,12 @@ export class ServerNode {
    * preallocated segment); so do reads, which the tail serves from memory.
    */
   private spaceRefusal(op: Op): string | null {
-    const bytes = op.type === "create" ? op.size : op.type === "release" || op.type === "stage" ? op.pages.length * PAGE_SIZE : 0;
+    const bytes = op.type === "create" ? op.size : op.type === "release" ? op.pages.length * PAGE_SIZE : 0;
     if (bytes === 0) return null;
     // A successor that cannot log would hold the whole chain back: its full disk counts as ours.
     const full = this.host.disk.waiting || this.host.disk.spaceShort(bytes) ? this.selfId : this.replica.memberWithFullDisk();
     if (full === null) return null;
-    const what = op.type === "create" ? "nothing was created" : "the write was not applied and its hold is released";
+    const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
     return `the disk of server ${full} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
   }
 

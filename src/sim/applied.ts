@@ -103,10 +103,7 @@ export function describeUpdate(update: Update | null): string {
       what = `acquire ${op.mode} ${op.name}`;
       break;
     case "release":
-      what = `release hold ${op.holdId}${op.pages.length ? ` +${op.pages.length}p` : ""}${op.staged ? ` (${op.staged} staged)` : ""}`;
-      break;
-    case "stage":
-      what = `stage hold ${op.holdId} +${op.pages.length}p`;
+      what = `release hold ${op.holdId}${op.pages.length ? ` +${op.pages.length}p` : ""}`;
       break;
     case "create":
       what = `create ${op.name} ${op.size}B`;

@@ -81,9 +81,7 @@ export class SimClient {
   ) {
     this.host = new SimClientHost(slot, incarnation, net);
     const memory = (size: number, pageSize: number) => new PageMemory(size, pageSize, (message) => world.report("sim", `client ${this.name}: ${message}`));
-    // Half the incarnations send every write of two pages or more in stages (a counter's always is).
-    const stagePartBytes = rng.chance(0.5) ? settings.pageSize : undefined;
-    this.store = new ClientStore({ servers: world.serverIds.map(String), cacheHolds: settings.cacheHolds, stagePartBytes }, this.host, memory, {
+    this.store = new ClientStore({ servers: world.serverIds.map(String), cacheHolds: settings.cacheHolds }, this.host, memory, {
       onUse: ({ name, mode, holdId, local, view }) => {
         if (!this.host.alive) return;
         const use: Use = { client: this.name, session: this.store.sessionId, name, mode, holdId, local, fenced: false };
@@ -149,7 +147,7 @@ export class SimClient {
   private async createCounter(name: string): Promise<void> {
     for (;;) {
       try {
-        await this.store.create(name, counterBytes(this.settings.pageSize));
+        await this.store.create(name, 4);
         return;
       } catch (error) {
         if (code(error) === "EEXIST") return;
@@ -220,23 +218,13 @@ export class SimClient {
     const held = await this.access(key, "write");
     if (!held) return;
     const { view, use } = held;
-    const value = this.counterValue(key, view);
+    const data = new DataView(view.buffer, view.byteOffset, 4);
+    const value = data.getInt32(0, true);
     const grantedNs = this.world.timeNs();
     this.opId = this.world.history.invoke(this.name, { kind: "rmw", key, expected: value, value: value + 1 }, grantedNs);
-    const data = new DataView(view.buffer, view.byteOffset, view.byteLength);
     data.setInt32(0, value + 1, true);
-    data.setInt32(this.settings.pageSize, value + 1, true);
     await this.sleep(this.holdMs());
     await this.release(view, use, grantedNs, true);
-  }
-
-  /** A counter's value; its copy on the second page must agree (a release lands whole or not at all). */
-  private counterValue(key: string, view: Uint8Array): number {
-    const data = new DataView(view.buffer, view.byteOffset, view.byteLength);
-    const value = data.getInt32(0, true);
-    const copy = data.getInt32(this.settings.pageSize, true);
-    if (copy !== value) this.world.report("atomic-release", `client ${this.name}: counter ${key} reads ${value} on its first page and ${copy} on its second`);
-    return value;
   }
 
   private async readCounter(key: string): Promise<void> {
@@ -246,7 +234,7 @@ export class SimClient {
     const { view, use } = held;
     const grantedNs = this.world.timeNs();
     const id = this.world.history.invoke(this.name, { kind: "read", key }, askedNs);
-    this.world.history.ok(id, this.counterValue(key, view), grantedNs);
+    this.world.history.ok(id, new DataView(view.buffer, view.byteOffset, 4).getInt32(0, true), grantedNs);
     this.stats.reads++;
     await this.sleep(this.holdMs());
     await this.release(view, use, grantedNs, true);
@@ -345,9 +333,4 @@ function code(error: unknown): string | null {
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** A counter: its value at the start of the first page and a copy at the start of the second, so every increment writes two pages. */
-export function counterBytes(pageSize: number): number {
-  return pageSize + 4;
 }

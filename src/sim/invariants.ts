@@ -24,7 +24,7 @@
 import { predecessorOf } from "../core/chain";
 import type { StoreState } from "../core";
 import { AppliedHistory, describeUpdate } from "./applied";
-import { RunningHash, fnvBytes, fnvString } from "./hash";
+import { RunningHash, fnvString } from "./hash";
 import { needsSync } from "./storage";
 import type { ServerMachine } from "./machine";
 
@@ -274,10 +274,6 @@ export function stateDigest(state: StoreState): string {
   for (const id of [...state.holds.keys()].sort((a, b) => a - b)) {
     const hold = state.holds.get(id)!;
     h.addString(`${hold.id}/${hold.session}/${hold.name}/${hold.mode}/${hold.reqNo}`);
-    for (const page of state.staged.get(id) ?? []) {
-      h.add(page.page);
-      h.add(fnvBytes(page.bytes));
-    }
   }
   return h.hex();
 }

@@ -109,7 +109,7 @@ export function describeMessage(m: Message): string {
     case "request": {
       const op = m.body.op;
       const detail =
-        op.type === "acquire" ? ` ${op.mode} ${op.name}` : op.type === "release" || op.type === "stage" ? ` hold ${op.holdId}${op.pages.length ? " +pages" : ""}` : op.type === "create" || op.type === "delete" ? ` ${op.name}` : op.type === "cancel" ? ` ${op.acquireReqNo}` : "";
+        op.type === "acquire" ? ` ${op.mode} ${op.name}` : op.type === "release" ? ` hold ${op.holdId}${op.pages.length ? " +pages" : ""}` : op.type === "create" || op.type === "delete" ? ` ${op.name}` : op.type === "cancel" ? ` ${op.acquireReqNo}` : "";
       return `request s${m.body.session}/${m.body.reqNo} ${op.type}${detail}`;
     }
     case "reply": {

@@ -7,7 +7,7 @@
 import { PROTOCOL_VERSION } from "../constants";
 import { Reader, Writer, WireError, decodeCode, invert, sizeOf } from "./codec";
 import { FRAME_HEADER_BYTES, writeFrameHeader } from "./frame";
-import { type Op, opSize, pagedHeadSize, readOp, writeOp, writePagedHead } from "./ops";
+import { OP_CODES, type Op, opSize, readOp, writeOp } from "./ops";
 import { type PageWrite, packedSections, pagesSize, readPages, writePages } from "./pages";
 import { type Reply, readReply, replySize, writeReply } from "./replies";
 
@@ -154,15 +154,13 @@ const SEPARATE_SECTION_BYTES_MIN = 64 * 1024;
  */
 export function encodeMessageParts(message: Message): Uint8Array[] {
   const op = message.type === "request" ? message.body.op : null;
-  const paged = op?.type === "release" || op?.type === "stage" ? op : null;
-  const section = paged ? packedSections.get(paged.pages) : undefined;
-  if (message.type !== "request" || !paged || !section || section.length < SEPARATE_SECTION_BYTES_MIN) {
+  const section = op?.type === "release" ? packedSections.get(op.pages) : undefined;
+  if (message.type !== "request" || op?.type !== "release" || !section || section.length < SEPARATE_SECTION_BYTES_MIN) {
     return [encodeMessage(message)];
   }
   const b = message.body;
-  const head = frame(MessageType.request, 8 + 4 + 4 + pagedHeadSize(paged), (w) => {
-    w.u53(b.session).u32(b.reqNo).u32(b.doneBelow);
-    writePagedHead(w, paged);
+  const head = frame(MessageType.request, 8 + 4 + 4 + 1 + 8, (w) => {
+    w.u53(b.session).u32(b.reqNo).u32(b.doneBelow).u8(OP_CODES.release).u53(op.holdId);
   });
   // The frame's length field covers the pages sent after this head.
   new DataView(head.buffer).setUint32(0, head.length - 4 + section.length, true);

@@ -21,13 +21,7 @@ export type Op =
    * docs/protocol.md#cached-holds); encoded as bit 0x80 of the mode byte, so older logs decode.
    */
   | { type: "acquire"; name: string; mode: Mode; knownCreatedSeq: number; cachedVersion: number; cache?: boolean }
-  /**
-   * `staged`: pages sent before in stage ops of this hold, which the release applies with its
-   * own (absent: none). A release that finds another count applies nothing.
-   */
-  | { type: "release"; holdId: number; pages: PageWrite[]; staged?: number }
-  /** Pages of a write hold sent ahead of its release, which applies them (a large release's parts). */
-  | { type: "stage"; holdId: number; pages: PageWrite[] }
+  | { type: "release"; holdId: number; pages: PageWrite[] }
   /** Withdraws the acquire sent as request `acquireReqNo`: dequeued, or released if already granted. */
   | { type: "cancel"; acquireReqNo: number }
   /** Issued by the head when a session stops heart-beating. */
@@ -67,31 +61,8 @@ export const OP_CODES: Record<OpType, number> = {
   expire_session: 8,
   checkpoint: 9,
   refused: 10,
-  stage: 11,
 };
 const OP_BY_CODE = invert(OP_CODES);
-
-/** The code of a release with staged pages (it carries their count): decoded as a release. */
-const RELEASE_STAGED_CODE = 12;
-
-/** Ops that carry pages: a release and a stage. */
-export type PagedOp = Extract<Op, { type: "release" | "stage" }>;
-
-function pagedCode(op: PagedOp): number {
-  return op.type === "release" && op.staged !== undefined ? RELEASE_STAGED_CODE : OP_CODES[op.type];
-}
-
-/** Bytes of a paged op's encoding before its pages. */
-export function pagedHeadSize(op: PagedOp): number {
-  return 1 + 8 + (pagedCode(op) === RELEASE_STAGED_CODE ? 4 : 0);
-}
-
-/** A paged op's encoding up to its pages (its pages may then follow as packed, without a copy). */
-export function writePagedHead(writer: Writer, op: PagedOp): void {
-  const code = pagedCode(op);
-  writer.u8(code).u53(op.holdId);
-  if (op.type === "release" && op.staged !== undefined) writer.u32(op.staged);
-}
 
 /** In an acquire's mode byte: the client caches the hold after release. */
 const CACHE_BIT = 0x80;
@@ -119,8 +90,7 @@ export function opSize(op: Op): number {
     case "acquire":
       return 1 + sizeOf.str(op.name) + 1 + 8 + 8;
     case "release":
-    case "stage":
-      return pagedHeadSize(op) + pagesSize(op.pages);
+      return 1 + 8 + pagesSize(op.pages);
     case "cancel":
       return 1 + 4;
     case "expire_session":
@@ -133,11 +103,6 @@ export function opSize(op: Op): number {
 }
 
 export function writeOp(writer: Writer, op: Op): void {
-  if (op.type === "release" || op.type === "stage") {
-    writePagedHead(writer, op);
-    writePages(writer, op.pages);
-    return;
-  }
   writer.u8(OP_CODES[op.type]);
   switch (op.type) {
     case "open_session":
@@ -154,6 +119,10 @@ export function writeOp(writer: Writer, op: Op): void {
     case "acquire":
       writer.str(op.name).u8(modeCode(op.mode) | (op.cache ? CACHE_BIT : 0)).f64(op.knownCreatedSeq).f64(op.cachedVersion);
       return;
+    case "release":
+      writer.u53(op.holdId);
+      writePages(writer, op.pages);
+      return;
     case "cancel":
       writer.u32(op.acquireReqNo);
       return;
@@ -169,13 +138,7 @@ export function writeOp(writer: Writer, op: Op): void {
 }
 
 export function readOp(reader: Reader): Op {
-  const code = reader.u8();
-  if (code === RELEASE_STAGED_CODE) {
-    const holdId = reader.u53();
-    const staged = reader.u32();
-    return { type: "release", holdId, staged, pages: readPages(reader) };
-  }
-  const type = decodeCode(OP_BY_CODE, code, "operation");
+  const type = decodeCode(OP_BY_CODE, reader.u8(), "operation");
   switch (type) {
     case "open_session":
       return { type, timeoutMs: reader.u32() };
@@ -194,7 +157,6 @@ export function readOp(reader: Reader): Op {
       return op;
     }
     case "release":
-    case "stage":
       return { type, holdId: reader.u53(), pages: readPages(reader) };
     case "cancel":
       return { type, acquireReqNo: reader.u32() };
@@ -235,13 +197,13 @@ export function encodeUpdateParts(update: Update): Uint8Array[] {
   const whole = encodings.get(update);
   if (whole) return [whole];
   const op = update.op;
-  const section = op.type === "release" || op.type === "stage" ? packedSections.get(op.pages) : undefined;
-  if ((op.type !== "release" && op.type !== "stage") || !section || section.length < UPDATE_PARTS_BYTES_MIN) return [encodeUpdate(update)];
+  const section = op.type === "release" ? packedSections.get(op.pages) : undefined;
+  if (op.type !== "release" || !section || section.length < UPDATE_PARTS_BYTES_MIN) return [encodeUpdate(update)];
   let parts = partedEncodings.get(update);
   if (!parts) {
-    const head = new Writer(UPDATE_HEAD_BYTES + pagedHeadSize(op));
+    const head = new Writer(8 + 8 + 8 + 4 + 4 + 1 + 8);
     writeUpdateHead(head, update);
-    writePagedHead(head, op); // writeOp's, up to its pages
+    head.u8(OP_CODES.release).u53(op.holdId); // writeOp's release, up to its pages
     parts = [head.bytes, section];
     partedEncodings.set(update, parts);
   }
@@ -256,10 +218,8 @@ export function readUpdateKeepingBytes(reader: Reader): Update {
   return update;
 }
 
-const UPDATE_HEAD_BYTES = 8 + 8 + 8 + 4 + 4;
-
 export function updateSize(update: Update): number {
-  return UPDATE_HEAD_BYTES + opSize(update.op);
+  return 8 + 8 + 8 + 4 + 4 + opSize(update.op);
 }
 
 export function writeUpdate(writer: Writer, update: Update): void {
