@@ -6,7 +6,7 @@
 import { expect, test } from "bun:test";
 import { type Store, connect, PStoreError } from "../src/index";
 import { codeOf } from "./helpers/errors";
-import { clusterPerTest } from "./helpers/cluster";
+import { clusterPerTest, waitServing } from "./helpers/cluster";
 
 const clusters = clusterPerTest({ segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });
 const startCluster = () => clusters.start();
@@ -77,6 +77,9 @@ test("what a wait is for: onQueued when a holder blocks the access, chainMissing
   const holder = await connect({ servers: c.servers });
   const waiter = await connect({ servers: c.servers, failoverTimeoutMs: 1000 });
   stores.push(holder, waiter);
+  // The chain must be whole first: a third server joining changes the chain, and the
+  // waiter then looks for it for a few ms (chainMissingMs 8 in one loaded full run).
+  await waitServing(waiter, 3, 15_000);
   await holder.create("d", 4);
   const held = await holder.accessReadWrite("d");
   let queued = 0;
