@@ -313,27 +313,22 @@ describe("checkpoints", () => {
 
   test("the oldest checkpoint pruned is overwritten by the next one (same file, cut to its size), which reads back whole", async () => {
     const dir = freshDir();
-    const stateAt = (seq: number, pages: number) => {
-      const state = new StoreState(SEGMENT, PAGE);
-      state.appliedSeq = seq;
-      if (pages > 0) state.apply({ seq: seq, epoch: 65, session: 0, reqNo: 0, doneBelow: 0, op: { type: "checkpoint" } });
-      return state;
-    };
+    const emptyAt = (seq: number) => Object.assign(new StoreState(SEGMENT, PAGE), { appliedSeq: seq });
     const write = async (state: StoreState) => (await writeCheckpointStreamAsync(dir, state.appliedSeq, 65, 65, snapshotParts(state).parts(), () => true))!;
-    // A large state first (a datum of 64 pages written), then small ones.
+    // A large state first (a datum of 64 pages), then empty ones.
     const large = new StoreState(SEGMENT, PAGE);
     const writer = new Writer({ append() {}, commit() {} } as unknown as Durability);
     Object.assign(writer, { state: large });
     startSession(writer);
     writer.do({ type: "create", name: "big", size: 64 * PAGE });
     const first = await write(large);
-    const small = await write(stateAt(first.seq + 1, 0));
+    const small = await write(emptyAt(first.seq + 1));
     expect(small.bytes).toBeLessThan(first.bytes);
     const inode = statSync(first.file).ino;
     pruneCheckpoints(dir, 1);
     expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([small.seq]);
     expect(readdirSync(dir)).toContain("checkpoint-spare.tmp");
-    const next = await write(stateAt(first.seq + 2, 0));
+    const next = await write(emptyAt(first.seq + 2));
     expect(statSync(next.file).ino).toBe(inode);
     expect(statSync(next.file).size).toBe(next.bytes);
     expect(readCheckpoint(next.file).seq).toBe(first.seq + 2);
