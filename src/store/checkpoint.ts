@@ -157,9 +157,11 @@ export function readCheckpoint(file: string): LoadedCheckpoint {
 /** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then); the first dropped is the next one's spare. */
 export function pruneCheckpoints(dir: string, keep: number): void {
   const all = listCheckpoints(dir);
+  let spareKept = existsSync(join(dir, SPARE));
   for (const old of all.slice(0, Math.max(0, all.length - keep))) {
-    if (existsSync(join(dir, SPARE))) unlinkSync(old.file);
+    if (spareKept) unlinkSync(old.file);
     else renameSync(old.file, join(dir, SPARE));
+    spareKept = true;
   }
 }
 
