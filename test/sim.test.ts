@@ -200,6 +200,10 @@ describe("simulator", () => {
       expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
       for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r.stats[key];
     }
+    // Sessions are lost rarely (a client paused past its session timeout, or cut off from every
+    // chain past its failover timeout; rarer since stores find a chain without a new handshake on
+    // a connection they share): look further for one.
+    for (let seed = 21; seed <= 80 && totals.sessionsLost === 0; seed++) totals.sessionsLost += runSeed({ seed, disks: seed % 2 === 0 }).stats.sessionsLost;
     for (const [key, value] of Object.entries(totals)) expect([key, value > 0]).toEqual([key, true]);
   });
 

@@ -50,6 +50,8 @@ export interface BenchTarget {
   prefix: string;
   /** connect({ cacheHolds }) of every client; default true. */
   cacheHolds?: boolean;
+  /** connect({ shareConnections }) of every client; default true. */
+  shareConnections?: boolean;
 }
 
 export interface RunHooks {
@@ -330,7 +332,7 @@ async function _withStores<T>(
   size: number,
   body: (stores: Store[]) => Promise<T>,
 ): Promise<T> {
-  const options: ConnectOptions = { servers: target.servers, secret: target.secret, failoverTimeoutMs: 20_000, cacheHolds: target.cacheHolds ?? true };
+  const options: ConnectOptions = { servers: target.servers, secret: target.secret, failoverTimeoutMs: 20_000, cacheHolds: target.cacheHolds ?? true, shareConnections: target.shareConnections ?? true };
   const opened = await Promise.allSettled(Array.from({ length: count }, () => connect(options)));
   const stores = opened.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
   const created: string[] = [];

@@ -57,6 +57,7 @@ export const examples = [
   "client), failover (cycle, and kill -9 of --victim a third of the way in; --local only),",
   "pingpong (2 clients take turns rewriting one datum: every access recalls the other's grant).",
   "--no-cache: the clients do not cache holds (every access and release is a request).",
+  "--no-share: each client has connections of its own (by default the clients of the process share one per server).",
   "",
   "--json prints one object per workload and client count on one line: workload, clients,",
   "size, ops, seconds, ops_per_s, latency_us {p50,p90,p99,max,mean}, and the workload's own",
@@ -93,6 +94,7 @@ export default defineCommand({
     victim: { type: "enum", options: [...VICTIMS], default: "head", description: "The server failover kills" },
     json: { type: "boolean", description: "One JSON object per workload on one line, on stdout" },
     cache: { type: "boolean", default: true, description: "Clients cache holds after release (--no-cache: every access is a request)" },
+    share: { type: "boolean", default: true, description: "Clients share one connection per server (--no-share: one each)" },
     secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
     ...logArgs,
   },
@@ -124,6 +126,7 @@ export default defineCommand({
         cluster: local?.cluster,
         prefix: bench.runPrefix(),
         cacheHolds: plan.cacheHolds,
+        shareConnections: plan.shareConnections,
       };
       const results: BenchResult[] = [];
       for (const spec of plan.specs) {
@@ -195,7 +198,7 @@ async function _measure(
       if (local) loaded = { server_rss_kib: bench.serversRss(local.cluster.pids), data_bytes: dataBytes, segment_size: plan.segmentSize };
     },
   });
-  return { ...result, servers: target.servers.length, cache: plan.cacheHolds, ...(local ? { fsync: plan.fsync } : {}), ...(loaded ?? {}) };
+  return { ...result, servers: target.servers.length, cache: plan.cacheHolds, share: plan.shareConnections, ...(local ? { fsync: plan.fsync } : {}), ...(loaded ?? {}) };
 }
 
 function _printTable(
@@ -221,6 +224,8 @@ interface _Plan {
   secret: string | undefined;
   /** The clients cache holds (--no-cache: false). */
   cacheHolds: boolean;
+  /** The clients share one connection per server (--no-share: false). */
+  shareConnections: boolean;
   specs: WorkloadSpec[];
 }
 
@@ -257,6 +262,7 @@ function _plan(args: Record<string, any>, rawArgs: string[]): _Plan {
     segmentSize: parseSegmentSize(args["segment-size"]),
     secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
     cacheHolds: args.cache !== false,
+    shareConnections: args.share !== false,
     specs,
   };
 }

@@ -3,8 +3,24 @@ import { readFileSync } from "node:fs";
 import { PStoreError } from "../errors";
 import { Connection } from "./connection";
 import type { ClientHost } from "./host";
+import { ConnectionPool } from "./shared";
 
-export function bunHost(secret: string | undefined, tlsCa: string | undefined): ClientHost {
+/** The process's shared connections, one pool per secret and CA (shared.ts). */
+const pools = new Map<string, ConnectionPool>();
+
+function poolFor(secret: string | undefined, tlsCa: string | undefined): ConnectionPool {
+  const key = JSON.stringify([secret ?? null, tlsCa ?? null]);
+  let pool = pools.get(key);
+  if (!pool) {
+    pool = new ConnectionPool((address, events, timeoutMs) => Connection.open(address, events, timeoutMs, secret, tlsCa));
+    pools.set(key, pool);
+  }
+  return pool;
+}
+
+/** `share`: the stores of this process share one connection to each server (shared.ts); false: one of their own. */
+export function bunHost(secret: string | undefined, tlsCa: string | undefined, share = true): ClientHost {
+  const pool = share ? poolFor(secret, tlsCa) : null;
   return {
     nowMs: () => performance.now(),
     after(ms, fn) {
@@ -16,7 +32,7 @@ export function bunHost(secret: string | undefined, tlsCa: string | undefined): 
       timer.unref?.();
       return { cancel: () => clearInterval(timer) };
     },
-    dial: (address, events, timeoutMs) => Connection.open(address, events, timeoutMs, secret, tlsCa),
+    dial: (address, events, timeoutMs) => (pool ? pool.dial(address, events, timeoutMs) : Connection.open(address, events, timeoutMs, secret, tlsCa)),
     newSessionId: randomSessionId,
   };
 }

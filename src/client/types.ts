@@ -20,6 +20,13 @@ export interface ConnectOptions {
    */
   cacheHolds?: boolean;
   /**
+   * The stores of one process share one connection to each server (default true): their
+   * requests and replies travel together, a system call per batch instead of one per store.
+   * false: this store has connections of its own (a large transfer of another store then
+   * never waits in front of its requests).
+   */
+  shareConnections?: boolean;
+  /**
    * Queries only (list, stat, status): no session is opened, so connecting and
    * closing write nothing to the servers' log; any other call fails with EINVAL.
    */

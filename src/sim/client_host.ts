@@ -8,6 +8,7 @@
 import { PStoreError } from "../errors";
 import { ConnectionEnd } from "../client/conn_end";
 import { type ClientHost, type ConnectionEvents, ConnectionRefused, type ServerConnection, type TimerHandle } from "../client/host";
+import { ConnectionPool } from "../client/shared";
 import type { Message, Welcome } from "../wire";
 import type { SimConn } from "./network";
 
@@ -74,6 +75,8 @@ export class SimClientHost implements ClientHost {
   private readonly timers: Timer[] = [];
   private nextOrder = 0;
   private readonly conns = new Map<number, SimConnection>();
+  /** The real client code's connection sharing (src/client/shared.ts), over this process's connections. */
+  private readonly pool = new ConnectionPool((address, events, timeoutMs) => this.dialOne(address, events, timeoutMs));
 
   constructor(
     readonly slot: number,
@@ -100,6 +103,11 @@ export class SimClientHost implements ClientHost {
   }
 
   dial(address: string, events: ConnectionEvents, timeoutMs: number): Promise<ServerConnection> {
+    return this.pool.dial(address, events, timeoutMs);
+  }
+
+  /** One connection to a server, as a Bun socket would be; the pool shares it as production does. */
+  private dialOne(address: string, events: ConnectionEvents, timeoutMs: number): Promise<ServerConnection> {
     if (!this.alive) return new Promise(() => {}); // a dead process waits for nothing
     const conn = this.net.dial(this, Number(address));
     const end = new ConnectionEnd(address, events, { secret: this.net.secret, nonce: this.net.nonce(), observe: (message) => this.net.received(this, conn, message) });
