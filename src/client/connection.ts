@@ -53,6 +53,8 @@ export class Connection implements ServerConnection {
                 end.closed(reason, new PStoreError("EUNAVAILABLE", `${address}: ${reason}${hint}`));
               },
             });
+            // The stores sharing this connection (shared.ts) release in the same turn: one write for all.
+            link.flushAfterTurn = true;
             socket.data = link;
             connection.link = link;
             end.attach({ send: (bytes) => link.send(bytes), close: (reason) => link.close(reason) });

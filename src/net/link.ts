@@ -40,6 +40,8 @@ export class Link {
   private queuedBytes = 0;
   private closed = false;
   private queuedBytesMax = LINK_QUEUED_BYTES_MAX;
+  /** Sends wait for the end of the turn's microtasks and leave in one write (client links). */
+  flushAfterTurn = false;
   /** Free for the owner: e.g. the session or peer this link serves. */
   tag: unknown = undefined;
   /** performance.now() when bytes last arrived (or the link opened): silent links are closed. */
@@ -73,6 +75,12 @@ export class Link {
 
   send(frame: Uint8Array): void {
     if (this.closed) return;
+    if (this.flushAfterTurn && this.queue.length === 0 && batching === null) {
+      this.queue.push(frame);
+      this.queuedBytes += frame.length;
+      queueMicrotask(() => this.flush());
+      return;
+    }
     if (this.queue.length === 0 && batching === null) {
       const written = this.socket.write(frame);
       if (written === frame.length) return;
