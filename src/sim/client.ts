@@ -28,6 +28,8 @@ export interface ClientSettings {
   extras: string[];
   /** connect({ cacheHolds }): cached holds, on by default as in production. */
   cacheHolds: boolean;
+  /** Paired slots run their stores in one process when both are up (their connections shared). */
+  sharedProcesses: boolean;
 }
 
 /** What a client program asks of the simulation besides its network. */
@@ -56,6 +58,7 @@ export class SimClient {
   readonly store: ClientStore;
   /** No new tasks (the run is winding down). */
   stopping = false;
+  private left = false;
   /** The store is open (connected, session opened). */
   opened = false;
   /** What the program is doing, for liveness reports; null between tasks. */
@@ -78,12 +81,14 @@ export class SimClient {
     net: ClientNet,
     private readonly world: ClientWorld,
     private readonly rng: Rng,
+    /** The process it runs in, when another client's store runs there too (their connections are shared). */
+    host?: SimClientHost,
   ) {
-    this.host = new SimClientHost(slot, incarnation, net);
+    this.host = host ?? new SimClientHost(slot, incarnation, net);
     const memory = (size: number, pageSize: number) => new PageMemory(size, pageSize, (message) => world.report("sim", `client ${this.name}: ${message}`));
     this.store = new ClientStore({ servers: world.serverIds.map(String), cacheHolds: settings.cacheHolds }, this.host, memory, {
       onUse: ({ name, mode, holdId, local, view }) => {
-        if (!this.host.alive) return;
+        if (!this.alive) return;
         const use: Use = { client: this.name, session: this.store.sessionId, name, mode, holdId, local, fenced: false };
         this.lastUse = use;
         this.world.uses.start(use, view, local ? undefined : this.world.expectedHash(this, holdId));
@@ -92,11 +97,12 @@ export class SimClient {
   }
 
   get name(): string {
-    return this.host.name;
+    return `${this.slot}.${this.incarnation}`;
   }
 
+  /** Its process runs and its program has not ended (a program that ended leaves the process to the other's). */
   get alive(): boolean {
-    return this.host.alive;
+    return !this.left && this.host.alive;
   }
 
   /** Work is done when no task runs and no request waits for an answer. */
@@ -110,9 +116,15 @@ export class SimClient {
 
   /** The process died: whatever it had in flight has an unknown outcome. */
   crash(): void {
+    this.leave();
+    this.host.kill();
+  }
+
+  /** The program ended in a process that goes on (another client's store runs there). */
+  leave(): void {
     this.endUnknown();
     this.world.uses.endClient(this.name);
-    this.host.kill();
+    this.left = true;
   }
 
   private async run(): Promise<void> {
@@ -313,7 +325,7 @@ export class SimClient {
   private expect(error: unknown, what: string): void {
     const failed = code(error);
     // Nothing the simulation does warrants giving the store up: it must reconnect, or renew its session.
-    if (!this.store.isOpen && this.host.alive) this.world.report("sim", `client ${this.name}: ${what}: the store closed itself (${describe(error)})`);
+    if (!this.store.isOpen && this.alive) this.world.report("sim", `client ${this.name}: ${what}: the store closed itself (${describe(error)})`);
     if (failed !== null && EXPECTED.has(failed)) return;
     this.world.report("sim", `client ${this.name}: ${what}: ${describe(error)}`);
   }

@@ -5,6 +5,9 @@
  * network (wires.ts). Here: starting, crashing, pausing and resuming them,
  * waking their timers, running what their promises continue with after every
  * event (drainMicrotasks), and what the checks learn from what they receive.
+ * In half the seeds paired slots share a process when both are up: two stores
+ * over one host, whose connections the real pool shares (src/client/shared.ts);
+ * a crash or a pause takes the whole process, a store that closes leaves it.
  */
 import { drainMicrotasks } from "bun:jsc";
 import { present } from "../assert";
@@ -52,10 +55,15 @@ export class SimClients implements ClientNet, ClientWorld {
   start(slot: number): void {
     if (this.list[slot]?.alive) return;
     const incarnation = ++this.incarnations[slot]!;
-    const client = new SimClient(slot, incarnation, this.settings, this, this, present(this.rngs[slot], "a client slot has its rng").fork());
+    // Paired slots (0 and 1, 2 and 3, …) run in one process when the partner's is up: two stores
+    // whose connections the real client code shares (src/client/shared.ts).
+    const partner = this.settings.sharedProcesses ? this.list[slot ^ 1] : null;
+    const host = partner?.alive ? partner.host : undefined;
+    const client = new SimClient(slot, incarnation, this.settings, this, this, present(this.rngs[slot], "a client slot has its rng").fork(), host);
     client.stopping = this.stopping;
     this.list[slot] = client;
-    this.sim.trace(`client ${client.name}: start`);
+    if (host) this.sim.stats.sharedProcessStarts++;
+    this.sim.trace(`client ${client.name}: start${host ? ` in the process of client ${present(partner, "a shared host has its client").name}` : ""}`);
     client.start();
     this.settle(client);
   }
@@ -64,20 +72,31 @@ export class SimClients implements ClientNet, ClientWorld {
     if (!client.alive) return;
     this.sim.trace(`client ${client.name}: ${why}; starting over`);
     this.absorbStats(client);
-    client.crash();
+    // The process goes on while another client's store runs in it.
+    if (this.onHost(client.host).length > 1) client.leave();
+    else client.crash();
+    this.wakeTokens.delete(client);
     this.sim.queue.push(this.sim.nowMs + 10 + this.sim.faultRng.next() * 200, { type: "client-start", slot: client.slot });
   }
 
+  /** The client's process dies, with every store in it. */
   crash(client: SimClient): void {
     const stats = this.sim.stats;
-    stats.clientCrashes++;
-    if (this.recalls.pendingFor(client.store.sessionId)) stats.recallCrashesClient++;
-    this.sim.trace(`client ${client.name}: CRASH`);
-    this.absorbStats(client);
-    client.crash();
-    this.wakeTokens.delete(client);
     const rng = this.sim.faultRng;
-    if (rng.chance(0.8)) this.sim.queue.push(this.sim.nowMs + 50 + rng.next() * 3000, { type: "client-start", slot: client.slot });
+    for (const victim of this.onHost(client.host)) {
+      stats.clientCrashes++;
+      if (this.recalls.pendingFor(victim.store.sessionId)) stats.recallCrashesClient++;
+      this.sim.trace(`client ${victim.name}: CRASH`);
+      this.absorbStats(victim);
+      victim.crash();
+      this.wakeTokens.delete(victim);
+      if (rng.chance(0.8)) this.sim.queue.push(this.sim.nowMs + 50 + rng.next() * 3000, { type: "client-start", slot: victim.slot });
+    }
+  }
+
+  /** The live clients whose stores run in `host`'s process. */
+  private onHost(host: SimClientHost): SimClient[] {
+    return this.list.filter((c): c is SimClient => c !== null && c.alive && c.host === host);
   }
 
   pause(client: SimClient, pauseMs: number): void {
@@ -89,17 +108,18 @@ export class SimClients implements ClientNet, ClientWorld {
   }
 
   resume(client: SimClient): void {
-    if (!client.host.paused) return;
-    client.host.paused = false;
+    const host = client.host;
+    if (!host.paused) return;
+    host.paused = false;
     this.sim.trace(`client ${client.name}: resume`);
-    for (const handle of client.host.inbox.splice(0)) {
-      if (!client.alive) break;
+    for (const handle of host.inbox.splice(0)) {
+      if (!host.alive) break;
       handle();
       drainMicrotasks();
     }
-    if (!client.alive) return;
-    client.host.runTimers();
-    this.settle(client);
+    if (!host.alive) return;
+    host.runTimers();
+    this.settleHost(host);
   }
 
   /** A wake event: the client's due timers run (unless a later rewake replaced it). */
@@ -132,8 +152,13 @@ export class SimClients implements ClientNet, ClientWorld {
 
   /** What the step started in the client's code (promise continuations) runs to its end; then its next timer is due. */
   private settle(client: SimClient): void {
+    this.settleHost(client.host);
+  }
+
+  /** As settle, for every store of the process (their timers are the host's). */
+  private settleHost(host: SimClientHost): void {
     drainMicrotasks();
-    this.rewake(client);
+    for (const client of this.onHost(host)) this.rewake(client);
   }
 
   private rewake(client: SimClient): void {
@@ -154,8 +179,9 @@ export class SimClients implements ClientNet, ClientWorld {
   event(conn: SimConn, handle: (client: SimClient) => void): void {
     const dialler = conn.dialler;
     if (dialler.kind !== "client") return;
-    const client = this.list[dialler.slot];
-    if (!client || client.incarnation !== dialler.incarnation || !client.alive) return;
+    // The process that dialled: a store of another slot may be all that runs in it now.
+    const client = this.list.find((c) => c !== null && c.alive && c.host.slot === dialler.slot && c.host.incarnation === dialler.incarnation);
+    if (!client) return;
     if (client.host.paused) {
       client.host.inbox.push(() => handle(client));
       return;
@@ -198,7 +224,8 @@ export class SimClients implements ClientNet, ClientWorld {
 
   received(host: SimClientHost, conn: SimConn, message: Message): void {
     const expectedHash = this.sim.wires.clientReceived(host.name, conn, message);
-    const client = this.list[host.slot];
+    const session = message.type === "reply" ? message.body.session : -1;
+    const client = this.onHost(host).find((c) => c.store.sessionId === session);
     if (message.type === "reply") {
       const reply = message.body.reply;
       if (reply.type === "granted" && expectedHash !== undefined) client?.expectedHashes.set(reply.holdId, expectedHash);

@@ -111,6 +111,8 @@ export interface SimStats {
   localGrants: number;
   /** Recalls clients got. */
   recalls: number;
+  /** Clients started in the process of another client's store (one connection per server for both). */
+  sharedProcessStarts: number;
   /** Crashes of a head, middle, tail, or the caching client while a recall was open. */
   recallCrashesHead: number;
   recallCrashesMiddle: number;
@@ -245,7 +247,8 @@ export class Simulation {
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
-    const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false };
+    // Drawn after everything else from params: the draws before it, and so older seeds' setups, stay as they were.
+    const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false, sharedProcesses: params.chance(0.5) };
     this.clients = new SimClients(this, clientCount, settings, this.rng);
     this.faults = new Faults(this);
     this.ending = new Ending(this);
@@ -272,6 +275,7 @@ export class Simulation {
       linearizability: "ok",
       localGrants: 0,
       recalls: 0,
+      sharedProcessStarts: 0,
       recallCrashesHead: 0,
       recallCrashesMiddle: 0,
       recallCrashesTail: 0,
