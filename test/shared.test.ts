@@ -145,6 +145,15 @@ describe("connections shared by a process's stores", () => {
     expect(later.welcome).toEqual({ ...WELCOME, epoch: 4, chain: ["b:2"] });
   });
 
+  test("a config in the welcome's chunk, before the dial returns, is in the welcome the store sees", async () => {
+    const pool = new ConnectionPool(async (address, events) => {
+      events.onMessage({ type: "config", body: { epoch: 9, chain: ["c:3"] } });
+      return new FakeConnection(address, events);
+    });
+    const connection = await pool.dial("a:1", listener().events, 100);
+    expect(connection.welcome).toEqual({ ...WELCOME, epoch: 9, chain: ["c:3"] });
+  });
+
   test("when the server closes the connection every store hears it, and the next dial opens a new one", async () => {
     const { pool, dialled } = setUp();
     const first = listener();

@@ -13,7 +13,7 @@
  * renumbered per connection, each link counts its own), and config, error and
  * the close to every view.
  */
-import type { Message, Welcome } from "../wire";
+import type { ConfigMessage, Message, Welcome } from "../wire";
 import type { ConnectionEvents, ServerConnection } from "./host";
 
 type Dial = (address: string, events: ConnectionEvents, timeoutMs: number) => Promise<ServerConnection>;
@@ -32,7 +32,7 @@ export class ConnectionPool {
     return connection.view(events);
   }
 
-  /** Open connections (tests and the shell's stats). */
+  /** Open connections (for tests). */
   get connections(): number {
     let open = 0;
     for (const connection of this.shared.values()) if (connection.isOpen) open++;
@@ -64,8 +64,8 @@ class SharedConnection {
   private readonly queries = new Map<number, { view: View; queryId: number }>();
   private nextQueryId = 1;
   private closed = false;
-  /** The handshake's welcome with the chain of the latest config (a view dialled later sees it). */
-  private latest: Welcome | null = null;
+  /** The latest config since the welcome (a view dialled later sees its chain). */
+  private config: ConfigMessage | null = null;
 
   readonly events: ConnectionEvents = {
     onMessage: (message) => this.route(message),
@@ -84,12 +84,12 @@ class SharedConnection {
 
   attach(connection: ServerConnection): void {
     this.connection = connection;
-    this.latest = connection.welcome;
   }
 
+  /** The handshake's welcome, with the chain of every config since (configs only follow it). */
   get welcome(): Welcome {
-    if (this.latest === null) throw new Error("a shared connection is viewed only once dialled");
-    return this.latest;
+    const welcome = this.underlying.welcome;
+    return this.config ? { ...welcome, epoch: this.config.epoch, chain: this.config.chain } : welcome;
   }
 
   get isOpen(): boolean {
@@ -152,7 +152,8 @@ class SharedConnection {
         return asked.view.deliver({ type: "queryReply", body: { ...message.body, queryId: asked.queryId } });
       }
       case "config":
-        this.latest = { ...this.welcome, epoch: message.body.epoch, chain: message.body.chain };
+        // It may come in the welcome's chunk, before the dial's caller has the connection.
+        this.config = message.body;
         break;
     }
     for (const view of [...this.views]) view.deliver(message);
