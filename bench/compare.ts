@@ -32,12 +32,18 @@ import {
   type WorkloadSpec,
 } from "../src/bench/index.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
+import { keepFreedMemory } from "../src/cli/self.ts";
 import { connect } from "../src/index.ts";
 import { measureBulk, measurePasses } from "./floor.ts";
 import { etcdCycle, type PeerResult, redisContended, redisCycle, redisGet, redisLarge } from "./peers.ts";
 import { type EtcdGroup, Processes, type RedisGroup, startEtcd, startRedis } from "./services.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
+
+// The clients run in this process: it keeps the memory it frees, as `pstore bench` does
+// (src/cli/self.ts), or its pstore cells would measure a slower client than the commands they
+// print (and its Redis and etcd clients one slower than theirs).
+keepFreedMemory([process.execPath, import.meta.path]);
 const DOC = join(ROOT, "docs/benchmarks.md");
 const NOTES_BEGIN = "<!-- notes:begin -->";
 const NOTES_END = "<!-- notes:end -->";

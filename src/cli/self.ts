@@ -27,11 +27,11 @@ export const PURGE_DELAY_ENV = "MIMALLOC_PURGE_DELAY";
  * process starts, so the process executes itself once more with it: the same PID
  * (execve), before it opened anything. A value the user set is kept (0: give back at once).
  */
-export function keepFreedMemory(): void {
+export function keepFreedMemory(command: string[] = selfCommand()): void {
   if (process.env[PURGE_DELAY_ENV] !== undefined) return;
   const execve = (process as { execve?: (file: string, args: string[], env: Record<string, string | undefined>) => never }).execve;
   if (typeof execve !== "function") return;
-  const [program, ...script] = selfCommand();
+  const [program, ...script] = command;
   const file = present(program, "selfCommand() names the program");
   execve(file, [file, ...script, ...process.argv.slice(2)], { ...process.env, [PURGE_DELAY_ENV]: "-1" });
 }
