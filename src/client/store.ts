@@ -35,7 +35,8 @@ export async function connect(options: ConnectOptions = {}, mapSegment: SegmentM
 
 function hostFor(options: ConnectOptions) {
   const secret = options.secret ?? (process.env.PSTORE_SECRET || undefined);
-  return bunHost(secret, readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined)), options.shareConnections !== false);
+  const tlsCa = readCa(options.tlsCa ?? (process.env.PSTORE_TLS_CA || undefined));
+  return bunHost(secret, tlsCa, options.shareConnections !== false);
 }
 
 /** As connect, for the agent; `onRecalling(name)` runs before the store answers a recall of name's grant. */

@@ -75,13 +75,7 @@ export class Link {
 
   send(frame: Uint8Array): void {
     if (this.closed) return;
-    if (this.flushAfterTurn && this.queue.length === 0 && batching === null) {
-      this.queue.push(frame);
-      this.queuedBytes += frame.length;
-      queueMicrotask(() => this.flush());
-      return;
-    }
-    if (this.queue.length === 0 && batching === null) {
+    if (this.queue.length === 0 && batching === null && !this.flushAfterTurn) {
       const written = this.socket.write(frame);
       if (written === frame.length) return;
       if (written < 0) return this.fail("socket closed while writing");
@@ -91,7 +85,11 @@ export class Link {
     }
     this.queue.push(frame);
     this.queuedBytes += frame.length;
-    if (batching !== null && this.queue.length === 1) batching.add(this);
+    // The first frame queued: the batch, or else the turn's end (flushAfterTurn), writes it.
+    if (this.queue.length === 1) {
+      if (batching !== null) batching.add(this);
+      else queueMicrotask(() => this.flush());
+    }
     if (this.queuedBytes > this.queuedBytesMax) {
       // The peer does not read: drop it rather than grow without bound. It reconnects.
       this.lost(`the peer is not reading: ${this.queuedBytes} bytes waiting (limit ${this.queuedBytesMax})`);

@@ -65,7 +65,7 @@ export class SimClients implements ClientNet, ClientWorld {
     if (host) this.sim.stats.sharedProcessStarts++;
     this.sim.trace(`client ${client.name}: start${host ? ` in the process of client ${present(partner, "a shared host has its client").name}` : ""}`);
     client.start();
-    this.settle(client);
+    this.settle(client.host);
   }
 
   restartLater(client: SimClient, why: string): void {
@@ -119,7 +119,7 @@ export class SimClients implements ClientNet, ClientWorld {
     }
     if (!host.alive) return;
     host.runTimers();
-    this.settleHost(host);
+    this.settle(host);
   }
 
   /** A wake event: the client's due timers run (unless a later rewake replaced it). */
@@ -128,7 +128,7 @@ export class SimClients implements ClientNet, ClientWorld {
     if (!wake || wake.token !== token) return;
     this.wakeTokens.delete(client);
     client.host.runTimers();
-    this.settle(client);
+    this.settle(client.host);
   }
 
   windDown(): void {
@@ -150,13 +150,11 @@ export class SimClients implements ClientNet, ClientWorld {
     client.absorbed = { sessionsLost: store.sessionsLost, localGrants: store.localGrants, recalls: store.recalls };
   }
 
-  /** What the step started in the client's code (promise continuations) runs to its end; then its next timer is due. */
-  private settle(client: SimClient): void {
-    this.settleHost(client.host);
-  }
-
-  /** As settle, for every store of the process (their timers are the host's). */
-  private settleHost(host: SimClientHost): void {
+  /**
+   * What the step started in the process's code (promise continuations) runs to its end; then
+   * each of its stores' next timer is due (their timers are the host's).
+   */
+  private settle(host: SimClientHost): void {
     drainMicrotasks();
     for (const client of this.onHost(host)) this.rewake(client);
   }
@@ -187,7 +185,7 @@ export class SimClients implements ClientNet, ClientWorld {
       return;
     }
     handle(client);
-    this.settle(client);
+    this.settle(client.host);
   }
 
   // ---- ClientNet: a client process's network --------------------------------------------
@@ -224,11 +222,13 @@ export class SimClients implements ClientNet, ClientWorld {
 
   received(host: SimClientHost, conn: SimConn, message: Message): void {
     const expectedHash = this.sim.wires.clientReceived(host.name, conn, message);
-    const session = message.type === "reply" ? message.body.session : -1;
-    const client = this.onHost(host).find((c) => c.store.sessionId === session);
     if (message.type === "reply") {
       const reply = message.body.reply;
-      if (reply.type === "granted" && expectedHash !== undefined) client?.expectedHashes.set(reply.holdId, expectedHash);
+      if (reply.type === "granted" && expectedHash !== undefined) {
+        // The store of the reply's session: two may share the process.
+        const session = message.body.session;
+        this.onHost(host).find((c) => c.store.sessionId === session)?.expectedHashes.set(reply.holdId, expectedHash);
+      }
       if (reply.type === "error" && reply.code === "EUNAVAILABLE") this.sim.stats.unavailableReplies++;
     }
     if (message.type === "recall") this.recalls.delivered(message.body);
