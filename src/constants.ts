@@ -90,9 +90,17 @@ export const HOLD_IDS_PER_EPOCH = 2 ** 24;
 export const SERVERS_MAX = 64;
 /** Connection slots that clients cannot take: peers (two links each way) can always reconnect. */
 export const CONNECTIONS_KEPT_FOR_PEERS = 2 * SERVERS_MAX;
-/** Applied updates a server keeps in memory to resend to a successor that lacks them. */
-export const RETAINED_UPDATES_MAX = 100_000;
-export const RETAINED_BYTES_MAX = 32 * 1024 * 1024;
+/**
+ * Applied updates a server keeps in memory to resend to a successor that lacks them (beyond
+ * these, acknowledged ones go; a successor further behind gets a snapshot). Small on purpose:
+ * every update's buffers lived as long as it was retained, long enough to outlive the
+ * collector's young generation, and at 32 MiB the garbage they left took a server's RSS to
+ * 400-550 MiB under 4 KiB writes, most of it fresh pages faulted in (~11 µs each on our VM):
+ * an 8-client cycle ran at half speed until the heap stopped growing (docs/benchmarks.md,
+ * session 12). Under load 32 MiB was half a second of updates anyway.
+ */
+export const RETAINED_UPDATES_MAX = 10_000;
+export const RETAINED_BYTES_MAX = 4 * 1024 * 1024;
 /** Stamps a server keeps for bench/pass_profile.ts (PSTORE_PASS_PROFILE): a minute of one client's cycles. */
 export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
 
