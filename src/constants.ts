@@ -9,6 +9,8 @@ export const NAME_BYTES_MAX = 255;
 
 /** Segments one process maps at once (c/pstore_mem.h PSTORE_SEGMENTS_MAX, the same): the agent maps one per C program. */
 export const SEGMENTS_PER_PROCESS_MAX = 64;
+/** ArrayBuffers a client keeps over ranges of its segment (one per datum it used) before it starts over. */
+export const SEGMENT_VIEW_BUFFERS_MAX = 4096;
 
 export const SEGMENT_SIZE_DEFAULT = 256 * 1024 * 1024;
 /**

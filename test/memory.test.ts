@@ -154,6 +154,19 @@ describe("under a write hold, only the pages written are dirty", () => {
   });
 });
 
+describe("a view is a buffer of its datum's pages, not of the segment", () => {
+  // The collector counts every live ArrayBuffer as heap: one over a 1 GiB segment let a client
+  // pile up ~2 GiB of garbage before it collected (docs/api.md, "Views and page protection").
+  test("on a 1 GiB segment the collector counts a datum's page, and each view knows its place", async () => {
+    const seen = await childResult("large-segment-views");
+    expect(seen.extraMemoryMiB).toBeLessThan(64);
+    expect(seen.sameBuffer).toBe(true);
+    expect(seen.offset).toBe(1000 * 4096);
+    expect(seen.insideOffset).toBe(1000 * 4096 + 10);
+    expect(seen.foreign).toBe(-1);
+  });
+});
+
 describe("JavaScriptCore's own faults still work with our handler installed", () => {
   test("WebAssembly bounds traps, stack overflow and Worker termination", async () => {
     const seen = await childResult("jsc-faults");

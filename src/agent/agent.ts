@@ -148,8 +148,9 @@ class Program {
           await (request.mode === "read" ? store.releaseRead(view) : store.releaseReadWrite(view)).catch(() => {});
           return [];
         }
-        this.holds.set(view.byteOffset, { name: request.name, view, mode: request.mode });
-        return [{ u64: view.byteOffset }, { u64: view.length }, { u32: NO_SLOT }, { u32: 0 }];
+        const offset = this.segment!.offsetOf(view);
+        this.holds.set(offset, { name: request.name, view, mode: request.mode });
+        return [{ u64: offset }, { u64: view.length }, { u32: NO_SLOT }, { u32: 0 }];
       }
       case "release": {
         const lent = lending.lentAt(request.offset);
@@ -179,7 +180,7 @@ class Program {
 
   private checkPages(view: Uint8Array, pages: Uint32Array): void {
     const pageSize = this.segment!.pageSize;
-    const first = view.byteOffset / pageSize;
+    const first = this.segment!.offsetOf(view) / pageSize;
     const count = Math.ceil(view.length / pageSize);
     for (const page of pages) {
       if (page < first || page >= first + count) throw new PStoreError("EINVAL", `page ${page} is not a page of the released datum`);

@@ -47,6 +47,8 @@ interface Lent {
   /** The store's use that the program takes and returns. */
   view: Uint8Array;
   mode: "read" | "write";
+  /** The view's place in the segment (the program's pointer is its mapping plus this). */
+  offset: number;
 }
 
 /** What an access of a lent datum gets: the slot, its state word while the program is in it. */
@@ -94,20 +96,22 @@ export class Lending {
     }
     if (!view) return;
     const slot = this.freeSlots.pop()!;
-    const lent: Lent = { name, slot, view, mode };
+    // Where the program finds the bytes: the view's place in the segment (its own buffer starts there).
+    const offset = this.segment.offsetOf(view);
+    const lent: Lent = { name, slot, view, mode, offset };
     const at = HEADER_BYTES + slot * SLOT_BYTES;
     const pageSize = this.segment.pageSize;
     const bytes = encoder.encode(name);
     const fields = this.table.view;
     fields.setUint32(at + MODE, mode === "write" ? 2 : 1, true);
-    fields.setUint32(at + FIRST_PAGE, view.byteOffset / pageSize, true);
+    fields.setUint32(at + FIRST_PAGE, offset / pageSize, true);
     fields.setUint32(at + PAGE_COUNT, Math.ceil(view.length / pageSize), true);
-    setU64(fields, at + OFFSET, view.byteOffset);
+    setU64(fields, at + OFFSET, offset);
     setU64(fields, at + SIZE, view.length);
     fields.setUint16(at + NAME_LEN, bytes.length, true);
     this.table.bytes.set(bytes, at + NAME);
     this.byName.set(name, lent);
-    this.byOffset.set(view.byteOffset, lent);
+    this.byOffset.set(offset, lent);
     this.publishLease();
     // Published last: the program reads the fields only after it sees FREE.
     this.table.store32(at + STATE, nextGeneration(this.table.load32(at + STATE)) | FREE);
@@ -148,7 +152,7 @@ export class Lending {
       const used = (word & ~KIND_MASK) | (mode === "write" ? USED_WRITE : USED_READ);
       if (this.table.cas32(state, word, used) === word) {
         this.publishLease();
-        return { offset: lent.view.byteOffset, size: lent.view.length, slot: lent.slot, word: used >>> 0 };
+        return { offset: lent.offset, size: lent.view.length, slot: lent.slot, word: used >>> 0 };
       }
     } else if (this.table.cas32(state, word, nextGeneration(word) | EMPTY) === word) {
       await this.takenBack(lent);
@@ -211,7 +215,7 @@ export class Lending {
   /** Ends the store's lent use (the slot is EMPTY already): a write use ships the pages marked dirty. */
   private giveBack(lent: Lent): Promise<void> {
     this.byName.delete(lent.name);
-    this.byOffset.delete(lent.view.byteOffset);
+    this.byOffset.delete(lent.offset);
     this.freeSlots.push(lent.slot);
     return lent.mode === "read" ? this.store.releaseRead(lent.view) : this.store.releaseReadWrite(lent.view);
   }

@@ -1,6 +1,6 @@
 /**
  * What the client's mapped segment holds: the holds in use, found by their
- * view (its byteOffset gives the first page), and for each datum which version
+ * view (its place in the segment gives the first page), and for each datum which version
  * of its bytes the segment keeps (an acquire names it: the tail then sends only
  * what changed). Pages are opened here in a hold's mode and closed when it
  * ends; when, and what the servers are told, is the session's (session.ts).
@@ -93,15 +93,14 @@ export class SegmentHolds {
 
   /** The hold `view` was handed out for, released in `mode`. */
   holdOf(view: ArrayBufferView, mode: Mode): ClientHold {
-    if (!ArrayBuffer.isView(view) || view.buffer !== this.segment.buffer) {
-      throw new PStoreError("EINVAL", "release takes the view that access returned");
-    }
+    const offset = ArrayBuffer.isView(view) ? this.segment.offsetOf(view) : -1;
+    if (offset < 0) throw new PStoreError("EINVAL", "release takes the view that access returned");
     // Checked first: a lost view must not release a newer hold on the same pages.
     const lost = this.lostViews.get(view);
     if (lost !== undefined) {
       throw new PStoreError("ESTALE", `the hold on "${lost}" was lost with its session (the cluster was out of reach, or the session expired); access it again`);
     }
-    const hold = this.holds.get(Math.floor(view.byteOffset / this.segment.pageSize));
+    const hold = this.holds.get(Math.floor(offset / this.segment.pageSize));
     if (!hold) throw new PStoreError("ESTALE", "this view holds nothing (already released?)");
     if (hold.mode !== mode) {
       const right = hold.mode === "read" ? "releaseRead" : "releaseReadWrite";
@@ -116,7 +115,11 @@ export class SegmentHolds {
    */
   take(hold: ClientHold): PageWrite[] {
     const segment = this.segment;
-    const pages = hold.mode === "write" ? packPages(segment.dirtyPages(hold.firstPage, hold.pageCount), segment.pageSize, new Uint8Array(segment.buffer)) : [];
+    let pages: PageWrite[] = [];
+    if (hold.mode === "write") {
+      const held = segment.view(hold.firstPage * segment.pageSize, hold.pageCount * segment.pageSize);
+      pages = packPages(segment.dirtyPages(hold.firstPage, hold.pageCount), segment.pageSize, held, hold.firstPage);
+    }
     this.holds.delete(hold.firstPage);
     return pages;
   }

@@ -52,9 +52,9 @@ export interface ClientHost {
 export interface SegmentMemory {
   readonly size: number;
   readonly pageSize: number;
-  /** One buffer under every view handed out. */
-  readonly buffer: ArrayBuffer;
   view(offset: number, length: number): Uint8Array;
+  /** Where a view handed out (or part of one) starts in the segment; -1 when it is not one. */
+  offsetOf(view: ArrayBufferView): number;
   /** Labels the pages with a datum name (for fault messages). */
   setName(firstPage: number, pageCount: number, name: string): void;
   /** Copies pages in whatever their protection; page i of the run is at bytes[i * stride]. */

@@ -6,7 +6,7 @@
  *
  * Every wrapper throws a PStoreError carrying C's message when C says ERR.
  */
-import { dlopen, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 // @ts-ignore -- bun-types declares no module for "*.so"; Bun resolves it to a path.
 import soPath from "../../dist/libpstore_mem.so" with { type: "file" };
 import { PStoreError } from "../errors.ts";
@@ -82,11 +82,21 @@ export function segmentMapFdReadable(pageCount: number, pageSize: number, fd: nu
   return seg;
 }
 
-/** One ArrayBuffer over the whole mapping; it must not outlive segmentUnmap. */
-export function segmentBuffer(seg: number, size: number): ArrayBuffer {
+/** The address of the mapping's first byte. */
+export function segmentBase(seg: number): number {
   const base = c.pstore_segment_base(seg);
   if (base === null) throw new PStoreError("EINVAL", `segment ${seg} is not mapped`);
-  return toArrayBuffer(base as Pointer, 0, size);
+  return base as number;
+}
+
+/** An ArrayBuffer over `bytes` of the mapping at `address`; it must not outlive segmentUnmap. */
+export function bufferAt(address: number, bytes: number): ArrayBuffer {
+  return toArrayBuffer(address as Pointer, 0, bytes);
+}
+
+/** Where a view's first byte is in this process's memory. */
+export function addressOf(view: ArrayBufferView): number {
+  return view.byteLength === 0 ? -1 : ptr(view as DataView);
 }
 
 export function segmentUnmap(seg: number): void {

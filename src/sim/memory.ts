@@ -33,6 +33,10 @@ export class PageMemory implements SegmentMemory {
     return new Uint8Array(this.buffer, offset, length);
   }
 
+  offsetOf(view: ArrayBufferView): number {
+    return this.mapped && view.buffer === this.buffer ? view.byteOffset : -1;
+  }
+
   setName(firstPage: number, pageCount: number): void {
     this.checkRange(firstPage, pageCount);
   }

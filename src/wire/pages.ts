@@ -20,12 +20,13 @@ export function pagesSize(pages: PageWrite[]): number {
 export const packedSections = new WeakMap<PageWrite[], Uint8Array>();
 
 /**
- * Copies the pages `indices` of `source` (pages of `pageSize` bytes) straight
+ * Copies the pages `indices` of `source` (pages of `pageSize` bytes, the first
+ * of them page `sourceFirstPage`) straight
  * into their wire encoding, one buffer for all: a release ships its dirty
  * pages with this one copy (encodeMessageParts sends the buffer as it is).
  * The returned list must not be changed.
  */
-export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array): PageWrite[] {
+export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array, sourceFirstPage = 0): PageWrite[] {
   const section = new Uint8Array(4 + indices.length * (8 + pageSize));
   const view = new DataView(section.buffer);
   view.setUint32(0, indices.length, true);
@@ -36,7 +37,7 @@ export function packPages(indices: ArrayLike<number>, pageSize: number, source: 
     view.setUint32(offset, page, true);
     view.setUint32(offset + 4, pageSize, true);
     const bytes = section.subarray(offset + 8, offset + 8 + pageSize);
-    bytes.set(source.subarray(page * pageSize, (page + 1) * pageSize));
+    bytes.set(source.subarray((page - sourceFirstPage) * pageSize, (page - sourceFirstPage + 1) * pageSize));
     pages.push({ page, bytes });
     offset += 8 + pageSize;
   }
