@@ -194,6 +194,10 @@ export const LARGE_FRAME_GC_INTERVAL_MS = 50;
 export const LARGE_FRAME_IDLE_MS = 1000;
 /** A server keeps one collected large-frame buffer up to this size for the next (a 64 MiB release and its header). */
 export const LARGE_FRAME_KEPT_BYTES_MAX = 72 * 1024 * 1024;
+/** A client packs a write release of this many bytes on into a buffer it keeps for the next (src/client/pack_buffer.ts). */
+export const PACK_BUFFER_BYTES_MIN = 8 * 1024 * 1024;
+/** A client drops that buffer once no such release came for this long. */
+export const PACK_BUFFER_IDLE_MS = 1000;
 /** Queued frames a link writes in one socket write. */
 export const COALESCE_BYTES_MAX = 256 * 1024;
 /** Updates in one forward message down the chain. */

@@ -196,6 +196,24 @@ describe("pages on the wire", () => {
     expect(b.stats().pagesReceived - b0).toBe(1);
     await b.releaseRead(seen);
   });
+
+  test("large rewrites one after another each reach another client byte for byte (their packing buffer is reused)", async () => {
+    const [a, b] = [await client(10_000), await client(10_000)];
+    const size = 16 * 1024 * 1024;
+    await a.create("rewritten", size);
+    const pattern = (round: number, i: number) => (i * 7 + round * 13 + (i >> 12)) & 0xff;
+    // The third rewrite changes half the pages: a smaller release packed into part of the kept buffer.
+    for (const [round, end] of [[1, size], [2, size], [3, size / 2]] as const) {
+      const view = await a.accessReadWrite("rewritten");
+      for (let i = 0; i < end; i++) view[i] = pattern(round, i);
+      await a.releaseReadWrite(view);
+      const seen = await b.accessRead("rewritten");
+      let wrong = -1;
+      for (let i = 0; i < size && wrong < 0; i++) if (seen[i] !== pattern(i < end ? round : 2, i)) wrong = i;
+      await b.releaseRead(seen);
+      expect({ round, wrong }).toEqual({ round, wrong: -1 });
+    }
+  });
 });
 
 describe("bad creates", () => {

@@ -26,6 +26,8 @@ interface PendingRequest {
   /** A cancel was sent: a late grant must be ignored (the cancel released it). */
   cancelled: boolean;
   sentAtMs: number;
+  /** Times it went out (a resend may leave its bytes queued on another connection). */
+  sends: number;
   /** When it was first sent: an answer proves the head heard the session at or after this. */
   firstSentAtMs: number;
   /** When a head first answered that it cannot serve (no majority), and what it said. */
@@ -49,6 +51,8 @@ export class ClusterLink {
   private refreshing: Promise<void> | null = null;
   private nextReqNo = 1;
   private readonly pending = new Map<number, PendingRequest>();
+  /** Ops of requests sent more than once (see sentOnce). */
+  private readonly resent = new WeakSet<Op>();
   private nextQueryId = 1;
   private readonly queries = new Map<number, PendingQuery>();
   private watcher: TimerHandle | null = null;
@@ -106,12 +110,17 @@ export class ClusterLink {
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       const now = this.host.nowMs();
-      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, firstSentAtMs: now, onQueued });
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, sends: 0, firstSentAtMs: now, onQueued });
     });
     if (this.head) this.sendRequest(reqNo, present(this.pending.get(reqNo), "a request just made pending"));
     else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
     this.updateActivity();
     return promise;
+  }
+
+  /** Whether `op`'s request went out once only: answered, none of its bytes can still be queued on a connection. */
+  sentOnce(op: Op): boolean {
+    return !this.resent.has(op);
   }
 
   /** Marks an acquire as withdrawn: its grant, if one comes, is not for the caller any more. */
@@ -361,6 +370,7 @@ export class ClusterLink {
   }
 
   private sendRequest(reqNo: number, request: PendingRequest): void {
+    if (++request.sends > 1) this.resent.add(request.op);
     const body = { session: request.session, reqNo, doneBelow: this.doneBelow(), op: request.op };
     this.head?.send({ type: "request", body });
   }

@@ -111,14 +111,14 @@ export class SegmentHolds {
 
   /**
    * Ends a use: the hold leaves the table, and a write's changed pages are copied
-   * now (into their wire encoding). The pages stay open until `shut`.
+   * now (into their wire encoding, in a buffer from `allocate`). The pages stay open until `shut`.
    */
-  take(hold: ClientHold): PageWrite[] {
+  take(hold: ClientHold, allocate?: (bytes: number) => Uint8Array): PageWrite[] {
     const segment = this.segment;
     let pages: PageWrite[] = [];
     if (hold.mode === "write") {
       const held = segment.view(hold.firstPage * segment.pageSize, hold.pageCount * segment.pageSize);
-      pages = packPages(segment.dirtyPages(hold.firstPage, hold.pageCount), segment.pageSize, held, hold.firstPage);
+      pages = packPages(segment.dirtyPages(hold.firstPage, hold.pageCount), segment.pageSize, held, hold.firstPage, allocate);
     }
     this.holds.delete(hold.firstPage);
     return pages;

@@ -15,10 +15,11 @@ import { CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS_DEFAULT, DELETE_RECALL_WAIT_MS, FAILO
 import { nameProblem, sizeProblem } from "../core/names";
 import { CACHED_ELSEWHERE } from "../core/state";
 import { PStoreError } from "../errors";
-import type { Mode, Op, PageWrite, Recall, Reply, ReplyMessage } from "../wire";
+import { type Mode, type Op, type PageWrite, type Recall, type Reply, type ReplyMessage, packedSections } from "../wire";
 import { type CachedGrant, GrantCache } from "./cache";
 import { ClusterLink } from "./cluster";
 import { type ClientHold, SegmentHolds } from "./holds";
+import { PackBuffer } from "./pack_buffer";
 import type { ClientHost, GrantLender, SegmentMapper, UseObserver } from "./host";
 import { withReadUse, withWriteUse } from "./scoped";
 import { watchWait, withTimeout } from "./wait";
@@ -43,6 +44,8 @@ export class ClientStore implements Store, GrantLender {
   private readonly settling = new Map<string, Promise<void>>();
   /** Hold id → the acquire request that was granted it: a release the servers do not know withdraws it. */
   private readonly acquireOf = new Map<number, number>();
+  /** The buffer large write releases are packed into, kept for the next. */
+  private readonly packBuffer: PackBuffer;
 
   constructor(
     options: ConnectOptions & { servers: string[] },
@@ -54,6 +57,7 @@ export class ClientStore implements Store, GrantLender {
   ) {
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
+    this.packBuffer = new PackBuffer(host);
     this.grants = options.cacheHolds === false ? null : new GrantCache();
     this.queriesOnly = options.queriesOnly === true;
     this.cluster = new ClusterLink(host, options.servers, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT, options.failoverTimeoutMs ?? FAILOVER_TIMEOUT_MS_DEFAULT);
@@ -214,6 +218,7 @@ export class ClientStore implements Store, GrantLender {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.packBuffer.drop();
     this.mapped.closeAll();
     this.grants?.clear();
     if (this.cluster.isOpen && !this.queriesOnly) {
@@ -363,7 +368,7 @@ export class ClientStore implements Store, GrantLender {
 
   private async releaseAsking(hold: ClientHold, mode: Mode): Promise<void> {
     // Copied now (into their wire encoding): the pages go back to PROT_NONE before the frame is sent.
-    const pages = this.mapped.take(hold);
+    const pages = this.mapped.take(hold, this.packBuffer.take);
     this.counters.pagesSent += pages.length;
     // Sent first (the pages are copied into the frame), then the protection drops while
     // the release travels the chain: for a large datum the mprotect costs as much as the trip.
@@ -386,7 +391,7 @@ export class ClientStore implements Store, GrantLender {
    * goes back. The servers say in the reply whether the grant stays cached.
    */
   private releaseCached(hold: ClientHold, grants: GrantCache): Promise<void> {
-    const pages = this.mapped.take(hold);
+    const pages = this.mapped.take(hold, this.packBuffer.take);
     const step = grants.endUse(hold.name);
     if (step === "nothing") {
       this.mapped.shut(hold);
@@ -477,7 +482,13 @@ export class ClientStore implements Store, GrantLender {
     const session = this.cluster.session;
     try {
       const message = await this.cluster.request(op, onQueued);
-      if (op.type === "release" && !(message.reply.type === "released" && message.reply.cached)) this.acquireOf.delete(op.holdId);
+      if (op.type === "release") {
+        if (!(message.reply.type === "released" && message.reply.cached)) this.acquireOf.delete(op.holdId);
+        // Answered, and sent once: the server read every byte of the pages' buffer, which
+        // nothing refers to any more; it serves the next large release.
+        const section = packedSections.get(op.pages);
+        if (section !== undefined && this.cluster.sentOnce(op)) this.packBuffer.giveBack(section);
+      }
       return message;
     } catch (error) {
       if (op.type === "release" && error instanceof PStoreError && error.code === "ESTALE") this.withdrawAcquireOf(op.holdId);

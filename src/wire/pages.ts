@@ -24,11 +24,17 @@ export const packedSections = new WeakMap<PageWrite[], Uint8Array>();
  * of them page `sourceFirstPage`) straight
  * into their wire encoding, one buffer for all: a release ships its dirty
  * pages with this one copy (encodeMessageParts sends the buffer as it is).
- * The returned list must not be changed.
+ * The returned list must not be changed. `allocate` gives the buffer (packedSections finds it again).
  */
-export function packPages(indices: ArrayLike<number>, pageSize: number, source: Uint8Array, sourceFirstPage = 0): PageWrite[] {
-  const section = new Uint8Array(4 + indices.length * (8 + pageSize));
-  const view = new DataView(section.buffer);
+export function packPages(
+  indices: ArrayLike<number>,
+  pageSize: number,
+  source: Uint8Array,
+  sourceFirstPage = 0,
+  allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
+): PageWrite[] {
+  const section = allocate(4 + indices.length * (8 + pageSize));
+  const view = new DataView(section.buffer, section.byteOffset, section.byteLength);
   view.setUint32(0, indices.length, true);
   const pages: PageWrite[] = [];
   let offset = 4;
