@@ -99,10 +99,13 @@ export const CONNECTIONS_KEPT_FOR_PEERS = 2 * SERVERS_MAX;
  * collector's young generation, and at 32 MiB the garbage they left took a server's RSS to
  * 400-550 MiB under 4 KiB writes, most of it fresh pages faulted in (~11 µs each on our VM):
  * an 8-client cycle ran at half speed until the heap stopped growing (docs/benchmarks.md,
- * session 12). Under load 32 MiB was half a second of updates anyway.
+ * session 12). Under load 32 MiB was half a second of updates anyway. 4 MiB still let a
+ * server holding 256 MiB of data reach 540-730 MiB under 8 clients' 4 KiB writes (each
+ * retained update survives the young generation, and old garbage waits for a full collection,
+ * which the collector runs when the heap, data included, has doubled); 256 KiB: 456-493 MiB.
  */
 export const RETAINED_UPDATES_MAX = 10_000;
-export const RETAINED_BYTES_MAX = 4 * 1024 * 1024;
+export const RETAINED_BYTES_MAX = 256 * 1024;
 /** Stamps a server keeps for bench/pass_profile.ts (PSTORE_PASS_PROFILE): a minute of one client's cycles. */
 export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
 

@@ -171,11 +171,17 @@ describe.if(mounted)("a full disk on a follower", () => {
 
     const filler = fillDiskAt(followerRoot, "filler");
     let refusal: unknown = null;
+    // A create the head took before it learnt of the full disk waits for the follower's disk
+    // (it is in the chain's history): the next ones are refused, and it completes once freed.
+    const waiting: Promise<unknown>[] = [];
     for (const deadline = Date.now() + 5000; refusal === null && Date.now() < deadline; ) {
-      refusal = await store.create(`grown-${Date.now()}`, 4096).then(
+      const attempt = store.create(`grown-${Date.now()}`, 4096).then(
         () => null,
         (error: unknown) => error,
       );
+      const settled = await Promise.race([attempt, Bun.sleep(1000).then(() => "waiting" as const)]);
+      if (settled === "waiting") waiting.push(attempt);
+      else refusal = settled;
       if (refusal === null) await Bun.sleep(100);
     }
     expect(refusal).toBeInstanceOf(PStoreError);
@@ -185,6 +191,7 @@ describe.if(mounted)("a full disk on a follower", () => {
 
     rmSync(filler);
     rmSync(`${filler}.tail`);
+    expect(await Promise.all(waiting)).toEqual(waiting.map(() => null));
     let created = false;
     for (const deadline = Date.now() + 5000; !created && Date.now() < deadline; ) {
       created = await store.create("after", 4096).then(
