@@ -1,14 +1,16 @@
 #!/usr/bin/env bun
 /**
  * Where a server's memory goes: 3 servers with a 1 GiB segment, N data of 64 MiB written once
- * each, RSS of each server after every datum (and after a pause, and after a checkpoint).
+ * each, RSS of each server after every datum (and after a pause); then, with --load-seconds,
+ * under 8 clients' 4 KiB write cycles on other data (the garbage a busy server keeps beside
+ * its data), every 2 s and after.
  *
- *   bun bench/memory.ts [--data 4] [--checkpoint-mb 64]
+ *   bun bench/memory.ts [--data 4] [--checkpoint-mb 64] [--load-seconds 10]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { serversRss } from "../src/bench/index.ts";
+import { runPrefix, runWorkload, serversRss } from "../src/bench/index.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { connect } from "../src/index.ts";
 
@@ -42,6 +44,14 @@ try {
   }
   await Bun.sleep(2000);
   line("2 s later");
+  const loadSeconds = Number(arg("--load-seconds", "0"));
+  if (loadSeconds > 0) {
+    const timer = setInterval(() => line("under 8 clients' cycles"), 2000);
+    const spec = { workload: "cycle", clients: 8, size: 4096, budget: { durationMs: loadSeconds * 1000 }, warmupMs: 500, victim: "head" } as const;
+    const result = await runWorkload({ servers: cluster.servers, cluster, prefix: runPrefix() }, spec, {});
+    clearInterval(timer);
+    line(`after them (${Math.round(result.ops_per_s)}/s)`);
+  }
   await store.close();
 } finally {
   await cluster.stop();
