@@ -386,6 +386,44 @@ describe("checkpoints", () => {
     durability.close();
   });
 
+  // Chaos seed 513013: a server whose own history ran past the chain's (a suffix never
+  // acknowledged) installed the chain's snapshot, older than each of its five checkpoints;
+  // keeping the newest five by seq dropped the snapshot itself, the others were then removed,
+  // and the server could not restart ("updates 1..357161 are missing"). Its log past the
+  // snapshot's seq was of the old history too.
+  test("a snapshot older than every kept checkpoint (a history rolled back) is what the server restarts from, with the log written after it", () => {
+    const dir = freshDir();
+    const { durability } = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    const old = new Writer(durability);
+    startSession(old);
+    for (let i = 0; i < 6; i++) {
+      for (let k = 0; k < 20; k++) old.write(`old-${k}`, i);
+      durability.checkpoint(old.state.appliedSeq, 65, 65, encodeSnapshot(old.state));
+    }
+    old.write("old-tail", 1); // logged past the last checkpoint
+    expect(listCheckpoints(dir).length).toBe(5);
+
+    // The chain's history: shorter than ours, from the same start.
+    const chainDir = freshDir();
+    const chain = new Writer(Durability.open(chainDir, SEGMENT, "always", 1 << 26).durability);
+    startSession(chain);
+    chain.write("kept", 9);
+    const snapshotSeq = chain.state.appliedSeq;
+    expect(snapshotSeq).toBeLessThan(listCheckpoints(dir)[0]!.seq);
+    durability.install(snapshotSeq, 70, 70, encodeSnapshot(chain.state));
+    // The server goes on from the snapshot: its next updates are logged after it.
+    Object.assign(chain, { durability });
+    chain.write("after", 4);
+    chain.durability.close();
+
+    const restarted = open(dir);
+    expect(restarted.writer.state.appliedSeq).toBe(chain.state.appliedSeq);
+    expect([valueOf(restarted.writer.state, "kept"), valueOf(restarted.writer.state, "after")]).toEqual([9, 4]);
+    expect(restarted.writer.state.data.has("old-0")).toBe(false);
+    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([snapshotSeq]);
+    restarted.writer.durability.close();
+  });
+
   test("one server per data dir", () => {
     const dir = freshDir();
     const first = open(dir);

@@ -165,6 +165,20 @@ export function pruneCheckpoints(dir: string, keep: number): void {
   }
 }
 
+/** Drops every checkpoint but the one at `seq` (a snapshot installed; the first dropped is the next one's spare). */
+export function dropCheckpointsExcept(dir: string, seq: number): void {
+  let spareKept = existsSync(join(dir, SPARE));
+  for (const other of listCheckpoints(dir)) {
+    if (other.seq === seq) continue;
+    if (spareKept) unlinkSync(other.file);
+    else renameSync(other.file, join(dir, SPARE));
+    spareKept = true;
+  }
+  // Synced before anything is acknowledged on top of the snapshot: a checkpoint of the old
+  // history coming back after a crash would be loaded instead (it is newer by seq).
+  syncDirectory(dir);
+}
+
 /** Renames the spare, if any, to `temporary`: true if it did. */
 function takeSpare(dir: string, temporary: string): boolean {
   try {

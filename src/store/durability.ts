@@ -10,10 +10,9 @@
  */
 import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
-import { unlinkSync } from "node:fs";
 import { ensureDirectory, freeBytes, isNoSpace } from "./files";
 import { CorruptDataError, RecoveryError } from "./errors";
-import { type CheckpointInfo, listCheckpoints, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
+import { type CheckpointInfo, dropCheckpointsExcept, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
 import { lockDataDir } from "./lock";
 import { type Recovered, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
@@ -188,9 +187,16 @@ export class Durability {
   /** The state was replaced by a snapshot (state transfer): that snapshot is the new base. */
   install(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
     this.history++;
-    const info = this.checkpoint(seq, lastEpoch, configEpoch, snapshot);
-    // Other checkpoints hold a history this server no longer has: never load them.
-    for (const other of listCheckpoints(this.dir)) if (other.seq !== seq) unlinkSync(other.file);
+    this.wal.flush();
+    const info = writeCheckpointBytes(this.dir, seq, lastEpoch, configEpoch, snapshot);
+    // The log and the other checkpoints hold a history this server no longer has, past `seq`
+    // too after a rollback: the log restarts after the snapshot, then the checkpoints go (a
+    // crash in between recovers the newest checkpoint left, as if nothing was installed).
+    // Not pruneCheckpoints: keeping the newest by seq, it dropped the snapshot itself when five
+    // checkpoints of the rolled-back history were newer (chaos seed 513013).
+    this.wal.restartAfter(seq);
+    dropCheckpointsExcept(this.dir, seq);
+    this.lastCheckpoint = info;
     return info;
   }
 

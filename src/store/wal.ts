@@ -175,8 +175,22 @@ export class WriteAheadLog {
 
   /** The checkpoint at `firstSeq - 1` is on disk: the segments before `firstSeq` go (one is recycled as the spare). */
   dropSegmentsBefore(firstSeq: number): void {
+    this.dropSegments((segment) => segment.firstSeq < firstSeq);
+  }
+
+  /**
+   * A snapshot at `seq` replaced the state (a state transfer): the log goes on in a fresh
+   * segment from `seq + 1`, and every other segment goes, those past `seq` too: after a
+   * rollback (our history ran past the chain's) they hold records of the history we gave up.
+   */
+  restartAfter(seq: number): void {
+    this.startSegment(seq + 1);
+    this.dropSegments((segment) => segment.firstSeq !== seq + 1);
+  }
+
+  private dropSegments(drop: (segment: { firstSeq: number }) => boolean): void {
     for (const segment of listSegments(this.dir)) {
-      if (segment.firstSeq >= firstSeq) continue;
+      if (!drop(segment)) continue;
       if (!this.spareWanted && !this.spareReady) this.prepareSpare(segment.file);
       else if (this.retired.length < RETIRED_SEGMENTS_MAX) this.retire(segment.file);
       else unlinkSync(segment.file);
