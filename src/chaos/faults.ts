@@ -9,10 +9,10 @@
  *     graph of servers and uncut links stays connected, for all servers and
  *     for those up (in the default availability mode, a split lets both
  *     sides serve: the README's documented risk, not a bug to find here).
- *     A server back from a kill or a pause is out of the chain until it has
- *     rejoined: for REJOIN_MS it does not count as connecting the others (a
- *     chain of two split by one cut while the third was rejoining through both
- *     served on both sides: seeds 513014 and 513015).
+ *     A server back from a kill or a pause may or may not be in the chain for
+ *     REJOIN_MS: the links must connect the chain either way (a chain of two
+ *     split by one cut, while the third was rejoining through both, served on
+ *     both sides: seeds 513014, 513015 and 513019).
  * The same seed and options give the same schedule.
  */
 import type { CutMode } from "./proxy";
@@ -136,15 +136,25 @@ function safe(model: Model, pending: FaultEvent[], fault: FaultEvent[], options:
 
 /**
  * At `now`: some server is up (unless all were killed together), and unless splits are allowed,
- * the uncut links connect all servers, those up, and those up and in the chain. Servers join
- * the last set only as they rejoin, which adds to it; with the second set connected, it stays so.
+ * the uncut links connect all servers, and the servers of every chain there may be: those up
+ * that are surely in it, with any of those still rejoining (each may be in already, or not).
+ * Checking at each event is enough: as servers finish rejoining, these sets only become fewer.
  */
 function rulesHold(model: Model, options: ScheduleOptions, total: boolean, now: number): boolean {
   const up = upServers(model);
   if (up.length === 0 && !total) return false;
   if (options.allowSplit) return true;
-  const inChain = up.filter((i) => model.rejoinedAt[i]! <= now);
-  return connected(model, model.killed.map((_, i) => i)) && connected(model, up) && connected(model, inChain);
+  if (!connected(model, model.killed.map((_, i) => i))) return false;
+  return possibleChains(up, model.rejoinedAt, now).every((members) => connected(model, members));
+}
+
+/** The up servers surely in the chain, with each subset of those still rejoining at `now`. */
+function possibleChains(up: number[], rejoinedAt: number[], now: number): number[][] {
+  const settled = up.filter((i) => rejoinedAt[i]! <= now);
+  const rejoining = up.filter((i) => rejoinedAt[i]! > now);
+  const chains: number[][] = [];
+  for (let mask = 0; mask < 1 << rejoining.length; mask++) chains.push([...settled, ...rejoining.filter((_, k) => (mask >> k) & 1)]);
+  return chains;
 }
 
 function apply(model: Model, event: FaultEvent): void {
