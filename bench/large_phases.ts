@@ -13,6 +13,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { rssKiB } from "../src/bench/rss.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { connect } from "../src/index.ts";
 
@@ -22,10 +23,12 @@ const arg = (name: string, fallback: string) => {
   return i === -1 ? fallback : process.argv[i + 1]!;
 };
 const LARGE = 64 * 1024 * 1024;
-const stat = (pid: number) => readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-const faults = (pid: number) => Number(stat(pid)[7]);
-const cpuTicks = (pid: number) => [Number(stat(pid)[11]), Number(stat(pid)[12])] as const;
-const rssMib = (pid: number) => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024);
+/** Minor faults and user/system CPU ticks (10 ms) of `pid` so far, from one read of /proc/PID/stat. */
+function counters(pid: number): { faults: number; user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return { faults: Number(fields[7]), user: Number(fields[11]), system: Number(fields[12]) };
+}
+const rssMib = (pid: number) => Math.round((rssKiB(pid) ?? 0) / 1024);
 
 const dataDir = mkdtempSync(join(tmpdir(), "pstore-large-"));
 const cluster = new LocalCluster({
@@ -45,8 +48,7 @@ try {
     const name = `large-phases-${round}`;
     await store.create(name, LARGE);
     for (let i = 0; i < Number(arg("--rewrites", "12")); i++) {
-      const cpu0 = pids.map(cpuTicks);
-      const faults0 = pids.map(faults);
+      const before = pids.map(counters);
       const t0 = performance.now();
       const view = await store.accessReadWrite(name);
       const t1 = performance.now();
@@ -54,8 +56,9 @@ try {
       const t2 = performance.now();
       await store.releaseReadWrite(view);
       const t3 = performance.now();
-      const cpu = pids.map((pid, k) => `${(cpuTicks(pid)[0] - cpu0[k]![0]) * 10}/${(cpuTicks(pid)[1] - cpu0[k]![1]) * 10}`);
-      const faulted = pids.map((pid, k) => faults(pid) - faults0[k]!);
+      const after = pids.map(counters);
+      const cpu = after.map((now, k) => `${(now.user - before[k]!.user) * 10}/${(now.system - before[k]!.system) * 10}`);
+      const faulted = after.map((now, k) => now.faults - before[k]!.faults);
       console.log(
         `round ${round} #${i}: access ${(t1 - t0).toFixed(1)} fill ${(t2 - t1).toFixed(1)} release ${(t3 - t2).toFixed(1)} ms | ` +
           `cpu u/s ms [${cpu.join(" ")}] faults [${faulted.join(" ")}] rss MiB [${pids.map(rssMib).join(" ")}]`,

@@ -13,6 +13,7 @@ export class PackBuffer {
   private kept: ArrayBuffer | null = null;
   /** Buffers this lent and may take back. */
   private readonly lent = new WeakSet<ArrayBuffer>();
+  /** When the kept buffer came back: the idle time counts from there. */
   private lastUsedMs = 0;
   private sweeper: TimerHandle | null = null;
 
@@ -21,7 +22,6 @@ export class PackBuffer {
   /** A buffer of exactly `bytes`: the kept one if it is big enough, else a new one (kept later if large). */
   take = (bytes: number): Uint8Array => {
     if (bytes < PACK_BUFFER_BYTES_MIN) return new Uint8Array(bytes);
-    this.lastUsedMs = this.host.nowMs();
     let buffer = this.kept;
     this.kept = null;
     if (buffer === null || buffer.byteLength < bytes) {

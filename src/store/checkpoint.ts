@@ -154,29 +154,28 @@ export function readCheckpoint(file: string): LoadedCheckpoint {
   return { state, seq, lastEpoch, configEpoch, writtenAtMs };
 }
 
-/** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then); the first dropped is the next one's spare. */
+/** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then). */
 export function pruneCheckpoints(dir: string, keep: number): void {
   const all = listCheckpoints(dir);
+  dropCheckpoints(dir, all.slice(0, Math.max(0, all.length - keep)));
+}
+
+/** Drops every checkpoint but the one at `seq` (a snapshot installed). */
+export function dropCheckpointsExcept(dir: string, seq: number): void {
+  dropCheckpoints(dir, listCheckpoints(dir).filter((other) => other.seq !== seq));
+  // Synced before anything is acknowledged on top of the snapshot: a checkpoint of the old
+  // history coming back after a crash would be loaded instead (it is newer by seq).
+  syncDirectory(dir);
+}
+
+/** Removes `dropped`; the first becomes the next checkpoint's spare if there is none. */
+function dropCheckpoints(dir: string, dropped: CheckpointInfo[]): void {
   let spareKept = existsSync(join(dir, SPARE));
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) {
+  for (const old of dropped) {
     if (spareKept) unlinkSync(old.file);
     else renameSync(old.file, join(dir, SPARE));
     spareKept = true;
   }
-}
-
-/** Drops every checkpoint but the one at `seq` (a snapshot installed; the first dropped is the next one's spare). */
-export function dropCheckpointsExcept(dir: string, seq: number): void {
-  let spareKept = existsSync(join(dir, SPARE));
-  for (const other of listCheckpoints(dir)) {
-    if (other.seq === seq) continue;
-    if (spareKept) unlinkSync(other.file);
-    else renameSync(other.file, join(dir, SPARE));
-    spareKept = true;
-  }
-  // Synced before anything is acknowledged on top of the snapshot: a checkpoint of the old
-  // history coming back after a crash would be loaded instead (it is newer by seq).
-  syncDirectory(dir);
 }
 
 /** Renames the spare, if any, to `temporary`: true if it did. */
