@@ -188,6 +188,12 @@ export class Replica {
       // served without what they had acknowledged meanwhile (sim seed 53004585).
       const silentMs = nowMs - this.s.lastHeartbeatMs + this.s.options.heartbeatMs;
       const othersMaySuspectUs = silentMs > this.s.options.suspectMs && nowMs > this.s.busyUntilMs;
+      // Whatever our status, a configuration waiting in our sockets may since have been
+      // replaced by one without us: booting when stopped, a stale issued one must not make
+      // us a member (sim seed 613001559: booting through a 1.4 s pause, server 2 became a
+      // member of a chain gone for 1 s, removed its dead servers, and a joiner of the newer
+      // one-server chain, whose only server had crashed, followed 2 and lost its update).
+      if (othersMaySuspectUs) this.s.resumedAtMs = nowMs;
       if (othersMaySuspectUs && this.s.status === "member" && !this.s.majorityMode && this.s.config.chain.length > 1) {
         // Long enough for the others to remove us and acknowledge updates without us (we
         // would then lead a chain on a stale history: sim seed 33001083). Find the chain
@@ -196,7 +202,6 @@ export class Replica {
         // What we heard before the pause is stale: boot on what the others say from now on.
         this.s.advanceClock(nowMs);
         this.s.peerViews.clear();
-        this.s.resumedAtMs = nowMs;
         becomeBooting(this.s);
       }
     }
