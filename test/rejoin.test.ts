@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
-import { WAL_HEADER_BYTES, listSegments } from "../src/store";
+import { WAL_HEADER_BYTES, listSegments, nodeFs } from "../src/store";
 import { type Child, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
 const dataDir = tempDir();
@@ -53,7 +53,7 @@ test("a corrupt log: the refusal says --rejoin (and that there is no checkpoint)
   // Server 3 stops; a byte of its first record flips (records follow it: not a torn tail, a corrupt log).
   await cluster.kill(2, "SIGTERM");
   const dir3 = join(dataDir, "3");
-  const segment = listSegments(dir3)[0]!.file;
+  const segment = listSegments(nodeFs, dir3)[0]!.file;
   const bytes = readFileSync(segment);
   bytes[WAL_HEADER_BYTES + 8 + 1]! ^= 0xff;
   writeFileSync(segment, bytes);

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StoreState, encodeSnapshot, snapshotParts } from "../src/core";
-import { Durability, RecoveryError, WAL_HEADER_BYTES, WriteAheadLog, listCheckpoints, listSegments, recover } from "../src/store";
+import { Durability, LOG_SIZES, RecoveryError, WAL_HEADER_BYTES, WriteAheadLog, listCheckpoints, listSegments, nodeFs, recover } from "../src/store";
 import { pruneCheckpoints, readCheckpoint, writeCheckpointStreamAsync } from "../src/store/checkpoint";
 import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import { type Op, type Update, packPages } from "../src/wire";
@@ -73,7 +73,7 @@ function startSession(writer: Writer): void {
 }
 
 function lastSegment(dir: string): string {
-  return listSegments(dir).at(-1)!.file;
+  return listSegments(nodeFs, dir).at(-1)!.file;
 }
 
 /** Where the records of a segment end (the zero-filled rest follows). */
@@ -136,7 +136,7 @@ describe("write-ahead log", () => {
     }
     const appliedSeq = writer.state.appliedSeq;
     writer.durability.close();
-    expect(listSegments(dir).length).toBeGreaterThan(1);
+    expect(listSegments(nodeFs, dir).length).toBeGreaterThan(1);
     const recovered = recover(dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
@@ -173,7 +173,7 @@ describe("write-ahead log", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();
     const next = join(dir, `wal-${String(appliedSeq + 1).padStart(16, "0")}.log`);
     writeFileSync(next, new Uint8Array(SEGMENT));
-    expect(listSegments(dir).at(-1)!.file).toBe(next);
+    expect(listSegments(nodeFs, dir).at(-1)!.file).toBe(next);
     const recovered = recover(dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
@@ -252,7 +252,7 @@ describe("checkpoints", () => {
     for (let i = 0; i < 20; i++) writer.write("a", i);
     const checkpoint = writer.do({ type: "checkpoint" });
     writer.durability.checkpoint(checkpoint.seq, 65, 65, encodeSnapshot(writer.state));
-    expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([checkpoint.seq + 1]);
+    expect(listSegments(nodeFs, dir).map((s) => s.firstSeq)).toEqual([checkpoint.seq + 1]);
     writer.write("a", 100);
     writer.write("b", 7);
     writer.durability.close();
@@ -270,7 +270,7 @@ describe("checkpoints", () => {
     writer.write("a", 1);
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
     writer.durability.close();
-    const file = listCheckpoints(dir).at(-1)!.file;
+    const file = listCheckpoints(nodeFs, dir).at(-1)!.file;
     const bytes = new Uint8Array(readFileSync(file));
     bytes[bytes.length - 1]! ^= 0x40;
     writeFileSync(file, bytes);
@@ -289,15 +289,15 @@ describe("checkpoints", () => {
       expect(durability.checkpointInBackground(writer.state, 65, 65)).toBeNull(); // one at a time
       writer.write("a", 2);
       // Not on disk yet: a crash now restarts from the whole log.
-      expect(listSegments(dir).length).toBeGreaterThan(1);
-      expect(listSegments(dir).at(-1)!.firstSeq).toBe(seq + 1);
+      expect(listSegments(nodeFs, dir).length).toBeGreaterThan(1);
+      expect(listSegments(nodeFs, dir).at(-1)!.firstSeq).toBe(seq + 1);
       const info = (await written)!;
       expect(info.seq).toBe(seq);
       // The file holds the state at seq, although "a" was rewritten while it was written
       // (the checkpoint reads the pages frozen at seq; the store copied the chunk it wrote).
-      expect(valueOf(readCheckpoint(info.file).state, "a")).toBe(1);
+      expect(valueOf(readCheckpoint(nodeFs, info.file).state, "a")).toBe(1);
       expect(valueOf(writer.state, "a")).toBe(2);
-      expect(listSegments(dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
+      expect(listSegments(nodeFs, dir).map((s) => s.firstSeq)).toEqual([seq + 1]);
       // The dropped segment is recycled as the next one (its pages are still in the page cache).
       expect(readdirSync(dir)).toContain("wal-spare.tmp");
       // Due again only once the log is past twice this checkpoint.
@@ -314,7 +314,7 @@ describe("checkpoints", () => {
   test("the oldest checkpoint pruned is overwritten by the next one (same file, cut to its size), which reads back whole", async () => {
     const dir = freshDir();
     const emptyAt = (seq: number) => Object.assign(new StoreState(SEGMENT, PAGE), { appliedSeq: seq });
-    const write = async (state: StoreState) => (await writeCheckpointStreamAsync(dir, state.appliedSeq, 65, 65, snapshotParts(state).parts(), () => true))!;
+    const write = async (state: StoreState) => (await writeCheckpointStreamAsync(nodeFs, dir, state.appliedSeq, 65, 65, snapshotParts(state).parts(), () => true))!;
     // A large state first (a datum of 64 pages), then empty ones.
     const large = new StoreState(SEGMENT, PAGE);
     const writer = new Writer({ append() {}, commit() {} } as unknown as Durability);
@@ -325,19 +325,19 @@ describe("checkpoints", () => {
     const small = await write(emptyAt(first.seq + 1));
     expect(small.bytes).toBeLessThan(first.bytes);
     const inode = statSync(first.file).ino;
-    pruneCheckpoints(dir, 1);
-    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([small.seq]);
+    pruneCheckpoints(nodeFs, dir, 1);
+    expect(listCheckpoints(nodeFs, dir).map((c) => c.seq)).toEqual([small.seq]);
     expect(readdirSync(dir)).toContain("checkpoint-spare.tmp");
     const next = await write(emptyAt(first.seq + 2));
     expect(statSync(next.file).ino).toBe(inode);
     expect(statSync(next.file).size).toBe(next.bytes);
-    expect(readCheckpoint(next.file).seq).toBe(first.seq + 2);
+    expect(readCheckpoint(nodeFs, next.file).seq).toBe(first.seq + 2);
     expect(readdirSync(dir)).not.toContain("checkpoint-spare.tmp");
   });
 
   test("segments a checkpoint drops are kept (a spare and up to two more) and become the next segments, never files anew", async () => {
     const dir = freshDir();
-    const wal = WriteAheadLog.create(dir, 1, false);
+    const wal = WriteAheadLog.create(nodeFs, LOG_SIZES, dir, 1, false);
     // Records of 40 MiB: each one after the first starts a segment of its own (64 MiB each).
     const bytes = new Uint8Array(PAGE).fill(3);
     const pages = Array.from({ length: (40 * 1024 * 1024) / PAGE }, (_, i) => ({ page: i, bytes }));
@@ -352,18 +352,18 @@ describe("checkpoints", () => {
       }
     };
     await appendRecords(4, false);
-    const dropped = new Set(listSegments(dir).map((segment) => statSync(segment.file).ino));
+    const dropped = new Set(listSegments(nodeFs, dir).map((segment) => statSync(segment.file).ino));
     expect(dropped.size).toBeGreaterThanOrEqual(4);
     wal.rotate(seq);
     await appendRecords(4, true);
     // The rotation opened a new segment (no spare yet); the three after it are dropped ones.
-    const after = listSegments(dir).filter((segment) => segment.firstSeq > seq - 3).map((segment) => statSync(segment.file).ino);
+    const after = listSegments(nodeFs, dir).filter((segment) => segment.firstSeq > seq - 3).map((segment) => statSync(segment.file).ino);
     expect(after.length).toBe(3);
     expect(after.every((ino) => dropped.has(ino))).toBe(true);
     wal.close();
     expect(readdirSync(dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
     // Each recycled segment holds its one record, then zeros: nothing of the record it held before.
-    for (const segment of listSegments(dir).filter((s) => s.firstSeq > seq - 3)) {
+    for (const segment of listSegments(nodeFs, dir).filter((s) => s.firstSeq > seq - 3)) {
       const bytes = new Uint8Array(readFileSync(segment.file));
       const end = dataEnd(segment.file);
       expect(new DataView(bytes.buffer).getUint32(WAL_HEADER_BYTES, true) + 8 + WAL_HEADER_BYTES).toBe(end);
@@ -381,7 +381,7 @@ describe("checkpoints", () => {
     const other = new StoreState(SEGMENT, PAGE);
     durability.install(3, 70, 70, encodeSnapshot(Object.assign(other, { appliedSeq: 3 })));
     expect(await written).toBeNull();
-    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([3]);
+    expect(listCheckpoints(nodeFs, dir).map((c) => c.seq)).toEqual([3]);
     expect(readdirSync(dir).filter((name) => name.endsWith(".ckpt.tmp"))).toEqual([]);
     durability.close();
   });
@@ -401,7 +401,7 @@ describe("checkpoints", () => {
       durability.checkpoint(old.state.appliedSeq, 65, 65, encodeSnapshot(old.state));
     }
     old.write("old-tail", 1); // logged past the last checkpoint
-    expect(listCheckpoints(dir).length).toBe(5);
+    expect(listCheckpoints(nodeFs, dir).length).toBe(5);
 
     // The chain's history: shorter than ours, from the same start.
     const chainDir = freshDir();
@@ -409,7 +409,7 @@ describe("checkpoints", () => {
     startSession(chain);
     chain.write("kept", 9);
     const snapshotSeq = chain.state.appliedSeq;
-    expect(snapshotSeq).toBeLessThan(listCheckpoints(dir)[0]!.seq);
+    expect(snapshotSeq).toBeLessThan(listCheckpoints(nodeFs, dir)[0]!.seq);
     durability.install(snapshotSeq, 70, 70, encodeSnapshot(chain.state));
     // The server goes on from the snapshot: its next updates are logged after it.
     Object.assign(chain, { durability });
@@ -420,7 +420,7 @@ describe("checkpoints", () => {
     expect(restarted.writer.state.appliedSeq).toBe(chain.state.appliedSeq);
     expect([valueOf(restarted.writer.state, "kept"), valueOf(restarted.writer.state, "after")]).toEqual([9, 4]);
     expect(restarted.writer.state.data.has("old-0")).toBe(false);
-    expect(listCheckpoints(dir).map((c) => c.seq)).toEqual([snapshotSeq]);
+    expect(listCheckpoints(nodeFs, dir).map((c) => c.seq)).toEqual([snapshotSeq]);
     restarted.writer.durability.close();
   });
 

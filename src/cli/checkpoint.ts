@@ -25,9 +25,9 @@ export default defineCommand({
   async run({ args }) {
     if (args.list) {
       if (args["data-dir"] === undefined) throw new UsageError("--list needs --data-dir");
-      const { listCheckpoints } = await import("../store/index.ts");
+      const { listCheckpoints, nodeFs } = await import("../store/index.ts");
       const rows = serverDataDirs(args["data-dir"]).flatMap((dir) =>
-        listCheckpoints(dir).map((checkpoint) => ({ dir, seq: checkpoint.seq, bytes: checkpoint.bytes, file: checkpoint.file })),
+        listCheckpoints(nodeFs, dir).map((checkpoint) => ({ dir, seq: checkpoint.seq, bytes: checkpoint.bytes, file: checkpoint.file })),
       );
       if (args.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
       else if (rows.length === 0) process.stdout.write("no checkpoint yet\n");

@@ -26,18 +26,18 @@ export default defineCommand({
   async run({ args }) {
     const seq = Number(args.checkpoint);
     if (!Number.isSafeInteger(seq) || seq <= 0) throw new UsageError(`--checkpoint takes a sequence number, got "${args.checkpoint}"`);
-    const { dataDirOwner, listCheckpoints, listSegments, readCheckpoint } = await import("../store/index.ts");
+    const { dataDirOwner, listCheckpoints, listSegments, nodeFs, readCheckpoint } = await import("../store/index.ts");
     const dirs = serverDataDirs(args["data-dir"]);
     for (const dir of dirs) {
       const owner = dataDirOwner(dir);
       if (owner !== null) throw new Error(`${dir} is in use by a running server (pid ${owner}): stop the servers first`);
-      const checkpoint = listCheckpoints(dir).find((c) => c.seq === seq);
+      const checkpoint = listCheckpoints(nodeFs, dir).find((c) => c.seq === seq);
       if (!checkpoint) throw new Error(`${dir} has no checkpoint at seq ${seq} (pstore checkpoint --list --data-dir ${dir})`);
-      readCheckpoint(checkpoint.file); // refuses a damaged one before anything is deleted
+      readCheckpoint(nodeFs, checkpoint.file); // refuses a damaged one before anything is deleted
     }
     for (const dir of dirs) {
-      const newer = listCheckpoints(dir).filter((c) => c.seq > seq);
-      const segments = listSegments(dir);
+      const newer = listCheckpoints(nodeFs, dir).filter((c) => c.seq > seq);
+      const segments = listSegments(nodeFs, dir);
       for (const file of [...newer.map((c) => c.file), ...segments.map((s) => s.file)]) unlinkSync(file);
       process.stdout.write(`${dir}: back at seq ${seq} (${newer.length} newer checkpoint(s) and ${segments.length} log segment(s) removed)\n`);
     }

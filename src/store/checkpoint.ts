@@ -6,14 +6,13 @@
  *   | u53 written at (ms since 1970) | u32 CRC-32 of the payload | payload
  * The payload is a snapshot (src/core/snapshot.ts).
  */
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { type StoreState, decodeSnapshot } from "../core";
 import { SnapshotError } from "../core/snapshot";
 import { Reader, Writer } from "../wire";
 import { RecoveryError } from "./errors";
-import { removeOnFailure, removeOnFailureAsync, syncDirectory, writeAll } from "./files";
+import { removeOnFailureAsync, writeFileSynced } from "./files";
+import type { StoreFs } from "./fs";
 
 const MAGIC = new TextEncoder().encode("PSCKPT1\n");
 const HEADER_BYTES = MAGIC.length + 8 * 4 + 4;
@@ -43,35 +42,27 @@ export function checkpointName(seq: number): string {
   return `checkpoint-${String(seq).padStart(16, "0")}.ckpt`;
 }
 
-export function listCheckpoints(dir: string): CheckpointInfo[] {
-  return readdirSync(dir)
+export function listCheckpoints(fs: StoreFs, dir: string): CheckpointInfo[] {
+  return fs
+    .readdir(dir)
     .map((name) => ({ name, match: NAME.exec(name) }))
     .filter((entry) => entry.match !== null)
     .map((entry) => {
       const file = join(dir, entry.name);
-      return { seq: Number(entry.match![1]), file, bytes: statSync(file).size };
+      return { seq: Number(entry.match![1]), file, bytes: fs.size(file) };
     })
     .sort((a, b) => a.seq - b.seq);
 }
 
 /** Writes a snapshot already encoded (src/core/snapshot.ts) as the checkpoint at `seq`. */
-export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): CheckpointInfo {
+export function writeCheckpointBytes(fs: StoreFs, dir: string, seq: number, lastEpoch: number, configEpoch: number, payload: Uint8Array): CheckpointInfo {
   const header = checkpointHeader(seq, lastEpoch, configEpoch, payload);
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
-  removeOnFailure(temporary, () => {
-    const fd = openSync(temporary, "w");
-    try {
-      writeAll(fd, header);
-      writeAll(fd, payload);
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  });
-  renameSync(temporary, file);
-  syncDirectory(dir);
-  return { seq, file, bytes: header.length + payload.length };
+  const bytes = writeFileSynced(fs, temporary, [header, payload]);
+  fs.rename(temporary, file);
+  fs.syncDirectory(dir);
+  return { seq, file, bytes };
 }
 
 /**
@@ -80,6 +71,7 @@ export function writeCheckpointBytes(dir: string, seq: number, lastEpoch: number
  * the way and the header written last. Renamed into place only if `stillValid()`.
  */
 export async function writeCheckpointStreamAsync(
+  fs: StoreFs,
   dir: string,
   seq: number,
   lastEpoch: number,
@@ -90,12 +82,12 @@ export async function writeCheckpointStreamAsync(
   const file = join(dir, checkpointName(seq));
   const temporary = `${file}.tmp`;
   let position = HEADER_BYTES;
-  const reused = takeSpare(dir, temporary);
-  await removeOnFailureAsync(temporary, async () => {
-    const handle = await open(temporary, reused ? "r+" : "w");
+  const reused = takeSpare(fs, dir, temporary);
+  await removeOnFailureAsync(fs, temporary, async () => {
+    const handle = await fs.openAsync(temporary, reused ? "r+" : "w");
     const writeAt = async (bytes: Uint8Array, at: number) => {
       // A write may take less than asked: go on from where it stopped.
-      for (let done = 0; done < bytes.length; ) done += (await handle.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+      for (let done = 0; done < bytes.length; ) done += await handle.write(bytes, done, bytes.length - done, at + done);
     };
     try {
       let crc = 0;
@@ -112,11 +104,11 @@ export async function writeCheckpointStreamAsync(
     }
   });
   if (!stillValid()) {
-    rmSync(temporary, { force: true });
+    fs.remove(temporary);
     return null;
   }
-  renameSync(temporary, file);
-  syncDirectory(dir);
+  fs.rename(temporary, file);
+  fs.syncDirectory(dir);
   return { seq, file, bytes: position };
 }
 
@@ -128,8 +120,8 @@ function headerWithCrc(seq: number, lastEpoch: number, configEpoch: number, crc:
   return new Writer(HEADER_BYTES).raw(MAGIC).u53(seq).u53(lastEpoch).u53(configEpoch).u53(Date.now()).u32(crc).bytes;
 }
 
-export function readCheckpoint(file: string): LoadedCheckpoint {
-  const bytes = new Uint8Array(readFileSync(file));
+export function readCheckpoint(fs: StoreFs, file: string): LoadedCheckpoint {
+  const bytes = fs.readFile(file);
   if (bytes.length < HEADER_BYTES || !MAGIC.every((byte, i) => bytes[i] === byte)) {
     throw new RecoveryError(`${file}: not a pstore checkpoint (bad header at offset 0)`);
   }
@@ -155,33 +147,33 @@ export function readCheckpoint(file: string): LoadedCheckpoint {
 }
 
 /** Keeps the newest `keep` checkpoints (older recovery lines stay restorable until then). */
-export function pruneCheckpoints(dir: string, keep: number): void {
-  const all = listCheckpoints(dir);
-  dropCheckpoints(dir, all.slice(0, Math.max(0, all.length - keep)));
+export function pruneCheckpoints(fs: StoreFs, dir: string, keep: number): void {
+  const all = listCheckpoints(fs, dir);
+  dropCheckpoints(fs, dir, all.slice(0, Math.max(0, all.length - keep)));
 }
 
 /** Drops every checkpoint but the one at `seq` (a snapshot installed). */
-export function dropCheckpointsExcept(dir: string, seq: number): void {
-  dropCheckpoints(dir, listCheckpoints(dir).filter((other) => other.seq !== seq));
+export function dropCheckpointsExcept(fs: StoreFs, dir: string, seq: number): void {
+  dropCheckpoints(fs, dir, listCheckpoints(fs, dir).filter((other) => other.seq !== seq));
   // Synced before anything is acknowledged on top of the snapshot: a checkpoint of the old
   // history coming back after a crash would be loaded instead (it is newer by seq).
-  syncDirectory(dir);
+  fs.syncDirectory(dir);
 }
 
 /** Removes `dropped`; the first becomes the next checkpoint's spare if there is none. */
-function dropCheckpoints(dir: string, dropped: CheckpointInfo[]): void {
-  let spareKept = existsSync(join(dir, SPARE));
+function dropCheckpoints(fs: StoreFs, dir: string, dropped: CheckpointInfo[]): void {
+  let spareKept = fs.exists(join(dir, SPARE));
   for (const old of dropped) {
-    if (spareKept) unlinkSync(old.file);
-    else renameSync(old.file, join(dir, SPARE));
+    if (spareKept) fs.unlink(old.file);
+    else fs.rename(old.file, join(dir, SPARE));
     spareKept = true;
   }
 }
 
 /** Renames the spare, if any, to `temporary`: true if it did. */
-function takeSpare(dir: string, temporary: string): boolean {
+function takeSpare(fs: StoreFs, dir: string, temporary: string): boolean {
   try {
-    renameSync(join(dir, SPARE), temporary);
+    fs.rename(join(dir, SPARE), temporary);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;

@@ -9,11 +9,11 @@
  * that forgot its vote at a restart could accept two configurations built on
  * the same one, and two chains would serve.
  */
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import type { ChainConfig, Vote } from "../core";
 import { RecoveryError } from "./errors";
-import { removeOnFailure, syncDirectory, writeAll } from "./files";
+import { writeFileSynced } from "./files";
+import type { StoreFs } from "./fs";
 
 const FILE = "config.json";
 
@@ -23,30 +23,22 @@ export interface SavedConfig {
   vote: Vote | null;
 }
 
-export function saveConfig(dir: string, saved: SavedConfig): void {
+export function saveConfig(fs: StoreFs, dir: string, saved: SavedConfig): void {
   const file = join(dir, FILE);
   const temporary = `${file}.tmp`;
   const body: Record<string, unknown> = { epoch: saved.config.epoch, chain: saved.config.chain };
   if (saved.vote) body.vote = saved.vote;
-  removeOnFailure(temporary, () => {
-    const fd = openSync(temporary, "w");
-    try {
-      writeAll(fd, new TextEncoder().encode(`${JSON.stringify(body)}\n`));
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  });
-  renameSync(temporary, file);
-  syncDirectory(dir);
+  writeFileSynced(fs, temporary, [new TextEncoder().encode(`${JSON.stringify(body)}\n`)]);
+  fs.rename(temporary, file);
+  fs.syncDirectory(dir);
 }
 
-export function loadConfig(dir: string): SavedConfig | null {
+export function loadConfig(fs: StoreFs, dir: string): SavedConfig | null {
   const file = join(dir, FILE);
-  if (!existsSync(file)) return null;
+  if (!fs.exists(file)) return null;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
+    parsed = JSON.parse(new TextDecoder().decode(fs.readFile(file)));
   } catch (error) {
     throw new RecoveryError(`${file}: not valid JSON (${(error as Error).message})`);
   }

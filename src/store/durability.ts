@@ -10,11 +10,11 @@
  */
 import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
-import { ensureDirectory, freeBytes, isNoSpace } from "./files";
+import { ensureDirectory, isNoSpace } from "./files";
+import type { StoreFs } from "./fs";
 import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, dropCheckpointsExcept, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
-import { lockDataDir } from "./lock";
-import { type Recovered, moveAside, recover } from "./recovery";
+import { NODE_IO, type Recovered, type StoreIo, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
@@ -37,13 +37,13 @@ const CHECKPOINT_RETRY_MS = 5000;
 const FREE_SPACE_FRESH_MS = 200;
 
 
-function recoverOrSetAside(dir: string, segmentSize: number, syncs: boolean, rejoin: boolean): Recovered {
+function recoverOrSetAside(dir: string, segmentSize: number, syncs: boolean, rejoin: boolean, io: StoreIo): Recovered {
   try {
-    return recover(dir, segmentSize, PAGE_SIZE, syncs);
+    return recover(dir, segmentSize, PAGE_SIZE, syncs, io);
   } catch (error) {
     if (!rejoin || !(error instanceof CorruptDataError)) throw error;
-    const aside = moveAside(dir);
-    const recovered = recover(dir, segmentSize, PAGE_SIZE, syncs);
+    const aside = moveAside(dir, io.fs);
+    const recovered = recover(dir, segmentSize, PAGE_SIZE, syncs, io);
     const problem = error.message.split("\n")[0];
     recovered.notes.unshift(`--rejoin: ${problem}; moved the log and checkpoints aside to ${aside}: starting empty, the state comes from the other servers`);
     return recovered;
@@ -67,6 +67,7 @@ export class Durability {
   private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
 
   private constructor(
+    private readonly fs: StoreFs,
     readonly dir: string,
     private readonly fsync: FsyncMode,
     private readonly checkpointBytes: number,
@@ -95,13 +96,14 @@ export class Durability {
     fsync: FsyncMode,
     checkpointBytes: number,
     rejoin = false,
+    io: StoreIo = NODE_IO,
   ): { durability: Durability; recovered: Recovered } {
     let unlock: (() => void) | null = null;
     try {
-      ensureDirectory(dir);
-      unlock = lockDataDir(dir);
-      const recovered = recoverOrSetAside(dir, segmentSize, fsync !== "off", rejoin);
-      return { durability: new Durability(dir, fsync, checkpointBytes, recovered, unlock), recovered };
+      ensureDirectory(io.fs, dir);
+      unlock = io.fs.lock(dir);
+      const recovered = recoverOrSetAside(dir, segmentSize, fsync !== "off", rejoin, io);
+      return { durability: new Durability(io.fs, dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();
       if (isNoSpace(error)) {
@@ -131,7 +133,7 @@ export class Durability {
   /** A checkpoint at exactly `seq` (its snapshot taken by the replica then). */
   checkpoint(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
     this.wal.flush();
-    const info = writeCheckpointBytes(this.dir, seq, lastEpoch, configEpoch, snapshot);
+    const info = writeCheckpointBytes(this.fs, this.dir, seq, lastEpoch, configEpoch, snapshot);
     this.afterCheckpoint(info);
     return info;
   }
@@ -165,12 +167,12 @@ export class Durability {
     const history = this.history;
     // Closed or replaced meanwhile: the file is never renamed into place (the next start owns the dir).
     const stillValid = () => !this.closed && this.history === history;
-    return writeCheckpointStreamAsync(this.dir, seq, lastEpoch, configEpoch, snapshot.parts(), stillValid)
+    return writeCheckpointStreamAsync(this.fs, this.dir, seq, lastEpoch, configEpoch, snapshot.parts(), stillValid)
       .then((info) => {
         if (info === null) return null;
         this.checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
         this.wal.dropSegmentsBefore(seq + 1);
-        pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
+        pruneCheckpoints(this.fs, this.dir, CHECKPOINTS_KEPT);
         if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
         return info;
       })
@@ -188,14 +190,14 @@ export class Durability {
   install(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
     this.history++;
     this.wal.flush();
-    const info = writeCheckpointBytes(this.dir, seq, lastEpoch, configEpoch, snapshot);
+    const info = writeCheckpointBytes(this.fs, this.dir, seq, lastEpoch, configEpoch, snapshot);
     // The log and the other checkpoints hold a history this server no longer has, past `seq`
     // too after a rollback: the log restarts after the snapshot, then the checkpoints go (a
     // crash in between recovers the newest checkpoint left, as if nothing was installed).
     // Not pruneCheckpoints: keeping the newest by seq, it dropped the snapshot itself when five
     // checkpoints of the rolled-back history were newer (chaos seed 513013).
     this.wal.restartAfter(seq);
-    dropCheckpointsExcept(this.dir, seq);
+    dropCheckpointsExcept(this.fs, this.dir, seq);
     this.lastCheckpoint = info;
     return info;
   }
@@ -203,13 +205,13 @@ export class Durability {
   /** Records the configuration a server moved to (read back at restart). */
   saveConfig(config: ChainConfig): void {
     this.config = config;
-    saveConfig(this.dir, { config, vote: this.vote });
+    saveConfig(this.fs, this.dir, { config, vote: this.vote });
   }
 
   /** Records the server's vote as an acceptor (--quorum majority), synced before it is sent. */
   saveVote(vote: Vote): void {
     this.vote = vote;
-    saveConfig(this.dir, { config: this.config, vote });
+    saveConfig(this.fs, this.dir, { config: this.config, vote });
   }
 
   /**
@@ -218,7 +220,7 @@ export class Durability {
    */
   spaceShort(bytes: number): boolean {
     const now = performance.now();
-    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: freeBytes(this.dir), atMs: now };
+    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
     return this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
   }
 
@@ -243,7 +245,7 @@ export class Durability {
 
   private afterCheckpoint(info: CheckpointInfo): void {
     this.wal.rotate(info.seq);
-    pruneCheckpoints(this.dir, CHECKPOINTS_KEPT);
+    pruneCheckpoints(this.fs, this.dir, CHECKPOINTS_KEPT);
     this.lastCheckpoint = info;
   }
 }

@@ -1,17 +1,17 @@
 /** Small durable-file helpers shared by the log and the checkpoints. */
-import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, statfsSync, writeSync, writevSync } from "node:fs";
+import type { StoreFs } from "./fs";
 import { RecoveryError } from "./errors";
 
 /** Creates the data dir if needed; a file in its place (or in a parent's) is a clear error, not EEXIST from mkdir. */
-export function ensureDirectory(dir: string): void {
+export function ensureDirectory(fs: StoreFs, dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    fs.mkdirs(dir);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "EEXIST" && code !== "ENOTDIR") throw error;
     let isFile = false;
     try {
-      isFile = !statSync(dir).isDirectory();
+      isFile = !fs.isDirectory(dir);
     } catch {
       // stat fails too: a parent is a file.
     }
@@ -19,34 +19,21 @@ export function ensureDirectory(dir: string): void {
   }
 }
 
-/** writeSync may write less than asked: loop until all is written (at `position`, or appending). */
-export function writeAll(fd: number, bytes: Uint8Array, position?: number): void {
+/** A write may write less than asked: loop until all is written, from `position`. */
+export function writeAll(fs: StoreFs, fd: number, bytes: Uint8Array, position: number): void {
   let offset = 0;
-  while (offset < bytes.length) {
-    const at = position === undefined ? null : position + offset;
-    offset += writeSync(fd, bytes, offset, bytes.length - offset, at);
-  }
-}
-
-/** fsync of a folder, so a file created or renamed in it survives a crash. */
-export function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  while (offset < bytes.length) offset += fs.write(fd, bytes, offset, bytes.length - offset, position + offset);
 }
 
 /** Writes `parts` one after the other from `position`, with as few system calls as the kernel allows. */
-export function writeAllParts(fd: number, parts: Uint8Array[], position: number): void {
+export function writeAllParts(fs: StoreFs, fd: number, parts: Uint8Array[], position: number): void {
   let index = 0;
   let skip = 0; // bytes of parts[index] already written
   let at = position;
   while (index < parts.length) {
     const batch = parts.slice(index, index + 512);
     if (skip > 0) batch[0] = batch[0]!.subarray(skip);
-    let written = writevSync(fd, batch, at);
+    let written = fs.writev(fd, batch, at);
     at += written;
     while (index < parts.length && written >= parts[index]!.length - skip) {
       written -= parts[index]!.length - skip;
@@ -57,6 +44,24 @@ export function writeAllParts(fd: number, parts: Uint8Array[], position: number)
   }
 }
 
+/** Writes `bytes` as the whole of a new `file`, synced (not yet named durably: sync its folder). */
+export function writeFileSynced(fs: StoreFs, file: string, parts: Uint8Array[]): number {
+  return removeOnFailure(fs, file, () => {
+    const fd = fs.open(file, "w");
+    try {
+      let position = 0;
+      for (const part of parts) {
+        writeAll(fs, fd, part, position);
+        position += part.length;
+      }
+      fs.datasync(fd);
+      return position;
+    } finally {
+      fs.close(fd);
+    }
+  });
+}
+
 /** The disk (or the user's quota) is full. */
 export function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;
@@ -64,26 +69,20 @@ export function isNoSpace(error: unknown): boolean {
 }
 
 /** Runs `write`, which creates `file`; if it throws, the partial file is removed: a full disk leaves no half-written file. */
-export function removeOnFailure<T>(file: string, write: () => T): T {
+export function removeOnFailure<T>(fs: StoreFs, file: string, write: () => T): T {
   try {
     return write();
   } catch (error) {
-    rmSync(file, { force: true });
+    fs.remove(file);
     throw error;
   }
 }
 
-export async function removeOnFailureAsync<T>(file: string, write: () => Promise<T>): Promise<T> {
+export async function removeOnFailureAsync<T>(fs: StoreFs, file: string, write: () => Promise<T>): Promise<T> {
   try {
     return await write();
   } catch (error) {
-    rmSync(file, { force: true });
+    fs.remove(file);
     throw error;
   }
-}
-
-/** Bytes an unprivileged writer may still use on the file system of `dir`. */
-export function freeBytes(dir: string): number {
-  const stats = statfsSync(dir);
-  return stats.bavail * stats.bsize;
 }

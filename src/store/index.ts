@@ -6,3 +6,5 @@ export * from "./lock";
 export * from "./recovery";
 export * from "./wal";
 export { isNoSpace } from "./files";
+export * from "./fs";
+export { nodeFs } from "./node_fs";

@@ -3,9 +3,10 @@
  * last record (a crash in the middle of an append) is cut off; anything else
  * that does not check out is refused with the file and offset, never guessed.
  */
-import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { ensureDirectory, syncDirectory } from "./files";
+import { ensureDirectory } from "./files";
+import { LOG_SIZES, type LogSizes, type StoreFs } from "./fs";
+import { nodeFs } from "./node_fs";
 import { type ChainConfig, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
@@ -38,11 +39,20 @@ export interface Recovered {
   notes: string[];
 }
 
+/** Where a data dir is, and on what: the real file system, or the simulator's. */
+export interface StoreIo {
+  fs: StoreFs;
+  logSizes: LogSizes;
+}
+
+export const NODE_IO: StoreIo = { fs: nodeFs, logSizes: LOG_SIZES };
+
 /** `syncs`: false when the log will never be synced (--fsync off). */
-export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true): Recovered {
-  ensureDirectory(dir);
+export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true, io: StoreIo = NODE_IO): Recovered {
+  const fs = io.fs;
+  ensureDirectory(fs, dir);
   const notes: string[] = [];
-  const checkpoints = listCheckpoints(dir);
+  const checkpoints = listCheckpoints(fs, dir);
   const checkpoint = checkpoints[checkpoints.length - 1] ?? null;
   let state = new StoreState(segmentSize, pageSize);
   let lastEpoch = 0;
@@ -57,7 +67,7 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
     }
   };
   if (checkpoint) {
-    const loaded = asCorrupt(() => readCheckpoint(checkpoint.file));
+    const loaded = asCorrupt(() => readCheckpoint(fs, checkpoint.file));
     if (loaded.state.segmentSize !== segmentSize || loaded.state.pageSize !== pageSize) {
       throw new RecoveryError(
         `${checkpoint.file}: the data has a segment of ${loaded.state.segmentSize} bytes (pages of ${loaded.state.pageSize}); start with --segment-size ${loaded.state.segmentSize}`,
@@ -69,37 +79,37 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
     notes.push(`loaded checkpoint at seq ${loaded.seq}`);
   }
   const epochs = new EpochHistory(state.appliedSeq, lastEpoch);
-  const segments = listSegments(dir);
+  const segments = listSegments(fs, dir);
   let replayed = 0;
   segments.forEach((segment, index) => {
     const last = index === segments.length - 1;
-    const result = asCorrupt(() => replaySegment(segment.file, segment.firstSeq, last, state, epochs));
+    const result = asCorrupt(() => replaySegment(fs, segment.file, segment.firstSeq, last, state, epochs));
     replayed += result.replayed;
     if (result.lastEpoch !== null) lastEpoch = result.lastEpoch;
     if (result.cutAt !== null) {
-      cutFile(segment.file, result.cutAt);
+      cutFile(fs, segment.file, result.cutAt);
       notes.push(`cut a torn record at the end of ${segment.file} (offset ${result.cutAt})`);
     } else if (syncs && result.replayed > 0) {
       // Records a killed process wrote but never synced are still only in the system's cache:
       // synced now, since the replica counts what it recovers as durable (core/chain_sync.ts).
-      syncFile(segment.file);
+      syncFile(fs, segment.file);
     }
   });
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
-  const saved = loadConfig(dir);
+  const saved = loadConfig(fs, dir);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
-  const wal = WriteAheadLog.create(dir, state.appliedSeq + 1, syncs);
+  const wal = WriteAheadLog.create(fs, io.logSizes, dir, state.appliedSeq + 1, syncs);
   return { state, lastEpoch, epochs, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
 }
 
 /** Moves the log, the checkpoints and any temporary file of `dir` into `dir/aside-<time>/` (config.json stays); returns that folder. */
-export function moveAside(dir: string): string {
+export function moveAside(dir: string, fs: StoreFs = nodeFs): string {
   const aside = join(dir, `aside-${new Date().toISOString().replace(/[:.]/g, "-")}`);
-  mkdirSync(aside);
-  for (const name of readdirSync(dir)) {
-    if (/^wal-.*\.(log|tmp)$|\.ckpt(\.tmp)?$|\.tmp$/.test(name)) renameSync(join(dir, name), join(aside, name));
+  fs.mkdirs(aside);
+  for (const name of fs.readdir(dir)) {
+    if (/^wal-.*\.(log|tmp)$|\.ckpt(\.tmp)?$|\.tmp$/.test(name)) fs.rename(join(dir, name), join(aside, name));
   }
-  syncDirectory(dir);
+  fs.syncDirectory(dir);
   return aside;
 }
 
@@ -122,8 +132,8 @@ interface SegmentReplay {
   cutAt: number | null;
 }
 
-function replaySegment(file: string, firstSeq: number, isLast: boolean, state: StoreState, epochs: EpochHistory): SegmentReplay {
-  const bytes = new Uint8Array(readFileSync(file));
+function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: boolean, state: StoreState, epochs: EpochHistory): SegmentReplay {
+  const bytes = fs.readFile(file);
   const result: SegmentReplay = { replayed: 0, lastEpoch: null, cutAt: null };
   if (bytes.length < WAL_HEADER_BYTES) {
     if (isLast) return { ...result, cutAt: 0 };
@@ -187,21 +197,21 @@ function isZero(bytes: Uint8Array, from: number): boolean {
   return true;
 }
 
-function syncFile(file: string): void {
-  const fd = openSync(file, "r");
+function syncFile(fs: StoreFs, file: string): void {
+  const fd = fs.open(file, "r");
   try {
-    fdatasyncSync(fd);
+    fs.datasync(fd);
   } finally {
-    closeSync(fd);
+    fs.close(fd);
   }
 }
 
-function cutFile(file: string, length: number): void {
-  const fd = openSync(file, "r+");
+function cutFile(fs: StoreFs, file: string, length: number): void {
+  const fd = fs.open(file, "r+");
   try {
-    ftruncateSync(fd, length);
-    fdatasyncSync(fd);
+    fs.truncate(fd, length);
+    fs.datasync(fd);
   } finally {
-    closeSync(fd);
+    fs.close(fd);
   }
 }

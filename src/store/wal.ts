@@ -6,12 +6,11 @@
  * record will have. Appends go to the page cache at once; `sync()` makes them
  * durable (fdatasync), so many records share one sync (group commit).
  */
-import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Reader, type Update, Writer, encodeUpdateParts, readUpdate } from "../wire";
 import { DISK_FREE_BYTES_MIN } from "../constants";
-import { freeBytes, removeOnFailure, syncDirectory, writeAll, writeAllParts } from "./files";
+import { removeOnFailure, writeAll, writeAllParts } from "./files";
+import type { LogSizes, StoreFs } from "./fs";
 
 export const WAL_MAGIC = new TextEncoder().encode("PSWAL01\n");
 export const WAL_HEADER_BYTES = WAL_MAGIC.length + 8;
@@ -23,8 +22,9 @@ export function segmentName(firstSeq: number): string {
 }
 
 /** Segments of `dir`, oldest first. */
-export function listSegments(dir: string): { file: string; firstSeq: number }[] {
-  return readdirSync(dir)
+export function listSegments(fs: StoreFs, dir: string): { file: string; firstSeq: number }[] {
+  return fs
+    .readdir(dir)
     .map((name) => ({ name, match: SEGMENT_NAME.exec(name) }))
     .filter((entry) => entry.match !== null)
     .map((entry) => ({ file: join(dir, entry.name), firstSeq: Number(entry.match![1]) }))
@@ -65,9 +65,8 @@ export function decodeRecordPayload(payload: Uint8Array): Update {
  * a new 64 MiB file took ~0.3 s of CPU a server on the 2-core test machine,
  * as much as writing 64 MiB of records, for no gain without fdatasync). Both
  * recycle a segment that a checkpoint made useless as the next spare.
+ * Sizes: LogSizes (src/store/fs.ts).
  */
-export const SEGMENT_BYTES = 64 * 1024 * 1024;
-const FIRST_SEGMENT_BYTES = 4 * 1024 * 1024;
 const SPARE_NAME = "wal-spare.tmp";
 /** Dropped segments kept, beyond the spare, to be the spares after it: see WriteAheadLog.retired. */
 const RETIRED_PREFIX = "wal-retired-";
@@ -96,6 +95,8 @@ export class WriteAheadLog {
   private retiredNames = 0;
 
   private constructor(
+    private readonly fs: StoreFs,
+    private readonly sizes: LogSizes,
     private readonly dir: string,
     private fd: number,
     private capacity: number,
@@ -107,10 +108,10 @@ export class WriteAheadLog {
   }
 
   /** Starts the log at a new segment whose first record will be `firstSeq`. */
-  static create(dir: string, firstSeq: number, syncs = true): WriteAheadLog {
-    removeSpares(dir);
-    const fd = openSegment(dir, firstSeq, null, FIRST_SEGMENT_BYTES, syncs);
-    const wal = new WriteAheadLog(dir, fd, FIRST_SEGMENT_BYTES, firstSeq, syncs);
+  static create(fs: StoreFs, sizes: LogSizes, dir: string, firstSeq: number, syncs = true): WriteAheadLog {
+    removeSpares(fs, dir);
+    const fd = openSegment(fs, dir, firstSeq, null, sizes.first, syncs);
+    const wal = new WriteAheadLog(fs, sizes, dir, fd, sizes.first, firstSeq, syncs);
     wal.prepareSpare();
     return wal;
   }
@@ -133,7 +134,7 @@ export class WriteAheadLog {
       this.nextSegment(firstSeq);
     }
     // One system call for the batch; a record larger than a segment still fits (the file grows).
-    writeAllParts(this.fd, this.pending, this.writeOffset);
+    writeAllParts(this.fs, this.fd, this.pending, this.writeOffset);
     this.writeOffset += this.pendingBytes;
     this.bytesSinceCheckpoint += this.pendingBytes;
     this.pending = [];
@@ -147,7 +148,7 @@ export class WriteAheadLog {
   sync(): void {
     this.flush();
     if (!this.unsynced) return;
-    fdatasyncSync(this.fd);
+    this.fs.datasync(this.fd);
     this.unsynced = false;
   }
 
@@ -189,27 +190,27 @@ export class WriteAheadLog {
   }
 
   private dropSegments(drop: (segment: { firstSeq: number }) => boolean): void {
-    for (const segment of listSegments(this.dir)) {
+    for (const segment of listSegments(this.fs, this.dir)) {
       if (!drop(segment)) continue;
       if (!this.spareWanted && !this.spareReady) this.prepareSpare(segment.file);
       else if (this.retired.length < RETIRED_SEGMENTS_MAX) this.retire(segment.file);
-      else unlinkSync(segment.file);
+      else this.fs.unlink(segment.file);
     }
-    syncDirectory(this.dir);
+    this.fs.syncDirectory(this.dir);
   }
 
   close(): void {
     try {
       this.sync();
     } finally {
-      closeSync(this.fd);
-      removeSpares(this.dir);
+      this.fs.close(this.fd);
+      removeSpares(this.fs, this.dir);
     }
   }
 
   private retire(file: string): void {
     const retired = join(this.dir, `${RETIRED_PREFIX}${this.retiredNames++}.tmp`);
-    renameSync(file, retired);
+    this.fs.rename(file, retired);
     this.retired.push(retired);
   }
 
@@ -219,13 +220,13 @@ export class WriteAheadLog {
    * stays in the current segment, whole, and the caller may try again.
    */
   private nextSegment(firstSeq: number): void {
-    if (this.unsynced && this.syncs) fdatasyncSync(this.fd);
+    if (this.unsynced && this.syncs) this.fs.datasync(this.fd);
     this.unsynced = false;
     const spare = this.spareReady ? join(this.dir, SPARE_NAME) : null;
     this.spareReady = false;
-    const capacity = spare || !this.syncs ? SEGMENT_BYTES : FIRST_SEGMENT_BYTES;
-    const fd = openSegment(this.dir, firstSeq, spare, capacity, this.syncs);
-    closeSync(this.fd);
+    const capacity = spare || !this.syncs ? this.sizes.segment : this.sizes.first;
+    const fd = openSegment(this.fs, this.dir, firstSeq, spare, capacity, this.syncs);
+    this.fs.close(this.fd);
     this.fd = fd;
     this.capacity = capacity;
     this.writeOffset = WAL_HEADER_BYTES;
@@ -244,16 +245,17 @@ export class WriteAheadLog {
     if (recycled === undefined && !this.syncs) return;
     const file = join(this.dir, SPARE_NAME);
     // A disk too small for a spare: do without (the next segment is zero-filled when needed, in line).
-    if (recycled === undefined && freeBytes(this.dir) < SEGMENT_BYTES + DISK_FREE_BYTES_MIN) return;
+    const bytes = this.sizes.segment;
+    if (recycled === undefined && this.fs.freeBytes(this.dir) < bytes + DISK_FREE_BYTES_MIN) return;
     this.spareWanted = true;
-    if (recycled !== undefined) renameSync(recycled, file);
+    if (recycled !== undefined) this.fs.rename(recycled, file);
     void (async () => {
       try {
-        const handle = await open(file, recycled === undefined ? "w" : "r+");
+        const handle = await this.fs.openAsync(file, recycled === undefined ? "w" : "r+");
         try {
-          if (recycled !== undefined) await handle.truncate(SEGMENT_BYTES);
-          const zeros = new Uint8Array(1024 * 1024);
-          for (let offset = 0; offset < SEGMENT_BYTES; offset += zeros.length) await handle.write(zeros, 0, zeros.length, offset);
+          if (recycled !== undefined) await handle.truncate(bytes);
+          const zeros = new Uint8Array(Math.min(bytes, 1024 * 1024));
+          for (let offset = 0; offset < bytes; ) offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
           if (this.syncs) await handle.datasync();
         } finally {
           await handle.close();
@@ -261,7 +263,7 @@ export class WriteAheadLog {
         this.spareReady = true;
       } catch {
         // No spare (e.g. disk full): the next segment is zero-filled when needed, in line. No partial file stays.
-        rmSync(file, { force: true });
+        this.fs.remove(file);
       } finally {
         this.spareWanted = false;
       }
@@ -270,8 +272,8 @@ export class WriteAheadLog {
 }
 
 /** The spare and the retired segments: not part of the log, made again as needed. */
-function removeSpares(dir: string): void {
-  for (const name of readdirSync(dir)) if (name === SPARE_NAME || name.startsWith(RETIRED_PREFIX)) rmSync(join(dir, name), { force: true });
+function removeSpares(fs: StoreFs, dir: string): void {
+  for (const name of fs.readdir(dir)) if (name === SPARE_NAME || name.startsWith(RETIRED_PREFIX)) fs.remove(join(dir, name));
 }
 
 /**
@@ -279,27 +281,27 @@ function removeSpares(dir: string): void {
  * The spare gets its header before its name, so a crash never leaves a named segment of zeros
  * (a kill -9 between the rename and the header did: recovery refused the dir, "bad magic").
  */
-function openSegment(dir: string, firstSeq: number, spare: string | null, capacity: number, syncs: boolean): number {
+function openSegment(fs: StoreFs, dir: string, firstSeq: number, spare: string | null, capacity: number, syncs: boolean): number {
   const file = join(dir, segmentName(firstSeq));
   const path = spare ?? file;
   // A full disk leaves no partial segment: recovery would read its zeros as the end of the log, but a later one would not follow.
-  return removeOnFailure(path, () => {
-    const fd = openSync(path, spare ? "r+" : "w");
+  return removeOnFailure(fs, path, () => {
+    const fd = fs.open(path, spare ? "r+" : "w");
     try {
       const header = new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq);
-      writeAll(fd, header.bytes, 0);
+      writeAll(fs, fd, header.bytes, 0);
       if (!syncs) {
-        ftruncateSync(fd, capacity);
-        if (spare) renameSync(spare, file);
+        fs.truncate(fd, capacity);
+        if (spare) fs.rename(spare, file);
         return fd;
       }
-      if (!spare) writeAll(fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
-      fdatasyncSync(fd);
-      if (spare) renameSync(spare, file);
-      syncDirectory(dir);
+      if (!spare) writeAll(fs, fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
+      fs.datasync(fd);
+      if (spare) fs.rename(spare, file);
+      fs.syncDirectory(dir);
       return fd;
     } catch (error) {
-      closeSync(fd);
+      fs.close(fd);
       throw error;
     }
   });
