@@ -3,13 +3,13 @@
  * driven directly (no sockets), with the files damaged on purpose.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StoreState, encodeSnapshot, snapshotParts } from "../src/core";
-import { Durability, LOG_SIZES, RecoveryError, WAL_HEADER_BYTES, WriteAheadLog, listCheckpoints, listSegments, nodeFs, recover } from "../src/store";
+import { Durability, LOG_SIZES, RecoveryError, WAL_HEADER_BYTES, WAL_MAGIC, WriteAheadLog, encodeRecord, listCheckpoints, listSegments, nodeFs, recover, segmentName } from "../src/store";
 import { pruneCheckpoints, readCheckpoint, writeCheckpointStreamAsync } from "../src/store/checkpoint";
 import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
-import { type Op, type Update, packPages } from "../src/wire";
+import { type Op, type Update, Writer as WireWriter, packPages } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
 
 const SEGMENT = 1024 * 1024;
@@ -154,6 +154,25 @@ describe("write-ahead log", () => {
     writer.durability.close();
     return { dir, appliedSeq };
   }
+
+  test("a segment whose records end less than a record header before its end is followed by the next one (found by the simulator)", () => {
+    const { dir, appliedSeq } = closedAfterTwoWrites();
+    const first = lastSegment(dir);
+    const bytes = readFileSync(first);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let end = WAL_HEADER_BYTES;
+    while (view.getUint32(end, true) !== 0) end += 8 + view.getUint32(end, true);
+    // As a segment zero-filled to its size whose last batch of records left 3 bytes free, and
+    // the next segment, which a restart must reach (a restart in between would cut the 3 bytes).
+    truncateSync(first, end + 3);
+    const next: Update = { seq: appliedSeq + 1, epoch: 65, session: SESSION, reqNo: appliedSeq + 1, doneBelow: appliedSeq + 1, op: { type: "create", name: "y", size: 4 } };
+    const header = new WireWriter(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(next.seq).bytes;
+    writeFileSync(join(dir, segmentName(next.seq)), Buffer.concat([header, ...encodeRecord(next), new Uint8Array(64)]));
+    const recovered = recover(dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(next.seq);
+    expect(recovered.state.data.has("y")).toBe(true);
+  });
 
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();

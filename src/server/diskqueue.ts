@@ -93,20 +93,7 @@ export class DiskQueue {
   }
 
   private write(item: Persist): void {
-    switch (item.kind) {
-      case "log":
-        return this.durability.append(item.update);
-      case "checkpoint": {
-        const info = this.durability.checkpoint(item.seq, item.epoch, item.configEpoch, item.snapshot);
-        return this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
-      }
-      case "install":
-        this.durability.install(item.seq, item.epoch, item.configEpoch, item.snapshot);
-        return;
-      case "config":
-        return this.durability.saveConfig(item.config);
-      case "vote":
-        return this.durability.saveVote(item.vote);
-    }
+    const info = this.durability.persist(item);
+    if (item.kind === "checkpoint" && info) this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
   }
 }

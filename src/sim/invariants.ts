@@ -25,7 +25,7 @@ import { predecessorOf } from "../core/chain";
 import type { StoreState } from "../core";
 import { AppliedHistory, describeUpdate } from "./applied";
 import { RunningHash, fnvString } from "./hash";
-import { needsSync } from "./storage";
+import { needsSync } from "../core/durable";
 import type { ServerMachine } from "./machine";
 
 /** A violated invariant (or an inconsistency of the simulator): the run fails with it. */

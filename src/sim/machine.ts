@@ -39,10 +39,14 @@ export interface World {
   close(from: ServerMachine, conn: ConnId, reason: string): void;
   dial(from: ServerMachine, peer: number): void;
   trace(what: string, detail?: string | (() => string)): void;
-  /** Calls the server's onSynced `afterMs` from now (if it is still the same incarnation). */
-  syncLater(from: ServerMachine, afterMs: number): void;
+  /** Runs `run` on the server `afterMs` from now: its disk's work done (if it is still the same incarnation). */
+  diskLater(from: ServerMachine, afterMs: number, run: () => void): void;
   /** An internal inconsistency of the simulation or a violated invariant seen inside a step. */
   fail(invariant: string, message: string): never;
+  /** The same, seen where it cannot throw into the step (a promise's continuation). */
+  report(invariant: string, message: string): void;
+  /** A background checkpoint began (for the run's figures). */
+  checkpointStarted(): void;
   /** A configuration this server saved (adopted or issued). */
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
   /** What a snapshot arriving on `conn` at `seq` brings (captured when it was sent). */
@@ -99,7 +103,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   /** A new incarnation from what the storage recovers. */
   start(): void {
-    const recovered = this.storage.recover();
+    const recovered = this.storage.recover((run) => this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, run));
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
@@ -210,51 +214,42 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   private syncing: (() => void)[] = [];
 
   /** The oldest sync under way completes (an event of its own, drawn a little later). */
-  onSynced(): void {
-    const done = this.syncing.shift();
-    if (done) this.run(() => done());
+  private onSynced(): void {
+    this.syncing.shift()?.();
   }
 
   write(items: Persist[], written: () => void, unsynced?: () => void): void {
     for (const item of items) {
-      switch (item.kind) {
-        case "log": {
-          const problem = this.history.append(item.update);
-          if (problem) this.world.fail("2", `server ${this.id}: ${problem}`);
-          this.storage.log(item.update, this.history);
-          break;
-        }
-        case "install":
-          this.install(item.seq, item.epoch, item.snapshot);
-          break;
-        case "checkpoint":
-          this.storage.checkpoint(item.seq, item.epoch, item.snapshot, this.history);
-          break;
-        case "vote":
-          this.storage.saveVote(item.vote);
-          break;
-        case "config":
-          this.storage.saveConfig(item.config);
-          this.world.sawConfig(this, item.config.epoch, item.config.chain);
-          break;
+      if (item.kind === "log") {
+        const problem = this.history.append(item.update);
+        if (problem) this.world.fail("2", `server ${this.id}: ${problem}`);
       }
+      if (item.kind === "install") this.install(item.seq, item.epoch);
+      this.storage.write(item, this.history);
+      if (item.kind === "config") this.world.sawConfig(this, item.config.epoch, item.config.chain);
     }
     // As src/server's DiskQueue: the disk (with its sync) before anything leaves, but for
     // the forwards the node lets go once the batch is written.
+    this.storage.flush();
     unsynced?.();
-    if (!this.storage.durable || (items.length === 0 && this.syncing.length === 0)) {
+    const done = () => {
       this.storage.commit();
       written();
-      return;
-    }
-    this.syncing.push(() => {
-      this.storage.commit();
-      written();
-    });
-    this.world.syncLater(this, this.rng.next() * SYNC_MS_MAX);
+      if (this.storage.checkpointDue) this.world.diskLater(this, 0, () => this.checkpoint());
+    };
+    if (!this.storage.durable || (items.length === 0 && this.syncing.length === 0)) return done();
+    this.syncing.push(done);
+    this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, () => this.onSynced());
   }
 
-  private install(seq: number, epoch: number, snapshot: Uint8Array): void {
+  /** As src/server's scheduleCheckpoint: the node hands the disk all it applied, then the background checkpoint. */
+  private checkpoint(): void {
+    this.node.flush();
+    const started = this.storage.checkpointIfDue(this.replica, (message) => this.world.report("sim", `server ${this.id}: ${message}`));
+    if (started) this.world.checkpointStarted();
+  }
+
+  private install(seq: number, epoch: number): void {
     const brought = this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, seq);
     if (!brought || brought.length !== seq) {
       this.world.fail("sim", `server ${this.id} installed a snapshot at ${seq} with no matching history (${brought?.length})`);
@@ -263,7 +258,6 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     if (seq > 0 && this.history.epochAt(seq) !== epoch) {
       this.world.fail("2", `server ${this.id} installed a snapshot at ${seq} said to be of epoch ${epoch}, but that update is of epoch ${this.history.epochAt(seq)}`);
     }
-    this.storage.install(seq, epoch, snapshot, this.history);
   }
 
   // ---- NodeObserver ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ import { ServerMachine } from "./machine";
 import { Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
-import { NoDisk, SimDisk, type Storage } from "./storage";
+import { NoDisk, StoreDisk, type Storage } from "./storage";
 import { Trace } from "./trace";
 import { type WireEvent, Wires } from "./wires";
 
@@ -105,6 +105,8 @@ export interface SimStats {
   timeouts: number;
   configurations: number;
   snapshots: number;
+  /** Background checkpoints the servers began (--disks). */
+  checkpoints: number;
   appliedSeq: number;
   linearizability: "ok" | "unknown";
   /** Accesses granted from a cached grant, without a message. */
@@ -155,7 +157,7 @@ export type Event =
   | { type: "client-resume"; client: SimClient }
   | { type: "server-resume"; server: ServerMachine; incarnation: number }
   /** A sync of the server's disk completes (--disks: the servers run as with --fsync always). */
-  | { type: "disk-synced"; server: ServerMachine; incarnation: number }
+  | { type: "disk"; server: ServerMachine; incarnation: number; run: () => void }
   | { type: "heal" }
   | { type: "wind-down" }
   | { type: "settle-check" };
@@ -234,21 +236,25 @@ export class Simulation {
         sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
         sentRecall: (recall) => this.clients.recalls.sent(recall),
         tailReplied: (server) => this.checker.tailReplied(server),
-        diskSyncAt: (server, atMs) => this.queue.push(atMs, { type: "disk-synced", server, incarnation: server.incarnation }),
+        diskAt: (server, atMs, run) => this.queue.push(atMs, { type: "disk", server, incarnation: server.incarnation, run }),
         fail: (invariant, message) => this.fail(invariant, message),
+        report: (invariant, message) => this.report(invariant, message),
       },
       this.net,
       this.netRng,
       this.faultRng,
     );
     const world = this.wires.world();
+    let checkpointBytes = 0; // drawn below, read when the servers first start
     this.servers = this.serverIds.map((id) => {
-      const storage = options.storage?.(id, geometry) ?? (options.disks ? new SimDisk(geometry, 0.5) : new NoDisk(geometry));
+      const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes) : new NoDisk(geometry));
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
     // Drawn after everything else from params: the draws before it, and so older seeds' setups, stay as they were.
     const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false, sharedProcesses: params.chance(0.5) };
+    // --checkpoint-mb: small, so that servers checkpoint (in the background) every few dozen updates.
+    checkpointBytes = Math.round(params.range(512, 8192));
     this.clients = new SimClients(this, clientCount, settings, this.rng);
     this.faults = new Faults(this);
     this.ending = new Ending(this);
@@ -271,6 +277,7 @@ export class Simulation {
       timeouts: 0,
       configurations: 0,
       snapshots: 0,
+      checkpoints: 0,
       appliedSeq: 0,
       linearizability: "ok",
       localGrants: 0,
@@ -381,8 +388,8 @@ export class Simulation {
         return this.clients.resume(event.client);
       case "server-resume":
         return this.resumeServer(event.server, event.incarnation);
-      case "disk-synced":
-        if (event.server.up && event.server.incarnation === event.incarnation) event.server.onSynced();
+      case "disk":
+        if (event.server.up && event.server.incarnation === event.incarnation) event.server.run(() => event.run());
         return;
       case "heal":
         return this.ending.heal();
@@ -398,7 +405,7 @@ export class Simulation {
   private targetServer(event: Event): ServerMachine | null {
     switch (event.type) {
       case "tick":
-      case "disk-synced":
+      case "disk":
         return event.server;
       case "dialled":
       case "accept":

@@ -2,19 +2,17 @@
  * What a simulated server keeps across a crash.
  *
  * NoDisk: nothing — a crashed server loses its memory and restarts empty.
- * SimDisk: a model of src/store (the write-ahead log and checkpoints) with
- * --fsync always: the records of one flush are synced together, and only when
- * one of them needs it (store/durability.ts needsSync: creates, deletes,
- * checkpoints, releases with pages); checkpoints and installed snapshots are
- * written and synced at once. A killed process keeps what it wrote (the page
- * cache survives); a machine that loses power keeps only what was synced.
- * Recovery is the last checkpoint (or installed snapshot) plus the log after it.
+ * StoreDisk: src/store itself (Durability: the write-ahead log, checkpoints, config.json and
+ * recovery) with --fsync always, on a MemoryFs whose crash semantics are a file system's: a
+ * killed process keeps what it wrote, a machine that loses power keeps what was synced (and
+ * maybe some of what was not). The server also checkpoints as a real one does, in the
+ * background once its log has grown past a small --checkpoint-mb drawn per seed.
  */
-import { needsSync } from "../core/durable";
+import { type ChainConfig, type Persist, type Replica, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
-import { type ChainConfig, StoreState, type Vote, decodeSnapshot } from "../core";
-import type { Update } from "../wire";
+import { Durability, type LogSizes } from "../store";
 import { AppliedHistory } from "./applied";
+import { MemoryFs } from "./memory_fs";
 import type { Rng } from "./prng";
 
 /** What a server starts from: its state, the epoch of its last update, and (for the checker) its history. */
@@ -35,26 +33,24 @@ export interface Storage {
    * budget may then crash the last server holding them (DESIGN §7, invariant 1).
    */
   readonly durable: boolean;
-  /** The configuration a restart recovers, if the storage keeps one across a crash. */
+  /** The configuration a restart would recover (read while the server is down). */
   readonly savedConfig: ChainConfig | null;
-  /** A "log" action, in order; `history` is the server's, this update included. */
-  log(update: Update, history: AppliedHistory): void;
-  /** The server flushed its actions (disk before network): the fsync policy applies. */
+  /** What a restart would recover (a crashed server still holds it, for the checker). */
+  readonly onDisk: AppliedHistory;
+  /** On (re)start: what the new incarnation begins with; `later` runs its background I/O at a later event of it. */
+  recover(later: (fn: () => void) => void): Recovered;
+  /** Writes one of the node's disk actions (not synced); `history` is the server's, the action included. */
+  write(item: Persist, history: AppliedHistory): void;
+  /** Hands what was written to the system (before the batch's leading forwards leave). */
+  flush(): void;
+  /** The batch's sync: the fsync policy applies. */
   commit(): void;
-  /** An "install" action: the state was replaced by this snapshot at `seq`. */
-  install(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
-  /** A "checkpoint" action: a snapshot taken at exactly `seq`. */
-  checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void;
-  /** A "config" action: the configuration is saved (written and synced at once). */
-  saveConfig(config: ChainConfig): void;
-  /** A "vote" action: the acceptor's promise and acceptance are saved (written and synced at once). */
-  saveVote(vote: Vote): void;
+  /** The log has grown enough for an automatic checkpoint. */
+  readonly checkpointDue: boolean;
+  /** An automatic checkpoint of `replica`'s state, in the background, if the log has grown enough. */
+  checkpointIfDue(replica: Replica, failed: (message: string) => void): boolean;
   /** The process died; what it had not synced may be lost (drawn from `rng`). Says what happened. */
   crash(rng: Rng): string;
-  /** On (re)start: what the new incarnation begins with. */
-  recover(): Recovered;
-  /** What a restart would recover now (a crashed server still holds it, for the checker). */
-  readonly onDisk: AppliedHistory;
 }
 
 export interface Geometry {
@@ -75,25 +71,26 @@ export class NoDisk implements Storage {
 
   constructor(private readonly geometry: Geometry) {}
 
-  log(_update: Update, _history: AppliedHistory): void {}
+  write(item: Persist, _history: AppliedHistory): void {
+    // An acceptor's vote is kept (a real server's config.json), whatever happens to its log.
+    if (item.kind === "vote") this.vote = copyVote(item.vote);
+  }
+
+  flush(): void {}
 
   commit(): void {}
 
-  install(_seq: number, _epoch: number, _snapshot: Uint8Array, _history: AppliedHistory): void {}
+  readonly checkpointDue = false;
 
-  checkpoint(_seq: number, _epoch: number, _snapshot: Uint8Array, _history: AppliedHistory): void {}
-
-  saveConfig(_config: ChainConfig): void {}
-
-  saveVote(vote: Vote): void {
-    this.vote = copyVote(vote);
+  checkpointIfDue(_replica: Replica, _failed: (message: string) => void): boolean {
+    return false;
   }
 
   crash(_rng: Rng): string {
     return "memory lost (no disk)";
   }
 
-  recover(): Recovered {
+  recover(_later: (fn: () => void) => void): Recovered {
     return {
       state: new StoreState(this.geometry.segmentSize, this.geometry.pageSize),
       lastEpoch: 0,
@@ -106,95 +103,104 @@ export class NoDisk implements Storage {
 }
 
 
-export { needsSync };
+const DIR = "/data";
+/** Small segments, so that the log goes through several between checkpoints. */
+const SIM_LOG_SIZES: LogSizes = { first: 2048, segment: 8192 };
 
-export class SimDisk implements Storage {
+export class StoreDisk implements Storage {
   readonly durable = true;
-  /** The latest checkpoint or installed snapshot, with the history it stands for. */
-  private base: { seq: number; epoch: number; snapshot: Uint8Array } | null = null;
-  /** Log records after the base, in order; the first `synced` are on stable storage. */
-  private records: Update[] = [];
-  private synced = 0;
-  private syncDue = false;
-  /** base history + records: what a restart recovers. */
-  onDisk = new AppliedHistory();
-  private config: ChainConfig | null = null;
-  private vote: Vote | null = null;
-
-  /** The configuration a restart recovers (saved and synced at once: a crash keeps it). */
-  get savedConfig(): ChainConfig | null {
-    return this.config;
-  }
+  /** Where the current process's background I/O runs (nowhere once it died). */
+  private later: (fn: () => void) => void = () => {};
+  private readonly fs = new MemoryFs((fn) => this.later(fn));
+  private durability: Durability | null = null;
+  /** Every history the server has had (a rollback or a crash may bring an older one back). */
+  private readonly histories: AppliedHistory[] = [];
+  private crashed: { history: AppliedHistory; config: ChainConfig | null } = { history: new AppliedHistory(), config: null };
 
   constructor(
     private readonly geometry: Geometry,
-    /** Chance that a crash is a power loss (unsynced records lost) rather than a killed process. */
+    /** Chance that a crash is a power loss rather than a killed process. */
     private readonly powerLossChance: number,
+    /** --checkpoint-mb, in bytes (drawn once the simulation is set up). */
+    private readonly checkpointBytes: () => number,
   ) {}
 
-  log(update: Update, history: AppliedHistory): void {
-    this.records.push(update);
-    this.onDisk.extendFrom(history, update.seq);
-    if (needsSync(update)) this.syncDue = true;
+  get savedConfig(): ChainConfig | null {
+    return this.crashed.config;
+  }
+
+  get onDisk(): AppliedHistory {
+    return this.crashed.history;
+  }
+
+  recover(later: (fn: () => void) => void): Recovered {
+    this.later = later;
+    const { durability, recovered } = this.open(this.fs);
+    this.durability = durability;
+    const history = this.historyOf(recovered.state.appliedSeq, recovered.lastEpoch);
+    return { state: recovered.state, lastEpoch: recovered.lastEpoch, epochs: recovered.epochs, config: recovered.config, vote: recovered.vote, history };
+  }
+
+  write(item: Persist, history: AppliedHistory): void {
+    if (!this.histories.includes(history)) this.histories.push(history);
+    this.disk.persist(item);
+  }
+
+  flush(): void {
+    this.disk.flush();
   }
 
   commit(): void {
-    if (this.syncDue) this.synced = this.records.length;
-    this.syncDue = false;
+    this.disk.commit();
   }
 
-  install(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
-    this.setBase(seq, epoch, snapshot, history);
+  get checkpointDue(): boolean {
+    return this.disk.checkpointDue;
   }
 
-  checkpoint(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
-    this.setBase(seq, epoch, snapshot, history);
-  }
-
-  saveConfig(config: ChainConfig): void {
-    this.config = { epoch: config.epoch, chain: [...config.chain] };
-  }
-
-  saveVote(vote: Vote): void {
-    this.vote = copyVote(vote);
-  }
-
-  private setBase(seq: number, epoch: number, snapshot: Uint8Array, history: AppliedHistory): void {
-    // Written, synced and renamed into place; the log restarts after it and every older
-    // segment is deleted (WriteAheadLog.rotate), records of a replaced history included.
-    this.base = { seq, epoch, snapshot: snapshot.slice() };
-    this.records = [];
-    this.synced = 0;
-    this.onDisk = history.prefix(seq);
+  checkpointIfDue(replica: Replica, failed: (message: string) => void): boolean {
+    // As src/server's scheduleCheckpoint, once the node has handed the disk all it applied.
+    const written = this.disk.checkpointInBackground(replica.state, replica.lastEpoch, replica.config.epoch);
+    written?.catch((error: unknown) => failed(`a background checkpoint failed: ${(error as Error).message}`));
+    return written !== null;
   }
 
   crash(rng: Rng): string {
-    this.syncDue = false;
-    if (!rng.chance(this.powerLossChance)) return "process killed: what it wrote survives";
-    const lost = this.records.length - this.synced;
-    this.records.length = this.synced;
-    this.onDisk.truncate((this.base?.seq ?? 0) + this.synced);
-    return `power lost: ${lost} unsynced log record(s) gone`;
+    const fs = this.fs;
+    this.durability = null;
+    this.later = () => {};
+    const powerLoss = rng.chance(this.powerLossChance);
+    if (powerLoss) fs.powerLoss(rng);
+    else fs.kill();
+    // What a restart would recover: the recovery itself, on a copy of the disk.
+    const { recovered } = this.open(fs.copy());
+    this.crashed = { history: this.historyOf(recovered.state.appliedSeq, recovered.lastEpoch), config: recovered.config };
+    const at = `a restart recovers seq ${recovered.state.appliedSeq}${recovered.checkpoint ? ` (checkpoint at ${recovered.checkpoint.seq})` : ""}`;
+    return powerLoss ? `power lost: what was not synced may be gone; ${at}` : `process killed: what it wrote survives; ${at}`;
   }
 
-  recover(): Recovered {
-    let state = new StoreState(this.geometry.segmentSize, this.geometry.pageSize);
-    let lastEpoch = 0;
-    if (this.base) {
-      state = decodeSnapshot(this.base.snapshot);
-      lastEpoch = this.base.epoch;
-    }
-    const epochs = new EpochHistory(state.appliedSeq, lastEpoch);
-    for (const update of this.records) {
-      state.apply(update);
-      lastEpoch = update.epoch;
-      epochs.note(update.seq, update.epoch);
-    }
-    // As src/store/recovery.ts: the log replayed is synced before the server serves (a killed
-    // process's unsynced records would otherwise count as durable: sim seed 283019540).
-    this.synced = this.records.length;
-    return { state, lastEpoch, epochs, config: this.config, vote: this.vote, history: this.onDisk.prefix(this.onDisk.length) };
+  private get disk(): Durability {
+    return present(this.durability);
   }
+
+  private open(fs: MemoryFs): ReturnType<typeof Durability.open> {
+    return Durability.open(DIR, this.geometry.segmentSize, "always", this.checkpointBytes(), false, { fs, logSizes: SIM_LOG_SIZES }, this.geometry.pageSize);
+  }
+
+  /** The history of which (seq, epoch) is the last update: a prefix of one the server had. */
+  private historyOf(seq: number, epoch: number): AppliedHistory {
+    if (seq === 0) return new AppliedHistory();
+    for (let i = this.histories.length - 1; i >= 0; i--) {
+      const history = this.histories[i]!;
+      if (history.length >= seq && history.epochAt(seq) === epoch) return history.prefix(seq);
+    }
+    throw new Error(`the disk recovered seq ${seq} of epoch ${epoch}, which no history of this server holds`);
+  }
+}
+
+function present<T>(value: T | null): T {
+  if (value === null) throw new Error("the disk is not open (the server is down)");
+  return value;
 }
 
 function copyVote(vote: Vote): Vote {

@@ -43,9 +43,11 @@ export interface WireContext {
   sentRecall(recall: Recall): void;
   /** A server sent a client a reply (as tail, it acknowledges what it applied). */
   tailReplied(server: ServerMachine): void;
-  /** The disk of `server` finishes its oldest sync at `atMs` (ServerMachine.onSynced). */
-  diskSyncAt(server: ServerMachine, atMs: number): void;
+  /** The disk of `server` completes some work at `atMs` (its oldest sync, a background write). */
+  diskAt(server: ServerMachine, atMs: number, run: () => void): void;
   fail(invariant: string, message: string): never;
+  /** A violation seen in code that cannot throw to the step (a promise's continuation). */
+  report(invariant: string, message: string): void;
 }
 
 export class Wires {
@@ -119,8 +121,12 @@ export class Wires {
         this.ctx.push(this.ctx.nowMs + rtt, { type: "dialled", server: from, incarnation: from.incarnation, link: this.net.link(from.id, peer) });
       },
       trace: (what, detail) => this.ctx.tracer.add(this.ctx.nowMs, what, detail),
-      syncLater: (from, afterMs) => this.ctx.diskSyncAt(from, this.ctx.nowMs + afterMs),
+      diskLater: (from, afterMs, run) => this.ctx.diskAt(from, this.ctx.nowMs + afterMs, run),
       fail: (invariant, message) => this.ctx.fail(invariant, message),
+      report: (invariant, message) => this.ctx.report(invariant, message),
+      checkpointStarted: () => {
+        this.ctx.stats.checkpoints++;
+      },
       sawConfig: (server, epoch, chain) => this.ctx.sawConfig(server, epoch, chain),
       snapshotHistory: (id, seq) => this.conns.get(id)?.snapshots.get(seq),
       sentPeer: (from, id, message) => {

@@ -16,7 +16,7 @@ import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, dropCheckpointsExcept, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
 import { NODE_IO, type Recovered, type StoreIo, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
-import { type ChainConfig, NO_CONFIG, type StoreState, type Vote, needsSync } from "../core";
+import { type ChainConfig, NO_CONFIG, type Persist, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
 import { saveConfig } from "./config";
 
@@ -37,13 +37,13 @@ const CHECKPOINT_RETRY_MS = 5000;
 const FREE_SPACE_FRESH_MS = 200;
 
 
-function recoverOrSetAside(dir: string, segmentSize: number, syncs: boolean, rejoin: boolean, io: StoreIo): Recovered {
+function recoverOrSetAside(dir: string, segmentSize: number, pageSize: number, syncs: boolean, rejoin: boolean, io: StoreIo): Recovered {
   try {
-    return recover(dir, segmentSize, PAGE_SIZE, syncs, io);
+    return recover(dir, segmentSize, pageSize, syncs, io);
   } catch (error) {
     if (!rejoin || !(error instanceof CorruptDataError)) throw error;
     const aside = moveAside(dir, io.fs);
-    const recovered = recover(dir, segmentSize, PAGE_SIZE, syncs, io);
+    const recovered = recover(dir, segmentSize, pageSize, syncs, io);
     const problem = error.message.split("\n")[0];
     recovered.notes.unshift(`--rejoin: ${problem}; moved the log and checkpoints aside to ${aside}: starting empty, the state comes from the other servers`);
     return recovered;
@@ -97,12 +97,13 @@ export class Durability {
     checkpointBytes: number,
     rejoin = false,
     io: StoreIo = NODE_IO,
+    pageSize = PAGE_SIZE,
   ): { durability: Durability; recovered: Recovered } {
     let unlock: (() => void) | null = null;
     try {
       ensureDirectory(io.fs, dir);
       unlock = io.fs.lock(dir);
-      const recovered = recoverOrSetAside(dir, segmentSize, fsync !== "off", rejoin, io);
+      const recovered = recoverOrSetAside(dir, segmentSize, pageSize, fsync !== "off", rejoin, io);
       return { durability: new Durability(io.fs, dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();
@@ -110,6 +111,25 @@ export class Durability {
         throw new RecoveryError(`${dir}: the disk is full (${(error as Error).message}); a server needs a few MiB for its log: free some space`);
       }
       throw error;
+    }
+  }
+
+  /** One of the replica's disk actions (not synced yet: see commit). */
+  persist(item: Persist): CheckpointInfo | null {
+    switch (item.kind) {
+      case "log":
+        this.append(item.update);
+        return null;
+      case "checkpoint":
+        return this.checkpoint(item.seq, item.epoch, item.configEpoch, item.snapshot);
+      case "install":
+        return this.install(item.seq, item.epoch, item.configEpoch, item.snapshot);
+      case "config":
+        this.saveConfig(item.config);
+        return null;
+      case "vote":
+        this.saveVote(item.vote);
+        return null;
     }
   }
 

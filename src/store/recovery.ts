@@ -150,15 +150,17 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
   let expectedSeq = firstSeq;
   while (offset < bytes.length) {
     const remaining = bytes.length - offset;
-    const length = remaining >= RECORD_HEADER_BYTES ? view.getUint32(offset, true) : -1;
-    if (length === 0 && view.getUint32(offset + 4, true) === 0) {
-      // The zero-filled space after the last record: the end of this segment's data.
+    // The zero-filled space after the last record, however short (a batch may leave less than
+    // a record header at the end of a segment): the end of this segment's data.
+    const atEnd = remaining < RECORD_HEADER_BYTES || (view.getUint32(offset, true) === 0 && view.getUint32(offset + 4, true) === 0);
+    if (atEnd) {
       if (isZero(bytes, offset)) break;
       if (isLast) return { ...result, cutAt: offset };
       throw new RecoveryError(`${file}: data after the end of the records at offset ${offset}`);
     }
+    const length = view.getUint32(offset, true);
     const end = offset + RECORD_HEADER_BYTES + length;
-    if (length < 0 || end > bytes.length) {
+    if (end > bytes.length) {
       if (isLast && isZero(bytes, offset + RECORD_HEADER_BYTES)) return { ...result, cutAt: offset };
       throw new RecoveryError(`${file}: record at offset ${offset} runs past the end of the file`);
     }

@@ -1,0 +1,302 @@
+/**
+ * A file system in memory with the crash semantics the store is written for, so the
+ * simulator runs src/store itself (its log, checkpoints and recovery), not a model of it.
+ *
+ * - A killed process loses nothing it wrote: the system's cache survives it.
+ * - A power loss keeps, of each file's data, what its last `datasync` made durable, and may
+ *   keep a prefix of what was written since (writeback goes on in the background: a record
+ *   can be torn, and recovery must cut it off).
+ * - Names (create, rename, unlink) are journalled in order, as ext4 does: a `syncDirectory`
+ *   commits all so far; a power loss keeps a prefix of those made since.
+ * - What runs on the I/O threads (`openAsync`) completes at a later simulated event, so a
+ *   crash can fall between two steps of a background checkpoint or spare segment.
+ */
+import type { AsyncFile, OpenFlags, StoreFs } from "../store";
+import type { Rng } from "./prng";
+
+class Inode {
+  bytes = new Uint8Array(0);
+  length = 0;
+  /** The data as of the last datasync. */
+  durable = new Uint8Array(0);
+
+  write(source: Uint8Array, position: number): void {
+    const end = position + source.length;
+    if (end > this.bytes.length) {
+      const grown = new Uint8Array(Math.max(end, this.bytes.length * 2));
+      grown.set(this.bytes.subarray(0, this.length));
+      this.bytes = grown;
+    }
+    if (position > this.length) this.bytes.fill(0, this.length, position);
+    this.bytes.set(source, position);
+    this.length = Math.max(this.length, end);
+  }
+
+  truncate(length: number): void {
+    if (length > this.length) this.write(new Uint8Array(length - this.length), this.length);
+    this.length = length;
+  }
+
+  get data(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+
+  sync(): void {
+    this.durable = this.data.slice();
+  }
+
+  /** After a power loss: the durable data, and what was written since up to a point drawn from `rng`. */
+  survive(rng: Rng): void {
+    const current = this.data;
+    const durable = this.durable;
+    let kept = durable;
+    if (rng.chance(0.5)) {
+      const cut = rng.int(Math.max(current.length, durable.length) + 1);
+      const length = Math.max(durable.length, Math.min(cut, current.length));
+      kept = new Uint8Array(length);
+      kept.set(durable);
+      kept.set(current.subarray(0, Math.min(cut, length)));
+    }
+    this.bytes = kept.slice();
+    this.length = kept.length;
+    this.durable = kept.slice();
+  }
+}
+
+type NameOp = { type: "link"; path: string; inode: Inode } | { type: "unlink"; path: string } | { type: "rename"; from: string; to: string };
+
+function fsError(code: string, message: string): Error {
+  return Object.assign(new Error(`${code}: ${message}`), { code });
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash <= 0 ? "/" : path.slice(0, slash);
+}
+
+export class MemoryFs implements StoreFs {
+  private names = new Map<string, Inode>();
+  /** The names as of the last journal commit, and the operations since, in order. */
+  private durableNames = new Map<string, Inode>();
+  private journal: NameOp[] = [];
+  private readonly dirs = new Set<string>(["/"]);
+  private fds = new Map<number, Inode>();
+  private nextFd = 3;
+  private locked = new Set<string>();
+
+  constructor(
+    /** Runs `fn` at a later simulated event of this server's current process (never, if it dies first). */
+    private readonly later: (fn: () => void) => void,
+  ) {}
+
+  /** The same files and names (durable or not), for another process: the recovery a restart would run. */
+  copy(): MemoryFs {
+    const copy = new MemoryFs(() => {});
+    const copies = new Map<Inode, Inode>();
+    const copyOf = (inode: Inode) => {
+      let twin = copies.get(inode);
+      if (!twin) {
+        twin = new Inode();
+        twin.bytes = inode.bytes.slice();
+        twin.length = inode.length;
+        twin.durable = inode.durable.slice();
+        copies.set(inode, twin);
+      }
+      return twin;
+    };
+    for (const [path, inode] of this.names) copy.names.set(path, copyOf(inode));
+    for (const [path, inode] of this.durableNames) copy.durableNames.set(path, copyOf(inode));
+    copy.journal = this.journal.map((op) => (op.type === "link" ? { ...op, inode: copyOf(op.inode) } : op));
+    for (const dir of this.dirs) copy.dirs.add(dir);
+    return copy;
+  }
+
+  /** The process died (the machine stays up): open files and locks go, the data stays. */
+  kill(): void {
+    this.fds.clear();
+    this.locked.clear();
+  }
+
+  /** The machine lost power: what was not durable may be gone (drawn from `rng`). */
+  powerLoss(rng: Rng): void {
+    this.kill();
+    const names = new Map(this.durableNames);
+    const kept = rng.int(this.journal.length + 1);
+    for (const op of this.journal.slice(0, kept)) applyName(names, op);
+    this.names = names;
+    this.durableNames = new Map(names);
+    this.journal = [];
+    for (const inode of new Set(names.values())) inode.survive(rng);
+  }
+
+  open(path: string, flags: OpenFlags): number {
+    if (this.dirs.has(path)) {
+      if (flags !== "r") throw fsError("EISDIR", path);
+      return this.addFd(new Inode());
+    }
+    let inode = this.names.get(path);
+    if (!inode) {
+      if (flags !== "w") throw fsError("ENOENT", `no such file ${path}`);
+      if (!this.dirs.has(parentOf(path))) throw fsError("ENOENT", `no folder for ${path}`);
+      inode = new Inode();
+      this.link(path, inode);
+    } else if (flags === "w") inode.truncate(0);
+    return this.addFd(inode);
+  }
+
+  close(fd: number): void {
+    this.fds.delete(fd);
+  }
+
+  write(fd: number, bytes: Uint8Array, offset: number, length: number, position: number): number {
+    this.inode(fd).write(bytes.subarray(offset, offset + length), position);
+    return length;
+  }
+
+  writev(fd: number, parts: Uint8Array[], position: number): number {
+    const inode = this.inode(fd);
+    let at = position;
+    for (const part of parts) {
+      inode.write(part, at);
+      at += part.length;
+    }
+    return at - position;
+  }
+
+  datasync(fd: number): void {
+    this.inode(fd).sync();
+  }
+
+  truncate(fd: number, length: number): void {
+    this.inode(fd).truncate(length);
+  }
+
+  readFile(path: string): Uint8Array {
+    return this.existing(path).data.slice();
+  }
+
+  readdir(dir: string): string[] {
+    if (!this.dirs.has(dir)) throw fsError("ENOENT", `no folder ${dir}`);
+    const prefix = dir === "/" ? "/" : `${dir}/`;
+    const entries: string[] = [];
+    for (const path of [...this.names.keys(), ...this.dirs]) {
+      if (path !== dir && path.startsWith(prefix) && !path.slice(prefix.length).includes("/")) entries.push(path.slice(prefix.length));
+    }
+    return entries.sort();
+  }
+
+  rename(from: string, to: string): void {
+    this.existing(from);
+    this.record({ type: "rename", from, to });
+  }
+
+  unlink(path: string): void {
+    this.existing(path);
+    this.record({ type: "unlink", path });
+  }
+
+  remove(path: string): void {
+    if (this.names.has(path)) this.record({ type: "unlink", path });
+  }
+
+  exists(path: string): boolean {
+    return this.names.has(path) || this.dirs.has(path);
+  }
+
+  size(path: string): number {
+    return this.existing(path).length;
+  }
+
+  mkdirs(dir: string): void {
+    if (this.names.has(dir)) throw fsError("EEXIST", `${dir} is a file`);
+    for (let path = dir; !this.dirs.has(path); path = parentOf(path)) this.dirs.add(path);
+  }
+
+  isDirectory(path: string): boolean {
+    if (this.dirs.has(path)) return true;
+    this.existing(path);
+    return false;
+  }
+
+  syncDirectory(dir: string): void {
+    if (!this.dirs.has(dir)) throw fsError("ENOENT", `no folder ${dir}`);
+    // A journal commit: every name operation so far, whatever its folder.
+    for (const op of this.journal) applyName(this.durableNames, op);
+    this.journal = [];
+  }
+
+  freeBytes(_dir: string): number {
+    return Number.MAX_SAFE_INTEGER;
+  }
+
+  lock(dir: string): () => void {
+    if (this.locked.has(dir)) throw fsError("EAGAIN", `${dir} is locked by this process already`);
+    this.locked.add(dir);
+    return () => this.locked.delete(dir);
+  }
+
+  openAsync(path: string, flags: "r+" | "w"): Promise<AsyncFile> {
+    const io = <T>(work: () => T) => new Promise<T>((resolve, reject) => this.later(() => {
+      try {
+        resolve(work());
+      } catch (error) {
+        reject(error);
+      }
+    }));
+    return io(() => {
+      const fd = this.open(path, flags);
+      return {
+        write: (bytes, offset, length, position) => io(() => this.write(fd, bytes, offset, length, position)),
+        truncate: (length) => io(() => this.truncate(fd, length)),
+        datasync: () => io(() => this.datasync(fd)),
+        close: () => io(() => this.close(fd)),
+      };
+    });
+  }
+
+  private addFd(inode: Inode): number {
+    const fd = this.nextFd++;
+    this.fds.set(fd, inode);
+    return fd;
+  }
+
+  private inode(fd: number): Inode {
+    const inode = this.fds.get(fd);
+    if (!inode) throw fsError("EBADF", `fd ${fd} is not open`);
+    return inode;
+  }
+
+  private existing(path: string): Inode {
+    const inode = this.names.get(path);
+    if (!inode) throw fsError("ENOENT", `no such file ${path}`);
+    return inode;
+  }
+
+  private link(path: string, inode: Inode): void {
+    this.record({ type: "link", path, inode });
+  }
+
+  private record(op: NameOp): void {
+    applyName(this.names, op);
+    this.journal.push(op);
+  }
+}
+
+function applyName(names: Map<string, Inode>, op: NameOp): void {
+  switch (op.type) {
+    case "link":
+      names.set(op.path, op.inode);
+      return;
+    case "unlink":
+      names.delete(op.path);
+      return;
+    case "rename": {
+      const inode = names.get(op.from);
+      // Absent in a journal replayed from an older point only if the ops were out of order: never.
+      if (!inode) throw new Error(`journal: rename of ${op.from}, which is not there`);
+      names.delete(op.from);
+      names.set(op.to, inode);
+      return;
+    }
+  }
+}
