@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StoreState, encodeSnapshot, snapshotParts } from "../src/core";
-import { Durability, LOG_SIZES, RecoveryError, WAL_HEADER_BYTES, WAL_MAGIC, WriteAheadLog, encodeRecord, listCheckpoints, listSegments, nodeFs, recover, segmentName } from "../src/store";
+import { Durability, LOG_SIZES, NODE_IO, RecoveryError, WAL_HEADER_BYTES, WAL_MAGIC, WriteAheadLog, encodeRecord, listCheckpoints, listSegments, nodeFs, recover, segmentName } from "../src/store";
 import { pruneCheckpoints, readCheckpoint, writeCheckpointStreamAsync } from "../src/store/checkpoint";
 import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import { type Op, type Update, Writer as WireWriter, packPages } from "../src/wire";
@@ -57,7 +57,7 @@ class Writer {
 }
 
 function open(dir: string): { writer: Writer; notes: string[] } {
-  const { durability, recovered } = Durability.open(dir, SEGMENT, "always", 64 * 1024 * 1024);
+  const { durability, recovered } = Durability.open(NODE_IO, dir, SEGMENT, "always", 64 * 1024 * 1024);
   const writer = new Writer(durability);
   if (recovered.state.appliedSeq > 0) Object.assign(writer, { state: recovered.state });
   return { writer, notes: recovered.notes };
@@ -100,7 +100,7 @@ describe("write-ahead log", () => {
     for (let i = 1; i <= 50; i++) writer.write(`d${i % 5}`, i);
     const appliedSeq = writer.state.appliedSeq;
     writer.durability.close();
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
     expect([0, 1, 2, 3, 4].map((i) => valueOf(recovered.state, `d${i}`))).toEqual([50, 46, 47, 48, 49]);
@@ -120,7 +120,7 @@ describe("write-ahead log", () => {
     const pages = packPages(Array.from({ length: pageCount }, (_, i) => first + i), PAGE, source);
     writer.do({ type: "release", holdId, pages });
     writer.durability.close();
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(writer.state.appliedSeq);
     for (let i = 0; i < pageCount; i++) expect(recovered.state.pages.read(first + i)).toEqual(source.subarray((first + i) * PAGE, (first + i + 1) * PAGE));
@@ -137,7 +137,7 @@ describe("write-ahead log", () => {
     const appliedSeq = writer.state.appliedSeq;
     writer.durability.close();
     expect(listSegments(nodeFs, dir).length).toBeGreaterThan(1);
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
     expect(valueOf(recovered.state, "d0")).toBe(1498);
@@ -168,7 +168,7 @@ describe("write-ahead log", () => {
     const next: Update = { seq: appliedSeq + 1, epoch: 65, session: SESSION, reqNo: appliedSeq + 1, doneBelow: appliedSeq + 1, op: { type: "create", name: "y", size: 4 } };
     const header = new WireWriter(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(next.seq).bytes;
     writeFileSync(join(dir, segmentName(next.seq)), Buffer.concat([header, ...encodeRecord(next), new Uint8Array(64)]));
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(next.seq);
     expect(recovered.state.data.has("y")).toBe(true);
@@ -180,7 +180,7 @@ describe("write-ahead log", () => {
     const goodLength = dataEnd(file);
     // Half a record where the next one goes: a length saying 100 bytes, a checksum, then only 10 bytes.
     patch(file, goodLength, new Uint8Array([100, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
     expect(valueOf(recovered.state, "x")).toBe(2);
@@ -193,7 +193,7 @@ describe("write-ahead log", () => {
     const next = join(dir, `wal-${String(appliedSeq + 1).padStart(16, "0")}.log`);
     writeFileSync(next, new Uint8Array(SEGMENT));
     expect(listSegments(nodeFs, dir).at(-1)!.file).toBe(next);
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(appliedSeq);
     expect(valueOf(recovered.state, "x")).toBe(2);
@@ -201,7 +201,7 @@ describe("write-ahead log", () => {
     const again = open(dir).writer;
     again.do({ type: "open_session", timeoutMs: 10_000 });
     again.durability.close();
-    const last = recover(dir, SEGMENT, PAGE);
+    const last = recover(NODE_IO, dir, SEGMENT, PAGE);
     last.wal.close();
     expect(last.state.appliedSeq).toBe(appliedSeq + 1);
     expect(valueOf(last.state, "x")).toBe(2);
@@ -217,7 +217,7 @@ describe("write-ahead log", () => {
     const file = lastSegment(dir);
     const end = dataEnd(file);
     patch(file, 0, (bytes) => void (bytes[end - 3]! ^= 0xff));
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     // The last record was the release of 2: it is gone, the value is the previous one.
     expect(valueOf(recovered.state, "x")).toBe(1);
@@ -234,7 +234,7 @@ describe("write-ahead log", () => {
     patch(file, 0, (bytes) => void (bytes[Math.floor(end / 2)]! ^= 0x01));
     let error: unknown;
     try {
-      recover(dir, SEGMENT, PAGE);
+      recover(NODE_IO, dir, SEGMENT, PAGE);
     } catch (caught) {
       error = caught;
     }
@@ -249,7 +249,7 @@ describe("write-ahead log", () => {
     writer.write("x", 1);
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
     writer.durability.close();
-    expect(() => recover(dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
+    expect(() => recover(NODE_IO, dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
   });
 
   test("a checkpoint that is not a snapshot is refused, never guessed", () => {
@@ -259,7 +259,7 @@ describe("write-ahead log", () => {
     writer.write("x", 1);
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, new Uint8Array(0));
     writer.durability.close();
-    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(RecoveryError);
+    expect(() => recover(NODE_IO, dir, SEGMENT, PAGE)).toThrow(RecoveryError);
   });
 });
 
@@ -275,7 +275,7 @@ describe("checkpoints", () => {
     writer.write("a", 100);
     writer.write("b", 7);
     writer.durability.close();
-    const recovered = recover(dir, SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
     recovered.wal.close();
     expect(recovered.checkpoint?.seq).toBe(checkpoint.seq);
     expect(recovered.replayed).toBeGreaterThan(0);
@@ -293,13 +293,13 @@ describe("checkpoints", () => {
     const bytes = new Uint8Array(readFileSync(file));
     bytes[bytes.length - 1]! ^= 0x40;
     writeFileSync(file, bytes);
-    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
+    expect(() => recover(NODE_IO, dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
   });
 
   test("a background checkpoint: due past --checkpoint-mb and twice the last one; the old log stays until the file is written", async () => {
     for (const mode of ["always", "off"] as const) {
       const dir = freshDir();
-      const { durability } = Durability.open(dir, SEGMENT, mode, 16 * 1024);
+      const { durability } = Durability.open(NODE_IO, dir, SEGMENT, mode, 16 * 1024);
       const writer = new Writer(durability);
       startSession(writer);
       while (!durability.checkpointDue) writer.write("a", 1);
@@ -323,7 +323,7 @@ describe("checkpoints", () => {
       expect(durability.checkpointDue as boolean).toBe(false);
       writer.write("b", 3);
       durability.close();
-      const recovered = recover(dir, SEGMENT, PAGE);
+      const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
       recovered.wal.close();
       expect(recovered.checkpoint?.seq).toBe(seq);
       expect([valueOf(recovered.state, "a"), valueOf(recovered.state, "b")]).toEqual([2, 3]);
@@ -392,7 +392,7 @@ describe("checkpoints", () => {
 
   test("a background checkpoint of a history that a state transfer replaced meanwhile never lands", async () => {
     const dir = freshDir();
-    const { durability } = Durability.open(dir, SEGMENT, "always", 16 * 1024);
+    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, "always", 16 * 1024);
     const writer = new Writer(durability);
     startSession(writer);
     while (!durability.checkpointDue) writer.write("a", 1);
@@ -412,7 +412,7 @@ describe("checkpoints", () => {
   // snapshot's seq was of the old history too.
   test("a snapshot older than every kept checkpoint (a history rolled back) is what the server restarts from, with the log written after it", () => {
     const dir = freshDir();
-    const { durability } = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
     const old = new Writer(durability);
     startSession(old);
     for (let i = 0; i < 6; i++) {
@@ -424,7 +424,7 @@ describe("checkpoints", () => {
 
     // The chain's history: shorter than ours, from the same start.
     const chainDir = freshDir();
-    const chain = new Writer(Durability.open(chainDir, SEGMENT, "always", 1 << 26).durability);
+    const chain = new Writer(Durability.open(NODE_IO, chainDir, SEGMENT, "always", 1 << 26).durability);
     startSession(chain);
     chain.write("kept", 9);
     const snapshotSeq = chain.state.appliedSeq;
@@ -446,9 +446,9 @@ describe("checkpoints", () => {
   test("one server per data dir", () => {
     const dir = freshDir();
     const first = open(dir);
-    expect(() => Durability.open(dir, SEGMENT, "always", 1 << 26)).toThrow(/in use by another pstore server/);
+    expect(() => Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26)).toThrow(/in use by another pstore server/);
     first.writer.durability.close();
-    const second = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    const second = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
     second.durability.close();
     expect(readdirSync(dir)).not.toContain("LOCK");
   });
@@ -457,12 +457,12 @@ describe("checkpoints", () => {
 test("writes reach the file before commit returns, in every mode", () => {
   for (const mode of ["always", "batch", "off"] as const) {
     const dir = freshDir();
-    const { durability } = Durability.open(dir, SEGMENT, mode, 1 << 26);
+    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, mode, 1 << 26);
     const writer = new Writer(durability);
     startSession(writer);
     writer.write("x", 5);
     // Without close(): what a kill -9 would leave (the page cache survives a process crash).
-    const recovered = recover(join(dir), SEGMENT, PAGE);
+    const recovered = recover(NODE_IO, join(dir), SEGMENT, PAGE);
     expect(valueOf(recovered.state, "x")).toBe(5);
     recovered.wal.close();
     durability.close();
@@ -472,14 +472,14 @@ test("writes reach the file before commit returns, in every mode", () => {
 describe("config.json", () => {
   test("the configuration and the acceptor's vote (--quorum majority) survive a restart, each save keeping the other", () => {
     const dir = freshDir();
-    const first = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    const first = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
     expect(first.recovered.config).toBeNull();
     expect(first.recovered.vote).toBeNull();
     const vote = { promised: 193, accepted: { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65, formed: false } };
     first.durability.saveVote(vote);
     first.durability.saveConfig({ epoch: 129, chain: [1, 3] });
     first.durability.close();
-    const second = Durability.open(dir, SEGMENT, "always", 1 << 26);
+    const second = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
     expect(second.recovered.config).toEqual({ epoch: 129, chain: [1, 3] });
     expect(second.recovered.vote).toEqual(vote);
     second.durability.close();
@@ -488,6 +488,6 @@ describe("config.json", () => {
   test("a vote that is not a promise and an accepted proposal is refused, never guessed", () => {
     const dir = freshDir();
     writeFileSync(join(dir, "config.json"), JSON.stringify({ epoch: 65, chain: [1], vote: { promised: 70, accepted: { ballot: 70, chain: [1] } } }));
-    expect(() => recover(dir, SEGMENT, PAGE)).toThrow(/"vote" is not a promise/);
+    expect(() => recover(NODE_IO, dir, SEGMENT, PAGE)).toThrow(/"vote" is not a promise/);
   });
 });

@@ -20,7 +20,7 @@ import {
   PAGE_SIZE,
 } from "../constants";
 import { Replica, lastSeqOf } from "../core";
-import { Durability, isNoSpace } from "../store";
+import { Durability, NODE_IO, isNoSpace } from "../store";
 import { makeNonce } from "../net/auth";
 import { splitAddress } from "../net/address";
 import { Link, batchSends, linkSocketHandlers } from "../net/link";
@@ -69,6 +69,7 @@ export class Server implements NodeHost {
     this.listener = this.listen();
     try {
       const { durability, recovered } = Durability.open(
+        NODE_IO,
         options.dataDir,
         options.segmentSize,
         options.fsync,

@@ -4,7 +4,7 @@
  *   bun run sim --seeds N [--from S] run N seeds (S, S+1, …), report every failure
  * Options: --partitions (also long two-way cuts between servers: split brain is
  * possible by design in availability mode), --disks (servers recover from
- * a model of src/store's log and checkpoints; whole-cluster crashes and power
+ * src/store's log, checkpoints and recovery on an in-memory file system with crash semantics; whole-cluster crashes and power
  * losses), --free-crashes (with --disks: no fault budget, servers may restart
  * alone with stale disks), --quorum majority (the replicas' majority mode),
  * --no-server-pauses (no SIGSTOP-like pauses of servers), --no-cache (clients

@@ -11,7 +11,7 @@
  * - What runs on the I/O threads (`openAsync`) completes at a later simulated event, so a
  *   crash can fall between two steps of a background checkpoint or spare segment.
  */
-import type { AsyncFile, OpenFlags, StoreFs } from "../store";
+import type { AsyncFile, OpenFlags, StoreFs } from "../store/fs";
 import type { Rng } from "./prng";
 
 class Inode {

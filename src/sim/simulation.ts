@@ -61,9 +61,10 @@ export interface SimOptions {
   /** Bound on events per run. */
   eventsMax?: number;
   /**
-   * Servers have disks (a model of src/store with --fsync always): restarted
-   * servers recover their state, whole-cluster crashes are allowed, a power
-   * loss drops what was not synced. Default: no disk.
+   * Servers have disks (src/store itself with --fsync always, on an in-memory
+   * file system: storage.ts): restarted servers recover their state,
+   * whole-cluster crashes are allowed, a power loss drops what was not synced
+   * (and may keep part of it). Default: no disk.
    */
   disks?: boolean;
   /**

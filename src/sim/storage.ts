@@ -10,7 +10,9 @@
  */
 import { type ChainConfig, type Persist, type Replica, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
-import { Durability, type LogSizes } from "../store";
+// Not from ../store's index: its node file system would load the FFI helpers the simulator does without.
+import { Durability } from "../store/durability";
+import type { LogSizes } from "../store/fs";
 import { AppliedHistory } from "./applied";
 import { MemoryFs } from "./memory_fs";
 import type { Rng } from "./prng";
@@ -184,7 +186,7 @@ export class StoreDisk implements Storage {
   }
 
   private open(fs: MemoryFs): ReturnType<typeof Durability.open> {
-    return Durability.open(DIR, this.geometry.segmentSize, "always", this.checkpointBytes(), false, { fs, logSizes: SIM_LOG_SIZES }, this.geometry.pageSize);
+    return Durability.open({ fs, logSizes: SIM_LOG_SIZES }, DIR, this.geometry.segmentSize, "always", this.checkpointBytes(), false, this.geometry.pageSize);
   }
 
   /** The history of which (seq, epoch) is the last update: a prefix of one the server had. */

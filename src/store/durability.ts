@@ -14,7 +14,7 @@ import { ensureDirectory, isNoSpace } from "./files";
 import type { StoreFs } from "./fs";
 import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, dropCheckpointsExcept, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
-import { NODE_IO, type Recovered, type StoreIo, moveAside, recover } from "./recovery";
+import { type Recovered, type StoreIo, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type Persist, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
@@ -39,11 +39,11 @@ const FREE_SPACE_FRESH_MS = 200;
 
 function recoverOrSetAside(dir: string, segmentSize: number, pageSize: number, syncs: boolean, rejoin: boolean, io: StoreIo): Recovered {
   try {
-    return recover(dir, segmentSize, pageSize, syncs, io);
+    return recover(io, dir, segmentSize, pageSize, syncs);
   } catch (error) {
     if (!rejoin || !(error instanceof CorruptDataError)) throw error;
-    const aside = moveAside(dir, io.fs);
-    const recovered = recover(dir, segmentSize, pageSize, syncs, io);
+    const aside = moveAside(io.fs, dir);
+    const recovered = recover(io, dir, segmentSize, pageSize, syncs);
     const problem = error.message.split("\n")[0];
     recovered.notes.unshift(`--rejoin: ${problem}; moved the log and checkpoints aside to ${aside}: starting empty, the state comes from the other servers`);
     return recovered;
@@ -91,12 +91,12 @@ export class Durability {
    * (moveAside) and the server starts empty, to get the state from the others.
    */
   static open(
+    io: StoreIo,
     dir: string,
     segmentSize: number,
     fsync: FsyncMode,
     checkpointBytes: number,
     rejoin = false,
-    io: StoreIo = NODE_IO,
     pageSize = PAGE_SIZE,
   ): { durability: Durability; recovered: Recovered } {
     let unlock: (() => void) | null = null;

@@ -7,4 +7,4 @@ export * from "./recovery";
 export * from "./wal";
 export { isNoSpace } from "./files";
 export * from "./fs";
-export { nodeFs } from "./node_fs";
+export { NODE_IO, nodeFs } from "./node_fs";

@@ -18,8 +18,9 @@ import {
   writevSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
-import type { AsyncFile, OpenFlags, StoreFs } from "./fs";
+import { type AsyncFile, LOG_SIZES, type OpenFlags, type StoreFs } from "./fs";
 import { lockDataDir } from "./lock";
+import type { StoreIo } from "./recovery";
 
 export const nodeFs: StoreFs = {
   open: (path: string, flags: OpenFlags) => openSync(path, flags),
@@ -62,3 +63,6 @@ export const nodeFs: StoreFs = {
     };
   },
 };
+
+/** A data dir on this machine, with the log's production segment sizes. */
+export const NODE_IO: StoreIo = { fs: nodeFs, logSizes: LOG_SIZES };

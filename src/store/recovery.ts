@@ -5,8 +5,7 @@
  */
 import { join } from "node:path";
 import { ensureDirectory } from "./files";
-import { LOG_SIZES, type LogSizes, type StoreFs } from "./fs";
-import { nodeFs } from "./node_fs";
+import type { LogSizes, StoreFs } from "./fs";
 import { type ChainConfig, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
@@ -45,10 +44,8 @@ export interface StoreIo {
   logSizes: LogSizes;
 }
 
-export const NODE_IO: StoreIo = { fs: nodeFs, logSizes: LOG_SIZES };
-
 /** `syncs`: false when the log will never be synced (--fsync off). */
-export function recover(dir: string, segmentSize: number, pageSize: number, syncs = true, io: StoreIo = NODE_IO): Recovered {
+export function recover(io: StoreIo, dir: string, segmentSize: number, pageSize: number, syncs = true): Recovered {
   const fs = io.fs;
   ensureDirectory(fs, dir);
   const notes: string[] = [];
@@ -103,7 +100,7 @@ export function recover(dir: string, segmentSize: number, pageSize: number, sync
 }
 
 /** Moves the log, the checkpoints and any temporary file of `dir` into `dir/aside-<time>/` (config.json stays); returns that folder. */
-export function moveAside(dir: string, fs: StoreFs = nodeFs): string {
+export function moveAside(fs: StoreFs, dir: string): string {
   const aside = join(dir, `aside-${new Date().toISOString().replace(/[:.]/g, "-")}`);
   fs.mkdirs(aside);
   for (const name of fs.readdir(dir)) {
