@@ -11,6 +11,8 @@ import { pruneCheckpoints, readCheckpoint, writeCheckpointStreamAsync } from "..
 import { UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import { type Op, type Update, Writer as WireWriter, packPages } from "../src/wire";
 import { removeDir, tempDir } from "./helpers/processes";
+import { MemoryFs } from "../src/sim/memory_fs";
+import { Rng } from "../src/sim/prng";
 
 const SEGMENT = 1024 * 1024;
 const PAGE = 4096;
@@ -172,6 +174,26 @@ describe("write-ahead log", () => {
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(next.seq);
     expect(recovered.state.data.has("y")).toBe(true);
+  });
+
+  test("a batch larger than a segment, torn by a power loss, is cut off and the log before it recovers (found by the simulator)", () => {
+    const io = { logSizes: { first: 1024, segment: 4096 } };
+    for (let seed = 1; seed <= 40; seed++) {
+      const fs = new MemoryFs(() => {});
+      const { durability } = Durability.open({ fs, ...io }, "/data", SEGMENT, "always", 1 << 26);
+      const writer = new Writer(durability);
+      startSession(writer);
+      writer.write("x", 1);
+      const synced = writer.state.appliedSeq;
+      // Five 4 KiB releases in one batch, written to a fresh segment of 1 KiB and never synced.
+      const pages = [{ page: 0, bytes: new Uint8Array(PAGE).fill(7) }];
+      for (let seq = synced + 1; seq <= synced + 5; seq++) durability.append({ seq, epoch: 65, session: SESSION, reqNo: seq, doneBelow: seq, op: { type: "release", holdId: 999, pages } });
+      durability.flush();
+      fs.powerLoss(new Rng(seed));
+      const recovered = recover({ fs, ...io }, "/data", SEGMENT, PAGE);
+      expect(recovered.state.appliedSeq).toBeGreaterThanOrEqual(synced);
+      expect(valueOf(recovered.state, "x")).toBe(1);
+    }
   });
 
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {

@@ -130,10 +130,7 @@ export class MemoryFs implements StoreFs {
   }
 
   open(path: string, flags: OpenFlags): number {
-    if (this.dirs.has(path)) {
-      if (flags !== "r") throw fsError("EISDIR", path);
-      return this.addFd(new Inode());
-    }
+    if (this.dirs.has(path)) throw fsError("EISDIR", path);
     let inode = this.names.get(path);
     if (!inode) {
       if (flags !== "w") throw fsError("ENOENT", `no such file ${path}`);
