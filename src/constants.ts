@@ -162,6 +162,11 @@ export const CLOSE_WAIT_MS = 2000;
  * again, unless part of a frame is arriving from the tail (a large grant takes seconds).
  */
 export const UNANSWERED_MS = 1500;
+/**
+ * ... and this much longer per MiB the request carries (a 64 MiB write release, 4 s more):
+ * it crosses the chain at a busy chain's pace, and a refresh sends it all again.
+ */
+export const UNANSWERED_MS_PER_MIB = 64;
 /** How often the client looks for unanswered requests. */
 export const WATCH_EVERY_MS = 250;
 /** A queued acquire is sent again this often (a no-op unless its session or the acquire was lost). */

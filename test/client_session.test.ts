@@ -25,7 +25,10 @@ class ScriptedHost implements ClientHost {
   private events: ConnectionEvents | null = null;
   private nextSession = 100;
 
-  constructor(private readonly answer: (request: Request) => Reply | undefined) {}
+  constructor(
+    private readonly answer: (request: Request) => Reply | undefined,
+    private readonly segmentSize = 16 * PAGE,
+  ) {}
 
   nowMs(): number {
     return this.now;
@@ -47,7 +50,7 @@ class ScriptedHost implements ClientHost {
     this.events = events;
     this.dials++;
     const host = this;
-    const welcome = { version: PROTOCOL_VERSION, serverId: 1, segmentSize: 16 * PAGE, pageSize: PAGE, epoch: 65, chain: ["1"] };
+    const welcome = { version: PROTOCOL_VERSION, serverId: 1, segmentSize: host.segmentSize, pageSize: PAGE, epoch: 65, chain: ["1"] };
     return Promise.resolve({
       address,
       welcome,
@@ -160,6 +163,33 @@ describe("client session logic over a scripted server", () => {
     // Nothing arriving any more: now it is unanswered.
     host.receivingFrame = false;
     host.advance(2_000);
+    await Bun.sleep(0);
+    expect(host.dials).toBeGreaterThan(dialled);
+  });
+
+  // A 64 MiB write release on a busy chain takes more than 1.5 s to be answered, and taken for
+  // unanswered it was sent again, 64 MiB more on that chain.
+  test("a large write release gets longer to be answered before the client looks for the chain again", async () => {
+    const SIZE = 16 * 1024 * 1024;
+    const host = new ScriptedHost((request) => {
+      if (request.op.type === "open_session") return { type: "session", timeoutMs: 60_000 };
+      if (request.op.type === "create") return { type: "created", offset: 0, size: SIZE, createdSeq: 2 };
+      if (request.op.type === "acquire") return { ...granted(7, "big"), size: SIZE };
+      return undefined; // the release: no answer yet
+    }, SIZE);
+    const client = store(host);
+    await client.open();
+    await client.create("big", SIZE);
+    const view = await client.accessReadWrite("big");
+    view.fill(9);
+    void client.releaseReadWrite(view).catch(() => {});
+    await Bun.sleep(0);
+    expect(host.requests().at(-1)?.op.type).toBe("release");
+    const dialled = host.dials;
+    host.advance(2_250); // past 1.5 s, within 1.5 s + 16 × 64 ms
+    await Bun.sleep(0);
+    expect(host.dials).toBe(dialled);
+    host.advance(750);
     await Bun.sleep(0);
     expect(host.dials).toBeGreaterThan(dialled);
   });

@@ -8,9 +8,9 @@
  * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
-import { PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
+import { PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNANSWERED_MS_PER_MIB, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
 import { PStoreError } from "../errors";
-import type { Message, Op, QueryKind, Recall, ReplyMessage, Welcome } from "../wire";
+import { type Message, type Op, type QueryKind, type Recall, type ReplyMessage, type Welcome, pagesSize } from "../wire";
 import { formatAddresses } from "../net/address";
 import { type ClientHost, ConnectionRefused, type ServerConnection, type TimerHandle, remoteError } from "./host";
 
@@ -401,10 +401,10 @@ export class ClusterLink {
         waiting.sentAtMs = now;
         this.sendRequest(reqNo, waiting);
         rechecked = true;
-      } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS && this.tail?.receivingFrame) {
+      } else if (!waiting.queued && now - waiting.sentAtMs > patienceMs(waiting.op) && this.tail?.receivingFrame) {
         // A large answer is arriving (64 MiB take seconds): a refresh would drop it and ask for it again.
         waiting.sentAtMs = now;
-      } else if (!waiting.queued && now - waiting.sentAtMs > UNANSWERED_MS) {
+      } else if (!waiting.queued && now - waiting.sentAtMs > patienceMs(waiting.op)) {
         waiting.sentAtMs = now;
         this.scheduleRefresh();
         return;
@@ -507,4 +507,10 @@ export class ClusterLink {
 /** "EUNAVAILABLE: cannot connect…" → "cannot connect…": the summary carries the code once. */
 function withoutCode(message: string): string {
   return message.replace(/^E[A-Z]+: /, "");
+}
+
+/** How long a request may go unanswered before the client looks for the chain again: longer for a large one. */
+function patienceMs(op: Op): number {
+  const bytes = op.type === "release" ? pagesSize(op.pages) : 0;
+  return UNANSWERED_MS + (bytes / (1024 * 1024)) * UNANSWERED_MS_PER_MIB;
 }
