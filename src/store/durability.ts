@@ -11,10 +11,10 @@
 import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { ensureDirectory, isNoSpace } from "./files";
-import type { StoreFs } from "./fs";
+import type { StoreFs, StoreIo } from "./fs";
 import { CorruptDataError, RecoveryError } from "./errors";
 import { type CheckpointInfo, dropCheckpointsExcept, pruneCheckpoints, writeCheckpointBytes, writeCheckpointStreamAsync } from "./checkpoint";
-import { type Recovered, type StoreIo, moveAside, recover } from "./recovery";
+import { type Recovered, moveAside, recover } from "./recovery";
 import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type Persist, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";

@@ -47,6 +47,12 @@ export interface AsyncFile {
   close(): Promise<void>;
 }
 
+/** What a data dir is kept on: the real file system (NODE_IO), or the simulator's. */
+export interface StoreIo {
+  fs: StoreFs;
+  logSizes: LogSizes;
+}
+
 /** How large the log's segments are: servers use LOG_SIZES; the simulator, small ones. */
 export interface LogSizes {
   /** A segment made while no zero-filled spare is ready (the first, or after a full disk). */

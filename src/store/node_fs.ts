@@ -18,9 +18,8 @@ import {
   writevSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
-import { type AsyncFile, LOG_SIZES, type OpenFlags, type StoreFs } from "./fs";
+import { type AsyncFile, LOG_SIZES, type OpenFlags, type StoreFs, type StoreIo } from "./fs";
 import { lockDataDir } from "./lock";
-import type { StoreIo } from "./recovery";
 
 export const nodeFs: StoreFs = {
   open: (path: string, flags: OpenFlags) => openSync(path, flags),

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { ensureDirectory } from "./files";
-import type { LogSizes, StoreFs } from "./fs";
+import type { StoreFs, StoreIo } from "./fs";
 import { type ChainConfig, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
@@ -36,12 +36,6 @@ export interface Recovered {
   replayed: number;
   wal: WriteAheadLog;
   notes: string[];
-}
-
-/** Where a data dir is, and on what: the real file system, or the simulator's. */
-export interface StoreIo {
-  fs: StoreFs;
-  logSizes: LogSizes;
 }
 
 /** `syncs`: false when the log will never be synced (--fsync off). */
