@@ -30,6 +30,8 @@ interface PendingRequest {
   sends: number;
   /** When it was first sent: an answer proves the head heard the session at or after this. */
   firstSentAtMs: number;
+  /** How long it may go unanswered before the chain is looked for again (patienceMs). */
+  patienceMs: number;
   /** When a head first answered that it cannot serve (no majority), and what it said. */
   unavailable?: { sinceMs: number; message: string };
   /** Told once when the tail says the acquire waits in the datum's queue (for a wait notice). */
@@ -110,7 +112,7 @@ export class ClusterLink {
     this.requestsSent++;
     const promise = new Promise<ReplyMessage>((resolve, reject) => {
       const now = this.host.nowMs();
-      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, sends: 0, firstSentAtMs: now, onQueued });
+      this.pending.set(reqNo, { op, session: this.session, resolve, reject, queued: false, cancelled: false, sentAtMs: now, sends: 0, firstSentAtMs: now, patienceMs: patienceMs(op), onQueued });
     });
     if (this.head) this.sendRequest(reqNo, present(this.pending.get(reqNo), "a request just made pending"));
     else this.scheduleRefresh(); // the chain was given up: look for it again, install() sends this
@@ -401,10 +403,10 @@ export class ClusterLink {
         waiting.sentAtMs = now;
         this.sendRequest(reqNo, waiting);
         rechecked = true;
-      } else if (!waiting.queued && now - waiting.sentAtMs > patienceMs(waiting.op) && this.tail?.receivingFrame) {
+      } else if (!waiting.queued && now - waiting.sentAtMs > waiting.patienceMs && this.tail?.receivingFrame) {
         // A large answer is arriving (64 MiB take seconds): a refresh would drop it and ask for it again.
         waiting.sentAtMs = now;
-      } else if (!waiting.queued && now - waiting.sentAtMs > patienceMs(waiting.op)) {
+      } else if (!waiting.queued && now - waiting.sentAtMs > waiting.patienceMs) {
         waiting.sentAtMs = now;
         this.scheduleRefresh();
         return;

@@ -115,7 +115,7 @@ export class StoreDisk implements Storage {
   private later: (fn: () => void) => void = () => {};
   private readonly fs = new MemoryFs((fn) => this.later(fn));
   private durability: Durability | null = null;
-  /** Every history the server has had (a rollback or a crash may bring an older one back). */
+  /** Every history the server has had, the current one last (a rollback or a crash may bring an older one back). */
   private readonly histories: AppliedHistory[] = [];
   private crashed: { history: AppliedHistory; config: ChainConfig | null } = { history: new AppliedHistory(), config: null };
 
@@ -144,7 +144,8 @@ export class StoreDisk implements Storage {
   }
 
   write(item: Persist, history: AppliedHistory): void {
-    if (!this.histories.includes(history)) this.histories.push(history);
+    // The machine replaces its history (a restart, an install), never goes back to an old one.
+    if (this.histories.at(-1) !== history) this.histories.push(history);
     this.disk.persist(item);
   }
 
