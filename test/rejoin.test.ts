@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
-import { WAL_HEADER_BYTES, listSegments, nodeFs } from "../src/store";
+import { BATCH_HEADER_BYTES, WAL_HEADER_BYTES, listSegments, nodeFs } from "../src/store";
 import { type Child, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
 const dataDir = tempDir();
@@ -55,7 +55,7 @@ test("a corrupt log: the refusal says --rejoin (and that there is no checkpoint)
   const dir3 = join(dataDir, "3");
   const segment = listSegments(nodeFs, dir3)[0]!.file;
   const bytes = readFileSync(segment);
-  bytes[WAL_HEADER_BYTES + 8 + 1]! ^= 0xff;
+  bytes[WAL_HEADER_BYTES + BATCH_HEADER_BYTES + 8 + 1]! ^= 0xff;
   writeFileSync(segment, bytes);
   // The others go on meanwhile: server 3 must fetch what it never had, too.
   await write("c", 3);

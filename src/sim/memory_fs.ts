@@ -4,8 +4,9 @@
  *
  * - A killed process loses nothing it wrote: the system's cache survives it.
  * - A power loss keeps, of each file's data, what its last `datasync` made durable, and may
- *   keep a prefix of what was written since (writeback goes on in the background: a record
- *   can be torn, and recovery must cut it off).
+ *   keep some of what was written since: a prefix, or any of its 64-byte blocks (writeback
+ *   goes on in the background, in any order: a record can be torn, or half there with a later
+ *   one whole, and recovery must cut the log there).
  * - Names (create, rename, unlink) are journalled in order, as ext4 does: a `syncDirectory`
  *   commits all so far; a power loss keeps a prefix of those made since.
  * - What runs on the I/O threads (`openAsync`) completes at a later simulated event, so a
@@ -45,22 +46,43 @@ class Inode {
     this.durable = this.data.slice();
   }
 
-  /** After a power loss: the durable data, and what was written since up to a point drawn from `rng`. */
+  /**
+   * After a power loss: the durable data, and of what was written since either nothing, a
+   * prefix (writeback in order: a torn record), or any of its blocks (writeback in any order:
+   * a record half there with a later one whole), each drawn from `rng`.
+   */
   survive(rng: Rng): void {
     const current = this.data;
     const durable = this.durable;
     let kept = durable;
-    if (rng.chance(0.5)) {
+    const writeback = rng.int(3);
+    if (writeback === 1) {
       const cut = rng.int(Math.max(current.length, durable.length) + 1);
       const length = Math.max(durable.length, Math.min(cut, current.length));
       kept = new Uint8Array(length);
       kept.set(durable);
       kept.set(current.subarray(0, Math.min(cut, length)));
+    } else if (writeback === 2) {
+      const length = rng.chance(0.5) ? current.length : durable.length;
+      kept = new Uint8Array(length);
+      kept.set(durable.subarray(0, Math.min(durable.length, length)));
+      for (let block = 0; block < Math.min(length, current.length); block += WRITEBACK_BLOCK_BYTES) {
+        const written = current.subarray(block, Math.min(block + WRITEBACK_BLOCK_BYTES, length));
+        if (!sameBytes(written, kept, block) && rng.chance(0.5)) kept.set(written, block);
+      }
     }
     this.bytes = kept.slice();
     this.length = kept.length;
     this.durable = kept.slice();
   }
+}
+
+/** What a power loss keeps or loses of unsynced data in any order (finer than a disk's sectors: harsher). */
+const WRITEBACK_BLOCK_BYTES = 64;
+
+function sameBytes(bytes: Uint8Array, other: Uint8Array, at: number): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== other[at + i]) return false;
+  return true;
 }
 
 type NameOp = { type: "link"; path: string; inode: Inode } | { type: "unlink"; path: string } | { type: "rename"; from: string; to: string };

@@ -5,6 +5,7 @@ export * from "./errors";
 export * from "./lock";
 export * from "./recovery";
 export * from "./wal";
+export * from "./log_format";
 export { isNoSpace } from "./files";
 export * from "./fs";
 export { NODE_IO, nodeFs } from "./node_fs";

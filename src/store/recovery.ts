@@ -12,14 +12,18 @@ import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
 import { CorruptDataError, RecoveryError } from "./errors";
+import { WriteAheadLog, listSegments } from "./wal";
 import {
+  BATCH_HEADER_BYTES,
+  BATCH_MARK,
   RECORD_HEADER_BYTES,
   WAL_HEADER_BYTES,
   WAL_MAGIC,
-  WriteAheadLog,
+  WAL_MAGIC_V1,
   decodeRecordPayload,
-  listSegments,
-} from "./wal";
+  durableClaimedFrom,
+  readBatchHeader,
+} from "./log_format";
 
 export interface Recovered {
   state: StoreState;
@@ -133,9 +137,18 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
   // Zeros only: the last segment was created and the crash came before its header (a
   // server of an older version named its spare first). Nothing was logged in it.
   if (isLast && isZero(bytes, 0)) return { ...result, cutAt: 0 };
-  if (!WAL_MAGIC.every((byte, i) => bytes[i] === byte)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
+  const hasBatchHeaders = hasMagic(bytes, WAL_MAGIC);
+  if (!hasBatchHeaders && !hasMagic(bytes, WAL_MAGIC_V1)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
   const headerSeq = new Reader(bytes, WAL_MAGIC.length, WAL_HEADER_BYTES).u53();
   if (headerSeq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${headerSeq}, the file name ${firstSeq}`);
+  /**
+   * Something at `offset` does not check out. In the last segment it is the unsynced tail a
+   * power loss left (cut off from there) unless a later batch header says a sync had covered
+   * it: then synced data is damaged, and that is refused. A segment of the first format has no
+   * batch headers: its tail is cut only if nothing but zeros follows (from `zerosFrom`).
+   */
+  const notTorn = (offset: number, zerosFrom: number): boolean =>
+    !isLast || (hasBatchHeaders ? durableClaimedFrom(bytes, offset, firstSeq) > offset : !isZero(bytes, zerosFrom));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let offset = WAL_HEADER_BYTES;
   let expectedSeq = firstSeq;
@@ -146,20 +159,27 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
     const atEnd = remaining < RECORD_HEADER_BYTES || (view.getUint32(offset, true) === 0 && view.getUint32(offset + 4, true) === 0);
     if (atEnd) {
       if (isZero(bytes, offset)) break;
-      if (isLast) return { ...result, cutAt: offset };
-      throw new RecoveryError(`${file}: data after the end of the records at offset ${offset}`);
+      if (notTorn(offset, offset)) throw new RecoveryError(`${file}: data after the end of the records at offset ${offset}`);
+      return { ...result, cutAt: offset };
     }
     const length = view.getUint32(offset, true);
+    if (length === BATCH_MARK && hasBatchHeaders) {
+      if (readBatchHeader(bytes, offset, firstSeq) !== null) {
+        offset += BATCH_HEADER_BYTES;
+        continue;
+      }
+      if (notTorn(offset, offset + BATCH_HEADER_BYTES)) throw new RecoveryError(`${file}: bad batch header at offset ${offset}; the log is corrupt`);
+      return { ...result, cutAt: offset };
+    }
     const end = offset + RECORD_HEADER_BYTES + length;
     if (end > bytes.length) {
-      if (isLast && isZero(bytes, offset + RECORD_HEADER_BYTES)) return { ...result, cutAt: offset };
-      throw new RecoveryError(`${file}: record at offset ${offset} runs past the end of the file`);
+      if (notTorn(offset, offset + RECORD_HEADER_BYTES)) throw new RecoveryError(`${file}: record at offset ${offset} runs past the end of the file`);
+      return { ...result, cutAt: offset };
     }
     const payload = bytes.subarray(offset + RECORD_HEADER_BYTES, end);
     if (Bun.hash.crc32(payload) !== view.getUint32(offset + 4, true)) {
-      // Only the last record written can be half-written by a crash: nothing but zeros follows it.
-      if (isLast && isZero(bytes, end)) return { ...result, cutAt: offset };
-      throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt`);
+      if (notTorn(offset, end)) throw new RecoveryError(`${file}: checksum mismatch in the record at offset ${offset}; the log is corrupt`);
+      return { ...result, cutAt: offset };
     }
     let update;
     try {
@@ -183,6 +203,10 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
     offset = end;
   }
   return result;
+}
+
+function hasMagic(bytes: Uint8Array, magic: Uint8Array): boolean {
+  return magic.every((byte, i) => bytes[i] === byte);
 }
 
 function isZero(bytes: Uint8Array, from: number): boolean {

@@ -1,20 +1,16 @@
 /**
  * The write-ahead log: every applied update, in sequence order, in segment
- * files `wal-<first seq>.log`. A record is
- *   u32 payload length | u32 CRC-32 of the payload | payload (an encoded Update)
- * A segment starts with an 8-byte magic and the u53 sequence number its first
- * record will have. Appends go to the page cache at once; `sync()` makes them
- * durable (fdatasync), so many records share one sync (group commit).
+ * files `wal-<first seq>.log` (their bytes: log_format.ts). Appends go to the
+ * page cache at once; `sync()` makes them durable (fdatasync), so many records
+ * share one sync (group commit).
  */
 import { join } from "node:path";
-import { Reader, type Update, Writer, encodeUpdateParts, readUpdate } from "../wire";
+import type { Update } from "../wire";
 import { DISK_FREE_BYTES_MIN } from "../constants";
 import { removeOnFailure, writeAll, writeAllParts } from "./files";
 import type { LogSizes, StoreFs } from "./fs";
+import { BATCH_HEADER_BYTES, WAL_HEADER_BYTES, encodeBatchHeader, encodeRecord, encodeSegmentHeader } from "./log_format";
 
-export const WAL_MAGIC = new TextEncoder().encode("PSWAL01\n");
-export const WAL_HEADER_BYTES = WAL_MAGIC.length + 8;
-export const RECORD_HEADER_BYTES = 8;
 const SEGMENT_NAME = /^wal-(\d{16})\.log$/;
 
 export function segmentName(firstSeq: number): string {
@@ -30,30 +26,6 @@ export function listSegments(fs: StoreFs, dir: string): { file: string; firstSeq
     .map((entry) => ({ file: join(dir, entry.name), firstSeq: Number(entry.match![1]) }))
     .sort((a, b) => a.firstSeq - b.firstSeq);
 }
-
-/** A record as its 8-byte header and its payload (the update's own encoding, in parts, not copied). */
-export function encodeRecord(update: Update): Uint8Array[] {
-  const payload = encodeUpdateParts(update);
-  let length = 0;
-  let crc = 0;
-  for (const part of payload) {
-    length += part.length;
-    crc = Bun.hash.crc32(part, crc);
-  }
-  const header = new Uint8Array(RECORD_HEADER_BYTES);
-  const view = new DataView(header.buffer);
-  view.setUint32(0, length, true);
-  view.setUint32(4, crc, true);
-  return [header, ...payload];
-}
-
-export function decodeRecordPayload(payload: Uint8Array): Update {
-  const reader = new Reader(payload);
-  const update = readUpdate(reader);
-  reader.done();
-  return update;
-}
-
 
 /**
  * Segments are zero-filled before records are written into them: an
@@ -81,6 +53,10 @@ export class WriteAheadLog {
   private pendingRecords = 0;
   /** Where the next record goes in the current segment. */
   private writeOffset = WAL_HEADER_BYTES;
+  /** The current segment's bytes below this offset are synced (each batch header says so). */
+  private durableOffset = WAL_HEADER_BYTES;
+  /** The sequence number the current segment's name and header give. */
+  private segmentFirstSeq: number;
   /** Sequence number of the next record (names the next segment). */
   private nextSeq: number;
   private spareReady = false;
@@ -105,6 +81,7 @@ export class WriteAheadLog {
     private readonly syncs: boolean,
   ) {
     this.nextSeq = firstSeq;
+    this.segmentFirstSeq = firstSeq;
   }
 
   /** Starts the log at a new segment whose first record will be `firstSeq`. */
@@ -130,10 +107,11 @@ export class WriteAheadLog {
   flush(): boolean {
     if (this.pending.length === 0) return false;
     const firstSeq = this.nextSeq - this.pendingRecords;
-    if (this.writeOffset + this.pendingBytes > this.capacity && this.writeOffset > WAL_HEADER_BYTES) {
+    const bytes = BATCH_HEADER_BYTES + this.pendingBytes;
+    if (this.writeOffset + bytes > this.capacity && this.writeOffset > WAL_HEADER_BYTES) {
       this.nextSegment(firstSeq);
     }
-    const end = this.writeOffset + this.pendingBytes;
+    const end = this.writeOffset + bytes;
     if (end > this.capacity) {
       // A batch larger than a segment: the file grows, zero-filled first (a hole) and that size
       // synced, so that a crash in the write leaves a torn record followed by zeros, which
@@ -141,13 +119,14 @@ export class WriteAheadLog {
       // its payload, which recovery cannot tell from a corrupt length, and refused the dir
       // (sim seed 632003378, a joiner's 113 updates in one forward).
       this.fs.truncate(this.fd, end);
-      if (this.syncs) this.fs.datasync(this.fd);
+      if (this.syncs) this.datasync();
       this.capacity = end;
     }
-    // One system call for the batch.
+    // One system call for the batch and its header.
+    this.pending.unshift(encodeBatchHeader(this.segmentFirstSeq, this.durableOffset, this.writeOffset));
     writeAllParts(this.fs, this.fd, this.pending, this.writeOffset);
-    this.writeOffset += this.pendingBytes;
-    this.bytesSinceCheckpoint += this.pendingBytes;
+    this.writeOffset = end;
+    this.bytesSinceCheckpoint += bytes;
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingRecords = 0;
@@ -159,8 +138,13 @@ export class WriteAheadLog {
   sync(): void {
     this.flush();
     if (!this.unsynced) return;
+    this.datasync();
+  }
+
+  private datasync(): void {
     this.fs.datasync(this.fd);
     this.unsynced = false;
+    this.durableOffset = this.writeOffset;
   }
 
   /** A zero-filled spare waits to be the next segment (tests). */
@@ -231,7 +215,7 @@ export class WriteAheadLog {
    * stays in the current segment, whole, and the caller may try again.
    */
   private nextSegment(firstSeq: number): void {
-    if (this.unsynced && this.syncs) this.fs.datasync(this.fd);
+    if (this.unsynced && this.syncs) this.datasync();
     this.unsynced = false;
     const spare = this.spareReady ? join(this.dir, SPARE_NAME) : null;
     this.spareReady = false;
@@ -241,6 +225,8 @@ export class WriteAheadLog {
     this.fd = fd;
     this.capacity = capacity;
     this.writeOffset = WAL_HEADER_BYTES;
+    this.durableOffset = WAL_HEADER_BYTES;
+    this.segmentFirstSeq = firstSeq;
     this.prepareSpare();
   }
 
@@ -299,8 +285,7 @@ function openSegment(fs: StoreFs, dir: string, firstSeq: number, spare: string |
   return removeOnFailure(fs, path, () => {
     const fd = fs.open(path, spare ? "r+" : "w");
     try {
-      const header = new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq);
-      writeAll(fs, fd, header.bytes, 0);
+      writeAll(fs, fd, encodeSegmentHeader(firstSeq), 0);
       if (!syncs) {
         fs.truncate(fd, capacity);
         if (spare) fs.rename(spare, file);
