@@ -132,12 +132,14 @@ const MODES: Options[] = [
   { disks: true, quorum: "majority" },
   { partitions: true, quorum: "majority" },
   { disks: true, partitions: true, quorum: "majority" },
+  { disks: true, fsync: "batch" },
+  { disks: true, fsync: "off" },
 ];
 const WORKERS = 2;
 
 function flags(options: Options): string {
   return (
-    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
+    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.fsync && options.fsync !== "always" ? ` --fsync ${options.fsync}` : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
     `${options.serverPauses === false ? " --no-server-pauses" : ""}${options.cacheHolds === false ? " --no-cache" : ""}`
   );
 }

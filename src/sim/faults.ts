@@ -58,8 +58,11 @@ export class Faults {
     // else: a quiet spell
   }
 
-  /** Crashes `server`; it restarts at `restartAtMs` (default: drawn, mostly within 3 s). */
-  crashServer(server: ServerMachine, restartAtMs?: number): void {
+  /**
+   * Crashes `server`; it restarts at `restartAtMs` (default: drawn, mostly within 3 s). Its
+   * machine may lose power too, unless `processOnly`.
+   */
+  crashServer(server: ServerMachine, restartAtMs?: number, processOnly = false): void {
     const { sim, rng } = this;
     const flush = rng.chance(0.5);
     const silent = rng.chance(0.25);
@@ -73,7 +76,7 @@ export class Faults {
       else if (replica.isTail) sim.stats.recallCrashesTail++;
       else if (replica.status === "member" && replica.config.chain.includes(server.id)) sim.stats.recallCrashesMiddle++;
     }
-    const lost = server.storage.crash(rng);
+    const lost = server.storage.crash(rng, processOnly);
     sim.trace(`server ${server.id}: ${lost}`);
     server.crash();
     sim.wires.crashed(server, flush, silent);
@@ -81,12 +84,16 @@ export class Faults {
     sim.queue.push(restartAtMs ?? sim.nowMs + downMs, { type: "server-restart", server });
   }
 
-  /** Every server at once (a power cut, or all killed), then all restart close together. */
+  /**
+   * Every server at once (a power cut, or all killed), then all restart close together. With
+   * --fsync batch or off, the processes only: those modes promise nothing when every machine
+   * loses power.
+   */
   private crashCluster(): void {
     const { sim, rng } = this;
     sim.trace("WHOLE-CLUSTER CRASH");
     const restartAtMs = sim.nowMs + 200 + rng.next() * 2000;
-    for (const server of sim.servers) this.crashServer(server, restartAtMs + rng.next() * (sim.suspectMs / 4));
+    for (const server of sim.servers) this.crashServer(server, restartAtMs + rng.next() * (sim.suspectMs / 4), !server.storage.durable);
   }
 
   /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */

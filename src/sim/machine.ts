@@ -103,7 +103,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   /** A new incarnation from what the storage recovers. */
   start(): void {
-    const recovered = this.storage.recover((run) => this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, run));
+    const recovered = this.storage.recover((run, afterMs) => this.world.diskLater(this, afterMs ?? this.rng.next() * SYNC_MS_MAX, run));
     this.incarnation++;
     this.up = true;
     this.history = recovered.history;
@@ -208,8 +208,8 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   /**
-   * Batches written and waiting for their sync, oldest first (with disks the servers run as
-   * with --fsync always: forwards leave before the sync, so a crash may fall between).
+   * Batches written and waiting for their sync, oldest first (--fsync always: forwards leave
+   * before the sync, so a crash may fall between; batch and off do not wait for a sync).
    */
   private syncing: (() => void)[] = [];
 

@@ -13,6 +13,7 @@
  * --fail-fast, --verbose (one line per seed).
  */
 import { type SimResult, runSeed } from "./simulation";
+import type { FsyncMode } from "../store/durability";
 
 interface Args {
   seed?: number;
@@ -21,6 +22,7 @@ interface Args {
   partitions: boolean;
   disks: boolean;
   freeCrashes: boolean;
+  fsync: FsyncMode;
   majority: boolean;
   noServerPauses: boolean;
   noCache: boolean;
@@ -32,12 +34,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes] [--fsync always|batch|off]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, fsync: "always", majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -76,6 +78,12 @@ function parseArgs(argv: string[]): Args {
       case "--free-crashes":
         args.freeCrashes = true;
         break;
+      case "--fsync": {
+        const mode = argv[++i];
+        if (mode !== "always" && mode !== "batch" && mode !== "off") usage(`--fsync takes always, batch or off, got ${mode ?? "nothing"}`);
+        args.fsync = mode;
+        break;
+      }
       case "--quorum":
         if (argv[++i] !== "majority") usage("--quorum takes majority");
         args.majority = true;
@@ -95,6 +103,7 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if ((args.seed === undefined) === (args.seeds === undefined)) usage("give either --seed S or --seeds N");
+  if (args.fsync !== "always" && !args.disks) usage("--fsync is the disks' mode: give --disks too");
   return args;
 }
 
@@ -122,8 +131,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.fsync !== "always" ? ` --fsync ${args.fsync}` : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, fsync: args.fsync, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

@@ -31,6 +31,7 @@ import { Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
 import { NoDisk, StoreDisk, type Storage } from "./storage";
+import type { FsyncMode } from "../store/durability";
 import { Trace } from "./trace";
 import { type WireEvent, Wires } from "./wires";
 
@@ -61,7 +62,7 @@ export interface SimOptions {
   /** Bound on events per run. */
   eventsMax?: number;
   /**
-   * Servers have disks (src/store itself with --fsync always, on an in-memory
+   * Servers have disks (src/store itself, by default with --fsync always, on an in-memory
    * file system: storage.ts): restarted servers recover their state,
    * whole-cluster crashes are allowed, a power loss drops what was not synced
    * (and may keep part of it). Default: no disk.
@@ -76,6 +77,12 @@ export interface SimOptions {
    * the others are lost when they return (open: a design question).
    */
   freeCrashes?: boolean;
+  /**
+   * With disks, the servers' --fsync (default always). With batch and off an acknowledged update
+   * need not survive a power loss of every server that has it: the fault budget always keeps
+   * one running (as without disks), and restarts recover what the log kept.
+   */
+  fsync?: FsyncMode;
   /** Clients cache holds (connect's cacheHolds, default true as in production). */
   cacheHolds?: boolean;
   /** Storage per server, for another disk model (wins over `disks`). */
@@ -157,7 +164,7 @@ export type Event =
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
   | { type: "server-resume"; server: ServerMachine; incarnation: number }
-  /** A sync of the server's disk completes (--disks: the servers run as with --fsync always). */
+  /** Disk work of a server completes: a sync, background I/O, a batch sync (--disks). */
   | { type: "disk"; server: ServerMachine; incarnation: number; run: () => void }
   | { type: "heal" }
   | { type: "wind-down" }
@@ -248,7 +255,7 @@ export class Simulation {
     const world = this.wires.world();
     let checkpointBytes = 0; // drawn below, read when the servers first start
     this.servers = this.serverIds.map((id) => {
-      const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes) : new NoDisk(geometry));
+      const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes, options.fsync) : new NoDisk(geometry));
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
@@ -299,7 +306,7 @@ export class Simulation {
     const o = this.options;
     return (
       `${this.servers.length} servers, ${this.stats.clients} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? ", disks" : ""}` +
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? `, disks (--fsync ${o.fsync ?? "always"})` : ""}` +
       `${o.quorum === "majority" ? ", quorum majority" : ""}${o.cacheHolds === false ? ", no cached holds" : ""}${this.secret ? ", a secret" : ""}`
     );
   }

@@ -3,16 +3,16 @@
  *
  * NoDisk: nothing — a crashed server loses its memory and restarts empty.
  * StoreDisk: src/store itself (Durability: the write-ahead log, checkpoints, config.json and
- * recovery) with --fsync always, on a MemoryFs whose crash semantics are a file system's: a
- * killed process keeps what it wrote, a machine that loses power keeps what was synced (and
- * maybe some of what was not). The server also checkpoints as a real one does, in the
+ * recovery) with the server's --fsync mode, on a MemoryFs whose crash semantics are a file
+ * system's: a killed process keeps what it wrote, a machine that loses power keeps what was
+ * synced (and maybe some of what was not). The server also checkpoints as a real one does, in the
  * background once its log has grown past a small --checkpoint-mb drawn per seed.
  */
 import { type ChainConfig, type Persist, type Replica, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 // Not from ../store's index: its node file system would load the FFI helpers the simulator does without.
-import { Durability } from "../store/durability";
-import type { LogSizes } from "../store/fs";
+import { Durability, type FsyncMode } from "../store/durability";
+import type { LogSizes, StoreIo } from "../store/fs";
 import { AppliedHistory } from "./applied";
 import { MemoryFs } from "./memory_fs";
 import type { Rng } from "./prng";
@@ -39,8 +39,11 @@ export interface Storage {
   readonly savedConfig: ChainConfig | null;
   /** What a restart would recover (a crashed server still holds it, for the checker). */
   readonly onDisk: AppliedHistory;
-  /** On (re)start: what the new incarnation begins with; `later` runs its background I/O at a later event of it. */
-  recover(later: (fn: () => void) => void): Recovered;
+  /**
+   * On (re)start: what the new incarnation begins with; `later` runs its background I/O at a
+   * later event of it (`afterMs` from now, or a short time drawn).
+   */
+  recover(later: Later): Recovered;
   /** Writes one of the node's disk actions (not synced); `history` is the server's, the action included. */
   write(item: Persist, history: AppliedHistory): void;
   /** Hands what was written to the system (before the batch's leading forwards leave). */
@@ -51,9 +54,14 @@ export interface Storage {
   readonly checkpointDue: boolean;
   /** An automatic checkpoint of `replica`'s state, in the background, if the log has grown enough. */
   checkpointIfDue(replica: Replica, failed: (message: string) => void): boolean;
-  /** The process died; what it had not synced may be lost (drawn from `rng`). Says what happened. */
-  crash(rng: Rng): string;
+  /**
+   * The process died, and maybe its machine lost power (drawn from `rng`, unless
+   * `processOnly`): then what it had not synced may be lost. Says what happened.
+   */
+  crash(rng: Rng, processOnly: boolean): string;
 }
+
+export type Later = (fn: () => void, afterMs?: number) => void;
 
 export interface Geometry {
   segmentSize: number;
@@ -88,11 +96,11 @@ export class NoDisk implements Storage {
     return false;
   }
 
-  crash(_rng: Rng): string {
+  crash(_rng: Rng, _processOnly: boolean): string {
     return "memory lost (no disk)";
   }
 
-  recover(_later: (fn: () => void) => void): Recovered {
+  recover(_later: Later): Recovered {
     return {
       state: new StoreState(this.geometry.segmentSize, this.geometry.pageSize),
       lastEpoch: 0,
@@ -110,9 +118,10 @@ const DIR = "/data";
 const SIM_LOG_SIZES: LogSizes = { first: 2048, segment: 8192 };
 
 export class StoreDisk implements Storage {
-  readonly durable = true;
+  /** Only --fsync always promises that acknowledged updates survive a power loss of every server. */
+  readonly durable: boolean;
   /** Where the current process's background I/O runs (nowhere once it died). */
-  private later: (fn: () => void) => void = () => {};
+  private later: Later = () => {};
   private readonly fs = new MemoryFs((fn) => this.later(fn));
   private durability: Durability | null = null;
   /** Every history the server has had, the current one last (a rollback or a crash may bring an older one back). */
@@ -125,7 +134,10 @@ export class StoreDisk implements Storage {
     private readonly powerLossChance: number,
     /** --checkpoint-mb, in bytes (drawn once the simulation is set up). */
     private readonly checkpointBytes: () => number,
-  ) {}
+    private readonly fsync: FsyncMode = "always",
+  ) {
+    this.durable = fsync === "always";
+  }
 
   get savedConfig(): ChainConfig | null {
     return this.crashed.config;
@@ -135,7 +147,7 @@ export class StoreDisk implements Storage {
     return this.crashed.history;
   }
 
-  recover(later: (fn: () => void) => void): Recovered {
+  recover(later: Later): Recovered {
     this.later = later;
     const { durability, recovered } = this.open(this.fs);
     this.durability = durability;
@@ -168,11 +180,11 @@ export class StoreDisk implements Storage {
     return written !== null;
   }
 
-  crash(rng: Rng): string {
+  crash(rng: Rng, processOnly: boolean): string {
     const fs = this.fs;
     this.durability = null;
     this.later = () => {};
-    const powerLoss = rng.chance(this.powerLossChance);
+    const powerLoss = rng.chance(this.powerLossChance) && !processOnly;
     if (powerLoss) fs.powerLoss(rng);
     else fs.kill();
     // What a restart would recover: the recovery itself, on a copy of the disk.
@@ -187,7 +199,23 @@ export class StoreDisk implements Storage {
   }
 
   private open(fs: MemoryFs): ReturnType<typeof Durability.open> {
-    return Durability.open({ fs, logSizes: SIM_LOG_SIZES }, DIR, this.geometry.segmentSize, "always", this.checkpointBytes(), false, this.geometry.pageSize);
+    const io: StoreIo = { fs, logSizes: SIM_LOG_SIZES, repeat: (ms, fn) => this.repeat(ms, fn) };
+    return Durability.open(io, DIR, this.geometry.segmentSize, this.fsync, this.checkpointBytes(), false, this.geometry.pageSize);
+  }
+
+  /** --fsync batch's syncs: at disk events of the current process, every `ms` (none once it died). */
+  private repeat(ms: number, fn: () => void): () => void {
+    let running = true;
+    const later = this.later;
+    const tick = () => {
+      if (!running) return;
+      fn();
+      later(tick, ms);
+    };
+    later(tick, ms);
+    return () => {
+      running = false;
+    };
   }
 
   /** The history of which (seq, epoch) is the last update: a prefix of one the server had. */

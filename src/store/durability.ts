@@ -50,10 +50,17 @@ function recoverOrSetAside(dir: string, segmentSize: number, pageSize: number, s
   }
 }
 
+function repeatOnTimer(ms: number, fn: () => void): () => void {
+  const timer = setInterval(fn, ms);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
+
 export class Durability {
+  private readonly fs: StoreFs;
   private wal: WriteAheadLog;
   private syncDue = false;
-  private batchTimer: ReturnType<typeof setInterval> | null = null;
+  private stopBatchSyncs: (() => void) | null = null;
   private readonly unlock: () => void;
   private lastCheckpoint: CheckpointInfo | null;
   private checkpointing = false;
@@ -67,7 +74,7 @@ export class Durability {
   private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
 
   private constructor(
-    private readonly fs: StoreFs,
+    io: StoreIo,
     readonly dir: string,
     private readonly fsync: FsyncMode,
     private readonly checkpointBytes: number,
@@ -79,10 +86,8 @@ export class Durability {
     this.lastCheckpoint = recovered.checkpoint;
     this.config = recovered.config ?? NO_CONFIG;
     this.vote = recovered.vote;
-    if (fsync === "batch") {
-      this.batchTimer = setInterval(() => this.wal.sync(), BATCH_SYNC_MS);
-      this.batchTimer.unref?.();
-    }
+    this.fs = io.fs;
+    if (fsync === "batch") this.stopBatchSyncs = (io.repeat ?? repeatOnTimer)(BATCH_SYNC_MS, () => this.wal.sync());
   }
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
@@ -104,7 +109,7 @@ export class Durability {
       ensureDirectory(io.fs, dir);
       unlock = io.fs.lock(dir);
       const recovered = recoverOrSetAside(dir, segmentSize, pageSize, fsync !== "off", rejoin, io);
-      return { durability: new Durability(io.fs, dir, fsync, checkpointBytes, recovered, unlock), recovered };
+      return { durability: new Durability(io, dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();
       if (isNoSpace(error)) {
@@ -255,7 +260,7 @@ export class Durability {
 
   close(): void {
     this.closed = true;
-    if (this.batchTimer) clearInterval(this.batchTimer);
+    this.stopBatchSyncs?.();
     try {
       this.wal.close();
     } finally {

@@ -51,6 +51,8 @@ export interface AsyncFile {
 export interface StoreIo {
   fs: StoreFs;
   logSizes: LogSizes;
+  /** Runs `fn` every `ms` until the function returned is called (--fsync batch's syncs); by default a timer. */
+  repeat?(ms: number, fn: () => void): () => void;
 }
 
 /** How large the log's segments are: servers use LOG_SIZES; the simulator, small ones. */

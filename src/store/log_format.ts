@@ -1,7 +1,9 @@
 /**
  * The bytes of a log segment `wal-<first seq>.log`:
- *   magic "PSWAL02\n" | u53 sequence number of its first record
+ *   magic "PSWAL02\n" | u53 sequence number of its first record | u53 flags
  *   then records and batch headers, then zeros to the segment's end.
+ * Flag SYNCED_BEFORE_NEXT: the writer syncs a segment before it starts the next one (every
+ * --fsync mode but off), so only the last segment can have an unsynced tail.
  * A record is
  *   u32 payload length | u32 CRC-32 of the payload | payload (an encoded Update)
  * A batch header starts each write of records (one per flush) and says how far the segment
@@ -11,22 +13,25 @@
  * where it was written). A power loss may leave any mixture of old and new blocks after the
  * durable offset (writeback goes in any order): recovery cuts the log at the first record that
  * does not check out unless a later batch header says a sync had covered it (recovery.ts).
- * Segments of the first format, "PSWAL01\n", have no batch headers and are still read.
+ * Segments of the first format, "PSWAL01\n" and the first seq (16 bytes), have no flags and no
+ * batch headers, and are still read.
  */
 import { Reader, type Update, Writer, encodeUpdateParts, readUpdate } from "../wire";
 
 export const WAL_MAGIC = new TextEncoder().encode("PSWAL02\n");
 /** Segments written before batch headers (read only). */
 export const WAL_MAGIC_V1 = new TextEncoder().encode("PSWAL01\n");
-export const WAL_HEADER_BYTES = WAL_MAGIC.length + 8;
+export const WAL_HEADER_BYTES = WAL_MAGIC.length + 16;
+export const WAL_HEADER_BYTES_V1 = WAL_MAGIC.length + 8;
+export const SYNCED_BEFORE_NEXT = 1;
 export const RECORD_HEADER_BYTES = 8;
 /** In a record's length field: no record is 4 GiB long. */
 export const BATCH_MARK = 0xffff_ffff;
 export const BATCH_HEADER_BYTES = 24;
 
-/** The segment header: its magic and the sequence number of its first record. */
-export function encodeSegmentHeader(firstSeq: number): Uint8Array {
-  return new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq).bytes;
+/** The segment header: its magic, the sequence number of its first record, its flags. */
+export function encodeSegmentHeader(firstSeq: number, syncedBeforeNext: boolean): Uint8Array {
+  return new Writer(WAL_HEADER_BYTES).raw(WAL_MAGIC).u53(firstSeq).u53(syncedBeforeNext ? SYNCED_BEFORE_NEXT : 0).bytes;
 }
 
 /** A record as its 8-byte header and its payload (the update's own encoding, in parts, not copied). */

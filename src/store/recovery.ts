@@ -17,7 +17,9 @@ import {
   BATCH_HEADER_BYTES,
   BATCH_MARK,
   RECORD_HEADER_BYTES,
+  SYNCED_BEFORE_NEXT,
   WAL_HEADER_BYTES,
+  WAL_HEADER_BYTES_V1,
   WAL_MAGIC,
   WAL_MAGIC_V1,
   decodeRecordPayload,
@@ -76,7 +78,7 @@ export function recover(io: StoreIo, dir: string, segmentSize: number, pageSize:
   const epochs = new EpochHistory(state.appliedSeq, lastEpoch);
   const segments = listSegments(fs, dir);
   let replayed = 0;
-  segments.forEach((segment, index) => {
+  for (const [index, segment] of segments.entries()) {
     const last = index === segments.length - 1;
     const result = asCorrupt(() => replaySegment(fs, segment.file, segment.firstSeq, last, state, epochs));
     replayed += result.replayed;
@@ -89,7 +91,17 @@ export function recover(io: StoreIo, dir: string, segmentSize: number, pageSize:
       // synced now, since the replica counts what it recovers as durable (core/chain_sync.ts).
       syncFile(fs, segment.file);
     }
-  });
+    // A segment never synced (--fsync off) whose tail a power loss took ends the log where the
+    // next one does not go on from (the next from after a checkpoint the state came from does).
+    const next = segments[index + 1];
+    if (result.unsyncedTail && next !== undefined && next.firstSeq > state.appliedSeq + 1) {
+      const after = segments.slice(index + 1);
+      for (const later of after) fs.unlink(later.file);
+      fs.syncDirectory(dir);
+      notes.push(`removed ${after.length} log segment(s) after ${segment.file}, which a power loss cut short (--fsync off): they are past a gap`);
+      break;
+    }
+  }
   if (replayed > 0) notes.push(`replayed ${replayed} updates from the log, now at seq ${state.appliedSeq}`);
   const saved = loadConfig(fs, dir);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
@@ -121,36 +133,41 @@ function corruptAdvice(dir: string, checkpointSeqs: number[]): string {
 }
 
 interface SegmentReplay {
+  /** The segment was never synced (--fsync off): a power loss may have taken any part of it. */
+  unsyncedTail: boolean;
   replayed: number;
   lastEpoch: number | null;
-  /** Offset of a torn last record to cut off, or null. */
+  /** Offset of the torn tail to cut off, or null. */
   cutAt: number | null;
 }
 
 function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: boolean, state: StoreState, epochs: EpochHistory): SegmentReplay {
   const bytes = fs.readFile(file);
-  const result: SegmentReplay = { replayed: 0, lastEpoch: null, cutAt: null };
-  if (bytes.length < WAL_HEADER_BYTES) {
-    if (isLast) return { ...result, cutAt: 0 };
-    throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
-  }
-  // Zeros only: the last segment was created and the crash came before its header (a
-  // server of an older version named its spare first). Nothing was logged in it.
-  if (isLast && isZero(bytes, 0)) return { ...result, cutAt: 0 };
+  const result: SegmentReplay = { unsyncedTail: false, replayed: 0, lastEpoch: null, cutAt: null };
+  // Zeros only, or less than a header: the last segment was created and the crash came before
+  // its header (a server of an older version named its spare first). Nothing was logged in it.
+  if (isLast && (bytes.length < WAL_HEADER_BYTES_V1 || isZero(bytes, 0))) return { ...result, cutAt: 0 };
   const hasBatchHeaders = hasMagic(bytes, WAL_MAGIC);
+  const headerBytes = hasBatchHeaders ? WAL_HEADER_BYTES : WAL_HEADER_BYTES_V1;
+  if (bytes.length < headerBytes) throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
   if (!hasBatchHeaders && !hasMagic(bytes, WAL_MAGIC_V1)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
-  const headerSeq = new Reader(bytes, WAL_MAGIC.length, WAL_HEADER_BYTES).u53();
+  const header = new Reader(bytes, WAL_MAGIC.length, headerBytes);
+  const headerSeq = header.u53();
   if (headerSeq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${headerSeq}, the file name ${firstSeq}`);
+  // Every segment but the last was synced before the next began, unless its writer never synced (--fsync off).
+  result.unsyncedTail = hasBatchHeaders && (header.u53() & SYNCED_BEFORE_NEXT) === 0;
+  const mayHaveUnsyncedTail = isLast || result.unsyncedTail;
   /**
-   * Something at `offset` does not check out. In the last segment it is the unsynced tail a
-   * power loss left (cut off from there) unless a later batch header says a sync had covered
-   * it: then synced data is damaged, and that is refused. A segment of the first format has no
-   * batch headers: its tail is cut only if nothing but zeros follows (from `zerosFrom`).
+   * Something at `offset` does not check out. Where the segment may have an unsynced tail, it
+   * is that tail, which a power loss may leave in any state (cut off from there), unless a
+   * later batch header says a sync had covered it: then synced data is damaged, and that is
+   * refused. A segment of the first format has no batch headers: its tail is cut only if
+   * nothing but zeros follows (from `zerosFrom`).
    */
   const notTorn = (offset: number, zerosFrom: number): boolean =>
-    !isLast || (hasBatchHeaders ? durableClaimedFrom(bytes, offset, firstSeq) > offset : !isZero(bytes, zerosFrom));
+    !mayHaveUnsyncedTail || (hasBatchHeaders ? durableClaimedFrom(bytes, offset, firstSeq) > offset : !isZero(bytes, zerosFrom));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let offset = WAL_HEADER_BYTES;
+  let offset = headerBytes;
   let expectedSeq = firstSeq;
   while (offset < bytes.length) {
     const remaining = bytes.length - offset;
@@ -186,10 +203,12 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
       update = decodeRecordPayload(payload);
     } catch (error) {
       if (!(error instanceof WireError)) throw error;
-      throw new RecoveryError(`${file}: record at offset ${offset} does not decode: ${error.message}`);
+      if (notTorn(offset, end)) throw new RecoveryError(`${file}: record at offset ${offset} does not decode: ${error.message}`);
+      return { ...result, cutAt: offset };
     }
     if (update.seq !== expectedSeq) {
-      throw new RecoveryError(`${file}: record at offset ${offset} has seq ${update.seq}, expected ${expectedSeq}`);
+      if (notTorn(offset, end)) throw new RecoveryError(`${file}: record at offset ${offset} has seq ${update.seq}, expected ${expectedSeq}`);
+      return { ...result, cutAt: offset };
     }
     expectedSeq++;
     if (update.seq === state.appliedSeq + 1) {

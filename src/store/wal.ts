@@ -253,7 +253,8 @@ export class WriteAheadLog {
           if (recycled !== undefined) await handle.truncate(bytes);
           const zeros = new Uint8Array(Math.min(bytes, 1024 * 1024));
           for (let offset = 0; offset < bytes; ) offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
-          if (this.syncs) await handle.datasync();
+          // Synced in every mode: after a power loss, a recycled segment must not show what it held.
+          await handle.datasync();
         } finally {
           await handle.close();
         }
@@ -277,6 +278,9 @@ function removeSpares(fs: StoreFs, dir: string): void {
  * A segment file for records from `firstSeq`: the spare renamed, or a new zero-filled (unsynced: sparse) file.
  * The spare gets its header before its name, so a crash never leaves a named segment of zeros
  * (a kill -9 between the rename and the header did: recovery refused the dir, "bad magic").
+ * The header and the name are synced in every mode, --fsync off too (once a segment: the
+ * spare's zeros were synced in the background), so a power loss never leaves a named segment
+ * without its header, whose flag says whether the segment can have an unsynced tail.
  */
 function openSegment(fs: StoreFs, dir: string, firstSeq: number, spare: string | null, capacity: number, syncs: boolean): number {
   const file = join(dir, segmentName(firstSeq));
@@ -285,13 +289,9 @@ function openSegment(fs: StoreFs, dir: string, firstSeq: number, spare: string |
   return removeOnFailure(fs, path, () => {
     const fd = fs.open(path, spare ? "r+" : "w");
     try {
-      writeAll(fs, fd, encodeSegmentHeader(firstSeq), 0);
-      if (!syncs) {
-        fs.truncate(fd, capacity);
-        if (spare) fs.rename(spare, file);
-        return fd;
-      }
-      if (!spare) writeAll(fs, fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
+      writeAll(fs, fd, encodeSegmentHeader(firstSeq, syncs), 0);
+      if (!syncs) fs.truncate(fd, capacity);
+      else if (!spare) writeAll(fs, fd, new Uint8Array(capacity - WAL_HEADER_BYTES), WAL_HEADER_BYTES);
       fs.datasync(fd);
       if (spare) fs.rename(spare, file);
       fs.syncDirectory(dir);
