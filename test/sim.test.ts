@@ -107,6 +107,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [421000723, {}, "with a first fix for 403004127 that ranked a history below its last configuration's tail whenever that tail's configuration was older, a tail restarted empty (epoch 0) outranked the only copy of what it had acknowledged (the tail's configuration must show it served without us)"],
   [613001559, { disks: true, freeCrashes: true }, "server 2, paused 1.4 s while booting, resumed and then took the configurations that had waited in its sockets (e193 [1..5]) as a member: 283024131's guard applied only to a server paused as a member. 2 removed the dead, formed [2] and took joiner 4, whose one-server chain [5] had acknowledged #1@325 and crashed with it; [2,4,1] acknowledged another #1 (any pause the others may have suspected now makes a waiting configuration a joining one)"],
   [632003378, { disks: true }, "the first seed to fail once servers ran src/store on the simulator's file system: a joiner wrote a forward of 113 updates (more than a log segment) into a fresh segment, growing the file, and lost power mid-write; the file ended amid a record's payload and recovery refused the dir as corrupt (a batch that grows a segment now zero-fills it, size synced, first)"],
+  // Session 15: the simulator runs --fsync off and batch.
+  [690000015, { disks: true, fsync: "off" }, "--fsync off never synced its log: a power loss tore wal-1 (a record ran past the file's end) while a later segment followed, and recovery refused the dir as corrupt (segments of a log never synced now say so in their header, which is synced; a torn one ends the log and the later segments go)"],
+  [690000009, { disks: true, fsync: "off" }, "the same, a segment's header lost (\"not a pstore log\": with --fsync off it was never synced either); a quarter of --fsync off seeds ended in such a refusal"],
 ];
 
 /**
