@@ -80,10 +80,12 @@ export function readBatchHeader(bytes: Uint8Array, offset: number, firstSeq: num
 
 /** The furthest durable offset claimed by a valid batch header at or after `from` (0 if none). */
 export function durableClaimedFrom(bytes: Uint8Array, from: number, firstSeq: number): number {
-  const mark = new Uint8Array(4).fill(0xff);
-  const haystack = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let claimed = 0;
-  for (let at = haystack.indexOf(mark, from); at !== -1; at = haystack.indexOf(mark, at + 1)) {
+  // Every offset, in one loop: 0.1–0.4 s for 64 MiB whatever it holds (Buffer.indexOf of the
+  // mark took 2 s over pages of 0xff bytes, a mark at every byte). Its own offset is the cheap test.
+  for (let at = from; at + BATCH_HEADER_BYTES <= bytes.length; at++) {
+    if (bytes[at] !== 0xff || view.getUint32(at, true) !== BATCH_MARK || view.getUint32(at + 16, true) !== at % 0x1_0000_0000) continue;
     const durable = readBatchHeader(bytes, at, firstSeq);
     if (durable !== null) claimed = Math.max(claimed, durable);
   }
