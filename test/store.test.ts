@@ -63,7 +63,8 @@ class Writer {
 function open(dir: string): { writer: Writer; notes: string[] } {
   const { durability, recovered } = Durability.open(NODE_IO, dir, SEGMENT, "always", 64 * 1024 * 1024);
   const writer = new Writer(durability);
-  if (recovered.state.appliedSeq > 0) Object.assign(writer, { state: recovered.state });
+  // Request numbers go on past the recovered ones (each update had its own), or the session's deduplication drops them.
+  if (recovered.state.appliedSeq > 0) Object.assign(writer, { state: recovered.state, reqNo: recovered.state.appliedSeq + 1 });
   return { writer, notes: recovered.notes };
 }
 
@@ -285,6 +286,13 @@ describe("write-ahead log", () => {
     recovered.wal.close();
     expect(recovered.state.appliedSeq).toBe(whole.appliedSeq);
     expect(valueOf(recovered.state, "x")).toBe(2);
+    // An upgraded server goes on in a segment of the new format after the old one.
+    const upgraded = open(whole.dir).writer;
+    upgraded.write("x", 3);
+    upgraded.durability.close();
+    const again = recover(NODE_IO, whole.dir, SEGMENT, PAGE);
+    again.wal.close();
+    expect(valueOf(again.state, "x")).toBe(3);
 
     const torn = closedAfterTwoWrites();
     const tornFile = lastSegment(torn.dir);
