@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { type StoreState, decodeSnapshot } from "../core";
 import { SnapshotError } from "../core/snapshot";
 import { Reader, Writer } from "../wire";
-import { RecoveryError } from "./errors";
+import { RecoveryError, readHeader } from "./errors";
 import { removeOnFailureAsync, writeFileSynced } from "./files";
 import type { StoreFs } from "./fs";
 
@@ -125,12 +125,10 @@ export function readCheckpoint(fs: StoreFs, file: string): LoadedCheckpoint {
   if (bytes.length < HEADER_BYTES || !MAGIC.every((byte, i) => bytes[i] === byte)) {
     throw new RecoveryError(`${file}: not a pstore checkpoint (bad header at offset 0)`);
   }
-  const reader = new Reader(bytes, MAGIC.length, HEADER_BYTES);
-  const seq = reader.u53();
-  const lastEpoch = reader.u53();
-  const configEpoch = reader.u53();
-  const writtenAtMs = reader.u53();
-  const crc = reader.u32();
+  const { seq, lastEpoch, configEpoch, writtenAtMs, crc } = readHeader(file, () => {
+    const reader = new Reader(bytes, MAGIC.length, HEADER_BYTES);
+    return { seq: reader.u53(), lastEpoch: reader.u53(), configEpoch: reader.u53(), writtenAtMs: reader.u53(), crc: reader.u32() };
+  });
   const payload = bytes.subarray(HEADER_BYTES);
   if (Bun.hash.crc32(payload) !== crc) {
     throw new RecoveryError(`${file}: checksum mismatch in the payload (offset ${HEADER_BYTES}..${bytes.length}); restore an older checkpoint with \`pstore restore\``);

@@ -11,7 +11,7 @@ import { EpochHistory } from "../core/epochs";
 import { loadConfig } from "./config";
 import { Reader, WireError } from "../wire";
 import { type CheckpointInfo, listCheckpoints, readCheckpoint } from "./checkpoint";
-import { CorruptDataError, RecoveryError } from "./errors";
+import { CorruptDataError, RecoveryError, readHeader } from "./errors";
 import { WriteAheadLog, listSegments } from "./wal";
 import {
   BATCH_HEADER_BYTES,
@@ -151,11 +151,13 @@ function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: bool
   const headerBytes = hasBatchHeaders ? WAL_HEADER_BYTES : WAL_HEADER_BYTES_V1;
   if (bytes.length < headerBytes) throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
   if (!hasBatchHeaders && !hasMagic(bytes, WAL_MAGIC_V1)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
-  const header = new Reader(bytes, WAL_MAGIC.length, headerBytes);
-  const headerSeq = header.u53();
-  if (headerSeq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${headerSeq}, the file name ${firstSeq}`);
+  const header = readHeader(file, () => {
+    const reader = new Reader(bytes, WAL_MAGIC.length, headerBytes);
+    return { seq: reader.u53(), flags: hasBatchHeaders ? reader.u53() : SYNCED_BEFORE_NEXT };
+  });
+  if (header.seq !== firstSeq) throw new RecoveryError(`${file}: header says first seq ${header.seq}, the file name ${firstSeq}`);
   // Every segment but the last was synced before the next began, unless its writer never synced (--fsync off).
-  result.unsyncedTail = hasBatchHeaders && (header.u53() & SYNCED_BEFORE_NEXT) === 0;
+  result.unsyncedTail = (header.flags & SYNCED_BEFORE_NEXT) === 0;
   const mayHaveUnsyncedTail = isLast || result.unsyncedTail;
   /**
    * Something at `offset` does not check out. Where the segment may have an unsynced tail, it
