@@ -6,11 +6,55 @@
  * cannot log an update neither forwards nor acknowledges it — and it is tried
  * again every DISK_RETRY_MS until space comes back. Each action's disk work
  * is done once, whatever the retries; batches that come meanwhile wait behind.
+ * A server's Durability is its store; the simulator runs this queue over its own disk,
+ * whose syncs complete at later events.
  */
-import type { ConsolaInstance } from "consola";
 import { DISK_RETRY_MS } from "../constants";
 import type { Persist } from "../core";
-import { type Durability, isNoSpace } from "../store";
+// Not from ../store's index: its node file system loads the FFI helpers, which the simulator (it runs this queue) does without.
+import type { CheckpointInfo } from "../store/checkpoint";
+import type { Durability } from "../store/durability";
+import { isNoSpace } from "../store/files";
+import type { NodeLog } from "./host";
+
+/** What the queue writes through. */
+export interface QueueStore {
+  persist(item: Persist): CheckpointInfo | null;
+  /** Hands what was persisted to the system (not synced). */
+  flush(): void;
+  /** Starts making the batch durable (per the fsync mode); may throw, e.g. ENOSPC. */
+  commit(): void;
+  /** Calls `done` once the commit is durable: at once in a server (its sync was synchronous); later in the simulator. */
+  afterCommit(done: () => void, wroteAnything: boolean): void;
+  /** A write failed for lack of space: free space is measured again at the next question. */
+  forgetFreeSpace(): void;
+}
+
+/** A server's store: its Durability, which syncs in `commit`. */
+export function durableStore(durability: Durability): QueueStore {
+  return {
+    persist: (item) => durability.persist(item),
+    flush: () => durability.flush(),
+    commit: () => durability.commit(),
+    afterCommit: (done) => done(),
+    forgetFreeSpace: () => durability.forgetFreeSpace(),
+  };
+}
+
+/** Timers and a clock: a server's own, or the simulator's. */
+export interface QueueClock {
+  /** Runs `fn` in `ms`; returns what cancels it. */
+  later(ms: number, fn: () => void): () => void;
+  nowMs(): number;
+}
+
+export const SYSTEM_CLOCK: QueueClock = {
+  later: (ms, fn) => {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  },
+  nowMs: () => performance.now(),
+};
 
 interface Batch {
   items: Persist[];
@@ -26,13 +70,15 @@ export class DiskQueue {
   /** Of them, this many batches are written, and `doneItems` items of the next. */
   private doneBatches = 0;
   private doneItems = 0;
-  private retry: ReturnType<typeof setTimeout> | null = null;
+  /** Cancels the retry after a full disk; null when none is due. */
+  private retry: (() => void) | null = null;
   private fullSinceMs: number | null = null;
 
   constructor(
-    private readonly durability: Durability,
+    private readonly store: QueueStore,
     private readonly dataDir: string,
-    private readonly log: ConsolaInstance,
+    private readonly log: NodeLog,
+    private readonly clock: QueueClock = SYSTEM_CLOCK,
   ) {}
 
   /** True while the disk is full and batches wait. */
@@ -53,47 +99,53 @@ export class DiskQueue {
   }
 
   stop(): void {
-    if (this.retry) clearTimeout(this.retry);
+    this.retry?.();
     this.retry = null;
   }
 
   private writeAll(): void {
     this.retry = null;
     const pending = this.unwritten;
+    let wroteAnything = false;
     try {
       for (; this.doneBatches < pending.length; this.doneBatches++, this.doneItems = 0) {
         const items = pending[this.doneBatches]!.items;
-        for (; this.doneItems < items.length; this.doneItems++) this.write(items[this.doneItems]!);
+        for (; this.doneItems < items.length; this.doneItems++) {
+          this.write(items[this.doneItems]!);
+          wroteAnything = true;
+        }
       }
-      this.durability.flush();
+      this.store.flush();
       for (const batch of pending) {
         const unsynced = batch.unsynced;
         batch.unsynced = undefined;
         unsynced?.();
       }
-      this.durability.commit();
+      this.store.commit();
     } catch (error) {
       if (!isNoSpace(error)) throw error;
-      this.durability.forgetFreeSpace();
+      this.store.forgetFreeSpace();
       if (this.fullSinceMs === null) {
-        this.fullSinceMs = performance.now();
+        this.fullSinceMs = this.clock.nowMs();
         this.log.error(`the disk of ${this.dataDir} is full (${(error as Error).message}): updates wait, new data is refused with ENOSPC; free some space`);
       }
-      this.retry = setTimeout(() => this.writeAll(), DISK_RETRY_MS);
+      this.retry = this.clock.later(DISK_RETRY_MS, () => this.writeAll());
       return;
     }
     if (this.fullSinceMs !== null) {
-      this.log.info(`disk space is back: the updates that waited ${Math.round(performance.now() - this.fullSinceMs)} ms are written`);
+      this.log.info(`disk space is back: the updates that waited ${Math.round(this.clock.nowMs() - this.fullSinceMs)} ms are written`);
       this.fullSinceMs = null;
     }
     this.unwritten = [];
     this.doneBatches = 0;
     this.doneItems = 0;
-    for (const batch of pending) batch.written();
+    this.store.afterCommit(() => {
+      for (const batch of pending) batch.written();
+    }, wroteAnything);
   }
 
   private write(item: Persist): void {
-    const info = this.durability.persist(item);
+    const info = this.store.persist(item);
     if (item.kind === "checkpoint" && info) this.log.info(`checkpoint at seq ${info.seq} (${info.bytes} bytes)`);
   }
 }

@@ -28,7 +28,7 @@ import { clientTls, serverTls, tlsErrorText } from "../net/tls";
 import { largeBuffer, largeBufferCounts, releaseKeptLargeBuffer } from "../memory";
 import { encodeMessage } from "../wire";
 import { Admission } from "./admission";
-import { DiskQueue } from "./diskqueue";
+import { DiskQueue, durableStore } from "./diskqueue";
 import { type ConnId, type NodeDisk, type NodeHost, peerFrameBytesMax } from "./host";
 import { ServerNode } from "./node";
 import { PassProfile } from "./pass_profile";
@@ -77,7 +77,7 @@ export class Server implements NodeHost {
         options.rejoin,
       );
       this.durability = durability;
-      const diskQueue = new DiskQueue(durability, options.dataDir, this.log);
+      const diskQueue = new DiskQueue(durableStore(durability), options.dataDir, this.log);
       this.diskQueue = diskQueue;
       this.disk = {
         write: (items, written, unsynced) =>

@@ -12,6 +12,7 @@ import { type Persist, Replica, type StoreState } from "../core";
 import { INBOUND_BUFFERED_BYTES_MAX } from "../constants";
 import { type ConnId, type NodeDisk, type NodeHost, type NodeLog, type NodeObserver, peerFrameBytesMax } from "../server/host";
 import { ServerNode } from "../server/node";
+import { DiskQueue, type QueueClock, type QueueStore } from "../server/diskqueue";
 import { AppliedHistory } from "./applied";
 import { fnvBytes } from "./hash";
 import type { Rng } from "./prng";
@@ -121,6 +122,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
       inboundBufferedBytesMax: INBOUND_BUFFERED_BYTES_MAX,
       peerFrameBytesMax: peerFrameBytesMax(segmentSize),
     };
+    this.queue = new DiskQueue(this.queueStore(), `the disk of server ${this.id}`, this.log, this.queueClock());
     this.current = new ServerNode(replica, options, this, this);
     if (recovered.state.appliedSeq !== this.history.length) {
       this.world.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
@@ -134,6 +136,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.current = null;
     this.deferred = [];
     this.syncing = [];
+    this.queue = null;
   }
 
   /** Runs one event on the node, then what it deferred (as the event loop runs microtasks after a callback). */
@@ -200,12 +203,15 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   // ---- NodeDisk: the Storage, and the history the checks read -----------------------------
 
   get waiting(): boolean {
-    return false;
+    return this.queue?.waiting ?? false;
   }
 
-  spaceShort(): boolean {
-    return false;
+  spaceShort(bytes: number): boolean {
+    return this.storage.spaceShort(bytes);
   }
+
+  /** src/server's own DiskQueue, over this machine's storage, for the current incarnation. */
+  private queue: DiskQueue | null = null;
 
   /**
    * Batches written and waiting for their sync, oldest first (--fsync always: forwards leave
@@ -219,27 +225,58 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   }
 
   write(items: Persist[], written: () => void, unsynced?: () => void): void {
-    for (const item of items) {
-      if (item.kind === "log") {
-        const problem = this.history.append(item.update);
-        if (problem) this.world.fail("2", `server ${this.id}: ${problem}`);
-      }
-      if (item.kind === "install") this.install(item.seq, item.epoch);
-      this.storage.write(item, this.history);
-      if (item.kind === "config") this.world.sawConfig(this, item.config.epoch, item.config.chain);
-    }
-    // As src/server's DiskQueue: the disk (with its sync) before anything leaves, but for
-    // the forwards the node lets go once the batch is written.
-    this.storage.flush();
-    unsynced?.();
-    const done = () => {
-      this.storage.commit();
-      written();
-      if (this.storage.checkpointDue) this.world.diskLater(this, 0, () => this.checkpoint());
+    const queue = this.queue ?? this.world.fail("sim", `server ${this.id} is down: it has no disk queue`);
+    queue.push(
+      items,
+      () => {
+        written();
+        if (this.storage.checkpointDue) this.world.diskLater(this, 0, () => this.checkpoint());
+      },
+      unsynced,
+    );
+  }
+
+  /** What the DiskQueue writes through: the storage, and the history the checks read, as items are written. */
+  private queueStore(): QueueStore {
+    return {
+      persist: (item) => {
+        if (item.kind === "install") this.install(item.seq, item.epoch);
+        const info = this.storage.write(item, this.history);
+        if (item.kind === "log") {
+          const problem = this.history.append(item.update);
+          if (problem) this.world.fail("2", `server ${this.id}: ${problem}`);
+        }
+        if (item.kind === "config") this.world.sawConfig(this, item.config.epoch, item.config.chain);
+        return info;
+      },
+      flush: () => this.storage.flush(),
+      // The sync itself happens at a later event (afterCommit), so a crash may fall before it.
+      commit: () => {},
+      afterCommit: (done, wroteAnything) => {
+        const complete = () => {
+          this.storage.commit();
+          done();
+        };
+        if (!this.storage.durable || (!wroteAnything && this.syncing.length === 0)) return complete();
+        this.syncing.push(complete);
+        this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, () => this.onSynced());
+      },
+      forgetFreeSpace: () => this.storage.forgetFreeSpace(),
     };
-    if (!this.storage.durable || (items.length === 0 && this.syncing.length === 0)) return done();
-    this.syncing.push(done);
-    this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, () => this.onSynced());
+  }
+
+  /** DiskQueue's retries, at disk events of the current incarnation. */
+  private queueClock(): QueueClock {
+    return {
+      later: (ms, fn) => {
+        let cancelled = false;
+        this.world.diskLater(this, ms, () => cancelled || fn());
+        return () => {
+          cancelled = true;
+        };
+      },
+      nowMs: () => this.world.nowMs,
+    };
   }
 
   /** As src/server's scheduleCheckpoint: the node hands the disk all it applied, then the background checkpoint. */

@@ -12,6 +12,7 @@ import { type ChainConfig, type Persist, type Replica, StoreState, type Vote } f
 import { EpochHistory } from "../core/epochs";
 // Not from ../store's index: its node file system would load the FFI helpers the simulator does without.
 import { Durability, type FsyncMode } from "../store/durability";
+import type { CheckpointInfo } from "../store/checkpoint";
 import type { LogSizes, StoreIo } from "../store/fs";
 import { AppliedHistory } from "./applied";
 import { MemoryFs } from "./memory_fs";
@@ -44,12 +45,16 @@ export interface Storage {
    * later event of it (`afterMs` from now, or a short time drawn).
    */
   recover(later: Later): Recovered;
-  /** Writes one of the node's disk actions (not synced); `history` is the server's, the action included. */
-  write(item: Persist, history: AppliedHistory): void;
+  /** Writes one of the node's disk actions (not synced); `history` is the server's (the item appended once written). */
+  write(item: Persist, history: AppliedHistory): CheckpointInfo | null;
   /** Hands what was written to the system (before the batch's leading forwards leave). */
   flush(): void;
   /** The batch's sync: the fsync policy applies. */
   commit(): void;
+  /** Whether `bytes` more would leave the disk short of its free-space reserve (Durability.spaceShort). */
+  spaceShort(bytes: number): boolean;
+  /** A write failed for lack of space. */
+  forgetFreeSpace(): void;
   /** The log has grown enough for an automatic checkpoint. */
   readonly checkpointDue: boolean;
   /** An automatic checkpoint of `replica`'s state, in the background, if the log has grown enough. */
@@ -81,14 +86,21 @@ export class NoDisk implements Storage {
 
   constructor(private readonly geometry: Geometry) {}
 
-  write(item: Persist, _history: AppliedHistory): void {
+  write(item: Persist, _history: AppliedHistory): null {
     // An acceptor's vote is kept (a real server's config.json), whatever happens to its log.
     if (item.kind === "vote") this.vote = copyVote(item.vote);
+    return null;
   }
 
   flush(): void {}
 
   commit(): void {}
+
+  spaceShort(_bytes: number): boolean {
+    return false;
+  }
+
+  forgetFreeSpace(): void {}
 
   readonly checkpointDue = false;
 
@@ -155,10 +167,10 @@ export class StoreDisk implements Storage {
     return { state: recovered.state, lastEpoch: recovered.lastEpoch, epochs: recovered.epochs, config: recovered.config, vote: recovered.vote, history };
   }
 
-  write(item: Persist, history: AppliedHistory): void {
+  write(item: Persist, history: AppliedHistory): CheckpointInfo | null {
     // The machine replaces its history (a restart, an install), never goes back to an old one.
     if (this.histories.at(-1) !== history) this.histories.push(history);
-    this.disk.persist(item);
+    return this.disk.persist(item);
   }
 
   flush(): void {
@@ -167,6 +179,14 @@ export class StoreDisk implements Storage {
 
   commit(): void {
     this.disk.commit();
+  }
+
+  spaceShort(bytes: number): boolean {
+    return this.disk.spaceShort(bytes);
+  }
+
+  forgetFreeSpace(): void {
+    this.disk.forgetFreeSpace();
   }
 
   get checkpointDue(): boolean {

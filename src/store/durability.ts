@@ -58,6 +58,7 @@ function repeatOnTimer(ms: number, fn: () => void): () => void {
 
 export class Durability {
   private readonly fs: StoreFs;
+  private readonly now: () => number;
   private wal: WriteAheadLog;
   private syncDue = false;
   private stopBatchSyncs: (() => void) | null = null;
@@ -87,6 +88,7 @@ export class Durability {
     this.config = recovered.config ?? NO_CONFIG;
     this.vote = recovered.vote;
     this.fs = io.fs;
+    this.now = io.now ?? (() => performance.now());
     if (fsync === "batch") this.stopBatchSyncs = (io.repeat ?? repeatOnTimer)(BATCH_SYNC_MS, () => this.wal.sync());
   }
 
@@ -165,7 +167,7 @@ export class Durability {
 
   /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
   get checkpointDue(): boolean {
-    if (performance.now() - this.checkpointFailedAtMs < CHECKPOINT_RETRY_MS) return false;
+    if (this.now() - this.checkpointFailedAtMs < CHECKPOINT_RETRY_MS) return false;
     const logged = this.wal.bytesSinceCheckpoint;
     return logged >= this.checkpointBytes && logged >= CHECKPOINT_LOG_GROWTH * (this.lastCheckpoint?.bytes ?? 0);
   }
@@ -182,7 +184,7 @@ export class Durability {
     try {
       this.wal.startSegment(seq + 1);
     } catch (error) {
-      this.checkpointFailedAtMs = performance.now();
+      this.checkpointFailedAtMs = this.now();
       return Promise.reject(error);
     }
     // The pages as they are now, shared with the state until it writes them: no copy of the data.
@@ -202,7 +204,7 @@ export class Durability {
         return info;
       })
       .catch((error: unknown) => {
-        this.checkpointFailedAtMs = performance.now();
+        this.checkpointFailedAtMs = this.now();
         throw error;
       })
       .finally(() => {
@@ -244,14 +246,14 @@ export class Durability {
    * (DISK_FREE_BYTES_MIN): the head then refuses updates that grow the data.
    */
   spaceShort(bytes: number): boolean {
-    const now = performance.now();
+    const now = this.now();
     if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
     return this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
   }
 
   /** A write failed for lack of space: measure again at the next question. */
   forgetFreeSpace(): void {
-    this.freeSpace = { bytes: 0, atMs: performance.now() };
+    this.freeSpace = { bytes: 0, atMs: this.now() };
   }
 
   get latestCheckpoint(): CheckpointInfo | null {

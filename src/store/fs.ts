@@ -53,6 +53,8 @@ export interface StoreIo {
   logSizes: LogSizes;
   /** Runs `fn` every `ms` until the function returned is called (--fsync batch's syncs); by default a timer. */
   repeat?(ms: number, fn: () => void): () => void;
+  /** Milliseconds on a monotonic clock (free-space checks, checkpoint retries); by default performance.now(). */
+  now?(): number;
 }
 
 /** How large the log's segments are: servers use LOG_SIZES; the simulator, small ones. */
