@@ -137,12 +137,13 @@ const MODES: Options[] = [
   { disks: true, partitions: true, quorum: "majority" },
   { disks: true, fsync: "batch" },
   { disks: true, fsync: "off" },
+  { disks: true, fullDisks: true },
 ];
 const WORKERS = 2;
 
 function flags(options: Options): string {
   return (
-    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.fsync && options.fsync !== "always" ? ` --fsync ${options.fsync}` : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
+    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.fsync && options.fsync !== "always" ? ` --fsync ${options.fsync}` : ""}${options.fullDisks ? " --full-disks" : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
     `${options.serverPauses === false ? " --no-server-pauses" : ""}${options.cacheHolds === false ? " --no-cache" : ""}`
   );
 }
@@ -188,6 +189,8 @@ describe("simulator", () => {
     for (const [seed, options] of [
       [7, {}],
       [11, { disks: true }],
+      // Disks fill in this one: free-space checks read the simulation's clock, never the machine's.
+      [3, { disks: true, fullDisks: true }],
     ] as [number, Options][]) {
       const a = runSeed({ seed, ...options });
       const b = runSeed({ seed, ...options });
@@ -212,6 +215,19 @@ describe("simulator", () => {
     // a connection they share): look further for one.
     for (let seed = 21; seed <= 80 && totals.sessionsLost === 0; seed++) totals.sessionsLost += runSeed({ seed, disks: seed % 2 === 0 }).stats.sessionsLost;
     for (const [key, value] of Object.entries(totals)) expect([key, value > 0]).toEqual([key, true]);
+  });
+
+  test("--full-disks: disks fill, the servers' DiskQueue holds writes a full disk refused and writes them once space is back, every invariant kept", () => {
+    let fills = 0;
+    let refused = 0;
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = runSeed({ seed, disks: true, fullDisks: true });
+      expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
+      fills += r.stats.diskFills;
+      refused += r.stats.diskWritesRefused;
+    }
+    expect(fills).toBeGreaterThan(5);
+    expect(refused).toBeGreaterThan(5);
   });
 
   test("cached holds: a head, a middle, a tail and a caching client each crash during a recall in some seeds", () => {

@@ -26,6 +26,7 @@ export class Ending {
     }
     for (const client of sim.clients.list) if (client?.host.paused) sim.queue.push(sim.nowMs, { type: "client-resume", client });
     for (const server of sim.servers) if (server.paused) sim.queue.push(sim.nowMs, { type: "server-resume", server, incarnation: server.incarnation });
+    for (const server of sim.servers) server.storage.freeSpace();
     sim.queue.push(sim.nowMs + 1000, { type: "wind-down" });
   }
 

@@ -54,6 +54,8 @@ export class Faults {
         const client = rng.pick(running);
         sim.clients.pause(client, rng.chance(0.7) ? rng.next() * 500 : rng.next() * 2.5 * sim.sessionTimeoutMs);
       }
+    } else if (roll < 0.97 && sim.options.fullDisks && upServers.length > 0) {
+      this.fillDisk(rng.pick(upServers));
     }
     // else: a quiet spell
   }
@@ -94,6 +96,14 @@ export class Faults {
     sim.trace("WHOLE-CLUSTER CRASH");
     const restartAtMs = sim.nowMs + 200 + rng.next() * 2000;
     for (const server of sim.servers) this.crashServer(server, restartAtMs + rng.next() * (sim.suspectMs / 4), !server.storage.durable);
+  }
+
+  /** A server's disk fills; space comes back after a while (an operator frees some), or when it crashes. */
+  private fillDisk(server: ServerMachine): void {
+    const { sim, rng } = this;
+    sim.stats.diskFills++;
+    sim.trace(`server ${server.id}: ${server.storage.fill(rng)}`);
+    sim.queue.push(sim.nowMs + 100 + rng.next() * 2000, { type: "disk-space", server });
   }
 
   /** Stops a server for a while: no ticks, no message handled; others may suspect and remove it. */

@@ -48,6 +48,8 @@ export interface World {
   report(invariant: string, message: string): void;
   /** A background checkpoint began (for the run's figures). */
   checkpointStarted(): void;
+  /** A write failed for lack of space (the DiskQueue will try again). */
+  diskWriteRefused(): void;
   /** A configuration this server saved (adopted or issued). */
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void;
   /** What a snapshot arriving on `conn` at `seq` brings (captured when it was sent). */
@@ -122,7 +124,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
       inboundBufferedBytesMax: INBOUND_BUFFERED_BYTES_MAX,
       peerFrameBytesMax: peerFrameBytesMax(segmentSize),
     };
-    this.queue = new DiskQueue(this.queueStore(), `the disk of server ${this.id}`, this.log, this.queueClock());
+    this.queue = new DiskQueue(this.queueStore(), `server ${this.id}`, this.log, this.queueClock());
     this.current = new ServerNode(replica, options, this, this);
     if (recovered.state.appliedSeq !== this.history.length) {
       this.world.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
@@ -148,7 +150,8 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     } finally {
       this.bytesFrom = null;
     }
-    if (this.current && this.state.appliedSeq !== this.history.length) {
+    // While its disk is full, updates the node applied wait in the DiskQueue, not yet logged.
+    if (this.current && this.state.appliedSeq !== this.history.length && !this.waiting) {
       this.world.fail("sim", `server ${this.id} is at ${this.state.appliedSeq} but logged ${this.history.length} updates`);
     }
   }
@@ -224,8 +227,14 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.syncing.shift()?.();
   }
 
+  /** What each snapshot to install brings: read from its connection when the node hands it over (a full disk may write it later). */
+  private snapshotsBrought = new WeakMap<Persist, AppliedHistory | undefined>();
+
   write(items: Persist[], written: () => void, unsynced?: () => void): void {
     const queue = this.queue ?? this.world.fail("sim", `server ${this.id} is down: it has no disk queue`);
+    for (const item of items) {
+      if (item.kind === "install") this.snapshotsBrought.set(item, this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, item.seq));
+    }
     queue.push(
       items,
       () => {
@@ -240,7 +249,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   private queueStore(): QueueStore {
     return {
       persist: (item) => {
-        if (item.kind === "install") this.install(item.seq, item.epoch);
+        if (item.kind === "install") this.install(item);
         const info = this.storage.write(item, this.history);
         if (item.kind === "log") {
           const problem = this.history.append(item.update);
@@ -261,7 +270,10 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
         this.syncing.push(complete);
         this.world.diskLater(this, this.rng.next() * SYNC_MS_MAX, () => this.onSynced());
       },
-      forgetFreeSpace: () => this.storage.forgetFreeSpace(),
+      forgetFreeSpace: () => {
+        this.world.diskWriteRefused();
+        this.storage.forgetFreeSpace();
+      },
     };
   }
 
@@ -282,12 +294,18 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   /** As src/server's scheduleCheckpoint: the node hands the disk all it applied, then the background checkpoint. */
   private checkpoint(): void {
     this.node.flush();
-    const started = this.storage.checkpointIfDue(this.replica, (message) => this.world.report("sim", `server ${this.id}: ${message}`));
+    if (this.waiting) return; // the disk is full: no checkpoint now
+    const started = this.storage.checkpointIfDue(
+      this.replica,
+      (message) => this.world.report("sim", `server ${this.id}: ${message}`),
+      (message) => this.world.trace(`server ${this.id}:`, message),
+    );
     if (started) this.world.checkpointStarted();
   }
 
-  private install(seq: number, epoch: number): void {
-    const brought = this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, seq);
+  private install(item: Persist & { kind: "install" }): void {
+    const { seq, epoch } = item;
+    const brought = this.snapshotsBrought.get(item);
     if (!brought || brought.length !== seq) {
       this.world.fail("sim", `server ${this.id} installed a snapshot at ${seq} with no matching history (${brought?.length})`);
     }

@@ -23,6 +23,7 @@ interface Args {
   disks: boolean;
   freeCrashes: boolean;
   fsync: FsyncMode;
+  fullDisks: boolean;
   majority: boolean;
   noServerPauses: boolean;
   noCache: boolean;
@@ -34,12 +35,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes] [--fsync always|batch|off]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes] [--fsync always|batch|off] [--full-disks]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, fsync: "always", majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, fsync: "always", fullDisks: false, majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -78,6 +79,9 @@ function parseArgs(argv: string[]): Args {
       case "--free-crashes":
         args.freeCrashes = true;
         break;
+      case "--full-disks":
+        args.fullDisks = true;
+        break;
       case "--fsync": {
         const mode = argv[++i];
         if (mode !== "always" && mode !== "batch" && mode !== "off") usage(`--fsync takes always, batch or off, got ${mode ?? "nothing"}`);
@@ -104,6 +108,7 @@ function parseArgs(argv: string[]): Args {
   }
   if ((args.seed === undefined) === (args.seeds === undefined)) usage("give either --seed S or --seeds N");
   if (args.fsync !== "always" && !args.disks) usage("--fsync is the disks' mode: give --disks too");
+  if (args.fullDisks && !args.disks) usage("--full-disks fills the disks: give --disks too");
   return args;
 }
 
@@ -113,7 +118,7 @@ function summary(r: SimResult): string {
     `seed ${r.seed}: ${r.ok ? "ok" : `FAILED (${r.failure!.invariant})`} — ${s.servers} servers, ${s.clients} clients, ${s.events} events, ${s.virtualMs} virtual ms, ` +
     `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts, ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
     `${s.increments} increments, ${s.reads} reads, ${s.localGrants} local grants, ${s.recalls} recalls, ` +
-    `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, ${s.checkpoints} checkpoints, seq ${s.appliedSeq}` +
+    `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, ${s.checkpoints} checkpoints, ${s.diskFills} disk fills (${s.diskWritesRefused} writes refused), seq ${s.appliedSeq}` +
     `${s.linearizability === "unknown" ? ", linearizability search ran out of steps" : ""}; trace ${r.traceHash}`
   );
 }
@@ -131,8 +136,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.fsync !== "always" ? ` --fsync ${args.fsync}` : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, fsync: args.fsync, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.fsync !== "always" ? ` --fsync ${args.fsync}` : ""}${args.fullDisks ? " --full-disks" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, fsync: args.fsync, fullDisks: args.fullDisks, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

@@ -11,6 +11,8 @@
  *   commits all so far; a power loss keeps a prefix of those made since.
  * - What runs on the I/O threads (`openAsync`) completes at a later simulated event, so a
  *   crash can fall between two steps of a background checkpoint or spare segment.
+ * - A disk can fill (capacityBytes): a write that grows a file writes what fits, then fails
+ *   with ENOSPC, as the system's does.
  */
 import type { AsyncFile, OpenFlags, StoreFs } from "../store/fs";
 import type { Rng } from "./prng";
@@ -105,6 +107,8 @@ export class MemoryFs implements StoreFs {
   private fds = new Map<number, Inode>();
   private nextFd = 3;
   private locked = new Set<string>();
+  /** How much the disk holds: a full disk makes writes that grow a file fail (ENOSPC). */
+  capacityBytes = Number.POSITIVE_INFINITY;
 
   constructor(
     /** Runs `fn` at a later simulated event of this server's current process (never, if it dies first). */
@@ -168,17 +172,20 @@ export class MemoryFs implements StoreFs {
   }
 
   write(fd: number, bytes: Uint8Array, offset: number, length: number, position: number): number {
-    this.inode(fd).write(bytes.subarray(offset, offset + length), position);
-    return length;
+    return this.writev(fd, [bytes.subarray(offset, offset + length)], position);
   }
 
+  /** As a full disk does: writes what fits (a short count), or fails with ENOSPC when nothing does. */
   writev(fd: number, parts: Uint8Array[], position: number): number {
     const inode = this.inode(fd);
     let at = position;
     for (const part of parts) {
-      inode.write(part, at);
-      at += part.length;
+      const fits = this.fits(inode, at, part.length);
+      inode.write(part.subarray(0, fits), at);
+      at += fits;
+      if (fits < part.length) break;
     }
+    if (at === position && parts.some((part) => part.length > 0)) throw fsError("ENOSPC", "no space left on device");
     return at - position;
   }
 
@@ -187,7 +194,9 @@ export class MemoryFs implements StoreFs {
   }
 
   truncate(fd: number, length: number): void {
-    this.inode(fd).truncate(length);
+    const inode = this.inode(fd);
+    if (this.fits(inode, length, 0) < 0) throw fsError("ENOSPC", "no space left on device");
+    inode.truncate(length);
   }
 
   readFile(path: string): Uint8Array {
@@ -245,7 +254,26 @@ export class MemoryFs implements StoreFs {
   }
 
   freeBytes(_dir: string): number {
-    return Number.MAX_SAFE_INTEGER;
+    return Number.isFinite(this.capacityBytes) ? Math.max(0, this.capacityBytes - this.usedBytes()) : Number.MAX_SAFE_INTEGER;
+  }
+
+  /** The bytes of every file that has a name or is open. */
+  usedBytes(): number {
+    let used = 0;
+    for (const inode of new Set([...this.names.values(), ...this.fds.values()])) used += inode.length;
+    return used;
+  }
+
+  /**
+   * Of `length` bytes written at `position` of `inode`, how many fit in the space left; with
+   * `length` 0, whether the file may grow to `position` (negative: it may not).
+   */
+  private fits(inode: Inode, position: number, length: number): number {
+    const growth = Math.max(0, position + length - inode.length);
+    if (growth === 0 || !Number.isFinite(this.capacityBytes)) return length;
+    const room = this.capacityBytes - this.usedBytes();
+    if (length === 0) return room >= growth ? 0 : -1;
+    return Math.max(0, length - Math.max(0, growth - Math.max(0, room)));
   }
 
   lock(dir: string): () => void {

@@ -83,6 +83,11 @@ export interface SimOptions {
    * one running (as without disks), and restarts recover what the log kept.
    */
   fsync?: FsyncMode;
+  /**
+   * With disks, a server's disk sometimes fills for a while (a few KiB left): src/server's
+   * DiskQueue then holds its writes and retries, and the node refuses new data (ENOSPC).
+   */
+  fullDisks?: boolean;
   /** Clients cache holds (connect's cacheHolds, default true as in production). */
   cacheHolds?: boolean;
   /** Storage per server, for another disk model (wins over `disks`). */
@@ -115,6 +120,10 @@ export interface SimStats {
   snapshots: number;
   /** Background checkpoints the servers began (--disks). */
   checkpoints: number;
+  /** Disks that filled for a while (--full-disks). */
+  diskFills: number;
+  /** DiskQueue writes a full disk refused (each tried again later). */
+  diskWritesRefused: number;
   appliedSeq: number;
   linearizability: "ok" | "unknown";
   /** Accesses granted from a cached grant, without a message. */
@@ -164,6 +173,7 @@ export type Event =
   | { type: "client-start"; slot: number }
   | { type: "client-resume"; client: SimClient }
   | { type: "server-resume"; server: ServerMachine; incarnation: number }
+  | { type: "disk-space"; server: ServerMachine }
   /** Disk work of a server completes: a sync, background I/O, a batch sync (--disks). */
   | { type: "disk"; server: ServerMachine; incarnation: number; run: () => void }
   | { type: "heal" }
@@ -255,7 +265,7 @@ export class Simulation {
     const world = this.wires.world();
     let checkpointBytes = 0; // drawn below, read when the servers first start
     this.servers = this.serverIds.map((id) => {
-      const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes, options.fsync) : new NoDisk(geometry));
+      const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes, options.fsync, () => this.nowMs) : new NoDisk(geometry));
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
     this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
@@ -286,6 +296,8 @@ export class Simulation {
       configurations: 0,
       snapshots: 0,
       checkpoints: 0,
+      diskFills: 0,
+      diskWritesRefused: 0,
       appliedSeq: 0,
       linearizability: "ok",
       localGrants: 0,
@@ -306,7 +318,7 @@ export class Simulation {
     const o = this.options;
     return (
       `${this.servers.length} servers, ${this.stats.clients} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? `, disks (--fsync ${o.fsync ?? "always"})` : ""}` +
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? `, disks (--fsync ${o.fsync ?? "always"}${o.fullDisks ? ", filling" : ""})` : ""}` +
       `${o.quorum === "majority" ? ", quorum majority" : ""}${o.cacheHolds === false ? ", no cached holds" : ""}${this.secret ? ", a secret" : ""}`
     );
   }
@@ -396,6 +408,9 @@ export class Simulation {
         return this.clients.resume(event.client);
       case "server-resume":
         return this.resumeServer(event.server, event.incarnation);
+      case "disk-space":
+        this.trace(`server ${event.server.id}: disk space back`);
+        return event.server.storage.freeSpace();
       case "disk":
         if (event.server.up && event.server.incarnation === event.incarnation) event.server.run(() => event.run());
         return;

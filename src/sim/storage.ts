@@ -13,6 +13,7 @@ import { EpochHistory } from "../core/epochs";
 // Not from ../store's index: its node file system would load the FFI helpers the simulator does without.
 import { Durability, type FsyncMode } from "../store/durability";
 import type { CheckpointInfo } from "../store/checkpoint";
+import { isNoSpace } from "../store/files";
 import type { LogSizes, StoreIo } from "../store/fs";
 import { AppliedHistory } from "./applied";
 import { MemoryFs } from "./memory_fs";
@@ -49,16 +50,20 @@ export interface Storage {
   write(item: Persist, history: AppliedHistory): CheckpointInfo | null;
   /** Hands what was written to the system (before the batch's leading forwards leave). */
   flush(): void;
-  /** The batch's sync: the fsync policy applies. */
+  /** The batch's sync, of what was written (not what a full disk left queued): the fsync policy applies. */
   commit(): void;
   /** Whether `bytes` more would leave the disk short of its free-space reserve (Durability.spaceShort). */
   spaceShort(bytes: number): boolean;
   /** A write failed for lack of space. */
   forgetFreeSpace(): void;
+  /** The disk fills: a few KiB (drawn from `rng`) are left. Says what happened. */
+  fill(rng: Rng): string;
+  /** Space is back (an operator freed some). */
+  freeSpace(): void;
   /** The log has grown enough for an automatic checkpoint. */
   readonly checkpointDue: boolean;
-  /** An automatic checkpoint of `replica`'s state, in the background, if the log has grown enough. */
-  checkpointIfDue(replica: Replica, failed: (message: string) => void): boolean;
+  /** An automatic checkpoint of `replica`'s state, in the background, if the log has grown enough; `failed` for a failure a server would not expect, `noted` for one it would (a full disk). */
+  checkpointIfDue(replica: Replica, failed: (message: string) => void, noted: (message: string) => void): boolean;
   /**
    * The process died, and maybe its machine lost power (drawn from `rng`, unless
    * `processOnly`): then what it had not synced may be lost. Says what happened.
@@ -102,9 +107,15 @@ export class NoDisk implements Storage {
 
   forgetFreeSpace(): void {}
 
+  fill(_rng: Rng): string {
+    return "no disk to fill";
+  }
+
+  freeSpace(): void {}
+
   readonly checkpointDue = false;
 
-  checkpointIfDue(_replica: Replica, _failed: (message: string) => void): boolean {
+  checkpointIfDue(_replica: Replica, _failed: (message: string) => void, _noted: (message: string) => void): boolean {
     return false;
   }
 
@@ -147,6 +158,8 @@ export class StoreDisk implements Storage {
     /** --checkpoint-mb, in bytes (drawn once the simulation is set up). */
     private readonly checkpointBytes: () => number,
     private readonly fsync: FsyncMode = "always",
+    /** The simulation's clock (free-space checks, checkpoint retries): never the machine's. */
+    private readonly nowMs: () => number = () => 0,
   ) {
     this.durable = fsync === "always";
   }
@@ -178,7 +191,7 @@ export class StoreDisk implements Storage {
   }
 
   commit(): void {
-    this.disk.commit();
+    this.disk.commitWritten();
   }
 
   spaceShort(bytes: number): boolean {
@@ -189,14 +202,25 @@ export class StoreDisk implements Storage {
     this.disk.forgetFreeSpace();
   }
 
+  fill(rng: Rng): string {
+    const left = rng.int(2048);
+    this.fs.capacityBytes = this.fs.usedBytes() + left;
+    return `disk full: ${left} bytes left`;
+  }
+
+  freeSpace(): void {
+    this.fs.capacityBytes = Number.POSITIVE_INFINITY;
+  }
+
   get checkpointDue(): boolean {
     return this.disk.checkpointDue;
   }
 
-  checkpointIfDue(replica: Replica, failed: (message: string) => void): boolean {
+  checkpointIfDue(replica: Replica, failed: (message: string) => void, noted: (message: string) => void): boolean {
     // As src/server's scheduleCheckpoint, once the node has handed the disk all it applied.
     const written = this.disk.checkpointInBackground(replica.state, replica.lastEpoch, replica.config.epoch);
-    written?.catch((error: unknown) => failed(`a background checkpoint failed: ${(error as Error).message}`));
+    // A full disk fails it, as it fails a server's (which warns; the log keeps everything, it is tried again later).
+    written?.catch((error: unknown) => (isNoSpace(error) ? noted(`checkpoint failed: ${(error as Error).message}`) : failed(`a background checkpoint failed: ${(error as Error).message}`)));
     return written !== null;
   }
 
@@ -205,6 +229,8 @@ export class StoreDisk implements Storage {
     this.durability = null;
     this.later = () => {};
     const powerLoss = rng.chance(this.powerLossChance) && !processOnly;
+    // A server restarts once its disk has room again (an operator freed some): it could not start on a full one.
+    this.freeSpace();
     if (powerLoss) fs.powerLoss(rng);
     else fs.kill();
     // What a restart would recover: the recovery itself, on a copy of the disk.
@@ -219,7 +245,7 @@ export class StoreDisk implements Storage {
   }
 
   private open(fs: MemoryFs): ReturnType<typeof Durability.open> {
-    const io: StoreIo = { fs, logSizes: SIM_LOG_SIZES, repeat: (ms, fn) => this.repeat(ms, fn) };
+    const io: StoreIo = { fs, logSizes: SIM_LOG_SIZES, repeat: (ms, fn) => this.repeat(ms, fn), now: this.nowMs };
     return Durability.open(io, DIR, this.geometry.segmentSize, this.fsync, this.checkpointBytes(), false, this.geometry.pageSize);
   }
 

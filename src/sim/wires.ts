@@ -127,6 +127,9 @@ export class Wires {
       checkpointStarted: () => {
         this.ctx.stats.checkpoints++;
       },
+      diskWriteRefused: () => {
+        this.ctx.stats.diskWritesRefused++;
+      },
       sawConfig: (server, epoch, chain) => this.ctx.sawConfig(server, epoch, chain),
       snapshotHistory: (id, seq) => this.conns.get(id)?.snapshots.get(seq),
       sentPeer: (from, id, message) => {

@@ -157,6 +157,17 @@ export class Durability {
     this.syncDue = false;
   }
 
+  /**
+   * Syncs the records written to the system, not those still queued, if the mode and the
+   * records ask for it: the simulator's sync, which completes after later batches were queued
+   * (one the disk could not take yet stays queued, and due for a sync).
+   */
+  commitWritten(): void {
+    if (this.fsync !== "always" || !this.syncDue) return;
+    this.wal.syncWritten();
+    if (!this.wal.hasQueued) this.syncDue = false;
+  }
+
   /** A checkpoint at exactly `seq` (its snapshot taken by the replica then). */
   checkpoint(seq: number, lastEpoch: number, configEpoch: number, snapshot: Uint8Array): CheckpointInfo {
     this.wal.flush();

@@ -134,11 +134,20 @@ export class WriteAheadLog {
     return true;
   }
 
-  /** Makes every flushed record durable. */
+  /** Writes the queued records and makes every record durable. */
   sync(): void {
     this.flush();
-    if (!this.unsynced) return;
-    this.datasync();
+    this.syncWritten();
+  }
+
+  /** Makes the records written so far durable (not those still queued). */
+  syncWritten(): void {
+    if (this.unsynced) this.datasync();
+  }
+
+  /** Records appended and not yet written (a flush the disk refused leaves them queued). */
+  get hasQueued(): boolean {
+    return this.pending.length > 0;
   }
 
   private datasync(): void {
