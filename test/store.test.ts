@@ -346,6 +346,30 @@ describe("write-ahead log", () => {
     expect(refused).toBeGreaterThan(30);
   });
 
+  test("--fsync batch on a full disk: the periodic sync leaves records the disk refused to the server's retries, and throws nothing (found by the simulator)", () => {
+    let tick = () => {};
+    const fs = new MemoryFs(() => {});
+    const io = { fs, logSizes: { first: 2048, segment: 8192 }, repeat: (_ms: number, fn: () => void) => ((tick = fn), () => {}) };
+    const { durability } = Durability.open(io, "/data", SEGMENT, "batch", 1 << 26);
+    const writer = new Writer(durability);
+    startSession(writer);
+    writer.write("x", 1);
+    tick();
+    // The disk fills; the next records need a new segment, which it refuses.
+    fs.capacityBytes = fs.usedBytes();
+    const pages = [{ page: writer.state.data.get("x")!.firstPage, bytes: new Uint8Array(PAGE).fill(9) }];
+    const seq = writer.state.appliedSeq + 1;
+    durability.append({ seq, epoch: 65, session: SESSION, reqNo: seq, doneBelow: seq, op: { type: "release", holdId: 999, pages } });
+    expect(() => durability.flush()).toThrow("ENOSPC");
+    expect(() => tick()).not.toThrow();
+    // Space comes back: the retried flush writes them, and the next periodic sync makes them durable.
+    fs.capacityBytes = Number.POSITIVE_INFINITY;
+    durability.flush();
+    tick();
+    fs.powerLoss(new Rng(1));
+    expect(recover(io, "/data", SEGMENT, PAGE).state.appliedSeq).toBe(seq);
+  });
+
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();
     const file = lastSegment(dir);
@@ -358,6 +382,15 @@ describe("write-ahead log", () => {
     expect(valueOf(recovered.state, "x")).toBe(2);
     expect(recovered.notes.join()).toContain("cut a torn record");
     expect(statSync(file).size).toBe(goodLength);
+  });
+
+  test("a last segment with part of its header (a full disk took the rest; a power loss kept its name, not its removal) holds nothing and recovers", () => {
+    const { dir, appliedSeq } = closedAfterTwoWrites();
+    writeFileSync(join(dir, segmentName(appliedSeq + 1)), encodeSegmentHeader(appliedSeq + 1, true).subarray(0, 18));
+    const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(appliedSeq);
+    expect(valueOf(recovered.state, "x")).toBe(2);
   });
 
   test("a last segment of zeros (created, then a crash before its header) holds nothing and recovers", () => {

@@ -88,14 +88,13 @@ export class Faults {
 
   /**
    * Every server at once (a power cut, or all killed), then all restart close together. With
-   * --fsync batch or off, the processes only: those modes promise nothing when every machine
-   * loses power.
+   * --fsync off, the processes only: that mode promises nothing when every machine loses power.
    */
   private crashCluster(): void {
     const { sim, rng } = this;
     sim.trace("WHOLE-CLUSTER CRASH");
     const restartAtMs = sim.nowMs + 200 + rng.next() * 2000;
-    for (const server of sim.servers) this.crashServer(server, restartAtMs + rng.next() * (sim.suspectMs / 4), !server.storage.durable);
+    for (const server of sim.servers) this.crashServer(server, restartAtMs + rng.next() * (sim.suspectMs / 4), server.storage.lossWindowMs === Number.POSITIVE_INFINITY);
   }
 
   /** A server's disk fills; space comes back after a while (an operator frees some), or when it crashes. */

@@ -52,9 +52,13 @@ export class Checker {
    */
   private forgivableFrom: number | null = null;
 
+  /** When each acknowledged update was acknowledged (index: seq). */
+  private readonly acknowledgedAtMs: number[] = [];
+
   constructor(
     private readonly servers: ServerMachine[],
     private readonly fail: (invariant: string, message: string) => void,
+    private readonly nowMs: () => number,
   ) {}
 
   /**
@@ -149,6 +153,7 @@ export class Checker {
       if (this.forgivableFrom !== null && at >= this.forgivableFrom) {
         this.lostWithCrashes += c.length - (at - 1);
         c.truncate(at - 1);
+        for (let seq = at; seq <= acknowledged; seq++) this.acknowledgedAtMs[seq] = this.nowMs();
         c.extendFrom(h, acknowledged);
         this.forgivableFrom = null;
         return true;
@@ -161,6 +166,7 @@ export class Checker {
       return false;
     }
     if (acknowledged > c.length) {
+      for (let seq = c.length + 1; seq <= acknowledged; seq++) this.acknowledgedAtMs[seq] = this.nowMs();
       c.extendFrom(h, acknowledged);
       this.forgivableFrom = null; // acknowledged on top of them: they count again
     }
@@ -170,6 +176,9 @@ export class Checker {
   private checkAcknowledged(crashed: ServerMachine | null): void {
     const c = this.committed;
     if (crashed && crashed.storage.durable && !this.newestChainHoldsAll()) this.noteUnsyncedSuffixAtRisk();
+    if (crashed && crashed.storage.lossWindowMs > 0 && Number.isFinite(crashed.storage.lossWindowMs) && !this.newestChainHoldsAll()) {
+      this.noteRecentAtRisk(crashed.storage.lossWindowMs);
+    }
     for (const server of this.servers) {
       if (server.up && server.replica.isTail && !this.acknowledgedBy(server)) return;
     }
@@ -213,6 +222,14 @@ export class Checker {
       const server = this.servers[id - 1]!;
       return server.up && server.history.samePrefix(this.committed, this.committed.length);
     });
+  }
+
+  /** --fsync batch: a power loss of every server may lose what was acknowledged in the last `windowMs` (not synced yet). */
+  private noteRecentAtRisk(windowMs: number): void {
+    const c = this.committed;
+    let first = c.length + 1;
+    while (first > 1 && (this.acknowledgedAtMs[first - 1] ?? 0) > this.nowMs() - windowMs) first--;
+    if (first <= c.length) this.forgivableFrom = Math.min(this.forgivableFrom ?? Infinity, first);
   }
 
   private noteUnsyncedSuffixAtRisk(): void {

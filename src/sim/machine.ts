@@ -106,8 +106,9 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   /** A new incarnation from what the storage recovers. */
   start(): void {
-    const recovered = this.storage.recover((run, afterMs) => this.world.diskLater(this, afterMs ?? this.rng.next() * SYNC_MS_MAX, run));
+    // The new incarnation first: recovery already starts background work (the spare segment, --fsync batch's syncs), which belongs to it.
     this.incarnation++;
+    const recovered = this.storage.recover((run, afterMs) => this.world.diskLater(this, afterMs ?? this.rng.next() * SYNC_MS_MAX, run));
     this.up = true;
     this.history = recovered.history;
     const { segmentSize, pageSize, secret, ...replicaSettings } = this.settings;

@@ -268,7 +268,7 @@ export class Simulation {
       const storage = options.storage?.(id, geometry) ?? (options.disks ? new StoreDisk(geometry, 0.5, () => checkpointBytes, options.fsync, () => this.nowMs) : new NoDisk(geometry));
       return new ServerMachine(id, replicaSettings, storage, world, params.range(10, Math.min(50, this.heartbeatMs)), this.rng.fork());
     });
-    this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message));
+    this.checker = new Checker(this.servers, (invariant, message) => this.fail(invariant, message), () => this.nowMs);
     // Drawn after everything else from params: the draws before it, and so older seeds' setups, stay as they were.
     const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false, sharedProcesses: params.chance(0.5) };
     // --checkpoint-mb: small, so that servers checkpoint (in the background) every few dozen updates.

@@ -11,7 +11,7 @@
 import { type ChainConfig, type Persist, type Replica, StoreState, type Vote } from "../core";
 import { EpochHistory } from "../core/epochs";
 // Not from ../store's index: its node file system would load the FFI helpers the simulator does without.
-import { Durability, type FsyncMode } from "../store/durability";
+import { BATCH_SYNC_MS, Durability, type FsyncMode } from "../store/durability";
 import type { CheckpointInfo } from "../store/checkpoint";
 import { isNoSpace } from "../store/files";
 import type { LogSizes, StoreIo } from "../store/fs";
@@ -37,6 +37,12 @@ export interface Storage {
    * budget may then crash the last server holding them (DESIGN §7, invariant 1).
    */
   readonly durable: boolean;
+  /**
+   * How long before a power loss of every server its acknowledged updates may be lost: 0 with
+   * --fsync always (but updates that need no sync), BATCH_SYNC_MS with batch, Infinity with off
+   * (which promises nothing then: the simulator cuts only the processes of a whole cluster).
+   */
+  readonly lossWindowMs: number;
   /** The configuration a restart would recover (read while the server is down). */
   readonly savedConfig: ChainConfig | null;
   /** What a restart would recover (a crashed server still holds it, for the checker). */
@@ -85,6 +91,7 @@ export interface Geometry {
  */
 export class NoDisk implements Storage {
   readonly durable = false;
+  readonly lossWindowMs = Number.POSITIVE_INFINITY;
   readonly savedConfig = null;
   readonly onDisk = new AppliedHistory();
   private vote: Vote | null = null;
@@ -143,6 +150,7 @@ const SIM_LOG_SIZES: LogSizes = { first: 2048, segment: 8192 };
 export class StoreDisk implements Storage {
   /** Only --fsync always promises that acknowledged updates survive a power loss of every server. */
   readonly durable: boolean;
+  readonly lossWindowMs: number;
   /** Where the current process's background I/O runs (nowhere once it died). */
   private later: Later = () => {};
   private readonly fs = new MemoryFs((fn) => this.later(fn));
@@ -162,6 +170,7 @@ export class StoreDisk implements Storage {
     private readonly nowMs: () => number = () => 0,
   ) {
     this.durable = fsync === "always";
+    this.lossWindowMs = { always: 0, batch: BATCH_SYNC_MS, off: Number.POSITIVE_INFINITY }[fsync];
   }
 
   get savedConfig(): ChainConfig | null {

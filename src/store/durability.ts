@@ -89,7 +89,10 @@ export class Durability {
     this.vote = recovered.vote;
     this.fs = io.fs;
     this.now = io.now ?? (() => performance.now());
-    if (fsync === "batch") this.stopBatchSyncs = (io.repeat ?? repeatOnTimer)(BATCH_SYNC_MS, () => this.wal.sync());
+    // What was written, not what is queued: records a full disk refused stay with the server's
+    // DiskQueue, which writes them when it can. Flushing them here threw ENOSPC out of the timer
+    // and the server died (found by the simulator: --disks --fsync batch --full-disks).
+    if (fsync === "batch") this.stopBatchSyncs = (io.repeat ?? repeatOnTimer)(BATCH_SYNC_MS, () => this.wal.syncWritten());
   }
 
   /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */

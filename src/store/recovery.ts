@@ -144,11 +144,12 @@ interface SegmentReplay {
 function replaySegment(fs: StoreFs, file: string, firstSeq: number, isLast: boolean, state: StoreState, epochs: EpochHistory): SegmentReplay {
   const bytes = fs.readFile(file);
   const result: SegmentReplay = { unsyncedTail: false, replayed: 0, lastEpoch: null, cutAt: null };
-  // Zeros only, or less than a header: the last segment was created and the crash came before
-  // its header (a server of an older version named its spare first). Nothing was logged in it.
-  if (isLast && (bytes.length < WAL_HEADER_BYTES_V1 || isZero(bytes, 0))) return { ...result, cutAt: 0 };
   const hasBatchHeaders = hasMagic(bytes, WAL_MAGIC);
   const headerBytes = hasBatchHeaders ? WAL_HEADER_BYTES : WAL_HEADER_BYTES_V1;
+  // Zeros only, or less than a header: the last segment was created and the crash came before
+  // its header was whole (a power loss that kept the new name but not the removal that followed
+  // a full disk; a server of an older version named its spare first). Nothing was logged in it.
+  if (isLast && (bytes.length < headerBytes || isZero(bytes, 0))) return { ...result, cutAt: 0 };
   if (bytes.length < headerBytes) throw new RecoveryError(`${file}: shorter than a log header (${bytes.length} bytes)`);
   if (!hasBatchHeaders && !hasMagic(bytes, WAL_MAGIC_V1)) throw new RecoveryError(`${file}: not a pstore log (bad magic at offset 0)`);
   const header = readHeader(file, () => {
