@@ -370,6 +370,40 @@ describe("write-ahead log", () => {
     expect(recover(io, "/data", SEGMENT, PAGE).state.appliedSeq).toBe(seq);
   });
 
+  test("a write of records the disk refused part-way (ENOSPC) is written again whole by the next flush, under one batch header", () => {
+    const memory = new MemoryFs(() => {});
+    let refuseNext = false;
+    // A file system whose next writev writes 10 bytes and then finds the disk full (a sparse segment's hole, with --fsync off).
+    const fs = new Proxy(memory, {
+      get(target, property) {
+        if (property === "writev") {
+          return (fd: number, parts: Uint8Array[], position: number) => {
+            if (!refuseNext) return target.writev(fd, parts, position);
+            refuseNext = false;
+            target.write(fd, parts[0]!, 0, 10, position);
+            throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+          };
+        }
+        const value = Reflect.get(target, property);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const io = { fs, logSizes: { first: 2048, segment: 8192 } };
+    const { durability } = Durability.open(io, "/data", SEGMENT, "always", 1 << 26);
+    const writer = new Writer(durability);
+    startSession(writer);
+    writer.write("x", 1);
+    refuseNext = true;
+    expect(() => writer.write("x", 2)).toThrow("ENOSPC");
+    durability.commit();
+    writer.write("x", 3);
+    durability.close();
+    const recovered = recover(io, "/data", SEGMENT, PAGE);
+    recovered.wal.close();
+    expect(recovered.state.appliedSeq).toBe(writer.state.appliedSeq);
+    expect(valueOf(recovered.state, "x")).toBe(3);
+  });
+
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();
     const file = lastSegment(dir);

@@ -122,9 +122,10 @@ export class WriteAheadLog {
       if (this.syncs) this.datasync();
       this.capacity = end;
     }
-    // One system call for the batch and its header.
-    this.pending.unshift(encodeBatchHeader(this.segmentFirstSeq, this.durableOffset, this.writeOffset));
-    writeAllParts(this.fs, this.fd, this.pending, this.writeOffset);
+    // One system call for the batch and its header. Not put into `pending`: a write the disk
+    // refuses (ENOSPC) leaves the batch queued for the retry, which writes its own header.
+    const header = encodeBatchHeader(this.segmentFirstSeq, this.durableOffset, this.writeOffset);
+    writeAllParts(this.fs, this.fd, [header, ...this.pending], this.writeOffset);
     this.writeOffset = end;
     this.bytesSinceCheckpoint += bytes;
     this.pending = [];
