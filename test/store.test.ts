@@ -418,6 +418,19 @@ describe("write-ahead log", () => {
     expect(statSync(file).size).toBe(goodLength);
   });
 
+  test("a last segment of zeros below where the log goes on is removed, not left empty for the next restart to refuse (found by the simulator)", () => {
+    const { dir, appliedSeq } = closedAfterTwoWrites();
+    // Named below appliedSeq + 1 (a checkpoint's new segment, the state then recovered from a later checkpoint).
+    const empty = join(dir, segmentName(appliedSeq));
+    writeFileSync(empty, new Uint8Array(4096));
+    for (let restart = 0; restart < 2; restart++) {
+      const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
+      recovered.wal.close();
+      expect(valueOf(recovered.state, "x")).toBe(2);
+    }
+    expect(listSegments(nodeFs, dir).some((segment) => segment.file === empty)).toBe(false);
+  });
+
   test("a last segment with part of its header (a full disk took the rest; a power loss kept its name, not its removal) holds nothing and recovers", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();
     writeFileSync(join(dir, segmentName(appliedSeq + 1)), encodeSegmentHeader(appliedSeq + 1, true).subarray(0, 18));

@@ -11,19 +11,37 @@
  *   commits all so far; a power loss keeps a prefix of those made since.
  * - What runs on the I/O threads (`openAsync`) completes at a later simulated event, so a
  *   crash can fall between two steps of a background checkpoint or spare segment.
- * - A disk can fill (capacityBytes): a write that grows a file writes what fits, then fails
- *   with ENOSPC, as the system's does.
+ * - A disk can fill (capacityBytes): a write that needs new blocks writes what fits, then
+ *   fails with ENOSPC, as the system's does. A file grown by truncate is a hole until written
+ *   (--fsync off's log segments), so writes into it can fail too.
  */
 import type { AsyncFile, OpenFlags, StoreFs } from "../store/fs";
 import type { Rng } from "./prng";
+
+/** The unit of space a file takes: a hole (a file grown by truncate) takes none until written. */
+const BLOCK_BYTES = 4096;
 
 class Inode {
   bytes = new Uint8Array(0);
   length = 0;
   /** The data as of the last datasync. */
   durable = new Uint8Array(0);
+  /** Blocks that hold data (written): what the file takes of the disk. */
+  blocks = new Set<number>();
+
+  /** Blocks a write of `length` bytes at `position` would newly take. */
+  newBlocks(position: number, length: number): number {
+    let count = 0;
+    for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + length; block++) if (!this.blocks.has(block)) count++;
+    return count;
+  }
 
   write(source: Uint8Array, position: number): void {
+    for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + source.length; block++) this.blocks.add(block);
+    this.fill(source, position);
+  }
+
+  private fill(source: Uint8Array, position: number): void {
     const end = position + source.length;
     if (end > this.bytes.length) {
       const grown = new Uint8Array(Math.max(end, this.bytes.length * 2));
@@ -35,9 +53,11 @@ class Inode {
     this.length = Math.max(this.length, end);
   }
 
+  /** Longer: a hole (zeros that take no space); shorter: the blocks past the end are given back. */
   truncate(length: number): void {
-    if (length > this.length) this.write(new Uint8Array(length - this.length), this.length);
+    if (length > this.length) this.fill(new Uint8Array(length - this.length), this.length);
     this.length = length;
+    for (const block of this.blocks) if (block * BLOCK_BYTES >= length) this.blocks.delete(block);
   }
 
   get data(): Uint8Array {
@@ -76,6 +96,7 @@ class Inode {
     this.bytes = kept.slice();
     this.length = kept.length;
     this.durable = kept.slice();
+    this.blocks = new Set(Array.from({ length: Math.ceil(kept.length / BLOCK_BYTES) }, (_, block) => block));
   }
 }
 
@@ -126,6 +147,7 @@ export class MemoryFs implements StoreFs {
         twin.bytes = inode.bytes.slice();
         twin.length = inode.length;
         twin.durable = inode.durable.slice();
+        twin.blocks = new Set(inode.blocks);
         copies.set(inode, twin);
       }
       return twin;
@@ -194,9 +216,7 @@ export class MemoryFs implements StoreFs {
   }
 
   truncate(fd: number, length: number): void {
-    const inode = this.inode(fd);
-    if (this.fits(inode, length, 0) < 0) throw fsError("ENOSPC", "no space left on device");
-    inode.truncate(length);
+    this.inode(fd).truncate(length);
   }
 
   readFile(path: string): Uint8Array {
@@ -257,23 +277,23 @@ export class MemoryFs implements StoreFs {
     return Number.isFinite(this.capacityBytes) ? Math.max(0, this.capacityBytes - this.usedBytes()) : Number.MAX_SAFE_INTEGER;
   }
 
-  /** The bytes of every file that has a name or is open. */
+  /** The blocks of every file that has a name or is open. */
   usedBytes(): number {
     let used = 0;
-    for (const inode of new Set([...this.names.values(), ...this.fds.values()])) used += inode.length;
+    for (const inode of new Set([...this.names.values(), ...this.fds.values()])) used += inode.blocks.size * BLOCK_BYTES;
     return used;
   }
 
-  /**
-   * Of `length` bytes written at `position` of `inode`, how many fit in the space left; with
-   * `length` 0, whether the file may grow to `position` (negative: it may not).
-   */
+  /** Of `length` bytes written at `position` of `inode`, how many fit in the blocks left (from the start, in order). */
   private fits(inode: Inode, position: number, length: number): number {
-    const growth = Math.max(0, position + length - inode.length);
-    if (growth === 0 || !Number.isFinite(this.capacityBytes)) return length;
-    const room = this.capacityBytes - this.usedBytes();
-    if (length === 0) return room >= growth ? 0 : -1;
-    return Math.max(0, length - Math.max(0, growth - Math.max(0, room)));
+    if (!Number.isFinite(this.capacityBytes) || inode.newBlocks(position, length) === 0) return length;
+    let room = Math.floor((this.capacityBytes - this.usedBytes()) / BLOCK_BYTES);
+    let fits = 0;
+    for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + length; block++) {
+      if (!inode.blocks.has(block) && room-- <= 0) break;
+      fits = Math.min(length, (block + 1) * BLOCK_BYTES - position);
+    }
+    return fits;
   }
 
   lock(dir: string): () => void {

@@ -235,6 +235,7 @@ export class StoreDisk implements Storage {
 
   crash(rng: Rng, processOnly: boolean): string {
     const fs = this.fs;
+    const written = this.disk.writtenSeq;
     this.durability = null;
     this.later = () => {};
     const powerLoss = rng.chance(this.powerLossChance) && !processOnly;
@@ -246,6 +247,8 @@ export class StoreDisk implements Storage {
     const { recovered } = this.open(fs.copy());
     this.crashed = { history: this.historyOf(recovered.state.appliedSeq, recovered.lastEpoch), config: recovered.config };
     const at = `a restart recovers seq ${recovered.state.appliedSeq}${recovered.checkpoint ? ` (checkpoint at ${recovered.checkpoint.seq})` : ""}`;
+    // The system keeps what a killed process wrote: its log must give all of it back.
+    if (!powerLoss && recovered.state.appliedSeq < written) throw new Error(`process killed after writing its log through seq ${written}, but ${at}: the log lost what was written`);
     return powerLoss ? `power lost: what was not synced may be gone; ${at}` : `process killed: what it wrote survives; ${at}`;
   }
 

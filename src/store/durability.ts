@@ -270,6 +270,11 @@ export class Durability {
     this.freeSpace = { bytes: 0, atMs: this.now() };
   }
 
+  /** The last update written to the system: a killed process loses none up to it. */
+  get writtenSeq(): number {
+    return this.wal.writtenThrough;
+  }
+
   get latestCheckpoint(): CheckpointInfo | null {
     return this.lastCheckpoint;
   }

@@ -83,7 +83,14 @@ export function recover(io: StoreIo, dir: string, segmentSize: number, pageSize:
     const result = asCorrupt(() => replaySegment(fs, segment.file, segment.firstSeq, last, state, epochs));
     replayed += result.replayed;
     if (result.lastEpoch !== null) lastEpoch = result.lastEpoch;
-    if (result.cutAt !== null) {
+    if (result.cutAt === 0) {
+      // Nothing was logged in it: removed, not left empty. Emptied, it stayed below the segment
+      // the log goes on in, and the next restart refused it ("shorter than a log header";
+      // sim seed 706000011 of --disks --fsync batch --full-disks).
+      fs.unlink(segment.file);
+      fs.syncDirectory(dir);
+      notes.push(`removed ${segment.file}: created just before the crash, nothing was logged in it`);
+    } else if (result.cutAt !== null) {
       cutFile(fs, segment.file, result.cutAt);
       notes.push(`cut a torn record at the end of ${segment.file} (offset ${result.cutAt})`);
     } else if (syncs && result.replayed > 0) {

@@ -162,6 +162,11 @@ export class WriteAheadLog {
     return this.spareReady;
   }
 
+  /** The last sequence number written to the system (appended and flushed). */
+  get writtenThrough(): number {
+    return this.nextSeq - 1 - this.pendingRecords;
+  }
+
   get hasUnsynced(): boolean {
     return this.unsynced || this.pending.length > 0;
   }
@@ -176,6 +181,8 @@ export class WriteAheadLog {
   startSegment(firstSeq: number): void {
     this.flush();
     this.nextSegment(firstSeq);
+    // After a snapshot that rolled the history back, the next record is firstSeq, not the one after our last.
+    this.nextSeq = firstSeq;
     this.bytesSinceCheckpoint = 0;
   }
 
