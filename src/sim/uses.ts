@@ -145,7 +145,8 @@ export class RecallWatch {
       const update = updateAt(seq);
       if (!update) continue;
       const op = update.op;
-      if (op.type === "release") this.open.delete(op.holdId);
+      // A write release refused for lack of space releases the hold too (core/state.ts): it answers the recall.
+      if (op.type === "release" || (op.type === "refused" && op.holdId > 0)) this.open.delete(op.holdId);
       else if (op.type === "expire_session" || op.type === "close_session") {
         const session = op.type === "expire_session" ? op.session : update.session;
         for (const [holdId, entry] of this.open) if (entry.recall.session === session) this.open.delete(holdId);
