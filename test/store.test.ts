@@ -17,6 +17,8 @@ import { Rng } from "../src/sim/prng";
 const SEGMENT = 1024 * 1024;
 const PAGE = 4096;
 const SESSION = 77;
+/** Log segments of a few KiB, as the simulator's: a few writes span several. */
+const SMALL_LOG = { first: 2048, segment: 8192 };
 let dirs: string[] = [];
 
 afterEach(() => {
@@ -206,7 +208,7 @@ describe("write-ahead log", () => {
   });
 
   test("a power loss that writes the unsynced tail back in any order never gets the log refused, and keeps all that was synced", () => {
-    const io = { logSizes: { first: 2048, segment: 8192 } };
+    const io = { logSizes: SMALL_LOG };
     let cuts = 0;
     for (let seed = 1; seed <= 150; seed++) {
       const rng = new Rng(seed);
@@ -236,7 +238,7 @@ describe("write-ahead log", () => {
   });
 
   test("--fsync off: a power loss after restarts recovers a prefix of the history, never a refusal (segments never synced, torn or emptied)", () => {
-    const io = { logSizes: { first: 2048, segment: 8192 } };
+    const io = { logSizes: SMALL_LOG };
     let shortened = 0;
     for (let seed = 1; seed <= 60; seed++) {
       const rng = new Rng(seed);
@@ -310,7 +312,7 @@ describe("write-ahead log", () => {
   });
 
   test("random damage to any log segment, checkpoint or config.json is recovered from or refused with a RecoveryError naming a file, never another error (5,000 seeds passed once)", () => {
-    const io = { logSizes: { first: 2048, segment: 8192 } };
+    const io = { logSizes: SMALL_LOG };
     let refused = 0;
     for (let seed = 1; seed <= 300; seed++) {
       const rng = new Rng(seed);
@@ -349,7 +351,7 @@ describe("write-ahead log", () => {
   test("--fsync batch on a full disk: the periodic sync leaves records the disk refused to the server's retries, and throws nothing (found by the simulator)", () => {
     let tick = () => {};
     const fs = new MemoryFs(() => {});
-    const io = { fs, logSizes: { first: 2048, segment: 8192 }, repeat: (_ms: number, fn: () => void) => ((tick = fn), () => {}) };
+    const io = { fs, logSizes: SMALL_LOG, repeat: (_ms: number, fn: () => void) => ((tick = fn), () => {}) };
     const { durability } = Durability.open(io, "/data", SEGMENT, "batch", 1 << 26);
     const writer = new Writer(durability);
     startSession(writer);
@@ -388,7 +390,7 @@ describe("write-ahead log", () => {
         return typeof value === "function" ? value.bind(target) : value;
       },
     });
-    const io = { fs, logSizes: { first: 2048, segment: 8192 } };
+    const io = { fs, logSizes: SMALL_LOG };
     const { durability } = Durability.open(io, "/data", SEGMENT, "always", 1 << 26);
     const writer = new Writer(durability);
     startSession(writer);

@@ -148,8 +148,6 @@ const DIR = "/data";
 const SIM_LOG_SIZES: LogSizes = { first: 2048, segment: 8192 };
 
 export class StoreDisk implements Storage {
-  /** Only --fsync always promises that acknowledged updates survive a power loss of every server. */
-  readonly durable: boolean;
   readonly lossWindowMs: number;
   /** Where the current process's background I/O runs (nowhere once it died). */
   private later: Later = () => {};
@@ -169,8 +167,12 @@ export class StoreDisk implements Storage {
     /** The simulation's clock (free-space checks, checkpoint retries): never the machine's. */
     private readonly nowMs: () => number = () => 0,
   ) {
-    this.durable = fsync === "always";
     this.lossWindowMs = { always: 0, batch: BATCH_SYNC_MS, off: Number.POSITIVE_INFINITY }[fsync];
+  }
+
+  /** Only --fsync always promises that acknowledged updates survive a power loss of every server. */
+  get durable(): boolean {
+    return this.lossWindowMs === 0;
   }
 
   get savedConfig(): ChainConfig | null {

@@ -155,9 +155,8 @@ export class Durability {
 
   /** Writes the queued records, and syncs them if the mode and the records ask for it. */
   commit(): void {
-    if (this.fsync === "always" && this.syncDue) this.wal.sync();
-    else this.wal.flush();
-    this.syncDue = false;
+    this.wal.flush();
+    this.commitWritten();
   }
 
   /**
@@ -168,6 +167,7 @@ export class Durability {
   commitWritten(): void {
     if (this.fsync !== "always" || !this.syncDue) return;
     this.wal.syncWritten();
+    // Records still queued (a full disk refused them) stay due for a sync.
     if (!this.wal.hasQueued) this.syncDue = false;
   }
 

@@ -45,7 +45,6 @@ const RETIRED_PREFIX = "wal-retired-";
 const RETIRED_SEGMENTS_MAX = 2;
 
 export class WriteAheadLog {
-  private unsynced = false;
   /** Bytes appended since the last checkpoint (drives automatic checkpoints). */
   bytesSinceCheckpoint = 0;
   private pending: Uint8Array[] = [];
@@ -131,7 +130,6 @@ export class WriteAheadLog {
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingRecords = 0;
-    this.unsynced = true;
     return true;
   }
 
@@ -151,9 +149,13 @@ export class WriteAheadLog {
     return this.pending.length > 0;
   }
 
+  /** Records written to the current segment since its last sync. */
+  private get unsynced(): boolean {
+    return this.writeOffset > this.durableOffset;
+  }
+
   private datasync(): void {
     this.fs.datasync(this.fd);
-    this.unsynced = false;
     this.durableOffset = this.writeOffset;
   }
 
@@ -233,7 +235,6 @@ export class WriteAheadLog {
    */
   private nextSegment(firstSeq: number): void {
     if (this.unsynced && this.syncs) this.datasync();
-    this.unsynced = false;
     const spare = this.spareReady ? join(this.dir, SPARE_NAME) : null;
     this.spareReady = false;
     const capacity = spare || !this.syncs ? this.sizes.segment : this.sizes.first;
