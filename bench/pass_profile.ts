@@ -7,7 +7,10 @@
  * stretch of the pass, from the head's first byte to the tail's reply.
  *
  *   bun bench/pass_profile.ts [--binary dist/pstore] [--fsync off] [--seconds 6] [--clients 1]
- *                             [--workload cycle|contended]
+ *                             [--workload cycle|contended|large] [--span-min-ms 0]
+ *
+ * `--span-min-ms`: only passes whose servers' span is at least this long (with `large`, 20
+ * keeps the 64 MiB rewrites and drops the small releases between them).
  *
  * The bench's release p50 minus the servers' span is the client's own share and its two
  * hops (client → head, tail → client). "tail's reply → the client's next request at the head"
@@ -86,7 +89,8 @@ function median(values: number[]): number {
 const binary = resolve(option("--binary", join(ROOT, "dist/pstore")));
 const fsync = option("--fsync", "off") as "off" | "always" | "batch";
 const seconds = Number(option("--seconds", "6"));
-const workload = option("--workload", "cycle") as "cycle" | "contended";
+const workload = option("--workload", "cycle") as "cycle" | "contended" | "large";
+const spanMinUs = Number(option("--span-min-ms", "0")) * 1000;
 const clients = Number(option("--clients", workload === "contended" ? "8" : "1"));
 const stampDir = mkdtempSync(join(tmpdir(), "pstore-pass-"));
 const dataDir = mkdtempSync(join(tmpdir(), "pstore-pass-data-"));
@@ -119,6 +123,7 @@ try {
     const tailWritten = writtenAt(tail, seq);
     // Releases only: an acquire's last reply may be a grant long after (contended).
     if (out.op !== "release" || !request || !midIn || !midOut || !tailIn || reply === undefined || tailWritten === null) continue;
+    if (reply - request.bytes < spanMinUs) continue;
     passes++;
     add("head: bytes in → request decoded", request.decoded - request.bytes);
     add("head: decoded → forward leaves (core, encode)", out.at - request.decoded);

@@ -22,8 +22,17 @@ typedef struct pstore_page {
     uint8_t dirty;  /* written since the last pstore_protect() of the page */
     uint8_t opened; /* write-held and read since then: PROT_READ until written */
     uint8_t colour; /* PSTORE_COLOUR_*: the access advice its mapping was given (pstore_isolate) */
+    uint8_t huge;   /* its mapping was advised to use huge pages (pstore_advise_huge) */
     uint32_t name; /* index into the segment's name table, 0 = no name */
 } pstore_page;
+
+/* Huge pages (2 MiB on x86-64) for large data. On our VM (a PVM guest: its page
+ * tables are shadowed by the host) a 4 KiB page first touched after its mapping
+ * changed costs ~6 us: a datum released (PROT_NONE) and written again cost
+ * 100 ms per 64 MiB before the first byte of the next release, against 1.4 ms
+ * when the same memory is mapped by 2 MiB entries, which mprotect keeps whole
+ * as long as it covers them whole (docs/benchmarks.md, session 16). */
+#define PSTORE_HUGE_BYTES (2u * 1024 * 1024)
 
 /* A datum name, copied in so the handler never touches a JavaScript string. */
 typedef struct pstore_name {
@@ -245,21 +254,34 @@ static int pstore_open_write_run(pstore_segment *s, uint32_t page) {
 /* How many pages, from `page`, a first write (or a first read) opens: one,
  * unless it continues a streak of PSTORE_STREAK_PAGES_MIN pages or more touched
  * in order (a whole rewrite); then as many as the streak has (doubling it), at
- * most PSTORE_STREAK_RUN_MAX, and only write-held pages of the same datum not
- * yet written (for a read: not yet opened either). A rewrite of 64 MiB takes
- * ~80 faults instead of 16384; pages written ahead count as dirty, so a
- * sequential write that stops early ships at most one run of unchanged pages,
- * never loses one. */
+ * most PSTORE_STREAK_RUN_MAX (PSTORE_STREAK_RUN_MAX_HUGE where huge pages are
+ * advised), and only write-held pages of the same datum not yet written (for a
+ * read: not yet opened either). A rewrite of 64 MiB takes ~30 faults instead of
+ * 16384; pages written ahead count as dirty, so a sequential write that stops
+ * early ships at most one run of unchanged pages, never loses one. Where huge
+ * pages are advised, a run covers whole huge pages once it reaches a boundary
+ * and stops at the last boundary it crosses: mprotect then changes whole 2 MiB
+ * entries instead of splitting them into 4 KiB ones (PSTORE_HUGE_BYTES). */
 #define PSTORE_STREAK_PAGES_MIN 16
 #define PSTORE_STREAK_RUN_MAX 256
+#define PSTORE_STREAK_RUN_MAX_HUGE 2048
 static uint32_t pstore_run_ahead(const pstore_segment *s, uint32_t page, int for_write) {
     if (page != s->streak_end || s->streak_pages < PSTORE_STREAK_PAGES_MIN) return 1;
-    uint32_t want = s->streak_pages < PSTORE_STREAK_RUN_MAX ? s->streak_pages : PSTORE_STREAK_RUN_MAX;
+    uint32_t per_huge = s->pages[page].huge ? PSTORE_HUGE_BYTES / s->page_size : 0;
+    uint32_t run_max = per_huge > 1 ? PSTORE_STREAK_RUN_MAX_HUGE : PSTORE_STREAK_RUN_MAX;
+    uint32_t want = s->streak_pages < run_max ? s->streak_pages : run_max;
+    /* Pages counted from the address space's start, where huge pages are aligned. */
+    uintptr_t absolute = (uintptr_t)s->base / s->page_size + page;
+    if (per_huge > 1 && absolute % per_huge == 0) want = (want + per_huge - 1) / per_huge * per_huge;
     uint32_t end = page + 1;
     while (end < s->page_count && end - page < want && s->pages[end].mode == PSTORE_HOLD_WRITE &&
            !s->pages[end].dirty && (for_write || !s->pages[end].opened) &&
            s->pages[end].name == s->pages[page].name) {
         end++;
+    }
+    if (per_huge > 1) {
+        uintptr_t boundary = (absolute + (end - page)) / per_huge * per_huge;
+        if (boundary > absolute) end = page + (uint32_t)(boundary - absolute);
     }
     return end - page;
 }
@@ -560,6 +582,22 @@ static void pstore_isolate(pstore_segment *s, uint32_t first, uint32_t count, ps
     s->isolated++;
 }
 
+/* Large data (PSTORE_HUGE_BYTES * 2 on, so that a whole huge page lies inside)
+ * of private memory get their mapping advised to use huge pages, small ones
+ * not (a huge page for a 4 KiB datum would take 2 MiB): the advice changes
+ * only where it was the other, so the mappings split no further. */
+static void pstore_advise_huge(pstore_segment *s, uint32_t first, uint32_t count) {
+    if (s->readable || s->shared || count == 0) return;
+    uint8_t want = (size_t)count * s->page_size >= (size_t)PSTORE_HUGE_BYTES * 2;
+    int differs = 0;
+    for (uint32_t i = first; i < first + count && !differs; i++) differs = s->pages[i].huge != want;
+    if (!differs) return;
+    if (madvise(s->base + (size_t)first * s->page_size, (size_t)count * s->page_size, want ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0) {
+        return; /* e.g. no transparent huge pages in this kernel: 4 KiB pages, only slower */
+    }
+    for (uint32_t i = first; i < first + count; i++) s->pages[i].huge = want;
+}
+
 int pstore_set_name(int seg, uint32_t first, uint32_t count,
                     const char *name, uint32_t name_len, char *err) {
     pstore_segment *s = pstore_segment_get(seg, err);
@@ -587,6 +625,7 @@ int pstore_set_name(int seg, uint32_t first, uint32_t count,
     n->isolated = 0;
     for (uint32_t i = first; i < first + count; i++) s->pages[i].name = id;
     pstore_isolate(s, first, count, n);
+    pstore_advise_huge(s, first, count);
     return PSTORE_OK;
 }
 
