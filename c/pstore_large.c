@@ -17,13 +17,19 @@ static size_t kept_capacity = 0;
 static size_t keep_max = 0;
 static uint64_t mapped = 0, unmapped = 0;
 
-static size_t round_to_pages(size_t bytes) {
-    size_t page = 4096;
-    return (bytes + page - 1) / page * page;
+/* Huge pages (2 MiB) for large buffers: a fresh mapping's 4 KiB pages cost
+ * ~11 us each to fault in on our VM (180 ms for a 64 MiB frame), a huge page
+ * about as much as zeroing it (~0.1 ms for 2 MiB). Sized in whole huge pages
+ * so that every one of them can be huge. */
+#define HUGE_BYTES ((size_t)2 * 1024 * 1024)
+
+static size_t round_up(size_t bytes, size_t unit) {
+    return (bytes + unit - 1) / unit * unit;
 }
 
 void *pstore_large_alloc(double bytes, double keep_bytes_max, double *capacity, char *err) {
-    size_t want = round_to_pages(bytes < 1 ? 1 : (size_t)bytes);
+    size_t want = round_up(bytes < 1 ? 1 : (size_t)bytes, 4096);
+    if (want >= 2 * HUGE_BYTES) want = round_up(want, HUGE_BYTES);
     void *reuse = NULL, *drop = NULL;
     size_t reuse_capacity = 0, drop_capacity = 0;
     pthread_mutex_lock(&kept_lock);
@@ -55,6 +61,8 @@ void *pstore_large_alloc(double bytes, double keep_bytes_max, double *capacity, 
         return NULL;
     }
     __atomic_add_fetch(&mapped, 1, __ATOMIC_RELAXED);
+    /* Only advice: without transparent huge pages the buffer is made of 4 KiB pages. */
+    if (want >= 2 * HUGE_BYTES) madvise(p, want, MADV_HUGEPAGE);
     *capacity = (double)want;
     return p;
 }
