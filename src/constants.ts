@@ -194,6 +194,13 @@ export const UPDATE_PARTS_BYTES_MIN = 256 * 1024;
  * frame too is copied into it as it comes.
  */
 export const LARGE_FRAME_BYTES_MIN = 8 * 1024 * 1024;
+/**
+ * A server with this many bytes of forwards waiting to be sent holds back its disk work and
+ * collections until they have left (src/server/server.ts, afterForwardsLeave), for at most
+ * HOLD_FOR_FORWARD_MS_MAX.
+ */
+export const HOLD_FOR_FORWARD_BYTES_MIN = 1024 * 1024;
+export const HOLD_FOR_FORWARD_MS_MAX = 200;
 /** While a large frame arrives, a server collects garbage after every this many bytes of it (the socket's chunks). */
 export const LARGE_FRAME_COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
 /** A server collects garbage before making a large frame's buffer at most this often. */

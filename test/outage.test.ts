@@ -4,6 +4,9 @@
  * the holds it had are reported lost, nothing else.
  */
 import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { PAGE_SIZE } from "../src/constants";
+import { NODE_IO, recover } from "../src/store";
 import { type Store, connect, PStoreError } from "../src/index";
 import { codeOf } from "./helpers/errors";
 import { clusterPerTest, waitServing } from "./helpers/cluster";
@@ -96,4 +99,35 @@ test("what a wait is for: onQueued when a holder blocks the access, chainMissing
   await Bun.sleep(300);
   expect(waiter.stats().chainMissingMs).toBeGreaterThanOrEqual(200);
   expect(await failed).toBeInstanceOf(PStoreError);
+}, 60_000);
+
+const largeClusters = clusterPerTest({ segmentSize: 64 * 1024 * 1024, fsync: "off" });
+
+test("large rewrites down a 3-server chain, then a stop: every server's own disk holds the last one byte for byte", async () => {
+  // A server holds back its log write while a large forward leaves (src/server/server.ts,
+  // afterForwardsLeave); held or not, the write must reach its disk.
+  const c = await largeClusters.start();
+  const store = await connect({ servers: c.servers });
+  largeClusters.stores.push(store);
+  const size = 16 * 1024 * 1024;
+  const pattern = (round: number, i: number) => (i * 7 + round * 13 + (i >> 12)) & 0xff;
+  await store.create("big", size);
+  for (const round of [1, 2, 3]) {
+    await store.withWrite("big", (view) => {
+      for (let i = 0; i < size; i++) view[i] = pattern(round, i);
+    });
+  }
+  await store.close();
+  await c.stop();
+  for (const server of [1, 2, 3]) {
+    const recovered = recover(NODE_IO, join(c.dataDir, String(server)), 64 * 1024 * 1024, PAGE_SIZE, false);
+    recovered.wal.close();
+    const datum = recovered.state.data.get("big")!;
+    let wrong = -1;
+    for (let page = 0; page < size / PAGE_SIZE && wrong < 0; page++) {
+      const bytes = recovered.state.pages.read(datum.firstPage + page);
+      for (let j = 0; j < PAGE_SIZE && wrong < 0; j++) if (bytes[j] !== pattern(3, page * PAGE_SIZE + j)) wrong = page * PAGE_SIZE + j;
+    }
+    expect({ server, wrong }).toEqual({ server, wrong: -1 });
+  }
 }, 60_000);

@@ -9,6 +9,8 @@ import type { TCPSocketListener } from "bun";
 import { consola, type ConsolaInstance } from "consola";
 import {
   CHECKPOINT_WAITS_MAX,
+  HOLD_FOR_FORWARD_BYTES_MIN,
+  HOLD_FOR_FORWARD_MS_MAX,
   LARGE_FRAME_BYTES_MIN,
   LARGE_FRAME_COLLECT_EVERY_BYTES,
   LARGE_FRAME_GC_INTERVAL_MS,
@@ -53,6 +55,12 @@ export class Server implements NodeHost {
   /** When frameBuffer last collected garbage before making a buffer. */
   private frameGcAtMs = -Infinity;
   private readonly diskQueue: DiskQueue;
+  /** Our connections to peers (dialled): the forwards go out on them. */
+  private readonly dialledLinks = new Set<Link>();
+  /** Disk work and collections held back while a large forward leaves (afterForwardsLeave), in order. */
+  private held: (() => void)[] = [];
+  private heldTimer: ReturnType<typeof setTimeout> | null = null;
+  private heldSinceMs = 0;
   /** Stamps for bench/pass_profile.ts, when asked for (null: none). */
   private readonly profile: PassProfile | null;
   readonly selfId: number;
@@ -79,17 +87,16 @@ export class Server implements NodeHost {
       this.durability = durability;
       const diskQueue = new DiskQueue(durableStore(durability), options.dataDir, this.log);
       this.diskQueue = diskQueue;
+      const awaitSync = options.fsync === "always";
       this.disk = {
-        write: (items, written, unsynced) =>
-          diskQueue.push(
-            items,
-            () => {
-              this.profile?.written(lastSeqOf(items));
-              written();
-              if (durability.checkpointDue) this.scheduleCheckpoint();
-            },
-            unsynced,
-          ),
+        write: (items, written, unsynced) => {
+          const afterWrite = () => {
+            this.profile?.written(lastSeqOf(items));
+            written();
+            if (durability.checkpointDue) this.scheduleCheckpoint();
+          };
+          this.afterForwardsLeave(awaitSync, () => diskQueue.push(items, afterWrite, unsynced));
+        },
         get waiting() {
           return diskQueue.waiting;
         },
@@ -181,6 +188,7 @@ export class Server implements NodeHost {
       },
       onClose: (closed, reason) => {
         this.links.delete(id);
+        this.dialledLinks.delete(closed);
         this.admission.release(closed);
         this.node.onClosed(id);
         this.log.debug(`connection closed: ${reason}`);
@@ -214,6 +222,7 @@ export class Server implements NodeHost {
     this.idleReleaseTimer = null;
     this.diskQueue.stop();
     this.node.stop();
+    this.runHeld();
     this.listener?.stop(true);
     this.listener = null;
     this.diskQueue.stop();
@@ -282,9 +291,55 @@ export class Server implements NodeHost {
     this.scheduleIdleRelease();
     if (this.collectTimer !== null) return;
     this.collectTimer = setTimeout(() => {
-      this.collectTimer = null;
-      Bun.gc(true);
+      this.afterForwardsLeave(false, () => {
+        this.collectTimer = null;
+        Bun.gc(true);
+      });
     }, 0);
+  }
+
+  /**
+   * Runs `fn` (this server's disk work, a collection) once the large forward its peer links
+   * are sending has left, or at once when none is. Each blocks the event loop, and the rest
+   * of a forward waits meanwhile in our queue for the socket to drain: a 64 MiB forward took
+   * 64-72 ms to cross a hop whose sender wrote its log and collected garbage in the middle,
+   * ~22 ms when nothing holds it (docs/benchmarks.md, session 16). Not with --fsync always
+   * (`awaitSync`): there the forwards wait for our write. The forwards of --fsync off and
+   * batch leave before our write in any case. Nor on the tail, whose replies wait for its
+   * write (its forwards go to a joiner). Held work runs in order, before a checkpoint and at stop.
+   */
+  private afterForwardsLeave(awaitSync: boolean, fn: () => void): void {
+    if (awaitSync) return fn();
+    const hold = this.held.length > 0 || (!this.node.replica.isTail && this.forwardBytesQueued() >= HOLD_FOR_FORWARD_BYTES_MIN);
+    if (!hold) return fn();
+    if (this.held.length === 0) this.heldSinceMs = performance.now();
+    this.held.push(fn);
+    this.heldTimer ??= setTimeout(() => this.checkHeld(), 1);
+  }
+
+  private checkHeld(): void {
+    this.heldTimer = null;
+    if (this.held.length === 0) return;
+    const waited = performance.now() - this.heldSinceMs;
+    if (this.forwardBytesQueued() > 0 && waited < HOLD_FOR_FORWARD_MS_MAX) {
+      this.heldTimer = setTimeout(() => this.checkHeld(), 1);
+      return;
+    }
+    this.runHeld();
+  }
+
+  /** Runs what afterForwardsLeave held back, in order. */
+  private runHeld(): void {
+    if (this.heldTimer !== null) clearTimeout(this.heldTimer);
+    this.heldTimer = null;
+    while (this.held.length > 0) this.held.shift()!();
+  }
+
+  /** Bytes waiting in the queues of our links to peers. */
+  private forwardBytesQueued(): number {
+    let bytes = 0;
+    for (const link of this.dialledLinks) bytes += link.pendingBytes;
+    return bytes;
   }
 
   /**
@@ -366,6 +421,7 @@ export class Server implements NodeHost {
             const link = server.addLink(socket);
             // A state transfer is one large frame: allow it to wait in the queue.
             link.setQueuedBytesMax(server.peerFrameBytesMax() * 2);
+            server.dialledLinks.add(link);
             server.node.onDialled(peer, link.tag as ConnId);
           },
           connectError() {},
@@ -393,6 +449,7 @@ export class Server implements NodeHost {
       }
       // The log must hold every update the state has applied: flush what is queued first.
       this.node.flush();
+      this.runHeld();
       this.checkpointTimer = null;
       if (this.diskQueue.waiting) return; // the disk is full: no checkpoint now
       const replica = this.node.replica;
