@@ -5,6 +5,9 @@
  * writers may overlap, and the clients must all finish.
  */
 import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { PAGE_SIZE } from "../src/constants";
+import { NODE_IO, recover } from "../src/store";
 import { type Store, connect } from "../src/index";
 import { clusterPerTest, waitServing } from "./helpers/cluster";
 import { IncrementWorkload, verifyCounters } from "./helpers/workload";
@@ -137,4 +140,71 @@ test.each(["middle", "head"] as const)("a paused %s (SIGSTOP: connections open, 
   // Resumed, it learns it was removed, rejoins at the tail and catches up.
   await waitConverged(all[0]!, 3, 15_000);
   console.log(`paused ${role}: longest pause in acknowledged writes ${workload.longestGapBetween(pausedAt, pausedAt + 3000)} ms`);
+}, 120_000);
+
+const largeClusters = clusterPerTest({ segmentSize: 64 * 1024 * 1024, fsync: "off", serveArgs: ["--session-timeout-ms", "5000"] });
+
+test("8 MiB rewrites while the middle, then the head, is killed -9 and restarted: each rewrite is whole or absent, none acknowledged is lost", async () => {
+  // A head or middle holds its disk work while a large forward leaves (src/server/server.ts,
+  // afterForwardsLeave): the link under it dies here, mid-forward.
+  const c = await largeClusters.start();
+  const writer = await connect({ servers: c.servers, failoverTimeoutMs: 20_000 });
+  largeClusters.stores.push(writer);
+  await waitServing(writer, 3, 15_000);
+  const size = 8 * 1024 * 1024;
+  const byteOf = (round: number, i: number) => (i * 31 + round * 7 + (i >> 12)) & 0xff;
+  await writer.create("big", size);
+  let acknowledged = 0;
+  let attempted = 0;
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) {
+      const round = ++attempted;
+      await writer
+        .withWrite("big", (view) => {
+          for (let i = 0; i < size; i++) view[i] = byteOf(round, i);
+        })
+        .then(
+          () => void (acknowledged = round),
+          () => {},
+        );
+    }
+  })();
+  for (const role of ["middle", "head"] as const) {
+    await Bun.sleep(800);
+    const victim = await indexOf(writer, role, c.servers);
+    const before = acknowledged;
+    await c.kill(victim, "SIGKILL");
+    const deadline = performance.now() + 15_000;
+    while (acknowledged < before + 3 && performance.now() < deadline) await Bun.sleep(20);
+    expect(acknowledged).toBeGreaterThanOrEqual(before + 3);
+    await c.restart(victim);
+    await waitServing(writer, 3, 20_000);
+  }
+  stop = true;
+  await loop;
+  /** The round whose bytes `page` holds in full (-1: none). */
+  const roundOf = (bytes: Uint8Array, at: number): number => {
+    for (let round = acknowledged; round <= attempted; round++) {
+      let same = true;
+      for (let j = 0; j < bytes.length && same; j += 97) same = bytes[j] === byteOf(round, at + j);
+      if (same) return round;
+    }
+    return -1;
+  };
+  const seen = await writer.withRead("big", (view) => roundOf(view, 0));
+  expect(seen).toBeGreaterThanOrEqual(acknowledged);
+  await writer.withRead("big", (view) => expect(roundOf(view.subarray(size - 4096), size - 4096)).toBe(seen));
+  await waitConverged(writer, 3, 20_000);
+  await writer.close();
+  await c.stop();
+  for (const server of [1, 2, 3]) {
+    const recovered = recover(NODE_IO, join(c.dataDir, String(server)), 64 * 1024 * 1024, PAGE_SIZE, false);
+    recovered.wal.close();
+    const datum = recovered.state.data.get("big")!;
+    const rounds = new Set<number>();
+    for (let page = 0; page < size / PAGE_SIZE; page += 255) rounds.add(roundOf(recovered.state.pages.read(datum.firstPage + page), page * PAGE_SIZE));
+    expect({ server, rounds: [...rounds] }).toEqual({ server, rounds: [seen] });
+  }
+  console.log(`large rewrites: ${acknowledged} acknowledged of ${attempted}, the datum holds round ${seen}`);
 }, 120_000);
