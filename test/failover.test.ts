@@ -5,11 +5,9 @@
  * writers may overlap, and the clients must all finish.
  */
 import { expect, test } from "bun:test";
-import { join } from "node:path";
 import { PAGE_SIZE } from "../src/constants";
-import { NODE_IO, recover } from "../src/store";
 import { type Store, connect } from "../src/index";
-import { clusterPerTest, waitServing } from "./helpers/cluster";
+import { clusterPerTest, recoveredPages, waitServing } from "./helpers/cluster";
 import { IncrementWorkload, verifyCounters } from "./helpers/workload";
 
 const CLIENTS = 8;
@@ -199,11 +197,9 @@ test("8 MiB rewrites while the middle, then the head, is killed -9 and restarted
   await writer.close();
   await c.stop();
   for (const server of [1, 2, 3]) {
-    const recovered = recover(NODE_IO, join(c.dataDir, String(server)), 64 * 1024 * 1024, PAGE_SIZE, false);
-    recovered.wal.close();
-    const datum = recovered.state.data.get("big")!;
+    const pageOf = recoveredPages(c, server, 64 * 1024 * 1024, "big", false);
     const rounds = new Set<number>();
-    for (let page = 0; page < size / PAGE_SIZE; page += 255) rounds.add(roundOf(recovered.state.pages.read(datum.firstPage + page), page * PAGE_SIZE));
+    for (let page = 0; page < size / PAGE_SIZE; page += 255) rounds.add(roundOf(pageOf(page), page * PAGE_SIZE));
     expect({ server, rounds: [...rounds] }).toEqual({ server, rounds: [seen] });
   }
   console.log(`large rewrites: ${acknowledged} acknowledged of ${attempted}, the datum holds round ${seen}`);

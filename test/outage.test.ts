@@ -4,12 +4,10 @@
  * the holds it had are reported lost, nothing else.
  */
 import { expect, test } from "bun:test";
-import { join } from "node:path";
 import { PAGE_SIZE } from "../src/constants";
-import { NODE_IO, recover } from "../src/store";
 import { type Store, connect, PStoreError } from "../src/index";
 import { codeOf } from "./helpers/errors";
-import { clusterPerTest, waitServing } from "./helpers/cluster";
+import { clusterPerTest, recoveredPages, waitServing } from "./helpers/cluster";
 
 const clusters = clusterPerTest({ segmentSize: 1024 * 1024, serveArgs: ["--session-timeout-ms", "1000"] });
 const startCluster = () => clusters.start();
@@ -120,12 +118,10 @@ test("large rewrites down a 3-server chain, then a stop: every server's own disk
   await store.close();
   await c.stop();
   for (const server of [1, 2, 3]) {
-    const recovered = recover(NODE_IO, join(c.dataDir, String(server)), 64 * 1024 * 1024, PAGE_SIZE, false);
-    recovered.wal.close();
-    const datum = recovered.state.data.get("big")!;
+    const pageOf = recoveredPages(c, server, 64 * 1024 * 1024, "big", false);
     let wrong = -1;
     for (let page = 0; page < size / PAGE_SIZE && wrong < 0; page++) {
-      const bytes = recovered.state.pages.read(datum.firstPage + page);
+      const bytes = pageOf(page);
       for (let j = 0; j < PAGE_SIZE && wrong < 0; j++) if (bytes[j] !== pattern(3, page * PAGE_SIZE + j)) wrong = page * PAGE_SIZE + j;
     }
     expect({ server, wrong }).toEqual({ server, wrong: -1 });

@@ -4,7 +4,10 @@
  * its data removed.
  */
 import { afterEach } from "bun:test";
+import { join } from "node:path";
 import { LocalCluster, type LocalClusterOptions } from "../../src/cli/cluster";
+import { PAGE_SIZE } from "../../src/constants";
+import { NODE_IO, recover } from "../../src/store";
 import type { Store } from "../../src/index";
 import { pstoreCommand, removeDir, tempDir } from "./processes";
 
@@ -48,4 +51,16 @@ export async function waitServing(store: Store, count: number, timeoutMs: number
     await Bun.sleep(50);
   }
   throw new Error(`${count} servers were not serving within ${timeoutMs} ms: ${last}`);
+}
+
+/**
+ * What a stopped cluster's server `server` (from 1) recovers of datum `name` from its own
+ * data dir: its pages, one at a time. `syncs`: false for --fsync off.
+ */
+export function recoveredPages(cluster: LocalCluster, server: number, segmentSize: number, name: string, syncs: boolean): (page: number) => Uint8Array {
+  const recovered = recover(NODE_IO, join(cluster.dataDir, String(server)), segmentSize, PAGE_SIZE, syncs);
+  recovered.wal.close();
+  const datum = recovered.state.data.get(name);
+  if (!datum) throw new Error(`server ${server} recovered no datum ${name}`);
+  return (page) => recovered.state.pages.read(datum.firstPage + page);
 }
