@@ -119,16 +119,22 @@ describe("under a write hold, only the pages written are dirty", () => {
     // 2048 pages, as whole 2 MiB huge pages once a run reaches a huge-page boundary (a 64 MiB
     // datum's mapping is advised to use them). 30 faults when the mapping starts on a 2 MiB
     // boundary; a few more when it does not (the first runs stop at the boundaries they cross).
-    // Before huge pages: runs of at most 256 pages, 83 faults.
-    expect(seen.faults).toBeGreaterThanOrEqual(16 + 5);
-    expect(seen.faults).toBeLessThanOrEqual(40);
+    // Where the kernel refuses the advice (no transparent huge pages): runs of at most 256
+    // pages, 83 faults.
+    if (!seen.hugeAdvised) expect(seen.faults).toBe(16 + 4 + (16384 - 256) / 256);
+    else {
+      expect(seen.faults).toBeGreaterThanOrEqual(16 + 5);
+      expect(seen.faults).toBeLessThanOrEqual(40);
+    }
     console.log(`hot loop: ${seen.elapsedMs.toFixed(1)} ms for 16384 first writes in ${seen.faults} faults`);
   });
 
   test("a large datum's memory is advised to use huge pages, a small one's not", async () => {
     const seen = await childResult("huge-pages");
-    expect(seen.largeAdvised).toBe(true);
     expect(seen.smallAdvised).toBe(false);
+    // A kernel built without them refuses the advice: the datum keeps 4 KiB pages, only slower.
+    if (seen.thpEnabled === "unsupported") return console.log("skipped: this kernel has no transparent huge pages");
+    expect(seen.largeAdvised).toBe(true);
     // Huge pages themselves only where the system gives them (transparent_hugepage not "never").
     if (!seen.thpEnabled.includes("[never]")) expect(seen.largeHugeKiB).toBeGreaterThan(32 * 1024);
   });
