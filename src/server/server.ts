@@ -95,7 +95,9 @@ export class Server implements NodeHost {
             written();
             if (durability.checkpointDue) this.scheduleCheckpoint();
           };
-          this.afterForwardsLeave(awaitSync, () => diskQueue.push(items, afterWrite, unsynced));
+          // With --fsync always the forwards wait for our write: nothing to hold it for.
+          if (awaitSync) diskQueue.push(items, afterWrite, unsynced);
+          else this.afterForwardsLeave(() => diskQueue.push(items, afterWrite, unsynced));
         },
         get waiting() {
           return diskQueue.waiting;
@@ -115,7 +117,7 @@ export class Server implements NodeHost {
           suspectMs: options.suspectMs,
           quorum: options.quorum ?? "none",
           forceBoot: options.forceBoot ?? false,
-          awaitSync: options.fsync === "always",
+          awaitSync,
         },
         recovered.state,
         recovered.lastEpoch,
@@ -291,7 +293,7 @@ export class Server implements NodeHost {
     this.scheduleIdleRelease();
     if (this.collectTimer !== null) return;
     this.collectTimer = setTimeout(() => {
-      this.afterForwardsLeave(false, () => {
+      this.afterForwardsLeave(() => {
         this.collectTimer = null;
         Bun.gc(true);
       });
@@ -303,13 +305,12 @@ export class Server implements NodeHost {
    * are sending has left, or at once when none is. Each blocks the event loop, and the rest
    * of a forward waits meanwhile in our queue for the socket to drain: a 64 MiB forward took
    * 64-72 ms to cross a hop whose sender wrote its log and collected garbage in the middle,
-   * ~22 ms when nothing holds it (docs/benchmarks.md, session 16). Not with --fsync always
-   * (`awaitSync`): there the forwards wait for our write. The forwards of --fsync off and
-   * batch leave before our write in any case. Nor on the tail, whose replies wait for its
-   * write (its forwards go to a joiner). Held work runs in order, before a checkpoint and at stop.
+   * ~22 ms when nothing holds it (docs/benchmarks.md, session 16). The forwards of --fsync
+   * off and batch leave before our write in any case (--fsync always's wait for it and never
+   * come here). Not on the tail, whose replies wait for its write (its forwards go to a
+   * joiner). Held work runs in order, before a checkpoint and at stop.
    */
-  private afterForwardsLeave(awaitSync: boolean, fn: () => void): void {
-    if (awaitSync) return fn();
+  private afterForwardsLeave(fn: () => void): void {
     const hold = this.held.length > 0 || (!this.node.replica.isTail && this.forwardBytesQueued() >= HOLD_FOR_FORWARD_BYTES_MIN);
     if (!hold) return fn();
     if (this.held.length === 0) this.heldSinceMs = performance.now();
@@ -337,9 +338,7 @@ export class Server implements NodeHost {
 
   /** Bytes waiting in the queues of our links to peers. */
   private forwardBytesQueued(): number {
-    let bytes = 0;
-    for (const link of this.dialledLinks) bytes += link.pendingBytes;
-    return bytes;
+    return pendingBytesOf(this.dialledLinks);
   }
 
   /**
@@ -463,12 +462,17 @@ export class Server implements NodeHost {
 
   /** Bytes waiting in this server's outbound queues. */
   private outboundBytes(): number {
-    let bytes = 0;
-    for (const link of this.links.values()) bytes += link.pendingBytes;
-    return bytes;
+    return pendingBytesOf(this.links.values());
   }
 
   private peerFrameBytesMax(): number {
     return peerFrameBytesMax(this.options.segmentSize);
   }
+}
+
+/** Bytes waiting in the queues of `links`. */
+function pendingBytesOf(links: Iterable<Link>): number {
+  let bytes = 0;
+  for (const link of links) bytes += link.pendingBytes;
+  return bytes;
 }

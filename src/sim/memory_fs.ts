@@ -29,13 +29,6 @@ class Inode {
   /** Blocks that hold data (written): what the file takes of the disk. */
   blocks = new Set<number>();
 
-  /** Blocks a write of `length` bytes at `position` would newly take. */
-  newBlocks(position: number, length: number): number {
-    let count = 0;
-    for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + length; block++) if (!this.blocks.has(block)) count++;
-    return count;
-  }
-
   write(source: Uint8Array, position: number): void {
     for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + source.length; block++) this.blocks.add(block);
     this.fill(source, position);
@@ -286,11 +279,15 @@ export class MemoryFs implements StoreFs {
 
   /** Of `length` bytes written at `position` of `inode`, how many fit in the blocks left (from the start, in order). */
   private fits(inode: Inode, position: number, length: number): number {
-    if (!Number.isFinite(this.capacityBytes) || inode.newBlocks(position, length) === 0) return length;
-    let room = Math.floor((this.capacityBytes - this.usedBytes()) / BLOCK_BYTES);
+    if (!Number.isFinite(this.capacityBytes)) return length;
+    // The space left, counted only once a block is new (it walks every file).
+    let room: number | null = null;
     let fits = 0;
     for (let block = Math.floor(position / BLOCK_BYTES); block * BLOCK_BYTES < position + length; block++) {
-      if (!inode.blocks.has(block) && room-- <= 0) break;
+      if (!inode.blocks.has(block)) {
+        room ??= Math.floor((this.capacityBytes - this.usedBytes()) / BLOCK_BYTES);
+        if (room-- <= 0) break;
+      }
       fits = Math.min(length, (block + 1) * BLOCK_BYTES - position);
     }
     return fits;
