@@ -60,8 +60,6 @@ interface Batch {
   items: Persist[];
   /** The batch is on disk: its messages may leave. */
   written: () => void;
-  /** The batch is written, not yet synced: what may leave before the sync leaves (once). */
-  unsynced?: () => void;
 }
 
 export class DiskQueue {
@@ -92,9 +90,9 @@ export class DiskQueue {
     return count;
   }
 
-  /** Writes `items` (after any batch that waits), calls `unsynced`, syncs, then calls `written`. */
-  push(items: Persist[], written: () => void, unsynced?: () => void): void {
-    this.unwritten.push({ items, written, unsynced });
+  /** Writes `items` (after any batch that waits), syncs, then calls `written`. */
+  push(items: Persist[], written: () => void): void {
+    this.unwritten.push({ items, written });
     if (this.retry === null) this.writeAll();
   }
 
@@ -116,11 +114,6 @@ export class DiskQueue {
         }
       }
       this.store.flush();
-      for (const batch of pending) {
-        const unsynced = batch.unsynced;
-        batch.unsynced = undefined;
-        unsynced?.();
-      }
       this.store.commit();
     } catch (error) {
       if (!isNoSpace(error)) throw error;
