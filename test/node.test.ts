@@ -27,7 +27,7 @@ function scriptedHost(clock: { now: number }): NodeHost {
     largeFrame() {},
     largeFrameArrived() {},
     frameBuffer: (bytes) => new Uint8Array(bytes),
-    disk: { write: (_items, written) => written(), waiting: false, spaceShort: () => false },
+    disk: { write: (_items, written, unsynced) => (unsynced?.(), written()), waiting: false, spaceShort: () => false },
     log: { info() {}, warn() {}, error() {}, debug() {} },
   };
 }

@@ -9,11 +9,12 @@
  * Readys are carried out in the order they were made; the sends of a later
  * Ready never overtake the disk work of an earlier one. Both hosts obey this
  * through one function: ServerNode.release (src/server/node.ts). Two exceptions
- * for the forwards that lead a batch of log records, which only make the successor
- * hold what we hold: they leave before the batch is written. When the replica
- * awaits syncs (--fsync always), what rests on the sync (the tail's replies)
+ * for the forwards that lead a batch, which only make the successor hold what we
+ * hold: when the replica awaits syncs (--fsync always) they leave once the batch
+ * is written, before its sync, and what rests on the sync (the tail's replies)
  * waits for the whole chain's instead (chain_sync.ts); when it does not (--fsync
- * off/batch), a tail that wrote before replying keeps their promise.
+ * off/batch, whose promise a tail that wrote before replying keeps), they leave
+ * before a batch of log records is written.
  *
  * The host never reads the replica's state back to build what it sends:
  * a reply carries its pages, an announcement the chain clients must see.

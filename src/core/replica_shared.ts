@@ -55,7 +55,7 @@ export interface ReplicaOptions {
   forceBoot?: boolean;
   /**
    * The host syncs updates that need it (--fsync always) and says so (Replica.onDurable):
-   * forwards leave before the write, and the tail replies once the whole chain has synced
+   * forwards leave before the sync, and the tail replies once the whole chain has synced
    * (chain_sync.ts). False: what the host writes counts as done at once.
    */
   awaitSync?: boolean;

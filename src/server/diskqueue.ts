@@ -60,6 +60,8 @@ interface Batch {
   items: Persist[];
   /** The batch is on disk: its messages may leave. */
   written: () => void;
+  /** The batch is written, not yet synced: what may leave before the sync leaves (once). */
+  unsynced?: () => void;
 }
 
 export class DiskQueue {
@@ -90,9 +92,9 @@ export class DiskQueue {
     return count;
   }
 
-  /** Writes `items` (after any batch that waits), syncs, then calls `written`. */
-  push(items: Persist[], written: () => void): void {
-    this.unwritten.push({ items, written });
+  /** Writes `items` (after any batch that waits), calls `unsynced`, syncs, then calls `written`. */
+  push(items: Persist[], written: () => void, unsynced?: () => void): void {
+    this.unwritten.push({ items, written, unsynced });
     if (this.retry === null) this.writeAll();
   }
 
@@ -114,6 +116,11 @@ export class DiskQueue {
         }
       }
       this.store.flush();
+      for (const batch of pending) {
+        const unsynced = batch.unsynced;
+        batch.unsynced = undefined;
+        unsynced?.();
+      }
       this.store.commit();
     } catch (error) {
       if (!isNoSpace(error)) throw error;

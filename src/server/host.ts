@@ -14,10 +14,11 @@ export type ConnId = number;
 
 export interface NodeDisk {
   /**
-   * Writes `items` in order, syncs (per the fsync mode), then calls `written`. Calls complete
-   * in the order made: a batch the disk cannot take now (full) keeps the later ones behind it.
+   * Writes `items` in order, calls `unsynced` (if given) once they are written, syncs, then
+   * calls `written`. Calls complete in the order made: a batch the disk cannot take now
+   * (full) keeps the later ones behind it.
    */
-  write(items: Persist[], written: () => void): void;
+  write(items: Persist[], written: () => void, unsynced?: () => void): void;
   /** True while batches wait for the disk (it is full). */
   readonly waiting: boolean;
   /** Whether `bytes` more would leave the disk short of its free-space reserve. */

@@ -447,28 +447,32 @@ export class ServerNode {
     const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
     let send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
     if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
-    // The forwards that lead a batch of log records leave before our own write (one system
-    // call less on the chain's path per hop): they only make the successor hold what we hold.
-    // --fsync off/batch promise what survives a crash of N-1 servers, or of every process once
-    // the tail has written, and the tail's reply and our acknowledgement still wait for our
-    // write; --fsync always's tail replies once every server of the chain has synced
-    // (core/chain_sync.ts), so the next server writes and syncs while we do. Not while the
-    // disk is full (updates wait), nor before a configuration or checkpoint is on disk.
     let early = 0;
     while (early < send.length && isForward(send[early]!)) early++;
-    if (early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log")) {
-      this.host.batch(() => this.sendRange(send.slice(0, early), 0));
-    } else early = 0;
     if (!this.replica.awaitsSync) {
+      // --fsync off/batch promise what survives a crash of N-1 servers, or of every process
+      // once the tail has written: the forwards that lead a batch of log records leave before
+      // our own write (one system call less on the chain's path per hop); the tail's reply and
+      // our acknowledgement still wait for it. Not while the disk is full (updates wait), nor
+      // before a configuration or checkpoint is on disk.
+      if (early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log")) {
+        this.host.batch(() => this.sendRange(send.slice(0, early), 0));
+      } else early = 0;
       this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, early)));
       return;
     }
-    // The rest waits for our sync, and the replica then learns how far we are durable.
+    // --fsync always (core/chain_sync.ts): the forwards that lead the batch leave once it is
+    // written, so the next server writes and syncs while we sync; the rest waits for our sync,
+    // and the replica then learns how far we are durable (the tail's replies wait for that).
     const durableThrough = lastSeqOf(persist);
-    this.host.disk.write(persist, () => {
-      this.host.batch(() => this.sendRange(send, early));
-      if (durableThrough > 0) this.releaseNow(this.replica.onDurable(durableThrough));
-    });
+    this.host.disk.write(
+      persist,
+      () => {
+        this.host.batch(() => this.sendRange(send, early));
+        if (durableThrough > 0) this.releaseNow(this.replica.onDurable(durableThrough));
+      },
+      early > 0 ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
+    );
   }
 
   /**

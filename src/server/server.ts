@@ -89,15 +89,15 @@ export class Server implements NodeHost {
       this.diskQueue = diskQueue;
       const awaitSync = options.fsync === "always";
       this.disk = {
-        write: (items, written) => {
+        write: (items, written, unsynced) => {
           const afterWrite = () => {
             this.profile?.written(lastSeqOf(items));
             written();
             if (durability.checkpointDue) this.scheduleCheckpoint();
           };
-          // With --fsync always the tail's replies wait for our sync: it is not held.
-          if (awaitSync) diskQueue.push(items, afterWrite);
-          else this.afterForwardsLeave(() => diskQueue.push(items, afterWrite));
+          // With --fsync always the forwards wait for our write: nothing to hold it for.
+          if (awaitSync) diskQueue.push(items, afterWrite, unsynced);
+          else this.afterForwardsLeave(() => diskQueue.push(items, afterWrite, unsynced));
         },
         get waiting() {
           return diskQueue.waiting;

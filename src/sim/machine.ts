@@ -219,7 +219,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
 
   /**
    * Batches written and waiting for their sync, oldest first (--fsync always: forwards leave
-   * before the write, so a crash may fall between; batch and off do not wait for a sync).
+   * before the sync, so a crash may fall between; batch and off do not wait for a sync).
    */
   private syncing: (() => void)[] = [];
 
@@ -231,7 +231,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
   /** What each snapshot to install brings: read from its connection when the node hands it over (a full disk may write it later). */
   private snapshotsBrought = new WeakMap<Persist, AppliedHistory | undefined>();
 
-  write(items: Persist[], written: () => void): void {
+  write(items: Persist[], written: () => void, unsynced?: () => void): void {
     const queue = this.queue ?? this.world.fail("sim", `server ${this.id} is down: it has no disk queue`);
     for (const item of items) {
       if (item.kind === "install") this.snapshotsBrought.set(item, this.bytesFrom === null ? undefined : this.world.snapshotHistory(this.bytesFrom, item.seq));
@@ -242,6 +242,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
         written();
         if (this.storage.checkpointDue) this.world.diskLater(this, 0, () => this.checkpoint());
       },
+      unsynced,
     );
   }
 
