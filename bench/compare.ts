@@ -6,9 +6,9 @@
  * every measurement once (pstore and its peer next to each other, which one
  * first alternating by round). The medians over rounds, the ratios per round
  * and their medians go to the terminal and to docs/benchmarks.md, with the
- * machine and the exact commands.
+ * machine and the exact commands (the report and the goals: bench/compare_report.ts).
  *
- *   bun bench/compare.ts            5 rounds, about 8 minutes
+ *   bun bench/compare.ts            a warm-up and 5 rounds, about 10 minutes
  *   bun bench/compare.ts --quick    1 round of shorter measurements, about 1 minute
  *   bun bench/compare.ts --rounds 3 --no-write
  *
@@ -18,22 +18,32 @@
  * Every process started here is stopped by its PID at the end, also after an
  * error or Ctrl-C.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import {
   type BenchResult,
   type LatencySummary,
-  median,
   runPrefix,
   runWorkload,
   serversRss,
-  type ServerRss,
   type WorkloadSpec,
 } from "../src/bench/index.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
 import { keepFreedMemory } from "../src/cli/self.ts";
 import { connect } from "../src/index.ts";
+import {
+  consoleReport,
+  DOC,
+  describe,
+  LARGE_DATUM_BYTES,
+  MEMORY_REST_MS,
+  type MemoryReport,
+  machineInfo,
+  markdown,
+  previousNotes,
+  type Report,
+} from "./compare_report.ts";
 import { measureBulk, measurePasses } from "./floor.ts";
 import { etcdCycle, type PeerResult, redisContended, redisCycle, redisGet, redisLarge } from "./peers.ts";
 import { type EtcdGroup, Processes, type RedisGroup, startEtcd, startRedis } from "./services.ts";
@@ -44,13 +54,10 @@ const ROOT = resolve(import.meta.dir, "..");
 // (src/cli/self.ts), or its pstore cells would measure a slower client than the commands they
 // print (and its Redis and etcd clients one slower than theirs).
 keepFreedMemory([process.execPath, import.meta.path]);
-const DOC = join(ROOT, "docs/benchmarks.md");
-const NOTES_BEGIN = "<!-- notes:begin -->";
-const NOTES_END = "<!-- notes:end -->";
 
 // ---- options ----
 
-interface Options {
+export interface Options {
   quick: boolean;
   rounds: number;
   write: boolean;
@@ -60,16 +67,20 @@ interface Options {
   failoverMs: number;
   /** 64 MiB data written in the memory check (1 GiB segment). */
   memoryData: number;
+  /** Every measurement but failover runs once, uncounted, before round 1. */
+  warmUp: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
   let quick = false;
   let rounds: number | null = null;
   let write = true;
+  let warmUp: boolean | null = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "--quick") quick = true;
     else if (arg === "--no-write") write = false;
+    else if (arg === "--no-warm-up") warmUp = false;
     else if (arg === "--rounds") {
       rounds = Number(argv[++i]);
       if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) usage(`--rounds takes a whole number from 1 to 20`);
@@ -77,15 +88,17 @@ function parseOptions(argv: string[]): Options {
     else usage(`unknown argument ${arg}`);
   }
   return quick
-    ? { quick, rounds: rounds ?? 1, write, cellMs: 1000, warmupMs: 300, failoverMs: 3000, memoryData: 1 }
-    : { quick, rounds: rounds ?? 5, write, cellMs: 3000, warmupMs: 500, failoverMs: 4500, memoryData: 4 };
+    ? { quick, rounds: rounds ?? 1, write, cellMs: 1000, warmupMs: 300, failoverMs: 3000, memoryData: 1, warmUp: warmUp ?? false }
+    : { quick, rounds: rounds ?? 5, write, cellMs: 3000, warmupMs: 500, failoverMs: 4500, memoryData: 4, warmUp: warmUp ?? true };
 }
 
 function usage(problem: string | null): never {
   const text = [
-    "usage: bun bench/compare.ts [--quick] [--rounds N] [--no-write]",
-    "  --quick      1 round of 1-second measurements (about a minute)",
-    "  --rounds N   rounds (default 5; 1 with --quick)",
+    "usage: bun bench/compare.ts [--quick] [--rounds N] [--no-warm-up] [--no-write]",
+    "  --quick       1 round of 1-second measurements (about a minute), no warm-up",
+    "  --rounds N    rounds (default 5; 1 with --quick)",
+    "  --no-warm-up  round 1 starts at once (by default every measurement but failover runs once",
+    "                first, uncounted: the servers' and the clients' JIT compilers settle)",
     "  --no-write   print the results but leave docs/benchmarks.md alone",
   ].join("\n");
   (problem ? process.stderr : process.stdout).write(`${problem ? `compare: ${problem}\n` : ""}${text}\n`);
@@ -94,16 +107,16 @@ function usage(problem: string | null): never {
 
 // ---- what is measured ----
 
-type System = "pstore" | "redis" | "etcd" | "floor";
+export type System = "pstore" | "redis" | "etcd" | "floor";
 
 /** One measurement's numbers, whatever the system. */
-interface Measured {
+export interface Measured {
   ops_per_s: number;
   latency_us: LatencySummary;
   extra: Record<string, unknown>;
 }
 
-interface Cell {
+export interface Cell {
   key: string;
   system: System;
   title: string;
@@ -112,7 +125,7 @@ interface Cell {
   run: (signal: AbortSignal) => Promise<Measured>;
 }
 
-interface Env {
+export interface Env {
   options: Options;
   root: string;
   processes: Processes;
@@ -125,9 +138,6 @@ interface Env {
 }
 
 const SIZE = 4096;
-const LARGE_DATUM_BYTES = 64 * 1024 * 1024;
-/** When the memory check reads the servers' RSS at rest (after the writes). */
-const MEMORY_REST_MS = 2500;
 
 function pstoreCell(
   env: Env,
@@ -281,141 +291,6 @@ function need<T>(value: T | null, what: string): T {
   return value;
 }
 
-// ---- the goals of the issue (item 3) ----
-
-interface Goal {
-  text: string;
-  target: string;
-  /** The per-round value compared with the target (a ratio, or ms for failover). */
-  value: (round: Map<string, Measured>) => number | null;
-  met: (value: number) => boolean;
-  unit: "x" | "ms";
-  /** What the value is made of, for the reader. */
-  how: string;
-}
-
-const p50 = (m: Measured | undefined) => (m ? m.latency_us.p50 : null);
-const ops = (m: Measured | undefined) => (m ? m.ops_per_s : null);
-const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
-
-const extraP50 = (m: Measured | undefined, key: string) => (m ? ((m.extra[key] as LatencySummary | undefined)?.p50 ?? null) : null);
-
-const GOALS: Goal[] = [
-  {
-    text: "pass: a 4 KiB write release (client → head → … → tail → client)",
-    target: "≤ 1.3× the floor",
-    unit: "x",
-    how: "p50 releaseReadWrite in the 1-client cycle / p50 of 4 KiB through 3 bare relays",
-    value: (r) => ratio(extraP50(r.get("pstore.cycle1.off"), "release_us"), p50(r.get("floor.pass4k"))),
-    met: (v) => v <= 1.3,
-  },
-  {
-    text: "pass: an acquire through the chain",
-    target: "≤ 1.3× the floor",
-    unit: "x",
-    how: "p50 accessReadWrite in the 1-client cycle / p50 of 32 B through 3 bare relays",
-    value: (r) => ratio(extraP50(r.get("pstore.cycle1.off"), "access_us"), p50(r.get("floor.pass32"))),
-    met: (v) => v <= 1.3,
-  },
-  {
-    text: "large: whole 64 MiB rewrite vs the bulk loopback floor",
-    target: "≥ 0.25× the floor",
-    unit: "x",
-    how: "pstore MB/s / one Bun process writing to another, MB/s",
-    value: (r) => ratio((r.get("pstore.large.off")?.extra.rewrite_mb_per_s as number) ?? null, (r.get("floor.bulk")?.extra.bulk_mb_per_s as number) ?? null),
-    met: (v) => v >= 0.25,
-  },
-  {
-    text: "cycle, 4 KiB, 1 client, no persistence",
-    target: "≤ 0.5× Redis",
-    unit: "x",
-    how: "pstore p50 / Redis p50 (latency)",
-    value: (r) => ratio(p50(r.get("pstore.cycle1.off")), p50(r.get("redis.cycle1.off"))),
-    met: (v) => v <= 0.5,
-  },
-  {
-    text: "pingpong: 2 clients take turns on one 4 KiB datum (every access a recall)",
-    target: "≤ 1× Redis",
-    unit: "x",
-    how: "pstore p50 of one use (access to acknowledged release) / Redis p50 lock cycle",
-    value: (r) => ratio(extraP50(r.get("pstore.pingpong.off"), "use_us"), p50(r.get("redis.cycle1.off"))),
-    met: (v) => v <= 1,
-  },
-  {
-    text: "read, 4 KiB, 1 client, unchanged datum",
-    target: "≥ 10× Redis GET",
-    unit: "x",
-    how: "pstore reads/s / Redis GETs/s",
-    value: (r) => ratio(ops(r.get("pstore.read1.off")), ops(r.get("redis.get1"))),
-    met: (v) => v >= 10,
-  },
-  {
-    text: "cycle, 8 clients on distinct data",
-    target: "≥ 2× Redis",
-    unit: "x",
-    how: "pstore cycles/s / Redis cycles/s",
-    value: (r) => ratio(ops(r.get("pstore.cycle8.off")), ops(r.get("redis.cycle8.off"))),
-    met: (v) => v >= 2,
-  },
-  {
-    text: "contended, 8 clients, one datum",
-    target: "≥ 2× Redis's best lock",
-    unit: "x",
-    how: "pstore increments/s / max(BLPOP, SET NX) increments/s",
-    value: (r) => {
-      const best = Math.max(ops(r.get("redis.contended8.blpop")) ?? -1, ops(r.get("redis.contended8.setnx")) ?? -1);
-      return ratio(ops(r.get("pstore.contended8.off")), best < 0 ? null : best);
-    },
-    met: (v) => v >= 2,
-  },
-  {
-    text: "cycle with --fsync always vs Redis appendfsync always",
-    target: "≤ 0.5× Redis",
-    unit: "x",
-    how: "pstore p50 / Redis p50",
-    value: (r) => ratio(p50(r.get("pstore.cycle1.always")), p50(r.get("redis.cycle1.always"))),
-    met: (v) => v <= 0.5,
-  },
-  {
-    text: "cycle with --fsync always vs etcd Lock/Range/Put/Unlock",
-    target: "≤ 0.1× etcd",
-    unit: "x",
-    how: "pstore p50 / etcd p50",
-    value: (r) => ratio(p50(r.get("pstore.cycle1.always")), p50(r.get("etcd.cycle1"))),
-    met: (v) => v <= 0.1,
-  },
-  {
-    text: "large: release of a 1-byte change to 64 MiB vs a 4 KiB release",
-    target: "≤ 2×",
-    unit: "x",
-    how: "p50 release time, 1-byte change / 4 KiB",
-    value: (r) => {
-      const large = r.get("pstore.large.off");
-      if (!large) return null;
-      return ratio((large.extra.release_1byte_us as LatencySummary).p50, (large.extra.release_4k_us as LatencySummary).p50);
-    },
-    met: (v) => v <= 2,
-  },
-  {
-    text: "large: whole 64 MiB rewrite vs Redis SET + WAIT 2",
-    target: "≥ 2× Redis",
-    unit: "x",
-    how: "pstore MB/s / Redis MB/s",
-    value: (r) => ratio((r.get("pstore.large.off")?.extra.rewrite_mb_per_s as number) ?? null, (r.get("redis.large.off")?.extra.rewrite_mb_per_s as number) ?? null),
-    met: (v) => v >= 2,
-  },
-  ...(["head", "middle", "tail"] as const).map(
-    (victim): Goal => ({
-      text: `failover: kill -9 of the ${victim}, default flags`,
-      target: "gap < 1 s",
-      unit: "ms",
-      how: "longest pause in acknowledged writes after the kill",
-      value: (r) => (r.get(`pstore.failover.${victim}`)?.extra.gap_ms as number | null | undefined) ?? null,
-      met: (v) => v < 1000,
-    }),
-  ),
-];
-
 // ---- running ----
 
 async function ensurePstore(env: Env, fsync: "off" | "always"): Promise<LocalCluster> {
@@ -450,29 +325,6 @@ async function runCell(env: Env, cell: Cell, signal: AbortSignal): Promise<Measu
   }
 }
 
-function describe(m: Measured | Error): string {
-  if (m instanceof Error) return `FAILED: ${m.message.split("\n")[0]}`;
-  const parts = [`${fmt(m.ops_per_s)} ops/s`, `p50 ${fmt(m.latency_us.p50)} µs`, `p99 ${fmt(m.latency_us.p99)} µs`];
-  if (m.extra.rewrite_mb_per_s !== undefined) parts.push(`${m.extra.rewrite_mb_per_s} MB/s`);
-  if (m.extra.bulk_mb_per_s !== undefined) parts.push(`${m.extra.bulk_mb_per_s} MB/s`);
-  for (const half of ["access_us", "release_us"] as const) {
-    const summary = m.extra[half] as LatencySummary | undefined;
-    if (summary) parts.push(`${half.replace("_us", "")} p50 ${fmt(summary.p50)} µs`);
-  }
-  if (m.extra.release_ratio !== undefined) parts.push(`1-byte/4 KiB release x${m.extra.release_ratio}`);
-  if (m.extra.gap_ms !== undefined) parts.push(`gap ${m.extra.gap_ms} ms`);
-  return parts.join(", ");
-}
-
-/** Thousands separated; below 10, one decimal (a 64 MiB rewrite runs at 0.5 ops/s). */
-function fmt(value: number | null | undefined, digits = 0): string {
-  if (value === null || value === undefined || !Number.isFinite(value)) return "-";
-  if (digits > 0) return value.toFixed(digits);
-  if (Math.abs(value) < 10 && value !== Math.round(value)) return value.toFixed(1);
-  return Math.round(value).toLocaleString("en-US");
-}
-
-/** Redis and etcd from PATH, or installed with apt-get; what is still missing is returned. */
 function findPeers(): string[] {
   const missing = () => [Bun.which("redis-server") ? null : "redis-server", Bun.which("etcd") ? null : "etcd"].filter((x): x is string => x !== null);
   if (missing().length === 0) return [];
@@ -492,220 +344,6 @@ function findPeers(): string[] {
 
 function log(line: string): void {
   process.stderr.write(`compare: ${line}\n`);
-}
-
-// ---- the report ----
-
-interface Report {
-  options: Options;
-  machine: Record<string, string>;
-  cells: Cell[];
-  rounds: Map<string, Measured | Error>[];
-  missing: string[];
-  memory: MemoryReport | null;
-  env: Env;
-  startedAt: Date;
-  seconds: number;
-}
-
-interface MemoryReport {
-  segment: number;
-  idle: ServerRss[];
-  loaded: ServerRss[];
-  /** MEMORY_REST_MS after the writes: a server gives back the large-frame buffer it kept once idle. */
-  rest: ServerRss[];
-  dataBytes: number;
-}
-
-function machineInfo(): Record<string, string> {
-  const cpuModel = cpus()[0]?.model ?? "unknown";
-  const version = (command: string[]) => {
-    try {
-      const result = Bun.spawnSync(command, { stdout: "pipe", stderr: "pipe" });
-      return result.stdout.toString().split("\n")[0]!.trim() || "unknown";
-    } catch {
-      return "not installed";
-    }
-  };
-  return {
-    nproc: String(navigator.hardwareConcurrency ?? cpus().length),
-    cpu: cpuModel,
-    memory: `${(totalmem() / 1024 ** 3).toFixed(1)} GiB`,
-    kernel: release(),
-    bun: Bun.version,
-    redis: Bun.which("redis-server") ? version(["redis-server", "--version"]) : "not installed",
-    etcd: Bun.which("etcd") ? version(["etcd", "--version"]) : "not installed",
-    "load average at start": loadavg().map((load) => load.toFixed(2)).join(", "),
-  };
-}
-
-function goalRows(report: Report): { goal: Goal; values: number[]; median: number | null; met: boolean | null }[] {
-  return GOALS.map((goal) => {
-    const values = report.rounds.map((round) => goal.value(okOnly(round))).filter((v): v is number => v !== null && Number.isFinite(v));
-    const mid = values.length > 0 ? median(values) : null;
-    return { goal, values, median: mid, met: mid === null ? null : goal.met(mid) };
-  });
-}
-
-function okOnly(round: Map<string, Measured | Error>): Map<string, Measured> {
-  const result = new Map<string, Measured>();
-  for (const [key, value] of round) if (!(value instanceof Error)) result.set(key, value);
-  return result;
-}
-
-function fmtGoalValue(goal: Goal, value: number | null): string {
-  if (value === null) return "not measured";
-  return goal.unit === "ms" ? `${fmt(value)} ms` : `${value.toFixed(2)}×`;
-}
-
-function cellMedians(report: Report, cell: Cell) {
-  const ok = report.rounds.map((round) => round.get(cell.key)).filter((m): m is Measured => m !== undefined && !(m instanceof Error));
-  const failures = report.rounds.map((round) => round.get(cell.key)).filter((m): m is Error => m instanceof Error);
-  const pick = (f: (m: Measured) => number | undefined) => {
-    const values = ok.map(f).filter((v): v is number => typeof v === "number" && Number.isFinite(v));
-    return values.length > 0 ? median(values) : null;
-  };
-  return {
-    n: ok.length,
-    failures,
-    ops: pick((m) => m.ops_per_s),
-    p50: pick((m) => m.latency_us.p50),
-    p99: pick((m) => m.latency_us.p99),
-    extra: [
-      ["rewrite MB/s", pick((m) => m.extra.rewrite_mb_per_s as number | undefined)],
-      ["MB/s", pick((m) => m.extra.bulk_mb_per_s as number | undefined)],
-      ["access p50 µs", pick((m) => (m.extra.access_us as LatencySummary | undefined)?.p50)],
-      ["release p50 µs", pick((m) => (m.extra.release_us as LatencySummary | undefined)?.p50)],
-      ["1-byte change release p50 µs", pick((m) => (m.extra.release_1byte_us as LatencySummary | undefined)?.p50)],
-      ["4 KiB release p50 µs", pick((m) => (m.extra.release_4k_us as LatencySummary | undefined)?.p50)],
-      ["gap ms", pick((m) => (m.extra.gap_ms as number | null | undefined) ?? undefined)],
-    ].filter(([, value]) => value !== null) as [string, number][],
-  };
-}
-
-function consoleReport(report: Report): string {
-  const lines: string[] = ["", "MEDIANS OVER ROUNDS"];
-  for (const cell of report.cells) {
-    const m = cellMedians(report, cell);
-    const extra = m.extra.map(([name, value]) => `${name} ${fmt(value, value < 100 ? 1 : 0)}`).join(", ");
-    const failed = m.failures.length > 0 ? `  (${m.failures.length} failed: ${m.failures[0]!.message.split("\n")[0]})` : "";
-    lines.push(`  ${cell.title.padEnd(52)} ${fmt(m.ops).padStart(8)} ops/s  p50 ${fmt(m.p50).padStart(9)} µs  p99 ${fmt(m.p99).padStart(9)} µs  ${extra}${failed}`);
-  }
-  lines.push("", "GOALS (median over rounds of each round's ratio)");
-  for (const row of goalRows(report)) {
-    const met = row.met === null ? "-" : row.met ? "met" : "NOT MET";
-    lines.push(`  ${row.goal.text.padEnd(62)} ${row.goal.target.padEnd(24)} ${fmtGoalValue(row.goal, row.median).padStart(12)}  ${met}`);
-  }
-  if (report.memory) lines.push("", `MEMORY (1 GiB segment): ${memoryLine(report.memory)}`);
-  return `${lines.join("\n")}\n`;
-}
-
-function memoryLine(memory: MemoryReport): string {
-  const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
-  const idle = memory.idle.map((entry) => mib(entry.rss_kib)).join(" / ");
-  const loaded = memory.loaded.map((entry) => mib(entry.rss_kib)).join(" / ");
-  const rest = memory.rest.map((entry) => mib(entry.rss_kib)).join(" / ");
-  return `idle ${idle}; with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB of data ${loaded}, at rest ${rest}`;
-}
-
-function markdown(report: Report, notes: string): string {
-  const { machine, options } = report;
-  const rows = goalRows(report);
-  const out: string[] = [];
-  out.push("# Benchmarks");
-  out.push("");
-  out.push(
-    `Generated by \`npm run bench:compare${options.quick ? " -- --quick" : ""}\` (bench/compare.ts) on ${report.startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC,`,
-    `${options.rounds} round${options.rounds > 1 ? "s" : ""}, ${report.seconds.toFixed(0)} s. Each round runs every measurement once, pstore next to its peer`,
-    "(which one first alternates by round); the numbers are medians over the rounds, and each goal's",
-    "ratio is the median of the per-round ratios. Everything ran on this one machine: 3 servers",
-    "of each system and the clients, all on 127.0.0.1.",
-  );
-  out.push("");
-  out.push("## Machine");
-  out.push("");
-  out.push("| | |", "|---|---|");
-  for (const [key, value] of Object.entries(machine)) out.push(`| ${key} | ${value} |`);
-  out.push("");
-  out.push("## Goals (issues 12 and 13)");
-  out.push("");
-  out.push("| goal | target | measured | met | per round | what |", "|---|---|---|---|---|---|");
-  for (const row of rows) {
-    const perRound = row.values.map((v) => (row.goal.unit === "ms" ? fmt(v) : v.toFixed(2))).join(", ");
-    const met = row.met === null ? "not measured" : row.met ? "yes" : "**no**";
-    out.push(`| ${row.goal.text} | ${row.goal.target} | ${fmtGoalValue(row.goal, row.median)} | ${met} | ${perRound || "-"} | ${row.goal.how} |`);
-  }
-  if (report.missing.length > 0) out.push("", `Not measured: ${report.missing.join("; ")}.`);
-  out.push("");
-  out.push("## Medians");
-  out.push("");
-  out.push("| measurement | ops/s | p50 µs | p99 µs | more | rounds |", "|---|---:|---:|---:|---|---:|");
-  for (const cell of report.cells) {
-    const m = cellMedians(report, cell);
-    const extra = m.extra.map(([name, value]) => `${name} ${fmt(value, value < 100 ? 1 : 0)}`).join(", ");
-    const failed = m.failures.length > 0 ? ` (${m.failures.length} failed: ${m.failures[0]!.message.split("\n")[0]!.replace(/\|/g, "/")})` : "";
-    out.push(`| ${cell.title} | ${fmt(m.ops)} | ${fmt(m.p50)} | ${fmt(m.p99)} | ${extra || "-"} | ${m.n}${failed} |`);
-  }
-  if (report.memory) {
-    const memory = report.memory;
-    out.push("", "## Server memory (issue 5, item 4)", "");
-    out.push(
-      `Three servers with \`--segment-size 1GiB --fsync off --suspect-ms 10000\`; RSS (VmRSS) idle, then with ${(memory.dataBytes / 1024 ** 2).toFixed(0)} MiB`,
-      `of data written (${memory.dataBytes / LARGE_DATUM_BYTES} data of 64 MiB, each written once by one client), 0.5 s after the last write`,
-      `and at rest ${MEMORY_REST_MS / 1000} s after it (a server keeps one 64 MiB frame buffer for the next large frame until none came for 1 s).`,
-      `Goal (issue 13, item 6): data + 25% + 64 MiB = ${((memory.dataBytes * 1.25) / 1024 ** 2 + 64).toFixed(0)} MiB.`,
-      "",
-      "| server | RSS idle | RSS with data, 0.5 s | RSS − data | RSS at rest | RSS − data |",
-      "|---|---:|---:|---:|---:|---:|",
-    );
-    const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
-    const over = (kib: number) => `${((kib * 1024 - memory.dataBytes) / 1024 ** 2).toFixed(0)} MiB`;
-    for (const entry of memory.loaded) {
-      const idle = memory.idle.find((other) => other.server === entry.server);
-      const rest = memory.rest.find((other) => other.server === entry.server);
-      out.push(`| ${entry.server} | ${idle ? mib(idle.rss_kib) : "-"} | ${mib(entry.rss_kib)} | ${over(entry.rss_kib)} | ${rest ? mib(rest.rss_kib) : "-"} | ${rest ? over(rest.rss_kib) : "-"} |`);
-    }
-  }
-  out.push("", "## Commands", "");
-  out.push("pstore's measurements are those of `pstore bench`, run by the same engine (src/bench/) in the", "compare process against clusters it keeps for the whole run (`--fsync off` and `--fsync always`;", "failover: a fresh cluster with default flags each time). By hand, the same measurement is:", "");
-  out.push("```sh");
-  for (const cell of report.cells.filter((c) => c.system === "pstore")) out.push(cell.command);
-  out.push("```", "");
-  out.push("Peers (each client its own connection; commands one at a time, as a plain client sends them):", "");
-  for (const cell of report.cells.filter((c) => c.system !== "pstore")) out.push(`- ${cell.title}: \`${cell.command}\``);
-  const env = report.env;
-  if (env.redis.off || env.redis.always || env.etcd) {
-    out.push("", "```sh");
-    if (env.redis.off) out.push(`# Redis, no persistence (primary; replicas add --replicaof 127.0.0.1 <primary port>)`, shellLine(env.redis.off.command));
-    if (env.redis.always) out.push("# Redis, appendfsync always (every node)", shellLine(env.redis.always.command));
-    if (env.etcd) out.push("# etcd, member 1 of 3 (clients talk to the leader's gateway)", shellLine(env.etcd.command));
-    out.push("```");
-  }
-  out.push("", "## Raw results per round", "", "<details><summary>every measurement of every round</summary>", "");
-  report.rounds.forEach((round, index) => {
-    out.push(`Round ${index + 1}:`, "");
-    for (const cell of report.cells) {
-      const m = round.get(cell.key);
-      if (m) out.push(`- ${cell.title}: ${describe(m)}`);
-    }
-    out.push("");
-  });
-  out.push("</details>", "");
-  out.push("## Notes", "", NOTES_BEGIN, notes.trim(), NOTES_END, "");
-  return out.join("\n");
-}
-
-function shellLine(command: string[]): string {
-  return command.map((arg) => (arg === "" ? '""' : /[\s"']/.test(arg) ? `"${arg}"` : arg)).join(" ").replace(/--dir \S+/, "--dir <dir>").replace(/--data-dir \S+/, "--data-dir <dir>");
-}
-
-function previousNotes(): string {
-  if (!existsSync(DOC)) return "(Hand-written notes between the markers are kept when the file is regenerated.)";
-  const text = readFileSync(DOC, "utf8");
-  const begin = text.indexOf(NOTES_BEGIN);
-  const end = text.indexOf(NOTES_END);
-  if (begin === -1 || end === -1 || end < begin) return "";
-  return text.slice(begin + NOTES_BEGIN.length, end);
 }
 
 // ---- memory (item 4) ----
@@ -781,6 +419,7 @@ async function main(): Promise<number> {
     await startAll(env);
     const groups = cellGroups(env);
     const cells = groups.flat();
+    if (options.warmUp) await warmUp(env, cells, stop.signal);
     const rounds: Map<string, Measured | Error>[] = [];
     for (let r = 0; r < options.rounds && !stop.signal.aborted; r++) {
       const round = new Map<string, Measured | Error>();
@@ -816,6 +455,23 @@ async function main(): Promise<number> {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await stopAll(env);
+  }
+}
+
+/**
+ * Every measurement but failover (a fresh cluster each time) once, uncounted. pstore's servers
+ * and the compare process run JavaScript that JSC compiles in tiers over the first seconds of
+ * load: without it round 1 measured them half-compiled (8 clients: 10,957, 15,347 and 19,152
+ * cycles/s in rounds 1-3 of session 13's report), which is not how a store that serves for
+ * days runs. Redis and etcd are compiled programs; their clients run here too and warm alike.
+ */
+async function warmUp(env: Env, cells: Cell[], signal: AbortSignal): Promise<void> {
+  for (const cell of cells) {
+    if (signal.aborted) return;
+    if (cell.key.includes(".failover.")) continue;
+    const measured = await runCell(env, cell, signal);
+    log(`warm-up  ${cell.title}: ${describe(measured)}`);
+    if (measured instanceof Error && cell.system === "pstore") await restartPstore(env);
   }
 }
 
