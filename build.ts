@@ -14,10 +14,10 @@ import { join } from "node:path";
 const ROOT = import.meta.dir;
 const DIST = join(ROOT, "dist");
 const LIBRARY = join(DIST, "libpstore_mem.so");
-const LIBRARY_SOURCES = ["c/pstore_mem.c", "c/pstore_shared.c", "c/pstore_large.c"];
+const LIBRARY_SOURCES = ["c/pstore_mem.c", "c/pstore_fault.c", "c/pstore_shared.c", "c/pstore_large.c"];
 /** The C API (pstore.h): the client library, with the same page-fault code compiled in. */
 const CLIENT_LIBRARY = join(DIST, "libpstore.so");
-const CLIENT_LIBRARY_SOURCES = ["c/pstore.c", "c/pstore_agent.c", "c/pstore_lend.c", "c/pstore_mem.c"];
+const CLIENT_LIBRARY_SOURCES = ["c/pstore.c", "c/pstore_agent.c", "c/pstore_lend.c", "c/pstore_mem.c", "c/pstore_fault.c"];
 const HEADER = "c/pstore.h";
 const ENTRY = join(ROOT, "src/cli/main.ts");
 const EXECUTABLE = join(DIST, "pstore");

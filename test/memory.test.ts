@@ -115,7 +115,7 @@ describe("under a write hold, only the pages written are dirty", () => {
     expect(seen.dirtyCount).toBe(16384);
     expect(seen.ascending).toBe(true);
     expect(seen.valuesKept).toBe(16384);
-    // 16 single pages, then runs doubling (c/pstore_mem.c, pstore_run_ahead): 16, 32, ... up to
+    // 16 single pages, then runs doubling (c/pstore_fault.c, pstore_run_ahead): 16, 32, ... up to
     // 2048 pages, as whole 2 MiB huge pages once a run reaches a huge-page boundary (a 64 MiB
     // datum's mapping is advised to use them). 30 faults when the mapping starts on a 2 MiB
     // boundary; a few more when it does not (the first runs stop at the boundaries they cross).
@@ -149,7 +149,7 @@ describe("under a write hold, only the pages written are dirty", () => {
   test("reads under a write hold open pages read-only, in runs when in order, without dirtying them", async () => {
     const seen = await childResult("read-under-write");
     expect(seen.sum).toBe(0);
-    // 16 single pages, then runs of 16 and 32 (c/pstore_mem.c, pstore_run_ahead).
+    // 16 single pages, then runs of 16 and 32 (c/pstore_fault.c, pstore_run_ahead).
     expect(seen.opened).toBe(18);
     expect(seen.dirtyAfterReads).toEqual([]);
     expect(seen.dirtyAfterWrite).toEqual([5]);

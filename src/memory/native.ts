@@ -1,8 +1,9 @@
 /**
- * The only door to C: dlopen of c/pstore_mem.c, compiled by build.ts into
- * dist/libpstore_mem.so. The `type: "file"` import embeds the library in the
- * `bun build --compile` executable and gives its path at run time (`cc()` from
- * bun:ffi does not work there). Run `bun run build.ts` once before `bun test`.
+ * The only door to C: dlopen of c/pstore_mem.c, pstore_fault.c, pstore_shared.c
+ * and pstore_large.c, compiled by build.ts into dist/libpstore_mem.so. The
+ * `type: "file"` import embeds the library in the `bun build --compile`
+ * executable and gives its path at run time (`cc()` from bun:ffi does not work
+ * there). Run `bun run build.ts` once before `bun test`.
  *
  * Every wrapper throws a PStoreError carrying C's message when C says ERR.
  */

@@ -1,7 +1,7 @@
 /**
  * The client's mapping of the pstore segment: one PROT_NONE region whose
  * pages C opens per hold. Reading without a hold, or writing under a read
- * hold, kills the process with a line naming the datum (c/pstore_mem.c);
+ * hold, kills the process with a line naming the datum (c/pstore_fault.c);
  * under a write hold the first write to a page marks it dirty, so a release
  * ships only the pages that changed (and a large write hold opens its pages
  * only as they are touched, so a release closes only those).
