@@ -371,14 +371,25 @@ int pstore_protect(int seg, uint32_t first, uint32_t count, int mode, char *err)
     return PSTORE_OK;
 }
 
+/* Whether every page of the range is open read-write already (a small write hold's). */
+static int pstore_all_writable(const pstore_segment *s, uint32_t first, uint32_t count) {
+    if (s->readable) return 0;
+    for (uint32_t i = first; i < first + count; i++) {
+        if (pstore_prot_of(s, i) != (PROT_READ | PROT_WRITE)) return 0;
+    }
+    return 1;
+}
+
 /* Opens the pages whatever their hold, copies `bytes` (page i at bytes + i *
  * stride; zeros when NULL), then gives them back the protection their hold
- * implies. A write that arrives this way is not the holder's, so it leaves the
- * dirty bits alone. */
+ * implies; pages open read-write already are copied into with no mprotect. A
+ * write that arrives this way is not the holder's, so it leaves the dirty bits
+ * alone. */
 static int pstore_fill_pages(pstore_segment *s, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {
     char *start = s->base + (size_t)first * s->page_size;
     size_t len = (size_t)count * s->page_size;
-    if (mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
+    int writable = pstore_all_writable(s, first, count);
+    if (!writable && mprotect(start, len, PROT_READ | PROT_WRITE) != 0) {
         return pstore_set_error(err, "mprotect of pages [%u, %u): %s", first, first + count, strerror(errno));
     }
     if (bytes == NULL) memset(start, 0, len);
@@ -390,7 +401,7 @@ static int pstore_fill_pages(pstore_segment *s, uint32_t first, uint32_t count, 
     }
     if (s->readable) return PSTORE_OK;
     pstore_shadow_take(s, first, count); /* bytes fetched, not the holder's writes */
-    return pstore_apply_protection(s, first, count, err);
+    return writable ? PSTORE_OK : pstore_apply_protection(s, first, count, err);
 }
 
 int pstore_write_pages(int seg, uint32_t first, uint32_t count, const uint8_t *bytes, uint32_t stride, char *err) {

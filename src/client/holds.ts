@@ -61,12 +61,15 @@ export class SegmentHolds {
     const pageCount = Math.ceil(reply.size / pageSize);
     const overwritten = this.forgetOverlapping(reply.name, firstPage, pageCount);
     segment.setName(firstPage, pageCount, reply.name);
+    // Opened first: a small write hold's pages are then read-write already and take the
+    // grant's bytes with no mprotect (c/pstore_mem.c, pstore_fill_pages): one system call
+    // for a pingpong or contended turn's grant instead of three.
+    segment.protect(firstPage, pageCount, reply.mode);
     // A whole copy (no valid one here) leaves out the pages untouched since the datum's
     // creation: they are zeros (our pages may hold a deleted datum's bytes).
     if (reply.sendAfter < 0) for (const gap of pageGaps(pages, firstPage, pageCount)) segment.zeroPages(gap.firstPage, gap.count);
     for (const run of pageRuns(pages, pageSize)) segment.writePagesStrided(run.firstPage, run.count, run.bytes, run.stride);
     this.pagesReceived += pages.length;
-    segment.protect(firstPage, pageCount, reply.mode);
     const view = segment.view(reply.offset, reply.size);
     const hold = { holdId: reply.holdId, name: reply.name, mode: reply.mode, firstPage, pageCount, createdSeq: reply.createdSeq, view };
     this.holds.set(firstPage, hold);
