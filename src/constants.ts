@@ -231,6 +231,25 @@ export const BENCH_SAMPLES_MAX = 64 * 1024 * 1024;
 /** Steps the linearizability checker searches before it gives up. */
 export const LINEARIZABILITY_STEPS_MAX = 10_000_000;
 
+// ---- tuning that was local to its module ----
+
+/** At most one ack up the chain per this many ms (and at every tick): src/core/flow.ts. */
+export const ACK_INTERVAL_MS = 5;
+/** A proposal is dropped if it has not gathered a majority within this many heartbeats (src/core/paxos.ts). */
+export const PROPOSAL_HEARTBEATS = 5;
+/** Frames from this size on make a server announce it will be busy (src/server/node.ts)... */
+export const BUSY_FRAME_BYTES = 1024 * 1024;
+/** ...for as long as this (slow) rate of processing implies, with margin. */
+export const BUSY_BYTES_PER_MS = 8 * 1024;
+/** Below this, packed pages are copied into the frame: one write instead of two (src/wire/messages.ts). */
+export const SEPARATE_SECTION_BYTES_MIN = 64 * 1024;
+/** After a checkpoint failed (a full disk), the next waits this long (src/store/durability.ts). */
+export const CHECKPOINT_RETRY_MS = 5000;
+/** How long a measure of the free disk space is trusted. */
+export const FREE_SPACE_FRESH_MS = 200;
+/** Dropped log segments kept, beyond the spare, to be the spares after it (src/store/wal.ts). */
+export const RETIRED_SEGMENTS_MAX = 2;
+
 /**
  * The relations between the limits, checked once when this module loads
  * (every entry point imports it): a limit changed alone fails at start-up,

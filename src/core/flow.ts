@@ -6,7 +6,7 @@
  * history. Also the head's pull of a longer history a joiner offers ("ahead").
  */
 import { present } from "../assert";
-import { FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
+import { ACK_INTERVAL_MS, FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
 import { PREV_EPOCH_UNKNOWN, type PeerMessage, type Request, type Update } from "../wire";
 import { type ChainConfig, describeConfig, predecessorOf, tailOf } from "./chain";
 import { EpochHistory } from "./epochs";
@@ -18,8 +18,6 @@ import { awaitsJoinerAppended, noticeCaughtUp } from "./membership";
 import { durableToSay, isReplyHeld, noteUpstreamDurable, replyWhenDurable } from "./chain_sync";
 import { needsSync } from "./durable";
 
-/** At most one ack up the chain per this many ms (and at every tick). */
-const ACK_INTERVAL_MS = 5;
 
 export function handleRequest(r: ReplicaShared, request: Request): void {
   if (!r.isHead) return;

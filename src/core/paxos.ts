@@ -5,14 +5,13 @@
  * (configuration.ts) once a majority accepted. The acceptor's vote is written before
  * anything sent after it changed (the "vote" action). Also: the head's "no majority" note.
  */
+import { PROPOSAL_HEARTBEATS } from "../constants";
 import { type AcceptedProposal } from "../wire";
 import { type Vote, describeConfig, nextEpoch } from "./chain";
 import { type ReplicaShared } from "./replica_shared";
 import { commitConfig } from "./configuration";
 import { sendHeartbeat } from "./membership";
 
-/** A proposal is dropped if it has not gathered a majority within this many heartbeats. */
-const PROPOSAL_HEARTBEATS = 5;
 
 /**
  * Proposes `chain` (Paxos, with every server of --peers an acceptor): phase 1 asks a

@@ -10,6 +10,8 @@
  */
 import { present } from "../assert";
 import {
+  BUSY_BYTES_PER_MS,
+  BUSY_FRAME_BYTES,
   CLIENT_SILENCE_TIMEOUTS,
   DISK_FREE_BYTES_MIN,
   FRAME_ASSEMBLE_BYTES_MIN,
@@ -40,10 +42,6 @@ import { PeerDialer } from "./dialer";
 import type { ConnId, NodeHost, NodeObserver, NodeOptions } from "./host";
 import { clusterStatus } from "./status";
 
-/** Frames from this size on make the server announce it will be busy... */
-const BUSY_FRAME_BYTES = 1024 * 1024;
-/** ...for as long as this (slow) rate of processing implies, with margin. */
-const BUSY_BYTES_PER_MS = 8 * 1024;
 
 /** What a connection turned out to be, after its hello (and its proof, with a secret). */
 type Role =

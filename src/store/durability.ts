@@ -8,7 +8,7 @@
  *   batch   synced every BATCH_SYNC_MS in the background
  *   off     written to the page cache only; the OS decides
  */
-import { DISK_FREE_BYTES_MIN, PAGE_SIZE } from "../constants";
+import { CHECKPOINT_RETRY_MS, DISK_FREE_BYTES_MIN, FREE_SPACE_FRESH_MS, PAGE_SIZE } from "../constants";
 import type { Update } from "../wire";
 import { ensureDirectory, isNoSpace } from "./files";
 import type { StoreFs, StoreIo } from "./fs";
@@ -31,10 +31,6 @@ export const CHECKPOINTS_KEPT = 5;
  * per byte of log however large the data (Redis's AOF rewrite does the same).
  */
 export const CHECKPOINT_LOG_GROWTH = 2;
-/** After a checkpoint failed (a full disk), the next waits this long. */
-const CHECKPOINT_RETRY_MS = 5000;
-/** How long a measure of the free disk space is trusted. */
-const FREE_SPACE_FRESH_MS = 200;
 
 
 function recoverOrSetAside(dir: string, segmentSize: number, pageSize: number, syncs: boolean, rejoin: boolean, io: StoreIo): Recovered {

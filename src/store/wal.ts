@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { Update } from "../wire";
-import { DISK_FREE_BYTES_MIN } from "../constants";
+import { DISK_FREE_BYTES_MIN, RETIRED_SEGMENTS_MAX } from "../constants";
 import { removeOnFailure, writeAll, writeAllParts } from "./files";
 import type { LogSizes, StoreFs } from "./fs";
 import { BATCH_HEADER_BYTES, WAL_HEADER_BYTES, encodeBatchHeader, encodeRecord, encodeSegmentHeader } from "./log_format";
@@ -40,9 +40,8 @@ export function listSegments(fs: StoreFs, dir: string): { file: string; firstSeq
  * Sizes: LogSizes (src/store/fs.ts).
  */
 const SPARE_NAME = "wal-spare.tmp";
-/** Dropped segments kept, beyond the spare, to be the spares after it: see WriteAheadLog.retired. */
+/** Dropped segments kept (RETIRED_SEGMENTS_MAX), beyond the spare, to be the spares after it: see WriteAheadLog.retired. */
 const RETIRED_PREFIX = "wal-retired-";
-const RETIRED_SEGMENTS_MAX = 2;
 
 export class WriteAheadLog {
   /** Bytes appended since the last checkpoint (drives automatic checkpoints). */

@@ -4,7 +4,7 @@
  * (JSON carries only small metadata answers: list, stat, status). The ops and
  * updates a request carries are in ops.ts, replies in replies.ts, page lists in pages.ts.
  */
-import { PROTOCOL_VERSION } from "../constants";
+import { PROTOCOL_VERSION, SEPARATE_SECTION_BYTES_MIN } from "../constants";
 import { Reader, Writer, WireError, decodeCode, invert, sizeOf } from "./codec";
 import { FRAME_HEADER_BYTES, writeFrameHeader } from "./frame";
 import { OP_CODES, type Op, opSize, readOp, writeOp } from "./ops";
@@ -144,8 +144,6 @@ export function frame(type: number, bodySize: number, fill: (writer: Writer) => 
   return writeFrameHeader(writer.bytes, type);
 }
 
-/** Below this, packed pages are copied into the frame: one write instead of two. */
-const SEPARATE_SECTION_BYTES_MIN = 64 * 1024;
 
 /**
  * A message as buffers to send one after the other: a release whose pages
