@@ -406,6 +406,31 @@ describe("write-ahead log", () => {
     expect(valueOf(recovered.state, "x")).toBe(3);
   });
 
+  test("a segment the full disk refused leaves no name a power loss could bring back: the log goes on in the current one, whose torn tail is cut (found by the simulator)", async () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const fs = new MemoryFs(() => {});
+      const io = { fs, logSizes: SMALL_LOG };
+      const { durability } = Durability.open(io, "/data", SEGMENT, "always", 1);
+      const writer = new Writer(durability);
+      startSession(writer);
+      writer.do({ type: "create", name: "a", size: 4 });
+      const synced = writer.state.appliedSeq;
+      // The disk fills: a checkpoint's fresh segment is refused, and the log stays in the current one.
+      fs.capacityBytes = fs.usedBytes();
+      await expect(durability.checkpointInBackground(writer.state, 65, 65)!).rejects.toThrow("ENOSPC");
+      expect(listSegments(fs, "/data")).toHaveLength(1);
+      // Written into the current segment's zero-filled room, not synced: a power loss may tear it.
+      writer.do({ type: "create", name: "b", size: 4 }, false);
+      writer.do({ type: "create", name: "c", size: 4 }, false);
+      fs.powerLoss(new Rng(seed));
+      fs.capacityBytes = Number.POSITIVE_INFINITY;
+      const recovered = recover(io, "/data", SEGMENT, PAGE);
+      recovered.wal.close();
+      expect(recovered.state.appliedSeq).toBeGreaterThanOrEqual(synced);
+      expect(recovered.state.data.has("a")).toBe(true);
+    }
+  });
+
   test("a torn last record (a crash mid-append) is cut off and the rest recovers", () => {
     const { dir, appliedSeq } = closedAfterTwoWrites();
     const file = lastSegment(dir);
