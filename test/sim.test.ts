@@ -115,6 +115,9 @@ const REGRESSIONS: [number, Options, string][] = [
   [720001710, { disks: true, fullDisks: true }, "a full disk refused the header of a new log segment after 18 bytes; the segment was removed, but a power loss kept its name and not the removal, and recovery refused the dir (\"shorter than a log header\"): a last segment with part of its header is now cut like one of zeros (the first format's 16-byte header was the bound)"],
   [706000011, { disks: true, fsync: "batch", fullDisks: true }, "recovery cut a last segment of zeros to nothing and left it there; the state came from a later checkpoint, the log went on in a later segment, and the next restart refused the empty one (\"shorter than a log header (0 bytes)\"): such a segment is now removed"],
   [705000063, { disks: true, fsync: "off", fullDisks: true }, "with the log's batch header put into the queued records, a write refused part-way (a sparse segment's hole on a full disk) was retried with two headers and the write offset 24 bytes short: the next batch overwrote the end of the last records, and a killed server recovered seq 55 of the 70 it had written (the simulator now checks that a killed process's log gives back all it wrote)"],
+  // Session 17.
+  [830000872, { disks: true, fullDisks: true, partitions: true, quorum: "majority" }, "the family of 720001710: a checkpoint's fresh segment was refused (ENOSPC at its header) and removed, and the log went on, unsynced, in the current segment; a power loss kept the new name and not its removal, so the current segment looked followed (synced throughout) and recovery refused its torn tail as corrupt. A refused segment's removal is now synced before the log goes on (src/store/wal.ts, openSegment)"],
+  [830002409, { disks: true, fullDisks: true, partitions: true, quorum: "majority" }, "the same, with five servers"],
 ];
 
 /**
