@@ -429,10 +429,7 @@ async function main(): Promise<number> {
         const order = r % 2 === 0 ? group : [...group].reverse();
         for (const cell of order) {
           if (stop.signal.aborted) break;
-          const measured = await runCell(env, cell, stop.signal);
-          round.set(cell.key, measured);
-          log(`round ${r + 1}/${options.rounds}  ${cell.title}: ${describe(measured)}`);
-          if (measured instanceof Error && cell.system === "pstore") await restartPstore(env);
+          round.set(cell.key, await measure(env, cell, stop.signal, `round ${r + 1}/${options.rounds}`));
         }
       }
     }
@@ -469,10 +466,16 @@ async function warmUp(env: Env, cells: Cell[], signal: AbortSignal): Promise<voi
   for (const cell of cells) {
     if (signal.aborted) return;
     if (cell.key.includes(".failover.")) continue;
-    const measured = await runCell(env, cell, signal);
-    log(`warm-up  ${cell.title}: ${describe(measured)}`);
-    if (measured instanceof Error && cell.system === "pstore") await restartPstore(env);
+    await measure(env, cell, signal, "warm-up");
   }
+}
+
+/** Runs one measurement and logs it; a pstore cluster that failed one is started afresh for the next. */
+async function measure(env: Env, cell: Cell, signal: AbortSignal, label: string): Promise<Measured | Error> {
+  const measured = await runCell(env, cell, signal);
+  log(`${label}  ${cell.title}: ${describe(measured)}`);
+  if (measured instanceof Error && cell.system === "pstore") await restartPstore(env);
+  return measured;
 }
 
 async function startAll(env: Env): Promise<void> {
