@@ -63,6 +63,8 @@ export const SESSIONS_MAX = 10_000;
 export const INFLIGHT_PER_SESSION_MAX = 1024;
 /** Holds a client remembers the granting acquire of (to cancel it if a release hears ESTALE); the oldest are forgotten past it. */
 export const GRANTING_ACQUIRES_KEPT_MAX = 4096;
+/** Grants a client remembers by acquire, to tell a duplicate answer (after a failover) from a stray hold. */
+export const DELIVERED_GRANTS_KEPT_MAX = INFLIGHT_PER_SESSION_MAX;
 
 export const SESSION_TIMEOUT_MS_DEFAULT = 10_000;
 export const SESSION_TIMEOUT_MS_MIN = 100;

@@ -207,6 +207,29 @@ describe("client session logic over a scripted server", () => {
     expect(releases.map((r) => r.op)).toEqual([{ type: "release", holdId: 9, pages: [] }]);
   });
 
+  // Sim seed 848400136 (and once test/cached_process.test.ts): after a failover the acquire's answer
+  // and its resend's came in one read; the duplicate, handled before the caller's continuation had
+  // mapped the hold, was given back as stray, and the use went on with no hold at the servers.
+  test("a grant answered twice in one read is the acquire's hold, not a stray one", async () => {
+    const host = new ScriptedHost((request) => (request.op.type === "open_session" ? { type: "session", timeoutMs: 60_000 } : undefined));
+    const client = store(host);
+    await client.open();
+    const access = client.accessReadWrite("d");
+    await Bun.sleep(0);
+    const acquire = host.requests().find((r) => r.op.type === "acquire")!;
+    host.reply(acquire, granted(7, "d"));
+    host.reply(acquire, granted(7, "d"));
+    const view = await access;
+    expect(host.requests().filter((r) => r.op.type === "release")).toEqual([]);
+    // A second grant of the same acquire (applied again after a rollback) is still given back.
+    host.reply(acquire, granted(8, "d"));
+    await Bun.sleep(0);
+    expect(host.requests().filter((r) => r.op.type === "release").map((r) => r.op)).toEqual([{ type: "release", holdId: 8, pages: [] }]);
+    void client.releaseReadWrite(view).catch(() => {});
+    await Bun.sleep(0);
+    expect(host.requests().at(-1)?.op).toMatchObject({ type: "release", holdId: 7 });
+  });
+
   // Sim seed 167003449: the give-back of an old session's cached grant was answered ESESSION after
   // the datum had been granted again to the new session, and the write release then sent nothing.
   test("an ESESSION for an old session's give-back leaves the new session's hold of the same datum alone", async () => {

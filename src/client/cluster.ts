@@ -8,7 +8,7 @@
  * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
-import { PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNANSWERED_MS_PER_MIB, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
+import { DELIVERED_GRANTS_KEPT_MAX, PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNANSWERED_MS_PER_MIB, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
 import { PStoreError } from "../errors";
 import { type Message, type Op, type QueryKind, type Recall, type ReplyMessage, type Welcome, pagesSize } from "../wire";
 import { formatAddresses } from "../net/address";
@@ -55,6 +55,8 @@ export class ClusterLink {
   private readonly pending = new Map<number, PendingRequest>();
   /** Ops of requests sent more than once (see sentOnce). */
   private readonly resent = new WeakSet<Op>();
+  /** The hold each recent acquire was granted (request number → hold id), to know its duplicates (see onReply). */
+  private readonly grantsDelivered = new Map<number, number>();
   private nextQueryId = 1;
   private readonly queries = new Map<number, PendingQuery>();
   private watcher: TimerHandle | null = null;
@@ -447,9 +449,13 @@ export class ClusterLink {
   private onReply(body: ReplyMessage): void {
     const waiting = this.pending.get(body.reqNo);
     if (!waiting || body.session !== waiting.session) {
-      // A duplicate after failover, or a second grant of an acquire applied again after a rollback
-      // (sim seed 223011839): a hold nobody here uses, that would block the datum while we live.
-      if (body.reply.type === "granted" && body.session === this.session) this.onStrayGrant?.(body.reply);
+      // A second grant of an acquire applied again after a rollback (sim seed 223011839): a hold
+      // nobody here uses, that would block the datum while we live. A duplicate of the grant the
+      // acquire got (resent after a failover, both answers in one read) is that acquire's hold:
+      // released as stray before the caller's continuation mapped it, its use went on without a
+      // hold at the servers (sim seed 848400136, with coalesced reads).
+      const { reply } = body;
+      if (reply.type === "granted" && body.session === this.session && this.grantsDelivered.get(body.reqNo) !== reply.holdId) this.onStrayGrant?.(reply);
       return;
     }
     const { reply } = body;
@@ -466,8 +472,13 @@ export class ClusterLink {
     // Withdrawn: whatever it got (a grant the cancel releases, the stored ECANCELED a resubscribe
     // brings back) is not the caller's; the cancel's own answer ends the wait (ETIMEDOUT, ECANCELED).
     if (waiting.cancelled) return;
-    if (reply.type === "error") waiting.reject(remoteError(reply.code, reply.message));
-    else waiting.resolve(body);
+    if (reply.type === "error") return waiting.reject(remoteError(reply.code, reply.message));
+    if (reply.type === "granted") {
+      this.grantsDelivered.set(body.reqNo, reply.holdId);
+      // Duplicates come only for requests in flight at a failover: the last few suffice.
+      if (this.grantsDelivered.size > DELIVERED_GRANTS_KEPT_MAX) this.grantsDelivered.delete(this.grantsDelivered.keys().next().value!);
+    }
+    waiting.resolve(body);
   }
 
   /**
