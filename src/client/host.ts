@@ -71,9 +71,12 @@ export interface SegmentMemory {
 /** Maps the client's segment once the servers told its geometry. */
 export type SegmentMapper = (size: number, pageSize: number) => SegmentMemory;
 
-/** A use of a datum begins: granted by the servers, or locally from a cached grant (the simulator checks each). */
+/** Uses of data, as the program sees them (the simulator checks each). */
 export interface UseObserver {
+  /** A use begins: granted by the servers, or locally from a cached grant. */
   onUse(use: { name: string; mode: Mode; holdId: number; local: boolean; view: Uint8Array }): void;
+  /** A use ends: its view is released or abandoned (by the program, or by the store itself, as delete does). */
+  onUseEnd(holdId: number): void;
 }
 
 /** Nothing listens at the address (ECONNREFUSED): unlike a silent or closing server, retrying soon will not help. */

@@ -360,6 +360,7 @@ export class ClientStore implements Store, GrantLender {
     try {
       this.throwIfClosed();
       const hold = this.mapped.holdOf(view, mode);
+      this.observer?.onUseEnd(hold.holdId);
       return this.grants ? this.releaseCached(hold, this.grants) : this.releaseAsking(hold, mode);
     } catch (error) {
       return Promise.reject(error);
@@ -465,6 +466,7 @@ export class ClientStore implements Store, GrantLender {
   /** Drops a write hold without shipping: the local bytes are discarded. */
   private async abandon(view: ArrayBufferView): Promise<void> {
     const hold = this.mapped.holdOf(view, "write");
+    this.observer?.onUseEnd(hold.holdId);
     this.mapped.abandon(hold);
     // The local bytes are not the servers': never granted locally again.
     this.grants?.forget(hold.name);

@@ -93,6 +93,7 @@ export class SimClient {
         this.lastUse = use;
         this.world.uses.start(use, view, local ? undefined : this.world.expectedHash(this, holdId));
       },
+      onUseEnd: (holdId) => this.world.uses.endHold(this.name, holdId),
     });
   }
 
@@ -263,15 +264,12 @@ export class SimClient {
 
   /** A write that fails half-way: withWrite drops the hold without shipping anything. */
   private async abandonExtra(name: string): Promise<void> {
-    let began: Use | null = null;
     await this.store
       .withWrite(name, (view) => {
-        began = this.lastUse;
         this.scribble(view);
         throw new Error("abandoned on purpose");
       })
       .catch((error) => {
-        if (began) this.world.uses.end(began);
         if (!(error instanceof Error && error.message === "abandoned on purpose")) throw error;
       });
   }

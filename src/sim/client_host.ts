@@ -25,6 +25,8 @@ export interface ClientNet {
   nonce(): Uint8Array;
   /** A message the client decoded on `conn` (traces, the checks' bookkeeping). */
   received(client: SimClientHost, conn: SimConn, message: Message): void;
+  /** A message the client is about to send (the checks). */
+  sending(client: SimClientHost, message: Message): void;
   newSessionId(): number;
 }
 
@@ -57,7 +59,9 @@ class SimConnection implements ServerConnection {
   }
 
   send(message: Message): void {
-    if (this.host.alive) this.end.send(message);
+    if (!this.host.alive) return;
+    this.host.sending(message);
+    this.end.send(message);
   }
 
   setActive(): void {}
@@ -186,6 +190,11 @@ export class SimClientHost implements ClientHost {
   }
 
   // ---- connections ----
+
+  /** A message on its way out of this process (the checks see it). */
+  sending(message: Message): void {
+    this.net.sending(this, message);
+  }
 
   owns(connection: SimConnection): boolean {
     return this.conns.get(connection.conn.id) === connection;

@@ -234,6 +234,10 @@ export class SimClients implements ClientNet, ClientWorld {
     if (message.type === "recall") this.recalls.delivered(message.body);
   }
 
+  sending(host: SimClientHost, message: Message): void {
+    if (message.type === "request" && message.body.op.type === "release") this.uses.releasing(host.name, message.body.op.holdId);
+  }
+
   // ---- ClientWorld: what a client program asks of the simulation ----------------------------
 
   get serverIds(): number[] {

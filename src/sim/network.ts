@@ -4,7 +4,10 @@
  * connections reorder freely. What a pipe carries is cut into chunks at
  * arbitrary byte boundaries on some connections (a frame arrives in pieces,
  * or one byte at a time), so the receiving FrameDecoder sees what TCP may
- * give it. A connection that breaks loses what it still carried.
+ * give it; on others, what is sent while earlier bytes are still on their way
+ * arrives with them in one read, as TCP merges writes, so the receiver handles
+ * several messages before any promise continuation runs. A connection that
+ * breaks loses what it still carried.
  *
  * Servers reach each other over one connection per direction, dialled by the
  * sender (as src/server/dialer.ts does); clients dial the servers they use.
@@ -18,6 +21,8 @@ export class Pipe {
   broken = false;
   /** Arrival time of the last chunk sent on it: the next one cannot overtake it. */
   lastAtMs = 0;
+  /** The last chunk sent on it, while it has not arrived: a coalescing connection adds to it. */
+  waiting: { chunk: Uint8Array } | null = null;
 
   constructor(readonly latencyMs: number) {}
 
@@ -51,6 +56,8 @@ export class SimConn {
   refused = false;
   /** Chunks of at most this many bytes (Infinity: frames go whole). */
   readonly chunkBytesMax: number;
+  /** Bytes sent while earlier ones have not arrived travel with them, as TCP merges writes into one read. */
+  readonly coalesces: boolean;
   /** A peer connection: snapshots sent on it (by seq), with the history each brings, for the checker. */
   readonly snapshots = new Map<number, AppliedHistory>();
   /** A client connection: for each grant on its way down, the hash of the datum the client must end up with. */
@@ -63,10 +70,12 @@ export class SimConn {
     readonly serverIncarnation: number,
     latencyMs: number,
     chunkBytesMax: number,
+    coalesces: boolean,
   ) {
     this.up = new Pipe(latencyMs);
     this.down = new Pipe(latencyMs);
     this.chunkBytesMax = chunkBytesMax;
+    this.coalesces = coalesces && chunkBytesMax === Infinity;
   }
 
   /** Closed as the dialler (a client) knows it. */
@@ -137,12 +146,12 @@ export class Network {
 
   newPeerConn(from: { id: number; incarnation: number }, to: { id: number; incarnation: number }): SimConn {
     const latencyMs = this.latency.get(key(Math.min(from.id, to.id), Math.max(from.id, to.id))) ?? 1;
-    return new SimConn(this.nextConnId++, { kind: "server", ...from }, to.id, to.incarnation, latencyMs, this.drawChunking());
+    return new SimConn(this.nextConnId++, { kind: "server", ...from }, to.id, to.incarnation, latencyMs, this.drawChunking(), this.rng.chance(0.5));
   }
 
   newClientConn(slot: number, incarnation: number, serverId: number, serverIncarnation: number): SimConn {
     const latencyMs = 0.2 + this.rng.next() * (this.rng.chance(0.2) ? 15 : 2);
-    return new SimConn(this.nextConnId++, { kind: "client", slot, incarnation }, serverId, serverIncarnation, latencyMs, this.drawChunking());
+    return new SimConn(this.nextConnId++, { kind: "client", slot, incarnation }, serverId, serverIncarnation, latencyMs, this.drawChunking(), this.rng.chance(0.5));
   }
 
   /** One connection in five cuts what it carries: into pieces of up to 64 bytes, or single bytes. */

@@ -13,6 +13,8 @@
  *   unless one of them is fenced: its hold is no longer recorded by the servers
  *   (its session expired while the client, paused, went on). A fenced write
  *   must then not be acknowledged.
+ * - Releases: only the release that ends a use lets its hold go: none leaves a client
+ *   while the use goes on, nor before a granted use begins (hold ids are never reused).
  * - Recalls: every recall a client got is answered (a release of that hold is
  *   acknowledged, or the servers dropped the hold: the client's own acquire of
  *   the datum gives its cached grant up) or its session ends, by the time the
@@ -40,6 +42,8 @@ export interface UseWorld {
 
 export class UseChecker {
   private readonly active = new Map<string, Use[]>();
+  /** Holds a release was sent for (hold ids are never reused). */
+  private readonly releasesSent = new Set<number>();
 
   constructor(
     private readonly world: UseWorld,
@@ -49,6 +53,9 @@ export class UseChecker {
   start(use: Use, view: Uint8Array, expectedHash: number | undefined): void {
     const states = this.world.currentStates();
     const what = `${use.mode} use of ${use.name} by client ${use.client} (hold ${use.holdId}, session ${use.session}, ${use.local ? "local" : "granted"})`;
+    if (!use.local && this.releasesSent.has(use.holdId)) {
+      return this.world.report("cache-conflict", `${what}: begins after a release of its hold was sent`);
+    }
     if (use.local) {
       for (const state of states) {
         const hold = state.holds.get(use.holdId);
@@ -88,6 +95,33 @@ export class UseChecker {
     const list = this.active.get(use.name);
     const at = list?.indexOf(use) ?? -1;
     if (list && at >= 0) list.splice(at, 1);
+  }
+
+  /**
+   * A release of `holdId` leaves client process `client`. Only the release that ends a use
+   * may let its hold go: one sent while the use goes on, or before a granted use began (a
+   * stray grant's release racing the grant's own delivery, sim seed 848400136), leaves the
+   * program using pages the servers may grant to another.
+   */
+  releasing(client: string, holdId: number): void {
+    this.releasesSent.add(holdId);
+    const use = this.activeOn(holdId);
+    if (use) this.world.report("cache-conflict", `client ${client}: sends a release of hold ${holdId} while the ${use.mode} use of ${use.name} by client ${use.client} goes on`);
+  }
+
+  /** Client `client` released or abandoned the view of hold `holdId`: its use ends. */
+  endHold(client: string, holdId: number): void {
+    const use = this.activeOn(holdId);
+    if (use?.client === client) this.end(use);
+  }
+
+  /** The use in progress that rests on hold `holdId`, if any. */
+  activeOn(holdId: number): Use | undefined {
+    for (const list of this.active.values()) {
+      const use = list.find((u) => u.holdId === holdId);
+      if (use) return use;
+    }
+    return undefined;
   }
 
   /** The client process is gone (crash, close): its uses end. */

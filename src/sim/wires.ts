@@ -174,12 +174,22 @@ export class Wires {
     const pipe = fromAcceptor ? conn.down : conn.up;
     if (pipe.broken) return;
     const stallMsMax = conn.dialler.kind === "server" ? this.ctx.stallMsMax : 0;
+    if (conn.coalesces && pipe.waiting) {
+      const joined = new Uint8Array(pipe.waiting.chunk.length + bytes.length);
+      joined.set(pipe.waiting.chunk);
+      joined.set(bytes, pipe.waiting.chunk.length);
+      pipe.waiting.chunk = joined;
+      return;
+    }
     for (const chunk of conn.chunks(bytes, this.netRng)) {
-      this.ctx.push(pipe.arrival(this.ctx.nowMs, this.netRng, stallMsMax), { type: "bytes", conn, pipe, toAcceptor: !fromAcceptor, chunk });
+      const event = { type: "bytes" as const, conn, pipe, toAcceptor: !fromAcceptor, chunk };
+      pipe.waiting = event;
+      this.ctx.push(pipe.arrival(this.ctx.nowMs, this.netRng, stallMsMax), event);
     }
   }
 
   private onBytes(conn: SimConn, pipe: Pipe, toAcceptor: boolean, chunk: Uint8Array): void {
+    if (pipe.waiting?.chunk === chunk) pipe.waiting = null;
     if (pipe.broken) return;
     if (toAcceptor) {
       const server = this.ctx.server(conn.serverId);
