@@ -207,7 +207,7 @@ describe("client session logic over a scripted server", () => {
     expect(releases.map((r) => r.op)).toEqual([{ type: "release", holdId: 9, pages: [] }]);
   });
 
-  // Sim seed 848400136 (and once test/cached_process.test.ts): after a failover the acquire's answer
+  // Sim seed 848400009 (and once test/cached_process.test.ts): after a failover the acquire's answer
   // and its resend's came in one read; the duplicate, handled before the caller's continuation had
   // mapped the hold, was given back as stray, and the use went on with no hold at the servers.
   test("a grant answered twice in one read is the acquire's hold, not a stray one", async () => {

@@ -4,10 +4,11 @@
  * connections reorder freely. What a pipe carries is cut into chunks at
  * arbitrary byte boundaries on some connections (a frame arrives in pieces,
  * or one byte at a time), so the receiving FrameDecoder sees what TCP may
- * give it; on others, what is sent while earlier bytes are still on their way
- * arrives with them in one read, as TCP merges writes, so the receiver handles
- * several messages before any promise continuation runs. A connection that
- * breaks loses what it still carried.
+ * give it; on half of them, what is sent while earlier bytes are still on their
+ * way starts in the same read as those, as TCP merges writes, so the receiver
+ * handles several messages (or a frame's end and the next one's start) before
+ * any promise continuation runs. A connection that breaks loses what it still
+ * carried.
  *
  * Servers reach each other over one connection per direction, dialled by the
  * sender (as src/server/dialer.ts does); clients dial the servers they use.
@@ -22,7 +23,7 @@ export class Pipe {
   /** Arrival time of the last chunk sent on it: the next one cannot overtake it. */
   lastAtMs = 0;
   /** The last chunk sent on it, while it has not arrived: a coalescing connection adds to it. */
-  waiting: { chunk: Uint8Array } | null = null;
+  waiting: { chunks: Uint8Array[] } | null = null;
 
   constructor(readonly latencyMs: number) {}
 
@@ -75,7 +76,7 @@ export class SimConn {
     this.up = new Pipe(latencyMs);
     this.down = new Pipe(latencyMs);
     this.chunkBytesMax = chunkBytesMax;
-    this.coalesces = coalesces && chunkBytesMax === Infinity;
+    this.coalesces = coalesces;
   }
 
   /** Closed as the dialler (a client) knows it. */

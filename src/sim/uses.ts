@@ -100,7 +100,7 @@ export class UseChecker {
   /**
    * A release of `holdId` leaves client process `client`. Only the release that ends a use
    * may let its hold go: one sent while the use goes on, or before a granted use began (a
-   * stray grant's release racing the grant's own delivery, sim seed 848400136), leaves the
+   * stray grant's release racing the grant's own delivery, sim seed 848400009), leaves the
    * program using pages the servers may grant to another.
    */
   releasing(client: string, holdId: number): void {

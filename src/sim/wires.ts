@@ -6,7 +6,7 @@
  * (the history a snapshot brings, the bytes a grant must leave a client
  * with) is noted here from the nodes' observer hooks.
  */
-import type { Message, PeerMessage, Recall, ReplyMessage } from "../wire";
+import { type Message, type PeerMessage, type Recall, type ReplyMessage, concatBytes } from "../wire";
 import type { ConnId } from "../server/host";
 import type { SimClient } from "./client";
 import { type ServerMachine, type World, datumHash } from "./machine";
@@ -20,7 +20,8 @@ export type WireEvent =
   | { type: "dialled"; server: ServerMachine; incarnation: number; link: PeerLink }
   /** The server takes a new connection. */
   | { type: "accept"; conn: SimConn }
-  | { type: "bytes"; conn: SimConn; pipe: Pipe; toAcceptor: boolean; chunk: Uint8Array }
+  /** `chunks` arrive in one read (several only on a connection that merges what it carries). */
+  | { type: "bytes"; conn: SimConn; pipe: Pipe; toAcceptor: boolean; chunks: Uint8Array[] }
   /** One end learns that its connection closed. */
   | { type: "closed"; conn: SimConn; atAcceptor: boolean }
   /** A fault: the connection breaks within its first round trip, in its handshake (a client's: if not welcomed yet). */
@@ -86,7 +87,8 @@ export class Wires {
       case "accept":
         return this.onAccept(event.conn);
       case "bytes":
-        return this.onBytes(event.conn, event.pipe, event.toAcceptor, event.chunk);
+        if (event.pipe.waiting === event) event.pipe.waiting = null;
+        return this.onBytes(event.conn, event.pipe, event.toAcceptor, (event.chunks.length === 1 ? event.chunks[0]! : concatBytes(event.chunks)));
       case "closed":
         return this.onClosedEnd(event.conn, event.atAcceptor);
       case "handshake-cut":
@@ -174,22 +176,17 @@ export class Wires {
     const pipe = fromAcceptor ? conn.down : conn.up;
     if (pipe.broken) return;
     const stallMsMax = conn.dialler.kind === "server" ? this.ctx.stallMsMax : 0;
-    if (conn.coalesces && pipe.waiting) {
-      const joined = new Uint8Array(pipe.waiting.chunk.length + bytes.length);
-      joined.set(pipe.waiting.chunk);
-      joined.set(bytes, pipe.waiting.chunk.length);
-      pipe.waiting.chunk = joined;
-      return;
-    }
-    for (const chunk of conn.chunks(bytes, this.netRng)) {
-      const event = { type: "bytes" as const, conn, pipe, toAcceptor: !fromAcceptor, chunk };
+    const chunks = conn.chunks(bytes, this.netRng);
+    // The first piece arrives in the read of what is still on its way (the end of one frame, the start of the next).
+    if (conn.coalesces && pipe.waiting && chunks.length > 0) pipe.waiting.chunks.push(chunks.shift()!);
+    for (const chunk of chunks) {
+      const event = { type: "bytes" as const, conn, pipe, toAcceptor: !fromAcceptor, chunks: [chunk] };
       pipe.waiting = event;
       this.ctx.push(pipe.arrival(this.ctx.nowMs, this.netRng, stallMsMax), event);
     }
   }
 
   private onBytes(conn: SimConn, pipe: Pipe, toAcceptor: boolean, chunk: Uint8Array): void {
-    if (pipe.waiting?.chunk === chunk) pipe.waiting = null;
     if (pipe.broken) return;
     if (toAcceptor) {
       const server = this.ctx.server(conn.serverId);
