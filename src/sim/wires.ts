@@ -88,7 +88,7 @@ export class Wires {
         return this.onAccept(event.conn);
       case "bytes":
         if (event.pipe.waiting === event) event.pipe.waiting = null;
-        return this.onBytes(event.conn, event.pipe, event.toAcceptor, (event.chunks.length === 1 ? event.chunks[0]! : concatBytes(event.chunks)));
+        return this.onBytes(event.conn, event.pipe, event.toAcceptor, event.chunks.length === 1 ? event.chunks[0]! : concatBytes(event.chunks));
       case "closed":
         return this.onClosedEnd(event.conn, event.atAcceptor);
       case "handshake-cut":
