@@ -284,6 +284,7 @@ export class SimClient {
 
   private async release(view: Uint8Array, use: Use, grantedNs: number, recorded: boolean): Promise<void> {
     const releasedNs = this.world.timeNs();
+    // Ended here, not only by the store's onUseEnd: a view lost with its session throws before that.
     this.world.uses.end(use);
     const holdId = `${use.holdId}.${++this.uses}`;
     try {
