@@ -8,11 +8,12 @@
  * sockets in production, the simulated network and virtual clock in src/sim).
  */
 import { assert, present } from "../assert";
-import { DELIVERED_GRANTS_KEPT_MAX, PROBE_GRACE_MS, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNANSWERED_MS_PER_MIB, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
+import { DELIVERED_GRANTS_KEPT_MAX, PROBE_TIMEOUT_MS, QUEUED_RECHECK_MS, UNANSWERED_MS, UNANSWERED_MS_PER_MIB, UNAVAILABLE_RETRY_MS, WATCH_EVERY_MS } from "../constants";
 import { PStoreError } from "../errors";
 import { type Message, type Op, type QueryKind, type Recall, type ReplyMessage, type Welcome, pagesSize } from "../wire";
 import { formatAddresses } from "../net/address";
-import { type ClientHost, ConnectionRefused, type ServerConnection, type TimerHandle, remoteError } from "./host";
+import { type ClientHost, type ServerConnection, type TimerHandle, remoteError } from "./host";
+import { probeAll, withoutCode } from "./probe";
 
 
 interface PendingRequest {
@@ -250,7 +251,7 @@ export class ClusterLink {
    * the newest one serves (the servers let it win when they heal, too).
    */
   private async connectNewestChain(candidates: string[], problems: Set<string>, refused: Set<string>): Promise<boolean> {
-    const opened = await this.probeAll(candidates, problems, refused);
+    const opened = await probeAll(candidates, (address) => this.dial(address), this.host, problems, refused);
     let newest: ServerConnection | null = null;
     for (const probe of opened) {
       if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
@@ -291,50 +292,6 @@ export class ClusterLink {
       problems.add(withoutCode((error as Error).message));
       return false;
     }
-  }
-
-  /**
-   * Dials every address at once. Once one has answered, the others get
-   * PROBE_GRACE_MS more: a paused or unreachable server must not hold up a
-   * failover for its whole connect timeout.
-   */
-  private probeAll(addresses: string[], problems: Set<string>, refused: Set<string>): Promise<ServerConnection[]> {
-    return new Promise((resolve, reject) => {
-      const opened: ServerConnection[] = [];
-      let outstanding = addresses.length;
-      let done = false;
-      let grace: TimerHandle | null = null;
-      const finish = (error?: Error) => {
-        if (done) return;
-        done = true;
-        grace?.cancel();
-        if (error) {
-          for (const connection of opened) connection.close();
-          reject(error);
-        } else resolve([...opened]);
-      };
-      const settled = () => {
-        if (--outstanding === 0) finish();
-      };
-      if (outstanding === 0) return finish();
-      for (const address of addresses) {
-        this.dial(address).then(
-          (connection) => {
-            if (done) return connection.close(); // too late: the choice is made
-            opened.push(connection);
-            grace ??= this.host.after(PROBE_GRACE_MS, () => finish());
-            settled();
-          },
-          (error) => {
-            // A refusal that retrying cannot fix (authentication, protocol) ends the search.
-            if (error instanceof PStoreError && error.code !== "EUNAVAILABLE") return finish(error);
-            if (error instanceof ConnectionRefused) refused.add(address);
-            problems.add(withoutCode((error as Error).message));
-            settled();
-          },
-        );
-      }
-    });
   }
 
   private dial(address: string): Promise<ServerConnection> {
@@ -515,11 +472,6 @@ export class ClusterLink {
     this.head?.setActive(active);
     this.tail?.setActive(active);
   }
-}
-
-/** "EUNAVAILABLE: cannot connect…" → "cannot connect…": the summary carries the code once. */
-function withoutCode(message: string): string {
-  return message.replace(/^E[A-Z]+: /, "");
 }
 
 /** How long a request may go unanswered before the client looks for the chain again: longer for a large one. */

@@ -8,7 +8,7 @@
  * successor hold what we might lose), a promise on the vote saved with it.
  * Readys are carried out in the order they were made; the sends of a later
  * Ready never overtake the disk work of an earlier one. Both hosts obey this
- * through one function: ServerNode.release (src/server/node.ts). Two exceptions
+ * through one function: ReadyCarrier.release (src/server/carrier.ts). Two exceptions
  * for the forwards that lead a batch, which only make the successor hold what we
  * hold: when the replica awaits syncs (--fsync always) they leave once the batch
  * is written, before its sync, and what rests on the sync (the tail's replies)

@@ -4,8 +4,8 @@
  * through its host (host.ts). It decodes frames, runs the handshake (hello,
  * the secret's challenge), routes client messages (requests and heartbeats to
  * the head, subscriptions and queries to the tail), binds sessions to the
- * connection their replies go on, passes peer messages to the replica, and
- * carries out the replica's Readys — persist before send — in `release`.
+ * connection their replies go on, and passes peer messages to the replica, whose
+ * Readys carrier.ts carries out (persist before send).
  * Production (server.ts) and the simulator (src/sim/machine.ts) run this same class.
  */
 import { present } from "../assert";
@@ -23,7 +23,7 @@ import {
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
-import { type Outbound, type Ready, type Replica, lastSeqOf } from "../core";
+import type { ClientView, Ready, Replica } from "../core";
 import {
   type Frame,
   FrameBudget,
@@ -34,10 +34,10 @@ import {
   decodeMessage,
   decodePeer,
   encodeMessage,
-  encodePeerParts,
   isPeerFrameType,
 } from "../wire";
 import { clientProof, sameProof, serverProof } from "../net/auth";
+import { ReadyCarrier } from "./carrier";
 import { PeerDialer } from "./dialer";
 import type { ConnId, NodeHost, NodeObserver, NodeOptions } from "./host";
 import { clusterStatus } from "./status";
@@ -69,8 +69,7 @@ export class ServerNode {
   private readonly dialer: PeerDialer;
   /** What clients' incomplete frames may hold at once, all together. */
   private readonly clientFrames: FrameBudget;
-  private queued: Ready[] = [];
-  private flushScheduled = false;
+  private readonly carrier: ReadyCarrier;
   private lastSweepMs: number;
   /** When tick() last ran: input that comes long after it waits for a tick first (overdueTick). */
   private lastTickMs = Number.NEGATIVE_INFINITY;
@@ -86,6 +85,12 @@ export class ServerNode {
   ) {
     this.clientFrames = new FrameBudget(options.inboundBufferedBytesMax);
     this.lastSweepMs = host.nowMs();
+    this.carrier = new ReadyCarrier(replica, host, {
+      peerConn: (id) => this.dialer.readyConn(id),
+      sessionConn: (session) => this.sessionConns.get(session),
+      clientConns: () => this.openClientConns(),
+      configForClients: (view) => this.configForClients(view),
+    }, observer);
     this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
       onLost: (id) => this.lostLinkTo(id),
       onReady: (id) => this.perform(this.replica.onPeerConnected(id)),
@@ -393,7 +398,11 @@ export class ServerNode {
     this.host.send(conn.id, encodeMessage({ type: "config", body: this.configForClients() }));
   }
 
-  private configForClients(view = this.replica.clientView()): { epoch: number; chain: string[] } {
+  private *openClientConns(): Iterable<ConnId> {
+    for (const conn of this.conns.values()) if (conn.role.kind === "client" && !conn.closed) yield conn.id;
+  }
+
+  private configForClients(view: ClientView = this.replica.clientView()): { epoch: number; chain: string[] } {
     return { epoch: view.epoch, chain: view.chain.map((id) => present(this.options.addresses[id - 1], `chain member ${id} is not in --peers`)) };
   }
 
@@ -413,128 +422,14 @@ export class ServerNode {
     this.host.close(conn.id, reason);
   }
 
-  // ---- carrying out the replica's Readys ----------------------------------------------
+  // ---- the replica's Readys: carrier.ts ---------------------------------------------------
 
-  /** Queues a step's Ready: the queue is released after the current event, all of it behind one disk sync. */
   private perform(ready: Ready): void {
-    for (const note of ready.notes) this.host.log.info(note);
-    if (ready.persist.length === 0 && ready.send.length === 0) return;
-    this.queued.push(ready);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    this.host.defer(() => this.flush());
+    this.carrier.perform(ready);
   }
 
   /** Releases what is queued now (before a checkpoint, a stop, a long frame). */
   flush(): void {
-    this.flushScheduled = false;
-    if (this.queued.length === 0) return;
-    const readys = this.queued;
-    this.queued = [];
-    this.release(readys);
-  }
-
-  /**
-   * PERSIST BEFORE SEND (core/ready.ts), the one place both hosts obey it: the
-   * disk work of these Readys is written and synced, in order, and only then
-   * does anything they send leave (but the leading forwards: core/ready.ts). The
-   * disk completes batches in order, so a later batch's messages never overtake
-   * an earlier batch's disk work.
-   */
-  private release(readys: Ready[]): void {
-    const persist = readys.length === 1 ? readys[0]!.persist : readys.flatMap((ready) => ready.persist);
-    let send = readys.length === 1 ? readys[0]!.send : readys.flatMap((ready) => ready.send);
-    if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
-    let early = 0;
-    while (early < send.length && isForward(send[early]!)) early++;
-    if (!this.replica.awaitsSync) {
-      // --fsync off/batch promise what survives a crash of N-1 servers, or of every process
-      // once the tail has written: the forwards that lead a batch of log records leave before
-      // our own write (one system call less on the chain's path per hop); the tail's reply and
-      // our acknowledgement still wait for it. Not while the disk is full (updates wait), nor
-      // before a configuration or checkpoint is on disk.
-      if (early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log")) {
-        this.host.batch(() => this.sendRange(send.slice(0, early), 0));
-      } else early = 0;
-      this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, early)));
-      return;
-    }
-    // --fsync always (core/chain_sync.ts): the forwards that lead the batch leave once it is
-    // written, so the next server writes and syncs while we sync; the rest waits for our sync,
-    // and the replica then learns how far we are durable (the tail's replies wait for that).
-    const durableThrough = lastSeqOf(persist);
-    this.host.disk.write(
-      persist,
-      () => {
-        this.host.batch(() => this.sendRange(send, early));
-        if (durableThrough > 0) this.releaseNow(this.replica.onDurable(durableThrough));
-      },
-      early > 0 ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
-    );
-  }
-
-  /**
-   * While the disk is full, what must be written waits, and what it sends with it; a heartbeat
-   * does not. It says what this server holds (its durable point only what is synced) and that
-   * its disk is full; held back, the server fell silent and the others removed it from the
-   * chain instead of refusing new data (test/disk.test.ts, a full disk on a follower).
-   */
-  private sendHeartbeatsNow(send: Outbound[]): Outbound[] {
-    const rest: Outbound[] = [];
-    for (const out of send) {
-      if (out.kind === "peer" && out.message.type === "heartbeat") this.sendOut(out);
-      else rest.push(out);
-    }
-    return rest;
-  }
-
-  /** Carries out a Ready at once (it follows a disk sync: nothing to wait for before it). */
-  private releaseNow(ready: Ready): void {
-    for (const note of ready.notes) this.host.log.info(note);
-    if (ready.persist.length > 0 || ready.send.length > 0) this.release([ready]);
-  }
-
-  private sendRange(send: Outbound[], from: number): void {
-    for (let i = from; i < send.length; i++) this.sendOut(send[i]!);
-  }
-
-  private sendOut(out: Outbound): void {
-    switch (out.kind) {
-      case "peer": {
-        const conn = this.dialer.readyConn(out.to);
-        if (conn === null) return; // dropped: the chain protocol resynchronises
-        this.observer.sentPeer?.(conn, out.to, out.message);
-        for (const part of encodePeerParts(out.message)) this.host.send(conn, part);
-        return;
-      }
-      case "reply": {
-        const conn = this.sessionConns.get(out.session);
-        if (conn === undefined) {
-          this.host.log.debug(`reply to session ${out.session} request ${out.reqNo} dropped: no connection (it subscribes again)`);
-          return;
-        }
-        const body = { session: out.session, reqNo: out.reqNo, reply: out.reply, pages: out.pages };
-        this.observer.sentReply?.(conn, body);
-        return this.host.send(conn, encodeMessage({ type: "reply", body }));
-      }
-      case "recall": {
-        // Over the connection the session's requests or heartbeats come on (we are its head).
-        const conn = this.sessionConns.get(out.recall.session);
-        if (conn === undefined) return;
-        this.observer.sentRecall?.(conn, out.recall);
-        return this.host.send(conn, encodeMessage({ type: "recall", body: out.recall }));
-      }
-      case "announce": {
-        // Clients must learn a new head or tail: tell every connected client.
-        const frame = encodeMessage({ type: "config", body: this.configForClients(out.view) });
-        for (const conn of this.conns.values()) if (conn.role.kind === "client" && !conn.closed) this.host.send(conn.id, frame);
-        return;
-      }
-    }
+    this.carrier.flush();
   }
 }
-
-function isForward(out: Outbound): boolean {
-  return out.kind === "peer" && out.message.type === "forward";
-}
-
