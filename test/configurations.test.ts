@@ -1,0 +1,297 @@
+/**
+ * Configurations: a history is never taken back, joiners, configurations that never
+ * served, and how silence and pauses are judged.
+ */
+import { describe, expect, test } from "bun:test";
+import { Replica, StoreState, type Update, encodeSnapshot } from "../src/core";
+import { EpochHistory } from "../src/core/epochs";
+import type { Ready } from "../src/core/ready";
+import type { Op, PeerMessage } from "../src/wire";
+import { PS, logged, replied, REPLICA_OPTIONS } from "./helpers/core";
+
+describe("a history is never taken back", () => {
+  /** Updates 1..n of session 5 creating datum `d<seq>`, in `epoch`. */
+  function updates(from: number, to: number, epoch: number): Update[] {
+    const out: Update[] = [];
+    for (let seq = from; seq <= to; seq++) {
+      const op: Op = seq === 1 ? { type: "open_session", timeoutMs: 60_000 } : { type: "create", name: `d${seq}`, size: 1 };
+      out.push({ seq, epoch, session: 5, reqNo: seq, doneBelow: 0, op });
+    }
+    return out;
+  }
+
+  function replicaWith(selfId: number, history: Update[], config: { epoch: number; chain: number[] }, more: { peers?: number[]; quorum?: "none" | "majority" } = {}): Replica {
+    const state = new StoreState(16 * PS, PS);
+    const epochs = new EpochHistory(0, 0);
+    for (const update of history) {
+      state.apply(update);
+      epochs.note(update.seq, update.epoch);
+    }
+    const lastEpoch = history.at(-1)?.epoch ?? 0;
+    return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS, ...more }, state, lastEpoch, config, undefined, epochs);
+  }
+
+  test("a joiner whose history holds the chain's and more is not sent back: the head takes its state", () => {
+    // Server 2 acknowledged seqs 4-5 alone in epoch 129 (two chains after a cut, default mode);
+    // server 1 serves a chain that never went past seq 3.
+    const common = updates(1, 3, 65);
+    const head = replicaWith(1, common, { epoch: 65, chain: [1] });
+    const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] });
+    const byId = new Map([[1, head], [2, joiner]]);
+    const installs: [number, number][] = [];
+    let now = 0;
+    const run = (id: number, ready: Ready) => {
+      const queue: [number, Ready][] = [[id, ready]];
+      while (queue.length > 0) {
+        const [from, batch] = queue.shift()!;
+        for (const item of batch.persist) if (item.kind === "install") installs.push([from, item.seq]);
+        for (const out of batch.send) if (out.kind === "peer") queue.push([out.to, byId.get(out.to)!.onPeerMessage(out.message, now)]);
+      }
+    };
+    // Server 1 serves alone first (server 2 is cut off: what is sent to it is lost).
+    for (now = 0; now <= 3000 && !head.isHead; now += 50) head.onTick(now);
+    expect(head.config.chain).toEqual([1]);
+    for (; now <= 8000 && !(joiner.status === "member" && head.state.appliedSeq === 5); now += 50) {
+      run(1, head.onTick(now));
+      run(2, joiner.onTick(now));
+    }
+    expect(installs.filter(([id]) => id === 2).every(([, seq]) => seq >= 5)).toBe(true);
+    expect(head.state.appliedSeq).toBe(5);
+    expect(head.lastEpoch).toBe(129);
+    expect([...head.state.data.keys()].sort()).toEqual(["d2", "d3", "d4", "d5"]);
+    expect(joiner.status).toBe("member");
+    expect(head.config.chain).toEqual([1, 2]);
+  });
+
+  test("with --quorum majority the joiner installs the tail's snapshot instead: a history taken in would rank by its old last epoch", () => {
+    const common = updates(1, 3, 65);
+    const tailState = replicaWith(1, common, { epoch: 65, chain: [1] }).state;
+    const snapshot = { type: "snapshot" as const, from: 1, epoch: 65, seq: 3, lastEpoch: 65, bytes: encodeSnapshot(tailState) };
+    const joinerIn = (quorum: "none" | "majority") => {
+      const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] }, { peers: [1, 2, 3], quorum });
+      joiner.onTick(0);
+      joiner.onPeerMessage({ type: "heartbeat", from: 1, epoch: 65, chain: [1], status: "member", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+      joiner.onTick(100);
+      expect(joiner.status).toBe("joining");
+      joiner.onPeerMessage({ type: "sync_request", from: 1, epoch: 65, chain: [1] }, 110);
+      return joiner.onPeerMessage(snapshot, 120);
+    };
+    // Default mode: refused, and the head is offered the longer history.
+    const refused = joinerIn("none");
+    expect(refused.persist.some((p) => p.kind === "install")).toBe(false);
+    expect(refused.send.some((o) => o.kind === "peer" && o.message.type === "ahead")).toBe(true);
+    // Majority mode: 4-5 were never acknowledged (every acknowledged update is in the chain's history).
+    const installed = joinerIn("majority");
+    expect(installed.persist.flatMap((p) => (p.kind === "install" ? [p.seq] : []))).toEqual([3]);
+    expect(installed.send.some((o) => o.kind === "peer" && o.message.type === "ahead")).toBe(false);
+  });
+});
+
+describe("a joiner being appended", () => {
+  /** Server 2, tail of 1→2 at seq 3 (epoch 65), with server 3 joining behind it and caught up. */
+  function tailWithCaughtUpJoiner(answeredOurSync = true): { tail: Replica; caughtUp: Ready } {
+    const state = new StoreState(16 * PS, PS);
+    const epochs = new EpochHistory(0, 0);
+    for (let seq = 1; seq <= 3; seq++) {
+      const op: Op = seq === 1 ? { type: "open_session", timeoutMs: 60_000 } : { type: "create", name: `d${seq}`, size: 1 };
+      state.apply({ seq, epoch: 65, session: 5, reqNo: seq, doneBelow: 0, op });
+      epochs.note(seq, 65);
+    }
+    const tail = new Replica({ selfId: 2, peers: [1, 2, 3], ...REPLICA_OPTIONS }, state, 65, undefined, undefined, epochs);
+    tail.onTick(0);
+    tail.onPeerMessage({ type: "heartbeat", from: 1, epoch: 0, chain: [], status: "booting", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+    tail.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 3, lastEpoch: 65, busyMs: 0 }, 10);
+    tail.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1, 2], issued: true }, 20);
+    expect(tail.isTail).toBe(true);
+    tail.onPeerMessage({ type: "join", from: 3, appliedSeq: 3, lastEpoch: 65 }, 30);
+    // Our sync_request answered: we are its upstream in epoch 65.
+    if (answeredOurSync) tail.onPeerMessage({ type: "sync_reply", from: 3, epoch: 65, appliedSeq: 3, lastEpoch: 65 }, 40);
+    const caughtUp = tail.onTick(100);
+    return { tail, caughtUp };
+  }
+  const create = (seq: number, epoch: number): Update => ({ seq, epoch, session: 5, reqNo: seq, doneBelow: 0, op: { type: "create", name: `d${seq}`, size: 1 } });
+
+  test("the old tail applies nothing more until the configuration makes the joiner the tail, then passes it on", () => {
+    const { tail, caughtUp } = tailWithCaughtUpJoiner();
+    expect(caughtUp.send).toContainEqual({ kind: "peer", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
+    // Applied now, 4 would be acknowledged here while the new tail lacks it.
+    const held = tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 110);
+    expect(logged(held)).toEqual([]);
+    expect(tail.state.appliedSeq).toBe(3);
+    tail.onPeerMessage({ type: "config", from: 1, epoch: 129, chain: [1, 2, 3], issued: true }, 120);
+    expect([tail.status, tail.isTail]).toEqual(["member", false]);
+    // The head resends it in the new configuration: applied, passed on, acknowledged by the new tail only.
+    const passed = tail.onPeerMessage({ type: "forward", from: 1, epoch: 129, prevEpoch: 65, updates: [create(4, 65)] }, 130);
+    expect(logged(passed).map((u) => u.seq)).toEqual([4]);
+    expect(replied(passed)).toEqual([]);
+  });
+
+  // Sim seed 386002363: an empty tail took an empty joiner's join for caught up; appended before
+  // we ever synced it, the joiner stayed joining and was removed, over and over.
+  test("a joiner whose join shows our position is not caught up before it answered our sync", () => {
+    const { tail, caughtUp } = tailWithCaughtUpJoiner(false);
+    expect(caughtUp.send.some((out) => out.kind === "peer" && out.message.type === "caught_up")).toBe(false);
+    tail.onPeerMessage({ type: "sync_reply", from: 3, epoch: 65, appliedSeq: 3, lastEpoch: 65 }, 110);
+    expect(tail.onTick(250).send).toContainEqual({ kind: "peer", to: 1, message: { type: "caught_up", from: 2, epoch: 65, joiner: 3 } });
+  });
+
+  test("the old tail goes on after --suspect-ms if the head does not append the joiner", () => {
+    const { tail } = tailWithCaughtUpJoiner();
+    expect(logged(tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 500))).toEqual([]);
+    tail.onPeerMessage({ type: "heartbeat", from: 1, epoch: 65, chain: [1, 2], status: "member", appliedSeq: 4, lastEpoch: 65, busyMs: 0 }, 1000);
+    expect(logged(tail.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [create(4, 65)] }, 1150)).map((u) => u.seq)).toEqual([4]);
+  });
+});
+
+describe("a joiner whose member's heartbeats are late", () => {
+  // Sim seeds 163000724, 163002720: heartbeats queue behind the snapshot and forwards a member
+  // sends its joiner; counting heartbeats only, the joiner gave the serving chain up after half
+  // --suspect-ms and formed a chain of its own beside it.
+  test("keeps joining while a member of its chain syncs it and forwards to it, and gives up once that stops", () => {
+    const joiner = new Replica({ selfId: 2, peers: [1, 2], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    joiner.onTick(0);
+    joiner.onPeerMessage({ type: "heartbeat", from: 1, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    joiner.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1], issued: true }, 20);
+    expect(joiner.status).toBe("joining");
+    joiner.onPeerMessage({ type: "sync_request", from: 1, epoch: 65, chain: [1] }, 30);
+    const open: Update = { seq: 1, epoch: 65, session: 5, reqNo: 1, doneBelow: 0, op: { type: "open_session", timeoutMs: 60_000 } };
+    joiner.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 0, updates: [open] }, 400);
+    joiner.onTick(600);
+    expect(joiner.status).toBe("joining");
+    joiner.onPeerMessage({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates: [] }, 700);
+    joiner.onTick(900);
+    expect(joiner.status).toBe("joining");
+    // Nothing from the chain for more than half --suspect-ms: it is gone, the joiner starts over.
+    joiner.onTick(1250);
+    expect(joiner.status).not.toBe("joining");
+  });
+});
+
+describe("a configuration that never served", () => {
+  // Sim seed 272007723 (default mode, --disks): server 2 issued epoch 258 [2,3] and crashed with
+  // 3; server 1, removed without knowing it, went on alone in 257 [1]. Restarted, 2 and 3 found
+  // 1 serving in an older epoch, kept their own and joined each other for ever.
+  test("a booting server that hears a chain serving in an older epoch than its own joins that chain", () => {
+    const booting = new Replica({ selfId: 2, peers: [1, 2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS), 0, { epoch: 258, chain: [2, 3] });
+    booting.onTick(0);
+    booting.onPeerMessage({ type: "heartbeat", from: 1, epoch: 257, chain: [1], status: "member", appliedSeq: 9, lastEpoch: 257, busyMs: 0 }, 10);
+    booting.onPeerMessage({ type: "heartbeat", from: 3, epoch: 258, chain: [2, 3], status: "joining", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    const step = booting.onTick(120);
+    expect([booting.status, booting.config]).toEqual(["joining", { epoch: 257, chain: [1] }]);
+    expect(step.persist).toContainEqual({ kind: "config", config: { epoch: 257, chain: [1] } });
+    const joins = booting.onTick(240).send.filter((out) => out.kind === "peer" && out.message.type === "join");
+    expect(joins.map((out) => out.kind === "peer" && out.to)).toEqual([1]);
+  });
+});
+
+describe("sibling configurations at boot", () => {
+  // Sim seed 403004127 (--disks --free-crashes): 3 issued e387 [3,2] from e321 and crashed
+  // before 2 adopted it; 2, which knew only e321, issued e386 [2] and acknowledged updates up to
+  // 69. After a total outage 3 (45@387) outranked 2 (69@386) by its epoch's number alone.
+  function restarted(selfId: number, appliedSeq: number, lastEpoch: number, config: { epoch: number; chain: number[] }): Replica {
+    const state = new StoreState(16 * PS, PS);
+    state.appliedSeq = appliedSeq;
+    const replica = new Replica({ selfId, peers: [2, 3], ...REPLICA_OPTIONS }, state, lastEpoch, config);
+    replica.onTick(0);
+    return replica;
+  }
+  const issued = (step: ReturnType<Replica["onTick"]>) => step.persist.filter((p) => p.kind === "config");
+
+  test("a history whose last configuration's tail never adopted it ranks below that tail's", () => {
+    const three = restarted(3, 45, 387, { epoch: 387, chain: [3, 2] });
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 386, chain: [2], status: "booting", appliedSeq: 69, lastEpoch: 386, busyMs: 0 }, 10);
+    expect(issued(three.onTick(120))).toEqual([]);
+    const two = restarted(2, 69, 386, { epoch: 386, chain: [2] });
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 387, chain: [3, 2], status: "booting", appliedSeq: 45, lastEpoch: 387, busyMs: 0 }, 10);
+    expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  // Sim seed 421000723 (default mode): a tail that restarted empty may have acknowledged the
+  // updates and lost them: the other server's copy is the only one left.
+  test("a tail that restarted empty does not outrank the history of a configuration it may have served", () => {
+    const three = restarted(3, 45, 387, { epoch: 387, chain: [3, 2] });
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
+  });
+});
+
+describe("after a pause past --suspect-ms", () => {
+  // Sim seed 283024131: the configuration that waited in our sockets while we were stopped made
+  // us a member of a chain whose other servers had died; we removed them and served a history
+  // older than one a later chain had acknowledged.
+  test("a configuration that arrives with the resume makes the server a joiner, not a member", () => {
+    const server = new Replica({ selfId: 3, peers: [2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    server.onTick(0);
+    server.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    server.onPeerMessage({ type: "config", from: 2, epoch: 66, chain: [2, 3], issued: true }, 20);
+    expect(server.status).toBe("member");
+    server.onTick(100);
+    server.onTick(5000); // stopped for almost 5 s
+    expect(server.status).toBe("booting");
+    server.onPeerMessage({ type: "heartbeat", from: 2, epoch: 66, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 5000);
+    server.onPeerMessage({ type: "config", from: 2, epoch: 130, chain: [2, 3], issued: true }, 5000);
+    expect([server.status, server.config.epoch]).toEqual(["joining", 130]);
+  });
+});
+
+describe("silence as the others see it (default mode)", () => {
+  /** Server 2, head of [2,3], with 3's heartbeat heard at `nowMs`. */
+  function headOfTwo(): Replica {
+    const head = new Replica({ selfId: 2, peers: [2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    head.onTick(0);
+    head.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    head.onPeerMessage({ type: "config", from: 3, epoch: 67, chain: [2, 3], issued: true }, 20);
+    expect([head.status, head.config.chain]).toEqual(["member", [2, 3]]);
+    return head;
+  }
+  const heartbeatOf3: PeerMessage = { type: "heartbeat", from: 3, epoch: 67, chain: [2, 3], status: "member", appliedSeq: 0, lastEpoch: 0, busyMs: 0 };
+  /** Ticks every 50 ms until `untilMs`, hearing 3 at each. */
+  function hearing3Until(head: Replica, untilMs: number): void {
+    for (let t = 50; t <= untilMs; t += 50) {
+      head.onTick(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+  }
+
+  // Sim seed 281005851: our connection to 3 broke, then we were stopped 185 ms (< --suspect-ms / 2);
+  // at the resume the tick ran before 3's heartbeat waiting in our socket, we removed 3 and
+  // served alone while 3 removed us: two chains.
+  test("a server paused shortly after a broken connection reads what waited before it suspects", () => {
+    const head = headOfTwo();
+    hearing3Until(head, 700);
+    head.onPeerDisconnected(3);
+    head.onTick(750);
+    const resumed = head.onTick(1150); // stopped 400 ms: 3's heartbeats wait unread
+    expect(resumed.notes.some((note) => note.includes("removing"))).toBe(false);
+    head.onPeerMessage(heartbeatOf3, 1150);
+    head.onTick(1200);
+    expect(head.config.chain).toEqual([2, 3]);
+  });
+
+  test("the same silence without a pause still suspects the peer two heartbeats after the break", () => {
+    const head = headOfTwo();
+    hearing3Until(head, 700);
+    head.onPeerDisconnected(3);
+    for (let t = 750; t <= 1000; t += 50) head.onTick(t);
+    expect(head.config.chain).toEqual([2]);
+  });
+
+  test("heartbeats go out at least every --heartbeat-ms though ticks do not divide it", () => {
+    const head = headOfTwo();
+    const sentAt: number[] = [];
+    for (let t = 47; t <= 2000; t += 47) {
+      const step = head.onTick(t);
+      if (step.send.some((out) => out.kind === "peer" && out.to === 3 && out.message.type === "heartbeat")) sentAt.push(t);
+      head.onPeerMessage(heartbeatOf3, t);
+    }
+    const gaps = sentAt.slice(1).map((t, i) => t - sentAt[i]!);
+    expect(gaps.length).toBeGreaterThan(15);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(REPLICA_OPTIONS.heartbeatMs);
+  });
+
+  test("a peer we reconnect to hears from us at once", () => {
+    const head = headOfTwo();
+    const step = head.onPeerConnected(3);
+    expect(step.send.some((out) => out.kind === "peer" && out.to === 3 && out.message.type === "heartbeat")).toBe(true);
+  });
+});
