@@ -28,7 +28,7 @@ export type Reply =
   | { type: "checkpointed"; seq: number }
   | { type: "error"; code: string; message: string };
 
-const REPLY_CODES: Record<Reply["type"], number> = {
+export const REPLY_CODES: Record<Reply["type"], number> = {
   ok: 1,
   session: 2,
   created: 3,

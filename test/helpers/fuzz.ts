@@ -27,41 +27,9 @@ import {
   helloMessage,
   isPeerFrameType,
 } from "../../src/wire";
+import { ALL_OPS, ALL_REPLIES, page } from "./wire";
 
 // ---- the corpus ------------------------------------------------------------
-
-const page = (index: number, fill: number, length = 16) => ({ page: index, bytes: new Uint8Array(length).fill(fill) });
-
-export const ALL_OPS: Op[] = [
-  { type: "open_session", timeoutMs: 10_000 },
-  { type: "open_session", timeoutMs: 0 },
-  { type: "close_session" },
-  { type: "create", name: "compteur", size: 4 },
-  { type: "create", name: "ünïcødé €", size: 2 ** 40 },
-  { type: "delete", name: "compteur" },
-  { type: "acquire", name: "compteur", mode: "read", knownCreatedSeq: -1, cachedVersion: -1 },
-  { type: "acquire", name: "x", mode: "write", knownCreatedSeq: 17, cachedVersion: 2 ** 40 + 3 },
-  { type: "acquire", name: "c", mode: "read", knownCreatedSeq: 4, cachedVersion: 9, cache: true },
-  { type: "release", holdId: 9, pages: [] },
-  { type: "release", holdId: 2 ** 33 + 1, pages: [page(0, 0xaa), page(3, 0x55, 64), { page: 7, bytes: new Uint8Array(0) }] },
-  { type: "cancel", acquireReqNo: 12 },
-  { type: "expire_session", session: 2 ** 52 + 5 },
-  { type: "checkpoint" },
-  { type: "refused", code: "ENOSPC", message: "the disk is full", holdId: 9 },
-];
-
-export const ALL_REPLIES: Reply[] = [
-  { type: "ok" },
-  { type: "session", timeoutMs: 1234 },
-  { type: "created", offset: 8192, size: 5000, createdSeq: 77 },
-  { type: "granted", holdId: 3, mode: "read", name: "compteur", offset: 8192, size: 4, createdSeq: 5, version: 9, sendAfter: -1 },
-  { type: "granted", holdId: 2 ** 53 - 1, mode: "write", name: "é", offset: 0, size: 1, createdSeq: 1, version: 1, sendAfter: 1 },
-  { type: "released", version: 42, cached: false },
-  { type: "released", version: 7, cached: true },
-  { type: "queued" },
-  { type: "checkpointed", seq: 1000 },
-  { type: "error", code: "ENOENT", message: 'no datum named "x"' },
-];
 
 const nonce = (fill: number) => new Uint8Array(32).fill(fill);
 

@@ -1,6 +1,6 @@
 /**
  * Every op, reply and message, and small tools, for the wire's tests (wire.test.ts,
- * frame.test.ts).
+ * frame.test.ts) and the fuzz's corpus (helpers/fuzz.ts).
  */
 import { expect } from "bun:test";
 import { FRAME_HEADER_BYTES, helloMessage, type Message, type Op, type Reply, WireError, decodeMessage } from "../../src/wire";
@@ -79,6 +79,8 @@ export const ALL_OPS: Op[] = [
   { type: "cancel", acquireReqNo: 0xffff_ffff },
   { type: "expire_session", session: 2 ** 52 + 5 },
   { type: "refused", code: "ENOSPC", message: "the disk of server 1 is full", holdId: 2 ** 33 + 1 },
+  { type: "open_session", timeoutMs: 0 },
+  { type: "checkpoint" },
 ];
 
 export const ALL_REPLIES: Reply[] = [
@@ -111,6 +113,7 @@ export const ALL_REPLIES: Reply[] = [
   { type: "released", version: 7, cached: true },
   { type: "queued" },
   { type: "error", code: "ENOENT", message: 'no datum named "x" — créez-la d’abord' },
+  { type: "checkpointed", seq: 1000 },
 ];
 
 export const HELLO_CLIENT = helloMessage("client", 0, new Uint8Array(32).fill(0xab));
