@@ -6,7 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PROTOCOL_VERSION, UPDATE_PARTS_BYTES_MIN } from "../src/constants";
-import { FRAME_HEADER_BYTES, type Message, MessageType, OP_CODES, REPLY_CODES, WireError, Writer, concatBytes, decodeMessage, decodePeer, encodeMessage, encodeMessageParts, encodePeerParts, encodeUpdate, encodeUpdateParts, packPages, utf8Length } from "../src/wire";
+import { FRAME_HEADER_BYTES, type Message, MessageType, OP_CODES, REPLY_CODES, WireError, Writer, concatBytes, decodeMessage, decodePeer, encodeMessage, encodePeer, PEER_TYPES, encodeMessageParts, encodePeerParts, encodeUpdate, encodeUpdateParts, packPages, utf8Length } from "../src/wire";
+import { PEER_MESSAGES } from "./helpers/fuzz";
 import { hex, toHex, decodeFrame, concat, expectWireError, prng, page, ALL_OPS, ALL_REPLIES, HELLO_CLIENT, ALL_MESSAGES } from "./helpers/wire";
 
 describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
@@ -121,6 +122,17 @@ describe("round trip", () => {
     // and checkpointed were missing while this compared with fixed counts).
     expect([...new Set(ALL_OPS.map((op): string => op.type))].sort()).toEqual(Object.keys(OP_CODES).sort());
     expect([...new Set(ALL_REPLIES.map((reply): string => reply.type))].sort()).toEqual(Object.keys(REPLY_CODES).sort());
+  });
+
+  test("every server-to-server message survives a round trip, and every peer type is covered", () => {
+    const seen = new Set<string>();
+    for (const message of PEER_MESSAGES) {
+      const frame = encodePeer(message);
+      expect(frame[FRAME_HEADER_BYTES - 1]).toBe(PEER_TYPES[message.type]);
+      expect(decodePeer(frame[FRAME_HEADER_BYTES - 1]!, frame.subarray(FRAME_HEADER_BYTES))).toEqual(message);
+      seen.add(message.type);
+    }
+    expect([...seen].sort()).toEqual(Object.keys(PEER_TYPES).sort());
   });
 
   test("page bytes come back byte for byte, as views into the frame (no copy)", () => {

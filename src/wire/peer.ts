@@ -100,7 +100,7 @@ export interface AcceptedProposal {
 /** A forward's prevEpoch when the sender no longer knows it: not checked. */
 export const PREV_EPOCH_UNKNOWN = Number.MAX_SAFE_INTEGER;
 
-const PEER_TYPES = {
+export const PEER_TYPES = {
   heartbeat: 20,
   config: 21,
   sync_request: 22,
