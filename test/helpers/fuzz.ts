@@ -1,5 +1,5 @@
 /**
- * Fuzzing material for test/fuzz.test.ts: a corpus of valid encodings of
+ * Fuzzing material for test/fuzz_decoder.test.ts and test/fuzz.test.ts: a corpus of valid encodings of
  * every client and server message, mutators (bit flips, truncations, length
  * prefixes set to huge or zero, changed type bytes, splices, inserted and
  * deleted bytes, overwritten fields, random frames), and a model of how a
@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Socket } from "bun";
-import type { Random } from "../../src/chaos/random";
+import { type Random, seedFrom } from "../../src/chaos/random";
 import { FRAME_BYTES_MAX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL_VERSION } from "../../src/constants";
 import {
   FRAME_HEADER_BYTES,
@@ -28,6 +28,16 @@ import {
   isPeerFrameType,
 } from "../../src/wire";
 import { ALL_OPS, ALL_REPLIES, page } from "./wire";
+
+/** Frames per campaign (decoder and servers each) and the seed: FUZZ_FRAMES, FUZZ_SEED. */
+export const FUZZ_FRAMES = Number(process.env.FUZZ_FRAMES ?? 100_000);
+export const FUZZ_SEED = seedFrom(process.env.FUZZ_SEED ?? "1");
+
+/** The first `max` bytes in hex, for a failure's message. */
+export function hexDump(bytes: Uint8Array, max = 96): string {
+  const shown = [...bytes.subarray(0, max)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  return bytes.length > max ? `${shown} … (${bytes.length} bytes)` : shown;
+}
 
 // ---- the corpus ------------------------------------------------------------
 
