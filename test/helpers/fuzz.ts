@@ -27,7 +27,7 @@ import {
   helloMessage,
   isPeerFrameType,
 } from "../../src/wire";
-import { ALL_OPS, ALL_REPLIES, page } from "./wire";
+import { ALL_MESSAGES, ALL_OPS } from "./wire";
 
 /** Frames per campaign (decoder and servers each) and the seed: FUZZ_FRAMES, FUZZ_SEED. */
 export const FUZZ_FRAMES = Number(process.env.FUZZ_FRAMES ?? 100_000);
@@ -43,29 +43,8 @@ export function hexDump(bytes: Uint8Array, max = 96): string {
 
 const nonce = (fill: number) => new Uint8Array(32).fill(fill);
 
-export const CLIENT_MESSAGES: Message[] = [
-  helloMessage("client", 0, nonce(0xab)),
-  helloMessage("server", 2, nonce(0x11)),
-  { type: "hello", body: { version: 7, role: "server", senderId: 3, nonce: nonce(9) } },
-  { type: "challenge", body: { nonce: nonce(1), proof: nonce(2) } },
-  { type: "auth", body: { proof: nonce(3) } },
-  { type: "welcome", body: { version: 1, serverId: 2, segmentSize: 1 << 28, pageSize: 4096, epoch: 12, chain: ["127.0.0.1:7401", "[::1]:7402"] } },
-  { type: "welcome", body: { version: 1, serverId: 1, segmentSize: 4096, pageSize: 4096, epoch: 0, chain: [] } },
-  ...ALL_OPS.map((op, i): Message => ({ type: "request", body: { session: 1 + i * 1_000_000_007, reqNo: i + 1, doneBelow: i, op } })),
-  ...ALL_REPLIES.map((reply, i): Message => ({ type: "reply", body: { session: 99, reqNo: i + 1, reply, pages: [] } })),
-  { type: "reply", body: { session: 99, reqNo: 5, reply: ALL_REPLIES[3]!, pages: [page(2, 1), page(3, 2)] } },
-  { type: "heartbeat", body: { session: 2 ** 53 - 1, doneBelow: 2 ** 32 - 1 } },
-  { type: "query", body: { queryId: 1, kind: "list", name: "" } },
-  { type: "query", body: { queryId: 2, kind: "stat", name: "compteur" } },
-  { type: "query", body: { queryId: 3, kind: "status", name: "" } },
-  { type: "queryReply", body: { queryId: 4, json: '{"a":[1,2],"é":"€"}' } },
-  { type: "subscribe", body: { session: 8, waiting: [] } },
-  { type: "subscribe", body: { session: 8, waiting: [1, 2, 0xffff_ffff] } },
-  { type: "recall", body: { session: 2 ** 53 - 1, holdId: 2 ** 24 + 5, name: "compteur" } },
-  { type: "error", body: { code: "EPROTO", message: "bad frame" } },
-  { type: "config", body: { epoch: 2 ** 40 + 17, chain: ["10.0.0.1:7401", "10.0.0.2:7401", "10.0.0.3:7401"] } },
-  { type: "config", body: { epoch: 0, chain: [] } },
-];
+/** Every client message (helpers/wire.ts), and a server's hello. */
+export const CLIENT_MESSAGES: Message[] = [...ALL_MESSAGES, helloMessage("server", 2, nonce(0x11))];
 
 const updates: Update[] = ALL_OPS.map((op, i) => ({ seq: 100 + i, epoch: 65, session: 7 + i, reqNo: i + 1, doneBelow: i, op }));
 
