@@ -5,17 +5,12 @@
  */
 import { describe, expect, test } from "bun:test";
 import { History, checkCounter, checkHistory, checkHolds, checkLinearizability, type Op, type Value } from "../src/check";
+import { Random } from "../src/chaos/random";
 
 /** A small deterministic generator (the checker itself uses none). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new Random(seed);
+  return () => random.next();
 }
 
 /** Record one complete operation. */

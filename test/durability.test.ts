@@ -9,6 +9,7 @@ import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
 import { pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 import { IncrementWorkload, verifyCounters } from "./helpers/workload";
+import { Random } from "../src/chaos/random";
 
 const CLIENTS = 8;
 /** Fewer rounds under CI to stay in its time budget; `CRASH_ROUNDS=200 bun test test/durability.test.ts` for more. */
@@ -28,14 +29,8 @@ afterEach(async () => {
 
 /** A small seeded generator: the crash moments are random but a failure can be replayed. */
 function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = new Random(seed);
+  return () => generator.next();
 }
 
 async function killAll(c: LocalCluster): Promise<void> {

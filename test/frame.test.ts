@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { FRAME_ASSEMBLE_BYTES_MIN, FRAME_BYTES_MAX } from "../src/constants";
 import { FRAME_HEADER_BYTES, type Frame, FrameBudget, FrameDecoder, type Message, MessageType, WireError, concatBytes, decodeMessage, encodeMessage, writeFrameHeader } from "../src/wire";
-import { hex, concat, expectWireError, prng, ALL_MESSAGES } from "./helpers/wire";
+import { hex, expectWireError, prng, ALL_MESSAGES } from "./helpers/wire";
 
 function decodeAll(decoder: FrameDecoder, chunks: Uint8Array[]): Message[] {
   const frames: Frame[] = [];
@@ -16,7 +16,7 @@ function decodeAll(decoder: FrameDecoder, chunks: Uint8Array[]): Message[] {
 
 describe("FrameDecoder", () => {
   const messages = ALL_MESSAGES.filter((m) => m.type !== "welcome" || m.body.chain.length > 0).slice(0, 15);
-  const stream = concat(messages.map(encodeMessage));
+  const stream = concatBytes(messages.map(encodeMessage));
 
   test("the stream under test has several frames, including large and tiny ones", () => {
     expect(messages.length).toBeGreaterThanOrEqual(10);
@@ -113,7 +113,7 @@ describe("FrameDecoder", () => {
 
   test("a frame of exactly the limit passes; one byte more is refused", () => {
     const body = new Uint8Array(99);
-    const atLimit = concat([hex("64 00 00 00 05"), body]); // length 100 = type + 99
+    const atLimit = concatBytes([hex("64 00 00 00 05"), body]); // length 100 = type + 99
     const frames: Frame[] = [];
     new FrameDecoder(100).push(atLimit, (frame) => frames.push(frame));
     expect(frames.length).toBe(1);

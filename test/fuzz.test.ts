@@ -24,6 +24,7 @@ import {
   type Message,
   MessageType,
   PEER_TYPES,
+  concatBytes,
   decodeMessage,
   encodeMessage,
   helloMessage,
@@ -37,7 +38,6 @@ import {
   type Role,
   type ServerShape,
   chunk,
-  concat,
   frameOf,
   hexDump,
   judge,
@@ -203,7 +203,7 @@ function plan(server: FuzzServer, random: Random, mode: Mode, budget: number): P
     let accepted = false;
     for (let attempt = 0; attempt < 20 && !accepted; attempt++) {
       const candidate = verdict.role === "client" && random.chance(0.6) ? harmless(random) : mutate(random, { hugeLengths: SERVER_FUZZ_LENGTHS });
-      const next = judge(server.shape, concat([...parts, candidate]), start);
+      const next = judge(server.shape, concatBytes([...parts, candidate]), start);
       // A length prefix under the limit but large (also one read out of sync) is the test below's business.
       if (next.forbidden || next.largestLength > 65_536) continue;
       parts.push(candidate);
@@ -214,7 +214,7 @@ function plan(server: FuzzServer, random: Random, mode: Mode, budget: number): P
       // No candidate fits (e.g. every one completes a cut request into a valid one): end with a
       // frame every role refuses, unless even its bytes would complete such a frame.
       const end = terminator(random);
-      const next = judge(server.shape, concat([...parts, end]), start);
+      const next = judge(server.shape, concatBytes([...parts, end]), start);
       if (!next.forbidden) {
         parts.push(end);
         verdict = next;
@@ -226,10 +226,10 @@ function plan(server: FuzzServer, random: Random, mode: Mode, budget: number): P
   if (!expectClose && !verdict.partial) {
     // Still accepted and between frames: end with a frame every role refuses.
     parts.push(terminator(random));
-    verdict = judge(server.shape, concat(parts), start);
+    verdict = judge(server.shape, concatBytes(parts), start);
     expectClose = true;
   }
-  const stream = concat(parts);
+  const stream = concatBytes(parts);
   if (judge(server.shape, stream, start).forbidden) throw new Error(`the fuzz plan holds a frame the server would act on: ${hexDump(stream, 400)}`);
   return { mode, stream, frames: parts.length, expectClose, examined: verdict.examined };
 }

@@ -13,6 +13,7 @@ import {
   type Frame,
   FrameDecoder,
   WireError,
+  concatBytes,
   decodeMessage,
   decodePeer,
   encodeMessage,
@@ -22,7 +23,6 @@ import {
   FUZZ_FRAMES,
   FUZZ_SEED,
   chunk,
-  concat,
   hexDump,
   mutate,
 } from "./helpers/fuzz";
@@ -48,7 +48,7 @@ describe("the decoder alone", () => {
       const parts: Uint8Array[] = [];
       for (let i = 0; i < count; i++) parts.push(mutate(random));
       frames += count;
-      const stream = concat(parts);
+      const stream = concatBytes(parts);
       // The real limit sometimes: a length under it makes the decoder allocate that much (lazily), which is slow to repeat.
       const limit = random.chance(0.99) ? 64 * 1024 : FRAME_BYTES_MAX;
 

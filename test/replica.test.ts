@@ -3,10 +3,11 @@
  * Paxos-agreed configurations, and replicas fed the same updates ending identical.
  */
 import { describe, expect, test } from "bun:test";
+import { Random } from "../src/chaos/random";
 import { type Output, Replica, SessionMonitor, StoreState, type Update } from "../src/core";
 import { type Ready, isEmptyReady } from "../src/core/ready";
 import { FRAME_HEADER_BYTES, type Op, type PageWrite, type Reply, decodeMessage, encodeMessage } from "../src/wire";
-import { PS, NO_CACHE, REPLICA_OPTIONS, replyTo, codeOf, grants, pageOf, observable, everything, prng, request, logged, replied, singleServer } from "./helpers/core";
+import { PS, NO_CACHE, REPLICA_OPTIONS, replyTo, codeOf, grants, pageOf, observable, everything, request, logged, replied, singleServer } from "./helpers/core";
 
 describe("SessionMonitor", () => {
   test("a session silent for longer than its timeout is reported once", () => {
@@ -199,7 +200,7 @@ interface Client {
 }
 
 function runAgreement(seed: number, steps: number): { sequenced: number; grants: number; expiries: number; writes: number } {
-  const random = prng(seed);
+  const random = new Random(seed);
   const PAGES = 24;
   const head = singleServer(new StoreState(PAGES * PS, PS));
   const follower = new StoreState(PAGES * PS, PS);

@@ -157,25 +157,7 @@ export function everything(state: StoreState) {
   };
 }
 
-/** Tiny seeded PRNG (mulberry32): a failure replays from its seed. */
-export function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (n: number) => Math.floor(next() * n),
-    chance: (p: number) => next() < p,
-    pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!,
-  };
-}
 
-// ---- allocator -------------------------------------------------------------
 
 
 /** A store with one datum "d" of 2 pages and sessions 1..n open. */

@@ -20,6 +20,7 @@ import {
   type Reply,
   type Update,
   WireError,
+  concatBytes,
   decodeMessage,
   decodePeer,
   encodeMessage,
@@ -78,16 +79,6 @@ export const CORPUS: Uint8Array[] = [...CLIENT_MESSAGES.map(encodeMessage), ...P
 export const KNOWN_TYPES: number[] = [...new Set(CORPUS.map((frame) => frame[4]!))].sort((a, b) => a - b);
 
 // ---- mutations -----------------------------------------------------------------
-
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 function setU32(bytes: Uint8Array, at: number, value: number): void {
   new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setUint32(at, value >>> 0, true);
@@ -206,18 +197,18 @@ export function mutate(random: Random, options: MutateOptions = {}): Uint8Array 
     }
     case "insert": {
       const at = bodyAt(base);
-      return fixLength(concat([base.subarray(0, at), random.bytes(1 + random.int(16)), base.subarray(at)]));
+      return fixLength(concatBytes([base.subarray(0, at), random.bytes(1 + random.int(16)), base.subarray(at)]));
     }
     case "delete": {
       if (base.length <= FRAME_HEADER_BYTES) return base;
       const at = bodyAt(base);
-      return fixLength(concat([base.subarray(0, at), base.subarray(Math.min(base.length, at + 1 + random.int(16)))]));
+      return fixLength(concatBytes([base.subarray(0, at), base.subarray(Math.min(base.length, at + 1 + random.int(16)))]));
     }
     case "splice": {
       const other = random.pick(CORPUS);
       const at = FRAME_HEADER_BYTES + random.int(Math.max(1, base.length - FRAME_HEADER_BYTES));
       const from = FRAME_HEADER_BYTES + random.int(Math.max(1, other.length - FRAME_HEADER_BYTES));
-      return fixLength(concat([base.subarray(0, at), other.subarray(from)]));
+      return fixLength(concatBytes([base.subarray(0, at), other.subarray(from)]));
     }
     case "random": {
       const type = random.chance(0.7) ? random.pick(KNOWN_TYPES) : random.int(256);

@@ -4,6 +4,7 @@
  */
 import { expect } from "bun:test";
 import { FRAME_HEADER_BYTES, helloMessage, type Message, type Op, type Reply, WireError, decodeMessage } from "../../src/wire";
+import { Random } from "../../src/chaos/random";
 
 /** "0a 00 ff # comment" → bytes; spaces, `|` and `#` comments (to the end of a line) are for the reader. */
 export function hex(text: string): Uint8Array {
@@ -21,16 +22,6 @@ export function toHex(bytes: Uint8Array): string {
 /** Decodes one whole encoded frame (header included). */
 export function decodeFrame(frame: Uint8Array): Message {
   return decodeMessage(frame[FRAME_HEADER_BYTES - 1]!, frame.subarray(FRAME_HEADER_BYTES));
-}
-
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** Runs `fn` and returns what it threw (fails the test when it does not throw). */
@@ -51,14 +42,8 @@ export function expectWireError(fn: () => unknown, message?: RegExp): void {
 
 /** Tiny seeded PRNG (mulberry32): a failure replays from its seed. */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new Random(seed);
+  return () => random.next();
 }
 
 export const page = (index: number, fill: number, length = 16) => ({ page: index, bytes: new Uint8Array(length).fill(fill) });
