@@ -7,7 +7,6 @@ import { PassThrough } from "node:stream";
 import { completeLine, runShellLine, SHELL_COMMANDS, type ShellContext } from "../src/cli/shell/run.ts";
 import { runShell } from "../src/cli/shell/repl.ts";
 import { readValue } from "../src/cli/shell/values.ts";
-import { makeStyle } from "../src/cli/output.ts";
 import { sizeProblem } from "../src/core/names.ts";
 import { FakeStore } from "./fixtures/cli_fake_store.ts";
 import { context, run } from "./helpers/shell.ts";
@@ -174,14 +173,7 @@ describe("waiting and Ctrl-C", () => {
   });
 
   test("connecting shows that it waits, and Ctrl-C stops it", async () => {
-    const ctx: ShellContext = {
-      store: () => new Promise(() => {}),
-      multiline: true,
-      style: makeStyle(false),
-      names: new Set(),
-      holds: new Map(),
-      lostHolds: new Map(),
-    };
+    const ctx: ShellContext = { ...context(new FakeStore(), true), store: () => new Promise(() => {}) };
     const notices: string[] = [];
     ctx.notice = (text) => notices.push(text);
     const controller = new AbortController();
