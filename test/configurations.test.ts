@@ -213,6 +213,24 @@ describe("sibling configurations at boot", () => {
     three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
     expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
   });
+
+  // Sim seed 897001196 (--disks --free-crashes, 30 s of faults): joiner 2 of e195 [3] held #95,
+  // which 3 had forwarded and lost in a power loss before its sync. Ranked first, 2 formed [2]
+  // beside the restarted 3, which never heard of it and later formed [3] from the same base.
+  test("a joiner holding more than its configuration's tail, still in it, ranks below that tail", () => {
+    const two = restarted(2, 95, 195, { epoch: 195, chain: [3] });
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 94, lastEpoch: 195, busyMs: 0 }, 10);
+    expect(issued(two.onTick(120))).toEqual([]);
+    const three = restarted(3, 94, 195, { epoch: 195, chain: [3] });
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 195, chain: [3], status: "booting", appliedSeq: 95, lastEpoch: 195, busyMs: 0 }, 10);
+    expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
+  });
+
+  test("a joiner ahead of a tail that restarted empty keeps its rank: its copy may be the only one", () => {
+    const two = restarted(2, 95, 195, { epoch: 195, chain: [3] });
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
 });
 
 describe("after a pause past --suspect-ms", () => {

@@ -214,11 +214,25 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
   const view = viewOf(id);
   const own = { lastEpoch: view.lastEpoch, appliedSeq: view.appliedSeq, standing: 1 };
   const tail = tailOf(view);
-  if (tail === null || tail === id || !view.chain.includes(id) || view.lastEpoch !== view.epoch || !isAlive(tail)) return own;
+  if (tail === null || tail === id || view.lastEpoch !== view.epoch || !isAlive(tail)) return own;
   const tailView = viewOf(tail);
-  const neverAdopted = tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id);
+  const neverAdopted = view.chain.includes(id)
+    ? tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)
+    : joinedBeyondTail(view, tailView);
   if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
   return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0 };
+}
+
+/**
+ * A joiner of a configuration whose tail is still in it and holds less of its updates: the
+ * joiner's surplus was forwarded to it and lost by that tail (a power loss before its sync),
+ * so never acknowledged, for only the tail acknowledges. Ranked first, the joiner formed a
+ * chain of its own at the tail's side; a cut kept the news from the tail, the joiner died,
+ * and the tail formed its own chain from the same base: two histories, both acknowledged (sim
+ * seed 897001196). A tail that restarted empty (epoch 0) proves nothing, as above.
+ */
+function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
+  return tailView.epoch > 0 && tailView.epoch === view.epoch && tailView.lastEpoch === view.lastEpoch;
 }
 
 export function noteBootWait(r: ReplicaShared, missing: number[], why: string): void {
