@@ -188,10 +188,10 @@ describe("sibling configurations at boot", () => {
   // Sim seed 403004127 (--disks --free-crashes): 3 issued e387 [3,2] from e321 and crashed
   // before 2 adopted it; 2, which knew only e321, issued e386 [2] and acknowledged updates up to
   // 69. After a total outage 3 (45@387) outranked 2 (69@386) by its epoch's number alone.
-  function restarted(selfId: number, appliedSeq: number, lastEpoch: number, config: { epoch: number; chain: number[] }): Replica {
+  function restarted(selfId: number, appliedSeq: number, lastEpoch: number, config: { epoch: number; chain: number[] }, awaitSync = false): Replica {
     const state = new StoreState(16 * PS, PS);
     state.appliedSeq = appliedSeq;
-    const replica = new Replica({ selfId, peers: [2, 3], ...REPLICA_OPTIONS }, state, lastEpoch, config);
+    const replica = new Replica({ selfId, peers: [2, 3], ...REPLICA_OPTIONS, awaitSync }, state, lastEpoch, config);
     replica.onTick(0);
     return replica;
   }
@@ -217,17 +217,25 @@ describe("sibling configurations at boot", () => {
   // Sim seed 897001196 (--disks --free-crashes, 30 s of faults): joiner 2 of e195 [3] held #95,
   // which 3 had forwarded and lost in a power loss before its sync. Ranked first, 2 formed [2]
   // beside the restarted 3, which never heard of it and later formed [3] from the same base.
-  test("a joiner holding more than its configuration's tail, still in it, ranks below that tail", () => {
-    const two = restarted(2, 95, 195, { epoch: 195, chain: [3] });
+  test("with --fsync always, a joiner holding more than its configuration's tail, still in it, ranks below that tail", () => {
+    const two = restarted(2, 95, 195, { epoch: 195, chain: [3] }, true);
     two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 94, lastEpoch: 195, busyMs: 0 }, 10);
     expect(issued(two.onTick(120))).toEqual([]);
-    const three = restarted(3, 94, 195, { epoch: 195, chain: [3] });
+    const three = restarted(3, 94, 195, { epoch: 195, chain: [3] }, true);
     three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 195, chain: [3], status: "booting", appliedSeq: 95, lastEpoch: 195, busyMs: 0 }, 10);
     expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
   });
 
-  test("a joiner ahead of a tail that restarted empty keeps its rank: its copy may be the only one", () => {
+  // Sim seed 905002995 (--disks --fsync off --free-crashes): tail 1 of e193 [1] acknowledged up
+  // to #123 unsynced and lost #84.. in a power loss; joiner 2 held the only copy.
+  test("with --fsync off, the same joiner keeps its rank: the tail may have acknowledged what it lost", () => {
     const two = restarted(2, 95, 195, { epoch: 195, chain: [3] });
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 94, lastEpoch: 195, busyMs: 0 }, 10);
+    expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  test("a joiner ahead of a tail that restarted empty keeps its rank: its copy may be the only one", () => {
+    const two = restarted(2, 95, 195, { epoch: 195, chain: [3] }, true);
     two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
   });

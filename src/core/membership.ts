@@ -164,7 +164,7 @@ export function tryBoot(r: ReplicaShared): void {
     return { lastEpoch: r.lastEpoch, appliedSeq: r.state.appliedSeq, epoch: r.config.epoch, chain: r.config.chain };
   };
   const isAlive = (peer: number) => peer === r.selfId || alive.includes(peer);
-  const ranks = new Map(candidates.map((id) => [id, bootRank(id, viewOf, isAlive)]));
+  const ranks = new Map(candidates.map((id) => [id, bootRank(id, viewOf, isAlive, r.options.awaitSync === true)]));
   const rank = (id: number) => present(ranks.get(id), "a candidate's rank");
   const best = candidates.reduce((a, b) => {
     const order = compareRank(rank(a), rank(b));
@@ -210,7 +210,7 @@ function compareRank(a: BootRank, b: BootRank): number {
  * A tail that restarted empty (epoch 0, no disks) proves nothing: it may have acknowledged
  * and lost them, and the candidate holds the only copy (sim seed 421000723).
  */
-function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean): BootRank {
+function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean, acksSynced: boolean): BootRank {
   const view = viewOf(id);
   const own = { lastEpoch: view.lastEpoch, appliedSeq: view.appliedSeq, standing: 1 };
   const tail = tailOf(view);
@@ -218,7 +218,7 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
   const tailView = viewOf(tail);
   const neverAdopted = view.chain.includes(id)
     ? tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)
-    : joinedBeyondTail(view, tailView);
+    : acksSynced && joinedBeyondTail(view, tailView);
   if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
   return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0 };
 }
@@ -226,10 +226,13 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
 /**
  * A joiner of a configuration whose tail is still in it and holds less of its updates: the
  * joiner's surplus was forwarded to it and lost by that tail (a power loss before its sync),
- * so never acknowledged, for only the tail acknowledges. Ranked first, the joiner formed a
- * chain of its own at the tail's side; a cut kept the news from the tail, the joiner died,
- * and the tail formed its own chain from the same base: two histories, both acknowledged (sim
- * seed 897001196). A tail that restarted empty (epoch 0) proves nothing, as above.
+ * so, with --fsync always (the tail acknowledges only what the chain synced), never
+ * acknowledged. Ranked first, the joiner formed a chain of its own at the tail's side; a cut
+ * kept the news from the tail, the joiner died, and the tail formed its own chain from the
+ * same base: two histories, both acknowledged (sim seed 897001196). With --fsync off or batch
+ * the tail acknowledges before its sync, and a power loss may leave the joiner the only copy
+ * of what it acknowledged (sim seed 905002995): the joiner keeps its rank. A tail that
+ * restarted empty (epoch 0) proves nothing, as above.
  */
 function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
   return tailView.epoch > 0 && tailView.epoch === view.epoch && tailView.lastEpoch === view.lastEpoch;
