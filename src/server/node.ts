@@ -23,7 +23,7 @@ import {
   PAGE_SIZE,
   PROTOCOL_VERSION,
 } from "../constants";
-import type { ClientView, Ready, Replica } from "../core";
+import type { ClientView, Replica } from "../core";
 import {
   type Frame,
   FrameBudget,
@@ -93,7 +93,7 @@ export class ServerNode {
     }, observer);
     this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
       onLost: (id) => this.lostLinkTo(id),
-      onReady: (id) => this.perform(this.replica.onPeerConnected(id)),
+      onReady: (id) => this.carrier.perform(this.replica.onPeerConnected(id)),
       onRefused: (id, code, message) => {
         if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
         this.refusedPeers.add(id);
@@ -113,9 +113,9 @@ export class ServerNode {
     const now = this.host.nowMs();
     this.lastTickMs = now;
     this.dialer.maintain(now, this.options.heartbeatMs);
-    this.perform(this.replica.onTick(now));
+    this.carrier.perform(this.replica.onTick(now));
     // Below the free space it keeps, this server tells the head (which then refuses growth).
-    this.perform(this.replica.setDiskFull(this.host.disk.waiting || this.host.disk.spaceShort(0), now));
+    this.carrier.perform(this.replica.setDiskFull(this.host.disk.waiting || this.host.disk.spaceShort(0), now));
     for (const conn of this.conns.values()) {
       // A connection that does not complete its handshake in time is closed (slowloris).
       const greeting = conn.role.kind === "new" || conn.role.kind === "authenticating";
@@ -204,7 +204,7 @@ export class ServerNode {
   private lostLinkTo(id: number): void {
     if (this.dialer.readyConn(id) !== null) return;
     for (const conn of this.conns.values()) if (conn.role.kind === "peer" && conn.role.id === id && !conn.closed) return;
-    this.perform(this.replica.onPeerDisconnected(id));
+    this.carrier.perform(this.replica.onPeerDisconnected(id));
   }
 
   /** Stops dialling and closes every connection; what is queued is carried out first. */
@@ -228,7 +228,7 @@ export class ServerNode {
     const role = conn.role;
     if (frame.body.length >= BUSY_FRAME_BYTES && (role.kind === "peer" || role.kind === "client")) {
       // Decoding, applying, logging and forwarding it blocks this server for a while.
-      this.perform(this.replica.onBusy(frame.body.length / BUSY_BYTES_PER_MS, this.host.nowMs()));
+      this.carrier.perform(this.replica.onBusy(frame.body.length / BUSY_BYTES_PER_MS, this.host.nowMs()));
       this.flush();
       this.host.largeFrame(frame.body.length);
     }
@@ -237,7 +237,7 @@ export class ServerNode {
         if (!isPeerFrameType(frame.type)) return this.refuse(conn, "EPROTO", `frame type ${frame.type} on a server link`);
         const message = decodePeer(frame.type, frame.body);
         this.observer.received?.(conn.id, message);
-        return this.perform(this.replica.onPeerMessage(message, this.host.nowMs()));
+        return this.carrier.perform(this.replica.onPeerMessage(message, this.host.nowMs()));
       }
       const message = decodeMessage(frame.type, frame.body);
       this.observer.received?.(conn.id, message);
@@ -308,7 +308,7 @@ export class ServerNode {
     const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config };
     this.host.send(conn.id, encodeMessage({ type: "welcome", body: welcome }));
     // The peer just proved it lives: a suspicion from lost connections ends.
-    if (role === "server") this.perform(this.replica.onPeerConnected(senderId));
+    if (role === "server") this.carrier.perform(this.replica.onPeerConnected(senderId));
   }
 
   // ---- clients -----------------------------------------------------------------------
@@ -323,17 +323,17 @@ export class ServerNode {
         const { op } = message.body;
         const holdId = op.type === "release" ? op.holdId : 0;
         const request = refusal ? { ...message.body, op: { type: "refused" as const, code: "ENOSPC", message: refusal, holdId } } : message.body;
-        return this.perform(this.replica.onRequest(request));
+        return this.carrier.perform(this.replica.onRequest(request));
       }
       case "heartbeat":
         if (!this.replica.isHead) return;
         // A client that only heartbeats (it uses cached grants) must still get its recalls here.
         if (this.sessionConns.get(message.body.session) !== conn.id) this.bindSession(conn, sessions, message.body.session);
-        return this.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
+        return this.carrier.perform(this.replica.onClientHeartbeat(message.body.session, message.body.doneBelow));
       case "subscribe":
         if (!this.replica.isTail) return this.redirect(conn);
         this.bindSession(conn, sessions, message.body.session);
-        return this.perform(this.replica.storedReplies(message.body.session, message.body.waiting));
+        return this.carrier.perform(this.replica.storedReplies(message.body.session, message.body.waiting));
       case "query": {
         const { queryId, kind, name } = message.body;
         if (kind !== "status" && !this.replica.isTail) {
@@ -423,10 +423,6 @@ export class ServerNode {
   }
 
   // ---- the replica's Readys: carrier.ts ---------------------------------------------------
-
-  private perform(ready: Ready): void {
-    this.carrier.perform(ready);
-  }
 
   /** Releases what is queued now (before a checkpoint, a stop, a long frame). */
   flush(): void {
