@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { INFLIGHT_PER_SESSION_MAX } from "../src/constants";
 import { replyOut } from "../src/core/ready";
 import type { Op, PageWrite } from "../src/wire";
-import { NO_CACHE, PS, Driver, replyTo, holdIdOf, codeOf, grants, pageOf, observable, everything, withDatum, request } from "./helpers/core";
+import { NO_CACHE, PS, Driver, replyTo, holdIdOf, codeOf, grants, pageOf, observable, everything, withDatum } from "./helpers/core";
 
 describe("releases", () => {
   test("a write release with pages changes those pages and the version, nothing else", () => {

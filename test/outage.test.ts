@@ -5,7 +5,7 @@
  */
 import { expect, test } from "bun:test";
 import { PAGE_SIZE } from "../src/constants";
-import { type Store, connect, PStoreError } from "../src/index";
+import { connect, PStoreError } from "../src/index";
 import { codeOf } from "./helpers/errors";
 import { clusterPerTest, recoveredPages, waitServing } from "./helpers/cluster";
 

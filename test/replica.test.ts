@@ -7,7 +7,7 @@ import { Random } from "../src/chaos/random";
 import { type Output, Replica, SessionMonitor, StoreState, type Update } from "../src/core";
 import { type Ready, isEmptyReady } from "../src/core/ready";
 import { FRAME_HEADER_BYTES, type Op, type PageWrite, type Reply, decodeMessage, encodeMessage } from "../src/wire";
-import { PS, NO_CACHE, REPLICA_OPTIONS, replyTo, codeOf, grants, pageOf, observable, everything, request, logged, replied, singleServer } from "./helpers/core";
+import { PS, NO_CACHE, REPLICA_OPTIONS, replyTo, codeOf, pageOf, observable, everything, request, logged, replied, singleServer } from "./helpers/core";
 
 describe("SessionMonitor", () => {
   test("a session silent for longer than its timeout is reported once", () => {

@@ -4,8 +4,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { codeOf } from "./helpers/errors";
-import { PStoreError, type Store, connect } from "../src/index";
-import { type ServerProcess, removeDir, runScript, spawnChild, startServer } from "./helpers/processes";
+import { type Store, connect } from "../src/index";
+import { type ServerProcess, removeDir, spawnChild, startServer } from "./helpers/processes";
 
 let server: ServerProcess;
 const stores: Store[] = [];

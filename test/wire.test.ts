@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { PROTOCOL_VERSION, UPDATE_PARTS_BYTES_MIN } from "../src/constants";
 import { FRAME_HEADER_BYTES, type Message, MessageType, OP_CODES, REPLY_CODES, WireError, Writer, concatBytes, decodeMessage, decodePeer, encodeMessage, encodePeer, PEER_TYPES, encodeMessageParts, encodePeerParts, encodeUpdate, encodeUpdateParts, packPages, utf8Length } from "../src/wire";
 import { PEER_MESSAGES } from "./helpers/fuzz";
-import { hex, toHex, decodeFrame, expectWireError, prng, page, ALL_OPS, ALL_REPLIES, HELLO_CLIENT, ALL_MESSAGES } from "./helpers/wire";
+import { hex, toHex, decodeFrame, expectWireError, prng, ALL_OPS, ALL_REPLIES, HELLO_CLIENT, ALL_MESSAGES } from "./helpers/wire";
 
 describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
   test("hello from a client", () => {
