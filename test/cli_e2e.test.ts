@@ -4,9 +4,10 @@
  * 127.0.0.1, lives in temp dirs, and is stopped by pid.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster.ts";
+import { BATCH_HEADER_BYTES, WAL_HEADER_BYTES, listSegments, nodeFs } from "../src/store";
 import { alive, runCli, startCli, tempDir, waitGone, type Running } from "./fixtures/cli_helpers.ts";
 
 const started: Running[] = [];
@@ -357,6 +358,34 @@ describe("pstore local and shell --local", () => {
       blocker.stop(true);
     }
   });
+
+  test("local with a corrupt log on one server: the refusal names --rejoin N; with it, that server fetches the state and the data is there", async () => {
+    const base = await freeConsecutivePorts(3);
+    const dataDir = tempDir();
+    const args = ["local", "--base-port", String(base), "--data-dir", dataDir, "--segment-size", "1MiB"];
+    const servers = `127.0.0.1:${base},127.0.0.1:${base + 1},127.0.0.1:${base + 2}`;
+    const first = start(args);
+    await first.waitFor(/Ctrl-C stops them all/);
+    expect((await runCli(["shell"], { stdin: "create x 4\nwrite x i32 42\n", env: { PSTORE_SERVERS: servers } })).stdout).toBe("ok\nok\n");
+    expect(await first.stop("SIGTERM")).toBe(0);
+
+    // A byte of server 2's first record flips: records follow it, so a corrupt log, not a torn tail.
+    const dir2 = join(dataDir, "2");
+    const segment = listSegments(nodeFs, dir2)[0]!.file;
+    const bytes = readFileSync(segment);
+    bytes[WAL_HEADER_BYTES + BATCH_HEADER_BYTES + 8 + 1]! ^= 0xff;
+    writeFileSync(segment, bytes);
+
+    const refused = await runCli(args, { timeoutMs: 30_000 });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("If the other servers hold the history, start again with --rejoin 2: that server then fetches the state from them.");
+
+    const again = start([...args, "--rejoin", "2"]);
+    await again.waitFor(/Ctrl-C stops them all/);
+    expect(again.stderr()).toMatch(/\[server:2\].*--rejoin: .*moved the log and checkpoints aside/);
+    expect((await runCli(["shell"], { stdin: "read x i32\n", env: { PSTORE_SERVERS: servers } })).stdout).toBe("42\n");
+    expect(await again.stop("SIGTERM")).toBe(0);
+  }, 60_000);
 
   test("shell --local runs a script against its own cluster and stops it", async () => {
     const base = await freeConsecutivePorts(3);

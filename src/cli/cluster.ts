@@ -29,6 +29,8 @@ export interface LocalClusterOptions {
   fsync?: FsyncMode;
   segmentSize?: number;
   secret?: string;
+  /** Servers (0-based) started with `--rejoin`: a corrupt log or checkpoint is moved aside, the state fetched from the others. */
+  rejoin?: number[];
   /** More `serve` flags for every child, e.g. ["--session-timeout-ms", "2000"]. */
   serveArgs?: string[];
   /** The program to run as `serve` (default: this very program, selfCommand()). */
@@ -99,11 +101,11 @@ export class LocalCluster {
     if (this.ports.length === 0) this.ports = this.basePort === 0 ? await _freePorts(this.host, this.count) : this._consecutivePorts();
     this.stopping = false;
     const results = await Promise.allSettled(this.children.map((_, index) => this._spawn(index)));
-    const failures = results.flatMap((result) => (result.status === "rejected" ? [(result.reason as Error).message] : []));
+    const failures = results.flatMap((result) => (result.status === "rejected" ? [result.reason as Error] : []));
     if (failures.length > 0) {
       await this.stop();
       this._removeCreatedDirs();
-      throw new Error(failures.join("\n"));
+      throw new ClusterStartError(failures);
     }
     // Started: from now on those directories hold the cluster's data.
     this.createdDirs.length = 0;
@@ -166,6 +168,7 @@ export class LocalCluster {
       "--die-with-parent",
     ];
     if (this.options.fsync) args.push("--fsync", this.options.fsync);
+    if (this.options.rejoin?.includes(index)) args.push("--rejoin");
     return [...args, ...(this.options.serveArgs ?? [])];
   }
 
@@ -236,7 +239,7 @@ export class LocalCluster {
     await Bun.sleep(20);
     // With onLog the lines were shown as they came: saying them again would print each error twice.
     const log = this.options.logShown ? "; its log is above" : record.recentLog.length > 0 ? `; its last log lines:\n    ${record.recentLog.join("\n    ")}` : "";
-    throw new Error(`${this._label(index)} ${how}${log}`);
+    throw new ServerStartError(`${this._label(index)} ${how}${log}`, index, [...record.recentLog]);
   }
 
   private async _stopChild(index: number, signal: NodeJS.Signals): Promise<void> {
@@ -251,6 +254,31 @@ export class LocalCluster {
       child.kill("SIGKILL");
       await record.exited;
     }
+  }
+}
+
+/** A server that did not start: which one, and the last lines of its log. */
+export class ServerStartError extends Error {
+  constructor(
+    message: string,
+    readonly index: number,
+    readonly recentLog: string[],
+  ) {
+    super(message);
+  }
+}
+
+/** start() failed: each server that did not start (or any other error met on the way). */
+export class ClusterStartError extends Error {
+  constructor(readonly failures: Error[]) {
+    super(failures.map((failure) => failure.message).join("\n"));
+  }
+
+  /** The servers (0-based) that refused their data dir as corrupt: `--rejoin` would let them start. */
+  get corrupt(): number[] {
+    return this.failures.flatMap((failure) =>
+      failure instanceof ServerStartError && failure.recentLog.some((line) => line.includes("pstore serve --rejoin")) ? [failure.index] : [],
+    );
   }
 }
 

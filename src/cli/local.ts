@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { realpathSync } from "node:fs";
 import { relative, resolve } from "node:path";
 import { DEFAULT_PORT, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
-import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseSegmentSize, UsageError } from "./flags.ts";
+import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseList, parseSegmentSize, UsageError } from "./flags.ts";
 import { selfCommand } from "./self.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal } from "./signals.ts";
@@ -13,6 +13,7 @@ export const examples = [
   "pstore local                          # 3 servers on 127.0.0.1:7401-7403, data in ./pstore-data",
   "pstore local --servers 5 --base-port 8000 --data-dir /tmp/pstore",
   "pstore local --fsync off              # fastest, for experiments",
+  "pstore local --rejoin 2               # server 2's log is corrupt: set it aside, fetch the state from 1 and 3",
   "",
   "Then, in another terminal: pstore shell. The data is kept for the next start.",
 ];
@@ -32,6 +33,11 @@ export default defineCommand({
     fsync: { type: "enum", options: [...FSYNC_MODES], default: "always", description: "Passed to every server" },
     "ready-timeout-ms": { type: "string", valueHint: "ms", default: "15000", description: "How long a server may take to start" },
     secret: { type: "string", valueHint: "secret", description: "Shared secret (default: $PSTORE_SECRET)" },
+    rejoin: {
+      type: "string",
+      valueHint: "n,...",
+      description: "Servers whose corrupt log or checkpoints are moved aside, their state fetched from the others (pstore serve --rejoin)",
+    },
     ...logArgs,
   },
   async run({ args }) {
@@ -40,8 +46,12 @@ export default defineCommand({
     if (!/^\d+$/.test(args["base-port"]) || basePort < 1 || basePort + count - 1 > 65535) {
       throw new UsageError(`--base-port: "${args["base-port"]}" must be a port from 1 to ${65536 - count} for ${count} servers`);
     }
+    const rejoin = args.rejoin === undefined ? [] : [...new Set(parseList(args.rejoin, "--rejoin").map((n) => parseCount(n, "--rejoin", count) - 1))];
+    if (rejoin.length >= count) {
+      throw new UsageError(`--rejoin: the state comes from the servers not rejoining, so at most ${count - 1} of ${count} servers may rejoin`);
+    }
     const logger = createLogger({ verbose: args.verbose, quiet: args.quiet, timestamps: true }).withTag("local");
-    const { LocalCluster } = await import("./cluster.ts");
+    const { ClusterStartError, LocalCluster } = await import("./cluster.ts");
     const cluster = new LocalCluster({
       count,
       basePort,
@@ -49,6 +59,7 @@ export default defineCommand({
       fsync: args.fsync as FsyncMode,
       segmentSize: parseSegmentSize(args["segment-size"]),
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
+      rejoin,
       readyTimeoutMs: parseDurationMs(args["ready-timeout-ms"], "--ready-timeout-ms"),
       // The servers' own log lines, tagged [server:n], go straight to our stderr.
       onLog: args.quiet ? undefined : (_, line) => process.stderr.write(`${line}\n`),
@@ -59,7 +70,15 @@ export default defineCommand({
 
     // Ctrl-C during start-up must also stop the children that did start.
     const stopRequested = nextStopSignal();
-    const started = cluster.start().then(() => "started" as const);
+    const started = cluster.start().then(
+      () => "started" as const,
+      (error) => {
+        const corrupt = error instanceof ClusterStartError ? error.corrupt : [];
+        if (corrupt.length === 0) throw error;
+        const list = [...new Set([...rejoin, ...corrupt])].map((index) => index + 1).join(",");
+        throw new Error(`${error.message}\nIf the other servers hold the history, start again with --rejoin ${list}: ${corrupt.length > 1 ? "those servers then fetch" : "that server then fetches"} the state from them.`);
+      },
+    );
     const first = await Promise.race([started, stopRequested]);
     if (first !== "started") {
       logger.info(`${first}: stopping`);
