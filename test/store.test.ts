@@ -4,7 +4,7 @@
  * checkpoint.test.ts.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeSnapshot } from "../src/core";
 import { BATCH_MARK, Durability, NODE_IO, RecoveryError, WAL_HEADER_BYTES, WAL_HEADER_BYTES_V1, WAL_MAGIC_V1, encodeBatchHeader, encodeRecord, encodeSegmentHeader, listSegments, nodeFs, recover, segmentName } from "../src/store";
@@ -440,6 +440,51 @@ describe("write-ahead log", () => {
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
     writer.durability.close();
     expect(() => recover(NODE_IO, dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
+  });
+
+  test("a log with no checkpoint under it is refused at another segment size too, before anything is replayed (segment.json)", () => {
+    // Replayed in half the segment, the create of a datum larger than that was refused, and the datum
+    // was gone from a server that started without a word.
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.do({ type: "create", name: "big", size: (SEGMENT * 3) / 4 });
+    writer.durability.close();
+    expect(JSON.parse(readFileSync(join(dir, "segment.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
+    expect(() => Durability.open(NODE_IO, dir, SEGMENT / 2, "always", 64 * 1024 * 1024)).toThrow(
+      `${dir} holds the data of a segment of 1 MiB, not 512 KiB: start with --segment-size 1MiB`,
+    );
+    expect(() => Durability.open(NODE_IO, dir, SEGMENT * 2, "always", 64 * 1024 * 1024)).toThrow("start with --segment-size 1MiB");
+    expect(() => Durability.open(NODE_IO, dir, SEGMENT, "always", 64 * 1024 * 1024, false, PAGE * 2)).toThrow("and pages of 4096 bytes, not 8192");
+    // The refusals changed nothing: at the right size the datum is there.
+    const { writer: again } = open(dir);
+    expect(again.state.data.get("big")?.size).toBe((SEGMENT * 3) / 4);
+    again.durability.close();
+  });
+
+  test("a wrong size is never recorded: a dir from before segment.json, refused by its checkpoint, still opens at its size", () => {
+    const dir = freshDir();
+    const { writer } = open(dir);
+    startSession(writer);
+    writer.write("x", 1);
+    writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
+    writer.durability.close();
+    rmSync(join(dir, "segment.json"));
+    expect(() => Durability.open(NODE_IO, dir, SEGMENT * 2, "always", 64 * 1024 * 1024)).toThrow(`start with --segment-size ${SEGMENT}`);
+    expect(existsSync(join(dir, "segment.json"))).toBe(false);
+    const { writer: again } = open(dir);
+    expect(valueOf(again.state, "x")).toBe(1);
+    again.durability.close();
+    expect(JSON.parse(readFileSync(join(dir, "segment.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
+  });
+
+  test("a segment.json that is not one is refused, naming the file", () => {
+    const dir = freshDir();
+    open(dir).writer.durability.close();
+    writeFileSync(join(dir, "segment.json"), '{"segmentSize": "big"}\n');
+    expect(() => open(dir)).toThrow(`${join(dir, "segment.json")}: not a segment size and a page size`);
+    writeFileSync(join(dir, "segment.json"), "{");
+    expect(() => open(dir)).toThrow(`${join(dir, "segment.json")}: not valid JSON`);
   });
 
   test("a checkpoint that is not a snapshot is refused, never guessed", () => {

@@ -62,7 +62,7 @@ export default defineCommand({
       type: "string",
       valueHint: "size",
       default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
-      description: "Size of the shared segment (whole 4 KiB pages; 4096, 64KiB, 256MiB, 1GiB)",
+      description: "Size of the shared segment (whole 4 KiB pages; 4096, 64KiB, 256MiB, 1GiB); the same on every server, and kept by the data dir",
     },
     "session-timeout-ms": {
       type: "string",

@@ -5,7 +5,7 @@
  * a snapshot when the histories parted — checking that what it applies extends its own
  * history. Also the head's pull of a longer history a joiner offers ("ahead").
  */
-import { present } from "../assert";
+import { assert, present } from "../assert";
 import { ACK_INTERVAL_MS, FORWARD_BATCH_MAX, REQUESTS_DEFERRED_MAX } from "../constants";
 import { PREV_EPOCH_UNKNOWN, type PeerMessage, type Request, type Update } from "../wire";
 import { type ChainConfig, describeConfig, predecessorOf, tailOf } from "./chain";
@@ -125,6 +125,8 @@ export function installSnapshot(r: ReplicaShared, bytes: Uint8Array, seq: number
   r.lastUpstreamMs = r.nowMs;
   const state = decodeSnapshot(bytes);
   if (state.appliedSeq !== seq) throw new Error(`snapshot says seq ${seq} but holds ${state.appliedSeq}`);
+  // Servers check each other's segment when they connect: a snapshot of another shape is a bug.
+  assert(state.segmentSize === r.state.segmentSize && state.pageSize === r.state.pageSize, "a snapshot of another segment size or page size");
   r.state = state;
   r.lastEpoch = epoch;
   r.retained.reset(seq, epoch);

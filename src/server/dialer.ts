@@ -7,6 +7,7 @@
  * protocol resynchronises (sync requests, heartbeats) rather than trusting
  * delivery. Transport-free: the host opens the connections.
  */
+import { formatBytes } from "../core/names";
 import { Greeter } from "../net/greeter";
 import type { Message } from "../wire";
 import type { ConnId, NodeHost } from "./host";
@@ -26,8 +27,8 @@ export interface DialerEvents {
   onLost(id: number): void;
   /** The peer welcomed us: messages to it flow again. */
   onReady(id: number): void;
-  /** The peer refused us (e.g. EAUTH: a different secret). */
-  onRefused(id: number, code: string, message: string): void;
+  /** The peer refused us (e.g. EAUTH: a different secret), or we refused it (another segment): `why`, a sentence. */
+  onRefused(id: number, why: string): void;
 }
 
 export class PeerDialer {
@@ -39,6 +40,8 @@ export class PeerDialer {
     private readonly selfId: number,
     peerIds: number[],
     private readonly secret: string | undefined,
+    /** Ours: a peer with another segment or page size would apply the same log to another state. */
+    private readonly shape: { segmentSize: number; pageSize: number },
     private readonly host: NodeHost,
     private readonly events: DialerEvents,
   ) {
@@ -95,12 +98,19 @@ export class PeerDialer {
     const step = peer.greeter.step(message);
     if (step.kind === "send") return step.message;
     if (step.kind === "welcome") {
-      peer.ready = true;
-      peer.greeter = null;
-      this.events.onReady(peer.id);
-      return null;
+      const { segmentSize, pageSize } = step.welcome;
+      if (segmentSize === this.shape.segmentSize && pageSize === this.shape.pageSize) {
+        peer.ready = true;
+        peer.greeter = null;
+        this.events.onReady(peer.id);
+        return null;
+      }
+      const theirs = `segment of ${formatBytes(segmentSize)} (pages of ${pageSize} bytes)`;
+      const ours = `${formatBytes(this.shape.segmentSize)} (pages of ${this.shape.pageSize} bytes)`;
+      this.events.onRefused(peer.id, `has a ${theirs}, this server ${ours}: every server of a cluster needs the same --segment-size; not connecting`);
+    } else {
+      this.events.onRefused(peer.id, `refused us: ${step.code} ${step.message}`);
     }
-    this.events.onRefused(peer.id, step.code, step.message);
     this.host.close(conn, "refused");
     return null;
   }

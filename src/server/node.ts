@@ -91,14 +91,11 @@ export class ServerNode {
       clientConns: () => this.openClientConns(),
       configForClients: (view) => this.configForClients(view),
     }, observer);
-    this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, host, {
+    const shape = { segmentSize: options.segmentSize, pageSize: options.pageSize };
+    this.dialer = new PeerDialer(options.selfId, replica.options.peers, options.secret, shape, host, {
       onLost: (id) => this.lostLinkTo(id),
       onReady: (id) => this.carrier.perform(this.replica.onPeerConnected(id)),
-      onRefused: (id, code, message) => {
-        if (this.refusedPeers.has(id)) return; // logged once: the dial is retried every heartbeat
-        this.refusedPeers.add(id);
-        this.host.log.error(`server ${id} (${this.options.addresses[id - 1]}) refused us: ${code} ${message}`);
-      },
+      onRefused: (id, why) => this.logRefusal(id, why),
     });
   }
 
@@ -153,9 +150,14 @@ export class ServerNode {
 
   /** Our connection to `peer` was refused below the protocol (e.g. its TLS certificate). */
   onPeerRefused(peer: number, code: string, message: string): void {
+    this.logRefusal(peer, `refused us: ${code} ${message}`);
+  }
+
+  /** Logged once per peer: the dial is retried every heartbeat. */
+  private logRefusal(peer: number, why: string): void {
     if (this.refusedPeers.has(peer)) return;
     this.refusedPeers.add(peer);
-    this.host.log.error(`server ${peer} (${this.options.addresses[peer - 1]}) refused us: ${code} ${message}`);
+    this.host.log.error(`server ${peer} (${this.options.addresses[peer - 1]}) ${why}`);
   }
 
   /** Bytes arrived on `id`, in arbitrary chunks: whole frames are handled in order. */

@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import type { ChainConfig, Vote } from "../core";
 import { RecoveryError } from "./errors";
-import { writeFileSynced } from "./files";
+import { loadJsonFile, saveJsonFile } from "./files";
 import type { StoreFs } from "./fs";
 
 const FILE = "config.json";
@@ -24,24 +24,15 @@ export interface SavedConfig {
 }
 
 export function saveConfig(fs: StoreFs, dir: string, saved: SavedConfig): void {
-  const file = join(dir, FILE);
-  const temporary = `${file}.tmp`;
   const body: Record<string, unknown> = { epoch: saved.config.epoch, chain: saved.config.chain };
   if (saved.vote) body.vote = saved.vote;
-  writeFileSynced(fs, temporary, [new TextEncoder().encode(`${JSON.stringify(body)}\n`)]);
-  fs.rename(temporary, file);
-  fs.syncDirectory(dir);
+  saveJsonFile(fs, dir, FILE, body);
 }
 
 export function loadConfig(fs: StoreFs, dir: string): SavedConfig | null {
   const file = join(dir, FILE);
-  if (!fs.exists(file)) return null;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(new TextDecoder().decode(fs.readFile(file)));
-  } catch (error) {
-    throw new RecoveryError(`${file}: not valid JSON (${(error as Error).message})`);
-  }
+  const parsed = loadJsonFile(fs, file);
+  if (parsed === undefined) return null;
   const saved = parsed as ChainConfig & { vote?: unknown };
   const valid = typeof saved === "object" && saved !== null && isEpoch(saved.epoch) && isChain(saved.chain);
   if (!valid) throw new RecoveryError(`${file}: not a chain configuration`);

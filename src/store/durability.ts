@@ -19,6 +19,7 @@ import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type Persist, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
 import { saveConfig } from "./config";
+import { checkSegmentShape, loadSegmentShape, saveSegmentShape } from "./segment_file";
 
 export type FsyncMode = "always" | "batch" | "off";
 
@@ -109,7 +110,12 @@ export class Durability {
     try {
       ensureDirectory(io.fs, dir);
       unlock = io.fs.lock(dir);
+      const shape = { segmentSize, pageSize };
+      const recorded = loadSegmentShape(io.fs, dir);
+      checkSegmentShape(recorded, dir, shape);
       const recovered = recoverOrSetAside(dir, segmentSize, pageSize, fsync !== "off", rejoin, io);
+      // Only once the data checked out with this shape: a wrong --segment-size must not be recorded.
+      if (recorded === null) saveSegmentShape(io.fs, dir, shape);
       return { durability: new Durability(io, dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();

@@ -1,4 +1,5 @@
 /** Small durable-file helpers shared by the log and the checkpoints. */
+import { join } from "node:path";
 import type { StoreFs } from "./fs";
 import { RecoveryError } from "./errors";
 
@@ -60,6 +61,25 @@ export function writeFileSynced(fs: StoreFs, file: string, parts: Uint8Array[]):
       fs.close(fd);
     }
   });
+}
+
+/** Replaces `dir`/`name` with `value` as JSON, whole or not at all: a synced temporary file renamed over it, the folder synced. */
+export function saveJsonFile(fs: StoreFs, dir: string, name: string, value: unknown): void {
+  const file = join(dir, name);
+  const temporary = `${file}.tmp`;
+  writeFileSynced(fs, temporary, [new TextEncoder().encode(`${JSON.stringify(value)}\n`)]);
+  fs.rename(temporary, file);
+  fs.syncDirectory(dir);
+}
+
+/** The JSON in `file`, or undefined when there is no such file; not JSON is a RecoveryError naming the file. */
+export function loadJsonFile(fs: StoreFs, file: string): unknown {
+  if (!fs.exists(file)) return undefined;
+  try {
+    return JSON.parse(new TextDecoder().decode(fs.readFile(file)));
+  } catch (error) {
+    throw new RecoveryError(`${file}: not valid JSON (${(error as Error).message})`);
+  }
 }
 
 /** The disk (or the user's quota) is full. */
