@@ -48,7 +48,7 @@ describe("checkpoints", () => {
   test("a background checkpoint: due past --checkpoint-mb and twice the last one; the old log stays until the file is written", async () => {
     for (const mode of ["always", "off"] as const) {
       const dir = freshDir();
-      const { durability } = Durability.open(NODE_IO, dir, SEGMENT, mode, 16 * 1024);
+      const { durability } = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: mode, checkpointBytes: 16 * 1024 });
       const writer = new Writer(durability);
       startSession(writer);
       while (!durability.checkpointDue) writer.write("a", 1);
@@ -142,7 +142,7 @@ describe("checkpoints", () => {
 
   test("a background checkpoint of a history that a state transfer replaced meanwhile never lands", async () => {
     const dir = freshDir();
-    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, "always", 16 * 1024);
+    const { durability } = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 16 * 1024 });
     const writer = new Writer(durability);
     startSession(writer);
     while (!durability.checkpointDue) writer.write("a", 1);
@@ -162,7 +162,7 @@ describe("checkpoints", () => {
   // snapshot's seq was of the old history too.
   test("a snapshot older than every kept checkpoint (a history rolled back) is what the server restarts from, with the log written after it", () => {
     const dir = freshDir();
-    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
+    const { durability } = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
     const old = new Writer(durability);
     startSession(old);
     for (let i = 0; i < 6; i++) {
@@ -174,7 +174,7 @@ describe("checkpoints", () => {
 
     // The chain's history: shorter than ours, from the same start.
     const chainDir = freshDir();
-    const chain = new Writer(Durability.open(NODE_IO, chainDir, SEGMENT, "always", 1 << 26).durability);
+    const chain = new Writer(Durability.open(NODE_IO, chainDir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 }).durability);
     startSession(chain);
     chain.write("kept", 9);
     const snapshotSeq = chain.state.appliedSeq;
@@ -196,9 +196,9 @@ describe("checkpoints", () => {
   test("one server per data dir", () => {
     const dir = freshDir();
     const first = open(dir);
-    expect(() => Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26)).toThrow(/in use by another pstore server/);
+    expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 })).toThrow(/in use by another pstore server/);
     first.writer.durability.close();
-    const second = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
+    const second = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
     second.durability.close();
     expect(readdirSync(dir)).not.toContain("LOCK");
   });
@@ -207,7 +207,7 @@ describe("checkpoints", () => {
 test("writes reach the file before commit returns, in every mode", () => {
   for (const mode of ["always", "batch", "off"] as const) {
     const dir = freshDir();
-    const { durability } = Durability.open(NODE_IO, dir, SEGMENT, mode, 1 << 26);
+    const { durability } = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: mode, checkpointBytes: 1 << 26 });
     const writer = new Writer(durability);
     startSession(writer);
     writer.write("x", 5);
@@ -222,14 +222,14 @@ test("writes reach the file before commit returns, in every mode", () => {
 describe("config.json", () => {
   test("the configuration and the acceptor's vote (--quorum majority) survive a restart, each save keeping the other", () => {
     const dir = freshDir();
-    const first = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
+    const first = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
     expect(first.recovered.config).toBeNull();
     expect(first.recovered.vote).toBeNull();
     const vote = { promised: 193, accepted: { ballot: 129, epoch: 129, chain: [1, 3], baseEpoch: 65, formed: false } };
     first.durability.saveVote(vote);
     first.durability.saveConfig({ epoch: 129, chain: [1, 3] });
     first.durability.close();
-    const second = Durability.open(NODE_IO, dir, SEGMENT, "always", 1 << 26);
+    const second = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
     expect(second.recovered.config).toEqual({ epoch: 129, chain: [1, 3] });
     expect(second.recovered.vote).toEqual(vote);
     second.durability.close();

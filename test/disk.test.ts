@@ -83,7 +83,7 @@ describe.if(mounted)("a full disk", () => {
     mkdirSync(dataDir);
     server = await startServer({ dataDir, segmentSize: "4MiB" });
     store = await connect({ servers: server.address, connectTimeoutMs: 5000 });
-    expect(readdirSync(dataDir).sort()).toEqual(["LOCK", "config.json", "segment.json", "wal-0000000000000001.log"]);
+    expect(readdirSync(dataDir).sort()).toEqual(["LOCK", "config.json", "identity.json", "wal-0000000000000001.log"]);
     await store.create("kept", 64 * 1024);
     await store.create("doomed", 256 * 1024);
     await store.withWrite("kept", (view) => view.fill(1));

@@ -102,7 +102,7 @@ describe("write-ahead log", () => {
     const io = { logSizes: { first: 1024, segment: 4096 } };
     for (let seed = 1; seed <= 40; seed++) {
       const fs = new MemoryFs(() => {});
-      const { durability } = Durability.open({ fs, ...io }, "/data", SEGMENT, "always", 1 << 26);
+      const { durability } = Durability.open({ fs, ...io }, "/data", { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
       const writer = new Writer(durability);
       startSession(writer);
       writer.write("x", 1);
@@ -124,7 +124,7 @@ describe("write-ahead log", () => {
     for (let seed = 1; seed <= 150; seed++) {
       const rng = new Rng(seed);
       const fs = new MemoryFs(() => {});
-      const { durability } = Durability.open({ fs, ...io }, "/data", SEGMENT, "always", 1 << 26);
+      const { durability } = Durability.open({ fs, ...io }, "/data", { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
       const writer = new Writer(durability);
       startSession(writer);
       writer.write("x", 0);
@@ -160,7 +160,7 @@ describe("write-ahead log", () => {
         if (writer === null || rng.chance(0.15)) {
           // A killed process (the page cache keeps what it wrote), restarted: the log goes on in a new segment.
           fs.kill();
-          const reopened = Durability.open({ fs, ...io }, "/data", SEGMENT, "off", 1 << 26);
+          const reopened = Durability.open({ fs, ...io }, "/data", { segmentSize: SEGMENT, fsync: "off", checkpointBytes: 1 << 26 });
           const before: Writer | null = writer;
           writer = new Writer(reopened.durability);
           if (before) Object.assign(writer, { state: reopened.recovered.state, reqNo: before["reqNo"] });
@@ -228,7 +228,7 @@ describe("write-ahead log", () => {
     for (let seed = 1; seed <= 300; seed++) {
       const rng = new Rng(seed);
       const fs = new MemoryFs(() => {});
-      const { durability } = Durability.open({ fs, ...io }, "/data", SEGMENT, rng.pick(["always", "off"] as const), 1 << 26);
+      const { durability } = Durability.open({ fs, ...io }, "/data", { segmentSize: SEGMENT, fsync: rng.pick(["always", "off"] as const), checkpointBytes: 1 << 26 });
       durability.persist({ kind: "config", config: { epoch: 65, chain: [1, 2, 3] } });
       const writer = new Writer(durability);
       startSession(writer);
@@ -263,7 +263,7 @@ describe("write-ahead log", () => {
     let tick = () => {};
     const fs = new MemoryFs(() => {});
     const io = { fs, logSizes: SMALL_LOG, repeat: (_ms: number, fn: () => void) => ((tick = fn), () => {}) };
-    const { durability } = Durability.open(io, "/data", SEGMENT, "batch", 1 << 26);
+    const { durability } = Durability.open(io, "/data", { segmentSize: SEGMENT, fsync: "batch", checkpointBytes: 1 << 26 });
     const writer = new Writer(durability);
     startSession(writer);
     writer.write("x", 1);
@@ -302,7 +302,7 @@ describe("write-ahead log", () => {
       },
     });
     const io = { fs, logSizes: SMALL_LOG };
-    const { durability } = Durability.open(io, "/data", SEGMENT, "always", 1 << 26);
+    const { durability } = Durability.open(io, "/data", { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 << 26 });
     const writer = new Writer(durability);
     startSession(writer);
     writer.write("x", 1);
@@ -321,7 +321,7 @@ describe("write-ahead log", () => {
     for (let seed = 1; seed <= 200; seed++) {
       const fs = new MemoryFs(() => {});
       const io = { fs, logSizes: SMALL_LOG };
-      const { durability } = Durability.open(io, "/data", SEGMENT, "always", 1);
+      const { durability } = Durability.open(io, "/data", { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 1 });
       const writer = new Writer(durability);
       startSession(writer);
       writer.do({ type: "create", name: "a", size: 4 });
@@ -442,7 +442,7 @@ describe("write-ahead log", () => {
     expect(() => recover(NODE_IO, dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
   });
 
-  test("a log with no checkpoint under it is refused at another segment size too, before anything is replayed (segment.json)", () => {
+  test("a log with no checkpoint under it is refused at another segment size too, before anything is replayed (identity.json)", () => {
     // Replayed in half the segment, the create of a datum larger than that was refused, and the datum
     // was gone from a server that started without a word.
     const dir = freshDir();
@@ -450,41 +450,56 @@ describe("write-ahead log", () => {
     startSession(writer);
     writer.do({ type: "create", name: "big", size: (SEGMENT * 3) / 4 });
     writer.durability.close();
-    expect(JSON.parse(readFileSync(join(dir, "segment.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
-    expect(() => Durability.open(NODE_IO, dir, SEGMENT / 2, "always", 64 * 1024 * 1024)).toThrow(
+    expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
+    expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT / 2, fsync: "always", checkpointBytes: 64 * 1024 * 1024 })).toThrow(
       `${dir} holds the data of a segment of 1 MiB, not 512 KiB: start with --segment-size 1MiB`,
     );
-    expect(() => Durability.open(NODE_IO, dir, SEGMENT * 2, "always", 64 * 1024 * 1024)).toThrow("start with --segment-size 1MiB");
-    expect(() => Durability.open(NODE_IO, dir, SEGMENT, "always", 64 * 1024 * 1024, false, PAGE * 2)).toThrow("and pages of 4096 bytes, not 8192");
+    expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT * 2, fsync: "always", checkpointBytes: 64 * 1024 * 1024 })).toThrow("start with --segment-size 1MiB");
+    expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 64 * 1024 * 1024, pageSize: PAGE * 2 })).toThrow("and pages of 4096 bytes, not 8192");
     // The refusals changed nothing: at the right size the datum is there.
     const { writer: again } = open(dir);
     expect(again.state.data.get("big")?.size).toBe((SEGMENT * 3) / 4);
     again.durability.close();
   });
 
-  test("a wrong size is never recorded: a dir from before segment.json, refused by its checkpoint, still opens at its size", () => {
+  test("a wrong size is never recorded: a dir from before identity.json, refused by its checkpoint, still opens at its size", () => {
     const dir = freshDir();
     const { writer } = open(dir);
     startSession(writer);
     writer.write("x", 1);
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
     writer.durability.close();
-    rmSync(join(dir, "segment.json"));
-    expect(() => Durability.open(NODE_IO, dir, SEGMENT * 2, "always", 64 * 1024 * 1024)).toThrow(`start with --segment-size ${SEGMENT}`);
-    expect(existsSync(join(dir, "segment.json"))).toBe(false);
+    rmSync(join(dir, "identity.json"));
+    expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT * 2, fsync: "always", checkpointBytes: 64 * 1024 * 1024 })).toThrow(`start with --segment-size ${SEGMENT}`);
+    expect(existsSync(join(dir, "identity.json"))).toBe(false);
     const { writer: again } = open(dir);
     expect(valueOf(again.state, "x")).toBe(1);
     again.durability.close();
-    expect(JSON.parse(readFileSync(join(dir, "segment.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
+    expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
   });
 
-  test("a segment.json that is not one is refused, naming the file", () => {
+  test("a data dir is one server's: opened as another number (--peers in another order) it is refused, naming both", () => {
+    const dir = freshDir();
+    const peers = ["10.0.0.1:7401", "10.0.0.2:7401", "10.0.0.3:7401"];
+    const options = { segmentSize: SEGMENT, fsync: "always" as const, checkpointBytes: 1 << 26 };
+    // A dir whose record has no server yet (opened by the disk alone) gets one at the next open.
+    open(dir).writer.durability.close();
+    Durability.open(NODE_IO, dir, { ...options, server: { id: 1, peers } }).durability.close();
+    expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE, server: { id: 1, peers } });
+    expect(() => Durability.open(NODE_IO, dir, { ...options, server: { id: 3, peers: [...peers].reverse() } })).toThrow(
+      `${dir} holds the data of server 1 (10.0.0.1:7401 in the --peers it was created with, ${peers.join(",")}); here --peers makes this server 3: give every server the same --peers, in the same order`,
+    );
+    // Another list with the same number (a peer moved to a new address) is this server still.
+    Durability.open(NODE_IO, dir, { ...options, server: { id: 1, peers: [peers[0]!, "10.0.0.9:7401", peers[2]!] } }).durability.close();
+  });
+
+  test("an identity.json that is not one is refused, naming the file", () => {
     const dir = freshDir();
     open(dir).writer.durability.close();
-    writeFileSync(join(dir, "segment.json"), '{"segmentSize": "big"}\n');
-    expect(() => open(dir)).toThrow(`${join(dir, "segment.json")}: not a segment size and a page size`);
-    writeFileSync(join(dir, "segment.json"), "{");
-    expect(() => open(dir)).toThrow(`${join(dir, "segment.json")}: not valid JSON`);
+    writeFileSync(join(dir, "identity.json"), '{"segmentSize": "big"}\n');
+    expect(() => open(dir)).toThrow(`${join(dir, "identity.json")}: not a segment size, a page size and a server`);
+    writeFileSync(join(dir, "identity.json"), "{");
+    expect(() => open(dir)).toThrow(`${join(dir, "identity.json")}: not valid JSON`);
   });
 
   test("a checkpoint that is not a snapshot is refused, never guessed", () => {

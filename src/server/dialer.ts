@@ -9,7 +9,7 @@
  */
 import { formatBytes } from "../core/names";
 import { Greeter } from "../net/greeter";
-import type { Message } from "../wire";
+import type { Message, Welcome } from "../wire";
 import type { ConnId, NodeHost } from "./host";
 
 interface Outbound {
@@ -98,21 +98,36 @@ export class PeerDialer {
     const step = peer.greeter.step(message);
     if (step.kind === "send") return step.message;
     if (step.kind === "welcome") {
-      const { segmentSize, pageSize } = step.welcome;
-      if (segmentSize === this.shape.segmentSize && pageSize === this.shape.pageSize) {
+      const mismatch = this.mismatch(peer.id, step.welcome);
+      if (mismatch === null) {
         peer.ready = true;
         peer.greeter = null;
         this.events.onReady(peer.id);
         return null;
       }
-      const theirs = `segment of ${formatBytes(segmentSize)} (pages of ${pageSize} bytes)`;
-      const ours = `${formatBytes(this.shape.segmentSize)} (pages of ${this.shape.pageSize} bytes)`;
-      this.events.onRefused(peer.id, `has a ${theirs}, this server ${ours}: every server of a cluster needs the same --segment-size; not connecting`);
+      this.events.onRefused(peer.id, `${mismatch}; not connecting`);
     } else {
       this.events.onRefused(peer.id, `refused us: ${step.code} ${step.message}`);
     }
     this.host.close(conn, "refused");
     return null;
+  }
+
+  /**
+   * Why a peer that welcomed us must not join our chain, or null. Another segment or page size
+   * would apply the same updates to another state; another number means our --peers and its differ
+   * (each server's number is its place in the list), and the chain's configurations would name
+   * other servers on each side.
+   */
+  private mismatch(id: number, welcome: Welcome): string | null {
+    if (welcome.serverId !== id) {
+      return `says it is server ${welcome.serverId}: every server needs the same --peers, in the same order`;
+    }
+    const { segmentSize, pageSize } = welcome;
+    if (segmentSize === this.shape.segmentSize && pageSize === this.shape.pageSize) return null;
+    const theirs = `segment of ${formatBytes(segmentSize)} (pages of ${pageSize} bytes)`;
+    const ours = `${formatBytes(this.shape.segmentSize)} (pages of ${this.shape.pageSize} bytes)`;
+    return `has a ${theirs}, this server ${ours}: every server of a cluster needs the same --segment-size`;
   }
 
   /** The connection closed (either end). */

@@ -265,8 +265,11 @@ export class ServerNode {
     if (version !== PROTOCOL_VERSION) {
       return this.refuse(conn, "EPROTO", `protocol version ${version} is not supported (this server speaks ${PROTOCOL_VERSION})`);
     }
-    if (role === "server" && (senderId < 1 || senderId > this.options.addresses.length || senderId === this.selfId)) {
-      return this.refuse(conn, "EPROTO", `server id ${senderId} is not one of --peers`);
+    if (role === "server" && senderId === this.selfId) {
+      return this.refuse(conn, "EPROTO", `server id ${senderId} is this server's own: every server needs the same --peers, in the same order`);
+    }
+    if (role === "server" && (senderId < 1 || senderId > this.options.addresses.length)) {
+      return this.refuse(conn, "EPROTO", `server id ${senderId} is not one of --peers (${this.options.addresses.length} here)`);
     }
     const secret = this.options.secret;
     if (secret === undefined) return this.admit(conn, role, senderId);

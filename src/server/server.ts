@@ -76,14 +76,13 @@ export class Server implements NodeHost {
     // Bind first: a port in use must not leave a data dir (LOCK, a fresh log) behind.
     this.listener = this.listen();
     try {
-      const { durability, recovered } = Durability.open(
-        NODE_IO,
-        options.dataDir,
-        options.segmentSize,
-        options.fsync,
-        options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
-        options.rejoin,
-      );
+      const { durability, recovered } = Durability.open(NODE_IO, options.dataDir, {
+        segmentSize: options.segmentSize,
+        fsync: options.fsync,
+        checkpointBytes: options.checkpointBytes ?? CHECKPOINT_MB_DEFAULT * 1024 * 1024,
+        rejoin: options.rejoin,
+        server: { id: this.selfId, peers: this.peerAddresses },
+      });
       this.durability = durability;
       const diskQueue = new DiskQueue(durableStore(durability), options.dataDir, this.log);
       this.diskQueue = diskQueue;

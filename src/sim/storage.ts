@@ -260,7 +260,7 @@ export class StoreDisk implements Storage {
 
   private open(fs: MemoryFs): ReturnType<typeof Durability.open> {
     const io: StoreIo = { fs, logSizes: SIM_LOG_SIZES, repeat: (ms, fn) => this.repeat(ms, fn), now: this.nowMs };
-    return Durability.open(io, DIR, this.geometry.segmentSize, this.fsync, this.checkpointBytes(), false, this.geometry.pageSize);
+    return Durability.open(io, DIR, { segmentSize: this.geometry.segmentSize, fsync: this.fsync, checkpointBytes: this.checkpointBytes(), pageSize: this.geometry.pageSize });
   }
 
   /** --fsync batch's syncs: at disk events of the current process, every `ms` (none once it died). */

@@ -19,9 +19,20 @@ import type { WriteAheadLog } from "./wal";
 import { type ChainConfig, NO_CONFIG, type Persist, type StoreState, type Vote, needsSync } from "../core";
 import { snapshotParts } from "../core/snapshot";
 import { saveConfig } from "./config";
-import { checkSegmentShape, loadSegmentShape, saveSegmentShape } from "./segment_file";
+import { type DataIdentity, checkIdentity, identityToRecord, loadIdentity, saveIdentity } from "./identity";
 
 export type FsyncMode = "always" | "batch" | "off";
+
+export interface OpenOptions {
+  segmentSize: number;
+  fsync: FsyncMode;
+  /** A checkpoint is due once the log has grown this much (and twice the last checkpoint). */
+  checkpointBytes: number;
+  rejoin?: boolean;
+  pageSize?: number;
+  /** The server this dir belongs to (its number, its --peers): recorded, then checked at each start. */
+  server?: DataIdentity["server"];
+}
 
 export const BATCH_SYNC_MS = 5;
 /** Older checkpoints stay on disk as recovery lines to restore. */
@@ -92,30 +103,24 @@ export class Durability {
     if (fsync === "batch") this.stopBatchSyncs = (io.repeat ?? repeatOnTimer)(BATCH_SYNC_MS, () => this.wal.syncWritten());
   }
 
-  /** Locks the data dir and recovers its state (throws RecoveryError on corruption). */
   /**
-   * `rejoin`: a log or checkpoint that does not check out is moved aside
-   * (moveAside) and the server starts empty, to get the state from the others.
+   * Locks the data dir and recovers its state (throws RecoveryError on corruption, or when the
+   * dir's identity.json says its data belongs to another segment size or server).
+   * `rejoin`: a log or checkpoint that does not check out is moved aside (moveAside) and the
+   * server starts empty, to get the state from the others.
    */
-  static open(
-    io: StoreIo,
-    dir: string,
-    segmentSize: number,
-    fsync: FsyncMode,
-    checkpointBytes: number,
-    rejoin = false,
-    pageSize = PAGE_SIZE,
-  ): { durability: Durability; recovered: Recovered } {
+  static open(io: StoreIo, dir: string, options: OpenOptions): { durability: Durability; recovered: Recovered } {
+    const { segmentSize, fsync, checkpointBytes, rejoin = false, pageSize = PAGE_SIZE, server } = options;
     let unlock: (() => void) | null = null;
     try {
       ensureDirectory(io.fs, dir);
       unlock = io.fs.lock(dir);
-      const shape = { segmentSize, pageSize };
-      const recorded = loadSegmentShape(io.fs, dir);
-      checkSegmentShape(recorded, dir, shape);
+      const identity: DataIdentity = { segmentSize, pageSize, server };
+      const recorded = loadIdentity(io.fs, dir);
+      checkIdentity(recorded, dir, identity);
       const recovered = recoverOrSetAside(dir, segmentSize, pageSize, fsync !== "off", rejoin, io);
-      // Only once the data checked out with this shape: a wrong --segment-size must not be recorded.
-      if (recorded === null) saveSegmentShape(io.fs, dir, shape);
+      // Only once the data checked out this way: a wrong --segment-size must not be recorded.
+      if (identityToRecord(recorded, identity)) saveIdentity(io.fs, dir, identity);
       return { durability: new Durability(io, dir, fsync, checkpointBytes, recovered, unlock), recovered };
     } catch (error) {
       unlock?.();

@@ -58,7 +58,7 @@ export class Writer {
 }
 
 export function open(dir: string): { writer: Writer; notes: string[] } {
-  const { durability, recovered } = Durability.open(NODE_IO, dir, SEGMENT, "always", 64 * 1024 * 1024);
+  const { durability, recovered } = Durability.open(NODE_IO, dir, { segmentSize: SEGMENT, fsync: "always", checkpointBytes: 64 * 1024 * 1024 });
   const writer = new Writer(durability);
   // Request numbers go on past the recovered ones (each update had its own), or the session's deduplication drops them.
   if (recovered.state.appliedSeq > 0) Object.assign(writer, { state: recovered.state, reqNo: recovered.state.appliedSeq + 1 });
