@@ -282,6 +282,21 @@ describe("shell commands", () => {
     expect(store.data.get("c")!.readers).toBe(0);
   });
 
+  test("a script that ends holding a datum says on stderr what it dropped, and a write hold's changes are not kept", async () => {
+    const store = new FakeStore();
+    await run(context(store), "create c 4", "create m 4");
+    const stdin = new PassThrough();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let said = "";
+    stdout.resume();
+    stderr.on("data", (chunk) => (said += chunk));
+    stdin.end("acquire-write c\nset c i32 99\nacquire-read m\n");
+    expect(await runShell({ input: stdin, output: stdout, errorOutput: stderr, interactive: false, color: false, json: false, connect: async () => store })).toBe(0);
+    expect(said).toBe("pstore shell: end of input: dropped: write hold on c (changes discarded), read hold on m\n");
+    expect([...store.data.get("c")!.bytes]).toEqual([0, 0, 0, 0]);
+  });
+
   test("kill and restart need --local", async () => {
     expect(await run(context(), "kill 1", "restart 1")).toEqual([
       "error EINVAL: kill works only in a shell started with --local",

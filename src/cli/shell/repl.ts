@@ -100,7 +100,8 @@ class _Session {
   async close(): Promise<void> {
     if (this.store && this.ctx.holds.size > 0) {
       const dropped = await dropHolds(this.ctx);
-      if (this.options.interactive) this.notice(`dropped: ${dropped.join(", ")}`);
+      // A script that ends holding a datum says so where its one-line-per-command output is not.
+      this.notice(`${this.options.interactive ? "" : "pstore shell: end of input: "}dropped: ${dropped.join(", ")}`);
     }
     const store = this.store;
     this.store = undefined;
