@@ -4,7 +4,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { codeOf } from "./helpers/errors";
-import { type Store, connect } from "../src/index";
+import { PStoreError, type Store, connect } from "../src/index";
 import { type ServerProcess, removeDir, spawnChild, startServer } from "./helpers/processes";
 
 let server: ServerProcess;
@@ -231,6 +231,21 @@ describe("bad creates", () => {
     expect(await codeOf(a.create("bad\nname", 4))).toBe("EINVAL");
     expect(await a.list()).toEqual(before);
     expect(await codeOf(a.stat("zero"))).toBe("ENOENT");
+  });
+
+  test("bad timeouts are EINVAL naming the option, before anything is sent: connect's and an access's", async () => {
+    const bad = { connectTimeoutMs: -5, failoverTimeoutMs: Number.NaN, sessionTimeoutMs: 10 } as const;
+    for (const [option, value] of Object.entries(bad)) {
+      const error = await connect({ servers: server.address, [option]: value }).then(() => null, (caught: PStoreError) => caught);
+      expect([option, error?.code, error?.message]).toEqual([option, "EINVAL", expect.stringContaining(`${option} must be a number of milliseconds from`)]);
+    }
+    const a = await client();
+    await a.create("bad-timeout", 4);
+    for (const timeoutMs of [-1, Number.POSITIVE_INFINITY, 2 ** 31]) {
+      expect(await a.accessRead("bad-timeout", { timeoutMs }).then(() => "granted", (caught: PStoreError) => caught.message)).toStartWith("EINVAL: timeoutMs must be");
+    }
+    // Nothing was queued by the refused accesses: a write hold is granted at once.
+    await a.releaseReadWrite(await a.accessReadWrite("bad-timeout", { timeoutMs: 0 }));
   });
 
   test("delete refuses a held datum and frees the pages of a released one", async () => {

@@ -21,6 +21,7 @@ import { ClusterLink } from "./cluster";
 import { type ClientHold, SegmentHolds } from "./holds";
 import { PackBuffer } from "./pack_buffer";
 import type { ClientHost, GrantLender, SegmentMapper, UseObserver } from "./host";
+import { accessOptionsProblem, checkConnectOptions } from "./options";
 import { withReadUse, withWriteUse } from "./scoped";
 import { watchWait, withTimeout } from "./wait";
 import type { AccessOptions, ClientStats, ClusterStatus, ConnectOptions, DatumInfo, Store } from "./types";
@@ -55,6 +56,7 @@ export class ClientStore implements Store, GrantLender {
     /** The agent's: runs before a recall of `name`'s grant is answered (it takes back a use it lent). */
     private readonly onRecalling?: (name: string) => void,
   ) {
+    checkConnectOptions(options);
     // 0 asks for the servers' --session-timeout-ms.
     this.sessionTimeoutMs = options.sessionTimeoutMs ?? 0;
     this.packBuffer = new PackBuffer(host);
@@ -248,6 +250,8 @@ export class ClientStore implements Store, GrantLender {
 
   /** A use of our cached grant is granted here at once (no message, no async frame); else the servers are asked. */
   private access(name: string, mode: Mode, options: AccessOptions = {}): Promise<Uint8Array> {
+    const badOption = accessOptionsProblem(options);
+    if (badOption) return Promise.reject(badOption);
     const grants = this.grants;
     if (grants && !this.closed && !this.queriesOnly && !options.signal?.aborted && grants.localGrant(name, mode, this.host.nowMs())) {
       try {
