@@ -162,7 +162,7 @@ static hold *hold_of(const void *p) {
     if (base == NULL || (const char *)p < base || (const char *)p >= base + segment_size) return NULL;
     uint32_t page = (uint32_t)(((const char *)p - base) / page_size);
     for (size_t i = 0; i < hold_count; i++) {
-        if (holds[i].first_page == page) return &holds[i];
+        if (page >= holds[i].first_page && page - holds[i].first_page < holds[i].page_count) return &holds[i];
     }
     return NULL;
 }
@@ -386,6 +386,11 @@ static int release_locked(void *p, uint8_t mode) {
     if (connected() != 0) return -1;
     hold *h = hold_of(p);
     if (h == NULL) return fail(P_ESTALE, "this pointer holds nothing (already released?)");
+    /* As free(): the pointer the access returned, not one inside the datum (a mistake to report, not to guess at). */
+    if ((const char *)p != base + h->offset) {
+        return fail(P_EINVAL, "the pointer is %lu byte(s) into a held datum: release the pointer p_access returned",
+                    (unsigned long)((const char *)p - (base + h->offset)));
+    }
     if (h->mode != mode) {
         return fail(P_EINVAL, "the datum is held for %s: use %s", h->mode == MODE_READ ? "reading" : "writing",
                     h->mode == MODE_READ ? "p_release_read" : "p_release_readwrite");

@@ -84,13 +84,16 @@ test("the specification's example, verbatim in C, writes 1035; a second C progra
   expect(await readInt("compteur")).toBe(1035);
 }, 60_000);
 
-test("errors return -1 or NULL with errno and a message; after p_close calls fail with ENOTCONN", async () => {
+test("errors return -1 or NULL with errno and a message (a pointer inside a held datum too); after p_close calls fail with ENOTCONN", async () => {
   const result = await runC(["errors", "compteur"]).done();
   expect(result.code).toBe(0);
   expect(result.stdout).toContain('ACCESS NULL 1 1 ENOENT: no datum named "no such datum"');
   expect(result.stdout).toContain("RELEASE -1 10 1 ESTALE: this pointer holds nothing");
   expect(result.stdout).toContain("CREATE -1 4 1 EINVAL:");
   expect(result.stdout).toContain("STRERROR no datum of that name");
+  // A pointer inside the held datum is a mistake, as free(p + 1) is: refused, and the hold stays to release.
+  expect(result.stdout).toContain("INSIDE -1 4 1 EINVAL: the pointer is 1 byte(s) into a held datum: release the pointer p_access returned");
+  expect(result.stdout).toContain("START 0");
   expect(result.stdout).toContain("CLOSED NULL 15 1");
 }, 30_000);
 
