@@ -32,14 +32,17 @@ export function loadIdentity(fs: StoreFs, dir: string): DataIdentity | null {
   const file = join(dir, FILE);
   const parsed = loadJsonFile(fs, file);
   if (parsed === undefined) return null;
-  const identity = parsed as DataIdentity;
-  const whole = (value: unknown) => Number.isSafeInteger(value) && (value as number) > 0;
-  const server = identity?.server;
-  const validServer = server === undefined || (typeof server === "object" && server !== null && whole(server.id) && Array.isArray(server.peers) && server.peers.every((peer) => typeof peer === "string"));
-  if (typeof identity !== "object" || identity === null || !whole(identity.segmentSize) || !whole(identity.pageSize) || !validServer) {
-    throw new RecoveryError(`${file}: not a segment size, a page size and a server`);
-  }
-  return identity;
+  if (!isIdentity(parsed)) throw new RecoveryError(`${file}: not a segment size, a page size and a server`);
+  return parsed;
+}
+
+function isIdentity(value: unknown): value is DataIdentity {
+  const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) > 0;
+  if (typeof value !== "object" || value === null) return false;
+  const { segmentSize, pageSize, server } = value as DataIdentity;
+  if (!whole(segmentSize) || !whole(pageSize)) return false;
+  if (server === undefined) return true;
+  return typeof server === "object" && server !== null && whole(server.id) && Array.isArray(server.peers) && server.peers.every((peer) => typeof peer === "string");
 }
 
 /** Throws a RecoveryError saying which flag to change when `dir`'s data is not what `wanted` says. */
