@@ -194,10 +194,13 @@ export class Replica {
       // member of a chain gone for 1 s, removed its dead servers, and a joiner of the newer
       // one-server chain, whose only server had crashed, followed 2 and lost its update).
       if (othersMaySuspectUs) this.s.resumedAtMs = nowMs;
-      if (othersMaySuspectUs && this.s.status === "member" && !this.s.majorityMode && this.s.config.chain.length > 1) {
+      if (othersMaySuspectUs && this.s.status === "member" && !this.s.majorityMode && this.s.options.peers.length > 1) {
         // Long enough for the others to remove us and acknowledge updates without us (we
         // would then lead a chain on a stale history: sim seed 33001083). Find the chain
-        // again as a booting server does, waiting for the servers of our last chain.
+        // again as a booting server does, waiting for the servers of our last chain. Alone in
+        // our chain too: a joiner holding our history forms one without us when we fall
+        // silent (sim seed 920001244, --no-cache --faults-ms 30000: [2] resumed and
+        // acknowledged a request waiting in its socket beside [1,4]'s same seq).
         this.s.out.push({ kind: "note", text: "longer than --suspect-ms: the others may have served without us; finding the chain again" });
         // What we heard before the pause is stale: boot on what the others say from now on.
         this.s.advanceClock(nowMs);
