@@ -432,13 +432,19 @@ describe("write-ahead log", () => {
     expect((error as Error).message).toMatch(new RegExp(`^${file.replace(/[.]/g, "\\.")}: checksum mismatch in the record at offset \\d+`));
   });
 
-  test("a data dir of another segment size is refused with the size to use", () => {
+  /** A closed dir holding x = 1 and a checkpoint of it. */
+  function checkpointedDir(): string {
     const dir = freshDir();
     const { writer } = open(dir);
     startSession(writer);
     writer.write("x", 1);
     writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
     writer.durability.close();
+    return dir;
+  }
+
+  test("a data dir of another segment size is refused with the size to use", () => {
+    const dir = checkpointedDir();
     expect(() => recover(NODE_IO, dir, SEGMENT * 2, PAGE)).toThrow(`start with --segment-size ${SEGMENT}`);
   });
 
@@ -463,12 +469,7 @@ describe("write-ahead log", () => {
   });
 
   test("a wrong size is never recorded: a dir from before identity.json, refused by its checkpoint, still opens at its size", () => {
-    const dir = freshDir();
-    const { writer } = open(dir);
-    startSession(writer);
-    writer.write("x", 1);
-    writer.durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
-    writer.durability.close();
+    const dir = checkpointedDir();
     rmSync(join(dir, "identity.json"));
     expect(() => Durability.open(NODE_IO, dir, { segmentSize: SEGMENT * 2, fsync: "always", checkpointBytes: 64 * 1024 * 1024 })).toThrow(`start with --segment-size ${SEGMENT}`);
     expect(existsSync(join(dir, "identity.json"))).toBe(false);
