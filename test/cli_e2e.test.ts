@@ -387,6 +387,17 @@ describe("pstore local and shell --local", () => {
     expect(await again.stop("SIGTERM")).toBe(0);
   }, 60_000);
 
+  test("shell --local on a data dir of another segment size is refused with the size to use; with it, the data is there", async () => {
+    const base = await freeConsecutivePorts(3);
+    const dataDir = tempDir();
+    const local = ["shell", "--local", "--base-port", String(base), "--data-dir", dataDir, "--quiet"];
+    expect((await runCli([...local, "--segment-size", "1MiB"], { stdin: "create c 600KiB\nwrite c i32 7\n", timeoutMs: 40_000 })).stdout).toBe("ok\nok\n");
+    const refused = await runCli(local, { stdin: "read c i32\n", timeoutMs: 40_000 });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("holds the data of a segment of 1 MiB, not 256 MiB: start with --segment-size 1MiB");
+    expect((await runCli([...local, "--segment-size", "1MiB"], { stdin: "read c i32\n", timeoutMs: 40_000 })).stdout).toBe("7\n");
+  }, 90_000);
+
   test("shell --local runs a script against its own cluster and stops it", async () => {
     const base = await freeConsecutivePorts(3);
     const dataDir = tempDir();

@@ -2,8 +2,8 @@
 import { defineCommand } from "citty";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_PORT } from "../constants.ts";
-import { parseAddressList, UsageError } from "./flags.ts";
+import { DEFAULT_PORT, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
+import { formatBytes, parseAddressList, parseSegmentSize, UsageError } from "./flags.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { checkReadable, useColor } from "./output.ts";
 import { serversArg } from "./status.ts";
@@ -34,6 +34,12 @@ export default defineCommand({
     local: { type: "boolean", description: "Start a local cluster first (as pstore local) and stop it on exit" },
     "data-dir": { type: "string", valueHint: "dir", default: "./pstore-data", description: "With --local: where the servers keep their data" },
     "base-port": { type: "string", valueHint: "port", default: String(DEFAULT_PORT), description: "With --local: port of server 1" },
+    "segment-size": {
+      type: "string",
+      valueHint: "size",
+      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      description: "With --local: size of the shared segment (a data dir keeps the size it was created with)",
+    },
     json: { type: "boolean", description: "Print each result as one JSON object per line" },
     ...logArgs,
   },
@@ -44,8 +50,8 @@ export default defineCommand({
     if (args.local && args["tls-ca"] !== undefined) {
       throw new UsageError("--local starts its servers without TLS; leave out --tls-ca");
     }
-    if (!args.local && rawArgs.some((arg) => /^--(data-dir|base-port|dataDir|basePort)\b/.test(arg))) {
-      throw new UsageError("--data-dir and --base-port only go with --local");
+    if (!args.local && rawArgs.some((arg) => /^--(data-dir|base-port|segment-size|dataDir|basePort|segmentSize)\b/.test(arg))) {
+      throw new UsageError("--data-dir, --base-port and --segment-size only go with --local");
     }
     const servers = args.servers === undefined ? undefined : parseAddressList(args.servers, "--servers");
     checkReadable(args["tls-ca"], "--tls-ca");
@@ -69,6 +75,7 @@ export default defineCommand({
         cluster = new LocalCluster({
           basePort,
           dataDir: args["data-dir"],
+          segmentSize: parseSegmentSize(args["segment-size"]),
           secret,
           onLog: args.verbose ? (_, line) => process.stderr.write(`${line}\n`) : undefined,
           onUnexpectedExit: (index, how) => logger.warn(`server ${index + 1} stopped unexpectedly: ${how}`),
