@@ -501,6 +501,10 @@ describe("write-ahead log", () => {
     expect(() => open(dir)).toThrow(`${join(dir, "identity.json")}: not a segment size, a page size and a server`);
     writeFileSync(join(dir, "identity.json"), "{");
     expect(() => open(dir)).toThrow(`${join(dir, "identity.json")}: not valid JSON`);
+    expect(() => open(dir)).toThrow("with the flags it was made with, remove it and it is written again");
+    rmSync(join(dir, "identity.json"));
+    open(dir).writer.durability.close();
+    expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
   });
 
   test("a checkpoint that is not a snapshot is refused, never guessed", () => {

@@ -30,9 +30,15 @@ export interface DataIdentity {
 /** The identity recorded in `dir`, or null when the dir has none (new, or from before the file). */
 export function loadIdentity(fs: StoreFs, dir: string): DataIdentity | null {
   const file = join(dir, FILE);
-  const parsed = loadJsonFile(fs, file);
+  const fix = "it records the data's segment size and this server's number: with the flags it was made with, remove it and it is written again";
+  let parsed: unknown;
+  try {
+    parsed = loadJsonFile(fs, file);
+  } catch (error) {
+    throw new RecoveryError(`${(error as Error).message} (${fix})`);
+  }
   if (parsed === undefined) return null;
-  if (!isIdentity(parsed)) throw new RecoveryError(`${file}: not a segment size, a page size and a server`);
+  if (!isIdentity(parsed)) throw new RecoveryError(`${file}: not a segment size, a page size and a server (${fix})`);
   return parsed;
 }
 
