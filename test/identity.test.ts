@@ -11,7 +11,7 @@ import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { type Store, connect } from "../src/index";
-import { type Child, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
+import { type Child, freePort, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
 const dataDir = tempDir();
 const logs: string[] = [];
@@ -62,7 +62,7 @@ test("a server with another --segment-size is kept out of the chain and says why
   await waitChain([first, second], 5_000);
   await replacement.stop();
 
-  // Started with the cluster's size, it joins and holds the datum: the chain of three serves it alone.
+  // Started with the cluster's size, it joins and gets the datum: with 1 and 2 gone, it serves it alone.
   replacement = serve("8MiB", join(dataDir, "3-right"));
   await replacement.waitFor(/READY/, 15_000);
   await waitChain([first, second, third], 20_000);
@@ -72,13 +72,6 @@ test("a server with another --segment-size is kept out of the chain and says why
   store = await connect({ servers: [third], failoverTimeoutMs: 20_000 });
   expect(await store.withRead("big", (view) => [view.length, view[0], view[view.length - 1]])).toEqual([6 * 1024 * 1024, 7, 7]);
 }, 90_000);
-
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
 
 /** Waits (bounded) until `child` has logged `text`. */
 async function waitLogged(child: Child, text: string, timeoutMs: number): Promise<void> {

@@ -10,7 +10,7 @@ import { PStoreError, type Store, connect } from "../../src/index";
 import { Greeter } from "../../src/net/greeter";
 import { type Message, MessageType, concatBytes, decodeMessage, encodeMessage, helloMessage } from "../../src/wire";
 import { OVER_LIMIT_LENGTHS, RawConnection, type Role, type ServerShape, chunk, hexDump, judge, mutate, rssMiB, terminator } from "./fuzz";
-import { type Child, pstoreCommand, spawnChild, tempDir } from "./processes";
+import { type Child, freePort, pstoreCommand, spawnChild, tempDir } from "./processes";
 
 export const SECRET = "fuzz-secret-0123456789";
 
@@ -24,13 +24,6 @@ export interface FuzzServer {
   store: Store;
   /** The state before the fuzz, and the seq at which it was taken. */
   before: { hash: string; seq: number };
-}
-
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
 }
 
 /**

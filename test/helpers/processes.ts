@@ -21,6 +21,14 @@ export function tempDir(prefix = "pstore-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/** A loopback port free right now (another process may take it before it is used). */
+export async function freePort(): Promise<number> {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
 export interface Child {
   proc: Subprocess<"ignore", "pipe", "pipe">;
   /** Everything the child printed so far. */
