@@ -111,6 +111,7 @@ describe("usage errors exit 2 with a pointer to --help", () => {
     ],
     [["local", "--servers", "0"], 'pstore local: --servers: "0" is not a whole number from 1 to 16\nRun "pstore local --help" for usage.\n'],
     [["local", "--rejoin", "4"], 'pstore local: --rejoin: "4" is not a whole number from 1 to 3\nRun "pstore local --help" for usage.\n'],
+    [["local", "--servers", "1", "--rejoin", "1"], 'pstore local: --rejoin fetches the state from the other servers, and a single server has none (pstore restore rolls it back to a checkpoint)\nRun "pstore local --help" for usage.\n'],
     [["local", "--rejoin", "1,2,3"], 'pstore local: --rejoin: the state comes from the servers not rejoining, so at most 2 of 3 servers may rejoin\nRun "pstore local --help" for usage.\n'],
     [["local", "--base-port", "65535"], 'pstore local: --base-port: "65535" must be a port from 1 to 65533 for 3 servers\nRun "pstore local --help" for usage.\n'],
     [["local", "extra"], 'pstore local: "pstore local" takes no arguments, only flags (unexpected "extra")\nRun "pstore local --help" for usage.\n'],

@@ -47,6 +47,9 @@ export default defineCommand({
       throw new UsageError(`--base-port: "${args["base-port"]}" must be a port from 1 to ${65536 - count} for ${count} servers`);
     }
     const rejoin = args.rejoin === undefined ? [] : [...new Set(parseList(args.rejoin, "--rejoin").map((n) => parseCount(n, "--rejoin", count) - 1))];
+    if (rejoin.length > 0 && count === 1) {
+      throw new UsageError("--rejoin fetches the state from the other servers, and a single server has none (pstore restore rolls it back to a checkpoint)");
+    }
     if (rejoin.length >= count) {
       throw new UsageError(`--rejoin: the state comes from the servers not rejoining, so at most ${count - 1} of ${count} servers may rejoin`);
     }
