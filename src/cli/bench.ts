@@ -16,18 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchResult, BenchTarget, Progress, ServerRss } from "../bench/index.ts";
 import { VICTIMS, type WorkloadName, WORKLOADS, type WorkloadSpec } from "../bench/spec.ts";
-import { BENCH_CLIENTS_MAX, BENCH_DURATION_MS_MAX, BENCH_OPS_MAX, DATUM_BYTES_MAX, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
-import {
-  formatBytes,
-  FSYNC_MODES,
-  type FsyncMode,
-  parseAddressList,
-  parseCount,
-  parseList,
-  parseSegmentSize,
-  parseSize,
-  UsageError,
-} from "./flags.ts";
+import { BENCH_CLIENTS_MAX, BENCH_DURATION_MS_MAX, BENCH_OPS_MAX, DATUM_BYTES_MAX, LOCAL_SERVERS_MAX } from "../constants.ts";
+import { formatBytes, FSYNC_MODES, type FsyncMode, parseAddressList, parseCount, parseList, parseSegmentSize, parseSize, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
 import type { LocalCluster } from "./cluster.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { makeStyle, useColor } from "./output.ts";
@@ -78,7 +68,7 @@ export default defineCommand({
     "segment-size": {
       type: "string",
       valueHint: "size",
-      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      default: SEGMENT_SIZE_FLAG_DEFAULT,
       description: "With --local: the servers' --segment-size",
     },
     workload: { type: "string", valueHint: "a,b,...", default: WORKLOADS_DEFAULT, description: "Workloads to run, in order (failover: with --local)" },

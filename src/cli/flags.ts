@@ -12,7 +12,7 @@
  */
 import { formatBytes } from "../core/names.ts";
 import type { ArgsDef } from "citty";
-import { PAGE_SIZE, SEGMENT_SIZE_MAX, TIMER_MS_MAX } from "../constants.ts";
+import { PAGE_SIZE, SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MAX, TIMER_MS_MAX } from "../constants.ts";
 
 export const FSYNC_MODES = ["always", "batch", "off"] as const;
 export type FsyncMode = (typeof FSYNC_MODES)[number];
@@ -278,3 +278,6 @@ export function requireNonEmpty(value: string | undefined, what: string): string
 
 // 268435456 -> "256 MiB" (the core's messages use it too).
 export { formatBytes };
+
+/** The default --segment-size as the flag is written (256MiB). */
+export const SEGMENT_SIZE_FLAG_DEFAULT = formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", "");

@@ -2,8 +2,8 @@
 import { defineCommand } from "citty";
 import { realpathSync } from "node:fs";
 import { relative, resolve } from "node:path";
-import { DEFAULT_PORT, LOCAL_SERVERS_MAX, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
-import { formatBytes, FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseList, parseSegmentSize, UsageError } from "./flags.ts";
+import { DEFAULT_PORT, LOCAL_SERVERS_MAX } from "../constants.ts";
+import { FSYNC_MODES, type FsyncMode, parseCount, parseDurationMs, parseList, parseSegmentSize, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
 import { selfCommand } from "./self.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal } from "./signals.ts";
@@ -27,7 +27,7 @@ export default defineCommand({
     "segment-size": {
       type: "string",
       valueHint: "size",
-      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      default: SEGMENT_SIZE_FLAG_DEFAULT,
       description: "Size of the shared segment",
     },
     fsync: { type: "enum", options: [...FSYNC_MODES], default: "always", description: "Passed to every server" },

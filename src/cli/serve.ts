@@ -2,7 +2,6 @@
 import { defineCommand } from "citty";
 import {
   HEARTBEAT_MS_DEFAULT,
-  SEGMENT_SIZE_DEFAULT,
   SESSION_TIMEOUT_MS_DEFAULT,
   SESSION_TIMEOUT_MS_MAX,
   SESSION_TIMEOUT_MS_MIN,
@@ -10,18 +9,7 @@ import {
   CHECKPOINT_MB_DEFAULT,
   INBOUND_BUFFERED_BYTES_MAX,
 } from "../constants.ts";
-import {
-  formatBytes,
-  formatHostPort,
-  parseAddressList,
-  parseDurationMs,
-  parseHostPort,
-  parseSegmentSize,
-  parseSize,
-  FSYNC_MODES,
-  type FsyncMode,
-  UsageError,
-} from "./flags.ts";
+import { formatHostPort, parseAddressList, parseDurationMs, parseHostPort, parseSegmentSize, parseSize, FSYNC_MODES, type FsyncMode, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal, PARENT_PID_ENV } from "./signals.ts";
 
@@ -61,7 +49,7 @@ export default defineCommand({
     "segment-size": {
       type: "string",
       valueHint: "size",
-      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      default: SEGMENT_SIZE_FLAG_DEFAULT,
       description: "Size of the shared segment (whole 4 KiB pages; 4096, 64KiB, 256MiB, 1GiB); the same on every server, and kept by the data dir",
     },
     "session-timeout-ms": {

@@ -2,8 +2,8 @@
 import { defineCommand } from "citty";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_PORT, SEGMENT_SIZE_DEFAULT } from "../constants.ts";
-import { formatBytes, parseAddressList, parseSegmentSize, UsageError } from "./flags.ts";
+import { DEFAULT_PORT } from "../constants.ts";
+import { parseAddressList, parseSegmentSize, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { checkReadable, useColor } from "./output.ts";
 import { serversArg } from "./status.ts";
@@ -37,7 +37,7 @@ export default defineCommand({
     "segment-size": {
       type: "string",
       valueHint: "size",
-      default: formatBytes(SEGMENT_SIZE_DEFAULT).replace(" ", ""),
+      default: SEGMENT_SIZE_FLAG_DEFAULT,
       description: "With --local: size of the shared segment (a data dir keeps the size it was created with)",
     },
     json: { type: "boolean", description: "Print each result as one JSON object per line" },
