@@ -11,6 +11,7 @@ export function checkConnectOptions(options: ConnectOptions): void {
 
 /** EINVAL for a bad timeoutMs (0 is allowed: a hold granted at once, or ETIMEDOUT), else null. */
 export function accessOptionsProblem(options: AccessOptions): PStoreError | null {
+  if (options.timeoutMs === undefined) return null; // the usual case, on the cached access's path
   try {
     checkMs(options.timeoutMs, "timeoutMs", 0, TIMER_MS_MAX);
     return null;
