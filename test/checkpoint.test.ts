@@ -45,6 +45,29 @@ describe("checkpoints", () => {
     expect(() => recover(NODE_IO, dir, SEGMENT, PAGE)).toThrow(/checksum mismatch in the payload/);
   });
 
+  test("restarts alone make a checkpoint due: each start opens a log segment, and the older segments' files count as logged", async () => {
+    const dir = freshDir();
+    const first = LOG_SIZES.first;
+    // Room for three restarts' segments: the fourth start finds the log past it.
+    const options = { segmentSize: SEGMENT, fsync: "always" as const, checkpointBytes: 3 * first };
+    for (let start = 1; start <= 4; start++) {
+      const { durability, recovered } = Durability.open(NODE_IO, dir, options);
+      expect(listSegments(nodeFs, dir).length).toBe(start);
+      expect(durability.checkpointDue).toBe(start === 4);
+      const writer = new Writer(durability);
+      if (start > 1) Object.assign(writer, { state: recovered.state, reqNo: recovered.state.appliedSeq + 1 });
+      else startSession(writer);
+      writer.write("a", start); // the next start's segment begins after it
+      if (start === 4) {
+        const info = (await durability.checkpointInBackground(writer.state, 65, 65))!;
+        // One segment left, the one the log goes on in: a crash loop no longer grows the data dir.
+        expect(listSegments(nodeFs, dir).map((segment) => segment.firstSeq)).toEqual([info.seq + 1]);
+        expect(durability.checkpointDue).toBe(false);
+      }
+      durability.close();
+    }
+  });
+
   test("a background checkpoint: due past --checkpoint-mb and twice the last one; the old log stays until the file is written", async () => {
     for (const mode of ["always", "off"] as const) {
       const dir = freshDir();

@@ -117,6 +117,9 @@ describe.if(mounted)("a full disk", () => {
     expect(checkpointed).toBe(false);
     expect(readdirSync(dataDir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
     expect(server.stderr()).toContain("is full");
+    // The operator sees why, in the server's log and in status.
+    expect(server.stderr()).toContain("less than the 8 MiB free it keeps");
+    expect((await store.status()).chain[0]!.diskFull).toBe(true);
 
     // Space comes back: the waiting checkpoint lands, and data is accepted again — no restart.
     rmSync(filler);
@@ -126,6 +129,7 @@ describe.if(mounted)("a full disk", () => {
     expect(seq).toBeGreaterThan(0);
     expect(server.stderr()).toContain("disk space is back");
     await store.create("new", 4096);
+    expect((await store.status()).chain[0]!.diskFull).toBe(false);
     await store.withWrite("kept", (bytes) => (bytes[0] = 7));
     expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(7);
     expect(server.proc.exitCode).toBeNull();
@@ -188,6 +192,8 @@ describe.if(mounted)("a full disk on a follower", () => {
     expect((refusal as PStoreError).code).toBe("ENOSPC");
     expect((refusal as PStoreError).message).toContain("disk of server 2 is full");
     expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(1);
+    // Status, asked of any server, names the server whose disk is full.
+    expect((await store.status()).chain.map((server) => server.diskFull)).toEqual([false, true, false]);
 
     rmSync(filler);
     rmSync(`${filler}.tail`);
@@ -204,4 +210,54 @@ describe.if(mounted)("a full disk on a follower", () => {
     await store.withWrite("kept", (bytes) => (bytes[0] = 7));
     expect(await store.withRead("kept", (bytes) => bytes[0])).toBe(7);
   }, 30_000);
+});
+
+/**
+ * A disk filled by the log itself, on a user who does what the refusal says:
+ * deletes data and takes a checkpoint. The checkpoint must give the log's
+ * space back although the disk is too full for the next log segment (the
+ * segments it covers go first), and data must be accepted again at once.
+ */
+describe.if(mounted)("a disk filled by the log", () => {
+  const diskRoot = tempDir("pstore-disk-log-");
+  let server: ServerProcess | null = null;
+  let store: Store | null = null;
+  beforeAll(() => {
+    expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", diskRoot]).status).toBe(0);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await server?.stop();
+    spawnSync("umount", [diskRoot]);
+    removeDir(diskRoot);
+  });
+
+  test("delete and checkpoint, as the refusal says: the space comes back, no restart", async () => {
+    const dataDir = join(diskRoot, "data");
+    mkdirSync(dataDir);
+    server = await startServer({ dataDir, segmentSize: "64MiB" });
+    store = await connect({ servers: server.address, cacheHolds: false });
+    let written = 0;
+    let refusal: unknown = null;
+    const refused = (error: unknown) => (refusal = error);
+    // Until the create or the write release is refused (the disk may fill between them).
+    while (refusal === null && written < 64) {
+      const name = `d${written}`;
+      await store.create(name, 256 * 1024).catch(refused);
+      if (refusal === null) await store.withWrite(name, (bytes) => bytes.fill(written + 1)).catch(refused);
+      if (refusal === null) written++;
+    }
+    expect((refusal as PStoreError | null)?.code).toBe("ENOSPC");
+    expect(written).toBeGreaterThan(4);
+    for (let i = 0; i < written; i++) expect(await store.withRead(`d${i}`, (bytes) => bytes[bytes.length - 1])).toBe(i + 1);
+
+    for (const datum of await store.list()) await store.delete(datum.name);
+    await store.checkpoint();
+    await store.create("after", 256 * 1024);
+    expect(readdirSync(dataDir).filter((name) => name.startsWith("wal-")).length).toBe(1);
+    // Said at the server's next tick (waitFor would miss a line already written).
+    for (const deadline = Date.now() + 5000; !server.stderr().includes("free it keeps again") && Date.now() < deadline; ) await Bun.sleep(50);
+    expect(server.stderr()).toContain("free it keeps again");
+    expect((await store.status()).chain[0]!.diskFull).toBe(false);
+  }, 60_000);
 });

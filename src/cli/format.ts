@@ -1,5 +1,5 @@
 /** How the CLI shows the store's shapes to people (tables) and in one line (pipes). */
-import type { ClusterStatus, DatumInfo } from "../client/types.ts";
+import type { ClusterStatus, DatumInfo, ServerStatus } from "../client/types.ts";
 import { formatBytes } from "./flags.ts";
 import { formatTable, type Style } from "./output.ts";
 
@@ -15,7 +15,7 @@ export function formatStatusTable(status: ClusterStatus, style: Style): string {
     String(server.id),
     server.address,
     server.role,
-    _colorState(server.state, style),
+    _colorState(_stateText(server), style),
     String(server.appliedSeq),
     String(server.lag),
     server.lastHeartbeatMsAgo === null ? "-" : `${server.lastHeartbeatMsAgo} ms ago`,
@@ -29,9 +29,13 @@ export function formatStatusLine(status: ClusterStatus): string {
   // "down down" says it once.
   const chain = status.chain.map(
     (server) =>
-      `${server.address} ${server.role === server.state ? server.role : `${server.role} ${server.state}`} seq ${server.appliedSeq} lag ${server.lag}`,
+      `${server.address} ${server.role === server.state ? server.role : `${server.role} ${_stateText(server)}`} seq ${server.appliedSeq} lag ${server.lag}`,
   );
   return `epoch ${status.epoch}: ${chain.length === 0 ? "(no server)" : chain.join(" -> ")}`;
+}
+
+function _stateText(server: ServerStatus): string {
+  return server.diskFull ? `${server.state}, disk full` : server.state;
 }
 
 function _colorState(state: string, style: Style): string {

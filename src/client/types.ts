@@ -54,6 +54,8 @@ export interface ServerStatus {
   lag: number;
   state: "serving" | "catching-up" | "down";
   lastHeartbeatMsAgo: number | null;
+  /** Its disk has less free space than it keeps: the chain refuses new data (ENOSPC). Absent from older servers. */
+  diskFull?: boolean;
 }
 
 export interface ClusterStatus {

@@ -108,6 +108,11 @@ export class Replica {
     return acknowledgedSeq(this.s);
   }
 
+  /** This server told the others its disk is full (setDiskFull). */
+  get diskFull(): boolean {
+    return this.s.diskFull;
+  }
+
   /** The host must say when its syncs are done (onDurable): --fsync always. */
   get awaitsSync(): boolean {
     return this.s.options.awaitSync === true;

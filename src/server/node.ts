@@ -41,6 +41,7 @@ import { ReadyCarrier } from "./carrier";
 import { PeerDialer } from "./dialer";
 import type { ConnId, NodeHost, NodeObserver, NodeOptions } from "./host";
 import { clusterStatus } from "./status";
+import { formatBytes } from "../core/names";
 
 
 /** What a connection turned out to be, after its hello (and its proof, with a secret). */
@@ -76,6 +77,8 @@ export class ServerNode {
   authFailures = 0;
   private readonly refusalsLogged = new Set<string>();
   private readonly refusedPeers = new Set<number>();
+  /** The disk has less free space than the server keeps (said in the log once per change). */
+  private diskShort = false;
 
   constructor(
     readonly replica: Replica,
@@ -112,7 +115,9 @@ export class ServerNode {
     this.dialer.maintain(now, this.options.heartbeatMs);
     this.carrier.perform(this.replica.onTick(now));
     // Below the free space it keeps, this server tells the head (which then refuses growth).
-    this.carrier.perform(this.replica.setDiskFull(this.host.disk.waiting || this.host.disk.spaceShort(0), now));
+    const short = this.host.disk.spaceShort(0);
+    if (short !== this.diskShort) this.logDiskShort(short);
+    this.carrier.perform(this.replica.setDiskFull(this.host.disk.waiting || short, now));
     for (const conn of this.conns.values()) {
       // A connection that does not complete its handshake in time is closed (slowloris).
       const greeting = conn.role.kind === "new" || conn.role.kind === "authenticating";
@@ -158,6 +163,14 @@ export class ServerNode {
     if (this.refusedPeers.has(peer)) return;
     this.refusedPeers.add(peer);
     this.host.log.error(`server ${peer} (${this.options.addresses[peer - 1]}) ${why}`);
+  }
+
+  /** An operator whose clients get ENOSPC finds why in the log (and in status), not only in the clients. */
+  private logDiskShort(short: boolean): void {
+    this.diskShort = short;
+    const reserve = formatBytes(DISK_FREE_BYTES_MIN);
+    if (short) this.host.log.warn(`the disk of this server has less than the ${reserve} free it keeps: new data (create, writes) is refused with ENOSPC; free some space`);
+    else this.host.log.info(`the disk of this server has more than the ${reserve} free it keeps again: new data is accepted`);
   }
 
   /** Bytes arrived on `id`, in arbitrary chunks: whole frames are handled in order. */
@@ -367,7 +380,7 @@ export class ServerNode {
     const full = this.host.disk.waiting || this.host.disk.spaceShort(bytes) ? this.selfId : this.replica.memberWithFullDisk();
     if (full === null) return null;
     const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
-    return `the disk of server ${full} is full (it keeps ${DISK_FREE_BYTES_MIN} bytes free): ${what}; delete data or free space on it, then retry`;
+    return `the disk of server ${full} is full (it keeps ${formatBytes(DISK_FREE_BYTES_MIN)} free): ${what}; delete data or free space on it, then retry`;
   }
 
   private bindSession(conn: Conn, sessions: Set<number>, session: number): void {

@@ -22,6 +22,7 @@ import {
   PAGE_SIZE,
 } from "../constants";
 import { Replica, lastSeqOf } from "../core";
+import { formatBytes } from "../core/names";
 import { Durability, NODE_IO, isNoSpace } from "../store";
 import { makeNonce } from "../net/auth";
 import { splitAddress } from "../net/address";
@@ -141,6 +142,8 @@ export class Server implements NodeHost {
         this,
         this.profile ?? undefined,
       );
+      // A log past its limit at start (many restarts, each opening a segment) is checkpointed now, not after more writes.
+      if (durability.checkpointDue) this.scheduleCheckpoint();
     } catch (error) {
       this.listener.stop(true);
       throw error;
@@ -208,7 +211,7 @@ export class Server implements NodeHost {
     const address = `${this.options.listen.host}:${present(this.listener, "listening").port}`;
     // Listening on port 0 (tests): clients must be told the port we got.
     this.peerAddresses[this.selfId - 1] = address;
-    this.log.info(`server ${this.selfId} listening on ${address}, segment ${this.options.segmentSize} bytes, data in ${this.options.dataDir}`);
+    this.log.info(`server ${this.selfId} listening on ${address}, segment ${formatBytes(this.options.segmentSize)}, data in ${this.options.dataDir}`);
     return { address, stop: () => this.stop() };
   }
 

@@ -55,6 +55,7 @@ export function clusterStatus(
       lag: newest - applied(id),
       state: !alive ? "down" : index >= 0 && (status === "member" || staleView(view)) ? "serving" : "catching-up",
       lastHeartbeatMsAgo: Number.isFinite(heardMsAgo(id)) ? heardMsAgo(id) : null,
+      diskFull: alive && (self ? replica.diskFull : view?.diskFull === true),
     };
   };
   const others = addresses.map((_, i) => i + 1).filter((id) => !chain.includes(id));

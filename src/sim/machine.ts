@@ -127,6 +127,8 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     };
     this.queue = new DiskQueue(this.queueStore(), `server ${this.id}`, this.log, this.queueClock());
     this.current = new ServerNode(replica, options, this, this);
+    // As a server's start: a log past its limit is checkpointed now (src/server/server.ts).
+    if (this.storage.checkpointDue) this.world.diskLater(this, 0, () => this.checkpoint());
     if (recovered.state.appliedSeq !== this.history.length) {
       this.world.fail("sim", `server ${this.id} recovered state at ${recovered.state.appliedSeq} but a history of ${this.history.length}`);
     }

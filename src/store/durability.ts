@@ -80,7 +80,7 @@ export class Durability {
   private config: ChainConfig;
   private vote: Vote | null;
   private checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
-  private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
+  private freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY }; // measured at the first question
 
   private constructor(
     io: StoreIo,
@@ -221,6 +221,7 @@ export class Durability {
         this.checkpointFailedAtMs = Number.NEGATIVE_INFINITY;
         this.wal.dropSegmentsBefore(seq + 1);
         pruneCheckpoints(this.fs, this.dir, CHECKPOINTS_KEPT);
+        this.spaceFreed();
         if (this.lastCheckpoint === null || info.seq > this.lastCheckpoint.seq) this.lastCheckpoint = info;
         return info;
       })
@@ -247,6 +248,7 @@ export class Durability {
     this.wal.restartAfter(seq);
     dropCheckpointsExcept(this.fs, this.dir, seq);
     this.lastCheckpoint = info;
+    this.spaceFreed();
     return info;
   }
 
@@ -268,8 +270,11 @@ export class Durability {
    */
   spaceShort(bytes: number): boolean {
     const now = this.now();
+    const short = () => this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
     if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
-    return this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
+    // Dropped log segments kept for reuse are space the server can give back.
+    if (short() && this.wal.releaseRetired()) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
+    return short();
   }
 
   /** A write failed for lack of space: measure again at the next question. */
@@ -300,5 +305,11 @@ export class Durability {
     this.wal.rotate(info.seq);
     pruneCheckpoints(this.fs, this.dir, CHECKPOINTS_KEPT);
     this.lastCheckpoint = info;
+    this.spaceFreed();
+  }
+
+  /** Log segments and checkpoints went: the next question measures the free space again (a refused user retries at once). */
+  private spaceFreed(): void {
+    this.freeSpace = { bytes: Number.POSITIVE_INFINITY, atMs: Number.NEGATIVE_INFINITY };
   }
 }

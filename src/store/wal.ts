@@ -87,6 +87,9 @@ export class WriteAheadLog {
     removeSpares(fs, dir);
     const fd = openSegment(fs, dir, firstSeq, null, sizes.first, syncs);
     const wal = new WriteAheadLog(fs, sizes, dir, fd, sizes.first, firstSeq, syncs);
+    // Every start opens a segment, and only a checkpoint drops the older ones: their files count
+    // as logged, or restarts alone (a crash loop) grew the data dir by a segment each, unbounded.
+    for (const segment of listSegments(fs, dir)) if (segment.firstSeq !== firstSeq) wal.bytesSinceCheckpoint += fs.size(segment.file);
     wal.prepareSpare();
     return wal;
   }
@@ -174,6 +177,9 @@ export class WriteAheadLog {
 
   /** After a checkpoint at `seq`: continue in a fresh segment and drop the older ones. */
   rotate(seq: number): void {
+    // The segments before the current one hold records the checkpoint covers: they go first,
+    // so that a disk too full for the next segment gets their space (else nothing could free it).
+    this.dropSegments((segment) => segment.firstSeq < this.segmentFirstSeq);
     this.startSegment(seq + 1);
     this.dropSegmentsBefore(seq + 1);
   }
@@ -203,9 +209,12 @@ export class WriteAheadLog {
   }
 
   private dropSegments(drop: (segment: { firstSeq: number }) => boolean): void {
+    // Kept for reuse only on a disk with room for a new spare (prepareSpare's test): a full one gets the space back.
+    const roomy = this.fs.freeBytes(this.dir) >= this.sizes.segment + DISK_FREE_BYTES_MIN;
     for (const segment of listSegments(this.fs, this.dir)) {
       if (!drop(segment)) continue;
-      if (!this.spareWanted && !this.spareReady) this.prepareSpare(segment.file);
+      if (!roomy) this.fs.unlink(segment.file);
+      else if (!this.spareWanted && !this.spareReady) this.prepareSpare(segment.file);
       else if (this.retired.length < RETIRED_SEGMENTS_MAX) this.retire(segment.file);
       else this.fs.unlink(segment.file);
     }
@@ -219,6 +228,17 @@ export class WriteAheadLog {
       this.fs.close(this.fd);
       removeSpares(this.fs, this.dir);
     }
+  }
+
+  /**
+   * Unlinks the retired segments (not the spare, the log's next segment): a disk short of the
+   * space a server keeps gets them back, or a user who deleted data and checkpointed as told
+   * would still be refused. Returns whether any went.
+   */
+  releaseRetired(): boolean {
+    if (this.retired.length === 0) return false;
+    for (const file of this.retired.splice(0)) this.fs.unlink(file);
+    return true;
   }
 
   private retire(file: string): void {
