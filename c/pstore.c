@@ -191,7 +191,7 @@ static void unmap_segment(void) {
 
 static int open_agent(void) {
     char path[PATH_MAX];
-    if (agent_socket_path(path, sizeof(path)) != 0) return fail(P_EINVAL, "the agent's socket path is too long");
+    if (agent_socket_path(path, sizeof(path)) != 0) return fail(P_EINVAL, "the agent's socket path ($PSTORE_AGENT_SOCKET, else under $XDG_RUNTIME_DIR) is too long: a Unix socket path is at most 107 bytes");
     int fd = agent_try_connect(path);
     if (fd < 0) {
         char why[PATH_MAX * 4 + 128];

@@ -113,7 +113,8 @@ int agent_socket_path(char *out, size_t cap) {
     } else {
         n = snprintf(out, cap, "/tmp/pstore-%u/agent.sock", (unsigned)getuid());
     }
-    return n > 0 && (size_t)n < cap ? 0 : -1;
+    /* A path that does not fit in sun_path could never be dialled. */
+    return n > 0 && (size_t)n < cap && (size_t)n < sizeof(((struct sockaddr_un *)0)->sun_path) ? 0 : -1;
 }
 
 int agent_try_connect(const char *path) {

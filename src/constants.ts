@@ -28,6 +28,8 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const HANDSHAKE_FRAME_BYTES_MAX = 4096;
 /** Checked on the length prefix, before any buffer is allocated. */
 export const FRAME_BYTES_MAX = DATUM_BYTES_MAX + 64 * 1024;
+/** A Unix socket's path (sun_path is 108 bytes with its NUL): a longer one cannot be dialled (c/pstore_agent.c says so too). */
+export const UNIX_SOCKET_PATH_BYTES_MAX = 107;
 /** The largest request a C program sends its agent: a write release lists at most every page of a datum (4 bytes each). */
 export const AGENT_REQUEST_BYTES_MAX = 4 * (DATUM_BYTES_MAX / PAGE_SIZE) + 64 * 1024;
 

@@ -5,7 +5,7 @@
  * clients side by side. Needs `bun build.ts` (dist/libpstore.so, dist/pstore.h).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster, outputLines } from "../src/cli/cluster";
 import { AGENT_PROTOCOL_VERSION } from "../src/agent/protocol";
@@ -373,6 +373,29 @@ test("the agent refuses a socket directory others may write to", async () => {
   expect(result.code).toBe(1);
   expect(result.stderr).toContain("writable by nobody else");
 }, 30_000);
+
+test("the agent refuses a socket path it cannot serve, and leaves a file of the user's at that path as it was", async () => {
+  const agentAt = (socket: string) => finished(spawnChild([...pstoreCommand(), "agent", "--socket", socket, "--die-with-parent"]), 15_000);
+  // Too long for sun_path: it said READY on a socket nobody could dial.
+  const long = join(dir, "l".repeat(120), "agent.sock");
+  const tooLong = await agentAt(long);
+  expect(tooLong.code).toBe(1);
+  expect(tooLong.stderr).toContain("a Unix socket's path is at most 107");
+  // A C program whose PSTORE_AGENT_SOCKET is too long is told so, not "no agent".
+  const program = await runC(["read", "compteur"], { PSTORE_AGENT_SOCKET: long }).done(15_000);
+  expect(program.code).not.toBe(0);
+  expect(program.stdout).toContain("too long");
+  // A regular file at the path was unlinked as a dead agent's socket.
+  const regular = join(dir, "notes.txt");
+  writeFileSync(regular, "mine");
+  const inTheWay = await agentAt(regular);
+  expect(inTheWay.code).toBe(1);
+  expect(inTheWay.stderr).toContain("exists and is not a socket");
+  expect(readFileSync(regular, "utf8")).toBe("mine");
+  const underFile = await agentAt(join(regular, "agent.sock"));
+  expect(underFile.code).toBe(1);
+  expect(underFile.stderr).toContain("is not a directory");
+}, 60_000);
 
 test("past the agent's 64 programs a program gets ELIMIT, and the agent still serves the others", async () => {
   const servers = new TextEncoder().encode(env.PSTORE_SERVERS!);

@@ -9,14 +9,14 @@
  * holds at once. Uses of cached grants are lent to the program through shared
  * memory (lending.ts), so that most accesses need no message.
  */
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, lstatSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Socket, UnixSocketListener } from "bun";
 import { type GrantLender, connectLender } from "../client/store.ts";
 import type { Store } from "../client/types.ts";
 import { PStoreError } from "../errors.ts";
 import { MappedSegment, SharedRegion } from "../memory/index.ts";
-import { AGENT_REQUEST_BYTES_MAX } from "../constants.ts";
+import { AGENT_REQUEST_BYTES_MAX, UNIX_SOCKET_PATH_BYTES_MAX } from "../constants.ts";
 import { LEND_TABLE_BYTES, Lending } from "./lending.ts";
 import { AGENT_PROTOCOL_VERSION, decodeRequest, encodeReply, type ReplyField, type Request } from "./protocol.ts";
 
@@ -266,11 +266,16 @@ export class Agent {
   /** Listens on the socket; fails with EBUSY when another agent answers there. */
   async start(): Promise<void> {
     const path = this.options.socketPath;
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    checkPrivate(dirname(path));
+    const bytes = Buffer.byteLength(path);
+    if (bytes > UNIX_SOCKET_PATH_BYTES_MAX) {
+      throw new PStoreError("EINVAL", `${path} is ${bytes} bytes: a Unix socket's path is at most ${UNIX_SOCKET_PATH_BYTES_MAX}; choose a shorter --socket`);
+    }
+    makePrivateDir(dirname(path));
     if (existsSync(path)) {
       if (await answers(path)) throw new PStoreError("EBUSY", `an agent already listens on ${path}`);
-      unlinkSync(path); // a dead agent's socket
+      // Only a dead agent's socket is removed: a file of the user's at that path is theirs.
+      if (!lstatSync(path).isSocket()) throw new PStoreError("EEXIST", `${path} exists and is not a socket: not removing it; choose another --socket`);
+      unlinkSync(path);
     }
     this.listener = Bun.listen<Program>({
       unix: path,
@@ -323,9 +328,18 @@ export class Agent {
 
 /**
  * Programs send their secret through the socket, and whoever can replace it
- * can pose as the agent: its directory must be ours and writable by us only.
+ * can pose as the agent: its directory (made if missing, mode 700) must be ours
+ * and writable by us only.
  */
-function checkPrivate(dir: string): void {
+function makePrivateDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST" || (error as NodeJS.ErrnoException).code === "ENOTDIR") {
+      throw new PStoreError("EINVAL", `the agent's socket directory ${dir} is not a directory (a file is in the way)`);
+    }
+    throw error;
+  }
   const info = statSync(dir);
   const uid = process.getuid?.();
   if ((uid !== undefined && info.uid !== uid) || (info.mode & 0o022) !== 0) {
