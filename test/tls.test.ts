@@ -3,10 +3,11 @@
  * openssl) serves clients that trust its CA, and refuses the others.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { PStoreError, connect } from "../src/index";
-import { pstoreCommand, removeDir, tempDir } from "./helpers/processes";
+import { finished, pstoreCommand, removeDir, spawnChild, tempDir } from "./helpers/processes";
 
 let dir = "";
 let cluster: LocalCluster;
@@ -69,7 +70,7 @@ test("a client that trusts another CA is refused with EAUTH", async () => {
   const error = await connect({ servers: cluster.servers, tlsCa: other.ca, connectTimeoutMs: 3000 }).catch((e) => e);
   expect(error).toBeInstanceOf(PStoreError);
   expect(error.code).toBe("EAUTH");
-  expect(error.message).toContain("TLS certificate was refused");
+  expect(error.message).toContain("TLS certificate was refused: it is not signed by the CA given (--tls-ca)");
 }, 30_000);
 
 test("a client without TLS does not get through", async () => {
@@ -79,3 +80,28 @@ test("a client without TLS does not get through", async () => {
   // The server answered our hello with a TLS record: the hint says so (and only then, test/shell_tty.test.ts).
   expect(error.message).toContain("(the server speaks TLS: set PSTORE_TLS_CA or --tls-ca)");
 }, 30_000);
+
+test("a certificate every client and peer would refuse stops the server at start, said in words, before its data dir is made", async () => {
+  const files = makeCertificates(dir, "start");
+  const other = makeCertificates(dir, "start-other");
+  // A certificate that names only localhost, for a server dialled at 127.0.0.1.
+  const [localKey, localCert] = ["local.key", "local.pem"].map((f) => join(dir, f));
+  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", localKey!, "-out", localCert!, "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]);
+  const junk = join(dir, "junk.pem");
+  await Bun.write(junk, "not a certificate\n");
+  const cases: Array<[string, string, string]> = [
+    [files.cert, other.key, `--tls-key: ${other.key} is not the key of the certificate in ${files.cert}`],
+    [junk, files.key, `--tls-cert: ${junk} holds no PEM certificate`],
+    [files.cert, junk, `--tls-key: ${junk} holds no PEM private key`],
+    [localCert!, localKey!, "--tls-cert: the certificate names DNS:localhost, not 127.0.0.1, the address clients and peers dial this server at"],
+  ];
+  for (const [cert, key, said] of cases) {
+    const dataDir = join(dir, "refused-data");
+    const child = spawnChild([...pstoreCommand(), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--tls-cert", cert, "--tls-key", key, "--tls-ca", files.ca, "--die-with-parent"]);
+    const result = await finished(child, 15_000);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(said);
+    expect(result.stderr).not.toContain("OPENSSL_internal");
+    expect(existsSync(dataDir)).toBe(false);
+  }
+}, 60_000);

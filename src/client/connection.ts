@@ -41,7 +41,7 @@ export class Connection implements ServerConnection {
           },
           handshake(socket, success, error) {
             if (success) return;
-            end.fail(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused (${tlsErrorText(error)}); check --tls-ca`), "TLS refused");
+            end.fail(new PStoreError("EAUTH", `${address}: the server's TLS certificate was refused: ${tlsErrorText(error)}`), "TLS refused");
             socket.terminate();
           },
           open(socket) {

@@ -159,7 +159,7 @@ export class Server implements NodeHost {
     return Bun.listen<Link>({
       hostname: this.options.listen.host,
       port: this.options.listen.port,
-      tls: serverTls(this.options.tls),
+      tls: serverTls(this.options.tls, splitAddress(this.peerAddresses[this.selfId - 1]!).host),
       socket: {
         ...linkSocketHandlers,
         open(socket) {
