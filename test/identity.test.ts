@@ -5,7 +5,8 @@
  * (a create too large for it refused, so a datum the others hold missing there);
  * such a server is kept out of the chain, loudly, on both sides. A server's number
  * is its place in --peers: lists in another order make a data dir another
- * server's, and make servers disagree on who is who.
+ * server's, and make servers disagree on who is who; a name in --peers that does
+ * not resolve is said, not waited on in silence.
  */
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -121,3 +122,22 @@ test("--peers in another order: a data dir refuses to become another server's; s
     removeDir(root);
   }
 }, 90_000);
+
+test("a --peers name that does not resolve is said in the log, with whom the server waits for", async () => {
+  const self = `127.0.0.1:${await freePort()}`;
+  // .invalid never resolves (RFC 2606): the server dialled it every tick without a word.
+  const unresolvable = "pstore-test.invalid:7402";
+  const root = tempDir();
+  const server = spawnChild([...pstoreCommand(), "serve", "--listen", self, "--peers", `${self},${unresolvable}`, "--data-dir", join(root, "1"), "--segment-size", "4MiB", "--die-with-parent"]);
+  try {
+    await server.waitFor(/READY/, 15_000);
+    await waitLogged(server, `server 2 (${unresolvable}) cannot be dialled: pstore-test.invalid does not resolve`, 10_000);
+    await waitLogged(server, "waiting for server(s) 2 of --peers: no configuration is known here", 10_000);
+    // Once, not every tick.
+    await Bun.sleep(1000);
+    expect(server.stderr().split("does not resolve").length - 1).toBe(1);
+  } finally {
+    await server.stop();
+    removeDir(root);
+  }
+}, 60_000);

@@ -140,7 +140,7 @@ export function tryBoot(r: ReplicaShared): void {
     // do not hear formed chains while we were down (and hold what they acknowledged since:
     // sim seeds 9300244, 9301015). Only all of --peers together can tell.
     const missing = others.filter((id) => !alive.includes(id));
-    noteBootWait(r, missing, "no configuration known here: waiting for every server of --peers");
+    noteBootWait(r, missing, "of --peers: no configuration is known here, and a new cluster starts with all of them");
     return;
   }
   const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);

@@ -158,6 +158,11 @@ export class ServerNode {
     this.logRefusal(peer, `refused us: ${code} ${message}`);
   }
 
+  /** Our dials to `peer` cannot succeed as configured (its name does not resolve). */
+  onPeerUnreachable(peer: number, why: string): void {
+    this.logRefusal(peer, why);
+  }
+
   /** Logged once per peer: the dial is retried every heartbeat. */
   private logRefusal(peer: number, why: string): void {
     if (this.refusedPeers.has(peer)) return;

@@ -428,8 +428,12 @@ export class Server implements NodeHost {
           connectError() {},
         },
       });
-    } catch {
-      // Not up (yet): the node dials again at a later tick.
+    } catch (error) {
+      // Not up (yet): the node dials again at a later tick. A name that does not resolve is
+      // no such passing state: said once, or the server waited for that peer without a word.
+      if ((error as { syscall?: string }).syscall === "getaddrinfo") {
+        this.node.onPeerUnreachable(peer, `cannot be dialled: ${host} does not resolve (${(error as Error).message}); check --peers`);
+      }
     } finally {
       if (!opened) this.node.onDialFailed(peer);
     }
