@@ -34,7 +34,7 @@ enum p_error {
     P_OK = 0,
     P_ENOENT = 1,       /* no datum of that name (errno ENOENT) */
     P_EEXIST = 2,       /* a datum of that name exists already (EEXIST) */
-    P_ENOSPC = 3,       /* no free run of pages is large enough (ENOSPC) */
+    P_ENOSPC = 3,       /* no free run of pages is large enough, or a server's disk is full (ENOSPC) */
     P_EINVAL = 4,       /* a name, size or pointer is malformed (EINVAL) */
     P_EBUSY = 5,        /* the datum is held or waited on (EBUSY) */
     P_ETIMEDOUT = 6,    /* an access waited longer than its timeout (ETIMEDOUT) */
