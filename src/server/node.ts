@@ -174,7 +174,7 @@ export class ServerNode {
   private logDiskShort(short: boolean): void {
     this.diskShort = short;
     const reserve = formatBytes(DISK_FREE_BYTES_MIN);
-    if (short) this.host.log.warn(`the disk of this server has less than the ${reserve} free it keeps: new data (create, writes) is refused with ENOSPC; free some space`);
+    if (short) this.host.log.warn(`the disk of this server has less than the ${reserve} free it keeps: new data (create, writes) is refused with ENOSPC; free some space, or delete data and take a checkpoint`);
     else this.host.log.info(`the disk of this server has more than the ${reserve} free it keeps again: new data is accepted`);
   }
 
@@ -385,7 +385,7 @@ export class ServerNode {
     const full = this.host.disk.waiting || this.host.disk.spaceShort(bytes) ? this.selfId : this.replica.memberWithFullDisk();
     if (full === null) return null;
     const what = op.type === "release" ? "the write was not applied and its hold is released" : "nothing was created";
-    return `the disk of server ${full} is full (it keeps ${formatBytes(DISK_FREE_BYTES_MIN)} free): ${what}; delete data or free space on it, then retry`;
+    return `the disk of server ${full} is full (it keeps ${formatBytes(DISK_FREE_BYTES_MIN)} free): ${what}; free space on it, or delete data and take a checkpoint (pstore checkpoint: deleting alone frees no disk), then retry`;
   }
 
   private bindSession(conn: Conn, sessions: Set<number>, session: number): void {
