@@ -213,12 +213,15 @@ describe("serve and a piped shell", () => {
     await server.stop();
   });
 
-  test("status --watch refreshes until SIGINT, then exits 0", async () => {
+  test("status --watch refreshes until SIGINT, then exits 0; through a pipe too it says when the cluster stops answering", async () => {
     const { server, address } = await serve();
     const watch = start(["status", "--servers", address, "--watch", "--interval-ms", "100"]);
     await watch.waitFor(/(ADDRESS[^]*){3}/);
+    // Its output goes to a pipe (a log collector): the silence used to last the client's 30 s failover.
+    await server.stop("SIGKILL");
+    for (const deadline = Date.now() + 10_000; !watch.stderr().includes("the cluster does not answer") && Date.now() < deadline; ) await Bun.sleep(50);
+    expect(watch.stderr()).toContain("the cluster does not answer; still trying");
     expect(await watch.stop("SIGINT")).toBe(0);
-    await server.stop();
   });
 
   test("no server: the shell's commands fail with a code, the status command exits 1", async () => {

@@ -68,9 +68,12 @@ export default defineCommand({
 /** How long an answer may take before the user is told (a failover takes about a second). */
 const _SLOW_MS = 1500;
 
-/** Logs `text` if `work` is still running after _SLOW_MS and stderr is a terminal (a person waits). */
-async function _sayIfSlow<T>(work: Promise<T>, logger: ConsolaInstance, text: string): Promise<T> {
-  if (process.stderr.isTTY !== true) return work;
+/**
+ * Logs `text` if `work` is still running after _SLOW_MS and stderr is a terminal (a person
+ * waits), or `always` (a watch: whoever collects its output must learn the cluster went silent).
+ */
+async function _sayIfSlow<T>(work: Promise<T>, logger: ConsolaInstance, text: string, always = false): Promise<T> {
+  if (process.stderr.isTTY !== true && !always) return work;
   const timer = setTimeout(() => logger.info(text), _SLOW_MS);
   try {
     return await work;
@@ -99,7 +102,7 @@ async function _watch(
     while (!stopped) {
       try {
         store ??= await untilStop(open());
-        const status = store && (await untilStop(_sayIfSlow(store.status(), logger, "the cluster does not answer; still trying (Ctrl-C stops)")));
+        const status = store && (await untilStop(_sayIfSlow(store.status(), logger, "the cluster does not answer; still trying (Ctrl-C stops)", true)));
         if (status) process.stdout.write(render(status));
       } catch (error) {
         logger.warn((error as Error).message);
