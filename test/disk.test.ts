@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { LocalCluster } from "../src/cli/cluster";
 import { waitServing } from "./helpers/cluster";
@@ -259,5 +259,62 @@ describe.if(mounted)("a disk filled by the log", () => {
     for (const deadline = Date.now() + 5000; !server.stderr().includes("free it keeps again") && Date.now() < deadline; ) await Bun.sleep(50);
     expect(server.stderr()).toContain("free it keeps again");
     expect((await store.status()).chain[0]!.diskFull).toBe(false);
+  }, 60_000);
+});
+
+/**
+ * A disk that fails under a running server: an ext4 file system on a loop device, turned
+ * read-only by an error the kernel is told to raise (errors=remount-ro, trigger_fs_error),
+ * as it does on an I/O error. The server must stop at once, saying so in one line (it died
+ * with Bun's stack trace of an uncaught EROFS), acknowledge nothing it could not write, and
+ * start again on the repaired disk with everything it had acknowledged.
+ */
+const ext4Root = tempDir("pstore-disk-ext4-");
+const ext4Image = `${ext4Root}.img`;
+const ext4 = !mounted ? null : (() => {
+  const made = spawnSync("sh", ["-c", `truncate -s 64M ${ext4Image} && mkfs.ext4 -q -F ${ext4Image} && mount -o loop,errors=remount-ro ${ext4Image} ${ext4Root}`]);
+  if (made.status !== 0) return null;
+  const device = spawnSync("findmnt", ["-n", "-o", "SOURCE", ext4Root]).stdout.toString().trim();
+  const trigger = `/sys/fs/ext4/${device.replace("/dev/", "")}/trigger_fs_error`;
+  if (existsSync(trigger)) return { trigger };
+  spawnSync("umount", [ext4Root]);
+  return null;
+})();
+if (mounted && !ext4) console.warn("the failing-disk test is skipped: no loop-mounted ext4 with trigger_fs_error here");
+
+describe.if(ext4 !== null)("a disk that fails under a running server", () => {
+  afterAll(() => {
+    spawnSync("umount", [ext4Root]);
+    removeDir(ext4Root);
+    rmSync(ext4Image, { force: true });
+  });
+
+  test("it stops at once with one clear line, acknowledges nothing after, and restarts with what it acknowledged", async () => {
+    const dataDir = join(ext4Root, "data");
+    let server = await startServer({ dataDir, segmentSize: "4MiB" });
+    let store = await connect({ servers: server.address, cacheHolds: false, failoverTimeoutMs: 2000 });
+    await store.create("kept", 4096);
+    await store.withWrite("kept", (bytes) => bytes.fill(5));
+
+    writeFileSync(ext4!.trigger, "pstore test\n");
+    const write = await store.withWrite("kept", (bytes) => bytes.fill(6)).then(
+      () => "acknowledged",
+      (error: unknown) => (error as PStoreError).code,
+    );
+    expect(write).not.toBe("acknowledged");
+    expect(await server.proc.exited).toBe(1);
+    expect(server.stderr()).toContain(`pstore serve: the disk of ${dataDir} failed (EROFS`);
+    expect(server.stderr()).not.toContain("    at ");
+    await store.close().catch(() => {});
+
+    // The disk repaired (checked, mounted again): the acknowledged value is there.
+    expect(spawnSync("umount", [ext4Root]).status).toBe(0);
+    expect(spawnSync("e2fsck", ["-fy", ext4Image]).status).toBeLessThan(4); // 0: clean, 1-3: errors fixed
+    expect(spawnSync("mount", ["-o", "loop,errors=remount-ro", ext4Image, ext4Root]).status).toBe(0);
+    server = await startServer({ dataDir, segmentSize: "4MiB" });
+    store = await connect({ servers: server.address });
+    expect(await store.withRead("kept", (bytes) => [bytes[0], bytes[4095]])).toEqual([5, 5]);
+    await store.close();
+    await server.stop();
   }, 60_000);
 });

@@ -1,4 +1,5 @@
 /** `pstore serve`: one storage server, until SIGTERM or SIGINT. */
+import { writeSync } from "node:fs";
 import { defineCommand } from "citty";
 import {
   HEARTBEAT_MS_DEFAULT,
@@ -151,6 +152,7 @@ export default defineCommand({
     const server = await startServer({ ...options, logger }).catch((error: unknown) => {
       throw _explainListenError(error, listenAddress);
     });
+    _stopOnDiskFailure(options.dataDir);
     process.stdout.write(`READY ${server.address}\n`);
     logger.debug(`chain ${peers.join(" -> ")}`);
 
@@ -208,4 +210,28 @@ function _explainListenError(error: unknown, address: string): unknown {
   const syscall = (error as { syscall?: unknown } | null)?.syscall;
   if (syscall !== "listen" || typeof code !== "string") return error;
   return new Error(`cannot listen on ${address}: ${code}, ${_LISTEN_ERRORS[code] ?? (error as Error).message}`);
+}
+
+/** Errors of a disk that failed under a running server (ENOSPC is not one: the server waits for space). */
+const _DISK_FAILURES = new Set(["EIO", "EROFS", "EDQUOT", "EFBIG", "EBADF", "ENODEV", "ENXIO"]);
+
+/**
+ * A disk that fails under a running server (I/O error, file system turned read-only) stops it:
+ * a server that cannot write its log must not go on, and a failed sync must not be retried as
+ * if its pages were safe (the kernel may have dropped them). What it acknowledged was written
+ * and synced before; the others of its chain go on without it. Said in one line, not as Bun's
+ * stack trace of an uncaught error; anything else uncaught is a bug, and keeps its stack.
+ */
+function _stopOnDiskFailure(dataDir: string): void {
+  const onError = (error: unknown) => {
+    const { code } = (error ?? {}) as { code?: unknown };
+    if (typeof code === "string" && _DISK_FAILURES.has(code)) {
+      writeSync(2, `pstore serve: the disk of ${dataDir} failed (${(error as Error).message}): stopping, as a server that cannot write its log must (what it acknowledged was written before). Check the disk (dmesg), then restart this server\n`);
+    } else {
+      writeSync(2, `pstore serve: internal error, stopping: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    }
+    process.exit(1);
+  };
+  process.on("uncaughtException", onError);
+  process.on("unhandledRejection", onError);
 }
