@@ -23,6 +23,9 @@
 #define AGENT_START_WAIT_MS 15000
 /* An agent started by the library exits after this long with no program. */
 #define AGENT_IDLE_EXIT_MS "30000"
+/* agent.log is appended to by every agent started; past this it becomes agent.log.1 (one kept),
+ * or a program run every minute grew it without bound. */
+#define AGENT_LOG_BYTES_MAX (1024 * 1024)
 
 int buf_room(buf *b, size_t more) {
     if (b->len + more <= b->cap) return 0;
@@ -186,6 +189,12 @@ int agent_start(const char *path, char *why, size_t why_cap) {
         if (slash && slash != dir) {
             *slash = 0;
             mkdir(dir, 0700);
+        }
+        struct stat log_stat;
+        if (stat(log, &log_stat) == 0 && log_stat.st_size > AGENT_LOG_BYTES_MAX) {
+            char previous[PATH_MAX + 32];
+            snprintf(previous, sizeof(previous), "%s.1", log);
+            rename(log, previous);
         }
         int log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (log_fd >= 0) {

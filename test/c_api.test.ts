@@ -266,6 +266,21 @@ test("init_persistant starts an agent when none answers (PSTORE_BIN), which serv
   expect(pid).toBeGreaterThan(0);
 }, 60_000);
 
+test("agent.log, appended to by every agent started, is set aside past 1 MiB (one kept) instead of growing without bound", async () => {
+  const at = join(dir, "auto-log");
+  mkdirSync(at, { mode: 0o700 });
+  const old = "an old line\n".repeat(100_000); // 1.2 MB
+  writeFileSync(join(at, "agent.log"), old);
+  const result = await runC(["read", "compteur"], { PSTORE_AGENT_SOCKET: join(at, "agent.sock") }).done(30_000);
+  const log = readFileSync(join(at, "agent.log"), "utf8");
+  const pid = Number(log.match(/READY \S+ pid (\d+)/)?.[1]);
+  if (pid > 0) process.kill(pid, "SIGTERM");
+  expect(result.stdout).toBe("VALUE 1035\n");
+  expect(readFileSync(join(at, "agent.log.1"), "utf8")).toBe(old);
+  expect(log.length).toBeLessThan(10_000);
+  expect(pid).toBeGreaterThan(0);
+}, 60_000);
+
 test("`pstore sdk DIR` writes the header, the library and pstore.pc; a program builds against them", async () => {
   if (!existsSync(BINARY)) throw new Error("dist/pstore is missing: run `bun build.ts`");
   const sdk = join(dir, "sdk");
