@@ -213,13 +213,13 @@ function _explainListenError(error: unknown, address: string): unknown {
 }
 
 /** Errors of a disk that failed under a running server (ENOSPC is not one: the server waits for space). */
-const _DISK_FAILURES = new Set(["EIO", "EROFS", "EDQUOT", "EFBIG", "EBADF", "ENODEV", "ENXIO"]);
+const _DISK_FAILURES = new Set(["EIO", "EROFS", "EDQUOT", "EFBIG", "ENODEV", "ENXIO"]);
 
 /**
  * A disk that fails under a running server (I/O error, file system turned read-only) stops it:
  * a server that cannot write its log must not go on, and a failed sync must not be retried as
  * if its pages were safe (the kernel may have dropped them). What it acknowledged was written
- * and synced before; the others of its chain go on without it. Said in one line, not as Bun's
+ * before (and synced, with --fsync always); the others of its chain go on without it. Said in one line, not as Bun's
  * stack trace of an uncaught error; anything else uncaught is a bug, and keeps its stack.
  */
 function _stopOnDiskFailure(dataDir: string): void {

@@ -2,7 +2,8 @@
 import { defineCommand } from "citty";
 import type { ConsolaInstance } from "consola/core";
 import type { ClusterStatus, Store } from "../client/types.ts";
-import { parseAddressList, parseDurationMs } from "./flags.ts";
+import { DISK_FREE_BYTES_MIN } from "../constants.ts";
+import { formatBytes, parseAddressList, parseDurationMs } from "./flags.ts";
 import { formatStatusTable } from "./format.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { checkReadable, makeStyle, useColor } from "./output.ts";
@@ -16,7 +17,7 @@ export const examples = [
   "The table lists the chain head first, then the servers outside it. #: the server's number",
   "(its place in the list of servers; kill N and restart N in shell --local use it). ROLE: head, middle,",
   "tail, single (a chain of one), joining (catching up before it joins), down. STATE says \"disk",
-  "full\" when the server has less free disk than it keeps (8 MiB): the chain then refuses new",
+  `full" when the server has less free disk than it keeps (${formatBytes(DISK_FREE_BYTES_MIN)}): the chain then refuses new`,
   "data with ENOSPC until space is freed (delete data and checkpoint, or free the disk). APPLIED: the",
   "sequence number of the last update the server applied; LAG: how many updates it is behind",
   "the most advanced one. HEARTBEAT: when the answering server last heard from it. The other",

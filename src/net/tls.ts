@@ -72,13 +72,15 @@ function readPem(value: string, flag: string): string {
   }
 }
 
+const NOT_SIGNED_BY_OUR_CA = "it is not signed by the CA given (--tls-ca)";
+
 /** What the common verification failures mean for someone holding --tls-ca. */
 const TLS_REFUSALS: Record<string, string> = {
   ERR_TLS_CERT_ALTNAME_INVALID: "it does not name the address dialled (the servers' --peers addresses must be in its names)",
-  DEPTH_ZERO_SELF_SIGNED_CERT: "it is not signed by the CA given (--tls-ca)",
-  SELF_SIGNED_CERT_IN_CHAIN: "it is not signed by the CA given (--tls-ca)",
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "it is not signed by the CA given (--tls-ca)",
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "it is not signed by the CA given (--tls-ca)",
+  DEPTH_ZERO_SELF_SIGNED_CERT: NOT_SIGNED_BY_OUR_CA,
+  SELF_SIGNED_CERT_IN_CHAIN: NOT_SIGNED_BY_OUR_CA,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: NOT_SIGNED_BY_OUR_CA,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: NOT_SIGNED_BY_OUR_CA,
   CERT_HAS_EXPIRED: "it has expired",
   CERT_NOT_YET_VALID: "it is not valid yet",
 };
