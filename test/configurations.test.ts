@@ -234,6 +234,22 @@ describe("sibling configurations at boot", () => {
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
   });
 
+  // Chaos seed 21061 (session 21): 2, joiner of e5379 [3], held as much as 3. Ranked first by
+  // its lower id, 2 issued [2,3]; 3 was killed before adopting it; 2 removed 3 and acknowledged
+  // alone; 3 restarted knowing only [3], formed it alone from the same base, and acknowledged
+  // other updates at the same seqs. The member leads at equal history: its disk has the
+  // configuration first, and the joiner's chain lists it.
+  test("at equal history the member of the configuration leads its joiner, in every fsync mode", () => {
+    for (const awaitSync of [true, false]) {
+      const two = restarted(2, 95, 195, { epoch: 195, chain: [3] }, awaitSync);
+      two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 95, lastEpoch: 195, busyMs: 0 }, 10);
+      expect(issued(two.onTick(120))).toEqual([]);
+      const three = restarted(3, 95, 195, { epoch: 195, chain: [3] }, awaitSync);
+      three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 195, chain: [3], status: "booting", appliedSeq: 95, lastEpoch: 195, busyMs: 0 }, 10);
+      expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
+    }
+  });
+
   test("a joiner ahead of a tail that restarted empty keeps its rank: its copy may be the only one", () => {
     const two = restarted(2, 95, 195, { epoch: 195, chain: [3] }, true);
     two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);

@@ -191,10 +191,21 @@ interface BootRank {
   appliedSeq: number;
   /** 1 as it is; 0 ranked just below the tail of its last configuration (see bootRank). */
   standing: number;
+  /** 1 if its last configuration lists it (a member), 0 for a joiner: see compareRank. */
+  member: number;
 }
 
+/**
+ * By history, then standing; at equal history a member of its configuration leads a joiner
+ * of it. The leader issues the new configuration and persists it first: a joiner that led
+ * issued [2,3] for 3, the sole member of e5379 [3], which was killed before adopting it; 2
+ * removed 3 and acknowledged alone; 3, restarted, knew only [3] and formed it alone from the
+ * same base: two histories, both acknowledged (chaos seed 21061, session 21). Led by the
+ * member, the configuration is on its disk before anyone serves in it, and a joiner that
+ * never adopts it knows a chain that lists the member, so it waits for it at its next boot.
+ */
 function compareRank(a: BootRank, b: BootRank): number {
-  return compareHistory(a, b) || a.standing - b.standing;
+  return compareHistory(a, b) || a.standing - b.standing || a.member - b.member;
 }
 
 /**
@@ -212,7 +223,8 @@ function compareRank(a: BootRank, b: BootRank): number {
  */
 function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean, acksSynced: boolean): BootRank {
   const view = viewOf(id);
-  const own = { lastEpoch: view.lastEpoch, appliedSeq: view.appliedSeq, standing: 1 };
+  const member = view.chain.includes(id) ? 1 : 0;
+  const own = { lastEpoch: view.lastEpoch, appliedSeq: view.appliedSeq, standing: 1, member };
   const tail = tailOf(view);
   if (tail === null || tail === id || view.lastEpoch !== view.epoch || !isAlive(tail)) return own;
   const tailView = viewOf(tail);
@@ -220,7 +232,7 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
     ? tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)
     : acksSynced && joinedBeyondTail(view, tailView);
   if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
-  return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0 };
+  return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0, member };
 }
 
 /**
