@@ -89,6 +89,8 @@ export const DISK_FREE_BYTES_MIN = 8 * 1024 * 1024;
 export const DISK_RETRY_MS = 500;
 /** The log size that triggers an automatic checkpoint. */
 export const CHECKPOINT_MB_DEFAULT = 64;
+/** --checkpoint-mb's upper bound: 1 TiB of log between checkpoints. */
+export const CHECKPOINT_MB_MAX = 1024 * 1024;
 
 /** Hold ids of one epoch come from [epoch × this, …): unique even after a rollback. */
 export const HOLD_IDS_PER_EPOCH = 2 ** 24;

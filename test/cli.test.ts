@@ -94,6 +94,11 @@ describe("usage errors exit 2 with a pointer to --help", () => {
       'pstore serve: --heartbeat-ms: must be at least 1 ms (got 0)\nRun "pstore serve --help" for usage.\n',
     ],
     [
+      // It said "must be at least 1 ms": a size read as a duration.
+      ["serve", "--listen", "127.0.0.1:7401", "--data-dir", "/tmp/x", "--checkpoint-mb", "0"],
+      'pstore serve: --checkpoint-mb: "0" is not a whole number from 1 to 1048576\nRun "pstore serve --help" for usage.\n',
+    ],
+    [
       ["serve", "--listen", "127.0.0.1:7401", "--data-dir", "/tmp/x", "--session-timeout-ms", "5"],
       'pstore serve: --session-timeout-ms must be from 100 to 86400000 (got 5)\nRun "pstore serve --help" for usage.\n',
     ],

@@ -8,9 +8,10 @@ import {
   SESSION_TIMEOUT_MS_MIN,
   SUSPECT_MS_DEFAULT,
   CHECKPOINT_MB_DEFAULT,
+  CHECKPOINT_MB_MAX,
   INBOUND_BUFFERED_BYTES_MAX,
 } from "../constants.ts";
-import { formatHostPort, parseAddressList, parseDurationMs, parseHostPort, parseSegmentSize, parseSize, FSYNC_MODES, type FsyncMode, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
+import { formatHostPort, parseAddressList, parseCount, parseDurationMs, parseHostPort, parseSegmentSize, parseSize, FSYNC_MODES, type FsyncMode, UsageError, SEGMENT_SIZE_FLAG_DEFAULT } from "./flags.ts";
 import { createLogger, logArgs } from "./log.ts";
 import { nextStopSignal, PARENT_PID_ENV } from "./signals.ts";
 
@@ -136,7 +137,7 @@ export default defineCommand({
       quorum: args.quorum as "none" | "majority",
       forceBoot: args["force-boot"] === true,
       fsync: args.fsync as FsyncMode,
-      checkpointBytes: parseDurationMs(args["checkpoint-mb"], "--checkpoint-mb") * 1024 * 1024,
+      checkpointBytes: parseCount(args["checkpoint-mb"], "--checkpoint-mb", CHECKPOINT_MB_MAX) * 1024 * 1024,
       inboundBufferedBytesMax: _inboundBufferMax(args["inbound-max"]),
       secret: args.secret ?? (process.env.PSTORE_SECRET || undefined),
       passProfileDir: process.env.PSTORE_PASS_PROFILE || undefined,
