@@ -271,9 +271,10 @@ export class Durability {
   spaceShort(bytes: number): boolean {
     const now = this.now();
     const short = () => this.freeSpace.bytes - bytes < DISK_FREE_BYTES_MIN;
-    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
+    const measure = () => (this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now });
+    if (now - this.freeSpace.atMs > FREE_SPACE_FRESH_MS) measure();
     // Dropped log segments kept for reuse are space the server can give back.
-    if (short() && this.wal.releaseRetired()) this.freeSpace = { bytes: this.fs.freeBytes(this.dir), atMs: now };
+    if (short() && this.wal.releaseRetired()) measure();
     return short();
   }
 
