@@ -119,8 +119,9 @@ export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
  * 2: client heartbeats carry doneBelow; Paxos messages and flags between servers. 3: the
  * messages of issue 11 (docs/protocol.md). 4: cached holds (recall, released.cached).
  * 6: forwards say how far the chain before the sender has synced (--fsync always).
+ * 8: heartbeats carry the servers the sender heard while booting (bootPeers).
  */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */
@@ -253,6 +254,8 @@ export const SEPARATE_SECTION_BYTES_MIN = 64 * 1024;
 export const CHECKPOINT_RETRY_MS = 5000;
 /** How long a measure of the free disk space is trusted. */
 export const FREE_SPACE_FRESH_MS = 200;
+/** And for how many bytes of log: far below DISK_FREE_BYTES_MIN, so the log never eats the reserve between two measures. */
+export const FREE_SPACE_RECHECK_BYTES = 1024 * 1024;
 /** Dropped log segments kept, beyond the spare, to be the spares after it (src/store/wal.ts). */
 export const RETIRED_SEGMENTS_MAX = 2;
 

@@ -210,7 +210,7 @@ describe("sibling configurations at boot", () => {
   // updates and lost them: the other server's copy is the only one left.
   test("a tail that restarted empty does not outrank the history of a configuration it may have served", () => {
     const three = restarted(3, 45, 387, { epoch: 387, chain: [3, 2] });
-    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [3] }, 10);
     expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
   });
 
@@ -230,7 +230,7 @@ describe("sibling configurations at boot", () => {
   // to #123 unsynced and lost #84.. in a power loss; joiner 2 held the only copy.
   test("with --fsync off, the same joiner keeps its rank: the tail may have acknowledged what it lost", () => {
     const two = restarted(2, 95, 195, { epoch: 195, chain: [3] });
-    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 94, lastEpoch: 195, busyMs: 0 }, 10);
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 94, lastEpoch: 195, busyMs: 0, bootPeers: [2] }, 10);
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
   });
 
@@ -252,8 +252,47 @@ describe("sibling configurations at boot", () => {
 
   test("a joiner ahead of a tail that restarted empty keeps its rank: its copy may be the only one", () => {
     const two = restarted(2, 95, 195, { epoch: 195, chain: [3] }, true);
-    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0 }, 10);
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [2] }, 10);
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  // Found by reading (session 22), the family of chaos seed 21061 that the rank alone cannot
+  // close: 2, head of e130 [2,3], held #11-12 that its tail 3 never got; 3 removed 2 (e195 [3])
+  // and sequenced nothing; both restarted. 2 ranks first (12@130 against 10@130) and forms [2]
+  // without 3 (behind). Killed before it adopts that, 3 knew only e195 [3], its own chain: it
+  // formed it again alone at #10, beside what 2 acknowledged from #13 in the chain 3 never saw.
+  test("a booting server leads only once every candidate has it on disk", () => {
+    const two = restarted(2, 12, 130, { epoch: 130, chain: [2, 3] }, true);
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 10, lastEpoch: 130, busyMs: 0 }, 10);
+    const waiting = two.onTick(120);
+    expect(issued(waiting)).toEqual([]);
+    expect(waiting.notes.join("\n")).toContain("waiting for server(s) 3 to record this server on disk");
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3], status: "booting", appliedSeq: 10, lastEpoch: 130, busyMs: 0, bootPeers: [2] }, 130);
+    expect(issued(two.onTick(240)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  test("a booting server writes down every candidate it hears before its heartbeats say so, and waits for them at its next boot", () => {
+    const three = restarted(3, 10, 130, { epoch: 195, chain: [3] }, true);
+    const step = three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 130, chain: [2, 3], status: "booting", appliedSeq: 12, lastEpoch: 130, busyMs: 0 }, 10);
+    expect(step.persist).toEqual([{ kind: "boot_peers", peers: [2] }]);
+    const said = step.send.filter((out) => out.kind === "peer" && out.to === 2 && out.message.type === "heartbeat");
+    expect(said.map((out) => out.kind === "peer" && out.message.type === "heartbeat" && out.message.bootPeers)).toEqual([[2]]);
+    // Killed before it heard what 2 formed: restarted alone, it waits for 2 instead of forming e195's chain again.
+    const state = new StoreState(16 * PS, PS);
+    state.appliedSeq = 10;
+    const again = new Replica({ selfId: 3, peers: [2, 3], ...REPLICA_OPTIONS, awaitSync: true }, state, 130, { epoch: 195, chain: [3] }, undefined, undefined, [2]);
+    const notes: string[] = [];
+    for (let t = 0; t <= 5000; t += 100) {
+      const tick = again.onTick(t);
+      expect(issued(tick)).toEqual([]);
+      notes.push(...tick.notes);
+    }
+    expect(notes.join("\n")).toContain("waiting for server(s) 2 of the last chain");
+    // Adopting a configuration forgets them: its chain says whom to wait for.
+    const joined = three.onPeerMessage({ type: "config", from: 2, epoch: 260, chain: [2], issued: true }, 200);
+    expect(joined.persist).toEqual([{ kind: "config", config: { epoch: 260, chain: [2] } }]);
+    const next = three.onTick(400).send.find((out) => out.kind === "peer" && out.message.type === "heartbeat");
+    expect(next?.kind === "peer" && next.message.type === "heartbeat" && next.message.bootPeers).toBeUndefined();
   });
 });
 

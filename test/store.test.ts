@@ -507,6 +507,26 @@ describe("write-ahead log", () => {
     expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8"))).toEqual({ segmentSize: SEGMENT, pageSize: PAGE });
   });
 
+  test("the servers heard while booting are kept with the configuration until the next one replaces them; a bad list is refused", () => {
+    const dir = freshDir();
+    const first = open(dir).writer.durability;
+    first.persist({ kind: "config", config: { epoch: 195, chain: [3] } });
+    first.persist({ kind: "boot_peers", peers: [1, 2] });
+    first.close();
+    const reopened = () => {
+      const recovered = recover(NODE_IO, dir, SEGMENT, PAGE);
+      recovered.wal.close();
+      return [recovered.config, recovered.bootPeers];
+    };
+    expect(reopened()).toEqual([{ epoch: 195, chain: [3] }, [1, 2]]);
+    const second = open(dir).writer.durability;
+    second.persist({ kind: "config", config: { epoch: 260, chain: [2, 3] } });
+    second.close();
+    expect(reopened()).toEqual([{ epoch: 260, chain: [2, 3] }, []]);
+    writeFileSync(join(dir, "config.json"), '{"epoch": 260, "chain": [2, 3], "bootPeers": [0]}\n');
+    expect(() => open(dir)).toThrow(`${join(dir, "config.json")}: "bootPeers" is not a list of server ids`);
+  });
+
   test("a checkpoint that is not a snapshot is refused, never guessed", () => {
     const dir = freshDir();
     const { writer } = open(dir);

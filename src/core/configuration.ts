@@ -93,7 +93,7 @@ export function adoptConfig(r: ReplicaShared, config: ChainConfig, issuer: numbe
   // (A joiner that no tail synchronised has no upstream: a chain of it alone is not for it.)
   else if (r.status === "joining" && inChain && r.upstream !== null && predecessorOf(config, r.selfId) === r.upstream && tailOf(config) === r.selfId) r.status = "member";
   r.out.push({ kind: "note", text: `now ${r.status} in ${describeConfig(config)}` });
-  r.out.push({ kind: "config", config });
+  r.recordConfig();
   if (r.status === "joining") r.joinedChainSinceMs = r.nowMs;
   if (r.status !== "member") {
     r.down = null;

@@ -273,7 +273,7 @@ export function followTail(r: ReplicaShared, config: ChainConfig): void {
   r.out.push({ kind: "note", text: `the tail ${tailOf(config)} serves in ${describeConfig(config)}, not in our ${describeConfig(r.config)}: joining there` });
   r.config = config;
   r.configSinceMs = r.nowMs;
-  r.out.push({ kind: "config", config });
+  r.recordConfig();
 }
 
 export function sendSyncReply(r: ReplicaShared, to: number): void {

@@ -129,6 +129,7 @@ export function tryBoot(r: ReplicaShared): void {
   // while we boot: the peer that told us may crash again (sim seed 9300508).
   const required = r.bootRequired;
   for (const member of r.config.chain) required.add(member);
+  for (const peer of r.bootPeers) required.add(peer);
   for (const id of alive) {
     const view = present(r.peerViews.get(id), "no view of a live peer");
     if (view.status !== "member") for (const member of view.chain) required.add(member);
@@ -171,6 +172,14 @@ export function tryBoot(r: ReplicaShared): void {
     return order > 0 || (order === 0 && a < b) ? a : b; // ties: the lowest id leads
   });
   if (best !== r.selfId || r.proposal) return;
+  // Every candidate must have us on its disk first: one killed before it adopts what we issue
+  // would know only its old chain, and if it was that chain's only server it could form it
+  // again alone from its shorter history, beside the one we serve (docs/protocol.md).
+  const unrecorded = r.majorityMode || r.options.forceBoot ? [] : candidates.filter((id) => id !== r.selfId && !viewOf(id).chain.includes(r.selfId) && !present(r.peerViews.get(id), "no view of a candidate").bootPeers.includes(r.selfId));
+  if (unrecorded.length > 0) {
+    noteBootWait(r, unrecorded, "to record this server on disk before it leads");
+    return;
+  }
   const mine = rank(r.selfId);
   const same = candidates.filter((id) => compareRank(rank(id), mine) === 0).sort((a, b) => a - b);
   r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${r.state.appliedSeq}` });
@@ -282,7 +291,7 @@ export function keepServing(r: ReplicaShared): void {
     r.out.push({ kind: "note", text: `server ${witness} serves in ${describeConfig(view)} without us: leaving our stale ${describeConfig(r.config)}` });
     becomeBooting(r);
     r.config = NO_CONFIG;
-    r.out.push({ kind: "config", config: r.config });
+    r.recordConfig();
     return;
   }
   if (r.isHead && r.hasQuorum && !r.pulling) expireSilentSessions(r);
@@ -379,6 +388,7 @@ export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { ty
     busyUntilMs: message.busyMs > 0 ? r.nowMs + message.busyMs : (previous?.busyUntilMs ?? 0),
     servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? r.nowMs) : null,
     diskFull: message.diskFull ?? false,
+    bootPeers: message.bootPeers ?? [],
     lastHeardMs: r.nowMs,
     linksLostAtMs: null,
     epoch: message.epoch,
@@ -388,6 +398,11 @@ export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { ty
     lastEpoch: message.lastEpoch,
   });
   r.highestEpochSeen = Math.max(r.highestEpochSeen, message.epoch);
+  if (!r.majorityMode && r.status !== "member" && message.status !== "member" && !r.bootPeers.has(message.from)) {
+    // A candidate of a boot we take part in: it may lead it. On our disk first, then said at once.
+    r.recordBootPeer(message.from);
+    broadcastHeartbeat(r);
+  }
   const down = r.down;
   if (down?.id === message.from && message.appliedSeq !== down.seenApplied) {
     down.seenApplied = message.appliedSeq;
@@ -424,5 +439,6 @@ export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): voi
     busyMs,
     diskFull: r.diskFull,
     ...(durable ? { durable } : {}),
+    ...(r.bootPeers.size > 0 ? { bootPeers: [...r.bootPeers].sort((a, b) => a - b) } : {}),
   });
 }

@@ -32,7 +32,12 @@ export type Persist =
   | { kind: "checkpoint"; seq: number; epoch: number; configEpoch: number; snapshot: Uint8Array }
   | { kind: "config"; config: ChainConfig }
   /** --quorum majority: the acceptor's promise or acceptance. */
-  | { kind: "vote"; vote: Vote };
+  | { kind: "vote"; vote: Vote }
+  /**
+   * The servers heard while not serving (ReplicaShared.bootPeers), all of them. Kept with the
+   * configuration, and forgotten when a `config` item replaces it.
+   */
+  | { kind: "boot_peers"; peers: number[] };
 
 /** The chain clients must be told: server ids, head first; empty while this server does not serve. */
 export interface ClientView {

@@ -47,8 +47,10 @@ export class Replica {
     lastVote: Vote = NO_VOTE,
     /** From disk: the epochs of the recovered history (the checkpoint's, then the replayed log's). */
     epochs: EpochHistory = new EpochHistory(state.appliedSeq, lastEpoch),
+    /** From disk: the servers heard while not serving since the last configuration adopted (ReplicaShared.bootPeers). */
+    bootPeers: number[] = [],
   ) {
-    this.s = new ReplicaShared(options, state, lastEpoch, lastConfig, lastVote, epochs);
+    this.s = new ReplicaShared(options, state, lastEpoch, lastConfig, lastVote, epochs, bootPeers);
   }
 
   get options() {
@@ -372,6 +374,7 @@ export class Replica {
       switch (action.kind) {
         case "log":
         case "vote":
+        case "boot_peers":
           ready.persist.push(action);
           break;
         case "install":

@@ -31,6 +31,8 @@ export type Action =
   | { kind: "config"; config: ChainConfig }
   /** --quorum majority: the acceptor's vote changed; write it (synced) before sending anything after it. */
   | { kind: "vote"; vote: Vote }
+  /** The servers heard while not serving changed (ReplicaShared.bootPeers): write them (synced) before our heartbeats say so. */
+  | { kind: "boot_peers"; peers: number[] }
   /** Something an operator wants in the log. */
   | { kind: "note"; text: string };
 
@@ -77,6 +79,8 @@ export interface PeerView {
   servesWithoutUsSinceMs: number | null;
   /** Its disk is full, as its last heartbeat said. */
   diskFull: boolean;
+  /** The servers it heard while not serving, on its disk (its bootPeers). */
+  bootPeers: number[];
   /**
    * Since when no connection with it is left (null: one is, or we heard it since): it is
    * suspected two heartbeats later unless a connection comes back (Replica.onPeerConnected).
@@ -137,6 +141,13 @@ export class ReplicaShared {
   bootStartMs = 0;
   /** Servers that may hold acknowledged updates we lack, learnt while booting: form no chain without them. */
   readonly bootRequired = new Set<number>();
+  /**
+   * On disk (config.json) until we adopt a configuration: the servers we heard while not
+   * serving (booting or joining) — any of them may lead a boot we take part in, and serve in a
+   * configuration we never learn if we die first. We wait for them at our next boot; a booting
+   * server leads only once every candidate lists it here (membership.ts, tryBoot). Default mode.
+   */
+  readonly bootPeers: Set<number>;
   lastHeartbeatMs = -Infinity;
   /** When we went back to booting after a pause past --suspect-ms (what waited for us since is stale). */
   resumedAtMs = -Infinity;
@@ -179,8 +190,11 @@ export class ReplicaShared {
     lastVote: Vote = NO_VOTE,
     /** From disk: the epochs of the recovered history (the checkpoint's, then the replayed log's). */
     epochs: EpochHistory = new EpochHistory(state.appliedSeq, lastEpoch),
+    /** From disk: the servers heard while not serving since the last configuration adopted. */
+    bootPeers: number[] = [],
   ) {
     this.epochs = epochs;
+    this.bootPeers = new Set(bootPeers);
     this.lastEpoch = lastEpoch;
     this.config = lastConfig;
     this.vote = lastVote;
@@ -242,5 +256,17 @@ export class ReplicaShared {
 
   send(to: number, message: PeerMessage): void {
     this.out.push({ kind: "send", to, message });
+  }
+
+  /** Our configuration changed: it goes to disk, and the servers heard while booting are forgotten with it (the store clears them too). */
+  recordConfig(): void {
+    this.bootPeers.clear();
+    this.out.push({ kind: "config", config: this.config });
+  }
+
+  /** A server heard while not serving: on disk before any heartbeat of ours says so (persist before send). */
+  recordBootPeer(id: number): void {
+    this.bootPeers.add(id);
+    this.out.push({ kind: "boot_peers", peers: [...this.bootPeers].sort((a, b) => a - b) });
   }
 }

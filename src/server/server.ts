@@ -124,6 +124,7 @@ export class Server implements NodeHost {
         recovered.config ?? undefined,
         recovered.vote ?? undefined,
         recovered.epochs,
+        recovered.bootPeers,
       );
       this.node = new ServerNode(
         replica,

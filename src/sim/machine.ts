@@ -112,7 +112,7 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     this.up = true;
     this.history = recovered.history;
     const { segmentSize, pageSize, secret, ...replicaSettings } = this.settings;
-    const replica = new Replica({ selfId: this.id, ...replicaSettings, awaitSync: this.storage.durable }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs);
+    const replica = new Replica({ selfId: this.id, ...replicaSettings, awaitSync: this.storage.durable }, recovered.state, recovered.lastEpoch, recovered.config ?? undefined, recovered.vote ?? undefined, recovered.epochs, recovered.bootPeers);
     const options = {
       selfId: this.id,
       addresses: this.settings.peers.map(String),

@@ -28,6 +28,8 @@ export interface Recovered {
   config: ChainConfig | null;
   /** --quorum majority: what the server promised and accepted (config.json too), if anything. */
   vote: Vote | null;
+  /** The servers heard while not serving since that configuration (config.json too). */
+  bootPeers: number[];
   history: AppliedHistory;
 }
 
@@ -137,6 +139,7 @@ export class NoDisk implements Storage {
       epochs: new EpochHistory(0, 0),
       config: null,
       vote: this.vote,
+      bootPeers: [],
       history: new AppliedHistory(),
     };
   }
@@ -188,7 +191,7 @@ export class StoreDisk implements Storage {
     const { durability, recovered } = this.open(this.fs);
     this.durability = durability;
     const history = this.historyOf(recovered.state.appliedSeq, recovered.lastEpoch);
-    return { state: recovered.state, lastEpoch: recovered.lastEpoch, epochs: recovered.epochs, config: recovered.config, vote: recovered.vote, history };
+    return { state: recovered.state, lastEpoch: recovered.lastEpoch, epochs: recovered.epochs, config: recovered.config, vote: recovered.vote, bootPeers: recovered.bootPeers, history };
   }
 
   write(item: Persist, history: AppliedHistory): CheckpointInfo | null {

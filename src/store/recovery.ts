@@ -38,6 +38,8 @@ export interface Recovered {
   config: ChainConfig | null;
   /** --quorum majority: the server's vote as an acceptor of configurations (none if it never voted). */
   vote: Vote | null;
+  /** The servers heard while not serving since that configuration (ReplicaShared.bootPeers). */
+  bootPeers: number[];
   checkpoint: CheckpointInfo | null;
   replayed: number;
   wal: WriteAheadLog;
@@ -113,7 +115,7 @@ export function recover(io: StoreIo, dir: string, segmentSize: number, pageSize:
   const saved = loadConfig(fs, dir);
   // Appends continue in a fresh segment: the old ones may end before a newer checkpoint.
   const wal = WriteAheadLog.create(fs, io.logSizes, dir, state.appliedSeq + 1, syncs);
-  return { state, lastEpoch, epochs, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, checkpoint, replayed, wal, notes };
+  return { state, lastEpoch, epochs, configEpoch, config: saved?.config ?? null, vote: saved?.vote ?? null, bootPeers: saved?.bootPeers ?? [], checkpoint, replayed, wal, notes };
 }
 
 /** Moves the log, the checkpoints and any temporary file of `dir` into `dir/aside-<time>/` (config.json stays); returns that folder. */

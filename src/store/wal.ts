@@ -46,6 +46,8 @@ const RETIRED_PREFIX = "wal-retired-";
 export class WriteAheadLog {
   /** Bytes appended since the last checkpoint (drives automatic checkpoints). */
   bytesSinceCheckpoint = 0;
+  /** Bytes written since the log was opened, never reset: how much disk the log may have taken since a measure. */
+  private bytesWritten = 0;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
   private pendingRecords = 0;
@@ -129,6 +131,7 @@ export class WriteAheadLog {
     writeAllParts(this.fs, this.fd, [header, ...this.pending], this.writeOffset);
     this.writeOffset = end;
     this.bytesSinceCheckpoint += bytes;
+    this.bytesWritten += bytes;
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingRecords = 0;
@@ -149,6 +152,11 @@ export class WriteAheadLog {
   /** Records appended and not yet written (a flush the disk refused leaves them queued). */
   get hasQueued(): boolean {
     return this.pending.length > 0;
+  }
+
+  /** Bytes written and queued since the log was opened (only grows). */
+  get bytesAppended(): number {
+    return this.bytesWritten + this.pendingBytes;
   }
 
   /** Records written to the current segment since its last sync. */

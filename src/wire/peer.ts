@@ -26,6 +26,11 @@ export type PeerMessage =
       diskFull?: boolean;
       /** As a forward's `durable`, said again every heartbeat: a notice lost in a cut is not waited for. Absent: nothing said. */
       durable?: { seq: number; epoch: number };
+      /**
+       * The servers the sender heard while not serving, on its disk (config.json) until it adopts a
+       * configuration: a booting server leads only once every candidate lists it here. Absent: none.
+       */
+      bootPeers?: number[];
     }
   /**
    * A configuration that takes effect. `issued`: the sender issued it itself, from the
@@ -163,11 +168,12 @@ export function isPeerFrameType(type: number): boolean {
 export function encodePeer(m: PeerMessage): Uint8Array {
   switch (m.type) {
     case "heartbeat":
-      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1 + 8 + 8, (w) => {
+      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1 + 8 + 8 + chainSize(m.bootPeers ?? []), (w) => {
         w.u16(m.from).u53(m.epoch);
         writeChain(w, m.chain);
         w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch).u32(m.busyMs).u8(m.diskFull ? 1 : 0);
         w.u53(m.durable?.seq ?? 0).u53(m.durable?.epoch ?? 0);
+        writeChain(w, m.bootPeers ?? []);
       });
     case "config":
       return frame(PEER_TYPES.config, 2 + 8 + chainSize(m.chain) + 1, (w) => {
@@ -254,7 +260,8 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const heartbeat = { type: "heartbeat" as const, from, epoch, chain, status, appliedSeq: r.u53(), lastEpoch: r.u53(), busyMs: r.u32(), diskFull: readFlag(r) };
       const durableSeq = r.u53();
       const durableEpoch = r.u53();
-      return durableSeq === 0 ? heartbeat : { ...heartbeat, durable: { seq: durableSeq, epoch: durableEpoch } };
+      const bootPeers = readChain(r);
+      return { ...heartbeat, ...(durableSeq === 0 ? {} : { durable: { seq: durableSeq, epoch: durableEpoch } }), ...(bootPeers.length === 0 ? {} : { bootPeers }) };
     }
     case PEER_TYPES.config:
       return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r), issued: readFlag(r) };
