@@ -287,7 +287,8 @@ describe("sibling configurations at boot", () => {
       expect(issued(tick)).toEqual([]);
       notes.push(...tick.notes);
     }
-    expect(notes.join("\n")).toContain("waiting for server(s) 2 of the last chain");
+    expect(notes.join("\n")).toContain("waiting for server(s) 2 (heard at a boot this server did not see through)");
+    expect(again.whyNotServing()).toStartWith("waiting for server(s) 2 (heard at a boot");
     // Adopting a configuration forgets them: its chain says whom to wait for.
     const joined = three.onPeerMessage({ type: "config", from: 2, epoch: 260, chain: [2], issued: true }, 200);
     expect(joined.persist).toEqual([{ kind: "config", config: { epoch: 260, chain: [2] } }]);

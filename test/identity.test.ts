@@ -136,6 +136,9 @@ test("a --peers name that does not resolve is said in the log, with whom the ser
     // Once, not every tick.
     await Bun.sleep(1000);
     expect(server.stderr().split("does not resolve").length - 1).toBe(1);
+    // A client (and `pstore status`) is told why too, not only that it does not serve.
+    const refusal = await connect({ servers: self, connectTimeoutMs: 1000 }).then(() => null, (error: Error) => error.message);
+    expect(refusal).toContain(`${self} is not serving yet (waiting for server(s) 2 of --peers: no configuration is known here`);
   } finally {
     await server.stop();
     removeDir(root);

@@ -254,7 +254,7 @@ export class ClusterLink {
     const opened = await probeAll(candidates, (address) => this.dial(address), this.host, problems, refused);
     let newest: ServerConnection | null = null;
     for (const probe of opened) {
-      if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet`);
+      if (probe.welcome.chain.length === 0) problems.add(`${probe.address} is not serving yet${probe.welcome.notServing ? ` (${probe.welcome.notServing})` : ""}`);
       else if (!newest || probe.welcome.epoch > newest.welcome.epoch) newest = probe;
     }
     if (!newest) {

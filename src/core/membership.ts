@@ -99,6 +99,7 @@ export function keepJoining(r: ReplicaShared): void {
 }
 
 export function tryBoot(r: ReplicaShared): void {
+  r.bootWaitNote = ""; // said again below while it still holds
   const others = r.options.peers.filter((id) => id !== r.selfId);
   const alive = others.filter((id) => r.peerViews.has(id) && !r.suspected(id));
   const serving = alive
@@ -129,7 +130,6 @@ export function tryBoot(r: ReplicaShared): void {
   // while we boot: the peer that told us may crash again (sim seed 9300508).
   const required = r.bootRequired;
   for (const member of r.config.chain) required.add(member);
-  for (const peer of r.bootPeers) required.add(peer);
   for (const id of alive) {
     const view = present(r.peerViews.get(id), "no view of a live peer");
     if (view.status !== "member") for (const member of view.chain) required.add(member);
@@ -144,9 +144,13 @@ export function tryBoot(r: ReplicaShared): void {
     noteBootWait(r, missing, "of --peers: no configuration is known here, and a new cluster starts with all of them");
     return;
   }
-  const missing = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
+  // And the servers we heard at a boot we did not see through: one may have formed a chain
+  // from ours that we never learnt of (bootPeers, ReplicaShared).
+  const missingOfChains = [...required].filter((id) => !alive.includes(id)).sort((a, b) => a - b);
+  const missingHeard = [...r.bootPeers].filter((id) => id !== r.selfId && !required.has(id) && !alive.includes(id)).sort((a, b) => a - b);
+  const missing = [...missingOfChains, ...missingHeard].sort((a, b) => a - b);
   if (missing.length > 0 && !r.options.forceBoot) {
-    noteBootWait(r, missing, "of the last chain: they may hold acknowledged updates");
+    noteBootWait(r, missing, bootWaitReason(missingOfChains, missingHeard));
     return;
   }
   if (missing.length > 0 && r.bootWaitingFor !== "forced") {
@@ -259,11 +263,22 @@ function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
   return tailView.epoch > 0 && tailView.epoch === view.epoch && tailView.lastEpoch === view.lastEpoch;
 }
 
+/** What a booting server waits for, as `noteBootWait` says it after the ids. */
+function bootWaitReason(ofChains: number[], heard: number[]): string {
+  const hold = "they may hold acknowledged updates";
+  if (heard.length === 0) return `of the last chain: ${hold}`;
+  const heardWhere = "heard at a boot this server did not see through";
+  if (ofChains.length === 0) return `(${heardWhere}): one may have formed a chain from it`;
+  return `(${heard.join(",")} ${heardWhere}, the others of the last chain): ${hold}`;
+}
+
+/** Says once (until it changes) whom a booting server waits for; status tells clients too (whyNotServing). */
 export function noteBootWait(r: ReplicaShared, missing: number[], why: string): void {
   const waitingFor = missing.join(",");
+  r.bootWaitNote = `waiting for server(s) ${waitingFor} ${why}`;
   if (waitingFor === r.bootWaitingFor) return;
   r.bootWaitingFor = waitingFor;
-  r.out.push({ kind: "note", text: `waiting for server(s) ${waitingFor} ${why}` });
+  r.out.push({ kind: "note", text: r.bootWaitNote });
 }
 
 export function becomeJoining(r: ReplicaShared): void {

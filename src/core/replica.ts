@@ -402,6 +402,14 @@ export class Replica {
     return ready;
   }
 
+  /** Why this server does not serve, in words for an operator ("" while it serves). */
+  whyNotServing(): string {
+    const s = this.s;
+    if (s.status === "member") return "";
+    if (s.status === "joining") return `joining the chain of epoch ${s.config.epoch} [${s.config.chain}] (catching up with its tail)`;
+    return s.bootWaitNote !== "" ? s.bootWaitNote : "booting: listening for the other servers of --peers";
+  }
+
   /** The chain clients must use: none while this server does not serve. */
   clientView(): ClientView {
     return { epoch: this.s.config.epoch, chain: this.s.status === "member" ? [...this.s.config.chain] : [] };

@@ -138,6 +138,8 @@ export class ReplicaShared {
   lastTickMs: number | null = null;
   /** Servers of the last chain a booting server waits for (noted when it changes). */
   bootWaitingFor = "";
+  /** The note that said it, for clients asking why this server does not serve ("" when it waits for nobody). */
+  bootWaitNote = "";
   bootStartMs = 0;
   /** Servers that may hold acknowledged updates we lack, learnt while booting: form no chain without them. */
   readonly bootRequired = new Set<number>();

@@ -328,7 +328,8 @@ export class ServerNode {
       conn.decoder.assembleBytesMin = LARGE_FRAME_BYTES_MIN;
     }
     const config = this.configForClients();
-    const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config };
+    const notServing = this.replica.whyNotServing();
+    const welcome = { version: PROTOCOL_VERSION, serverId: this.selfId, segmentSize: this.options.segmentSize, pageSize: this.options.pageSize, ...config, ...(notServing === "" ? {} : { notServing }) };
     this.host.send(conn.id, encodeMessage({ type: "welcome", body: welcome }));
     // The peer just proved it lives: a suspicion from lost connections ends.
     if (role === "server") this.carrier.perform(this.replica.onPeerConnected(senderId));

@@ -58,6 +58,8 @@ export interface Welcome {
   epoch: number;
   /** Addresses in chain order, head first. */
   chain: string[];
+  /** Empty chain: why this server does not serve yet, in words (what it waits for). Absent: nothing said. */
+  notServing?: string;
 }
 
 export interface Request {
@@ -181,11 +183,12 @@ export function encodeMessage(message: Message): Uint8Array {
       return frame(MessageType.auth, PROOF_BYTES, (w) => w.raw(fixed(message.body.proof, PROOF_BYTES, "proof")));
     case "welcome": {
       const b = message.body;
-      let size = 2 + 2 + 8 + 4 + 8 + 2;
+      let size = 2 + 2 + 8 + 4 + 8 + 2 + sizeOf.str(b.notServing ?? "");
       for (const address of b.chain) size += sizeOf.str(address);
       return frame(MessageType.welcome, size, (w) => {
         w.u16(b.version).u16(b.serverId).u53(b.segmentSize).u32(b.pageSize).u53(b.epoch).u16(b.chain.length);
         for (const address of b.chain) w.str(address);
+        w.str(b.notServing ?? "");
       });
     }
     case "request": {
@@ -269,7 +272,8 @@ function decodeBody(type: number, r: Reader): Message {
       const count = r.u16();
       const chain: string[] = [];
       for (let i = 0; i < count; i++) chain.push(r.str());
-      return { type: "welcome", body: { version, serverId, segmentSize, pageSize, epoch, chain } };
+      const notServing = r.str();
+      return { type: "welcome", body: { version, serverId, segmentSize, pageSize, epoch, chain, ...(notServing === "" ? {} : { notServing }) } };
     }
     case MessageType.request:
       return { type: "request", body: { session: r.u53(), reqNo: r.u32(), doneBelow: r.u32(), op: readOp(r) } };

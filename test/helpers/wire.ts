@@ -113,6 +113,7 @@ export const ALL_MESSAGES: Message[] = [
     body: { version: 1, serverId: 2, segmentSize: 256 * 1024 * 1024, pageSize: 4096, epoch: 12, chain: ["127.0.0.1:7401", "[::1]:7402"] },
   },
   { type: "welcome", body: { version: 1, serverId: 1, segmentSize: 4096, pageSize: 4096, epoch: 0, chain: [] } },
+  { type: "welcome", body: { version: 8, serverId: 1, segmentSize: 4096, pageSize: 4096, epoch: 65, chain: [], notServing: "waiting for server(s) 2,3 of the last chain: they may hold acknowledged updates" } },
   ...ALL_OPS.map((op, i): Message => ({ type: "request", body: { session: 1 + i * 1_000_000_007, reqNo: i, doneBelow: i, op } })),
   ...ALL_REPLIES.map((reply, i): Message => ({ type: "reply", body: { session: 99, reqNo: i + 1, reply, pages: [] } })),
   { type: "reply", body: { session: 99, reqNo: 5, reply: ALL_REPLIES[3]!, pages: [page(2, 1), page(3, 2)] } },
