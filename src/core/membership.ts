@@ -269,7 +269,7 @@ function bootWaitReason(ofChains: number[], heard: number[]): string {
   if (heard.length === 0) return `of the last chain: ${hold}`;
   const heardWhere = "heard at a boot this server did not see through";
   if (ofChains.length === 0) return `(${heardWhere}): one may have formed a chain from it`;
-  return `(${heard.join(",")} ${heardWhere}, the others of the last chain): ${hold}`;
+  return `(${ofChains.join(",")} of the last chain, ${heard.join(",")} ${heardWhere}): ${hold}`;
 }
 
 /** Says once (until it changes) whom a booting server waits for; status tells clients too (whyNotServing). */
