@@ -17,7 +17,7 @@ import { ChaosCluster } from "../src/chaos/cluster";
 import { DEFAULT_WEIGHTS, type FaultEvent, REJOIN_MS, planFaults } from "../src/chaos/faults";
 import { LinkProxy } from "../src/chaos/proxy";
 import { Random, seedFrom } from "../src/chaos/random";
-import { DEFAULT_OPTIONS, runChaos, summaryLine } from "../src/chaos/run";
+import { DEFAULT_OPTIONS, runChaos, splitsServingChain, summaryLine } from "../src/chaos/run";
 import { connect } from "../src/index";
 import { encodeMessage, helloMessage } from "../src/wire";
 import { RawConnection } from "./helpers/fuzz";
@@ -179,6 +179,15 @@ test("the chaos cluster: servers reach each other through the proxies, status pe
     const store = await connect({ servers: cluster.addresses });
     await store.create("through-proxies", 4);
     await store.withWrite("through-proxies", (view) => void (view[0] = 42));
+    // Unless splits are allowed, a fault that would leave the serving servers without a path
+    // between them is not injected (seed 22004: the default mode's documented split).
+    const fault = (event: Partial<FaultEvent>) => splitsServingChain(cluster, { at: 0, id: 0, ...event } as FaultEvent, undefined);
+    expect(await fault({ kind: "cut", a: 0, b: 2, mode: "drop" })).toBeNull();
+    cluster.cut(0, 2, "drop");
+    expect(await fault({ kind: "cut", a: 0, b: 1, mode: "drop" })).toBe("it would split the servers serving now");
+    expect(await fault({ kind: "kill", server: 1 })).toBe("it would split the servers serving now");
+    expect(await fault({ kind: "kill", server: 2 })).toBeNull();
+    cluster.heal(0, 2);
     await cluster.kill(1);
     expect(cluster.pid(1)).toBeNull();
     expect(await store.withRead("through-proxies", (view) => view[0], { timeoutMs: 10_000 })).toBe(42);
