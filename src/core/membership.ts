@@ -454,6 +454,6 @@ export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): voi
     busyMs,
     diskFull: r.diskFull,
     ...(durable ? { durable } : {}),
-    ...(r.bootPeers.size > 0 ? { bootPeers: [...r.bootPeers].sort((a, b) => a - b) } : {}),
+    ...(r.bootPeers.size > 0 ? { bootPeers: r.bootPeerList() } : {}),
   });
 }

@@ -269,6 +269,11 @@ export class ReplicaShared {
   /** A server heard while not serving: on disk before any heartbeat of ours says so (persist before send). */
   recordBootPeer(id: number): void {
     this.bootPeers.add(id);
-    this.out.push({ kind: "boot_peers", peers: [...this.bootPeers].sort((a, b) => a - b) });
+    this.out.push({ kind: "boot_peers", peers: this.bootPeerList() });
+  }
+
+  /** bootPeers in id order, as the disk and heartbeats carry them. */
+  bootPeerList(): number[] {
+    return [...this.bootPeers].sort((a, b) => a - b);
   }
 }

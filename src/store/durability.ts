@@ -261,18 +261,22 @@ export class Durability {
   saveConfig(config: ChainConfig): void {
     this.config = config;
     this.bootPeers = [];
-    saveConfig(this.fs, this.dir, { config, vote: this.vote, bootPeers: this.bootPeers });
+    this.writeConfigFile();
   }
 
   /** Records the server's vote as an acceptor (--quorum majority), synced before it is sent. */
   saveVote(vote: Vote): void {
     this.vote = vote;
-    saveConfig(this.fs, this.dir, { config: this.config, vote, bootPeers: this.bootPeers });
+    this.writeConfigFile();
   }
 
   /** Records the servers heard while not serving (the next boot waits for them), synced before a heartbeat says so. */
   saveBootPeers(peers: number[]): void {
     this.bootPeers = [...peers];
+    this.writeConfigFile();
+  }
+
+  private writeConfigFile(): void {
     saveConfig(this.fs, this.dir, { config: this.config, vote: this.vote, bootPeers: this.bootPeers });
   }
 
