@@ -160,7 +160,7 @@ const WORKERS = 2;
 
 function flags(options: Options): string {
   return (
-    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.fsync && options.fsync !== "always" ? ` --fsync ${options.fsync}` : ""}${options.fullDisks ? " --full-disks" : ""}${options.partitions ? " --partitions" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
+    `${options.disks ? " --disks" : ""}${options.freeCrashes ? " --free-crashes" : ""}${options.fsync && options.fsync !== "always" ? ` --fsync ${options.fsync}` : ""}${options.fullDisks ? " --full-disks" : ""}${options.partitions ? " --partitions" : ""}${options.oneWay ? " --one-way" : ""}${options.quorum === "majority" ? " --quorum majority" : ""}` +
     `${options.serverPauses === false ? " --no-server-pauses" : ""}${options.cacheHolds === false ? " --no-cache" : ""}${options.faultMs !== undefined ? ` --faults-ms ${options.faultMs}` : ""}`
   );
 }
@@ -256,6 +256,18 @@ describe("simulator", () => {
       for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r.stats[key];
     }
     for (const [key, value] of Object.entries(totals)) expect([key, value > 0]).toEqual([key, true]);
+  }, 120_000);
+
+  test("--one-way: a server hears a peer that cannot hear it for longer than --suspect-ms, in both modes, every invariant kept", () => {
+    for (const options of [{ oneWay: true }, { oneWay: true, disks: true }, { oneWay: true, partitions: true, quorum: "majority" as const }]) {
+      let oneWayCuts = 0;
+      for (let seed = 1; seed <= 30; seed++) {
+        const r = runSeed({ seed, ...options });
+        expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);
+        oneWayCuts += r.stats.oneWayCuts;
+      }
+      expect(oneWayCuts).toBeGreaterThan(10);
+    }
   }, 120_000);
 
   test("--no-cache: the clients connect with cacheHolds false, and nothing is granted locally", () => {

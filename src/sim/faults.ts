@@ -1,8 +1,9 @@
 /**
  * The faults of a run, drawn from the fault rng every ~faultEveryMs while
  * faults are on: server crashes (alone, or the whole cluster with disks) and
- * pauses, cuts of peer links (partitions with --partitions) and of client
- * connections (handshakes included), client crashes and pauses.
+ * pauses, cuts of peer links (partitions with --partitions, long one-way cuts
+ * with --one-way) and of client connections (handshakes included), client
+ * crashes and pauses.
  *
  * Fault budget (invariant 1 must not be vacuous): without disks a crash is
  * never allowed to take the last copy of the acknowledged history — a server
@@ -148,17 +149,23 @@ export class Faults {
     const to = rng.pick(sim.serverIds.filter((id) => id !== from));
     const links = [sim.net.link(from, to)];
     let blockMs = rng.next() * sim.heartbeatMs;
+    let oneWay = false;
     if (sim.options.partitions && rng.chance(0.5)) {
       // A partition between two servers: both directions, for long enough to be suspected.
       links.push(sim.net.link(to, from));
       blockMs = rng.next() * 3 * sim.suspectMs;
+    } else if (sim.options.oneWay && rng.chance(0.5)) {
+      // One direction only, for long enough to be suspected: `to` hears nothing from `from`.
+      blockMs = rng.next() * 3 * sim.suspectMs;
+      oneWay = true;
     }
     // Without --partitions a cut is a reset of one connection: never while the other direction
     // is down too (two cuts overlapping would be a short partition between the two servers).
     const reverse = sim.net.link(to, from);
     if (!sim.options.partitions && (reverse.conn === null || sim.nowMs < reverse.blockedUntilMs)) return;
     sim.stats.cuts++;
-    sim.trace(`CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms`);
+    if (oneWay) sim.stats.oneWayCuts++;
+    sim.trace(`CUT ${links.map((l) => `${l.from}→${l.to}`).join(" ")} for ${blockMs.toFixed(0)} ms${oneWay ? " (one way)" : ""}`);
     for (const link of links) {
       link.blockedUntilMs = sim.nowMs + blockMs;
       sim.wires.breakPeerLink(link);

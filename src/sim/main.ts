@@ -2,7 +2,8 @@
  * The simulator's command line:
  *   bun run sim --seed S            replay one seed, print its report
  *   bun run sim --seeds N [--from S] run N seeds (S, S+1, …), report every failure
- * Options: --partitions (also long two-way cuts between servers: split brain is
+ * Options: --one-way (also long one-way cuts between servers: a server hears a peer
+ * that cannot hear it); --partitions (also long two-way cuts between servers: split brain is
  * possible by design in availability mode), --disks (servers recover from
  * src/store's log, checkpoints and recovery on an in-memory file system with crash semantics; whole-cluster crashes and power
  * losses), --free-crashes (with --disks: no fault budget, servers may restart
@@ -20,6 +21,7 @@ interface Args {
   seeds?: number;
   from: number;
   partitions: boolean;
+  oneWay: boolean;
   disks: boolean;
   freeCrashes: boolean;
   fsync: FsyncMode;
@@ -35,12 +37,12 @@ interface Args {
 
 function usage(problem?: string): never {
   if (problem) console.error(`sim: ${problem}`);
-  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--disks [--free-crashes] [--fsync always|batch|off] [--full-disks]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
+  console.error("usage: bun run sim --seed S | --seeds N [--from S] [--partitions] [--one-way] [--disks [--free-crashes] [--fsync always|batch|off] [--full-disks]] [--quorum majority] [--no-server-pauses] [--no-cache] [--faults-ms MS] [--trace LINES] [--fail-fast] [--verbose]");
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 1, partitions: false, disks: false, freeCrashes: false, fsync: "always", fullDisks: false, majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
+  const args: Args = { from: 1, partitions: false, oneWay: false, disks: false, freeCrashes: false, fsync: "always", fullDisks: false, majority: false, noServerPauses: false, noCache: false, traceLines: 60, failFast: false, verbose: false };
   const number = (flag: string, value: string | undefined): number => {
     const n = Number(value);
     if (value === undefined || value === "" || !Number.isSafeInteger(n) || n < 0) usage(`${flag} takes a whole number, got ${value ?? "nothing"}`);
@@ -66,6 +68,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--partitions":
         args.partitions = true;
+        break;
+      case "--one-way":
+        args.oneWay = true;
         break;
       case "--disks":
         args.disks = true;
@@ -116,7 +121,7 @@ function summary(r: SimResult): string {
   const s = r.stats;
   return (
     `seed ${r.seed}: ${r.ok ? "ok" : `FAILED (${r.failure!.invariant})`} — ${s.servers} servers, ${s.clients} clients, ${s.events} events, ${s.virtualMs} virtual ms, ` +
-    `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts, ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
+    `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts (${s.oneWayCuts} one way), ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
     `${s.increments} increments, ${s.reads} reads, ${s.localGrants} local grants, ${s.recalls} recalls, ` +
     `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, ${s.checkpoints} checkpoints, ${s.diskFills} disk fills (${s.diskWritesRefused} writes refused), seq ${s.appliedSeq}` +
     `${s.linearizability === "unknown" ? ", linearizability search ran out of steps" : ""}; trace ${r.traceHash}`
@@ -136,8 +141,8 @@ function report(r: SimResult, traceLines: number, flags: string): string {
 
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
-  const flags = `${args.partitions ? " --partitions" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.fsync !== "always" ? ` --fsync ${args.fsync}` : ""}${args.fullDisks ? " --full-disks" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
-  const options = { partitions: args.partitions, disks: args.disks, freeCrashes: args.freeCrashes, fsync: args.fsync, fullDisks: args.fullDisks, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
+  const flags = `${args.partitions ? " --partitions" : ""}${args.oneWay ? " --one-way" : ""}${args.disks ? " --disks" : ""}${args.freeCrashes ? " --free-crashes" : ""}${args.fsync !== "always" ? ` --fsync ${args.fsync}` : ""}${args.fullDisks ? " --full-disks" : ""}${args.majority ? " --quorum majority" : ""}${args.noServerPauses ? " --no-server-pauses" : ""}${args.noCache ? " --no-cache" : ""}${args.faultMs !== undefined ? ` --faults-ms ${args.faultMs}` : ""}`;
+  const options = { partitions: args.partitions, oneWay: args.oneWay, disks: args.disks, freeCrashes: args.freeCrashes, fsync: args.fsync, fullDisks: args.fullDisks, quorum: args.majority ? ("majority" as const) : ("none" as const), serverPauses: !args.noServerPauses, cacheHolds: !args.noCache, faultMs: args.faultMs, traceLines: Math.max(args.traceLines, 1) };
   if (args.seed !== undefined) {
     const result = runSeed({ seed: args.seed, ...options });
     if (!result.ok) console.log(report(result, args.traceLines, flags));

@@ -48,6 +48,12 @@ export interface SimOptions {
    */
   partitions?: boolean;
   /**
+   * Also cut one direction between two servers for longer than the suspicion timeout,
+   * the other direction working: a server hears a peer that cannot hear it (a
+   * firewall rule, a half-broken link). Safe in both modes: nobody is cut off both ways.
+   */
+  oneWay?: boolean;
+  /**
    * --quorum majority: a configuration takes effect once a majority accepted
    * it, and only a chain holding a majority acknowledges (safe under partitions).
    */
@@ -109,6 +115,8 @@ export interface SimStats {
   crashes: number;
   restarts: number;
   cuts: number;
+  /** Of them, cuts of one direction longer than a heartbeat (--one-way). */
+  oneWayCuts: number;
   clientCrashes: number;
   pauses: number;
   serverPauses: number;
@@ -286,6 +294,7 @@ export class Simulation {
       crashes: 0,
       restarts: 0,
       cuts: 0,
+      oneWayCuts: 0,
       clientCrashes: 0,
       pauses: 0,
       serverPauses: 0,
@@ -318,7 +327,7 @@ export class Simulation {
     const o = this.options;
     return (
       `${this.servers.length} servers, ${this.stats.clients} clients, heartbeat ${this.heartbeatMs} ms, suspect ${this.suspectMs} ms, ` +
-      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.disks ? `, disks (--fsync ${o.fsync ?? "always"}${o.fullDisks ? ", filling" : ""})` : ""}` +
+      `session timeout ${this.sessionTimeoutMs} ms, faults for ${this.faultMs} ms every ~${this.faultEveryMs} ms${o.partitions ? " with partitions" : ""}${o.oneWay ? " and one-way cuts" : ""}${o.disks ? `, disks (--fsync ${o.fsync ?? "always"}${o.fullDisks ? ", filling" : ""})` : ""}` +
       `${o.quorum === "majority" ? ", quorum majority" : ""}${o.cacheHolds === false ? ", no cached holds" : ""}${this.secret ? ", a secret" : ""}`
     );
   }
