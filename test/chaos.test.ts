@@ -32,6 +32,7 @@ function brokenRule(events: FaultEvent[], servers: number, allowTotal: boolean):
   const killed = new Array(servers).fill(false);
   const paused = new Array(servers).fill(false);
   const cut = Array.from({ length: servers }, () => new Array(servers).fill(false));
+  const oneWay = Array.from({ length: servers }, () => new Array(servers).fill(false));
   /** A server back from a kill or a pause is in the chain again only REJOIN_MS later. */
   const rejoinedAt = new Array(servers).fill(0);
   const connected = (nodes: number[]) => {
@@ -68,6 +69,11 @@ function brokenRule(events: FaultEvent[], servers: number, allowTotal: boolean):
       case "heal":
         cut[event.a]![event.b] = cut[event.b]![event.a] = event.kind === "cut";
         break;
+      case "oneway":
+      case "heal-oneway":
+        // One direction only: each server still hears the other's news, so no split.
+        oneWay[event.a]![event.b] = event.kind === "oneway";
+        break;
       case "total":
         if (!allowTotal) return `a whole-cluster kill at ${event.at} without --allow-total`;
         killed.fill(true);
@@ -88,12 +94,12 @@ function brokenRule(events: FaultEvent[], servers: number, allowTotal: boolean):
       if (!connected([...settled, ...rejoining.filter((_, k) => (mask >> k) & 1)])) return `a chain the servers may have is split while a server rejoins, at ${event.at}`;
     }
   }
-  if (killed.some(Boolean) || paused.some(Boolean) || cut.flat().some(Boolean)) return "the schedule does not end with everything repaired";
+  if (killed.some(Boolean) || paused.some(Boolean) || cut.flat().some(Boolean) || oneWay.flat().some(Boolean)) return "the schedule does not end with everything repaired";
   return null;
 }
 
 test("the fault planner never takes more than N−1 servers down, never splits the servers (nor the chain while one rejoins), repairs everything, and replays from its seed", () => {
-  const counts = { kill: 0, pause: 0, cut: 0, total: 0 };
+  const counts = { kill: 0, pause: 0, cut: 0, oneway: 0, total: 0 };
   for (let seed = 1; seed <= 300; seed++) {
     const servers = 2 + (seed % 4);
     const allowTotal = seed % 3 === 0;
@@ -209,7 +215,7 @@ test(`a ${SECONDS}-second chaos run${FULL ? "" : " (chain-aware)"}: no violation
     chainAware: !FULL,
     thinkMs: FULL ? 0 : 10,
     // Chain-aware runs skip cuts while a server is down: plan more of them.
-    weights: FULL ? DEFAULT_WEIGHTS : { kill: 2, pause: 2, cut: 4, total: 0 },
+    weights: FULL ? DEFAULT_WEIGHTS : { kill: 2, pause: 2, cut: 4, oneway: 2, total: 0 },
     command: pstoreCommand(),
     log: (line) => lines.push(line),
   });
@@ -221,5 +227,5 @@ test(`a ${SECONDS}-second chaos run${FULL ? "" : " (chain-aware)"}: no violation
   }
   expect(report.violations).toEqual([]);
   expect(report.acknowledged).toBeGreaterThan(1000);
-  expect(report.faults.kill + report.faults.pause + report.faults.cut).toBeGreaterThan(5);
+  expect(report.faults.kill + report.faults.pause + report.faults.cut + report.faults.oneway).toBeGreaterThan(5);
 }, 300_000);

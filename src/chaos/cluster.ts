@@ -143,6 +143,16 @@ export class ChaosCluster {
     this.proxies[j]![i]!.heal();
   }
 
+  /** Cuts server i's connections to j only: i's messages no longer reach j; j's, on its own connections, reach i. */
+  cutOneWay(i: number, j: number, mode: CutMode): void {
+    this.proxies[i]![j]!.startCut(mode);
+  }
+
+  healOneWay(i: number, j: number): void {
+    this.proxies[i]![j]!.heal();
+  }
+
+  /** Whether i's connections to j are cut (a two-way cut cuts both i→j and j→i). */
   isCut(i: number, j: number): boolean {
     return this.proxies[i]![j]!.isCut;
   }

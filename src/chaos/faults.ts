@@ -18,7 +18,7 @@
 import type { CutMode } from "./proxy";
 import type { Random } from "./random";
 
-export type FaultKind = "kill" | "pause" | "cut" | "total";
+export type FaultKind = "kill" | "pause" | "cut" | "oneway" | "total";
 
 /** A fault starts, or ends; `id` pairs a fault with its recovery. */
 export type FaultEvent = { at: number; id: number } & (
@@ -28,6 +28,9 @@ export type FaultEvent = { at: number; id: number } & (
   | { kind: "resume"; server: number }
   | { kind: "cut"; a: number; b: number; mode: CutMode }
   | { kind: "heal"; a: number; b: number }
+  /** Server a's connections to b only: a's messages no longer reach b, b's still reach a. */
+  | { kind: "oneway"; a: number; b: number; mode: CutMode }
+  | { kind: "heal-oneway"; a: number; b: number }
   | { kind: "total" }
   | { kind: "restart-all" }
 );
@@ -43,13 +46,14 @@ export interface ScheduleOptions {
   gapMs: [number, number];
 }
 
-export const DEFAULT_WEIGHTS: Record<FaultKind, number> = { kill: 3, pause: 2, cut: 3, total: 1 };
+export const DEFAULT_WEIGHTS: Record<FaultKind, number> = { kill: 3, pause: 2, cut: 3, oneway: 2, total: 1 };
 
 /** How long each fault lasts, in ms: uniform in [min, max]. */
 const DURATION_MS: Record<FaultKind, [number, number]> = {
   kill: [300, 5000],
   pause: [200, 3000],
   cut: [500, 6000],
+  oneway: [500, 6000],
   total: [200, 2000],
 };
 
@@ -60,6 +64,8 @@ interface Model {
   killed: boolean[];
   paused: boolean[];
   cut: boolean[][];
+  /** oneWay[a][b]: a's messages to b are cut (not b's to a). Never a split: each hears the other's news. */
+  oneWay: boolean[][];
   /** When each server, back from a kill or a pause, is in the chain again. */
   rejoinedAt: number[];
 }
@@ -70,6 +76,7 @@ export function planFaults(random: Random, options: ScheduleOptions): FaultEvent
     killed: new Array(n).fill(false),
     paused: new Array(n).fill(false),
     cut: Array.from({ length: n }, () => new Array(n).fill(false)),
+    oneWay: Array.from({ length: n }, () => new Array(n).fill(false)),
     rejoinedAt: new Array(n).fill(0),
   };
   const events: FaultEvent[] = [];
@@ -90,7 +97,7 @@ export function planFaults(random: Random, options: ScheduleOptions): FaultEvent
     if (t >= options.durationMs) break;
     applyUntil(t);
     // Every candidate fault, with its recovery; kept if the rules hold from now until every recovery planned so far.
-    const candidates: Record<FaultKind, FaultEvent[][]> = { kill: [], pause: [], cut: [], total: [] };
+    const candidates: Record<FaultKind, FaultEvent[][]> = { kill: [], pause: [], cut: [], oneway: [], total: [] };
     const durations = Object.fromEntries((Object.keys(DURATION_MS) as FaultKind[]).map((kind) => [kind, t + random.range(...DURATION_MS[kind])])) as Record<FaultKind, number>;
     const cutMode: CutMode = random.chance(0.5) ? "drop" : "blackhole";
     for (let i = 0; i < n; i++) {
@@ -100,6 +107,9 @@ export function planFaults(random: Random, options: ScheduleOptions): FaultEvent
       }
       for (let j = i + 1; j < n; j++) {
         if (!model.cut[i]![j]) candidates.cut.push([{ at: t, id: 0, kind: "cut", a: i, b: j, mode: cutMode }, { at: durations.cut, id: 0, kind: "heal", a: i, b: j }]);
+      }
+      for (let j = 0; j < n; j++) {
+        if (j !== i && !model.oneWay[i]![j]) candidates.oneway.push([{ at: t, id: 0, kind: "oneway", a: i, b: j, mode: cutMode }, { at: durations.oneway, id: 0, kind: "heal-oneway", a: i, b: j }]);
       }
     }
     candidates.total.push([{ at: t, id: 0, kind: "total" }, { at: durations.total, id: 0, kind: "restart-all" }]);
@@ -122,7 +132,7 @@ export function planFaults(random: Random, options: ScheduleOptions): FaultEvent
 
 /** Whether the rules hold after `fault` (a start and its recovery), at every step of the recoveries already planned. */
 function safe(model: Model, pending: FaultEvent[], fault: FaultEvent[], options: ScheduleOptions): boolean {
-  const copy: Model = { killed: [...model.killed], paused: [...model.paused], cut: model.cut.map((row) => [...row]), rejoinedAt: [...model.rejoinedAt] };
+  const copy: Model = { killed: [...model.killed], paused: [...model.paused], cut: model.cut.map((row) => [...row]), oneWay: model.oneWay.map((row) => [...row]), rejoinedAt: [...model.rejoinedAt] };
   const [start, recovery] = fault;
   const later = [...pending, recovery!].sort((x, y) => x.at - y.at);
   apply(copy, start!);
@@ -178,6 +188,10 @@ function apply(model: Model, event: FaultEvent): void {
     case "heal":
       model.cut[event.a]![event.b] = model.cut[event.b]![event.a] = event.kind === "cut";
       break;
+    case "oneway":
+    case "heal-oneway":
+      model.oneWay[event.a]![event.b] = event.kind === "oneway";
+      break;
     case "total":
       model.killed.fill(true);
       model.paused.fill(false);
@@ -226,6 +240,10 @@ export function describeEvent(event: FaultEvent): string {
       return `cut the link ${event.a + 1}↔${event.b + 1} (${event.mode})`;
     case "heal":
       return `heal the link ${event.a + 1}↔${event.b + 1}`;
+    case "oneway":
+      return `cut the link ${event.a + 1}→${event.b + 1} one way (${event.mode}): ${event.a + 1}'s messages to ${event.b + 1} are lost, ${event.b + 1}'s reach ${event.a + 1}`;
+    case "heal-oneway":
+      return `heal the link ${event.a + 1}→${event.b + 1}`;
     case "total":
       return "kill -9 every server";
     case "restart-all":

@@ -1,6 +1,6 @@
 /**
  * `bun run chaos [--minutes M] [--servers N] [--clients K] [--seed S]
- *                [--allow-total] [--allow-split] [--faults kill,pause,cut]
+ *                [--allow-total] [--allow-split] [--faults kill,pause,cut,oneway]
  *                [--keep-data] [--verbose] [--serve-arg FLAG]...`
  *
  * Runs a chaos run (run.ts) and prints one summary line; exits 0 when there
@@ -25,7 +25,8 @@ missing. Prints a summary line; exit 1 on any violation.
   --clients K       clients incrementing counters (default 8)
   --think-ms MS     each client pauses this long between increments (default 0)
   --seed S          the seed of the fault schedule (default: random, printed)
-  --faults LIST     kinds of fault to inject: kill,pause,cut (default all three)
+  --faults LIST     kinds of fault to inject: kill,pause,cut,oneway (default all
+                    four; oneway cuts one server's connections to another only)
   --allow-total     also kill every server at once (and once more at the end)
   --allow-split     let link cuts split the servers in two (default: never;
                     in the default availability mode a split may serve on
@@ -99,8 +100,8 @@ function parse(argv: string[]): ChaosOptions {
   const weights: Record<FaultKind, number> = { ...DEFAULT_WEIGHTS, total: values["allow-total"] ? DEFAULT_WEIGHTS.total : 0 };
   if (values.faults !== undefined) {
     const kinds = values.faults.split(",").map((kind) => kind.trim()).filter(Boolean);
-    for (const kind of kinds) if (!["kill", "pause", "cut"].includes(kind)) fail(`--faults takes kill, pause and cut, not "${kind}"`);
-    for (const kind of ["kill", "pause", "cut"] as const) if (!kinds.includes(kind)) weights[kind] = 0;
+    for (const kind of kinds) if (!["kill", "pause", "cut", "oneway"].includes(kind)) fail(`--faults takes kill, pause, cut and oneway, not "${kind}"`);
+    for (const kind of ["kill", "pause", "cut", "oneway"] as const) if (!kinds.includes(kind)) weights[kind] = 0;
   }
   let gapMs = DEFAULT_OPTIONS.gapMs;
   if (values["gap-ms"] !== undefined) {
@@ -132,8 +133,8 @@ function parse(argv: string[]): ChaosOptions {
 /** The flags that give the same schedule again. */
 function replayArgs(o: ChaosOptions): string[] {
   const args = ["--seed", String(o.seed), "--minutes", String(o.durationMs / 60_000), "--servers", String(o.servers), "--clients", String(o.clients)];
-  const kinds = (["kill", "pause", "cut"] as const).filter((kind) => o.weights[kind] > 0);
-  if (kinds.length < 3) args.push("--faults", kinds.join(","));
+  const kinds = (["kill", "pause", "cut", "oneway"] as const).filter((kind) => o.weights[kind] > 0);
+  if (kinds.length < 4) args.push("--faults", kinds.join(","));
   if (o.thinkMs > 0) args.push("--think-ms", String(o.thinkMs));
   if (o.allowTotal) args.push("--allow-total");
   if (o.allowSplit) args.push("--allow-split");

@@ -102,7 +102,7 @@ export function summaryLine(report: ChaosReport): string {
   return (
     `chaos seed=${report.seed} servers=${o.servers} clients=${o.clients}, ${+(o.durationMs / 60_000).toFixed(2)} min of faults: ` +
     `${report.operations} operations (${report.acknowledged} acknowledged, ${report.unknown} unknown, ${report.failed} failed); ` +
-    `faults: kill ${f.kill}, pause ${f.pause}, cut ${f.cut}, total ${f.total}${o.chainAware ? ` (chain-aware, ${report.skipped} skipped)` : report.skipped > 0 ? ` (${report.skipped} skipped: they would split the servers serving)` : ""}; ` +
+    `faults: kill ${f.kill}, pause ${f.pause}, cut ${f.cut}, one-way cut ${f.oneway}, total ${f.total}${o.chainAware ? ` (chain-aware, ${report.skipped} skipped)` : report.skipped > 0 ? ` (${report.skipped} skipped: they would split the servers serving)` : ""}; ` +
     (report.convergedSeq === null ? "did not converge; " : `converged at seq ${report.convergedSeq} in ${report.convergeMs} ms; `) +
     `violations = ${report.violations.length}`
   );
@@ -139,7 +139,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     },
   });
   let workload: ChaosWorkload | null = null;
-  const faults: Record<FaultKind, number> = { kill: 0, pause: 0, cut: 0, total: 0 };
+  const faults: Record<FaultKind, number> = { kill: 0, pause: 0, cut: 0, oneway: 0, total: 0 };
   let convergedSeq: number | null = null;
   let convergeMs: number | null = null;
   let checkMs = 0;
@@ -218,7 +218,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (let i = 0; i < options.servers; i++) {
       if (cluster.states[i] === "paused") cluster.resume(i);
       if (cluster.states[i] === "killed") await cluster.restart(i);
-      for (let j = i + 1; j < options.servers; j++) if (cluster.isCut(i, j)) cluster.heal(i, j);
+      for (let j = i + 1; j < options.servers; j++) if (cluster.isCut(i, j) || cluster.isCut(j, i)) cluster.heal(i, j);
     }
     // Every server must serve again while the clients go on (a joiner must catch up under load).
     const healedAt = performance.now();
@@ -310,6 +310,10 @@ async function perform(cluster: ChaosCluster, event: FaultEvent): Promise<void> 
       return cluster.cut(event.a, event.b, event.mode);
     case "heal":
       return cluster.heal(event.a, event.b);
+    case "oneway":
+      return cluster.cutOneWay(event.a, event.b, event.mode);
+    case "heal-oneway":
+      return cluster.healOneWay(event.a, event.b);
     case "total":
       await Promise.all(cluster.addresses.map((_, i) => cluster.kill(i)));
       return;
@@ -325,7 +329,7 @@ async function perform(cluster: ChaosCluster, event: FaultEvent): Promise<void> 
  * that does, picked with `random`).
  */
 async function chainAware(cluster: ChaosCluster, event: FaultEvent, secret: string | undefined, random: Random): Promise<string | { server: number | null }> {
-  const anyCut = cluster.addresses.some((_, i) => cluster.addresses.some((__, j) => i < j && cluster.isCut(i, j)));
+  const anyCut = cluster.addresses.some((_, i) => cluster.addresses.some((__, j) => i !== j && cluster.isCut(i, j)));
   if (anyCut) return "a link is cut";
   if (event.kind === "total") return { server: null };
   const members = await servingMembers(cluster, secret);
@@ -333,7 +337,7 @@ async function chainAware(cluster: ChaosCluster, event: FaultEvent, secret: stri
     if (members.length < 2) return "the chain has one member";
     return { server: members.includes(event.server) ? event.server : random.pick(members) };
   }
-  if (event.kind === "cut") {
+  if (event.kind === "cut" || event.kind === "oneway") {
     if (cluster.count < 3) return "a cut would split a chain of two";
     if (members.length < cluster.count) return "the chain does not have every server";
     return { server: null };
@@ -377,10 +381,16 @@ function progressLine(elapsedMs: number, workload: ChaosWorkload, cluster: Chaos
   const s = workload.stats;
   const states = cluster.states.map((state, i) => `${i + 1}:${state}`).join(" ");
   const cuts: string[] = [];
-  for (let i = 0; i < cluster.count; i++) for (let j = i + 1; j < cluster.count; j++) if (cluster.isCut(i, j)) cuts.push(`${i + 1}↔${j + 1}`);
+  for (let i = 0; i < cluster.count; i++) {
+    for (let j = i + 1; j < cluster.count; j++) {
+      if (cluster.isCut(i, j) && cluster.isCut(j, i)) cuts.push(`${i + 1}↔${j + 1}`);
+      else if (cluster.isCut(i, j)) cuts.push(`${i + 1}→${j + 1}`);
+      else if (cluster.isCut(j, i)) cuts.push(`${j + 1}→${i + 1}`);
+    }
+  }
   return (
     `  t=${Math.round(elapsedMs / 1000)}s ops ${s.invoked} (${s.acknowledged} ok, ${s.unknown} unknown, ${s.failed} failed), ` +
-    `${workload.recentAcks(10_000)} acks in the last 10 s; faults kill ${faults.kill} pause ${faults.pause} cut ${faults.cut} total ${faults.total}; ` +
+    `${workload.recentAcks(10_000)} acks in the last 10 s; faults kill ${faults.kill} pause ${faults.pause} cut ${faults.cut} one-way ${faults.oneway} total ${faults.total}; ` +
     `servers ${states}${cuts.length ? `; cut ${cuts.join(" ")}` : ""}`
   );
 }
