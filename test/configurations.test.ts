@@ -143,6 +143,47 @@ describe("a joiner being appended", () => {
   });
 });
 
+describe("a link broken one way", () => {
+  // Chaos seed 23002: with 2→1 cut, head 1 removed 2, 2 joined through tail 3, 3 reported it
+  // caught up, 1 appended it and, having still heard nothing from it, removed it again at once:
+  // epoch 129 to 1025 in 0.6 s.
+  test("a server the head cannot hear is removed once, and appended again only when the head hears it", () => {
+    const replicas = new Map([1, 2, 3].map((id) => [id, new Replica({ selfId: id, peers: [1, 2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS))]));
+    let cut = false; // 3's messages to 1 are lost
+    const deliver = (from: number, ready: Ready, now: number) => {
+      const queue: [number, Ready][] = [[from, ready]];
+      for (let steps = 0; queue.length > 0 && steps < 10_000; steps++) {
+        const [sender, batch] = queue.shift()!;
+        for (const out of batch.send) {
+          if (out.kind !== "peer" || (cut && sender === 3 && out.to === 1)) continue;
+          queue.push([out.to, replicas.get(out.to)!.onPeerMessage(out.message, now)]);
+        }
+      }
+    };
+    const head = replicas.get(1)!;
+    const epochs = new Set<number>();
+    const runUntil = (end: number, start: number) => {
+      for (let now = start; now <= end; now += 50) {
+        for (const [id, replica] of replicas) deliver(id, replica.onTick(now), now);
+        if (head.isHead) epochs.add(head.config.epoch);
+      }
+    };
+    runUntil(3000, 0);
+    expect(head.config.chain).toEqual([1, 2, 3]);
+    cut = true;
+    epochs.clear();
+    runUntil(8000, 3050);
+    // Removed once (one new configuration), never appended while 1 cannot hear it.
+    expect(head.config.chain).toEqual([1, 2]);
+    expect(epochs.size).toBeLessThanOrEqual(2);
+    expect(replicas.get(3)!.status).toBe("joining");
+    cut = false;
+    runUntil(11_000, 8050);
+    expect(head.config.chain).toEqual([1, 2, 3]);
+    expect(replicas.get(3)!.status).toBe("member");
+  });
+});
+
 describe("a joiner whose member's heartbeats are late", () => {
   // Sim seeds 163000724, 163002720: heartbeats queue behind the snapshot and forwards a member
   // sends its joiner; counting heartbeats only, the joiner gave the serving chain up after half

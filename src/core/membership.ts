@@ -54,6 +54,11 @@ export function noticeCaughtUp(r: ReplicaShared): void {
   // empty tail took an empty joiner's `join` for caught up at once, paused (awaitsJoinerAppended),
   // and the head appended and removed the joiner for 40 s (sim seed 386002363).
   if (r.down?.id !== joiner.id || !r.down.synced) return;
+  // Not while the head says it cannot hear the joiner (a link broken one way): appended, it would
+  // be removed at once, over and over, ten configurations a second (chaos seed 23002), and we
+  // would stop applying while we waited for each append (awaitsJoinerAppended).
+  const head = r.config.chain[0]!;
+  if (head !== r.selfId && r.peerViews.get(head)?.unheard.includes(joiner.id)) return;
   if (r.nowMs - joiner.lastNoticeMs < r.options.heartbeatMs) return;
   joiner.lastNoticeMs = r.nowMs;
   joiner.caughtUpSinceMs ??= r.nowMs;
@@ -404,6 +409,7 @@ export function onHeartbeat(r: ReplicaShared, message: Extract<PeerMessage, { ty
     servesWithoutUsSinceMs: withoutUs ? (previous?.servesWithoutUsSinceMs ?? r.nowMs) : null,
     diskFull: message.diskFull ?? false,
     bootPeers: message.bootPeers ?? [],
+    unheard: message.unheard ?? [],
     lastHeardMs: r.nowMs,
     linksLostAtMs: null,
     epoch: message.epoch,
@@ -443,6 +449,7 @@ export function broadcastHeartbeat(r: ReplicaShared, busyMs = 0): void {
 export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): void {
   // Our successor hears how far the chain up to us is durable (a lost notice is repaired here).
   const durable = r.down?.id === to && r.down.synced ? durableToSay(r) : undefined;
+  const unheard = r.options.peers.filter((id) => id !== r.selfId && r.suspected(id));
   r.send(to, {
     type: "heartbeat",
     from: r.selfId,
@@ -455,5 +462,6 @@ export function sendHeartbeat(r: ReplicaShared, to: number, busyMs: number): voi
     diskFull: r.diskFull,
     ...(durable ? { durable } : {}),
     ...(r.bootPeers.size > 0 ? { bootPeers: r.bootPeerList() } : {}),
+    ...(unheard.length > 0 ? { unheard } : {}),
   });
 }

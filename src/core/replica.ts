@@ -285,7 +285,8 @@ export class Replica {
         break;
       case "caught_up":
         if (this.s.isHead && message.epoch === this.s.config.epoch && message.from === tailOf(this.s.config)) {
-          if (!this.s.config.chain.includes(message.joiner)) issueConfig(this.s, [...this.s.config.chain, message.joiner]);
+          // A joiner we cannot hear would be removed again at once (its tail learns from our heartbeats).
+          if (!this.s.config.chain.includes(message.joiner) && !this.s.suspected(message.joiner)) issueConfig(this.s, [...this.s.config.chain, message.joiner]);
         }
         break;
     }

@@ -81,6 +81,8 @@ export interface PeerView {
   diskFull: boolean;
   /** The servers it heard while not serving, on its disk (its bootPeers). */
   bootPeers: number[];
+  /** The servers it suspected when it sent that heartbeat (a link broken one way: it cannot hear them). */
+  unheard: number[];
   /**
    * Since when no connection with it is left (null: one is, or we heard it since): it is
    * suspected two heartbeats later unless a connection comes back (Replica.onPeerConnected).

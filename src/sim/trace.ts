@@ -66,7 +66,7 @@ function formatDetail(detail: Detail): string {
 export function describePeerMessage(m: PeerMessage): string {
   switch (m.type) {
     case "heartbeat":
-      return `heartbeat e${m.epoch} [${m.chain}] ${m.status} at ${m.appliedSeq}@${m.lastEpoch}${m.bootPeers ? ` heard [${m.bootPeers}]` : ""}`;
+      return `heartbeat e${m.epoch} [${m.chain}] ${m.status} at ${m.appliedSeq}@${m.lastEpoch}${m.bootPeers ? ` heard [${m.bootPeers}]` : ""}${m.unheard ? ` unheard [${m.unheard}]` : ""}`;
     case "ahead":
       return `ahead e${m.epoch}: holds ${m.baseSeq}@${m.baseEpoch}, at ${m.appliedSeq}`;
     case "pull":

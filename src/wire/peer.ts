@@ -31,6 +31,11 @@ export type PeerMessage =
        * configuration: a booting server leads only once every candidate lists it here. Absent: none.
        */
       bootPeers?: number[];
+      /**
+       * The servers the sender suspects now (nothing heard from them for --suspect-ms): a tail
+       * does not report a joiner caught up to a head that cannot hear it. Absent: none.
+       */
+      unheard?: number[];
     }
   /**
    * A configuration that takes effect. `issued`: the sender issued it itself, from the
@@ -168,12 +173,13 @@ export function isPeerFrameType(type: number): boolean {
 export function encodePeer(m: PeerMessage): Uint8Array {
   switch (m.type) {
     case "heartbeat":
-      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1 + 8 + 8 + chainSize(m.bootPeers ?? []), (w) => {
+      return frame(PEER_TYPES.heartbeat, 2 + 8 + chainSize(m.chain) + 1 + 8 + 8 + 4 + 1 + 8 + 8 + chainSize(m.bootPeers ?? []) + chainSize(m.unheard ?? []), (w) => {
         w.u16(m.from).u53(m.epoch);
         writeChain(w, m.chain);
         w.u8(STATUS_CODES[m.status]).u53(m.appliedSeq).u53(m.lastEpoch).u32(m.busyMs).u8(m.diskFull ? 1 : 0);
         w.u53(m.durable?.seq ?? 0).u53(m.durable?.epoch ?? 0);
         writeChain(w, m.bootPeers ?? []);
+        writeChain(w, m.unheard ?? []);
       });
     case "config":
       return frame(PEER_TYPES.config, 2 + 8 + chainSize(m.chain) + 1, (w) => {
@@ -261,7 +267,13 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       const durableSeq = r.u53();
       const durableEpoch = r.u53();
       const bootPeers = readChain(r);
-      return { ...heartbeat, ...(durableSeq === 0 ? {} : { durable: { seq: durableSeq, epoch: durableEpoch } }), ...(bootPeers.length === 0 ? {} : { bootPeers }) };
+      const unheard = readChain(r);
+      return {
+        ...heartbeat,
+        ...(durableSeq === 0 ? {} : { durable: { seq: durableSeq, epoch: durableEpoch } }),
+        ...(bootPeers.length === 0 ? {} : { bootPeers }),
+        ...(unheard.length === 0 ? {} : { unheard }),
+      };
     }
     case PEER_TYPES.config:
       return { type: "config", from: r.u16(), epoch: r.u53(), chain: readChain(r), issued: readFlag(r) };

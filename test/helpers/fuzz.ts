@@ -51,6 +51,7 @@ export const PEER_MESSAGES: PeerMessage[] = [
   { type: "heartbeat", from: 2, epoch: 65, chain: [1, 2, 3], status: "member", appliedSeq: 120, lastEpoch: 65, busyMs: 0, diskFull: false },
   { type: "heartbeat", from: 3, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, diskFull: true },
   { type: "heartbeat", from: 2, epoch: 195, chain: [3], status: "booting", appliedSeq: 10, lastEpoch: 130, busyMs: 0, diskFull: false, bootPeers: [1, 3] },
+  { type: "heartbeat", from: 1, epoch: 257, chain: [1, 3], status: "member", appliedSeq: 40, lastEpoch: 257, busyMs: 0, diskFull: false, unheard: [2] },
   { type: "config", from: 1, epoch: 129, chain: [1, 3], issued: true },
   { type: "sync_request", from: 1, epoch: 129, chain: [1, 2, 3] },
   { type: "sync_reply", from: 2, epoch: 129, appliedSeq: 77, lastEpoch: 65 },
