@@ -64,7 +64,7 @@ interface Model {
   killed: boolean[];
   paused: boolean[];
   cut: boolean[][];
-  /** oneWay[a][b]: a's messages to b are cut (not b's to a). Never a split: each hears the other's news. */
+  /** oneWay[a][b]: a's messages to b are cut. Alone never a split (each hears the other's news); with b→a too, a cut. */
   oneWay: boolean[][];
   /** When each server, back from a kill or a pause, is in the chain again. */
   rejoinedAt: number[];
@@ -216,7 +216,7 @@ function connected(model: Model, nodes: number[]): boolean {
   while (queue.length > 0) {
     const i = queue.pop()!;
     for (const j of nodes) {
-      if (!seen.has(j) && !model.cut[i]![j]) {
+      if (!seen.has(j) && !model.cut[i]![j] && !(model.oneWay[i]![j] && model.oneWay[j]![i])) {
         seen.add(j);
         queue.push(j);
       }

@@ -353,15 +353,17 @@ async function chainAware(cluster: ChaosCluster, event: FaultEvent, secret: stri
  * serve (seed 22004 with 5 servers: the default mode's documented split, not a bug to find).
  */
 export async function splitsServingChain(cluster: ChaosCluster, event: FaultEvent, secret: string | undefined): Promise<string | null> {
-  if (event.kind !== "cut" && event.kind !== "kill" && event.kind !== "pause") return null;
+  // A one-way cut splits nothing, unless the other way is cut already.
+  const cutsPair = event.kind === "cut" || (event.kind === "oneway" && cluster.isCut(event.b, event.a));
+  if (!cutsPair && event.kind !== "kill" && event.kind !== "pause") return null;
   const members = await servingMembers(cluster, secret);
-  const left = event.kind === "cut" ? members : members.filter((i) => i !== event.server);
-  const isNewCut = (i: number, j: number) => event.kind === "cut" && ((i === event.a && j === event.b) || (i === event.b && j === event.a));
+  const left = "server" in event ? members.filter((i) => i !== event.server) : members;
+  const isNewCut = (i: number, j: number) => cutsPair && "a" in event && ((i === event.a && j === event.b) || (i === event.b && j === event.a));
   const reached = new Set(left.slice(0, 1));
   for (const queue = [...reached]; queue.length > 0; ) {
     const i = queue.pop()!;
     for (const j of left) {
-      if (reached.has(j) || cluster.isCut(i, j) || isNewCut(i, j)) continue;
+      if (reached.has(j) || (cluster.isCut(i, j) && cluster.isCut(j, i)) || isNewCut(i, j)) continue;
       reached.add(j);
       queue.push(j);
     }
