@@ -158,7 +158,7 @@ process.stderr.write(
 );
 if (report.skipped > 0) {
   const reasons = [...report.skipReasons.entries()].map(([why, n]) => `${n} (${why})`).join(", ");
-  process.stderr.write(`  chain-aware: ${report.skipped} planned faults skipped: ${reasons}\n`);
+  process.stderr.write(`  ${options.chainAware ? "chain-aware: " : ""}${report.skipped} planned faults skipped: ${reasons}\n`);
 }
 for (const violation of report.violations) process.stderr.write(`VIOLATION: ${violation}\n`);
 if (report.keptAt) process.stderr.write(`data, server logs, history and schedule kept in ${report.keptAt}\n`);
