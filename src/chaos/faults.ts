@@ -64,7 +64,11 @@ interface Model {
   killed: boolean[];
   paused: boolean[];
   cut: boolean[][];
-  /** oneWay[a][b]: a's messages to b are cut. Alone never a split (each hears the other's news); with b→a too, a cut. */
+  /**
+   * oneWay[a][b]: a's messages to b are cut. Counted as a cut of the link: alone it splits
+   * nothing, but with other cuts it can leave a server hearing none of its chain (seed 23006,
+   * 5 servers: 3→4 one way and 4↔5 cut; tail 4 heard neither 3 nor 5 and served alone).
+   */
   oneWay: boolean[][];
   /** When each server, back from a kill or a pause, is in the chain again. */
   rejoinedAt: number[];
@@ -216,7 +220,7 @@ function connected(model: Model, nodes: number[]): boolean {
   while (queue.length > 0) {
     const i = queue.pop()!;
     for (const j of nodes) {
-      if (!seen.has(j) && !model.cut[i]![j] && !(model.oneWay[i]![j] && model.oneWay[j]![i])) {
+      if (!seen.has(j) && !model.cut[i]![j] && !model.oneWay[i]![j] && !model.oneWay[j]![i]) {
         seen.add(j);
         queue.push(j);
       }

@@ -353,8 +353,8 @@ async function chainAware(cluster: ChaosCluster, event: FaultEvent, secret: stri
  * serve (seed 22004 with 5 servers: the default mode's documented split, not a bug to find).
  */
 export async function splitsServingChain(cluster: ChaosCluster, event: FaultEvent, secret: string | undefined): Promise<string | null> {
-  // A one-way cut splits nothing, unless the other way is cut already.
-  const cutsPair = event.kind === "cut" || (event.kind === "oneway" && cluster.isCut(event.b, event.a));
+  // A one-way cut counts as a cut: a server that hears none of its chain serves alone (seed 23006).
+  const cutsPair = event.kind === "cut" || event.kind === "oneway";
   if (!cutsPair && event.kind !== "kill" && event.kind !== "pause") return null;
   const members = await servingMembers(cluster, secret);
   const left = "server" in event ? members.filter((i) => i !== event.server) : members;
@@ -363,7 +363,7 @@ export async function splitsServingChain(cluster: ChaosCluster, event: FaultEven
   for (const queue = [...reached]; queue.length > 0; ) {
     const i = queue.pop()!;
     for (const j of left) {
-      if (reached.has(j) || (cluster.isCut(i, j) && cluster.isCut(j, i)) || isNewCut(i, j)) continue;
+      if (reached.has(j) || cluster.isCut(i, j) || cluster.isCut(j, i) || isNewCut(i, j)) continue;
       reached.add(j);
       queue.push(j);
     }
