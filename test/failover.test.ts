@@ -168,19 +168,24 @@ test("8 MiB rewrites while the middle, then the head, is killed -9 and restarted
         );
     }
   })();
-  for (const role of ["middle", "head"] as const) {
-    await Bun.sleep(800);
-    const victim = await indexOf(writer, role, c.servers);
-    const before = acknowledged;
-    await c.kill(victim, "SIGKILL");
-    const deadline = performance.now() + 15_000;
-    while (acknowledged < before + 3 && performance.now() < deadline) await Bun.sleep(20);
-    expect(acknowledged).toBeGreaterThanOrEqual(before + 3);
-    await c.restart(victim);
-    await waitServing(writer, 3, 20_000);
+  try {
+    for (const role of ["middle", "head"] as const) {
+      await Bun.sleep(800);
+      const victim = await indexOf(writer, role, c.servers);
+      const before = acknowledged;
+      await c.kill(victim, "SIGKILL");
+      const deadline = performance.now() + 15_000;
+      while (acknowledged < before + 3 && performance.now() < deadline) await Bun.sleep(20);
+      expect(acknowledged).toBeGreaterThanOrEqual(before + 3);
+      await c.restart(victim);
+      await waitServing(writer, 3, 20_000);
+    }
+  } finally {
+    // Also when a check above fails: left running, the loop spun on a closed store and the
+    // test process never ended (a CI run hung on it).
+    stop = true;
+    await loop;
   }
-  stop = true;
-  await loop;
   /** The round whose bytes `page` holds in full (-1: none). */
   const roundOf = (bytes: Uint8Array, at: number): number => {
     for (let round = acknowledged; round <= attempted; round++) {
