@@ -50,7 +50,8 @@ export interface SimOptions {
   /**
    * Also cut one direction between two servers for longer than the suspicion timeout,
    * the other direction working: a server hears a peer that cannot hear it (a
-   * firewall rule, a half-broken link). Safe in both modes: nobody is cut off both ways.
+   * firewall rule, a half-broken link). Without --partitions the other direction of a link
+   * is never cut at the same time, so the default mode must lose nothing acknowledged.
    */
   oneWay?: boolean;
   /**
