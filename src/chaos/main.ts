@@ -9,6 +9,9 @@
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_WEIGHTS, type FaultKind } from "./faults";
+
+/** The kinds --faults chooses among (a whole-cluster kill has its own flag, --allow-total). */
+const CHOSEN_KINDS = ["kill", "pause", "cut", "oneway"] as const satisfies readonly FaultKind[];
 import { seedFrom } from "./random";
 import { type ChaosOptions, DEFAULT_OPTIONS, runChaos, summaryLine } from "./run";
 
@@ -100,8 +103,8 @@ function parse(argv: string[]): ChaosOptions {
   const weights: Record<FaultKind, number> = { ...DEFAULT_WEIGHTS, total: values["allow-total"] ? DEFAULT_WEIGHTS.total : 0 };
   if (values.faults !== undefined) {
     const kinds = values.faults.split(",").map((kind) => kind.trim()).filter(Boolean);
-    for (const kind of kinds) if (!["kill", "pause", "cut", "oneway"].includes(kind)) fail(`--faults takes kill, pause, cut and oneway, not "${kind}"`);
-    for (const kind of ["kill", "pause", "cut", "oneway"] as const) if (!kinds.includes(kind)) weights[kind] = 0;
+    for (const kind of kinds) if (!(CHOSEN_KINDS as readonly string[]).includes(kind)) fail(`--faults takes ${CHOSEN_KINDS.join(", ")}, not "${kind}"`);
+    for (const kind of CHOSEN_KINDS) if (!kinds.includes(kind)) weights[kind] = 0;
   }
   let gapMs = DEFAULT_OPTIONS.gapMs;
   if (values["gap-ms"] !== undefined) {
@@ -133,8 +136,8 @@ function parse(argv: string[]): ChaosOptions {
 /** The flags that give the same schedule again. */
 function replayArgs(o: ChaosOptions): string[] {
   const args = ["--seed", String(o.seed), "--minutes", String(o.durationMs / 60_000), "--servers", String(o.servers), "--clients", String(o.clients)];
-  const kinds = (["kill", "pause", "cut", "oneway"] as const).filter((kind) => o.weights[kind] > 0);
-  if (kinds.length < 4) args.push("--faults", kinds.join(","));
+  const kinds = CHOSEN_KINDS.filter((kind) => o.weights[kind] > 0);
+  if (kinds.length < CHOSEN_KINDS.length) args.push("--faults", kinds.join(","));
   if (o.thinkMs > 0) args.push("--think-ms", String(o.thinkMs));
   if (o.allowTotal) args.push("--allow-total");
   if (o.allowSplit) args.push("--allow-split");
