@@ -12,7 +12,8 @@
  *    copy away, and the fault budget (see simulation.ts) never crashes the last
  *    server holding it when servers have no disk — so any loss is a violation.
  *    With disks, a power loss may take updates that need no sync (holds,
- *    sessions) once every live member of the newest chain has lost them, as
+ *    sessions) once every live member of the newest chain that served (its
+ *    tail adopted it) has lost them, as
  *    docs/recovery.md accepts; anything needing a sync is still a violation.
  * 2. Each member's history is a prefix of its predecessor's in their common
  *    configuration (same updates, same order); gaps and duplicates are caught
@@ -41,6 +42,8 @@ export class Failed extends Error {
 export class Checker {
   readonly committed = new AppliedHistory();
   private readonly epochs = new Set<number>();
+  /** Epochs whose tail wrote the configuration down: only those can have acknowledged anything. */
+  private readonly servedEpochs = new Set<number>();
   /** Acknowledged updates that died with the last server holding them (only with durable storage). */
   lostWithCrashes = 0;
   /**
@@ -69,6 +72,7 @@ export class Checker {
   sawConfig(server: ServerMachine, epoch: number, chain: number[]): void {
     this.epochs.add(epoch);
     if (epoch === 0) return;
+    if (chain[chain.length - 1] === server.id) this.servedEpochs.add(epoch);
     const key = chain.join(",");
     for (const other of this.servers) {
       if (!other.up || other === server || other.replica.config.epoch !== epoch) continue;
@@ -207,15 +211,21 @@ export class Checker {
   }
 
   /**
-   * Whether a live member of the newest chain any server knows (in memory, or saved on a
-   * crashed server's disk) still holds the whole acknowledged history. When none does, the
-   * chain that serves next may restart from a disk that lost the unsynced suffix.
+   * Whether a live member of the newest chain that held acknowledged updates still holds them
+   * all. That is the newest configuration any server knows (in memory, or saved on a crashed
+   * server's disk) whose tail adopted it: one its issuer saved and crashed with before its tail
+   * heard of it acknowledged nothing, and the chain that held the updates is the one before.
+   * When no member of that chain does, the chain that serves next may restart from a disk
+   * that lost the unsynced suffix, and a joiner or a server outside it may keep a copy the
+   * restart does not wait for (docs/recovery.md). Sim seed 1076000698: e193 [1,2,3], issued
+   * by 1, which lost power at once, lists joiner 3, which had the hold update e129 [1,2]
+   * acknowledged and both its members lost in power losses.
    */
   private newestChainHoldsAll(): boolean {
     let newest: { epoch: number; chain: number[] } | null = null;
     for (const server of this.servers) {
       const config = server.up ? server.replica.config : server.storage.savedConfig;
-      if (config && (!newest || config.epoch > newest.epoch)) newest = config;
+      if (config && this.servedEpochs.has(config.epoch) && (!newest || config.epoch > newest.epoch)) newest = config;
     }
     if (!newest) return this.servers.some((server) => server.up && server.history.samePrefix(this.committed, this.committed.length));
     return newest.chain.some((id) => {
