@@ -211,14 +211,16 @@ function cellGroups(env: Env): Cell[][] {
   const run = (clients: number, size = SIZE, budgetMs = cellMs) => ({ clients, size, budget: { durationMs: budgetMs }, warmupMs });
   const redisOff = () => need(env.redis.off, "redis").primaryPort;
   const redisAlways = () => need(env.redis.always, "redis").primaryPort;
-  const floorPass = (size: number) => async (): Promise<Measured> => {
-    const latency_us = await measurePasses(size, cellMs, warmupMs);
+  const floorPass = (size: number, logging = false) => async (): Promise<Measured> => {
+    const latency_us = await measurePasses(size, cellMs, warmupMs, logging);
     return { ops_per_s: 1e6 / latency_us.mean, latency_us, extra: {} };
   };
   const groups: Cell[][] = [
     [
       { key: "floor.pass32", system: "floor", title: "floor: 32 B through 3 bare Bun relays", command: "bun bench/floor.ts", run: floorPass(32) },
       { key: "floor.pass4k", system: "floor", title: "floor: 4 KiB through 3 bare Bun relays", command: "bun bench/floor.ts", run: floorPass(SIZE) },
+      // The least a logging chain adds: each relay writes what it relays to a file (the last one before it forwards).
+      { key: "floor.pass4k.logged", system: "floor", title: "floor: 4 KiB through 3 Bun relays that log it", command: "bun bench/floor.ts --logging", run: floorPass(SIZE, true) },
       {
         key: "floor.bulk",
         system: "floor",

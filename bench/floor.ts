@@ -8,13 +8,17 @@
  *   message at a time, 32 B (an acquire's size) and 4 KiB (a one-page release).
  * - bulk: one process writing 256 MiB to another over loopback, MB/s.
  *
- *   bun bench/floor.ts [--seconds 3]     prints the floor
+ *   bun bench/floor.ts [--seconds 3] [--logging]   prints the floor (--logging: also relays that
+ *                                                  write what they relay to a file, as a log)
  *   (bench/compare.ts imports measureFloor and runs it in the same run as pstore)
  *
  * The children are this same file run as `relay NEXT_PORT` or `sink`; each
  * prints `READY <port>` and exits when its input closes.
  */
 import type { Socket } from "bun";
+import { mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { LatencyRecorder, type LatencySummary } from "../src/bench/index.ts";
 
 const HOST = "127.0.0.1";
@@ -64,8 +68,14 @@ class Outbound {
 
 // ---- children ----
 
-async function relay(nextPort: number): Promise<void> {
+/**
+ * With `logging`, a relay also writes what it relays to a file, as a server logs an update: the
+ * first two after they forward it, the last (a tail) before. The file is written through once
+ * first, so these writes overwrite cached pages, as a recycled log segment's do.
+ */
+async function relay(nextPort: number, logging: boolean, last: boolean): Promise<void> {
   let downstream: Outbound | null = null;
+  const log = logging ? new RelayLog() : null;
   const next = await Bun.connect({
     hostname: HOST,
     port: nextPort,
@@ -80,11 +90,40 @@ async function relay(nextPort: number): Promise<void> {
     hostname: HOST,
     port: 0,
     socket: {
-      data: (_socket, bytes) => downstream!.send(bytes),
-      close: () => process.exit(0),
+      data: (_socket, bytes) => {
+        if (log && last) log.write(bytes);
+        downstream!.send(bytes);
+        if (log && !last) log.write(bytes);
+      },
+      close: () => {
+        log?.remove();
+        process.exit(0);
+      },
     },
   });
   process.stdout.write(`READY ${server.port}\n`);
+}
+
+const RELAY_LOG_BYTES = 64 * 1024 * 1024;
+
+class RelayLog {
+  private readonly dir = mkdtempSync(join(tmpdir(), "pstore-floor-"));
+  private readonly fd = openSync(join(this.dir, "log"), "w+");
+  private offset = 0;
+
+  constructor() {
+    const zeros = new Uint8Array(1024 * 1024);
+    for (let at = 0; at < RELAY_LOG_BYTES; at += zeros.length) writeSync(this.fd, zeros, 0, zeros.length, at);
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.offset + bytes.length > RELAY_LOG_BYTES) this.offset = 0;
+    this.offset += writeSync(this.fd, bytes, 0, bytes.length, this.offset);
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
 
 function sink(): void {
@@ -131,7 +170,7 @@ async function spawnChild(args: string[]): Promise<{ port: number; proc: ReturnT
 }
 
 /** Round trips of `size`-byte messages through the three relays, for `ms` milliseconds. */
-export async function measurePasses(size: number, ms: number, warmupMs: number): Promise<LatencySummary> {
+export async function measurePasses(size: number, ms: number, warmupMs: number, logging = false): Promise<LatencySummary> {
   let arrived = 0;
   let wake: (() => void) | null = null;
   const back = Bun.listen({
@@ -148,7 +187,8 @@ export async function measurePasses(size: number, ms: number, warmupMs: number):
   try {
     let next = back.port;
     for (let i = 0; i < 3; i++) {
-      const child = await spawnChild(["relay", String(next)]);
+      // Spawned from the last relay (the tail) back to the first.
+      const child = await spawnChild(["relay", String(next), logging ? (i === 0 ? "log-before" : "log-after") : "plain"]);
       children.push(child.proc);
       next = child.port;
     }
@@ -219,7 +259,7 @@ export async function measureFloor(options: { ms: number; warmupMs: number }): P
 
 if (import.meta.main) {
   const [mode, arg] = process.argv.slice(2);
-  if (mode === "relay") await relay(Number(arg));
+  if (mode === "relay") await relay(Number(arg), process.argv[4] !== "plain", process.argv[4] === "log-before");
   else if (mode === "sink") sink();
   else {
     const index = process.argv.indexOf("--seconds");
@@ -229,6 +269,10 @@ if (import.meta.main) {
     console.log(`pass 32 B   p50 ${floor.pass32_us.p50} µs  p99 ${floor.pass32_us.p99} µs`);
     console.log(`pass 4 KiB  p50 ${floor.pass4k_us.p50} µs  p99 ${floor.pass4k_us.p99} µs`);
     console.log(`bulk        ${floor.bulk_mb_per_s} MB/s`);
+    if (process.argv.includes("--logging")) {
+      const logged = await measurePasses(4096, seconds * 1000, 300, true);
+      console.log(`pass 4 KiB, relays that log it  p50 ${logged.p50} µs  p99 ${logged.p99} µs`);
+    }
     process.exit(0);
   }
 }

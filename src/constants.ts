@@ -112,6 +112,14 @@ export const CONNECTIONS_KEPT_FOR_PEERS = 2 * SERVERS_MAX;
  */
 export const RETAINED_UPDATES_MAX = 10_000;
 export const RETAINED_BYTES_MAX = 256 * 1024;
+/**
+ * A tail holds back its forwards to a joiner that has not acknowledged more than this, and
+ * more than twice a snapshot of the state, then resyncs it (src/core/joiner_flow.ts): eight
+ * 8 MiB rewrites, or 16,384 one-page releases. Smaller, a joiner merely catching up (one or two
+ * large updates behind) was resynced over and over: 16 MiB and once a snapshot made rejoins
+ * under 8 MiB rewrites take twice as long.
+ */
+export const JOINER_BACKLOG_BYTES_MIN = 64 * 1024 * 1024;
 /** Stamps a server keeps for bench/pass_profile.ts (PSTORE_PASS_PROFILE): a minute of one client's cycles. */
 export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
 

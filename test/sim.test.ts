@@ -222,8 +222,8 @@ describe("simulator", () => {
     expect(runSeed({ seed: 8 }).traceHash).not.toBe(runSeed({ seed: 7 }).traceHash);
   });
 
-  test("runs exercise what they claim: crashes, restarts, cuts, failovers, increments, reads, timeouts, expiries, snapshots, stores sharing a process", () => {
-    const totals = { crashes: 0, restarts: 0, cuts: 0, serverPauses: 0, clientCrashes: 0, pauses: 0, increments: 0, reads: 0, timeouts: 0, configurations: 0, sessionsLost: 0, snapshots: 0, localGrants: 0, recalls: 0, sharedProcessStarts: 0 };
+  test("runs exercise what they claim: crashes, restarts, cuts, failovers, increments, reads, timeouts, expiries, snapshots, joiners held back, stores sharing a process", () => {
+    const totals = { crashes: 0, restarts: 0, cuts: 0, serverPauses: 0, clientCrashes: 0, pauses: 0, increments: 0, reads: 0, timeouts: 0, configurations: 0, sessionsLost: 0, snapshots: 0, joinerHolds: 0, localGrants: 0, recalls: 0, sharedProcessStarts: 0 };
     for (let seed = 1; seed <= 20; seed++) {
       const r = runSeed({ seed, disks: seed % 2 === 0 });
       expect([seed, r.ok, r.failure?.message]).toEqual([seed, true, undefined]);

@@ -17,6 +17,7 @@ import { adoptConfig } from "./configuration";
 import { awaitsJoinerAppended, noticeCaughtUp } from "./membership";
 import { durableToSay, isReplyHeld, noteUpstreamDurable, replyWhenDurable } from "./chain_sync";
 import { needsSync } from "./durable";
+import { admitsForward, joinerAcknowledged, noteResent, resetJoinerFlow } from "./joiner_flow";
 
 
 export function handleRequest(r: ReplicaShared, request: Request): void {
@@ -77,7 +78,7 @@ export function apply(r: ReplicaShared, update: Update): void {
     for (const output of outputs) replyWhenDurable(r, output);
     r.ackedSeq = update.seq;
   }
-  if (r.down?.synced) {
+  if (r.down?.synced && admitsForward(r, r.down, update)) {
     r.toForward.push(update);
     r.down.sentUpTo = update.seq;
   }
@@ -207,6 +208,7 @@ export function onAck(r: ReplicaShared, from: number, seq: number, seqEpoch: num
     // and taken for caught up it became a member that was no prefix (sim seed 58000733).
     if (!r.epochs.extends(seq, seqEpoch)) return;
     r.joiner.ackedSeq = Math.max(r.joiner.ackedSeq, seq);
+    if (r.down?.id === from && joinerAcknowledged(r.down, seq)) syncDownstream(r, seq, seqEpoch);
     noticeCaughtUp(r);
     return;
   }
@@ -225,6 +227,9 @@ export function startDownstream(r: ReplicaShared, id: number): void {
     lastSyncRequestMs: r.nowMs,
     seenApplied: -1,
     seenAppliedSinceMs: r.nowMs,
+    unacked: [],
+    unackedBytes: 0,
+    holding: false,
   };
   r.send(id, { type: "sync_request", from: r.selfId, epoch: r.config.epoch, chain: r.config.chain });
 }
@@ -236,7 +241,9 @@ export function syncDownstream(r: ReplicaShared, seq: number, epoch: number): vo
   const mine = r.state.appliedSeq;
   const isPrefix = seq <= mine && r.retained.epochAt(seq) === epoch;
   const missing = isPrefix ? r.retained.after(seq) : null;
+  resetJoinerFlow(down);
   if (missing) {
+    noteResent(r, down, missing);
     for (let i = 0; i < missing.length; i += FORWARD_BATCH_MAX) {
       r.send(down.id, forwardMessage(r, missing.slice(i, i + FORWARD_BATCH_MAX)));
     }

@@ -61,6 +61,8 @@ export interface ReplicaOptions {
    * (chain_sync.ts). False: what the host writes counts as done at once.
    */
   awaitSync?: boolean;
+  /** JOINER_BACKLOG_BYTES_MIN, smaller in the simulator so that its small updates reach it. */
+  joinerBacklogBytes?: number;
 }
 
 /** What this replica last heard from another server. */
@@ -102,6 +104,11 @@ export interface Downstream {
   /** Progress seen in its heartbeats, to resync a link that silently lost updates. */
   seenApplied: number;
   seenAppliedSinceMs: number;
+  /** A joiner's forwards sent and not yet acknowledged, oldest first, and their bytes (joiner_flow.ts). */
+  unacked: { seq: number; bytes: number }[];
+  unackedBytes: number;
+  /** Forwards to this joiner are held back until it acknowledges what it was sent; then it is resynced. */
+  holding: boolean;
 }
 
 /** What every part of the replica reads and writes. */

@@ -78,7 +78,7 @@ export class RetainedLog {
 }
 
 /** The update's encoded length: the encoding is cached and reused to log and forward it. */
-function encodedSize(update: Update): number {
+export function encodedSize(update: Update): number {
   let bytes = 0;
   for (const part of encodeUpdateParts(update)) bytes += part.length;
   return bytes;

@@ -9,6 +9,7 @@
 import { NONCE_BYTES } from "../wire";
 import type { Message, PeerMessage, Recall, ReplyMessage } from "../wire";
 import { type Persist, Replica, type StoreState } from "../core";
+import { JOINER_HELD_NOTE } from "../core/joiner_flow";
 import { INBOUND_BUFFERED_BYTES_MAX } from "../constants";
 import { type ConnId, type NodeDisk, type NodeHost, type NodeLog, type NodeObserver, peerFrameBytesMax } from "../server/host";
 import { ServerNode } from "../server/node";
@@ -31,6 +32,8 @@ export interface ReplicaSettings {
   pageSize: number;
   /** The servers' --secret (undefined: no challenge). */
   secret: string | undefined;
+  /** ReplicaOptions.joinerBacklogBytes: drawn small in half the seeds, so that a joiner's forwards get held back. */
+  joinerBacklogBytes?: number;
 }
 
 /** What a machine asks of the simulated world. */
@@ -48,6 +51,8 @@ export interface World {
   report(invariant: string, message: string): void;
   /** A background checkpoint began (for the run's figures). */
   checkpointStarted(): void;
+  /** A tail held back its forwards to a joiner too far behind (core/joiner_flow.ts). */
+  joinerHeld(): void;
   /** A write failed for lack of space (the DiskQueue will try again). */
   diskWriteRefused(): void;
   /** A configuration this server saved (adopted or issued). */
@@ -83,7 +88,10 @@ export class ServerMachine implements NodeHost, NodeDisk, NodeObserver {
     readonly tickMs: number,
     private readonly rng: Rng,
   ) {
-    const trace = (text: string) => this.world.trace(`server ${this.id}:`, text);
+    const trace = (text: string) => {
+      if (text.endsWith(JOINER_HELD_NOTE)) this.world.joinerHeld();
+      this.world.trace(`server ${this.id}:`, text);
+    };
     this.log = { info: trace, warn: trace, error: trace, debug: trace };
   }
 

@@ -123,7 +123,7 @@ function summary(r: SimResult): string {
     `seed ${r.seed}: ${r.ok ? "ok" : `FAILED (${r.failure!.invariant})`} — ${s.servers} servers, ${s.clients} clients, ${s.events} events, ${s.virtualMs} virtual ms, ` +
     `${s.crashes} crashes, ${s.restarts} restarts, ${s.cuts} cuts (${s.oneWayCuts} one way), ${s.serverPauses} server pauses, ${s.clientCrashes} client crashes, ${s.pauses} client pauses, ${s.sessionsLost} sessions lost, ` +
     `${s.increments} increments, ${s.reads} reads, ${s.localGrants} local grants, ${s.recalls} recalls, ` +
-    `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots, ${s.checkpoints} checkpoints, ${s.diskFills} disk fills (${s.diskWritesRefused} writes refused), seq ${s.appliedSeq}` +
+    `crashes during a recall: ${s.recallCrashesHead} heads, ${s.recallCrashesMiddle} middles, ${s.recallCrashesTail} tails, ${s.recallCrashesClient} clients, ${s.timeouts} timed-out waits, ${s.configurations} configurations, ${s.snapshots} snapshots (${s.joinerHolds} to joiners held back), ${s.checkpoints} checkpoints, ${s.diskFills} disk fills (${s.diskWritesRefused} writes refused), seq ${s.appliedSeq}` +
     `${s.linearizability === "unknown" ? ", linearizability search ran out of steps" : ""}; trace ${r.traceHash}`
   );
 }

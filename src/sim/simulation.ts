@@ -26,7 +26,7 @@ import { SimClients } from "./clients";
 import { Ending } from "./ending";
 import { Faults } from "./faults";
 import { Checker, Failed } from "./invariants";
-import { ServerMachine } from "./machine";
+import { type ReplicaSettings, ServerMachine } from "./machine";
 import { Network } from "./network";
 import { Rng } from "./prng";
 import { EventQueue } from "./queue";
@@ -127,6 +127,8 @@ export interface SimStats {
   timeouts: number;
   configurations: number;
   snapshots: number;
+  /** Tails that held back their forwards to a joiner too far behind, then resynced it. */
+  joinerHolds: number;
   /** Background checkpoints the servers began (--disks). */
   checkpoints: number;
   /** Disks that filled for a while (--full-disks). */
@@ -242,7 +244,7 @@ export class Simulation {
     this.serverIds = Array.from({ length: serverCount }, (_, i) => i + 1);
     this.net = new Network(this.serverIds, this.netRng);
     const geometry = { segmentSize: SEGMENT_PAGES * PAGE_SIZE, pageSize: PAGE_SIZE };
-    const replicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, secret: this.secret, ...geometry };
+    const replicaSettings: ReplicaSettings = { peers: this.serverIds, quorum: options.quorum ?? "none", sessionTimeoutMsDefault: this.sessionTimeoutMs, heartbeatMs: this.heartbeatMs, suspectMs: this.suspectMs, secret: this.secret, ...geometry };
     const sim = this;
     this.wires = new Wires(
       {
@@ -282,6 +284,8 @@ export class Simulation {
     const settings = { ...geometry, sharedCounters: SHARED_COUNTERS, extras: EXTRAS, cacheHolds: options.cacheHolds !== false, sharedProcesses: params.chance(0.5) };
     // --checkpoint-mb: small, so that servers checkpoint (in the background) every few dozen updates.
     checkpointBytes = Math.round(params.range(512, 8192));
+    // A few updates' worth (read when the servers first start): a joiner that lags gets its forwards held back, then a resync.
+    if (params.chance(0.5)) replicaSettings.joinerBacklogBytes = Math.round(params.range(256, 16_384));
     this.clients = new SimClients(this, clientCount, settings, this.rng);
     this.faults = new Faults(this);
     this.ending = new Ending(this);
@@ -305,6 +309,7 @@ export class Simulation {
       timeouts: 0,
       configurations: 0,
       snapshots: 0,
+      joinerHolds: 0,
       checkpoints: 0,
       diskFills: 0,
       diskWritesRefused: 0,

@@ -129,6 +129,9 @@ export class Wires {
       checkpointStarted: () => {
         this.ctx.stats.checkpoints++;
       },
+      joinerHeld: () => {
+        this.ctx.stats.joinerHolds++;
+      },
       diskWriteRefused: () => {
         this.ctx.stats.diskWritesRefused++;
       },
