@@ -69,13 +69,15 @@ class Outbound {
 // ---- children ----
 
 /**
- * With `logging`, a relay also writes what it relays to a file, as a server logs an update: the
- * first two after they forward it, the last (a tail) before. The file is written through once
- * first, so these writes overwrite cached pages, as a recycled log segment's do.
+ * A relay that logs also writes what it relays to a file, as a server logs an update: the first
+ * two after they forward it ("log-after"), the last, a tail, before ("log-before"). The file is
+ * written through once first, so these writes overwrite cached pages, as a recycled log segment's do.
  */
-async function relay(nextPort: number, logging: boolean, last: boolean): Promise<void> {
+type RelayMode = "plain" | "log-before" | "log-after";
+
+async function relay(nextPort: number, mode: RelayMode): Promise<void> {
   let downstream: Outbound | null = null;
-  const log = logging ? new RelayLog() : null;
+  const log = mode === "plain" ? null : new RelayLog();
   const next = await Bun.connect({
     hostname: HOST,
     port: nextPort,
@@ -91,9 +93,9 @@ async function relay(nextPort: number, logging: boolean, last: boolean): Promise
     port: 0,
     socket: {
       data: (_socket, bytes) => {
-        if (log && last) log.write(bytes);
+        if (mode === "log-before") log!.write(bytes);
         downstream!.send(bytes);
-        if (log && !last) log.write(bytes);
+        if (mode === "log-after") log!.write(bytes);
       },
       close: () => {
         log?.remove();
@@ -188,7 +190,8 @@ export async function measurePasses(size: number, ms: number, warmupMs: number, 
     let next = back.port;
     for (let i = 0; i < 3; i++) {
       // Spawned from the last relay (the tail) back to the first.
-      const child = await spawnChild(["relay", String(next), logging ? (i === 0 ? "log-before" : "log-after") : "plain"]);
+      const mode: RelayMode = logging ? (i === 0 ? "log-before" : "log-after") : "plain";
+      const child = await spawnChild(["relay", String(next), mode]);
       children.push(child.proc);
       next = child.port;
     }
@@ -259,7 +262,7 @@ export async function measureFloor(options: { ms: number; warmupMs: number }): P
 
 if (import.meta.main) {
   const [mode, arg] = process.argv.slice(2);
-  if (mode === "relay") await relay(Number(arg), process.argv[4] !== "plain", process.argv[4] === "log-before");
+  if (mode === "relay") await relay(Number(arg), (process.argv[4] ?? "plain") as RelayMode);
   else if (mode === "sink") sink();
   else {
     const index = process.argv.indexOf("--seconds");

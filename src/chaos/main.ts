@@ -9,11 +9,11 @@
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_WEIGHTS, type FaultKind } from "./faults";
+import { seedFrom } from "./random";
+import { type ChaosOptions, DEFAULT_OPTIONS, runChaos, summaryLine } from "./run";
 
 /** The kinds --faults chooses among (a whole-cluster kill has its own flag, --allow-total). */
 const CHOSEN_KINDS = ["kill", "pause", "cut", "oneway"] as const satisfies readonly FaultKind[];
-import { seedFrom } from "./random";
-import { type ChaosOptions, DEFAULT_OPTIONS, runChaos, summaryLine } from "./run";
 
 const USAGE = `usage: bun run chaos [options]
 
