@@ -16,7 +16,7 @@
  * prints `READY <port>` and exits when its input closes.
  */
 import type { Socket } from "bun";
-import { mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LatencyRecorder, type LatencySummary } from "../src/bench/index.ts";
@@ -173,6 +173,31 @@ async function spawnChild(args: string[]): Promise<{ port: number; proc: ReturnT
 
 /** Round trips of `size`-byte messages through the three relays, for `ms` milliseconds. */
 export async function measurePasses(size: number, ms: number, warmupMs: number, logging = false): Promise<LatencySummary> {
+  return (await measurePassesAndCpu(size, ms, warmupMs, logging)).latency;
+}
+
+/** CPU a process's threads have used, ns (/proc/PID/task/TID/schedstat, whose first field is time on a CPU). */
+function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // The thread ended between the listing and the read: its time is lost to both samples.
+    }
+  }
+  return ns;
+}
+
+export interface PassCpu {
+  /** CPU each relay used per pass after the warm-up, µs, from the head to the tail. */
+  relays_us: number[];
+  /** CPU the sending and receiving process (this one) used per pass, µs. */
+  client_us: number;
+}
+
+/** measurePasses, and what CPU each process spent per pass (to set against a pstore server's, bench/cpu_per_cycle.sh). */
+export async function measurePassesAndCpu(size: number, ms: number, warmupMs: number, logging = false): Promise<{ latency: LatencySummary; cpu: PassCpu }> {
   let arrived = 0;
   let wake: (() => void) | null = null;
   const back = Bun.listen({
@@ -199,19 +224,28 @@ export async function measurePasses(size: number, ms: number, warmupMs: number, 
     const message = new Uint8Array(size).fill(7);
     const recorder = new LatencyRecorder();
     const start = performance.now();
+    let cpuBefore: number[] | null = null;
+    let passes = 0;
     for (;;) {
       const now = performance.now();
       if (now - start > warmupMs + ms) break;
+      if (cpuBefore === null && now - start >= warmupMs) cpuBefore = [...children.map((child) => cpuNs(child.pid)), cpuNs(process.pid)];
       arrived = 0;
       const done = new Promise<void>((resolve) => (wake = resolve));
       const sent = head.write(message);
       if (sent !== size) throw new Error(`floor: a ${size}-byte write took ${sent} bytes`);
       await done;
       wake = null;
-      if (now - start >= warmupMs) recorder.add((performance.now() - now) * 1000);
+      if (now - start >= warmupMs) {
+        recorder.add((performance.now() - now) * 1000);
+        passes++;
+      }
     }
+    const cpuAfter = [...children.map((child) => cpuNs(child.pid)), cpuNs(process.pid)];
     head.end();
-    return recorder.summary();
+    const perPass = cpuAfter.map((ns, i) => Math.round(((ns - (cpuBefore?.[i] ?? ns)) / Math.max(passes, 1) / 1000) * 10) / 10);
+    // Children were spawned tail first.
+    return { latency: recorder.summary(), cpu: { relays_us: perPass.slice(0, 3).reverse(), client_us: perPass[3]! } };
   } finally {
     back.stop(true);
     for (const child of children) child.kill();
@@ -268,13 +302,15 @@ if (import.meta.main) {
     const index = process.argv.indexOf("--seconds");
     const seconds = index === -1 ? 3 : Number(process.argv[index + 1]);
     if (!(seconds > 0)) throw new Error("--seconds takes a positive number");
-    const floor = await measureFloor({ ms: seconds * 1000, warmupMs: 300 });
-    console.log(`pass 32 B   p50 ${floor.pass32_us.p50} µs  p99 ${floor.pass32_us.p99} µs`);
-    console.log(`pass 4 KiB  p50 ${floor.pass4k_us.p50} µs  p99 ${floor.pass4k_us.p99} µs`);
-    console.log(`bulk        ${floor.bulk_mb_per_s} MB/s`);
+    const cpuText = (cpu: PassCpu) => `CPU a pass: relays ${cpu.relays_us.join(" / ")} µs, client ${cpu.client_us} µs`;
+    for (const size of [32, 4096]) {
+      const { latency, cpu } = await measurePassesAndCpu(size, seconds * 1000, 300);
+      console.log(`pass ${size === 32 ? "32 B  " : "4 KiB "}  p50 ${latency.p50} µs  p99 ${latency.p99} µs  ${cpuText(cpu)}`);
+    }
+    console.log(`bulk        ${await measureBulk()} MB/s`);
     if (process.argv.includes("--logging")) {
-      const logged = await measurePasses(4096, seconds * 1000, 300, true);
-      console.log(`pass 4 KiB, relays that log it  p50 ${logged.p50} µs  p99 ${logged.p99} µs`);
+      const { latency, cpu } = await measurePassesAndCpu(4096, seconds * 1000, 300, true);
+      console.log(`pass 4 KiB, relays that log it  p50 ${latency.p50} µs  p99 ${latency.p99} µs  ${cpuText(cpu)}`);
     }
     process.exit(0);
   }
