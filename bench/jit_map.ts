@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 /**
- * Names for the JavaScript in `perf` profiles of pstore's processes. The compiled binary is
- * stripped and `bun --cpu-prof-md` does not write a server's profile when it stops (Bun 1.4.5),
- * but JavaScriptCore can log the code its JITs make (BUN_JSC_useJITDump=1, one
- * /tmp/jit-<thread>-<pid>-<random> file a process, in the jitdump format). This turns each such
- * file into the /tmp/perf-<pid>.map that `perf report` reads for JIT frames.
+ * Names for the JavaScript in `perf` profiles of pstore's processes, which show the kernel's
+ * and the runtime's time beside it (`bun --cpu-prof-md`, bench/profile.ts, shows JavaScript
+ * only). The compiled binary is stripped, but JavaScriptCore can log the code its JITs make
+ * (BUN_JSC_useJITDump=1, one /tmp/jit-<thread>-<pid>-<random> file a process, in the jitdump
+ * format). This turns each such file into the /tmp/perf-<pid>.map that `perf report` reads.
  *
  *   BUN_JSC_useJITDump=1 dist/pstore local --fsync off --data-dir /tmp/d     # servers inherit it
  *   perf record -g -p <server pid> -- sleep 3                                # while a bench runs

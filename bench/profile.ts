@@ -8,14 +8,15 @@
  *   bun --cpu-prof-md --cpu-prof-dir=/tmp/pstore-profile bench/profile.ts \
  *       [--workload cycle] [--clients 1] [--fsync off] [--seconds 8] [--out /tmp/pstore-profile]
  *
- * (Without the two bun flags only the servers are profiled.) Bun 1.4.5 may not write a server's
- * profile when it stops: then `perf` with bench/jit_map.ts names the servers' JavaScript.
+ * (Without the two bun flags only the servers are profiled.) For the kernel's share of the
+ * servers' time too, `perf` with bench/jit_map.ts.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { runPrefix, runWorkload, WORKLOADS, type WorkloadName } from "../src/bench/index.ts";
 import { LocalCluster } from "../src/cli/cluster.ts";
+import { PURGE_DELAY_ENV } from "../src/cli/self.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -32,6 +33,9 @@ const seconds = Number(option("--seconds", "8"));
 const out = resolve(option("--out", "/tmp/pstore-profile"));
 mkdirSync(out, { recursive: true });
 
+// A server started without it executes itself again to set it (src/cli/self.ts), which drops
+// bun's profiler flags: the profile of the process that serves was never written.
+process.env[PURGE_DELAY_ENV] ??= "-1";
 const dataDir = mkdtempSync(join(tmpdir(), "pstore-profile-"));
 const cluster = new LocalCluster({
   count: 3,
@@ -52,11 +56,7 @@ try {
   await cluster.stop();
   for (const [index, pid] of pids.entries()) {
     const file = readdirSync(out).find((name) => name.includes(`.${pid}.`));
-    if (!file) {
-      // Seen with Bun 1.4.5 (session 25): a server stopped by SIGTERM exits without its profile.
-      console.log(`server ${index + 1} (pid ${pid}): no profile written; profile the servers with perf instead (bench/jit_map.ts)`);
-      continue;
-    }
+    if (!file) continue;
     const top = readFileSync(join(out, file), "utf8").split("\n").find((line) => line.startsWith("**Top 10:**"));
     console.log(`server ${index + 1} (pid ${pid}): ${top ?? "(no summary)"}\n  ${join(out, file)}`);
   }
