@@ -236,6 +236,11 @@ export class MemoryFs implements StoreFs {
     this.record({ type: "unlink", path });
   }
 
+  /** At once: the simulator's clock does not run while a server works. */
+  removeLater(path: string): void {
+    this.remove(path);
+  }
+
   remove(path: string): void {
     if (this.names.has(path)) this.record({ type: "unlink", path });
   }

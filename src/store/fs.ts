@@ -25,6 +25,12 @@ export interface StoreFs {
   unlink(path: string): void;
   /** Removes a file if there is one. */
   remove(path: string): void;
+  /**
+   * Removes a file no name of the store's leads to any more, off the main thread where it can:
+   * unlinking a 64 MiB segment whose pages are cached held a server's event loop 30–90 ms.
+   * One left by a crash is the caller's to remove at the next start.
+   */
+  removeLater(path: string): void;
   exists(path: string): boolean;
   size(path: string): number;
   /** Creates `dir` and its missing parents. */

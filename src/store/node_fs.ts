@@ -17,7 +17,7 @@ import {
   writeSync,
   writevSync,
 } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, rm } from "node:fs/promises";
 import { type AsyncFile, LOG_SIZES, type OpenFlags, type StoreFs, type StoreIo } from "./fs";
 import { lockDataDir } from "./lock";
 
@@ -33,6 +33,8 @@ export const nodeFs: StoreFs = {
   rename: (from, to) => renameSync(from, to),
   unlink: (path) => unlinkSync(path),
   remove: (path) => rmSync(path, { force: true }),
+  // On the I/O threads; an error leaves the file for the next start's cleanup.
+  removeLater: (path) => void rm(path, { force: true }).catch(() => {}),
   exists: (path) => existsSync(path),
   size: (path) => statSync(path).size,
   mkdirs: (dir) => {

@@ -224,7 +224,7 @@ export class WriteAheadLog {
       if (!roomy) this.fs.unlink(segment.file);
       else if (!this.spareWanted && !this.spareReady) this.prepareSpare(segment.file);
       else if (this.retired.length < RETIRED_SEGMENTS_MAX) this.retire(segment.file);
-      else this.fs.unlink(segment.file);
+      else this.fs.removeLater(this.renameRetired(segment.file)); // not a segment's name any more, as of the sync below
     }
     this.fs.syncDirectory(this.dir);
   }
@@ -250,9 +250,14 @@ export class WriteAheadLog {
   }
 
   private retire(file: string): void {
+    this.retired.push(this.renameRetired(file));
+  }
+
+  /** Gives a dropped segment a retired name, which the next start removes if it is still there. */
+  private renameRetired(file: string): string {
     const retired = join(this.dir, `${RETIRED_PREFIX}${this.retiredNames++}.tmp`);
     this.fs.rename(file, retired);
-    this.retired.push(retired);
+    return retired;
   }
 
   /**
