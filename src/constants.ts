@@ -198,7 +198,7 @@ export const UNAVAILABLE_RETRY_MS = 100;
 export const TIMER_MS_MAX = 2 ** 31 - 1;
 /** A server ticks at least this often, whatever its heartbeat. */
 export const TICK_MS_MAX = 50;
-/** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain. */
+/** An automatic checkpoint waits at most this many 1 ms turns for the outbound queues to drain and the log's spare segment. */
 export const CHECKPOINT_WAITS_MAX = 1000;
 /** From this body length on, a frame arriving in chunks is copied into one buffer as it comes (src/wire/frame.ts). */
 export const FRAME_ASSEMBLE_BYTES_MIN = 256 * 1024;

@@ -94,6 +94,26 @@ describe("write-ahead log", () => {
     expect(valueOf(recovered.state, "d5")).toBe(85);
   });
 
+  test("a checkpoint begun once the spare segment is ready continues the log in it, not in a new file (servers wait for it: sparePending)", async () => {
+    const dir = freshDir();
+    const { durability } = Durability.open({ fs: nodeFs, logSizes: SMALL_LOG }, dir, { segmentSize: SEGMENT, fsync: "off", checkpointBytes: 1 << 26 });
+    const writer = new Writer(durability);
+    startSession(writer);
+    for (let i = 0; i < 6; i++) writer.write(`d${i}`, i, false);
+    // The first checkpoint drops the segments before it: one is recycled as the next spare, zero-filled in the background.
+    durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
+    expect(durability.sparePending).toBe(true);
+    const deadline = Date.now() + 5_000;
+    while (durability.sparePending && Date.now() < deadline) await Bun.sleep(5);
+    expect(durability.sparePending).toBe(false);
+    const spareInode = statSync(join(dir, "wal-spare.tmp")).ino;
+    writer.write("d0", 100, false);
+    const checkpointed = writer.state.appliedSeq;
+    durability.checkpoint(checkpointed, 65, 65, encodeSnapshot(writer.state));
+    expect(statSync(join(dir, segmentName(checkpointed + 1))).ino).toBe(spareInode);
+    durability.close();
+  });
+
   /** A data dir whose log holds a session and two writes of "x" (1, then 2), closed. */
   function closedAfterTwoWrites(): { dir: string; appliedSeq: number } {
     const dir = freshDir();

@@ -444,12 +444,16 @@ export class Server implements NodeHost {
    * An automatic checkpoint copies the whole state, which blocks this server a
    * while: it runs after the replies and forwards of this batch, once they have
    * left (a large forward drains over many turns), so the chain goes on meanwhile.
+   * It also waits for the log's spare segment, usually being prepared since the
+   * segment it replaced filled (the log and a checkpoint both grow to 64 MiB): begun
+   * without it, the checkpoint's segment was a new file, zero-filled in line (--fsync
+   * always) or sparse, whose first writes the next directory sync flushed (10–32 ms).
    */
   private scheduleCheckpoint(): void {
     if (this.checkpointTimer !== null) return;
     let waits = 0;
     const attempt = () => {
-      if (this.outboundBytes() > 0 && waits++ < CHECKPOINT_WAITS_MAX) {
+      if ((this.outboundBytes() > 0 || this.durability.sparePending) && waits++ < CHECKPOINT_WAITS_MAX) {
         this.checkpointTimer = setTimeout(attempt, 1);
         return;
       }

@@ -169,6 +169,11 @@ export class WriteAheadLog {
     this.durableOffset = this.writeOffset;
   }
 
+  /** The next segment's spare is being zero-filled in the background. */
+  get sparePending(): boolean {
+    return this.spareWanted;
+  }
+
   /** A zero-filled spare waits to be the next segment (tests). */
   get spareIsReady(): boolean {
     return this.spareReady;
