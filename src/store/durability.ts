@@ -191,12 +191,12 @@ export class Durability {
     return info;
   }
 
-  /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
   /** The log's next spare segment is being prepared: a checkpoint begun now would start a new file instead. */
   get sparePending(): boolean {
     return this.wal.sparePending;
   }
 
+  /** The log has grown past --checkpoint-mb and past CHECKPOINT_LOG_GROWTH times the last checkpoint. */
   get checkpointDue(): boolean {
     if (this.now() - this.checkpointFailedAtMs < CHECKPOINT_RETRY_MS) return false;
     const logged = this.wal.bytesSinceCheckpoint;
