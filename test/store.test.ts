@@ -67,11 +67,17 @@ describe("write-ahead log", () => {
     expect(valueOf(recovered.state, "d0")).toBe(1498);
   });
 
-  test("checkpoints that drop more segments than the log keeps for reuse leave none behind, and the log recovers", async () => {
+  /** A log of 8 KiB segments on the real file system, --fsync off, a session open. */
+  function smallLogUnsynced(): { dir: string; durability: Durability; writer: Writer } {
     const dir = freshDir();
     const { durability } = Durability.open({ fs: nodeFs, logSizes: SMALL_LOG }, dir, { segmentSize: SEGMENT, fsync: "off", checkpointBytes: 1 << 26 });
     const writer = new Writer(durability);
     startSession(writer);
+    return { dir, durability, writer };
+  }
+
+  test("checkpoints that drop more segments than the log keeps for reuse leave none behind, and the log recovers", async () => {
+    const { dir, durability, writer } = smallLogUnsynced();
     for (let round = 1; round <= 8; round++) {
       // Each write is a page and more: every round spans several 8 KiB segments, and its checkpoint drops them.
       for (let i = 0; i < 6; i++) writer.write(`d${i}`, round * 10 + i, false);
@@ -95,10 +101,7 @@ describe("write-ahead log", () => {
   });
 
   test("a checkpoint begun once the spare segment is ready continues the log in it, not in a new file (servers wait for it: sparePending)", async () => {
-    const dir = freshDir();
-    const { durability } = Durability.open({ fs: nodeFs, logSizes: SMALL_LOG }, dir, { segmentSize: SEGMENT, fsync: "off", checkpointBytes: 1 << 26 });
-    const writer = new Writer(durability);
-    startSession(writer);
+    const { dir, durability, writer } = smallLogUnsynced();
     for (let i = 0; i < 6; i++) writer.write(`d${i}`, i, false);
     // The first checkpoint drops the segments before it: one is recycled as the next spare, zero-filled in the background.
     durability.checkpoint(writer.state.appliedSeq, 65, 65, encodeSnapshot(writer.state));
