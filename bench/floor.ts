@@ -8,9 +8,10 @@
  *   message at a time, 32 B (an acquire's size) and 4 KiB (a one-page release).
  * - bulk: one process writing 256 MiB to another over loopback, MB/s.
  *
- *   bun bench/floor.ts [--seconds 3] [--logging]   prints the floor (--logging: also relays that
- *                                                  write what they relay to a file, as a log)
- *   (bench/compare.ts imports measureFloor and runs it in the same run as pstore)
+ *   bun bench/floor.ts [--seconds 3] [--logging]   prints the floor and the CPU each process spends
+ *                                                  a pass (--logging: also relays that write what
+ *                                                  they relay to a file, as a log)
+ *   (bench/compare.ts imports measurePasses and measureBulk and runs them in the same run as pstore)
  *
  * The children are this same file run as `relay NEXT_PORT` or `sink`; each
  * prints `READY <port>` and exits when its input closes.
@@ -25,12 +26,6 @@ const HOST = "127.0.0.1";
 const BULK_BYTES = 256 * 1024 * 1024;
 const BULK_CHUNK = 1024 * 1024;
 const READY_TIMEOUT_MS = 10_000;
-
-export interface FloorResult {
-  pass32_us: LatencySummary;
-  pass4k_us: LatencySummary;
-  bulk_mb_per_s: number;
-}
 
 /** A socket writer that keeps what `write` did not take (Bun keeps nothing: BUN.md). */
 class Outbound {
@@ -285,13 +280,6 @@ export async function measureBulk(): Promise<number> {
   } finally {
     child.proc.kill();
   }
-}
-
-export async function measureFloor(options: { ms: number; warmupMs: number }): Promise<FloorResult> {
-  const pass32_us = await measurePasses(32, options.ms, options.warmupMs);
-  const pass4k_us = await measurePasses(4096, options.ms, options.warmupMs);
-  const bulk_mb_per_s = await measureBulk();
-  return { pass32_us, pass4k_us, bulk_mb_per_s };
 }
 
 if (import.meta.main) {
