@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { Update } from "../wire";
-import { DISK_FREE_BYTES_MIN, RETIRED_SEGMENTS_MAX } from "../constants";
+import { DISK_FREE_BYTES_MIN, RETIRED_SEGMENTS_MAX, SPARE_SYNC_BYTES } from "../constants";
 import { writeAll, writeAllParts } from "./files";
 import type { LogSizes, StoreFs } from "./fs";
 import { BATCH_HEADER_BYTES, WAL_HEADER_BYTES, encodeBatchHeader, encodeRecord, encodeSegmentHeader } from "./log_format";
@@ -307,7 +307,10 @@ export class WriteAheadLog {
         try {
           if (recycled !== undefined) await handle.truncate(bytes);
           const zeros = new Uint8Array(Math.min(bytes, 1024 * 1024));
-          for (let offset = 0; offset < bytes; ) offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
+          for (let offset = 0; offset < bytes; ) {
+            offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
+            if (offset % SPARE_SYNC_BYTES === 0) await handle.datasync();
+          }
           // Synced in every mode: after a power loss, a recycled segment must not show what it held.
           await handle.datasync();
         } finally {
