@@ -309,7 +309,7 @@ export class WriteAheadLog {
           const zeros = new Uint8Array(Math.min(bytes, 1024 * 1024));
           for (let offset = 0; offset < bytes; ) {
             offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
-            if (offset % SPARE_SYNC_BYTES === 0) await handle.datasync();
+            if (offset % SPARE_SYNC_BYTES === 0 && offset < bytes) await handle.datasync(); // the last, below
           }
           // Synced in every mode: after a power loss, a recycled segment must not show what it held.
           await handle.datasync();
