@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs `pstore bench --local 3 --json --quiet ARGS` with two builds in turn, ROUNDS times, and
+# Runs `pstore bench --local $SERVERS --json --quiet ARGS` (SERVERS: 3 unless set) with two builds in turn, ROUNDS times, and
 # prints one line per workload: the way docs/benchmarks.md compares a change with its base
 # (alternating, so both see the same machine).
 #   bench/alternate.sh OLD_BINARY NEW_BINARY ROUNDS [bench flags...]
@@ -9,7 +9,7 @@ old=$1 new=$2 rounds=$3
 shift 3
 for round in $(seq 1 "$rounds"); do
   for build in "$old" "$new"; do
-    "$build" bench --local 3 --json --quiet "$@" | ROUND=$round BUILD=$build python3 -c '
+    "$build" bench --local "${SERVERS:-3}" --json --quiet "$@" | ROUND=$round BUILD=$build python3 -c '
 import json, os, sys
 for line in sys.stdin:
     try:

@@ -13,25 +13,26 @@ import { type Op, PREV_EPOCH_UNKNOWN, type PeerMessage } from "../src/wire";
 const PS = 64;
 const OPTIONS = { sessionTimeoutMsDefault: 60_000, heartbeatMs: 100, suspectMs: 1000, awaitSync: true };
 
-/** Server `selfId` of the chain [1,2] (epoch 65), at seq 1: session 5 open. */
-function member(selfId: number): Replica {
+/** Server `selfId` of the chain `chain` (epoch 65), at seq 1: session 5 open. */
+function member(selfId: number, chain = [1, 2]): Replica {
   const state = new StoreState(16 * PS, PS);
   const epochs = new EpochHistory(0, 0);
   state.apply({ seq: 1, epoch: 65, session: 5, reqNo: 1, doneBelow: 0, op: { type: "open_session", timeoutMs: 60_000 } });
   epochs.note(1, 65);
-  const replica = new Replica({ selfId, peers: [1, 2], ...OPTIONS }, state, 65, undefined, undefined, epochs);
+  const replica = new Replica({ selfId, peers: chain, ...OPTIONS }, state, 65, undefined, undefined, epochs);
   replica.onTick(0);
-  for (const from of [1, 2]) {
+  for (const from of chain) {
     if (from !== selfId) replica.onPeerMessage({ type: "heartbeat", from, epoch: 0, chain: [], status: "booting", appliedSeq: 1, lastEpoch: 65, busyMs: 0 }, 10);
   }
-  replica.onPeerMessage({ type: "config", from: 1, epoch: 65, chain: [1, 2], issued: true }, 20);
+  replica.onPeerMessage({ type: "config", from: chain[0]!, epoch: 65, chain, issued: true }, 20);
   if (replica.status !== "member") throw new Error(`server ${selfId} is ${replica.status}, not a member`);
   return replica;
 }
 
 const update = (seq: number, op: Op): Update => ({ seq, epoch: 65, session: 5, reqNo: seq, doneBelow: 0, op });
 const create = (seq: number): Update => update(seq, { type: "create", name: `d${seq}`, size: 1 });
-const forward = (updates: Update[], durable?: { seq: number; epoch: number }): PeerMessage => ({ type: "forward", from: 1, epoch: 65, prevEpoch: 65, updates, ...(durable ? { durable } : {}) });
+const forward = (updates: Update[], durable?: { seq: number; epoch: number }, from = 1): PeerMessage => ({ type: "forward", from, epoch: 65, prevEpoch: 65, updates, ...(durable ? { durable } : {}) });
+const synced = (from: number, seq: number, seqEpoch = 65, epoch = 65): PeerMessage => ({ type: "synced", from, epoch, seq, seqEpoch });
 
 function repliedReqNos(ready: Ready): number[] {
   return ready.send.flatMap((out) => (out.kind === "reply" ? [out.reqNo] : []));
@@ -122,5 +123,63 @@ describe("a server forwards before its sync and tells its successor when it is d
     expect(forwards(synced)).toEqual([{ type: "forward", from: 1, epoch: 65, prevEpoch: PREV_EPOCH_UNKNOWN, updates: [], durable: { seq: 2, epoch: 65 } }]);
     // Said once: another report of the same point sends nothing.
     expect(forwards(head.onDurable(2))).toEqual([]);
+  });
+});
+
+describe("every server before the tail tells it directly how far it has synced (protocol 10)", () => {
+  const CHAIN = [1, 2, 3];
+
+  function syncedSent(ready: Ready): { to: number; seq: number }[] {
+    return ready.send.flatMap((out) => (out.kind === "peer" && out.message.type === "synced" ? [{ to: out.to, seq: out.message.seq }] : []));
+  }
+
+  test("the tail replies on its own sync and each server's own notice, before the head's sync has crossed the middle", () => {
+    const tail = member(3, CHAIN);
+    // The middle's forward says only what the middle knew then: the head's sync had not reached it.
+    tail.onPeerMessage(forward([create(2)], { seq: 1, epoch: 65 }, 2), 30);
+    expect(repliedReqNos(tail.onDurable(2))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(synced(2, 2), 31))).toEqual([]);
+    expect(tail.acknowledgedSeq).toBe(1);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2), 32))).toEqual([2]);
+    expect(tail.acknowledgedSeq).toBe(2);
+  });
+
+  test("one server's notice is not the chain's: without the middle's, only the forwarded notice counts", () => {
+    const tail = member(3, CHAIN);
+    tail.onPeerMessage(forward([create(2)], undefined, 2), 30);
+    tail.onDurable(2);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2), 31))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(forward([], { seq: 2, epoch: 65 }, 2), 32))).toEqual([2]);
+  });
+
+  test("a notice of another epoch, or about another history at that seq, is not believed", () => {
+    const tail = member(3, CHAIN);
+    tail.onPeerMessage(forward([create(2)], undefined, 2), 30);
+    tail.onDurable(2);
+    tail.onPeerMessage(synced(2, 2), 31);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2, 65, 64), 32))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2, 129), 33))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2), 34))).toEqual([2]);
+  });
+
+  test("a notice that overtakes the forward it covers counts once that update arrives", () => {
+    const tail = member(3, CHAIN);
+    expect(repliedReqNos(tail.onPeerMessage(synced(1, 2), 30))).toEqual([]);
+    expect(repliedReqNos(tail.onPeerMessage(synced(2, 2), 31))).toEqual([]);
+    tail.onPeerMessage(forward([create(2)], undefined, 2), 32);
+    expect(repliedReqNos(tail.onDurable(2))).toEqual([2]);
+  });
+
+  test("the head and the middle say each sync that moves their point to the tail, once; a head whose successor is the tail does not", () => {
+    const head = member(1, CHAIN);
+    head.onRequest({ session: 5, reqNo: 2, doneBelow: 0, op: { type: "create", name: "d", size: 1 } });
+    expect(syncedSent(head.onDurable(2))).toEqual([{ to: 3, seq: 2 }]);
+    expect(syncedSent(head.onDurable(2))).toEqual([]);
+    const middle = member(2, CHAIN);
+    middle.onPeerMessage(forward([create(2)]), 30);
+    expect(syncedSent(middle.onDurable(2))).toEqual([{ to: 3, seq: 2 }]);
+    const headOfTwo = member(1);
+    headOfTwo.onRequest({ session: 5, reqNo: 2, doneBelow: 0, op: { type: "create", name: "d", size: 1 } });
+    expect(syncedSent(headOfTwo.onDurable(2))).toEqual([]);
   });
 });

@@ -10,9 +10,16 @@
  *
  * "Durable through s" means every update up to s that needs a sync (core/durable.ts) is
  * synced; updates that need none (holds, sessions) wait for nothing of their own.
+ *
+ * Said down the chain, the head's sync reaches the tail one hop per server after it ends:
+ * the tail, whose own sync starts last, still waited ~50 µs for it (bench/pass_profile.ts,
+ * session 26). So every server before the tail also tells the tail directly how far it
+ * has synced (`synced`), and the tail takes the better of the two lower bounds: what its
+ * predecessor said for the chain before it, and the least of what each server said itself.
  */
+import { tailOf } from "./chain";
 import type { Output } from "./state";
-import type { ReplicaShared } from "./replica_shared";
+import type { MemberSynced, ReplicaShared } from "./replica_shared";
 
 /** How far this server and every server before it in the chain are durable (Infinity: syncs are not awaited). */
 export function chainDurableSeq(r: ReplicaShared): number {
@@ -21,7 +28,60 @@ export function chainDurableSeq(r: ReplicaShared): number {
   const upstream = r.upstreamDurable;
   // Said by our predecessor in this configuration, about the history we share with it.
   const said = upstream.from === r.upstream && upstream.epoch === r.config.epoch ? upstream.seq : 0;
-  return Math.min(r.durableSeq, said);
+  return Math.min(r.durableSeq, r.isTail ? Math.max(said, membersSyncedSeq(r)) : said);
+}
+
+/** As tail: how far every server before us said it has synced, each of our history (0: one said nothing). */
+function membersSyncedSeq(r: ReplicaShared): number {
+  let seq = Infinity;
+  for (const id of r.config.chain) {
+    if (id === r.selfId) break;
+    const said = r.memberSynced.get(id);
+    if (said === undefined || said.epoch !== r.config.epoch) return 0;
+    checkPendingSynced(r, said);
+    seq = Math.min(seq, said.seq);
+  }
+  return seq === Infinity ? 0 : seq;
+}
+
+/**
+ * A `synced` notice from a server of our chain, in our epoch. Equal (seq, epoch) pairs mean
+ * equal histories, so it counts once our history has its `seq` with the same epoch; it may
+ * overtake the forward that brings us that update (another connection): kept until then.
+ */
+export function noteMemberSynced(r: ReplicaShared, from: number, epoch: number, seq: number, seqEpoch: number): void {
+  if (epoch !== r.config.epoch || !r.config.chain.includes(from)) return;
+  let said = r.memberSynced.get(from);
+  if (said === undefined || said.epoch !== epoch) {
+    said = { epoch, seq: 0, pending: null };
+    r.memberSynced.set(from, said);
+  }
+  if (seq > said.seq && seq > (said.pending?.seq ?? 0)) said.pending = { seq, seqEpoch };
+  checkPendingSynced(r, said);
+}
+
+function checkPendingSynced(r: ReplicaShared, said: MemberSynced): void {
+  const pending = said.pending;
+  if (pending === null || pending.seq > r.state.appliedSeq) return;
+  if (r.epochs.epochAt(pending.seq) === pending.seqEpoch) said.seq = Math.max(said.seq, pending.seq);
+  said.pending = null;
+}
+
+/**
+ * A member before the tail tells the tail how far it has synced, each time that moves (and in
+ * each new epoch). Not a head whose successor is the tail: its forwards say just that.
+ */
+export function tellTailSynced(r: ReplicaShared): void {
+  if (!r.options.awaitSync || r.status !== "member" || r.isTail || (r.isHead && r.config.chain.length === 2)) return;
+  const seq = Math.min(r.durableSeq, r.state.appliedSeq);
+  const told = r.syncedTold;
+  if (seq <= 0 || (told.epoch === r.config.epoch && seq <= told.seq)) return;
+  const seqEpoch = r.epochs.epochAt(seq);
+  if (seqEpoch === null) return;
+  r.syncedTold = { epoch: r.config.epoch, seq };
+  const tail = tailOf(r.config);
+  if (tail === null) return;
+  r.send(tail, { type: "synced", from: r.selfId, epoch: r.config.epoch, seq, seqEpoch });
 }
 
 /** As tail: a reply goes now if everything it rests on is durable on the whole chain, else it waits. */

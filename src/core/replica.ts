@@ -26,7 +26,7 @@ import { type ClientView, type Ready, emptyReady, replyOut } from "./ready";
 import { type Action, type ReplicaOptions, ReplicaShared } from "./replica_shared";
 import { acceptsFrom, endPull, flushForwardsAndAcks, handleRequest, onAck, onAhead, onForward, onSnapshot, onSyncRequest, sequence, snapshotMessage, syncDownstream } from "./flow";
 import { recallCachedGrants } from "./cached";
-import { acknowledgedSeq, isReplyHeld, noteDurable, releaseDurableReplies, replyWhenDurable } from "./chain_sync";
+import { acknowledgedSeq, isReplyHeld, noteDurable, noteMemberSynced, releaseDurableReplies, replyWhenDurable, tellTailSynced } from "./chain_sync";
 import { adoptConfig, issueConfig } from "./configuration";
 import { becomeBooting, broadcastHeartbeat, keepJoining, keepServing, noteChainAtWork, onHeartbeat, onJoin, sendHeartbeat, tryBoot } from "./membership";
 import { dropStaleProposal, onAccept, onPrepare, onPromise, onPropose } from "./paxos";
@@ -265,6 +265,9 @@ export class Replica {
       case "ack":
         if (message.epoch === this.s.config.epoch && this.s.down?.id === message.from) onAck(this.s, message.from, message.seq, message.seqEpoch);
         break;
+      case "synced":
+        noteMemberSynced(this.s, message.from, message.epoch, message.seq, message.seqEpoch);
+        break;
       case "join":
         onJoin(this.s, message.from, message.appliedSeq, message.lastEpoch);
         break;
@@ -361,6 +364,7 @@ export class Replica {
   private finish(): Ready {
     releaseDurableReplies(this.s);
     flushForwardsAndAcks(this.s);
+    tellTailSynced(this.s);
     recallCachedGrants(this.s);
     const actions = this.s.out;
     this.s.out = [];

@@ -112,6 +112,13 @@ export interface Downstream {
 }
 
 /** What every part of the replica reads and writes. */
+/** A server's `synced` notices in `epoch`: `seq` checked against our history, `pending` not yet (we lack it). */
+export interface MemberSynced {
+  epoch: number;
+  seq: number;
+  pending: { seq: number; seqEpoch: number } | null;
+}
+
 export class ReplicaShared {
   readonly monitor = new SessionMonitor();
   readonly recalls = new RecallScheduler();
@@ -175,6 +182,10 @@ export class ReplicaShared {
   durableSeq: number;
   /** What our predecessor `from` said in `epoch`: it and the servers before it are durable through `seq`. */
   upstreamDurable = { from: -1, epoch: -1, seq: 0 };
+  /** As tail: what each server before us said directly (`synced`) of its own syncs, by id (chain_sync.ts). */
+  readonly memberSynced = new Map<number, MemberSynced>();
+  /** What we last told our tail of our own syncs (`synced`), in `epoch`. */
+  syncedTold = { epoch: -1, seq: 0 };
   /** The last update applied that needs a sync: a reply produced now rests on it. */
   lastSyncNeededSeq: number;
   /** Updates applied that need a sync and that the chain up to us has not all synced yet, in order. */

@@ -61,21 +61,22 @@ export class ReadyCarrier {
     if (this.host.disk.waiting) send = this.sendHeartbeatsNow(send);
     let early = 0;
     while (early < send.length && isForward(send[early]!)) early++;
+    // The forwards that lead a batch of log records leave before our own write (one system
+    // call less on the chain's path per hop): what each mode promises rests on the tail (below).
+    // Not while the disk is full (updates wait), nor before a configuration or checkpoint is on disk.
+    const leadBeforeWrite = early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log");
+    if (leadBeforeWrite) this.host.batch(() => this.sendRange(send.slice(0, early), 0));
     if (!this.replica.awaitsSync) {
       // --fsync off/batch promise what survives a crash of N-1 servers, or of every process
-      // once the tail has written: the forwards that lead a batch of log records leave before
-      // our own write (one system call less on the chain's path per hop); the tail's reply and
-      // our acknowledgement still wait for it. Not while the disk is full (updates wait), nor
-      // before a configuration or checkpoint is on disk.
-      if (early > 0 && !this.host.disk.waiting && persist.every((item) => item.kind === "log")) {
-        this.host.batch(() => this.sendRange(send.slice(0, early), 0));
-      } else early = 0;
+      // once the tail has written: the tail's reply and our acknowledgement wait for our write.
+      if (!leadBeforeWrite) early = 0;
       this.host.disk.write(persist, () => this.host.batch(() => this.sendRange(send, early)));
       return;
     }
-    // --fsync always (core/chain_sync.ts): the forwards that lead the batch leave once it is
-    // written, so the next server writes and syncs while we sync; the rest waits for our sync,
-    // and the replica then learns how far we are durable (the tail's replies wait for that).
+    // --fsync always (core/chain_sync.ts): the next server writes and syncs while we sync (the
+    // leading forwards of a batch that also holds a configuration or checkpoint leave once it
+    // is written); the rest waits for our sync, and the replica then learns how far we are
+    // durable: the tail replies only once every server of the chain has synced the update.
     const durableThrough = lastSeqOf(persist);
     this.host.disk.write(
       persist,
@@ -83,7 +84,7 @@ export class ReadyCarrier {
         this.host.batch(() => this.sendRange(send, early));
         if (durableThrough > 0) this.releaseNow(this.replica.onDurable(durableThrough));
       },
-      early > 0 ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
+      early > 0 && !leadBeforeWrite ? () => this.host.batch(() => this.sendRange(send.slice(0, early), 0)) : undefined,
     );
   }
 

@@ -87,6 +87,8 @@ export function describePeerMessage(m: PeerMessage): string {
       return `snapshot e${m.epoch} at ${m.seq}@${m.lastEpoch} (${m.bytes.length} B)`;
     case "ack":
       return `ack e${m.epoch} ${m.seq}`;
+    case "synced":
+      return `synced e${m.epoch} ${m.seq}@${m.seqEpoch}`;
     case "join":
       return `join at ${m.appliedSeq}@${m.lastEpoch}`;
     case "caught_up":

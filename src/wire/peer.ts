@@ -68,6 +68,12 @@ export type PeerMessage =
   | { type: "snapshot"; from: number; epoch: number; seq: number; lastEpoch: number; bytes: Uint8Array }
   /** `seqEpoch`: the epoch of the update at `seq` in the sender's history (0 if unknown). */
   | { type: "ack"; from: number; epoch: number; seq: number; seqEpoch: number }
+  /**
+   * --fsync always, to the tail from each server before it in the chain: the sender has
+   * synced every update up to `seq` that needs a sync (`seqEpoch`: the epoch at `seq` in its
+   * history). The tail need not wait for this to travel down the chain (chain_sync.ts).
+   */
+  | { type: "synced"; from: number; epoch: number; seq: number; seqEpoch: number }
   /** A server outside the chain asks the tail to bring it up to date. */
   | { type: "join"; from: number; appliedSeq: number; lastEpoch: number }
   /** The tail tells the head that a joiner has everything: append it to the chain. */
@@ -127,6 +133,7 @@ export const PEER_TYPES = {
   config_refuse: 33,
   ahead: 34,
   pull: 35,
+  synced: 36,
 } as const;
 
 const STATUS_CODES: Record<ReplicaStatus, number> = { booting: 1, joining: 2, member: 3 };
@@ -167,7 +174,7 @@ function readFlag(r: Reader): boolean {
 }
 
 export function isPeerFrameType(type: number): boolean {
-  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.pull;
+  return type >= PEER_TYPES.heartbeat && type <= PEER_TYPES.synced;
 }
 
 export function encodePeer(m: PeerMessage): Uint8Array {
@@ -202,6 +209,8 @@ export function encodePeer(m: PeerMessage): Uint8Array {
       );
     case "ack":
       return frame(PEER_TYPES.ack, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.seqEpoch));
+    case "synced":
+      return frame(PEER_TYPES.synced, 2 + 8 * 3, (w) => w.u16(m.from).u53(m.epoch).u53(m.seq).u53(m.seqEpoch));
     case "join":
       return frame(PEER_TYPES.join, 2 + 8 + 8, (w) => w.u16(m.from).u53(m.appliedSeq).u53(m.lastEpoch));
     case "caught_up":
@@ -298,6 +307,8 @@ function decodePeerBody(type: number, r: Reader): PeerMessage {
       return { type: "snapshot", from: r.u16(), epoch: r.u53(), seq: r.u53(), lastEpoch: r.u53(), bytes: r.blob() };
     case PEER_TYPES.ack:
       return { type: "ack", from: r.u16(), epoch: r.u53(), seq: r.u53(), seqEpoch: r.u53() };
+    case PEER_TYPES.synced:
+      return { type: "synced", from: r.u16(), epoch: r.u53(), seq: r.u53(), seqEpoch: r.u53() };
     case PEER_TYPES.join:
       return { type: "join", from: r.u16(), appliedSeq: r.u53(), lastEpoch: r.u53() };
     case PEER_TYPES.caught_up:

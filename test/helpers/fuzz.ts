@@ -70,6 +70,7 @@ export const PEER_MESSAGES: PeerMessage[] = [
   { type: "config_refuse", from: 1, ballot: 100, promised: 194 },
   { type: "ahead", from: 2, epoch: 258, baseSeq: 170, baseEpoch: 65, appliedSeq: 248 },
   { type: "pull", from: 1, epoch: 258, baseSeq: 170 },
+  { type: "synced", from: 2, epoch: 258, seq: 171, seqEpoch: 257 },
 ];
 
 /** Whole frames (header included), one per corpus message. */
