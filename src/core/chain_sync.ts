@@ -1,8 +1,8 @@
 /**
  * --fsync always without one sync after another down the chain (issue 13, item 4).
  *
- * Every server forwards an update as soon as it has written it, and syncs while the next
- * server does the same: the chain's syncs overlap instead of adding up. The promise is
+ * Every server forwards an update before it writes it (server/carrier.ts), and syncs while
+ * the next server does the same: the chain's syncs overlap instead of adding up. The promise is
  * unchanged: the tail replies to an update only once every server of the chain has synced
  * it, and whatever depends on it (every later reply) waits too. How a tail knows: each
  * server says, on its forwards, how far it and every server before it have synced

@@ -8,13 +8,12 @@
  * successor hold what we might lose), a promise on the vote saved with it.
  * Readys are carried out in the order they were made; the sends of a later
  * Ready never overtake the disk work of an earlier one. Both hosts obey this
- * through one function: ReadyCarrier.release (src/server/carrier.ts). Two exceptions
- * for the forwards that lead a batch, which only make the successor hold what we
- * hold: when the replica awaits syncs (--fsync always) they leave once the batch
- * is written, before its sync, and what rests on the sync (the tail's replies)
- * waits for the whole chain's instead (chain_sync.ts); when it does not (--fsync
- * off/batch, whose promise a tail that wrote before replying keeps), they leave
- * before a batch of log records is written.
+ * through one function: ReadyCarrier.release (src/server/carrier.ts). One exception:
+ * the forwards that lead a batch of log records leave before it is written (once it
+ * is written when it also holds a configuration or a checkpoint, and before its sync
+ * then). Each mode's promise rests on the tail instead: with --fsync off/batch it
+ * writes before it replies; when the replica awaits syncs (--fsync always) what rests
+ * on a sync (the tail's replies) waits for the whole chain's (chain_sync.ts).
  *
  * The host never reads the replica's state back to build what it sends:
  * a reply carries its pages, an announcement the chain clients must see.
