@@ -8,9 +8,10 @@
  *   message at a time, 32 B (an acquire's size) and 4 KiB (a one-page release).
  * - bulk: one process writing 256 MiB to another over loopback, MB/s.
  *
- *   bun bench/floor.ts [--seconds 3] [--logging]   prints the floor and the CPU each process spends
- *                                                  a pass (--logging: also relays that write what
- *                                                  they relay to a file, as a log)
+ *   bun bench/floor.ts [--seconds 3] [--logging] [--native]
+ *     prints the floor and the CPU each process spends a pass (--logging: also relays that write
+ *     what they relay to a file, as a log; --native: also relays in C, bench/c_relay.c, built
+ *     with cc: what a hop costs with no runtime)
  *   (bench/compare.ts imports measurePasses and measureBulk and runs them in the same run as pstore)
  *
  * The children are this same file run as `relay NEXT_PORT` or `sink`; each
@@ -19,7 +20,7 @@
 import type { Socket } from "bun";
 import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { LatencyRecorder, type LatencySummary } from "../src/bench/index.ts";
 
 const HOST = "127.0.0.1";
@@ -147,8 +148,21 @@ function sink(): void {
 
 // ---- the measuring side ----
 
-async function spawnChild(args: string[]): Promise<{ port: number; proc: ReturnType<typeof Bun.spawn> }> {
-  const proc = Bun.spawn([process.execPath, import.meta.path, ...args], { stdout: "pipe", stderr: "inherit" });
+/** bench/c_relay.c, compiled once into a temporary directory. */
+let nativeRelay: string | null = null;
+
+function nativeRelayPath(): string {
+  if (nativeRelay) return nativeRelay;
+  const program = join(mkdtempSync(join(tmpdir(), "pstore-c-relay-")), "c_relay");
+  const built = Bun.spawnSync([process.env.CC || "cc", "-O2", "-o", program, resolve(import.meta.dir, "c_relay.c")], { stderr: "inherit" });
+  if (built.exitCode !== 0) throw new Error("bench/c_relay.c did not compile");
+  nativeRelay = program;
+  return program;
+}
+
+async function spawnChild(args: string[], native = false): Promise<{ port: number; proc: ReturnType<typeof Bun.spawn> }> {
+  const command = native ? [nativeRelayPath(), ...args.slice(1)] : [process.execPath, import.meta.path, ...args];
+  const proc = Bun.spawn(command, { stdout: "pipe", stderr: "inherit" });
   const reader = proc.stdout.getReader();
   const deadline = setTimeout(() => proc.kill(), READY_TIMEOUT_MS);
   let text = "";
@@ -192,7 +206,7 @@ export interface PassCpu {
 }
 
 /** measurePasses, and what CPU each process spent per pass (to set against a pstore server's, bench/cpu_per_cycle.sh). */
-export async function measurePassesAndCpu(size: number, ms: number, warmupMs: number, logging = false): Promise<{ latency: LatencySummary; cpu: PassCpu }> {
+export async function measurePassesAndCpu(size: number, ms: number, warmupMs: number, logging = false, native = false): Promise<{ latency: LatencySummary; cpu: PassCpu }> {
   let arrived = 0;
   let wake: (() => void) | null = null;
   const back = Bun.listen({
@@ -211,7 +225,7 @@ export async function measurePassesAndCpu(size: number, ms: number, warmupMs: nu
     for (let i = 0; i < 3; i++) {
       // Spawned from the last relay (the tail) back to the first.
       const mode: RelayMode = logging ? (i === 0 ? "log-before" : "log-after") : "plain";
-      const child = await spawnChild(["relay", String(next), mode]);
+      const child = await spawnChild(["relay", String(next), mode], native);
       children.push(child.proc);
       next = child.port;
     }
@@ -299,6 +313,12 @@ if (import.meta.main) {
     if (process.argv.includes("--logging")) {
       const { latency, cpu } = await measurePassesAndCpu(4096, seconds * 1000, 300, true);
       console.log(`pass 4 KiB, relays that log it  p50 ${latency.p50} µs  p99 ${latency.p99} µs  ${cpuText(cpu)}`);
+    }
+    if (process.argv.includes("--native")) {
+      for (const logging of [false, true]) {
+        const { latency, cpu } = await measurePassesAndCpu(4096, seconds * 1000, 300, logging, true);
+        console.log(`pass 4 KiB, relays in C${logging ? " that log it" : ""}  p50 ${latency.p50} µs  p99 ${latency.p99} µs  ${cpuText(cpu)}`);
+      }
     }
     process.exit(0);
   }
