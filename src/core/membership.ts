@@ -106,7 +106,7 @@ export function keepJoining(r: ReplicaShared): void {
 export function tryBoot(r: ReplicaShared): void {
   r.bootWaitNote = ""; // said again below while it still holds
   const others = r.options.peers.filter((id) => id !== r.selfId);
-  const alive = others.filter((id) => r.peerViews.has(id) && !r.suspected(id));
+  const alive = others.filter((id) => r.peerViews.has(id) && !r.suspected(id) && !heardBeforeOurConfig(r, id));
   const serving = alive
     .map((id) => present(r.peerViews.get(id), "no view of a live peer"))
     .filter((view) => view.status === "member" && view.epoch > 0)
@@ -193,6 +193,19 @@ export function tryBoot(r: ReplicaShared): void {
   const same = candidates.filter((id) => compareRank(rank(id), mine) === 0).sort((a, b) => a - b);
   r.out.push({ kind: "note", text: `forming a chain of ${same.join(",")} at seq ${r.state.appliedSeq}` });
   issueConfig(r, same);
+}
+
+/**
+ * A member of our configuration whose last word predates it (heard before we adopted it, from
+ * an older epoch): since, it has served in ours or a later one, or crashed first; its view
+ * cannot say which, so it counts as unheard until it speaks again. Taken as it stood, a joiner
+ * cut off one way from both members of its new chain [1,2,3] saw them "booting, at seq 0" from
+ * before they formed it, outranked them as a member, and formed [3] alone beside the [1,2]
+ * they had gone on to serve and acknowledge in (sim seed 1152004061, --one-way).
+ */
+function heardBeforeOurConfig(r: ReplicaShared, id: number): boolean {
+  const view = r.peerViews.get(id);
+  return view !== undefined && r.config.chain.includes(id) && view.lastHeardMs < r.configSinceMs && view.epoch < r.config.epoch;
 }
 
 /** What a booting server knows of a candidate: its history's position and its configuration. */
