@@ -263,6 +263,36 @@ describe("a configuration that never served", () => {
   });
 });
 
+describe("a joiner cut off from the chain it just learnt", () => {
+  // Sim seed 1152004061 (--one-way): 3 heard 1 and 2 booting at seq 0, then learnt e193 [1,2,3]
+  // from 2's sync request, and heard nothing more (both links to it cut one way). Back to
+  // booting, it took their old word, outranked them as a member, and formed [3] beside the
+  // [1,2] they went on to serve and acknowledge in.
+  test("at boot, members of its configuration last heard before it adopted it count as unheard: it waits for them", () => {
+    const three = new Replica({ selfId: 3, peers: [1, 2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
+    three.onTick(0);
+    for (const from of [1, 2]) {
+      three.onPeerMessage({ type: "heartbeat", from, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [1, 2, 3] }, 10);
+    }
+    three.onPeerMessage({ type: "sync_request", from: 2, epoch: 193, chain: [1, 2, 3] }, 20);
+    expect(three.status).toBe("joining");
+    const issued: unknown[] = [];
+    const notes: string[] = [];
+    for (let now = 30; now <= 2000; now += 10) {
+      const step = three.onTick(now);
+      issued.push(...step.persist.filter((p) => p.kind === "config"));
+      notes.push(...step.notes);
+    }
+    expect(issued).toEqual([]);
+    expect(three.status).toBe("booting");
+    expect(notes.join("\n")).toContain("waiting for server(s) 1,2 of the last chain");
+    // Once a member speaks again, the chain it serves in is found.
+    three.onPeerMessage({ type: "heartbeat", from: 1, epoch: 257, chain: [1, 2], status: "member", appliedSeq: 5, lastEpoch: 257, busyMs: 0 }, 2010);
+    three.onTick(2020);
+    expect([three.status, three.config]).toEqual(["joining", { epoch: 257, chain: [1, 2] }]);
+  });
+});
+
 describe("sibling configurations at boot", () => {
   // Sim seed 403004127 (--disks --free-crashes): 3 issued e387 [3,2] from e321 and crashed
   // before 2 adopted it; 2, which knew only e321, issued e386 [2] and acknowledged updates up to
