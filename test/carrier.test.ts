@@ -8,26 +8,17 @@ import { type Persist, type Ready, type Replica, emptyReady } from "../src/core"
 import { ReadyCarrier } from "../src/server/carrier";
 import type { NodeHost } from "../src/server/host";
 import { PREV_EPOCH_UNKNOWN, type Update } from "../src/wire";
+import { scriptedHost } from "./helpers/node_host";
 
 const update: Update = { seq: 7, epoch: 65, session: 5, reqNo: 3, doneBelow: 0, op: { type: "create", name: "d", size: 1 } };
 
 /** A host that records, in order, each send (by connection; a message's parts once) and each step of its disk. */
 function recordingHost(events: string[]): NodeHost {
-  return {
-    nowMs: () => 0,
+  return scriptedHost({ now: 0 }, {
     send(conn) {
       if (events.at(-1) !== `send to ${conn}`) events.push(`send to ${conn}`);
     },
-    close() {},
-    dial() {},
     defer: (fn) => fn(),
-    batch: (fn) => fn(),
-    pendingBytes: () => 0,
-    nonce: () => new Uint8Array(32),
-    admit: () => null,
-    largeFrame() {},
-    largeFrameArrived() {},
-    frameBuffer: () => null,
     disk: {
       write(items, written, unsynced) {
         events.push(`write ${items.map((item) => item.kind).join(",")}`);
@@ -38,8 +29,7 @@ function recordingHost(events: string[]): NodeHost {
       waiting: false,
       spaceShort: () => false,
     },
-    log: { info() {}, warn() {}, error() {}, debug() {} },
-  };
+  });
 }
 
 /** A turn that logs `persist`, forwards to peer 2 (connection 20) and replies to session 5 (connection 50). */

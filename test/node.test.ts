@@ -4,33 +4,13 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Replica, StoreState } from "../src/core";
-import type { NodeHost } from "../src/server/host";
 import { ServerNode } from "../src/server/node";
 import { PROTOCOL_VERSION } from "../src/constants";
 import { encodeMessage, helloMessage, type PeerMessage } from "../src/wire";
+import { scriptedHost } from "./helpers/node_host";
 
 const PAGE = 4096;
 const OPTIONS = { sessionTimeoutMsDefault: 1000, heartbeatMs: 100, suspectMs: 500 };
-
-/** A host whose clock the test moves; its disk writes at once and has room. */
-function scriptedHost(clock: { now: number }): NodeHost {
-  return {
-    nowMs: () => clock.now,
-    send() {},
-    close() {},
-    dial() {},
-    defer: (fn) => queueMicrotask(fn),
-    batch: (fn) => fn(),
-    pendingBytes: () => 0,
-    nonce: () => new Uint8Array(32),
-    admit: () => null,
-    largeFrame() {},
-    largeFrameArrived() {},
-    frameBuffer: (bytes) => new Uint8Array(bytes),
-    disk: { write: (_items, written, unsynced) => (unsynced?.(), written()), waiting: false, spaceShort: () => false },
-    log: { info() {}, warn() {}, error() {}, debug() {} },
-  };
-}
 
 /** Server 1 of [1, 2], ticked once at the clock's time. */
 function nodeOf1(clock: { now: number }): { node: ServerNode; replica: Replica } {
