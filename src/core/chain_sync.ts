@@ -11,11 +11,12 @@
  * "Durable through s" means every update up to s that needs a sync (core/durable.ts) is
  * synced; updates that need none (holds, sessions) wait for nothing of their own.
  *
- * Said down the chain, the head's sync reaches the tail one hop per server after it ends:
- * the tail, whose own sync starts last, still waited ~50 µs for it (bench/pass_profile.ts,
- * session 26). So every server before the tail also tells the tail directly how far it
- * has synced (`synced`), and the tail takes the better of the two lower bounds: what its
- * predecessor said for the chain before it, and the least of what each server said itself.
+ * Said down the chain, the head's sync reaches the tail one hop per server after it ends.
+ * So every server before the tail also tells the tail directly how far it has synced
+ * (`synced`), and the tail takes the better of two lower bounds: what its predecessor said
+ * for the chain before it, and the least of what each server said of itself (a chain of
+ * five: 4-12% off a cycle; of three, where the middle's sync is the last, nothing:
+ * docs/benchmarks.md, session 26).
  */
 import { tailOf } from "./chain";
 import type { Output } from "./state";
@@ -77,10 +78,9 @@ export function tellTailSynced(r: ReplicaShared): void {
   const told = r.syncedTold;
   if (seq <= 0 || (told.epoch === r.config.epoch && seq <= told.seq)) return;
   const seqEpoch = r.epochs.epochAt(seq);
-  if (seqEpoch === null) return;
-  r.syncedTold = { epoch: r.config.epoch, seq };
   const tail = tailOf(r.config);
-  if (tail === null) return;
+  if (seqEpoch === null || tail === null) return;
+  r.syncedTold = { epoch: r.config.epoch, seq };
   r.send(tail, { type: "synced", from: r.selfId, epoch: r.config.epoch, seq, seqEpoch });
 }
 

@@ -111,7 +111,6 @@ export interface Downstream {
   holding: boolean;
 }
 
-/** What every part of the replica reads and writes. */
 /** A server's `synced` notices in `epoch`: `seq` checked against our history, `pending` not yet (we lack it). */
 export interface MemberSynced {
   epoch: number;
@@ -119,6 +118,7 @@ export interface MemberSynced {
   pending: { seq: number; seqEpoch: number } | null;
 }
 
+/** What every part of the replica reads and writes. */
 export class ReplicaShared {
   readonly monitor = new SessionMonitor();
   readonly recalls = new RecallScheduler();
