@@ -335,6 +335,18 @@ describe("sibling configurations at boot", () => {
     expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
   });
 
+  // Sim seed 1156002536 (--disks): 3, head of e195 [3,4], sequenced #20-21 and crashed before
+  // forwarding them; 4 went on, took 1's #20-21@65 and acknowledged them in e324. After an
+  // outage 3's 21@195 outranked 4's 21@65 by its epoch, and 3 formed [3] over them.
+  test("with --fsync always, a member whose configuration's tail went on holding none of its epoch ranks below that tail", () => {
+    const three = restarted(3, 21, 195, { epoch: 195, chain: [3, 2] }, true);
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 388, chain: [2], status: "booting", appliedSeq: 21, lastEpoch: 65, busyMs: 0, bootPeers: [3] }, 10);
+    expect(issued(three.onTick(120))).toEqual([]);
+    const two = restarted(2, 21, 65, { epoch: 388, chain: [2] }, true);
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3, 2], status: "booting", appliedSeq: 21, lastEpoch: 195, busyMs: 0, bootPeers: [2] }, 10);
+    expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
   // Sim seed 905002995 (--disks --fsync off --free-crashes): tail 1 of e193 [1] acknowledged up
   // to #123 unsynced and lost #84.. in a power loss; joiner 2 held the only copy.
   test("with --fsync off, the same joiner keeps its rank: the tail may have acknowledged what it lost", () => {

@@ -250,7 +250,9 @@ function compareRank(a: BootRank, b: BootRank): number {
  * and crashed before 2 adopted it; 2 issued e386 [2] and acknowledged updates in it; after a
  * total outage 3's unacknowledged suffix in e387 outranked them (sim seed 403004127).
  * A tail that restarted empty (epoch 0, no disks) proves nothing: it may have acknowledged
- * and lost them, and the candidate holds the only copy (sim seed 421000723).
+ * and lost them, and the candidate holds the only copy (sim seed 421000723). With --fsync
+ * always, so is a member whose configuration's tail holds none of its epoch's updates
+ * (tailHoldsNoneOfItsEpoch), and a joiner ahead of that tail (joinedBeyondTail).
  */
 function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean, acksSynced: boolean): BootRank {
   const view = viewOf(id);
@@ -260,7 +262,8 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
   if (tail === null || tail === id || view.lastEpoch !== view.epoch || !isAlive(tail)) return own;
   const tailView = viewOf(tail);
   const neverAdopted = view.chain.includes(id)
-    ? tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)
+    ? (tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)) ||
+      (acksSynced && tailHoldsNoneOfItsEpoch(view, tailView))
     : acksSynced && joinedBeyondTail(view, tailView);
   if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
   return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0, member };
@@ -279,6 +282,18 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
  */
 function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
   return tailView.epoch > 0 && tailView.epoch === view.epoch && tailView.lastEpoch === view.lastEpoch;
+}
+
+/**
+ * A member whose updates of its last configuration's epoch the tail of that configuration, in
+ * it or past it, holds none of: only that tail acknowledged them, and with --fsync always
+ * what it acknowledged is on its disk, so none was. 3, head of e195 [3,4], sequenced #20-21
+ * and crashed before forwarding them; 4 went on, took 1's #20-21@65 (`ahead`, `pull`) and
+ * acknowledged them in e324. After an outage 3's 21@195 outranked 4's 21@65 by its epoch,
+ * and 3 formed [3] over what e324 acknowledged (sim seed 1156002536, --disks).
+ */
+function tailHoldsNoneOfItsEpoch(view: BootView, tailView: BootView): boolean {
+  return tailView.epoch >= view.epoch && tailView.lastEpoch < view.lastEpoch;
 }
 
 /** What a booting server waits for, as `noteBootWait` says it after the ids. */
