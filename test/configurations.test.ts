@@ -268,11 +268,13 @@ describe("a joiner cut off from the chain it just learnt", () => {
   // from 2's sync request, and heard nothing more (both links to it cut one way). Back to
   // booting, it took their old word, outranked them as a member, and formed [3] beside the
   // [1,2] they went on to serve and acknowledge in.
-  test("at boot, members of its configuration last heard before it adopted it count as unheard: it waits for them", () => {
+  // Heard at the same instant too (a heartbeat and then the configuration, read together:
+  // sim seed 1163000557).
+  test.each([10, 20])("at boot, members of its configuration last heard before it adopted it (at %d ms, adopted at 20) count as unheard: it waits for them", (heardAt) => {
     const three = new Replica({ selfId: 3, peers: [1, 2, 3], ...REPLICA_OPTIONS }, new StoreState(16 * PS, PS));
     three.onTick(0);
     for (const from of [1, 2]) {
-      three.onPeerMessage({ type: "heartbeat", from, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [1, 2, 3] }, 10);
+      three.onPeerMessage({ type: "heartbeat", from, epoch: 0, chain: [], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [1, 2, 3] }, heardAt);
     }
     three.onPeerMessage({ type: "sync_request", from: 2, epoch: 193, chain: [1, 2, 3] }, 20);
     expect(three.status).toBe("joining");
@@ -345,6 +347,14 @@ describe("sibling configurations at boot", () => {
     const two = restarted(2, 21, 65, { epoch: 388, chain: [2] }, true);
     two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3, 2], status: "booting", appliedSeq: 21, lastEpoch: 195, busyMs: 0, bootPeers: [2] }, 10);
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
+  });
+
+  // Sim seed 1163000557 (--disks --free-crashes): the tail of e65, a joiner there that never
+  // synced, restarted empty of it; ranking the members below it made it lead with nothing.
+  test("a member keeps its rank when its configuration's tail is still in that configuration", () => {
+    const three = restarted(3, 1, 65, { epoch: 65, chain: [3, 2] }, true);
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 65, chain: [3, 2], status: "booting", appliedSeq: 0, lastEpoch: 0, busyMs: 0, bootPeers: [3] }, 10);
+    expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
   });
 
   // Sim seed 905002995 (--disks --fsync off --free-crashes): tail 1 of e193 [1] acknowledged up

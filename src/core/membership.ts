@@ -205,7 +205,8 @@ export function tryBoot(r: ReplicaShared): void {
  */
 function heardBeforeOurConfig(r: ReplicaShared, id: number): boolean {
   const view = r.peerViews.get(id);
-  return view !== undefined && r.config.chain.includes(id) && view.lastHeardMs < r.configSinceMs && view.epoch < r.config.epoch;
+  // At the same instant too: a peer's heartbeat and then its configuration, read together.
+  return view !== undefined && r.config.chain.includes(id) && view.lastHeardMs <= r.configSinceMs && view.epoch < r.config.epoch;
 }
 
 /** What a booting server knows of a candidate: its history's position and its configuration. */
@@ -285,15 +286,17 @@ function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
 }
 
 /**
- * A member whose updates of its last configuration's epoch the tail of that configuration, in
- * it or past it, holds none of: only that tail acknowledged them, and with --fsync always
+ * A member whose updates of its last configuration's epoch the tail of that configuration,
+ * gone on past it, holds none of: only that tail acknowledged them, and with --fsync always
  * what it acknowledged is on its disk, so none was. 3, head of e195 [3,4], sequenced #20-21
  * and crashed before forwarding them; 4 went on, took 1's #20-21@65 (`ahead`, `pull`) and
  * acknowledged them in e324. After an outage 3's 21@195 outranked 4's 21@65 by its epoch,
- * and 3 formed [3] over what e324 acknowledged (sim seed 1156002536, --disks).
+ * and 3 formed [3] over what e324 acknowledged (sim seed 1156002536, --disks). Not a tail
+ * still in that configuration: a joiner that never synced there, restarted, ranked every
+ * member below its empty history (sim seed 1163000557).
  */
 function tailHoldsNoneOfItsEpoch(view: BootView, tailView: BootView): boolean {
-  return tailView.epoch >= view.epoch && tailView.lastEpoch < view.lastEpoch;
+  return tailView.epoch > view.epoch && tailView.lastEpoch < view.lastEpoch;
 }
 
 /** What a booting server waits for, as `noteBootWait` says it after the ids. */
