@@ -252,8 +252,9 @@ function compareRank(a: BootRank, b: BootRank): number {
  * total outage 3's unacknowledged suffix in e387 outranked them (sim seed 403004127).
  * A tail that restarted empty (epoch 0, no disks) proves nothing: it may have acknowledged
  * and lost them, and the candidate holds the only copy (sim seed 421000723). With --fsync
- * always, so is a member whose configuration's tail holds none of its epoch's updates
- * (tailHoldsNoneOfItsEpoch), and a joiner ahead of that tail (joinedBeyondTail).
+ * always two more rank just below the tail: a member whose configuration's tail went on past
+ * it holding none of its epoch's updates (tailHoldsNoneOfItsEpoch), and a joiner ahead of
+ * that tail (joinedBeyondTail).
  */
 function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: number) => boolean, acksSynced: boolean): BootRank {
   const view = viewOf(id);
