@@ -307,9 +307,13 @@ export class WriteAheadLog {
         try {
           if (recycled !== undefined) await handle.truncate(bytes);
           const zeros = new Uint8Array(Math.min(bytes, 1024 * 1024));
-          for (let offset = 0; offset < bytes; ) {
+          for (let offset = 0, syncAt = SPARE_SYNC_BYTES; offset < bytes; ) {
             offset += await handle.write(zeros, 0, Math.min(zeros.length, bytes - offset), offset);
-            if (offset % SPARE_SYNC_BYTES === 0 && offset < bytes) await handle.datasync(); // the last, below
+            // By threshold, not by multiple: a short write must not skip every sync. The last is below.
+            if (offset >= syncAt && offset < bytes) {
+              await handle.datasync();
+              syncAt = offset + SPARE_SYNC_BYTES;
+            }
           }
           // Synced in every mode: after a power loss, a recycled segment must not show what it held.
           await handle.datasync();
