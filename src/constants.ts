@@ -130,8 +130,9 @@ export const PASS_PROFILE_STAMPS_MAX = 1_000_000;
  * 8: heartbeats carry the servers the sender heard while booting (bootPeers). 9: and the
  * servers it suspects (unheard): a tail does not report a joiner to a head that cannot hear it.
  * 10: each server before the tail tells it directly how far it has synced (synced, --fsync always).
+ * 11: a head that takes over a longer history sequences a barrier update (op code 11) after it.
  */
-export const PROTOCOL_VERSION = 10;
+export const PROTOCOL_VERSION = 11;
 export const DEFAULT_PORT = 7401;
 export const DEFAULT_SERVERS = ["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"];
 /** Epoch runs a server remembers of its history (src/core/epochs.ts): one per epoch that sequenced updates. */

@@ -31,12 +31,12 @@ describe("a history is never taken back", () => {
     return new Replica({ selfId, peers: [1, 2], ...REPLICA_OPTIONS, ...more }, state, lastEpoch, config, undefined, epochs);
   }
 
-  test("a joiner whose history holds the chain's and more is not sent back: the head takes its state", () => {
+  test("a joiner whose history holds the chain's and more is not sent back: the head takes its state, then a barrier in its epoch", () => {
     // Server 2 acknowledged seqs 4-5 alone in epoch 129 (two chains after a cut, default mode);
-    // server 1 serves a chain that never went past seq 3.
+    // server 1 serves a chain (epoch 193) that never went past seq 3.
     const common = updates(1, 3, 65);
-    const head = replicaWith(1, common, { epoch: 65, chain: [1] });
-    const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 65, chain: [1] });
+    const head = replicaWith(1, common, { epoch: 193, chain: [1] });
+    const joiner = replicaWith(2, [...common, ...updates(4, 5, 129)], { epoch: 193, chain: [1] });
     const byId = new Map([[1, head], [2, joiner]]);
     const installs: [number, number][] = [];
     let now = 0;
@@ -51,13 +51,17 @@ describe("a history is never taken back", () => {
     // Server 1 serves alone first (server 2 is cut off: what is sent to it is lost).
     for (now = 0; now <= 3000 && !head.isHead; now += 50) head.onTick(now);
     expect(head.config.chain).toEqual([1]);
-    for (; now <= 8000 && !(joiner.status === "member" && head.state.appliedSeq === 5); now += 50) {
+    for (; now <= 8000 && !(joiner.status === "member" && joiner.state.appliedSeq === 6); now += 50) {
       run(1, head.onTick(now));
       run(2, joiner.onTick(now));
     }
     expect(installs.filter(([id]) => id === 2).every(([, seq]) => seq >= 5)).toBe(true);
-    expect(head.state.appliedSeq).toBe(5);
-    expect(head.lastEpoch).toBe(129);
+    // The pulled history ends with the head's barrier (seq 6): acknowledged by this chain, it
+    // ranks at a boot by this chain's epoch, not by 129 (sim seed 1200000191).
+    expect(head.state.appliedSeq).toBe(6);
+    expect(head.lastEpoch).toBeGreaterThanOrEqual(193);
+    expect(joiner.state.appliedSeq).toBe(6);
+    expect(joiner.lastEpoch).toBe(head.lastEpoch);
     expect([...head.state.data.keys()].sort()).toEqual(["d2", "d3", "d4", "d5"]);
     expect(joiner.status).toBe("member");
     expect(head.config.chain).toEqual([1, 2]);

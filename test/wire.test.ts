@@ -15,9 +15,9 @@ describe("golden bytes (u32 LE length of what follows, u8 type, body)", () => {
     const expected = hex(`
       2a 00 00 00 | 01  # length 42, type hello
       50 53 54 52  # magic "PSTR"
-      0a 00 | 01 | 00 00  # version 10, role client, sender 0
+      0b 00 | 01 | 00 00  # version 11, role client, sender 0
       ${"ab ".repeat(32)} # the client's nonce`);
-    expect(PROTOCOL_VERSION).toBe(10);
+    expect(PROTOCOL_VERSION).toBe(11);
     expect(toHex(encodeMessage(HELLO_CLIENT))).toBe(toHex(expected));
     expect(decodeFrame(expected)).toEqual(HELLO_CLIENT);
   });

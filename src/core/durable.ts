@@ -16,6 +16,7 @@ export function needsSync(update: Update): boolean {
     case "cancel":
     case "close_session":
     case "checkpoint":
+    case "barrier": // the replies to a pulled history wait for it (core/flow.ts, endPull)
     case "refused": // its number must not go missing from the session's sequence
       return true;
     default:

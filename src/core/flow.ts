@@ -186,6 +186,13 @@ export function endPull(r: ReplicaShared, pulled: Extract<PeerMessage, { type: "
   if (pulled) {
     installSnapshot(r, pulled.bytes, pulled.seq, pulled.lastEpoch);
     r.monitor.reset();
+    // What we took was sequenced in an older configuration, and our chain acknowledges it now:
+    // ranked at a boot by its old last epoch, it lost to an unacknowledged history of a newer
+    // one. 2, head of e450 [2], took 1's #96-98@321 and acknowledged them; after a power loss
+    // of 2 and an outage, 3's #96@387, sequenced as head of e387 [3,2] and never forwarded, led
+    // (sim seed 1200000191, --disks --one-way). The barrier, in our epoch and synced before any
+    // reply that rests on the pulled history (durable.ts), makes this history rank as ours.
+    sequence(r, { seq: 0, epoch: 0, session: 0, reqNo: 0, doneBelow: 0, op: { type: "barrier" } });
   }
   const deferred = r.deferred;
   r.deferred = [];

@@ -54,6 +54,7 @@ export class StoreState {
       endSession(this, op.session, outputs);
       return outputs;
     }
+    if (op.type === "barrier" && update.session === 0) return outputs;
     if (op.type === "open_session") {
       openSession(this, update, op.timeoutMs, outputs);
       return outputs;

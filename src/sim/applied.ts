@@ -120,6 +120,9 @@ export function describeUpdate(update: Update | null): string {
     case "expire_session":
       what = `expire session ${op.session}`;
       break;
+    case "barrier":
+      what = "barrier";
+      break;
     case "open_session":
       what = `open session`;
       break;

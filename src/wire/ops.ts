@@ -29,6 +29,11 @@ export type Op =
   /** Every server writes a checkpoint when it applies this: a recovery line at one seq. */
   | { type: "checkpoint" }
   /**
+   * Sequenced by the system (session 0) when a head takes over a longer history (a pull): it
+   * changes no state, but carries the head's epoch into that history (core/flow.ts, endPull).
+   */
+  | { type: "barrier" }
+  /**
    * Put by the head in place of a request it refuses for a reason of its own
    * (its disk is full): sequenced like the request, so the session's request
    * numbers stay without a gap, and answered with this error by every replica.
@@ -61,6 +66,7 @@ export const OP_CODES: Record<OpType, number> = {
   expire_session: 8,
   checkpoint: 9,
   refused: 10,
+  barrier: 11,
 };
 const OP_BY_CODE = invert(OP_CODES);
 
@@ -96,6 +102,7 @@ export function opSize(op: Op): number {
     case "expire_session":
       return 1 + 8;
     case "checkpoint":
+    case "barrier":
       return 1;
     case "refused":
       return 1 + sizeOf.str(op.code) + sizeOf.str(op.message) + 8;
@@ -130,6 +137,7 @@ export function writeOp(writer: Writer, op: Op): void {
       writer.u53(op.session);
       return;
     case "checkpoint":
+    case "barrier":
       return;
     case "refused":
       writer.str(op.code).str(op.message).u53(op.holdId);
@@ -163,6 +171,7 @@ export function readOp(reader: Reader): Op {
     case "expire_session":
       return { type, session: reader.u53() };
     case "checkpoint":
+    case "barrier":
       return { type };
     case "refused":
       return { type, code: reader.str(), message: reader.str(), holdId: reader.u53() };

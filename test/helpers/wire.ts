@@ -66,6 +66,7 @@ export const ALL_OPS: Op[] = [
   { type: "refused", code: "ENOSPC", message: "the disk of server 1 is full", holdId: 2 ** 33 + 1 },
   { type: "open_session", timeoutMs: 0 },
   { type: "checkpoint" },
+  { type: "barrier" },
 ];
 
 export const ALL_REPLIES: Reply[] = [
