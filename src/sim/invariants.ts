@@ -30,6 +30,9 @@ import { needsSync } from "../core/durable";
 import type { ServerMachine } from "./machine";
 
 /** A violated invariant (or an inconsistency of the simulator): the run fails with it. */
+/** How far back a reply's update is looked for in the history of a server that is no longer tail. */
+const REPLIED_LOOKBACK = 1024;
+
 export class Failed extends Error {
   constructor(
     readonly invariant: string,
@@ -141,16 +144,43 @@ export class Checker {
    * it something else (a tail paused past --suspect-ms replies to what waited for it, then
    * its first tick makes it boot: sim seed 261005760 counted nothing it had acknowledged).
    */
-  tailReplied(server: ServerMachine): void {
-    if (server.up && server.replica.isTail) this.acknowledgedBy(server);
+  tailReplied(server: ServerMachine, session: number, reqNo: number): void {
+    if (!server.up) return;
+    if (server.replica.isTail) {
+      this.acknowledgedBy(server);
+      return;
+    }
+    // A reply made as tail can leave once the server is tail no longer: a forward and the
+    // configuration that appends a new tail, read together, were one step, and the replies
+    // left after the write. The client has it: the update is acknowledged (sim seed
+    // 1205002882, --one-way: uncounted, the checker took the new tail, still short of it,
+    // for a server holding every acknowledged update).
+    const seq = this.seqOfRequest(server, session, reqNo);
+    if (seq !== null) this.acknowledgedUpTo(server, seq);
+  }
+
+  /** Where `server`'s recent history sequenced request `reqNo` of `session` (null: not among them). */
+  private seqOfRequest(server: ServerMachine, session: number, reqNo: number): number | null {
+    const h = server.history;
+    if (session === 0) return null;
+    for (let seq = h.length; seq >= 1 && seq > h.length - REPLIED_LOOKBACK; seq--) {
+      const update = h.updateAt(seq);
+      if (update && update.session === session && update.reqNo === reqNo) return seq;
+    }
+    return null;
   }
 
   /** Takes in what tail `server` acknowledges; false when that contradicts what was acknowledged before. */
   private acknowledgedBy(server: ServerMachine): boolean {
+    // With disks (--fsync always) a tail replies once the chain has synced: acknowledged is less than applied.
+    return this.acknowledgedUpTo(server, server.replica.acknowledgedSeq);
+  }
+
+  /** Takes in that `server`'s history is acknowledged up to `upTo`; false when that contradicts what was acknowledged before. */
+  private acknowledgedUpTo(server: ServerMachine, upTo: number): boolean {
     const c = this.committed;
     const h = server.history;
-    // With disks (--fsync always) a tail replies once the chain has synced: acknowledged is less than applied.
-    const acknowledged = Math.min(h.length, server.replica.acknowledgedSeq);
+    const acknowledged = Math.min(h.length, upTo);
     const overlap = Math.min(h.length, c.length);
     if (!h.samePrefix(c, overlap)) {
       const at = h.commonPrefix(c) + 1;
