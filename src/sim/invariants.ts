@@ -24,6 +24,7 @@
  */
 import { predecessorOf } from "../core/chain";
 import type { StoreState } from "../core";
+import type { Reply } from "../wire";
 import { AppliedHistory, describeUpdate } from "./applied";
 import { RunningHash, fnvString } from "./hash";
 import { needsSync } from "../core/durable";
@@ -144,7 +145,7 @@ export class Checker {
    * it something else (a tail paused past --suspect-ms replies to what waited for it, then
    * its first tick makes it boot: sim seed 261005760 counted nothing it had acknowledged).
    */
-  tailReplied(server: ServerMachine, session: number, reqNo: number): void {
+  tailReplied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void {
     if (!server.up) return;
     if (server.replica.isTail) {
       this.acknowledgedBy(server);
@@ -154,7 +155,10 @@ export class Checker {
     // configuration that appends a new tail, read together, were one step, and the replies
     // left after the write. The client has it: the update is acknowledged (sim seed
     // 1205002882, --one-way: uncounted, the checker took the new tail, still short of it,
-    // for a server holding every acknowledged update).
+    // for a server holding every acknowledged update). Not the head's own refusals, which
+    // answer requests it does not sequence now (a resend after the session's close, sequenced
+    // before and never acknowledged, is refused ESESSION: sim seed 1212002930).
+    if (reply.type === "error" && (reply.code === "ESESSION" || reply.code === "EUNAVAILABLE")) return;
     const seq = this.seqOfRequest(server, session, reqNo);
     if (seq !== null) this.acknowledgedUpTo(server, seq);
   }

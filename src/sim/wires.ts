@@ -6,7 +6,7 @@
  * (the history a snapshot brings, the bytes a grant must leave a client
  * with) is noted here from the nodes' observer hooks.
  */
-import { type Message, type PeerMessage, type Recall, type ReplyMessage, concatBytes } from "../wire";
+import { type Message, type PeerMessage, type Recall, type Reply, type ReplyMessage, concatBytes } from "../wire";
 import type { ConnId } from "../server/host";
 import type { SimClient } from "./client";
 import { type ServerMachine, type World, datumHash } from "./machine";
@@ -43,7 +43,7 @@ export interface WireContext {
   /** A head sent a recall to the client of its session. */
   sentRecall(recall: Recall): void;
   /** A server sent a client the reply to request `reqNo` of `session` (as tail, it acknowledges what it applied). */
-  tailReplied(server: ServerMachine, session: number, reqNo: number): void;
+  tailReplied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void;
   /** The disk of `server` completes some work at `atMs` (its oldest sync, a background write). */
   diskAt(server: ServerMachine, atMs: number, run: () => void): void;
   fail(invariant: string, message: string): never;
@@ -143,7 +143,7 @@ export class Wires {
         this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
       },
       sentReply: (from, id, body) => {
-        this.ctx.tailReplied(from, body.session, body.reqNo);
+        this.ctx.tailReplied(from, body.session, body.reqNo, body.reply);
         this.noteGrant(from, id, body);
       },
       sentRecall: (recall) => this.ctx.sentRecall(recall),
