@@ -30,10 +30,10 @@ import { RunningHash, fnvString } from "./hash";
 import { needsSync } from "../core/durable";
 import type { ServerMachine } from "./machine";
 
-/** A violated invariant (or an inconsistency of the simulator): the run fails with it. */
 /** How far back a reply's update is looked for in the history of a server that is no longer tail. */
 const REPLIED_LOOKBACK = 1024;
 
+/** A violated invariant (or an inconsistency of the simulator): the run fails with it. */
 export class Failed extends Error {
   constructor(
     readonly invariant: string,
