@@ -353,6 +353,18 @@ describe("sibling configurations at boot", () => {
     expect(issued(two.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[2]]);
   });
 
+  // Sim seed 1225003732 (--disks): 5, tail of e321, restarted from a power loss and joined
+  // e385 [1,2], which 1 formed from its longer history and acknowledged in; taken for a tail
+  // gone past e321, it ranked 1 and 2 below it, and 4 formed [4] beside them.
+  test("with --fsync always, a tail that only joined a newer configuration leaves its old configuration's members their rank", () => {
+    const three = restarted(3, 21, 195, { epoch: 195, chain: [3, 2] }, true);
+    three.onPeerMessage({ type: "heartbeat", from: 2, epoch: 388, chain: [3], status: "booting", appliedSeq: 21, lastEpoch: 65, busyMs: 0, bootPeers: [3] }, 10);
+    expect(issued(three.onTick(120)).map((p) => p.kind === "config" && p.config.chain)).toEqual([[3]]);
+    const two = restarted(2, 21, 65, { epoch: 388, chain: [3] }, true);
+    two.onPeerMessage({ type: "heartbeat", from: 3, epoch: 195, chain: [3, 2], status: "booting", appliedSeq: 21, lastEpoch: 195, busyMs: 0, bootPeers: [2] }, 10);
+    expect(issued(two.onTick(120))).toEqual([]);
+  });
+
   // Sim seed 1163000557 (--disks --free-crashes): the tail of e65, a joiner there that never
   // synced, restarted empty of it; ranking the members below it made it lead with nothing.
   test("a member keeps its rank when its configuration's tail is still in that configuration", () => {

@@ -265,7 +265,7 @@ function bootRank(id: number, viewOf: (id: number) => BootView, isAlive: (id: nu
   const tailView = viewOf(tail);
   const neverAdopted = view.chain.includes(id)
     ? (tailView.epoch > 0 && tailView.epoch < view.epoch && tailView.lastEpoch === tailView.epoch && !tailView.chain.includes(id)) ||
-      (acksSynced && tailHoldsNoneOfItsEpoch(view, tailView))
+      (acksSynced && tailHoldsNoneOfItsEpoch(view, tail, tailView))
     : acksSynced && joinedBeyondTail(view, tailView);
   if (!neverAdopted || compareHistory(tailView, view) >= 0) return own;
   return { lastEpoch: tailView.lastEpoch, appliedSeq: tailView.appliedSeq, standing: 0, member };
@@ -294,10 +294,13 @@ function joinedBeyondTail(view: BootView, tailView: BootView): boolean {
  * acknowledged them in e324. After an outage 3's 21@195 outranked 4's 21@65 by its epoch,
  * and 3 formed [3] over what e324 acknowledged (sim seed 1156002536, --disks). Not a tail
  * still in that configuration: a joiner that never synced there, restarted, ranked every
- * member below its empty history (sim seed 1163000557).
+ * member below its empty history (sim seed 1163000557). Nor a tail that only joins a newer
+ * configuration, which it holds none of yet: 5, tail of e321, restarted from a power loss at
+ * 59@257 and joined e385 [1,2], which 1 had formed from its 67@321 and acknowledged in; ranked
+ * below 5, 1 and 2 lost to 4's 66@257, and 4 formed [4] beside them (sim seed 1225003732).
  */
-function tailHoldsNoneOfItsEpoch(view: BootView, tailView: BootView): boolean {
-  return tailView.epoch > view.epoch && tailView.lastEpoch < view.lastEpoch;
+function tailHoldsNoneOfItsEpoch(view: BootView, tail: number, tailView: BootView): boolean {
+  return tailView.chain.includes(tail) && tailView.epoch > view.epoch && tailView.lastEpoch < view.lastEpoch;
 }
 
 /** What a booting server waits for, as `noteBootWait` says it after the ids. */
