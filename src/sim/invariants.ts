@@ -145,7 +145,7 @@ export class Checker {
    * it something else (a tail paused past --suspect-ms replies to what waited for it, then
    * its first tick makes it boot: sim seed 261005760 counted nothing it had acknowledged).
    */
-  tailReplied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void {
+  replied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void {
     if (!server.up) return;
     if (server.replica.isTail) {
       this.acknowledgedBy(server);
@@ -165,8 +165,8 @@ export class Checker {
 
   /** Where `server`'s recent history sequenced request `reqNo` of `session` (null: not among them). */
   private seqOfRequest(server: ServerMachine, session: number, reqNo: number): number | null {
-    const h = server.history;
     if (session === 0) return null;
+    const h = server.history;
     for (let seq = h.length; seq >= 1 && seq > h.length - REPLIED_LOOKBACK; seq--) {
       const update = h.updateAt(seq);
       if (update && update.session === session && update.reqNo === reqNo) return seq;

@@ -264,7 +264,7 @@ export class Simulation {
         clientEvent: (conn, handle) => this.clients.event(conn, handle),
         sawConfig: (server, epoch, chain) => this.checker.sawConfig(server, epoch, chain),
         sentRecall: (recall) => this.clients.recalls.sent(recall),
-        tailReplied: (server, session, reqNo, reply) => this.checker.tailReplied(server, session, reqNo, reply),
+        replied: (server, session, reqNo, reply) => this.checker.replied(server, session, reqNo, reply),
         diskAt: (server, atMs, run) => this.queue.push(atMs, { type: "disk", server, incarnation: server.incarnation, run }),
         fail: (invariant, message) => this.fail(invariant, message),
         report: (invariant, message) => this.report(invariant, message),

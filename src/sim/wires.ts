@@ -43,7 +43,7 @@ export interface WireContext {
   /** A head sent a recall to the client of its session. */
   sentRecall(recall: Recall): void;
   /** A server sent a client the reply to request `reqNo` of `session` (as tail, it acknowledges what it applied). */
-  tailReplied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void;
+  replied(server: ServerMachine, session: number, reqNo: number, reply: Reply): void;
   /** The disk of `server` completes some work at `atMs` (its oldest sync, a background write). */
   diskAt(server: ServerMachine, atMs: number, run: () => void): void;
   fail(invariant: string, message: string): never;
@@ -143,7 +143,7 @@ export class Wires {
         this.conns.get(id)?.snapshots.set(message.seq, from.history.prefix(message.seq));
       },
       sentReply: (from, id, body) => {
-        this.ctx.tailReplied(from, body.session, body.reqNo, body.reply);
+        this.ctx.replied(from, body.session, body.reqNo, body.reply);
         this.noteGrant(from, id, body);
       },
       sentRecall: (recall) => this.ctx.sentRecall(recall),
